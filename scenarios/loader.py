@@ -1,0 +1,136 @@
+"""Load scenario files (built-in names or paths) into validated `Scenario` objects.
+
+Errors name the file, the key path, the bad value and, where a name was expected, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from genba.errors import GenbaError
+from scenarios.schema import Scenario
+
+BUILTIN_DIR = Path(__file__).resolve().parent
+
+
+class ScenarioError(GenbaError):
+    """A scenario file that cannot be read or does not satisfy the schema."""
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def resolve_path(name_or_path: str | Path) -> Path:
+    """A built-in name (`conveyor-pick`) or a path to a YAML file."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file():
+        path = Path(text)
+        if not path.is_file():
+            raise ScenarioError(f"{path}: no such scenario file")
+        return path
+    path = BUILTIN_DIR / f"{text}.yaml"
+    if not path.is_file():
+        names = builtin_names()
+        raise ScenarioError(f"unknown scenario {text!r}; built-in: {', '.join(names)}" + _suggest(text, names))
+    return path
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    path = resolve_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ScenarioError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
+    return parse_scenario(data, source=str(path))
+
+
+def parse_scenario(data: dict[str, Any], source: str = "<dict>") -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = [_format_error(err, data) for err in exc.errors()]
+        head = f"{source}: {len(lines)} error{'s' if len(lines) > 1 else ''} in scenario"
+        raise ScenarioError("\n  ".join([head, *lines])) from None
+
+
+def scenario_hash(scenario: Scenario) -> str:
+    """Content hash of the validated scenario (defaults filled in), stable across key order and comments."""
+    blob = json.dumps(scenario.model_dump(mode="json"), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _format_error(err: dict[str, Any], data: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    # Union members appear in the location as the tag ('reach'); drop them so the key path is the file's own.
+    clean = tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "task" and p in ("reach", "conveyor_pick")))
+    path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in clean).replace(".[", "[") or "<top>"
+    kind = err["type"]
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        allowed = _fields_at(Scenario, clean[:-1], data)
+        return f"{path}: unknown key{_suggest(str(clean[-1]), allowed)}; valid keys here: {', '.join(allowed)}"
+    if kind == "union_tag_invalid":
+        tags = [t.strip(" '") for t in err.get("ctx", {}).get("expected_tags", "").split(",")]
+        return f"{path}.type: unknown task type {err['ctx'].get('tag')!r}{_suggest(str(err['ctx'].get('tag')), tags)}; valid: {', '.join(tags)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = "" if kind == "missing" else f" (got {value!r})"
+    return f"{path}: {msg}{shown}"
+
+
+def _fields_at(model: type[BaseModel], loc: tuple, data: Any) -> list[str]:
+    """Field names of the model found by following `loc` from the root schema."""
+    current: Any = model
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            current = _unwrap_sequence(current)
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        current = current.model_fields[part].annotation
+        node = node.get(part) if isinstance(node, dict) else None
+        current = _pick_union_member(current, node)
+    current = _pick_union_member(current, node)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap_sequence(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis]
+    return args[0] if args else tp
+
+
+def _pick_union_member(tp: Any, node: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    members = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", None)) else []
+    if not members:
+        return tp
+    if len(members) == 1:
+        return members[0]
+    tag = node.get("type") if isinstance(node, dict) else None
+    for member in members:
+        field = getattr(member, "model_fields", {}).get("type")
+        if field is not None and tag in typing.get_args(field.annotation):
+            return member
+    return members[0]
+
+
+def _suggest(value: str, choices) -> str:
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
