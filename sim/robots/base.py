@@ -1,0 +1,226 @@
+"""A robot arm with a parallel gripper, driven by end-effector or joint deltas.
+
+`RobotModel` is the static description (readable without a simulator: the bridge and the bundle
+manifest publish it); `Robot` is that model loaded into one `Simulator`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pybullet as pb
+
+from scenarios.schema import RobotConfig
+from sim.simulator import Simulator
+
+
+@dataclass(frozen=True)
+class RobotModel:
+    name: str
+    urdf_path: Path
+    arm_joints: tuple[str, ...]
+    finger_joints: tuple[str, ...]  # prismatic, each travels 0 (closed) .. finger_travel (open)
+    tool_link: str  # the point between the fingertips that IK places
+    home: tuple[float, ...]  # rad
+    finger_travel: float  # m per finger
+    finger_force: float  # N per finger
+    workspace_low: tuple[float, float, float]  # m, tool target box in the robot's base frame
+    workspace_high: tuple[float, float, float]
+    rated_payload: float  # kg
+    source: str  # where the numbers come from
+    ik_null_space: bool = True  # redundant arms (7 axes) use the home pose as the null-space rest
+    tool_yaw_offset: float = 0.0  # rad: tool yaw reported when the last joint sits at its home angle
+    link_friction: dict[str, float] = field(default_factory=dict)
+
+
+class Robot:
+    """One loaded arm. Commands go to PyBullet position motors; state reads are batched per step."""
+
+    model: RobotModel
+
+    def __init__(self, sim: Simulator, model: RobotModel, config: RobotConfig, name: str = "robot"):
+        self.sim, self.model, self.config, self.name = sim, model, config, name
+        self.home = np.asarray(config.home if config.home is not None else model.home, dtype=float)
+        self.body = sim.load_urdf(name, model.urdf_path, config.base_position, config.base_yaw, fixed=True)
+        cid = sim.cid
+        index = {pb.getJointInfo(self.body, j, physicsClientId=cid)[1].decode(): j for j in range(pb.getNumJoints(self.body, physicsClientId=cid))}
+        links = {pb.getJointInfo(self.body, j, physicsClientId=cid)[12].decode(): j for j in range(pb.getNumJoints(self.body, physicsClientId=cid))}
+        missing = [j for j in model.arm_joints + model.finger_joints if j not in index]
+        if missing or model.tool_link not in links:
+            raise ValueError(f"{model.urdf_path}: missing joints {missing} or tool link {model.tool_link!r}")
+        if len(self.home) != len(model.arm_joints):
+            raise ValueError(f"robot.home has {len(self.home)} angles, {model.name} has {len(model.arm_joints)} arm joints")
+        self.arm_ids = [index[j] for j in model.arm_joints]
+        self.finger_ids = [index[j] for j in model.finger_joints]
+        self.tool_id = links[model.tool_link]
+        infos = [pb.getJointInfo(self.body, j, physicsClientId=cid) for j in self.arm_ids]
+        self.lower = np.array([i[8] for i in infos])
+        self.upper = np.array([i[9] for i in infos])
+        self.max_force = np.array([i[10] for i in infos])
+        self.max_velocity = np.array([i[11] for i in infos])
+        # IK works over every movable joint (fingers included), in joint-index order.
+        self._movable = [j for j in range(pb.getNumJoints(self.body, physicsClientId=cid)) if pb.getJointInfo(self.body, j, physicsClientId=cid)[2] != pb.JOINT_FIXED]
+        self._arm_in_movable = [self._movable.index(j) for j in self.arm_ids]
+        mov_info = [pb.getJointInfo(self.body, j, physicsClientId=cid) for j in self._movable]
+        self._ik_lower = [i[8] for i in mov_info]
+        self._ik_upper = [i[9] for i in mov_info]
+        self._ik_range = [u - l for l, u in zip(self._ik_lower, self._ik_upper)]
+        for link, mu in model.link_friction.items():
+            pb.changeDynamics(self.body, links[link], lateralFriction=mu, physicsClientId=cid)
+        self._base_pos = np.asarray(config.base_position, dtype=float)
+        self._base_yaw = config.base_yaw
+        self.target_pos = np.zeros(3)
+        self.target_yaw = 0.0
+        self.grip_command = -1.0
+
+    # --- reset ----------------------------------------------------------------------------------
+    def reset(self, joint_noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
+        q = self.home.copy()
+        if joint_noise > 0 and rng is not None:
+            q = np.clip(q + rng.uniform(-joint_noise, joint_noise, size=q.shape), self.lower, self.upper)
+        cid = self.sim.cid
+        for j, angle in zip(self.arm_ids, q):
+            pb.resetJointState(self.body, j, float(angle), 0.0, physicsClientId=cid)
+        for j in self.finger_ids:
+            pb.resetJointState(self.body, j, self.model.finger_travel, 0.0, physicsClientId=cid)
+        self._q_cmd = q.copy()
+        self.target_pos, self.target_yaw = self.tool_pose()
+        self.grip_command = -1.0
+        self._send(q, -1.0)
+
+    # --- state ----------------------------------------------------------------------------------
+    def joint_positions(self) -> np.ndarray:
+        states = pb.getJointStates(self.body, self.arm_ids, physicsClientId=self.sim.cid)
+        return np.array([s[0] for s in states])
+
+    def joint_velocities(self) -> np.ndarray:
+        states = pb.getJointStates(self.body, self.arm_ids, physicsClientId=self.sim.cid)
+        return np.array([s[1] for s in states])
+
+    def gripper_opening(self) -> float:
+        """Distance between the fingers (m)."""
+        states = pb.getJointStates(self.body, self.finger_ids, physicsClientId=self.sim.cid)
+        return float(sum(s[0] for s in states))
+
+    def tool_pose(self) -> tuple[np.ndarray, float]:
+        state = pb.getLinkState(self.body, self.tool_id, computeForwardKinematics=1, physicsClientId=self.sim.cid)
+        return np.asarray(state[4]), tool_yaw(state[5])
+
+    def tool_velocity(self) -> np.ndarray:
+        state = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=self.sim.cid)
+        return np.asarray(state[6])
+
+    def tool_state(self) -> tuple[np.ndarray, float, np.ndarray]:
+        """Position, yaw and linear velocity of the tool point in one Bullet call."""
+        s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=self.sim.cid)
+        return np.asarray(s[4]), tool_yaw(s[5]), np.asarray(s[6])
+
+    # --- commands -------------------------------------------------------------------------------
+    def command_tool_delta(self, delta_pos: np.ndarray, delta_yaw: float, grip: float) -> None:
+        """Move the tool target by a Cartesian delta (world frame, m / rad) and set the gripper.
+
+        The target integrates the deltas (so small steps accumulate exactly) but stays within the
+        workspace box and within `max_lag` of the measured tool, so a blocked arm does not wind up.
+        """
+        max_lag = 0.08  # m
+        pos, _ = self.tool_pose()
+        target = self.target_pos + np.asarray(delta_pos, dtype=float)
+        target = self.clip_to_workspace(target)
+        lag = target - pos
+        dist = float(np.linalg.norm(lag))
+        if dist > max_lag:
+            target = pos + lag * (max_lag / dist)
+        self.target_pos = target
+        self.target_yaw = float(np.clip(self.target_yaw + delta_yaw, -math.pi / 2, math.pi / 2))
+        self.command_tool_pose(self.target_pos, self.target_yaw, grip)
+
+    def command_tool_pose(self, position: np.ndarray, yaw: float, grip: float) -> None:
+        q = self.inverse_kinematics(position, yaw)
+        self.command_joint_positions(q, grip)
+
+    def command_joint_delta(self, delta_q: np.ndarray, grip: float) -> None:
+        q = np.clip(self._q_cmd + np.asarray(delta_q, dtype=float), self.lower, self.upper)
+        self.command_joint_positions(q, grip)
+
+    def command_joint_positions(self, q: np.ndarray, grip: float) -> None:
+        """Joint targets, clamped to the URDF limits and to each joint's rated speed over one control period."""
+        dt = self.sim.physics.control_period
+        step = self.max_velocity * dt
+        q = np.clip(np.asarray(q, dtype=float), self._q_cmd - step, self._q_cmd + step)
+        q = np.clip(q, self.lower, self.upper)
+        self._q_cmd = q
+        self._send(q, grip)
+
+    def inverse_kinematics(self, position: np.ndarray, yaw: float) -> np.ndarray:
+        orn = tool_down_quat(yaw - self.model.tool_yaw_offset)
+        kwargs = dict(maxNumIterations=8, residualThreshold=1e-5, physicsClientId=self.sim.cid)
+        if self.model.ik_null_space:
+            rest = list(self._ik_rest())
+            kwargs.update(lowerLimits=self._ik_lower, upperLimits=self._ik_upper, jointRanges=self._ik_range, restPoses=rest)
+        sol = pb.calculateInverseKinematics(self.body, self.tool_id, list(position), orn, **kwargs)
+        return np.asarray(sol)[self._arm_in_movable]
+
+    def clip_to_workspace(self, world_pos: np.ndarray) -> np.ndarray:
+        c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
+        rel = world_pos - self._base_pos
+        local = np.array([c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1], rel[2]])
+        local = np.clip(local, self.model.workspace_low, self.model.workspace_high)
+        return self._base_pos + np.array([c * local[0] - s * local[1], s * local[0] + c * local[1], local[2]])
+
+    def _ik_rest(self) -> np.ndarray:
+        rest = np.zeros(len(self._movable))
+        rest[self._arm_in_movable] = self.home
+        return rest
+
+    def _send(self, q: np.ndarray, grip: float) -> None:
+        cid = self.sim.cid
+        cfg = self.config
+        n = len(self.arm_ids)
+        pb.setJointMotorControlArray(
+            self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=list(q), forces=list(self.max_force),
+            positionGains=[cfg.position_gain] * n, velocityGains=[cfg.velocity_gain] * n, physicsClientId=cid,
+        )
+        self.grip_command = float(np.clip(grip, -1.0, 1.0))
+        # grip = -1 opens fully, +1 closes fully; values between give a proportional opening.
+        finger = (1.0 - self.grip_command) / 2.0 * self.model.finger_travel
+        m = len(self.finger_ids)
+        pb.setJointMotorControlArray(
+            self.body, self.finger_ids, pb.POSITION_CONTROL, targetPositions=[finger] * m,
+            forces=[self.model.finger_force] * m, physicsClientId=cid,
+        )
+
+    # --- description ----------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """Limits and geometry for manifests and the controller-side safety layer."""
+        return {
+            "model": self.model.name,
+            "joint_names": list(self.model.arm_joints),
+            "joint_lower": self.lower.tolist(),
+            "joint_upper": self.upper.tolist(),
+            "joint_max_velocity": self.max_velocity.tolist(),
+            "joint_max_effort": self.max_force.tolist(),
+            "max_ee_speed": self.config.max_ee_speed,
+            "base_position": list(self.config.base_position),
+            "base_yaw": self.config.base_yaw,
+            "workspace_low": self.clip_to_workspace(np.full(3, -1e3)).tolist() if self._base_yaw == 0 else list(self.model.workspace_low),
+            "workspace_high": self.clip_to_workspace(np.full(3, 1e3)).tolist() if self._base_yaw == 0 else list(self.model.workspace_high),
+            "finger_travel": self.model.finger_travel,
+            "rated_payload": self.model.rated_payload,
+            "source": self.model.source,
+        }
+
+
+def tool_down_quat(yaw: float) -> list[float]:
+    """Tool pointing straight down (rotation pi about x), then turned by `yaw` about world z."""
+    return list(pb.getQuaternionFromEuler([math.pi, 0.0, yaw]))
+
+
+def tool_yaw(quat) -> float:
+    """Yaw of the tool's x axis in the world xy plane."""
+    x, y, z, w = quat
+    r00 = 1 - 2 * (y * y + z * z)
+    r10 = 2 * (x * y + z * w)
+    return math.atan2(r10, r00)

@@ -1,0 +1,163 @@
+"""One PyBullet world with a private connection.
+
+Every call passes `physicsClientId`, so any number of simulators coexist in one process without
+touching PyBullet's global default client (the bug behind bullet3#1643 and friends).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pybullet as pb
+
+from scenarios.schema import CameraConfig, PhysicsConfig
+
+
+class Simulator:
+    """Owns the Bullet connection, the body registry (by unique name) and the stepping clock."""
+
+    def __init__(self, physics: PhysicsConfig, gui: bool = False):
+        self.physics = physics
+        self.gui = gui
+        self.cid = pb.connect(pb.GUI if gui else pb.DIRECT)
+        if self.cid < 0:
+            raise RuntimeError("could not connect to PyBullet (a GUI needs a display; use DIRECT)")
+        self._bodies: dict[str, int] = {}
+        self.time = 0.0  # simulated seconds since the last reset
+        pb.setTimeStep(physics.timestep, physicsClientId=self.cid)
+        pb.setGravity(0.0, 0.0, physics.gravity, physicsClientId=self.cid)
+        pb.setPhysicsEngineParameter(
+            numSolverIterations=physics.solver_iterations, deterministicOverlappingPairs=1, physicsClientId=self.cid
+        )
+        if gui:
+            pb.configureDebugVisualizer(pb.COV_ENABLE_GUI, 0, physicsClientId=self.cid)
+
+    # --- bodies -----------------------------------------------------------------------------
+    def body(self, name: str) -> int:
+        return self._bodies[name]
+
+    def has_body(self, name: str) -> bool:
+        return name in self._bodies
+
+    def register(self, name: str, body_id: int) -> int:
+        if name in self._bodies:
+            raise ValueError(f"body name {name!r} is already used in this simulator")
+        self._bodies[name] = body_id
+        return body_id
+
+    def load_urdf(self, name: str, path: str | Path, position: Sequence[float], yaw: float = 0.0, fixed: bool = True) -> int:
+        flags = pb.URDF_USE_INERTIA_FROM_FILE | pb.URDF_USE_SELF_COLLISION | pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
+        body = pb.loadURDF(
+            str(path), basePosition=list(position), baseOrientation=yaw_quat(yaw),
+            useFixedBase=fixed, flags=flags, physicsClientId=self.cid,
+        )
+        return self.register(name, body)
+
+    def create_box(
+        self, name: str, size: Sequence[float], position: Sequence[float], *, yaw: float = 0.0, mass: float = 0.0,
+        color: Sequence[float] = (0.6, 0.6, 0.6, 1.0), friction: float = 0.8,
+    ) -> int:
+        half = [s / 2.0 for s in size]
+        col = pb.createCollisionShape(pb.GEOM_BOX, halfExtents=half, physicsClientId=self.cid)
+        vis = pb.createVisualShape(pb.GEOM_BOX, halfExtents=half, rgbaColor=list(color), physicsClientId=self.cid)
+        body = pb.createMultiBody(mass, col, vis, list(position), yaw_quat(yaw), physicsClientId=self.cid)
+        pb.changeDynamics(body, -1, lateralFriction=friction, physicsClientId=self.cid)
+        return self.register(name, body)
+
+    def create_compound(
+        self, name: str, boxes: Sequence[tuple[Sequence[float], Sequence[float]]], position: Sequence[float], *,
+        yaw: float = 0.0, color: Sequence[float] = (0.6, 0.6, 0.6, 1.0), friction: float = 0.8,
+    ) -> int:
+        """A static body made of boxes given as (size, centre offset) pairs."""
+        halves = [[s / 2.0 for s in size] for size, _ in boxes]
+        offsets = [list(offset) for _, offset in boxes]
+        n = len(boxes)
+        col = pb.createCollisionShapeArray([pb.GEOM_BOX] * n, halfExtents=halves, collisionFramePositions=offsets, physicsClientId=self.cid)
+        vis = pb.createVisualShapeArray(
+            [pb.GEOM_BOX] * n, halfExtents=halves, visualFramePositions=offsets, rgbaColors=[list(color)] * n,
+            physicsClientId=self.cid,
+        )
+        body = pb.createMultiBody(0.0, col, vis, list(position), yaw_quat(yaw), physicsClientId=self.cid)
+        pb.changeDynamics(body, -1, lateralFriction=friction, physicsClientId=self.cid)
+        return self.register(name, body)
+
+    def add_ground(self) -> int:
+        col = pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=self.cid)
+        # A thin box as the visual: PyBullet has no default visual for a plane.
+        vis = pb.createVisualShape(pb.GEOM_BOX, halfExtents=[3, 3, 0.0005], visualFramePosition=[0, 0, -0.0005], rgbaColor=[0.82, 0.82, 0.78, 1.0], physicsClientId=self.cid)
+        body = pb.createMultiBody(0.0, col, vis, [0, 0, 0], physicsClientId=self.cid)
+        return self.register("ground", body)
+
+    # --- state of bodies ------------------------------------------------------------------------
+    def base_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        pos, orn = pb.getBasePositionAndOrientation(self._bodies[name], physicsClientId=self.cid)
+        return np.asarray(pos), np.asarray(orn)
+
+    def base_velocity(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        lin, ang = pb.getBaseVelocity(self._bodies[name], physicsClientId=self.cid)
+        return np.asarray(lin), np.asarray(ang)
+
+    def set_base_pose(self, name: str, position: Sequence[float], yaw: float = 0.0, linear_velocity=(0, 0, 0)) -> None:
+        body = self._bodies[name]
+        pb.resetBasePositionAndOrientation(body, list(position), yaw_quat(yaw), physicsClientId=self.cid)
+        pb.resetBaseVelocity(body, list(linear_velocity), [0, 0, 0], physicsClientId=self.cid)
+
+    def contacts(self, a: str, b: str) -> tuple:
+        return pb.getContactPoints(self._bodies[a], self._bodies[b], physicsClientId=self.cid)
+
+    # --- time -----------------------------------------------------------------------------------
+    def step(self) -> None:
+        """Advance one control period: `substeps` physics steps."""
+        for _ in range(self.physics.substeps):
+            pb.stepSimulation(physicsClientId=self.cid)
+        self.time += self.physics.control_period
+
+    def save_state(self) -> int:
+        return pb.saveState(physicsClientId=self.cid)
+
+    def restore_state(self, state_id: int) -> None:
+        pb.restoreState(stateId=state_id, physicsClientId=self.cid)
+        self.time = 0.0
+
+    @contextlib.contextmanager
+    def no_rendering(self) -> Iterator[None]:
+        """Building a scene with rendering off is much faster in GUI mode."""
+        if self.gui:
+            pb.configureDebugVisualizer(pb.COV_ENABLE_RENDERING, 0, physicsClientId=self.cid)
+        try:
+            yield
+        finally:
+            if self.gui:
+                pb.configureDebugVisualizer(pb.COV_ENABLE_RENDERING, 1, physicsClientId=self.cid)
+
+    # --- images ---------------------------------------------------------------------------------
+    def render(self, camera: CameraConfig, width: int | None = None, height: int | None = None) -> np.ndarray:
+        """RGB uint8 image (H, W, 3) from a scenario camera, with the CPU renderer (works headless)."""
+        w, h = width or camera.width, height or camera.height
+        view = pb.computeViewMatrixFromYawPitchRoll(
+            list(camera.target), camera.distance, math.degrees(camera.yaw), math.degrees(camera.pitch), 0.0, 2,
+            physicsClientId=self.cid,
+        )
+        proj = pb.computeProjectionMatrixFOV(math.degrees(camera.fov), w / h, 0.02, 10.0, physicsClientId=self.cid)
+        renderer = pb.ER_BULLET_HARDWARE_OPENGL if self.gui else pb.ER_TINY_RENDERER
+        _, _, rgba, _, _ = pb.getCameraImage(w, h, view, proj, renderer=renderer, physicsClientId=self.cid)
+        return np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
+
+    def close(self) -> None:
+        if self.cid >= 0:
+            try:
+                pb.disconnect(physicsClientId=self.cid)
+            except pb.error:
+                pass
+            self.cid = -1
+
+    def __del__(self) -> None:  # a forgotten env must not leak a Bullet server
+        self.close()
+
+
+def yaw_quat(yaw: float) -> list[float]:
+    return [0.0, 0.0, math.sin(yaw / 2.0), math.cos(yaw / 2.0)]
