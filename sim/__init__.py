@@ -1,0 +1,46 @@
+"""PyBullet factory cells as Gymnasium environments.
+
+Importing this package registers one env id per built-in scenario and robot, in one loop:
+`genba/Reach-v0`, `genba/ConveyorPick-v0` (the scenario's own robot) and `genba/ReachGP7-v0`, ...
+(the same cell with another robot).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from scenarios import builtin_names, load_scenario
+from scenarios.schema import ROBOT_MODELS
+
+ROBOT_SUFFIX = {"panda": "Panda", "gp7": "GP7"}
+
+
+def env_id(scenario_name: str, version: int, robot: str | None = None) -> str:
+    camel = "".join(part.capitalize() for part in scenario_name.split("-"))
+    return f"genba/{camel}{ROBOT_SUFFIX[robot] if robot else ''}-v{version}"
+
+
+def _register_all() -> list[str]:
+    ids = []
+    for name in builtin_names():
+        scenario = load_scenario(name)
+        robots = [None] + [r for r in ROBOT_MODELS if r != scenario.robot.model]
+        for robot in robots:
+            id_ = env_id(scenario.name, scenario.version, robot)
+            if id_ not in gym.registry:
+                gym.register(id=id_, entry_point="sim.env:FactoryEnv", kwargs={"scenario": name, "robot": robot})
+            ids.append(id_)
+    return ids
+
+
+ENV_IDS: list[str] = _register_all()
+
+
+def make_env(scenario: str = "conveyor-pick", robot: str | None = None, **kwargs):
+    """A FactoryEnv from a built-in scenario name or a YAML path (no registration needed)."""
+    from sim.env import FactoryEnv
+
+    return FactoryEnv(scenario, robot=robot, **kwargs)
+
+
+__all__ = ["ENV_IDS", "env_id", "make_env"]

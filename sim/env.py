@@ -1,0 +1,164 @@
+"""The Gymnasium environment of a factory cell: it only wires simulator, cell and task together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from scenarios import Scenario, load_scenario, scenario_hash
+from sim.cell import build_cell
+from sim.simulator import Simulator
+from sim.tasks import TASKS, GoalTask
+
+RENDER_MODES = ["rgb_array", "human"]
+
+
+class FactoryEnv(gym.Env):
+    """A scenario as an env. Actions are normalised to [-1, 1]:
+
+    - `ee_delta` (default): (dx, dy, dz, dyaw, grip), scaled by robot.max_ee_speed (m/s) and
+      robot.max_yaw_rate (rad/s) over one control period; grip -1 = open, +1 = closed.
+    - `joint_delta`: one value per arm joint, scaled by max_joint_speed_fraction of its rated speed, then grip.
+    """
+
+    def __init__(
+        self, scenario: str | Scenario = "conveyor-pick", robot: str | None = None, control: str | None = None,
+        render_mode: str | None = None, camera: str | None = None,
+    ):
+        spec = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        updates = {k: v for k, v in (("model", robot), ("control", control)) if v is not None}
+        if updates:
+            spec = spec.model_copy(update={"robot": spec.robot.model_copy(update=updates)})
+            spec = Scenario.model_validate(spec.model_dump())  # re-validate the overridden values
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        self.scenario = spec
+        self.render_mode = render_mode
+        self.metadata = {"render_modes": RENDER_MODES, "render_fps": spec.physics.control_hz}
+        cameras = {c.name: c for c in spec.cameras}
+        self.camera = cameras[camera] if camera else spec.cameras[0]
+
+        self.sim = Simulator(spec.physics, gui=render_mode == "human")
+        self.cell = build_cell(self.sim, spec)
+        self.robot = self.cell.robot
+        self.task = TASKS[spec.task.type](self.cell, spec)
+        self.robot.reset()
+        self._initial_state = self.sim.save_state()
+        self._steps = 0
+
+        dt = spec.physics.control_period
+        n_joints = len(self.robot.arm_ids)
+        if spec.robot.control == "ee_delta":
+            self._action_scale = np.array([spec.robot.max_ee_speed * dt] * 3 + [spec.robot.max_yaw_rate * dt])
+        else:
+            self._action_scale = self.robot.max_velocity * spec.robot.max_joint_speed_fraction * dt
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self._action_scale) + 1,), dtype=np.float32)
+        obs_dim = sum(size for _, size, _ in self._robot_features()) + sum(size for _, size, _ in self.task.features())
+        flat = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
+        if isinstance(self.task, GoalTask):
+            goal_dim = sum(size for _, size, _ in self.task.goal_features)
+            goal = spaces.Box(-np.inf, np.inf, shape=(goal_dim,), dtype=np.float32)
+            self.observation_space = spaces.Dict({"observation": flat, "achieved_goal": goal, "desired_goal": goal})
+        else:
+            self.observation_space = flat
+        self._n_joints = n_joints
+
+    # --- Gymnasium API --------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.sim.restore_state(self._initial_state)
+        self.robot.reset(self.scenario.randomization.joint_noise, self.np_random)
+        self.task.reset(self.np_random)
+        self._steps = 0
+        return self._observation(), self.task.info()
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action has NaN or inf: {action}")
+        action = np.clip(action, -1.0, 1.0)
+        delta = action[:-1] * self._action_scale
+        if self.scenario.robot.control == "ee_delta":
+            self.robot.command_tool_delta(delta[:3], float(delta[3]), float(action[-1]))
+        else:
+            self.robot.command_joint_delta(delta, float(action[-1]))
+        self.task.before_physics(self.np_random)
+        self.sim.step()
+        self.task.after_physics()
+        self._steps += 1
+        terminated = self.task.is_terminated()
+        truncated = not terminated and self._steps >= self.scenario.max_episode_steps
+        return self._observation(), self.task.reward(), terminated, truncated, self.task.info()
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        if not isinstance(self.task, GoalTask):
+            raise AttributeError(f"{self.scenario.name} is not goal-conditioned")
+        return self.task.compute_reward(achieved_goal, desired_goal, info)
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.sim.render(self.camera)
+        return None
+
+    def close(self) -> None:
+        self.sim.close()
+
+    # --- observation ----------------------------------------------------------------------------
+    def _robot_features(self) -> list[tuple[str, int, str]]:
+        return [
+            ("tool_position", 3, "m"), ("tool_yaw", 1, "rad"), ("tool_velocity", 3, "m/s"),
+            ("gripper_opening", 1, "m"), ("joint_positions", len(self.robot.arm_ids), "rad"),
+        ]
+
+    def _observation(self):
+        pos, yaw, vel = self.robot.tool_state()
+        robot = np.concatenate([pos, [yaw], vel, [self.robot.gripper_opening()], self.robot.joint_positions()])
+        flat = np.concatenate([robot, self.task.observation()]).astype(np.float32)
+        if isinstance(self.task, GoalTask):
+            return {
+                "observation": flat,
+                "achieved_goal": self.task.achieved_goal().astype(np.float32),
+                "desired_goal": self.task.desired_goal().astype(np.float32),
+            }
+        return flat
+
+    # --- description ----------------------------------------------------------------------------
+    def feature_spec(self) -> dict[str, Any]:
+        """What observations and actions mean, readable by a bundle manifest or a controller."""
+        obs_features = [{"name": n, "size": s, "unit": u} for n, s, u in self._robot_features() + self.task.features()]
+        layout = ["observation"]
+        if isinstance(self.task, GoalTask):
+            layout = ["observation", "achieved_goal", "desired_goal"]
+            for key in layout[1:]:
+                obs_features += [{"name": f"{key}.{n}", "size": s, "unit": u} for n, s, u in self.task.goal_features]
+        cfg = self.scenario.robot
+        if cfg.control == "ee_delta":
+            act_features = [
+                {"name": "tool_delta_position", "size": 3, "unit": "m", "scale": cfg.max_ee_speed * self.scenario.physics.control_period},
+                {"name": "tool_delta_yaw", "size": 1, "unit": "rad", "scale": cfg.max_yaw_rate * self.scenario.physics.control_period},
+            ]
+            meaning = ("Cartesian delta of the tool target in the world frame per control period: "
+                       "value * scale metres (x, y, z) and radians (yaw about z), tool pointing down")
+        else:
+            act_features = [{"name": "joint_delta", "size": self._n_joints, "unit": "rad",
+                             "scale": self._action_scale.tolist()}]
+            meaning = "delta of each arm joint's position target per control period: value * scale radians"
+        act_features.append({"name": "grip", "size": 1, "unit": "1", "scale": 1.0})
+        meaning += "; grip -1 = fully open .. +1 = fully closed (proportional opening)"
+        return {
+            "observation": {
+                "dim": int(sum(f["size"] for f in obs_features)), "dtype": "float32", "layout": layout,
+                "features": obs_features,
+            },
+            "action": {
+                "dim": int(self.action_space.shape[0]), "dtype": "float32", "kind": cfg.control,
+                "low": [-1.0] * self.action_space.shape[0], "high": [1.0] * self.action_space.shape[0],
+                "features": act_features, "meaning": meaning,
+            },
+            "control_hz": self.scenario.physics.control_hz,
+            "robot": self.robot.describe(),
+            "scenario": {"name": self.scenario.name, "sha256": scenario_hash(self.scenario)},
+        }

@@ -1,0 +1,9 @@
+"""Task registry: scenario `task.type` -> Task class."""
+
+from sim.tasks.base import GoalTask, Task
+from sim.tasks.conveyor_pick import ConveyorPick
+from sim.tasks.reach import Reach
+
+TASKS: dict[str, type[Task]] = {"reach": Reach, "conveyor_pick": ConveyorPick}
+
+__all__ = ["TASKS", "GoalTask", "Task"]

@@ -1,0 +1,179 @@
+"""Conveyor pick: parts arrive on a moving belt; pick each and place it in the target bin."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pybullet as pb
+
+from scenarios.schema import ConveyorPickTask
+from sim.props.parts import Part
+from sim.tasks.base import Feature, Task
+
+# Constant stand-in for the part-to-bin distance while no part is on the belt, so the reward does
+# not jump when a part arrives (m; about the largest part-to-bin distance in the shipped cells).
+IDLE_BIN_DISTANCE = 1.0
+SPAWN_MARGIN = 0.03  # m between the belt's upstream end and a spawned part
+
+
+class ConveyorPick(Task):
+    def __init__(self, cell, scenario):
+        super().__init__(cell, scenario)
+        if cell.conveyor is None or cell.parts is None:
+            raise ValueError("conveyor_pick needs a conveyor and parts")
+        self.conveyor, self.parts = cell.conveyor, cell.parts
+        self.bin = cell.bins[self.config.bin]
+        self._finger_links = list(self.robot.finger_ids)
+        self._fixture_bodies = [(n, self.sim.body(n), None) for n in cell.fixture_names]
+        # The belt (link 0) is where parts are picked; only the conveyor's frame (link -1) is a fixture.
+        self._fixture_bodies.append((self.conveyor.config.name, self.conveyor.body, -1))
+
+    @property
+    def config(self) -> ConveyorPickTask:
+        return self.scenario.task  # type: ignore[return-value]
+
+    # --- episode ------------------------------------------------------------------------------
+    def reset(self, rng: np.random.Generator) -> None:
+        r = self.scenario.randomization
+        pc = self.parts.config
+        self.conveyor.reset(self.conveyor.config.belt_speed * rng.uniform(*r.belt_speed_scale))
+        self.parts.reset()
+        # Draw every part's arrival up front so the RNG stream does not depend on what the robot does.
+        t = rng.uniform(*r.first_arrival)
+        self._arrivals: list[tuple[float, float, float]] = []
+        for _ in self.parts.parts:
+            self._arrivals.append((t, rng.uniform(*r.part_lateral_offset), rng.uniform(*r.part_yaw)))
+            t += rng.uniform(*pc.spawn_interval)
+        self.collisions = 0
+        self._touching: set[tuple[str, int]] = set()
+        self._events = {"placed": 0, "dropped": 0, "collisions": 0}
+        self._update_current()
+
+    def before_physics(self, rng: np.random.Generator) -> None:
+        self.conveyor.update()
+        for part, (t, across, yaw) in zip(self.parts.parts, self._arrivals):
+            if part.state == "parked" and self.sim.time >= t:
+                along = -self.conveyor.config.length / 2 + self.parts.config.size[0] / 2 + SPAWN_MARGIN
+                pos = self.conveyor.point(along, across, self.parts.config.size[2] / 2 + 0.001)
+                self.parts.spawn(part, pos, self.conveyor.config.yaw + yaw, self.conveyor.belt_velocity(), self.sim.time)
+
+    def after_physics(self) -> None:
+        self._events = {"placed": 0, "dropped": 0, "collisions": self._count_collisions()}
+        now = self.sim.time
+        for part in self.parts.parts:
+            if part.state != "active":
+                continue
+            pos, _ = self.sim.base_pose(part.name)
+            speed = float(np.linalg.norm(self.sim.base_velocity(part.name)[0]))
+            if self.bin.contains(pos) and speed < self.config.settle_speed and not self._held(part):
+                part.settle_since = now if part.settle_since is None else part.settle_since
+                if now - part.settle_since >= self.config.settle_time - 1e-9:
+                    part.state, part.resolved_time = "placed", part.settle_since
+                    self._events["placed"] += 1
+            else:
+                part.settle_since = None
+                if pos[2] < self.conveyor.top_z - 0.03 and not self.bin.contains(pos):
+                    part.state, part.resolved_time = "dropped", now
+                    self._events["dropped"] += 1
+        self._update_current()
+
+    def _update_current(self) -> None:
+        self.current: Part | None = self.parts.current()
+        self._tool, self._tool_yaw = self.robot.tool_pose()
+        if self.current is not None:
+            pos, orn = self.sim.base_pose(self.current.name)
+            self._part_pos, self._part_yaw = pos, _yaw(orn)
+            self._part_vel = self.sim.base_velocity(self.current.name)[0]
+            self._part_held = self._held(self.current)
+            self._part_in_bin = self.bin.contains(pos)
+
+    def _held(self, part: Part) -> bool:
+        body = self.sim.body(part.name)
+        return all(
+            pb.getContactPoints(self.robot.body, body, linkIndexA=link, physicsClientId=self.sim.cid) for link in self._finger_links
+        )
+
+    def _count_collisions(self) -> int:
+        """New robot-fixture contacts this step (a contact held over many steps counts once)."""
+        touching = set()
+        for name, body, link in self._fixture_bodies:
+            kwargs = {} if link is None else {"linkIndexB": link}
+            for c in pb.getContactPoints(self.robot.body, body, physicsClientId=self.sim.cid, **kwargs):
+                touching.add((name, c[3]))
+        new = len(touching - self._touching)
+        self._touching = touching
+        self.collisions += new
+        return new
+
+    # --- observation ----------------------------------------------------------------------------
+    def features(self) -> list[Feature]:
+        return [
+            ("part_position", 3, "m"),
+            ("part_velocity", 3, "m/s"),
+            ("part_minus_tool", 3, "m"),
+            ("part_yaw_minus_tool_yaw", 1, "rad"),
+            ("part_held", 1, "bool"),
+            ("part_present", 1, "bool"),
+            ("bin_drop_point_minus_tool", 3, "m"),
+            ("belt_velocity", 3, "m/s"),
+        ]
+
+    def observation(self) -> np.ndarray:
+        drop = self.bin.drop_point - self._tool
+        belt = self.conveyor.belt_velocity()
+        if self.current is None:
+            return np.concatenate([np.zeros(10), [0.0, 0.0], drop, belt])
+        rel_yaw = _wrap_quarter(self._part_yaw - self._tool_yaw)
+        return np.concatenate([
+            self._part_pos, self._part_vel, self._part_pos - self._tool, [rel_yaw],
+            [float(self._part_held), 1.0], drop, belt,
+        ])
+
+    # --- reward and outcome ---------------------------------------------------------------------
+    def reward(self) -> float:
+        w = self.config.reward
+        r = w.placed * self._events["placed"] + w.dropped * self._events["dropped"] + w.collision * self._events["collisions"]
+        if self.current is None:
+            return r + w.part_to_bin * IDLE_BIN_DISTANCE
+        in_bin, held = self._part_in_bin, self._part_held
+        d_tool_part = float(np.linalg.norm(self._part_pos - self._tool))
+        d_part_bin = 0.0 if in_bin else float(np.linalg.norm(self._part_pos - self.bin.drop_point))
+        return r + w.tool_to_part * d_tool_part * (not held and not in_bin) + w.part_to_bin * d_part_bin + w.grasped * (held or in_bin)
+
+    def is_success(self) -> bool:
+        return all(p.state == "placed" for p in self.parts.parts)
+
+    def is_terminated(self) -> bool:
+        return self.parts.all_resolved()
+
+    def info(self) -> dict[str, Any]:
+        cycles = [p.resolved_time - p.spawn_time for p in self.parts.parts if p.state == "placed"]
+        return {
+            "is_success": self.is_success(),
+            "cycle_time": float(np.mean(cycles)) if cycles else float("nan"),
+            "collisions": self.collisions,
+            "parts_placed": sum(p.state == "placed" for p in self.parts.parts),
+            "parts_dropped": sum(p.state == "dropped" for p in self.parts.parts),
+        }
+
+    # --- for the scripted expert ----------------------------------------------------------------
+    def part_state(self) -> dict[str, Any] | None:
+        if self.current is None:
+            return None
+        return {
+            "position": self._part_pos.copy(), "velocity": self._part_vel.copy(), "yaw": self._part_yaw,
+            "held": self._part_held, "in_bin": self._part_in_bin,
+        }
+
+
+def _yaw(quat) -> float:
+    x, y, z, w = quat
+    return math.atan2(2 * (x * y + z * w), 1 - 2 * (y * y + z * z))
+
+
+def _wrap_quarter(angle: float) -> float:
+    """A square part looks the same every quarter turn: wrap to [-pi/4, pi/4)."""
+    q = math.pi / 2
+    return (angle + q / 2) % q - q / 2

@@ -1,0 +1,52 @@
+"""Reach: bring the tool point to a random goal in the workspace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from scenarios.schema import ReachTask as ReachConfig
+from sim.tasks.base import Feature, GoalTask
+
+
+class Reach(GoalTask):
+    goal_features: list[Feature] = [("tool_position", 3, "m")]
+
+    def reset(self, rng: np.random.Generator) -> None:
+        r = self.scenario.randomization
+        self.goal = rng.uniform(r.goal_low, r.goal_high)
+        self._tool = self.robot.tool_pose()[0]
+
+    def after_physics(self) -> None:
+        self._tool = self.robot.tool_pose()[0]
+
+    def features(self) -> list[Feature]:
+        return []
+
+    def observation(self) -> np.ndarray:
+        return np.zeros(0)
+
+    def achieved_goal(self) -> np.ndarray:
+        return self._tool.copy()
+
+    def desired_goal(self) -> np.ndarray:
+        return self.goal.copy()
+
+    @property
+    def config(self) -> ReachConfig:
+        return self.scenario.task  # type: ignore[return-value]
+
+    def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
+        d = np.linalg.norm(np.asarray(achieved) - np.asarray(desired), axis=-1)
+        w = self.config.reward
+        return (w.distance * d + w.success * (d < self.config.success_distance)).astype(np.float32)
+
+    def distance(self) -> float:
+        return float(np.linalg.norm(self._tool - self.goal))
+
+    def is_success(self) -> bool:
+        return self.distance() < self.config.success_distance
+
+    def is_terminated(self) -> bool:
+        return self.is_success()
