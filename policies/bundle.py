@@ -1,0 +1,234 @@
+"""Load and run a policy bundle with numpy + onnxruntime (or TorchScript), never SB3.
+
+    from policies.bundle import load_bundle, BundleError
+    b = load_bundle("bundles/reach", backend="onnx", device="cpu")
+    action = b.infer(obs)          # float32 (obs_dim,) or (B, obs_dim) -> (act_dim,) or (B, act_dim)
+
+Before any weights are read, the manifest is checked (format, version, required keys, spec hash) and
+every file's sha256 is compared with the manifest, so a tampered, truncated or incompatible bundle is
+refused with a BundleError that says what is wrong. The format is described in docs/bundle-format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from genba.errors import GenbaError
+from policies.spec import flatten_obs, spec_hash
+
+FORMAT = "genba-bundle"
+SUPPORTED_FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+BACKEND_FILES = {"onnx": "policy.onnx", "torchscript": "policy.pt"}
+TORCHSCRIPT_IO = "io.json"  # extra file inside policy.pt with obs_dim / act_dim (a trace has no input shape)
+REQUIRED_KEYS = ("format", "format_version", "name", "observation", "action", "spec_hash", "control_hz", "robot",
+                 "scenario", "files")
+
+
+class BundleError(GenbaError):
+    """A bundle that cannot be used: missing, tampered, truncated, incompatible, or fed a bad observation."""
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The verified manifest of the bundle at `path` (format, keys, spec hash, every file's sha256)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle directory")
+    mpath = root / MANIFEST_FILE
+    if not mpath.is_file():
+        raise BundleError(f"{root}: not a bundle ({MANIFEST_FILE} missing)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mpath}: not valid JSON, the file may be truncated ({exc})") from None
+    _check_format(manifest, mpath)
+    _check_spec(manifest, mpath)
+    _check_files(manifest, root)
+    return manifest
+
+
+def _check_format(manifest: Any, mpath: Path) -> None:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BundleError(f"{mpath}: format is {found!r}, expected {FORMAT!r}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise BundleError(f"{mpath}: format_version {version!r} is not a positive integer")
+    if version > SUPPORTED_FORMAT_VERSION:
+        raise BundleError(f"{mpath}: bundle format_version {version} is newer than this loader supports "
+                          f"({SUPPORTED_FORMAT_VERSION}); upgrade genba to load it")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{mpath}: manifest lacks required keys {missing}")
+
+
+def _check_spec(manifest: dict, mpath: Path) -> None:
+    obs, act = manifest["observation"], manifest["action"]
+    try:
+        obs_sizes = sum(int(f["size"]) for f in obs["features"])
+        act_dim, low, high = int(act["dim"]), act["low"], act["high"]
+        ok = obs_sizes == int(obs["dim"]) and len(low) == len(high) == act_dim
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{mpath}: malformed observation/action spec ({exc!r})") from None
+    if not ok:
+        raise BundleError(f"{mpath}: observation features add up to {obs_sizes} but dim is {obs['dim']}, "
+                          f"or action low/high do not have {act_dim} entries")
+    if spec_hash(obs, act) != manifest["spec_hash"]:
+        raise BundleError(f"{mpath}: observation/action spec does not match its spec_hash (manifest edited?)")
+
+
+def _check_files(manifest: dict, root: Path) -> None:
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{root}: manifest 'files' must map file names to sha256")
+    for name, digest in files.items():
+        if "/" in name or "\\" in name or name in ("", ".", "..", MANIFEST_FILE):
+            raise BundleError(f"{root}: manifest lists an invalid file name {name!r}")
+        fpath = root / name
+        if not fpath.is_file():
+            raise BundleError(f"{root}: {name} is listed in the manifest but missing")
+        actual = _sha256(fpath)
+        if actual != digest:
+            raise BundleError(f"{root}: {name} is corrupt or was modified (sha256 {actual[:12]}..., "
+                              f"manifest says {str(digest)[:12]}...); re-export the bundle")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Bundle:
+    """A verified, loaded policy: `infer(obs) -> action`, deterministic and stateless."""
+
+    def __init__(self, path: Path, manifest: dict, backend: str, device: str, run):
+        self.path, self.manifest, self.backend, self.device = path, manifest, backend, device
+        self.name: str = str(manifest["name"])
+        self.spec_hash: str = str(manifest["spec_hash"])
+        self.obs_dim: int = int(manifest["observation"]["dim"])
+        self.act_dim: int = int(manifest["action"]["dim"])
+        self.control_hz: float = float(manifest["control_hz"]) if manifest["control_hz"] is not None else float("nan")
+        self._order = tuple(manifest["observation"].get("layout", {}).get("order", ()))
+        self._low = np.array([-np.inf if v is None else v for v in manifest["action"]["low"]], dtype=np.float32)
+        self._high = np.array([np.inf if v is None else v for v in manifest["action"]["high"]], dtype=np.float32)
+        self._run = run
+
+    def infer(self, obs: Any) -> np.ndarray:
+        """Action(s) for observation(s): float32 (obs_dim,) -> (act_dim,), (B, obs_dim) -> (B, act_dim).
+
+        A Dict observation (goal-conditioned env) is flattened in the manifest's layout order first.
+        """
+        if isinstance(obs, Mapping):
+            obs = flatten_obs(obs, self._order)
+        x = np.asarray(obs, dtype=np.float32)
+        single = x.ndim == 1
+        if single:
+            x = x[None]
+        if x.ndim != 2 or x.shape[1] != self.obs_dim:
+            raise BundleError(f"bundle {self.name!r} expects observations of shape ({self.obs_dim},) or (B, {self.obs_dim}), got {np.shape(obs)}")
+        if not np.all(np.isfinite(x)):
+            raise BundleError(f"bundle {self.name!r} got a non-finite observation (NaN or inf); refusing to act on it")
+        action = np.asarray(self._run(np.ascontiguousarray(x)), dtype=np.float32)
+        action = np.clip(action, self._low, self._high)  # already inside the graph; guards float edge cases
+        return action[0] if single else action
+
+    def reset(self) -> None:
+        """No state to reset (bundles are feed-forward); present so callers can treat policies uniformly."""
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.name!r}, backend={self.backend}, obs_dim={self.obs_dim}, act_dim={self.act_dim})"
+
+
+def load_bundle(path: str | Path, backend: str = "onnx", device: str = "cpu", threads: int = 1) -> Bundle:
+    """Verify and load the bundle at `path`. backend: "onnx" | "torchscript"; device: "cpu" | "cuda" | "auto"."""
+    if backend not in BACKEND_FILES:
+        raise BundleError(f"unknown backend {backend!r}; use one of {sorted(BACKEND_FILES)}")
+    if device not in ("cpu", "cuda", "auto"):
+        raise BundleError(f"unknown device {device!r}; use cpu, cuda or auto")
+    root = Path(path)
+    manifest = read_manifest(root)
+    fname = BACKEND_FILES[backend]
+    if fname not in manifest["files"]:
+        raise BundleError(f"{root}: bundle has no {backend} model ({fname} not in manifest files)")
+    loader = _load_onnx if backend == "onnx" else _load_torchscript
+    run, device, sizes = loader(root / fname, device, threads)
+    bundle = Bundle(root, manifest, backend, device, run)
+    _check_io(bundle, sizes)
+    return bundle
+
+
+def _load_onnx(file: Path, device: str, threads: int):
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    cuda_ok = "CUDAExecutionProvider" in available
+    if device == "cuda" and not cuda_ok:
+        raise BundleError(f"device 'cuda' asked for, but onnxruntime has no CUDA provider here ({available}); "
+                          "install onnxruntime-gpu or use device='cpu'")
+    use_cuda = device == "cuda" or (device == "auto" and cuda_ok)
+    providers = (["CUDAExecutionProvider"] if use_cuda else []) + ["CPUExecutionProvider"]
+    opts = ort.SessionOptions()
+    # Small MLPs: one thread avoids contention with the control loop and other processes.
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, threads
+    try:
+        session = ort.InferenceSession(str(file), sess_options=opts, providers=providers)
+    except Exception as exc:  # onnxruntime raises its own exception types for unreadable graphs
+        raise BundleError(f"{file}: onnxruntime cannot load the graph ({exc})") from None
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    sizes = {"obs_dim": inp.shape[-1], "act_dim": out.shape[-1]}
+    return (lambda x: session.run([out.name], {inp.name: x})[0]), ("cuda" if use_cuda else "cpu"), sizes
+
+
+def _load_torchscript(file: Path, device: str, threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    cuda_ok = torch.cuda.is_available()
+    if device == "cuda" and not cuda_ok:
+        raise BundleError("device 'cuda' asked for, but torch sees no CUDA device here; use device='cpu'")
+    dev = "cuda" if device == "cuda" or (device == "auto" and cuda_ok) else "cpu"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load: TorchScript is our stated format
+            extra = {TORCHSCRIPT_IO: ""}
+            module = torch.jit.load(str(file), map_location=dev, _extra_files=extra).eval()
+        sizes = json.loads(extra[TORCHSCRIPT_IO] or "{}")
+    except Exception as exc:  # torch raises RuntimeError/ValueError variants for bad archives
+        raise BundleError(f"{file}: TorchScript cannot load the module ({exc})") from None
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x).to(dev)).cpu().numpy()
+
+    return run, dev, sizes
+
+
+def _check_io(bundle: Bundle, sizes: dict) -> None:
+    """The graph's recorded input/output sizes and one zero observation must agree with the manifest."""
+    where = f"{bundle.path}: the {bundle.backend} model"
+    if sizes.get("obs_dim") != bundle.obs_dim:
+        raise BundleError(f"{where} does not accept observations of size {bundle.obs_dim} from the manifest "
+                          f"(it takes {sizes.get('obs_dim')})")
+    try:
+        out = np.asarray(bundle._run(np.zeros((1, bundle.obs_dim), dtype=np.float32)))
+    except Exception as exc:  # the runtime's own error types
+        raise BundleError(f"{where} fails on a zero observation ({exc})") from None
+    if out.shape != (1, bundle.act_dim) or sizes.get("act_dim") != bundle.act_dim:
+        raise BundleError(f"{where} returns actions of shape {out.shape[1:]}, manifest says ({bundle.act_dim},)")
+
+
+def export_bundle(model, out_dir, *, feature_spec, scenario=None, training=None, vecnormalize=None, **kw) -> Path:
+    """Write a bundle from an SB3 model; see policies.export.export_bundle (imports torch and SB3 lazily)."""
+    from policies.export import export_bundle as _export
+
+    return _export(model, out_dir, feature_spec=feature_spec, scenario=scenario, training=training,
+                   vecnormalize=vecnormalize, **kw)

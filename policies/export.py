@@ -1,0 +1,255 @@
+"""Write a policy bundle: policy.onnx + policy.pt (TorchScript) + manifest.json.
+
+`export_bundle` works on any supported SB3 model, trained or freshly initialised, with or without a
+run directory, so tests and other packages can build small real bundles. See docs/bundle-format.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from policies.graph import ExportError, ObsLayout, PolicyGraph
+from policies.spec import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound, spec_hash
+
+FORMAT = "genba-bundle"
+FORMAT_VERSION = 1
+ONNX_FILE, TORCHSCRIPT_FILE, MANIFEST_FILE = "policy.onnx", "policy.pt", "manifest.json"
+ONNX_OPSET = 17
+TORCHSCRIPT_IO = "io.json"  # extra file inside policy.pt recording obs_dim / act_dim
+# The exported graphs must reproduce the live model to this tolerance, or the export is refused.
+EXPORT_TOLERANCE = 1e-5
+ROBOT_KEYS = ("model", "joint_names", "joint_lower", "joint_upper", "joint_max_velocity", "max_ee_speed",
+              "workspace_low", "workspace_high")
+
+
+def export_bundle(
+    model,
+    out_dir: str | Path,
+    *,
+    feature_spec: Mapping[str, Any] | None,
+    scenario: Any = None,
+    training: Mapping[str, Any] | None = None,
+    vecnormalize=None,
+    name: str | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export `model` (SB3 PPO/A2C/SAC/TQC/TD3/DDPG) as a bundle directory and return its path.
+
+    feature_spec: `env.unwrapped.feature_spec()` (names, units, bounds, action kind, control rate, robot);
+        None derives plain features from the model's spaces.
+    scenario: a `scenarios.Scenario`, a scenario name/path, a {"name", "sha256"} dict, or None.
+    vecnormalize: the VecNormalize the model was trained behind; its observation statistics are folded in.
+    The directory appears complete or not at all (written beside it, then renamed).
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ExportError(f"{out_dir} already exists and is not empty; choose another -o or pass --force")
+    torch.set_num_threads(1)
+    graph = PolicyGraph(_cpu_model(model), vecnormalize).eval()
+    feature_spec = dict(feature_spec or {})
+    observation = _observation_section(graph.layout, model.observation_space, feature_spec.get("observation"))
+    action = _action_section(model.action_space, feature_spec.get("action"))
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        sample = _sample_observations(model.observation_space, graph.layout, n=64)
+        check = _write_graphs(graph, tmp, sample)
+        files = {f: _sha256(tmp / f) for f in (ONNX_FILE, TORCHSCRIPT_FILE)}
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name or out_dir.name,
+            "observation": observation,
+            "action": action,
+            "spec_hash": spec_hash(observation, action),
+            "control_hz": _float_or_none(feature_spec.get("control_hz")),
+            "robot": _robot_section(feature_spec.get("robot")),
+            "scenario": _scenario_section(scenario),
+            "policy": {"algo": type(model).__name__.lower(), "input": "obs", "output": "action",
+                       "onnx_opset": ONNX_OPSET, **graph.describe(), "export_check": check},
+            "training": dict(training or {}),
+            "versions": _versions(),
+            "files": files,
+        }
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _cpu_model(model):
+    """A CPU copy of the model's policy holder (the live model keeps its device)."""
+    clone = copy.copy(model)
+    clone.policy = copy.deepcopy(model.policy).to("cpu").eval()
+    return clone
+
+
+def _write_graphs(graph: PolicyGraph, out: Path, sample: np.ndarray) -> dict[str, float]:
+    """Write ONNX and TorchScript, then prove both reproduce the torch graph on `sample`."""
+    x = torch.as_tensor(sample)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
+        expected = graph(x).numpy()
+        buf = io.BytesIO()
+        torch.onnx.export(graph, (x,), buf, dynamo=False, opset_version=ONNX_OPSET, input_names=["obs"],
+                          output_names=["action"], dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}})
+        (out / ONNX_FILE).write_bytes(buf.getvalue())
+        traced = torch.jit.trace(graph, (x,), check_trace=False)
+        # A traced graph may silently accept extra columns; the loader checks these recorded sizes instead.
+        io_sizes = json.dumps({"obs_dim": graph.layout.dim, "act_dim": int(graph.act_low.numel())})
+        torch.jit.save(traced, str(out / TORCHSCRIPT_FILE), _extra_files={TORCHSCRIPT_IO: io_sizes})
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
+    got_onnx = session.run(["action"], {"obs": sample})[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        got_ts = torch.jit.load(str(out / TORCHSCRIPT_FILE))(x).detach().numpy()
+    check = {"samples": int(len(sample)),
+             "max_abs_diff_onnx": float(np.max(np.abs(got_onnx - expected))),
+             "max_abs_diff_torchscript": float(np.max(np.abs(got_ts - expected)))}
+    worst = max(check["max_abs_diff_onnx"], check["max_abs_diff_torchscript"])
+    if not worst <= EXPORT_TOLERANCE:
+        raise ExportError(f"exported graph differs from the model by {worst:.3g} (> {EXPORT_TOLERANCE}); refusing to write the bundle")
+    return check
+
+
+def _sample_observations(space, layout: ObsLayout, n: int) -> np.ndarray:
+    """Observations spread over the space (standard normal where unbounded), for the export self-check."""
+    rng = np.random.default_rng(0)
+    boxes = [space] if layout.keys is None else [space.spaces[k] for k in layout.keys]
+    cols = []
+    for box in boxes:
+        low, high = box.low.reshape(-1).astype(np.float64), box.high.reshape(-1).astype(np.float64)
+        finite = np.isfinite(low) & np.isfinite(high)
+        col = rng.standard_normal((n, low.size))
+        col[:, finite] = rng.uniform(low[finite], high[finite], size=(n, int(finite.sum())))
+        cols.append(col)
+    return np.concatenate(cols, axis=1).astype(np.float32)
+
+
+def _features(items: Any, where: str) -> list[dict]:
+    """Normalise a feature list ([{name, size|shape, unit, low, high}] or {name: {...}}) for the manifest."""
+    if isinstance(items, Mapping) and "features" in items:
+        items = items["features"]
+    if isinstance(items, Mapping):
+        items = [{"name": k, **dict(v)} for k, v in items.items()]
+    out = []
+    for i, item in enumerate(items or []):
+        if "name" not in item:
+            raise ExportError(f"feature_spec {where}[{i}] has no 'name'")
+        shape = item.get("shape")
+        size = int(item["size"]) if "size" in item else int(np.prod(shape)) if shape is not None else 1
+        out.append({"name": str(item["name"]), "size": size, "unit": str(item.get("unit", "")),
+                    "low": json_bound(item.get("low", -math.inf), size), "high": json_bound(item.get("high", math.inf), size)})
+    return out
+
+
+def _space_features(space, name: str) -> list[dict]:
+    size = int(np.prod(space.shape))
+    return [{"name": name, "size": size, "unit": "", "low": json_bound(space.low.reshape(-1), size),
+             "high": json_bound(space.high.reshape(-1), size)}]
+
+
+def _observation_section(layout: ObsLayout, space, spec: Any) -> dict:
+    if layout.keys is None:
+        features = _features(spec, "observation") if spec else _space_features(space, "obs")
+        layout_desc: dict = {"type": "flat"}
+    else:
+        per_key = spec if isinstance(spec, Mapping) and set(layout.keys) <= set(spec) else {}
+        features, slices, start = [], {}, 0
+        for key, size in zip(layout.keys, layout.sizes):
+            feats = _features(per_key[key], f"observation.{key}") if key in per_key else _space_features(space.spaces[key], key)
+            features += [{**f, "name": f["name"] if f["name"].startswith(key) else f"{key}.{f['name']}"} for f in feats]
+            slices[key] = [start, start + size]
+            start += size
+        layout_desc = {"type": "dict", "order": list(layout.keys), "slices": slices,
+                       "note": f"Dict observations are flattened by concatenating keys in the order {list(DICT_OBS_ORDER)}"}
+    total = sum(f["size"] for f in features)
+    if total != layout.dim:
+        raise ExportError(f"feature_spec observation features add up to {total} values but the model observes {layout.dim}")
+    return {"dim": layout.dim, "dtype": "float32", "features": features, "layout": layout_desc}
+
+
+def _action_section(space, spec: Any) -> dict:
+    spec = dict(spec or {}) if isinstance(spec, Mapping) else {"features": spec}
+    dim = int(np.prod(space.shape))
+    features = _features(spec.get("features"), "action") if spec.get("features") else _space_features(space, "action")
+    if sum(f["size"] for f in features) != dim:
+        raise ExportError(f"feature_spec action features add up to {sum(f['size'] for f in features)} values but the model acts with {dim}")
+    kind = str(spec.get("kind", "absolute"))
+    return {"dim": dim, "dtype": "float32", "kind": kind, "low": json_bound(space.low.reshape(-1), dim),
+            "high": json_bound(space.high.reshape(-1), dim), "features": features,
+            "meaning": str(spec.get("meaning") or ACTION_MEANINGS.get(kind, ACTION_MEANINGS["absolute"]))}
+
+
+def _robot_section(robot: Any) -> dict:
+    robot = dict(robot or {})
+    return {k: _jsonable(robot.get(k)) for k in ROBOT_KEYS} | {k: _jsonable(v) for k, v in robot.items() if k not in ROBOT_KEYS}
+
+
+def _scenario_section(scenario: Any) -> dict:
+    if scenario is None:
+        return {"name": None, "sha256": None}
+    if isinstance(scenario, Mapping):
+        return {"name": scenario.get("name"), "sha256": scenario.get("sha256")}
+    from scenarios import Scenario, load_scenario, scenario_hash
+
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    return {"name": scenario.name, "sha256": scenario_hash(scenario)}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("genba", "numpy", "torch", "stable-baselines3", "sb3-contrib", "gymnasium", "onnx", "onnxruntime"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,57 @@
+"""The observation/action description shared by bundles, the bridge and the sim (numpy only).
+
+A bundle's `spec_hash` lets a controller check, before the first step, that it sends the
+observation layout and expects the action meaning the policy was trained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+# Goal-conditioned (HER) envs return a Dict observation; bundles take one flat vector in this order.
+DICT_OBS_ORDER = ("observation", "achieved_goal", "desired_goal")
+
+ACTION_MEANINGS = {
+    "ee_delta": (
+        "Cartesian tool-frame delta, normalized to [-1, 1] per component: (dx, dy, dz[, dyaw], grip). "
+        "A value of 1 moves the tool at robot.max_ee_speed (m/s) for one control period (1/control_hz s); "
+        "grip > 0 closes the gripper, <= 0 opens it."
+    ),
+    "joint_delta": (
+        "Joint-space delta, normalized to [-1, 1] per joint (then grip): 1 moves the joint at its rated "
+        "velocity times the scenario's speed fraction for one control period (1/control_hz s); "
+        "grip > 0 closes the gripper, <= 0 opens it."
+    ),
+    "absolute": "Absolute command in the units given by action.features, within action.low/high.",
+}
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Stable JSON bytes: sorted keys, no whitespace, so the same content always hashes the same."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def spec_hash(observation: Mapping[str, Any], action: Mapping[str, Any]) -> str:
+    """sha256 hex of the canonical JSON of {"observation": ..., "action": ...} manifest sections."""
+    return hashlib.sha256(canonical_json({"observation": observation, "action": action})).hexdigest()
+
+
+def flatten_obs(obs: Any, order: tuple[str, ...] = DICT_OBS_ORDER) -> np.ndarray:
+    """A Dict observation as one float32 vector in `order` (batched dicts give (B, dim))."""
+    if not isinstance(obs, Mapping):
+        return np.asarray(obs, dtype=np.float32)
+    parts = [np.asarray(obs[k], dtype=np.float32) for k in order]
+    batched = parts[0].ndim > 1
+    parts = [p.reshape(p.shape[0], -1) if batched else p.reshape(-1) for p in parts]
+    return np.concatenate(parts, axis=-1)
+
+
+def json_bound(values: Any, size: int) -> list[float | None]:
+    """Bounds as a JSON list of `size` floats; an infinite bound becomes null (JSON has no inf)."""
+    arr = np.broadcast_to(np.asarray(values, dtype=np.float64), (size,))
+    return [None if not math.isfinite(v) else float(v) for v in arr]

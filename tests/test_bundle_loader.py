@@ -1,0 +1,185 @@
+"""The bundle loader: stands alone (no SB3), and refuses tampered, truncated or incompatible bundles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from stable_baselines3 import TD3
+
+from genba.errors import GenbaError
+from policies.bundle import BundleError, export_bundle, load_bundle
+from policies.spec import spec_hash
+from policies.toy_envs import PointReachEnv
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    env = PointReachEnv()
+    model = TD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
+    return export_bundle(model, tmp_path_factory.mktemp("b") / "point", feature_spec=env.feature_spec(),
+                         scenario={"name": "toy-reach", "sha256": None}, training={"algo": "td3", "steps": 0})
+
+
+@pytest.fixture
+def copy(bundle_dir, tmp_path) -> Path:
+    return Path(shutil.copytree(bundle_dir, tmp_path / "copy"))
+
+
+def _edit_manifest(path: Path, change) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_bundle_contract_fields(bundle_dir):
+    b = load_bundle(bundle_dir)
+    m = b.manifest
+    assert (b.name, b.obs_dim, b.act_dim, b.control_hz) == ("point", 6, 2, 10.0)
+    assert b.spec_hash == m["spec_hash"] == spec_hash(m["observation"], m["action"])
+    assert m["observation"]["layout"]["order"] == ["observation", "achieved_goal", "desired_goal"]
+    assert [f["name"] for f in m["observation"]["features"][:3]] == ["observation.x", "observation.y", "achieved_goal.x"]
+    assert m["action"]["kind"] == "ee_delta" and m["action"]["low"] == [-1.0, -1.0]
+    assert set(m["files"]) == {"policy.onnx", "policy.pt"}
+    assert m["robot"]["model"] == "point" and m["robot"]["joint_names"] is None
+    assert issubclass(BundleError, GenbaError)
+
+
+def test_loader_runs_without_sb3_or_torch(bundle_dir):
+    """A controller host needs only numpy + onnxruntime: importing and running a bundle loads neither SB3 nor torch."""
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        from policies.bundle import load_bundle
+        b = load_bundle({str(bundle_dir)!r}, backend="onnx")
+        a = b.infer(np.zeros(6, np.float32))
+        assert a.shape == (2,) and np.all(np.abs(a) <= 1), a
+        leaked = [m for m in ("stable_baselines3", "torch", "gymnasium") if m in sys.modules]
+        assert not leaked, leaked
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_backends_agree(bundle_dir):
+    obs = np.random.default_rng(0).uniform(-1, 1, (256, 6)).astype(np.float32)
+    np.testing.assert_allclose(load_bundle(bundle_dir, backend="onnx").infer(obs),
+                               load_bundle(bundle_dir, backend="torchscript").infer(obs), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("victim", ["policy.onnx", "policy.pt"])
+def test_refuses_modified_weights(copy, victim):
+    data = bytearray((copy / victim).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / victim).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=rf"{victim} is corrupt or was modified"):
+        load_bundle(copy, backend="onnx")  # every listed file is verified, whichever backend is used
+
+
+def test_refuses_truncated_file(copy):
+    data = (copy / "policy.onnx").read_bytes()
+    (copy / "policy.onnx").write_bytes(data[: len(data) // 3])
+    with pytest.raises(BundleError, match="policy.onnx is corrupt or was modified"):
+        load_bundle(copy)
+
+
+def test_refuses_truncated_manifest(copy):
+    text = (copy / "manifest.json").read_text()
+    (copy / "manifest.json").write_text(text[: len(text) // 2])
+    with pytest.raises(BundleError, match="not valid JSON, the file may be truncated"):
+        load_bundle(copy)
+
+
+def test_refuses_missing_file(copy):
+    (copy / "policy.pt").unlink()
+    with pytest.raises(BundleError, match="policy.pt is listed in the manifest but missing"):
+        load_bundle(copy)
+
+
+def test_refuses_edited_spec(copy):
+    _edit_manifest(copy, lambda m: m["action"].update(kind="joint_delta"))
+    with pytest.raises(BundleError, match="does not match its spec_hash"):
+        load_bundle(copy)
+
+
+def test_refuses_newer_format(copy):
+    _edit_manifest(copy, lambda m: m.update(format_version=2))
+    with pytest.raises(BundleError, match="format_version 2 is newer than this loader supports"):
+        load_bundle(copy)
+
+
+def test_refuses_foreign_directory(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(BundleError, match="expected 'genba-bundle'"):
+        load_bundle(tmp_path)
+    with pytest.raises(BundleError, match="no such bundle directory"):
+        load_bundle(tmp_path / "nope")
+
+
+def test_refuses_graph_that_does_not_fit_the_manifest(copy):
+    """A manifest that claims 7 observation values (hash recomputed, so self-consistent) but a graph taking 6."""
+
+    def grow(m):
+        m["observation"]["dim"] = 7
+        m["observation"]["features"].append({"name": "extra", "size": 1, "unit": "", "low": [None], "high": [None]})
+        m["spec_hash"] = spec_hash(m["observation"], m["action"])
+
+    _edit_manifest(copy, grow)
+    for backend in ("onnx", "torchscript"):
+        with pytest.raises(BundleError, match="does not accept observations of size 7"):
+            load_bundle(copy, backend=backend)
+
+
+def test_refuses_path_escape(copy):
+    _edit_manifest(copy, lambda m: m["files"].update({"../secret": "0" * 64}))
+    with pytest.raises(BundleError, match="invalid file name"):
+        load_bundle(copy)
+
+
+def test_infer_refuses_bad_observations(bundle_dir):
+    b = load_bundle(bundle_dir)
+    with pytest.raises(BundleError, match=r"expects observations of shape \(6,\) or \(B, 6\), got \(5,\)"):
+        b.infer(np.zeros(5, np.float32))
+    with pytest.raises(BundleError, match="non-finite observation"):
+        b.infer(np.array([0, 0, 0, np.nan, 0, 0], np.float32))
+
+
+def test_infer_accepts_dict_observation(bundle_dir):
+    b = load_bundle(bundle_dir)
+    obs = {"observation": np.array([0.1, 0.2]), "achieved_goal": np.array([0.1, 0.2]), "desired_goal": np.array([-0.5, 0.9])}
+    flat = np.array([0.1, 0.2, 0.1, 0.2, -0.5, 0.9], np.float32)
+    assert np.array_equal(b.infer(obs), b.infer(flat))
+
+
+def test_unknown_backend_and_unavailable_cuda(bundle_dir):
+    with pytest.raises(BundleError, match="unknown backend 'tflite'"):
+        load_bundle(bundle_dir, backend="tflite")
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(BundleError, match="no CUDA provider"):
+            load_bundle(bundle_dir, backend="onnx", device="cuda")
+
+
+def test_export_refuses_to_overwrite(bundle_dir):
+    model = TD3("MultiInputPolicy", PointReachEnv(), policy_kwargs={"net_arch": [8]}, device="cpu")
+    with pytest.raises(GenbaError, match="already exists and is not empty"):
+        export_bundle(model, bundle_dir, feature_spec=None)
+
+
+def test_export_refuses_mismatched_feature_spec(tmp_path):
+    env = PointReachEnv()
+    model = TD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, device="cpu")
+    spec = env.feature_spec()
+    spec["action"]["features"] = spec["action"]["features"][:1]
+    with pytest.raises(GenbaError, match="action features add up to 1 values but the model acts with 2"):
+        export_bundle(model, tmp_path / "b", feature_spec=spec)
+    assert not (tmp_path / "b").exists()
