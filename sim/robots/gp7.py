@@ -1,0 +1,40 @@
+"""Yaskawa Motoman GP7-class 6-axis arm with a generic parallel-jaw gripper (sim/assets/gp7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sim.robots.base import Robot, RobotModel
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "gp7"
+
+GP7_MODEL = RobotModel(
+    name="gp7",
+    urdf_path=ASSET_DIR / "gp7.urdf",
+    arm_joints=("joint_1_s", "joint_2_l", "joint_3_u", "joint_4_r", "joint_5_b", "joint_6_t"),
+    finger_joints=("gp7_finger_joint1", "gp7_finger_joint2"),
+    tool_link="tcp",
+    # Elbow up, tool straight down at (0.40, 0, 0.25) m in the base frame (solved once by IK).
+    home=(0.0, 0.126, -0.776, 0.0, -0.669, 0.0),
+    finger_travel=0.04,
+    # Estimate for a small electric industrial gripper (~100-150 N total grip force).
+    finger_force=60.0,
+    # A clip box, not the reachable set: the far top corners lie beyond the 0.927 m reach.
+    # x from 0.15 so bins beside the base (e.g. at x 0.15-0.25, y +-0.45) stay inside.
+    workspace_low=(0.15, -0.6, 0.0),
+    workspace_high=(0.85, 0.6, 0.7),
+    rated_payload=7.0,  # kg, datasheet; the 0.86 kg gripper counts against it
+    source=(
+        "Yaskawa Motoman GP7 datasheet (payload 7 kg, reach 927 mm, 34 kg, joint ranges and speeds; "
+        "see the comment in sim/assets/gp7/gp7.urdf); link shapes, masses, torques and gripper are estimates"
+    ),
+    ik_null_space=False,  # 6 axes: no redundancy for a null-space rest pose to use
+    # Jaw pad friction (1.5) and friction anchors are set in the URDF's <contact> blocks.
+)
+
+
+class GP7(Robot):
+    model = GP7_MODEL  # readable without a simulator (GP7.model.home); the instance sets the same
+
+    def __init__(self, sim, config, name: str = "robot"):
+        super().__init__(sim, GP7_MODEL, config, name)
