@@ -70,6 +70,12 @@ class Robot:
         self._ik_range = [u - l for l, u in zip(self._ik_lower, self._ik_upper)]
         for link, mu in model.link_friction.items():
             pb.changeDynamics(self.body, links[link], lateralFriction=mu, physicsClientId=cid)
+        if len(self.finger_ids) == 2:
+            # Real parallel jaws are geared together. Two independent force-limited motors squeezing
+            # a part are in neutral equilibrium, and the part drifts toward one jaw as it is carried.
+            gear = pb.createConstraint(self.body, self.finger_ids[0], self.body, self.finger_ids[1], pb.JOINT_GEAR,
+                                       [1, 0, 0], [0, 0, 0], [0, 0, 0], physicsClientId=cid)
+            pb.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=model.finger_force, physicsClientId=cid)  # q1 = q2
         self._base_pos = np.asarray(config.base_position, dtype=float)
         self._base_yaw = config.base_yaw
         self.target_pos = np.zeros(3)
