@@ -205,6 +205,23 @@ def test_tool_reaches_targets_pointing_down(make, model, target):
     assert abs(math.remainder(tool_yaw - yaw, 2 * math.pi)) < math.radians(2.0)
 
 
+def test_joint_torques_hold_the_rated_payload_at_reach(make):
+    """The estimated torque limits carry 7 kg (gripper included) at 0.82 m without sagging."""
+    sim, robot = make("gp7")
+    gripper = link_index(robot, "gp7_gripper")
+    tooling = sum(pb.getDynamicsInfo(robot.body, link_index(robot, n), physicsClientId=sim.cid)[0] for n in ("gp7_gripper", "gp7_finger1", "gp7_finger2"))
+    part = GP7_MODEL.rated_payload - tooling
+    body_mass = pb.getDynamicsInfo(robot.body, gripper, physicsClientId=sim.cid)[0]
+    pb.changeDynamics(robot.body, gripper, mass=body_mass + part, physicsClientId=sim.cid)  # a part rigidly held
+    goal = np.array([0.80, 0.20, 0.10])
+    for _ in range(80):
+        robot.command_tool_pose(goal, 0.0, 1.0)
+        sim.step()
+    assert np.linalg.norm(robot.tool_pose()[0] - goal) < 0.005
+    torques = np.array([s[3] for s in pb.getJointStates(robot.body, robot.arm_ids, physicsClientId=sim.cid)])
+    assert np.all(np.abs(torques) < 0.9 * robot.max_force)  # held with margin, not at the limit
+
+
 # --- grasping ----------------------------------------------------------------------------------------
 def drive(sim, robot, goal, yaw, grip, steps, speed=0.2):
     """Move the tool target in a straight line at `speed` m/s, then hold it, for `steps` control periods."""
@@ -228,10 +245,11 @@ def test_cube_is_grasped_and_lifted(make, model, yaw, close):
     drive(sim, robot, (0.5, 0.0, 0.08), yaw, 1.0 if close else -1.0, 15)
     offset = sim.base_pose("cube")[0] - robot.tool_pose()[0]
     drive(sim, robot, (0.5, 0.0, 0.23), yaw, 1.0 if close else -1.0, 40)
-    cube = sim.base_pose("cube")[0]
+    cube, orn = sim.base_pose("cube")
     if close:
         assert robot.gripper_opening() == pytest.approx(0.04, abs=0.003)  # holding the cube, not shut
         assert cube[2] == pytest.approx(0.08 + 0.15, abs=0.01)
         assert np.linalg.norm(cube - robot.tool_pose()[0] - offset) < 0.01  # rode along without slipping
+        assert math.degrees(2 * math.acos(min(1.0, abs(orn[3])))) < 2.0  # nor tumbling between the jaws
     else:  # control: an open gripper lifts nothing, so the cube rising above is the grasp's doing
         assert cube[2] == pytest.approx(0.08, abs=0.002)

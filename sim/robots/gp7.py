@@ -25,8 +25,11 @@ GP7_MODEL = RobotModel(
     workspace_high=(0.85, 0.6, 0.7),
     rated_payload=7.0,  # kg, datasheet; the 0.86 kg gripper counts against it
     source=(
-        "Yaskawa Motoman GP7 datasheet (payload 7 kg, reach 927 mm, 34 kg, joint ranges and speeds; "
-        "see the comment in sim/assets/gp7/gp7.urdf); link shapes, masses, torques and gripper are estimates"
+        "Yaskawa 'MOTOMAN GP7' datasheet (document number not verified): 6 axes, payload 7 kg, horizontal "
+        "reach 927 mm, vertical reach 1693 mm, repeatability +/-0.03 mm, mass 34 kg; ranges S +/-170, "
+        "L +145/-65, U +190/-70, R +/-190, B +/-135, T +/-360 deg; speeds S 375, L 315, U 410, R 550, B 550, "
+        "T 1000 deg/s; link dimensions approximate (see sim/assets/gp7/gp7.urdf). Estimates: link shapes, "
+        "mass split, joint torques, the gripper (0.86 kg, 2 x 40 mm stroke, 60 N per jaw)"
     ),
     ik_null_space=False,  # 6 axes: no redundancy for a null-space rest pose to use
     # Jaw pad friction (1.5) and friction anchors are set in the URDF's <contact> blocks.

@@ -36,10 +36,11 @@ is not quoted because it could not be verified offline - numbers are from memory
 Kinematic dimensions (approximate, read from the datasheet's dimension drawing): L-axis height
 330 mm above the mounting face, S-to-L forward offset 40 mm, L-to-U 445 mm, U-to-forearm (R-axis)
 vertical offset 40 mm, U-to-B along the forearm 440 mm, B-to-flange 80 mm. Check: 40 + 445 +
-sqrt(440^2 + 40^2) = 926.8 mm horizontal reach of the P-point.
+sqrt(440^2 + 40^2) = 926.8 mm horizontal reach of the P-point, and over the L/U ranges above the
+P-point sweeps 1693 mm vertically, matching the sheet (tests/test_robot_gp7.py measures both).
 Estimates, not datasheet figures: per-joint torque limits (URDF effort), the split of the 34 kg over
 the links, the link shapes, and the whole gripper (a generic small industrial parallel gripper,
-0.86 kg, 40 mm stroke per jaw). Joint sign conventions are a best guess at Yaskawa's
+0.86 kg, 40 mm stroke per jaw, TCP 121 mm from the flange). Joint sign conventions are a best guess at Yaskawa's
 (L positive tilts the upper arm forward, U positive raises the forearm)."""
 
 DEG = math.pi / 180.0
