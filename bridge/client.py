@@ -1,0 +1,396 @@
+"""The controller's side of the bridge: a DEALER client that never blocks past a deadline.
+
+Lazy-Pirate style: every call takes a timeout; a session that hears nothing for ``silence_s``
+is dropped, its socket closed with linger 0, and a fresh socket re-does the handshake after a
+capped exponential backoff. ZMTP heartbeats (HEARTBEAT_IVL/TIMEOUT) let libzmq notice a dead TCP
+peer within ``heartbeat_timeout_ms`` even while the controller is idle. Replies are matched by
+the sequence number they echo; anything else is stale and counted, never returned.
+
+Imports numpy, pyzmq and msgpack only (through bridge.protocol): controllers must not need torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import zmq
+
+from bridge import protocol as wire
+from bridge.keys import ClientKeys
+from bridge.latency import LatencyStats
+from bridge.limits import SafetyLimits
+from bridge.protocol import ErrorCode, MsgType, ProtocolError
+from genba.errors import GenbaError
+
+log = logging.getLogger(__name__)
+
+
+class BridgeUnavailable(GenbaError):
+    """No welcome from the server in time (down, unreachable, or our CURVE key not allowed)."""
+
+
+class HandshakeRejected(GenbaError):
+    """The server answered the hello with an error (wrong bundle, spec hash, robot or version)."""
+
+    def __init__(self, code: int, text: str) -> None:
+        name = ErrorCode(code).name if code in ErrorCode._value2member_map_ else str(code)
+        super().__init__(f"server rejected the handshake: {name}: {text}")
+        self.code = code
+        self.text = text
+
+
+@dataclass
+class ClientConfig:
+    endpoint: str
+    bundle: str
+    spec_hash: str
+    robot: dict[str, Any] | None = None  # {"model": ..., "joint_names": [...]}, checked by the server
+    name: str = "genba-controller"
+    heartbeat_ivl_ms: int = 100  # ZMTP PING interval
+    heartbeat_timeout_ms: int = 300  # ZMTP: drop the TCP connection after this long without traffic
+    silence_s: float = 1.0  # no reply for this long while waiting -> drop the session
+    handshake_timeout_s: float = 0.5
+    backoff_initial_s: float = 0.05
+    backoff_max_s: float = 1.0
+    hwm: int = 16
+    max_message_bytes: int = wire.DEFAULT_TRANSPORT_MAX_BYTES
+    keys: ClientKeys | None = None
+
+
+@dataclass(frozen=True)
+class Welcome:
+    bundle: str
+    spec_hash: str
+    session: str
+    obs_dim: int
+    act_dim: int
+    control_hz: float
+    action_kind: str
+    limits: SafetyLimits
+    header: dict[str, Any] = field(repr=False)
+
+
+class StepResult(NamedTuple):
+    """Outcome of one policy request. ``action`` is set only when status == "ok"."""
+
+    status: str  # ok | deadline | error | disconnected
+    action: np.ndarray | None
+    seq: int
+    rtt_ns: int = 0
+    error_code: int = 0
+    error_text: str = ""
+    server_queue_us: float = 0.0
+    server_infer_us: float = 0.0
+    batch: int = 0
+
+
+class BridgeClient:
+    def __init__(self, config: ClientConfig, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self._own_context = context is None
+        self._context = context or zmq.Context()
+        self._socket: zmq.Socket | None = None
+        self._poller = zmq.Poller()
+        self._seq = 0
+        self.welcome: Welcome | None = None
+        self.stats = LatencyStats()
+        self.counts: Counter[str] = Counter()  # stale_replies, bad_replies, reconnects, errors.<NAME>, ...
+        self.events: list[tuple[float, str, str]] = []  # (monotonic s, kind, detail)
+        self._waiting_since_ns: int | None = None  # oldest unanswered send
+        self._backoff_s = config.backoff_initial_s
+        self._next_attempt_ns = 0
+        self._attempt_end_ns = 0
+        self._hello_seq: int | None = None
+        self._session_seq0 = 0  # seq of the hello that opened the current session
+        self._ever_connected = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def connected(self) -> bool:
+        return self.welcome is not None
+
+    def connect(self, timeout_s: float) -> Welcome:
+        """Handshake, retrying with backoff until ``timeout_s``; raises if no welcome came."""
+        end = time.monotonic() + timeout_s
+        while not self.ensure_session(max(0.0, end - time.monotonic())):
+            remaining = end - time.monotonic()
+            if remaining <= 0:
+                raise BridgeUnavailable(
+                    f"no welcome from {self.config.endpoint} within {timeout_s:g} s (is `genba bridge serve` running "
+                    "there, and is this controller's public key in its allow-list?)"
+                )
+            time.sleep(min(remaining, max(0.0, self._next_attempt_ns / 1e9 - time.monotonic()), 0.01))
+        assert self.welcome is not None
+        return self.welcome
+
+    def ensure_session(self, timeout_s: float) -> bool:
+        """Advance the handshake for at most ``timeout_s``; True once a session exists.
+
+        One attempt (fresh socket, one hello) lasts handshake_timeout_s across calls; a failed
+        attempt waits out the backoff before the next. Raises HandshakeRejected when the server
+        answers with an error, since retrying cannot help.
+        """
+        if self.welcome is not None:
+            return True
+        if self._closed:
+            raise RuntimeError("client is closed; create a new BridgeClient")
+        now = time.monotonic_ns()
+        if self._socket is None:
+            if now < self._next_attempt_ns:
+                return False
+            self._open_socket()
+            self._attempt_end_ns = now + int(self.config.handshake_timeout_s * 1e9)
+            self._hello_seq = None
+        end = min(now + int(timeout_s * 1e9), self._attempt_end_ns)
+        if self._hello_seq is None:
+            seq = self._next_seq()
+            header = wire.make_header(
+                MsgType.HELLO, seq, bundle=self.config.bundle, spec_hash=self.config.spec_hash, client=self.config.name
+            )
+            if self.config.robot is not None:
+                header["robot"] = self.config.robot
+            if self._send(wire.encode(header), end):
+                self._hello_seq = seq
+        if self._hello_seq is not None:
+            reply = self._receive_reply(self._hello_seq, end)
+            if reply is not None:
+                if reply.header["type"] == MsgType.ERROR.value:
+                    self._fail_attempt("rejected")
+                    raise HandshakeRejected(reply.header["code"], reply.header["text"])
+                if reply.header["type"] == MsgType.WELCOME.value:
+                    self.welcome = self._parse_welcome(reply.header)
+                    self._session_seq0 = self._hello_seq
+                    self._backoff_s = self.config.backoff_initial_s
+                    if self._ever_connected:
+                        self.counts["reconnects"] += 1
+                    self._ever_connected = True
+                    self._event("connected", f"session {self.welcome.session} for bundle {self.welcome.bundle}")
+                    return True
+        if time.monotonic_ns() >= self._attempt_end_ns:
+            self._fail_attempt("no welcome")
+        return False
+
+    def step(self, observation: np.ndarray, deadline_s: float) -> StepResult:
+        """Ask for one action; returns by the deadline whatever happens (never raises on timeouts)."""
+        start = time.monotonic_ns()
+        end = start + int(deadline_s * 1e9)
+        if not self._session_alive(start) or not self.ensure_session(deadline_s):
+            self.stats.miss()
+            return StepResult("disconnected", None, 0)
+        seq = self._next_seq()  # after any handshake: the server rejects seqs at or below the hello's
+        obs = np.ascontiguousarray(observation, dtype=np.float32)
+        budget_us = max(1, int(deadline_s * 1e6))
+        frames = [
+            wire.msgpack.packb(
+                {"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": start, "deadline_us": budget_us,
+                 "arrays": [["<f4", list(obs.shape)]]},
+            ),
+            obs.tobytes(),
+        ]
+        if not self._send(frames, end):
+            self.stats.miss()
+            return StepResult("deadline", None, seq)
+        reply = self._receive_reply(seq, end)
+        now = time.monotonic_ns()
+        if reply is None:
+            self.stats.miss()
+            return StepResult("deadline" if self.welcome is not None else "disconnected", None, seq)
+        header = reply.header
+        if header["type"] == MsgType.ERROR.value:
+            self.stats.miss()
+            return StepResult("error", None, seq, now - start, header["code"], header["text"])
+        if header["type"] != MsgType.ACTION.value or not reply.arrays:
+            self.counts["bad_replies"] += 1
+            self.stats.miss()
+            return StepResult("error", None, seq, now - start, int(ErrorCode.MALFORMED), f"unexpected {header['type']} reply")
+        rtt = now - start
+        self.stats.record(rtt)
+        return StepResult(
+            "ok", reply.arrays[0], seq, rtt,
+            server_queue_us=header.get("queue_us", 0.0), server_infer_us=header.get("infer_us", 0.0), batch=header.get("batch", 0),
+        )
+
+    def reset(self, timeout_s: float, episode: int | None = None) -> bool:
+        """Tell the server an episode starts (policy state cleared); True if acknowledged."""
+        return self._request(MsgType.RESET, timeout_s, {} if episode is None else {"episode": episode})
+
+    def heartbeat(self, timeout_s: float, stats: dict[str, Any] | None = None) -> bool:
+        """Application-level liveness check; ``stats`` (safety counters, latency) go to server telemetry."""
+        return self._request(MsgType.HEARTBEAT, timeout_s, {} if stats is None else {"stats": stats})
+
+    def drop_session(self, reason: str) -> None:
+        """Forget the session and close the socket; the next call re-handshakes on a fresh socket."""
+        if self.welcome is not None or self._socket is not None:
+            self._event("session_dropped", reason)
+        self.welcome = None
+        self._close_socket()
+        self._next_attempt_ns = time.monotonic_ns()  # first retry at once, later ones back off
+
+    def close(self, reason: str = "controller closing") -> None:
+        if self._closed:
+            return
+        if self.welcome is not None and self._socket is not None:
+            try:
+                self._socket.send_multipart(wire.encode(wire.make_header(MsgType.BYE, self._next_seq(), reason=reason)), zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass
+        self.welcome = None
+        self._close_socket()
+        self._closed = True
+        if self._own_context:
+            self._context.term()
+
+    def report(self) -> dict[str, Any]:
+        return {"latency": self.stats.summary(), "counts": dict(self.counts), "connected": self.connected}
+
+    def __enter__(self) -> BridgeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _event(self, kind: str, detail: str) -> None:
+        self.events.append((time.monotonic(), kind, detail))
+        log.info("bridge client %s: %s", kind, detail)
+
+    def _open_socket(self) -> None:
+        self._close_socket()
+        cfg = self.config
+        sock = self._context.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = cfg.hwm
+        sock.rcvhwm = cfg.hwm
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections: no stale requests after a restart
+        sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, cfg.heartbeat_ivl_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, cfg.heartbeat_timeout_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, max(cfg.heartbeat_timeout_ms, 100))
+        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(cfg.backoff_max_s * 1000))
+        if cfg.keys is not None:
+            cfg.keys.apply(sock)
+        sock.connect(cfg.endpoint)
+        self._socket = sock
+        self._poller = zmq.Poller()
+        self._poller.register(sock, zmq.POLLIN)
+        self._waiting_since_ns = None
+
+    def _close_socket(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def _fail_attempt(self, why: str) -> None:
+        self.counts["failed_handshakes"] += 1
+        self._close_socket()
+        self._next_attempt_ns = time.monotonic_ns() + int(self._backoff_s * 1e9)
+        self._backoff_s = min(self._backoff_s * 2.0, self.config.backoff_max_s)
+        log.debug("handshake with %s failed (%s); next try in %.3f s", self.config.endpoint, why, self._backoff_s)
+
+    def _session_alive(self, now_ns: int) -> bool:
+        """Drop a session that has not answered for silence_s; True if a session (still) exists."""
+        if self.welcome is None:
+            return False
+        if self._waiting_since_ns is not None and now_ns - self._waiting_since_ns > self.config.silence_s * 1e9:
+            self.drop_session(f"no reply for {self.config.silence_s:g} s")
+            return False
+        return True
+
+    def _send(self, frames: list[bytes], end_ns: int) -> bool:
+        """Send when a connection is up (IMMEDIATE), waiting at most until end_ns."""
+        sock = self._socket
+        if sock is None:
+            return False
+        while True:
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=True)
+                break
+            except zmq.Again:
+                remaining_ms = (end_ns - time.monotonic_ns()) / 1e6
+                if remaining_ms <= 0 or not sock.poll(max(1, int(remaining_ms)), zmq.POLLOUT):
+                    self.counts["send_timeouts"] += 1
+                    if self._waiting_since_ns is None:
+                        self._waiting_since_ns = time.monotonic_ns()  # unreachable counts as silence
+                    return False
+        if self._waiting_since_ns is None:
+            self._waiting_since_ns = time.monotonic_ns()
+        return True
+
+    def _receive_reply(self, seq: int, end_ns: int) -> wire.Message | None:
+        """The reply echoing ``seq``, or None at end_ns. Stale and malformed replies are dropped."""
+        sock = self._socket
+        while sock is not None:
+            remaining_ms = (end_ns - time.monotonic_ns()) / 1e6
+            if remaining_ms <= 0:
+                return None
+            if not self._poller.poll(max(0, int(remaining_ms + 0.999))):
+                continue
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+            self._waiting_since_ns = None
+            try:
+                message = wire.decode(frames, self.config.max_message_bytes)
+            except ProtocolError as exc:
+                self.counts["bad_replies"] += 1
+                log.warning("dropping malformed reply from server: %s", exc)
+                continue
+            header = message.header
+            if header["type"] == MsgType.BYE.value:
+                if self.welcome is not None:
+                    self.drop_session(f"server said bye: {header.get('reason', '')}")
+                return None
+            re = header.get("re")
+            if header["type"] == MsgType.ERROR.value:
+                code = header["code"]
+                self.counts[f"errors.{ErrorCode(code).name if code in ErrorCode._value2member_map_ else code}"] += 1
+                # The server restarted or expired us: handshake again. Errors about messages sent
+                # before the current session began are stale and must not drop the new session.
+                if code == ErrorCode.NO_SESSION and self.welcome is not None and (re or 0) >= self._session_seq0:
+                    self.drop_session("server has no session for us")
+                    return message if re == seq else None
+            if re == seq:
+                return message
+            self.counts["stale_replies"] += 1
+        return None
+
+    def _request(self, msg_type: MsgType, timeout_s: float, fields: dict[str, Any]) -> bool:
+        start = time.monotonic_ns()
+        end = start + int(timeout_s * 1e9)
+        if not self._session_alive(start) or not self.ensure_session(timeout_s):
+            return False
+        seq = self._next_seq()
+        if not self._send(wire.encode(wire.make_header(msg_type, seq, **fields)), end):
+            return False
+        reply = self._receive_reply(seq, end)
+        return reply is not None and reply.header["type"] == msg_type.value
+
+    def _parse_welcome(self, header: dict[str, Any]) -> Welcome:
+        limits = SafetyLimits.from_robot_spec(header["limits"], where="welcome.limits")
+        if header["bundle"] != self.config.bundle or header["spec_hash"] != self.config.spec_hash:
+            raise HandshakeRejected(int(ErrorCode.SPEC_MISMATCH), "welcome names another bundle or spec hash than we asked for")
+        return Welcome(
+            bundle=header["bundle"],
+            spec_hash=header["spec_hash"],
+            session=header["session"],
+            obs_dim=header["obs_dim"],
+            act_dim=header["act_dim"],
+            control_hz=float(header["control_hz"]),
+            action_kind=header["action_kind"],
+            limits=limits,
+            header=header,
+        )

@@ -1,0 +1,84 @@
+"""What the server needs from a policy, and the checked description it hands to controllers.
+
+``ServedPolicy`` is the subset of ``policies.bundle`` objects the bridge uses, so the server can
+be exercised with any object that has these members. ``PolicyEntry`` validates the manifest
+once at start-up so a bad bundle stops the server with a clear message instead of failing a
+controller's handshake later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from bridge.limits import LimitsError, SafetyLimits
+from genba.errors import GenbaError
+
+ACTION_KINDS = ("ee_delta", "joint_delta")
+
+
+class BundleSpecError(GenbaError):
+    """A bundle whose manifest lacks what the bridge needs to serve it safely."""
+
+
+@runtime_checkable
+class ServedPolicy(Protocol):
+    name: str
+    spec_hash: str
+    obs_dim: int
+    act_dim: int
+    control_hz: float
+    manifest: dict[str, Any]
+
+    def infer(self, obs: np.ndarray) -> np.ndarray:
+        """float32 (B, obs_dim) -> float32 (B, act_dim) in [-1, 1], deterministic."""
+        ...
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    policy: ServedPolicy
+    name: str
+    spec_hash: str
+    obs_dim: int
+    act_dim: int
+    control_hz: float
+    action_kind: str
+    action_low: list[float]
+    action_high: list[float]
+    limits: SafetyLimits
+
+    @classmethod
+    def describe(cls, policy: ServedPolicy) -> PolicyEntry:
+        where = f"bundle {getattr(policy, 'name', '?')!r}"
+        manifest = policy.manifest
+        if not isinstance(manifest, dict):
+            raise BundleSpecError(f"{where}: manifest must be a mapping")
+        action = manifest.get("action")
+        if not isinstance(action, dict):
+            raise BundleSpecError(f"{where}: manifest has no 'action' section")
+        kind = action.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise BundleSpecError(f"{where}: manifest action.kind must name the action meaning (e.g. {list(ACTION_KINDS)})")
+        try:
+            limits = SafetyLimits.from_robot_spec(manifest.get("robot"), where=f"{where} manifest robot")
+        except LimitsError as exc:
+            raise BundleSpecError(str(exc)) from None
+        if not (isinstance(policy.control_hz, (int, float)) and policy.control_hz > 0):
+            raise BundleSpecError(f"{where}: control_hz must be positive, got {policy.control_hz!r}")
+        low = np.broadcast_to(np.asarray(action.get("low", -1.0), dtype=float), (policy.act_dim,))
+        high = np.broadcast_to(np.asarray(action.get("high", 1.0), dtype=float), (policy.act_dim,))
+        return cls(
+            policy=policy,
+            name=policy.name,
+            spec_hash=policy.spec_hash,
+            obs_dim=int(policy.obs_dim),
+            act_dim=int(policy.act_dim),
+            control_hz=float(policy.control_hz),
+            action_kind=kind,
+            action_low=low.tolist(),
+            action_high=high.tolist(),
+            limits=limits,
+        )

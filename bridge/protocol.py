@@ -1,0 +1,242 @@
+"""The bridge wire protocol: multipart frames of one msgpack header plus raw little-endian arrays.
+
+Frame 0 is a msgpack map (the header); frames 1..n are the raw bytes of the arrays that
+``header["arrays"]`` describes as ``[dtype, shape]`` pairs, in order. Nothing is pickled, so a
+reader never executes anything a peer sends. Readers ignore header fields they do not know,
+which lets either side add optional fields without a version bump. docs/bridge-protocol.md is
+the normative description; this module is the reference implementation and imports only
+numpy and msgpack so that controllers can use it.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from typing import Any, NamedTuple, Sequence
+
+import msgpack
+import numpy as np
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+# Default application-level cap on one message (all frames together). The transport cap
+# (ZMQ_MAXMSGSIZE, per frame) is higher: a frame above it makes libzmq drop the connection,
+# a message between the two gets a typed TOO_LARGE error.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+DEFAULT_TRANSPORT_MAX_BYTES = 1024 * 1024
+MAX_ARRAYS = 8
+MAX_NDIM = 8
+ALLOWED_DTYPES = frozenset({"<f4", "<f8", "<i4", "<i8", "|u1", "|b1"})
+
+
+class MsgType(str, enum.Enum):
+    HELLO = "hello"
+    WELCOME = "welcome"
+    STEP = "step"
+    ACTION = "action"
+    RESET = "reset"
+    HEARTBEAT = "heartbeat"
+    ERROR = "error"
+    BYE = "bye"
+
+
+class ErrorCode(enum.IntEnum):
+    """Numeric error codes carried by ``error`` messages (stable across versions)."""
+
+    MALFORMED = 1  # header is not a msgpack map, a field has the wrong type, wrong frame count
+    VERSION_MISMATCH = 2  # "v" is not a supported protocol version
+    UNKNOWN_TYPE = 3  # "type" names no message this peer accepts
+    NO_SESSION = 4  # step/reset/heartbeat before a successful hello (or after expiry)
+    UNKNOWN_BUNDLE = 5  # hello names a bundle this server does not serve
+    SPEC_MISMATCH = 6  # hello's observation/action spec hash differs from the bundle's
+    ROBOT_MISMATCH = 7  # hello's robot model or joint names differ from the bundle's
+    BAD_ARRAY = 8  # array dtype, shape or byte size does not match what the message requires
+    NON_FINITE = 9  # observation holds NaN or inf
+    STALE_SEQUENCE = 10  # sequence number not above the last one seen (replayed / out of order)
+    DEADLINE_EXPIRED = 11  # the request's deadline passed before inference started
+    TOO_LARGE = 12  # message above the server's max_message_bytes
+    BUSY = 13  # session table full
+    INTERNAL = 14  # the policy produced a non-finite action or raised; request not served
+
+
+class ProtocolError(Exception):
+    """A message that cannot be accepted; carries the code the peer gets back."""
+
+    def __init__(self, code: ErrorCode, text: str, seq: int | None = None) -> None:
+        super().__init__(f"{code.name}: {text}")
+        self.code = code
+        self.text = text
+        self.seq = seq
+
+
+class Message(NamedTuple):
+    """One decoded message (a NamedTuple: cheap to build on the server's hot path)."""
+
+    header: dict[str, Any]
+    arrays: tuple[np.ndarray, ...]
+
+
+def now_ns() -> int:
+    """Sender timestamps: this host's monotonic clock (only differences on one host mean anything)."""
+    return time.monotonic_ns()
+
+
+# ----------------------------------------------------------------------------------- encoding
+
+
+def _little_endian(array: np.ndarray) -> np.ndarray:
+    array = np.asarray(array)
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and np.little_endian is False):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(array)
+
+
+def encode(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> list[bytes]:
+    """Frames for one message: the packed header, then each array's raw little-endian bytes."""
+    if arrays:
+        arrays = [_little_endian(a) for a in arrays]
+        for a in arrays:
+            if a.dtype.str not in ALLOWED_DTYPES:
+                raise ValueError(f"dtype {a.dtype.str} cannot go on the wire; allowed: {sorted(ALLOWED_DTYPES)}")
+        header = {**header, "arrays": [[a.dtype.str, list(a.shape)] for a in arrays]}
+        return [msgpack.packb(header, use_bin_type=True), *(a.tobytes() for a in arrays)]
+    return [msgpack.packb(header, use_bin_type=True)]
+
+
+def make_header(msg_type: MsgType, seq: int, **fields: Any) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "type": msg_type.value, "seq": seq, "t_ns": now_ns(), **fields}
+
+
+def error_frames(code: ErrorCode, text: str, seq: int, re: int | None) -> list[bytes]:
+    header = make_header(MsgType.ERROR, seq, code=int(code), name=code.name, text=text)
+    if re is not None:
+        header["re"] = re
+    return encode(header)
+
+
+# ----------------------------------------------------------------------------------- decoding
+
+_INT = frozenset({int})
+_NUM = frozenset({int, float})
+_STR = frozenset({str})
+_MAP = frozenset({dict})
+_TYPE_NAMES = {_INT: "int", _NUM: "number", _STR: "str", _MAP: "map"}
+
+# Per message type: (field, accepted exact python types, required). Fields not listed are ignored
+# (tolerant reader). Exact type checks keep bool out of int fields: on the wire they differ.
+_COMMON = (("v", _INT, True), ("type", _STR, True), ("seq", _INT, True), ("t_ns", _INT, False), ("re", _INT, False))
+SCHEMA: dict[str, tuple[tuple[str, frozenset, bool], ...]] = {
+    MsgType.HELLO.value: (("bundle", _STR, True), ("spec_hash", _STR, True), ("robot", _MAP, False), ("client", _STR, False)),
+    MsgType.WELCOME.value: (
+        ("re", _INT, True),
+        ("bundle", _STR, True),
+        ("spec_hash", _STR, True),
+        ("session", _STR, True),
+        ("obs_dim", _INT, True),
+        ("act_dim", _INT, True),
+        ("control_hz", _NUM, True),
+        ("action_kind", _STR, True),
+        ("limits", _MAP, True),
+        ("max_message_bytes", _INT, True),
+    ),
+    MsgType.STEP.value: (("deadline_us", _INT, True), ("episode", _INT, False)),
+    MsgType.ACTION.value: (("re", _INT, True), ("queue_us", _NUM, False), ("infer_us", _NUM, False), ("batch", _INT, False)),
+    MsgType.RESET.value: (("episode", _INT, False),),
+    MsgType.HEARTBEAT.value: (("stats", _MAP, False),),
+    MsgType.ERROR.value: (("code", _INT, True), ("text", _STR, True), ("name", _STR, False)),
+    MsgType.BYE.value: (("reason", _STR, False),),
+}
+# How many array frames each type carries.
+ARRAY_COUNT = {MsgType.STEP.value: 1, MsgType.ACTION.value: 1}
+_DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
+_U64_MAX = 2**64 - 1
+
+
+def _check_fields(header: dict, fields: tuple[tuple[str, frozenset, bool], ...], seq: int | None) -> None:
+    for name, types, required in fields:
+        value = header.get(name, _MISSING)
+        if value is _MISSING:
+            if required:
+                raise ProtocolError(ErrorCode.MALFORMED, f"header field {name!r} is missing", seq)
+        elif type(value) not in types:
+            raise ProtocolError(
+                ErrorCode.MALFORMED, f"header field {name!r} must be {_TYPE_NAMES[types]}, got {type(value).__name__}", seq
+            )
+
+
+_MISSING = object()
+
+
+def decode_header(frame: bytes) -> dict[str, Any]:
+    """Unpack and validate frame 0; raises ProtocolError naming the first problem found."""
+    try:
+        header = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise ProtocolError(ErrorCode.MALFORMED, f"header is not valid msgpack ({type(exc).__name__})") from None
+    if type(header) is not dict:
+        raise ProtocolError(ErrorCode.MALFORMED, f"header must be a msgpack map, got {type(header).__name__}")
+    seq = header.get("seq")
+    seq = seq if type(seq) is int and 0 <= seq <= _U64_MAX else None
+    _check_fields(header, _COMMON, seq)
+    if header["v"] not in SUPPORTED_VERSIONS:
+        raise ProtocolError(
+            ErrorCode.VERSION_MISMATCH,
+            f"protocol version {header['v']} not supported; this peer speaks {list(SUPPORTED_VERSIONS)}",
+            seq,
+        )
+    if seq is None:
+        raise ProtocolError(ErrorCode.MALFORMED, "seq must be an unsigned 64-bit integer")
+    schema = SCHEMA.get(header["type"])
+    if schema is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {header['type']!r}", seq)
+    _check_fields(header, schema, seq)
+    return header
+
+
+def decode_arrays(header: dict[str, Any], frames: Sequence[bytes]) -> tuple[np.ndarray, ...]:
+    """Read-only arrays over the data frames, checked against the header's descriptors."""
+    seq = header.get("seq")
+    descriptors = header.get("arrays", ())
+    expected = ARRAY_COUNT.get(header["type"], 0)
+    if type(descriptors) not in (list, tuple) or len(descriptors) != expected or len(frames) != expected:
+        count = len(descriptors) if type(descriptors) is list else "no valid"
+        raise ProtocolError(
+            ErrorCode.MALFORMED,
+            f"{header['type']} carries {expected} array frame(s); got {len(frames)} frame(s) and {count} descriptor(s)",
+            seq,
+        )
+    arrays = []
+    for i, (descriptor, frame) in enumerate(zip(descriptors, frames)):
+        if not (type(descriptor) is list and len(descriptor) == 2 and type(descriptor[1]) is list):
+            raise ProtocolError(ErrorCode.MALFORMED, f"arrays[{i}] must be [dtype, shape]", seq)
+        name, shape = descriptor
+        dtype = _DTYPES.get(name) if type(name) is str else None
+        if dtype is None:
+            raise ProtocolError(ErrorCode.BAD_ARRAY, f"arrays[{i}] dtype {name!r} not allowed; use one of {sorted(ALLOWED_DTYPES)}", seq)
+        count = 1
+        for n in shape:
+            if type(n) is not int or not 0 <= n < 2**31:
+                raise ProtocolError(ErrorCode.BAD_ARRAY, f"arrays[{i}] shape {shape!r} must be non-negative ints", seq)
+            count *= n
+        if len(shape) > MAX_NDIM:
+            raise ProtocolError(ErrorCode.BAD_ARRAY, f"arrays[{i}] has {len(shape)} dimensions; at most {MAX_NDIM}", seq)
+        if count * dtype.itemsize != len(frame):
+            raise ProtocolError(
+                ErrorCode.BAD_ARRAY, f"arrays[{i}] {name}{tuple(shape)} needs {count * dtype.itemsize} bytes, frame has {len(frame)}", seq
+            )
+        arrays.append(np.frombuffer(frame, dtype=dtype).reshape(shape))
+    return tuple(arrays)
+
+
+def decode(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Validate a whole message (header frame first, then array frames)."""
+    if not frames:
+        raise ProtocolError(ErrorCode.MALFORMED, "empty message")
+    if len(frames) > 1 + MAX_ARRAYS:
+        raise ProtocolError(ErrorCode.MALFORMED, f"{len(frames)} frames; at most {1 + MAX_ARRAYS} allowed")
+    total = sum(len(f) for f in frames)
+    if total > max_bytes:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"message is {total} bytes; the cap is {max_bytes}")
+    header = decode_header(frames[0])
+    return Message(header, decode_arrays(header, frames[1:]))

@@ -1,0 +1,418 @@
+"""The bridge server: one ROUTER socket serving many controllers, inference on its own thread.
+
+The I/O thread (``serve_forever``) owns every socket except the inference thread's PAIR end. It
+validates each message, answers handshakes, heartbeats and every error itself, and hands valid
+step requests to the ``InferenceWorker`` in batches. A bad message gets a typed error reply and
+a (rate-limited) log line; no message can stop the loop. Replies go out with NOBLOCK under
+ROUTER_MANDATORY, so a vanished or slow controller costs a dropped reply, never a stall.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import zmq
+
+from bridge import protocol as wire
+from bridge.inference import InferenceWorker, StepRequest
+from bridge.keys import ServerKeys, load_secret_keypair
+from bridge.policy import PolicyEntry, ServedPolicy
+from bridge.protocol import ErrorCode, MsgType, ProtocolError
+from bridge.telemetry import ServerStats, TelemetryPublisher
+from genba.errors import GenbaError
+
+log = logging.getLogger(__name__)
+
+_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+_F4 = np.dtype("<f4")
+
+
+class ServerConfigError(GenbaError):
+    """A server setting that cannot work (duplicate bundle names, unsafe bind, ...)."""
+
+
+def is_loopback(endpoint: str) -> bool:
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
+    return host in _LOOPBACK_HOSTS or host.startswith("127.")
+
+
+@dataclass
+class ServerConfig:
+    bind: str = "tcp://127.0.0.1:5555"
+    telemetry: str | None = "tcp://127.0.0.1:5556"
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # larger messages: TOO_LARGE error
+    transport_max_bytes: int = wire.DEFAULT_TRANSPORT_MAX_BYTES  # larger frames: libzmq drops the connection
+    hwm: int = 256  # per-peer queue bound (messages) on the ROUTER
+    max_sessions: int = 64
+    session_timeout_s: float = 10.0  # a controller silent this long loses its session
+    max_batch: int = 64
+    telemetry_period_s: float = 0.5
+    keys: ServerKeys | None = None
+    allow_insecure_remote: bool = False
+
+
+@dataclass(slots=True)
+class Session:
+    identity: bytes
+    session_id: str
+    policy: int
+    last_seq: int
+    last_seen_ns: int
+    client: str = ""
+
+
+@dataclass
+class _RateLimitedLog:
+    """At most one warning per error code per second; the rest are counted and summarised."""
+
+    interval_s: float = 1.0
+    _last: dict[int, float] = field(default_factory=dict)
+    _suppressed: dict[int, int] = field(default_factory=dict)
+
+    def warn(self, code: ErrorCode, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(code, -1e9) >= self.interval_s:
+            skipped = self._suppressed.pop(code, 0)
+            suffix = f" ({skipped} similar suppressed)" if skipped else ""
+            log.warning("rejected message: %s: %s%s", code.name, text, suffix)
+            self._last[code] = now
+        else:
+            self._suppressed[code] = self._suppressed.get(code, 0) + 1
+
+
+class BridgeServer:
+    def __init__(self, policies: Sequence[ServedPolicy], config: ServerConfig | None = None) -> None:
+        self.config = config or ServerConfig()
+        if not policies:
+            raise ServerConfigError("serve at least one bundle")
+        self.entries = [PolicyEntry.describe(p) for p in policies]
+        names = [e.name for e in self.entries]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ServerConfigError(f"two bundles share the name {duplicates}; controllers pick bundles by name")
+        self._by_name = {e.name: i for i, e in enumerate(self.entries)}
+        for endpoint in (self.config.bind, self.config.telemetry):
+            if endpoint and not is_loopback(endpoint) and self.config.keys is None and not self.config.allow_insecure_remote:
+                raise ServerConfigError(
+                    f"{endpoint} is not loopback: pass --curve-secret/--allow to encrypt and authenticate "
+                    "controllers, or --insecure to serve unauthenticated on the network"
+                )
+        self.stats = ServerStats()
+        self.sessions: dict[bytes, Session] = {}
+        self.endpoint = ""
+        self.telemetry_endpoint = ""
+        self._seq = itertools.count(1)
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._rate_log = _RateLimitedLog()
+        self._context: zmq.Context | None = None
+        self._authenticator: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Bind sockets and start the inference thread (call from the thread that will serve)."""
+        cfg = self.config
+        self._context = zmq.Context()
+        if cfg.keys is not None:
+            from zmq.auth.thread import ThreadAuthenticator  # server only: controllers never import it
+
+            self._authenticator = ThreadAuthenticator(self._context, log=logging.getLogger("bridge.auth"))
+            self._authenticator.start()
+            self._authenticator.configure_curve(domain="*", location=str(cfg.keys.allow_dir))
+        router = self._context.socket(zmq.ROUTER)
+        router.linger = 0
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.sndhwm = cfg.hwm
+        router.rcvhwm = cfg.hwm
+        router.setsockopt(zmq.MAXMSGSIZE, cfg.transport_max_bytes)
+        self._secure(router)
+        self.endpoint = self._bind(router, cfg.bind)
+        self._router = router
+        publisher = None
+        if cfg.telemetry:
+            publisher = self._context.socket(zmq.PUB)
+            publisher.linger = 0
+            publisher.sndhwm = 1000
+            self._secure(publisher)
+            self.telemetry_endpoint = self._bind(publisher, cfg.telemetry)
+        self.telemetry = TelemetryPublisher(publisher)
+        results_endpoint = f"inproc://bridge-results-{id(self)}"
+        self._results = self._context.socket(zmq.PAIR)
+        self._results.linger = 0
+        self._results.bind(results_endpoint)
+        self.worker = InferenceWorker(self.entries, self._context, results_endpoint, self.stats, self._seq, cfg.max_batch)
+        self.worker.start()
+        self._poller = zmq.Poller()
+        self._poller.register(self._results, zmq.POLLIN)
+        self._poller.register(self._router, zmq.POLLIN)
+        self._ready.set()
+        log.info("serving %s on %s (telemetry %s)", [e.name for e in self.entries], self.endpoint, self.telemetry_endpoint or "off")
+
+    def request_stop(self) -> None:
+        """Ask serve_forever to return (safe from signal handlers and other threads)."""
+        self._stop.set()
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        return self._ready.wait(timeout_s)
+
+    def serve_forever(self, on_ready: Callable[[BridgeServer], None] | None = None) -> None:
+        """Run the I/O loop until request_stop(); then say bye to every controller and close."""
+        if self._context is None:
+            self.start()
+        if on_ready is not None:
+            on_ready(self)
+        handlers = {
+            MsgType.HELLO.value: self._on_hello,
+            MsgType.RESET.value: self._on_reset,
+            MsgType.HEARTBEAT.value: self._on_heartbeat,
+            MsgType.BYE.value: self._on_bye,
+        }
+        router, results, poller = self._router, self._results, self._poller
+        period_ns = int(self.config.telemetry_period_s * 1e9)
+        next_tick = time.monotonic_ns() + period_ns
+        max_batch = self.config.max_batch
+        try:
+            while not self._stop.is_set():
+                timeout_ms = max(0, min(int(os.environ.get("BRIDGE_POLL_MS", "100")), (next_tick - time.monotonic_ns()) // 1_000_000))
+                if poller.poll(timeout_ms):
+                    # Readiness is read from EVENTS, not by catching zmq.Again: raising costs more
+                    # than the rest of a message's handling.
+                    pending: list[StepRequest] = []
+                    for _ in range(max_batch):
+                        if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                            break
+                        self._on_message(router.recv_multipart(), pending, handlers)
+                    if pending:
+                        self.worker.submit(pending)
+                    self._forward_results()
+                now = time.monotonic_ns()
+                if now >= next_tick:
+                    next_tick = now + period_ns
+                    self._tick(now)
+                if self.worker.failure is not None:
+                    raise RuntimeError("inference thread died") from self.worker.failure
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for identity in list(self.sessions):
+            self._send(identity, wire.encode(wire.make_header(MsgType.BYE, next(self._seq), reason="server shutting down")))
+        self.sessions.clear()
+        self.worker.stop()
+        self.worker.join(timeout=5.0)
+        for sock in (self._router, self._results, self.telemetry.socket):
+            if sock is not None:
+                sock.close(linger=0)
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        assert self._context is not None
+        self._context.term()
+        self._context = None
+        log.info("bridge server stopped")
+
+    # ------------------------------------------------------------------ sockets
+
+    def _secure(self, sock: zmq.Socket) -> None:
+        keys = self.config.keys
+        if keys is None:
+            return
+        public, secret = load_secret_keypair(keys.secret_file)
+        sock.curve_server = True
+        sock.curve_publickey = public
+        sock.curve_secretkey = secret
+
+    @staticmethod
+    def _bind(sock: zmq.Socket, endpoint: str) -> str:
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise ServerConfigError(f"cannot bind {endpoint}: {exc} (is another server using it?)") from None
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def _send(self, identity: bytes, frames: list[bytes]) -> None:
+        try:
+            self._router.send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.Again:  # the controller is not reading: its queue is full
+            self.stats.count("dropped_replies")
+        except zmq.ZMQError as exc:  # EHOSTUNREACH: the controller disconnected
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.stats.count("dropped_replies")
+
+    def _forward_results(self) -> None:
+        results, router = self._results, self._router
+        while results.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames = results.recv_multipart()
+            if not frames[0]:
+                continue  # the worker's failure notice; serve_forever checks worker.failure
+            try:
+                router.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                self.stats.count("dropped_replies")
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    raise
+                self.stats.count("dropped_replies")
+
+    # ------------------------------------------------------------------ messages
+
+    def _on_message(self, frames: list[bytes], pending: list[StepRequest], handlers: dict) -> None:
+        identity = frames[0]
+        now = time.monotonic_ns()
+        header: dict[str, Any] | None = None
+        try:
+            body = frames[1:]
+            if not body:
+                raise ProtocolError(ErrorCode.MALFORMED, "empty message")
+            if len(body) > 1 + wire.MAX_ARRAYS:
+                raise ProtocolError(ErrorCode.MALFORMED, f"{len(body)} frames; at most {1 + wire.MAX_ARRAYS} allowed")
+            size = sum(map(len, body))
+            if size > self.config.max_message_bytes:
+                raise ProtocolError(ErrorCode.TOO_LARGE, f"message is {size} bytes; the cap is {self.config.max_message_bytes}")
+            header = wire.decode_header(body[0])
+            kind = header["type"]
+            if kind == "step":
+                self._on_step(identity, header, body, now, pending)
+                return
+            handler = handlers.get(kind)
+            if handler is None:
+                raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"a server does not accept {kind!r} messages", header["seq"])
+            handler(identity, header, body, now)
+        except ProtocolError as exc:
+            self._reject(identity, exc)
+
+    def _reject(self, identity: bytes, exc: ProtocolError) -> None:
+        self.stats.count(f"errors.{exc.code.name}")
+        self._rate_log.warn(exc.code, exc.text)
+        self.telemetry.publish("error", {"code": int(exc.code), "name": exc.code.name, "text": exc.text, "re": exc.seq})
+        self._send(identity, wire.error_frames(exc.code, exc.text, next(self._seq), exc.seq))
+
+    def _session_for(self, identity: bytes, header: dict[str, Any], now: int) -> Session:
+        session = self.sessions.get(identity)
+        seq = header["seq"]
+        if session is None:
+            raise ProtocolError(ErrorCode.NO_SESSION, "no session: send hello first (the server may have restarted)", seq)
+        if seq <= session.last_seq:
+            raise ProtocolError(ErrorCode.STALE_SEQUENCE, f"seq {seq} is not above the last seen {session.last_seq}", seq)
+        session.last_seq = seq
+        session.last_seen_ns = now
+        return session
+
+    def _on_step(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int, pending: list[StepRequest]) -> None:
+        session = self._session_for(identity, header, now)
+        seq = header["seq"]
+        (obs,) = wire.decode_arrays(header, body[1:])
+        entry = self.entries[session.policy]
+        if obs.dtype != _F4 or obs.shape != (entry.obs_dim,):
+            raise ProtocolError(ErrorCode.BAD_ARRAY, f"observation must be <f4 ({entry.obs_dim},), got {obs.dtype.str}{obs.shape}", seq)
+        if not np.isfinite(obs).all():
+            raise ProtocolError(ErrorCode.NON_FINITE, f"observation has non-finite values at {np.flatnonzero(~np.isfinite(obs)).tolist()}", seq)
+        deadline_us = header["deadline_us"]
+        if deadline_us <= 0:
+            raise ProtocolError(ErrorCode.MALFORMED, f"deadline_us must be positive, got {deadline_us}", seq)
+        pending.append(StepRequest(identity, seq, session.policy, obs, now, now + deadline_us * 1000))
+
+    def _on_hello(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
+        seq = header["seq"]
+        if len(body) != 1:
+            raise ProtocolError(ErrorCode.MALFORMED, "hello carries no array frames", seq)
+        index = self._by_name.get(header["bundle"])
+        if index is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_BUNDLE, f"bundle {header['bundle']!r} not served here; served: {sorted(self._by_name)}", seq)
+        entry = self.entries[index]
+        if header["spec_hash"] != entry.spec_hash:
+            raise ProtocolError(
+                ErrorCode.SPEC_MISMATCH,
+                f"spec hash {header['spec_hash'][:16]}... differs from bundle {entry.name!r} ({entry.spec_hash[:16]}...)",
+                seq,
+            )
+        robot = header.get("robot")
+        if robot is not None:
+            model, joints = robot.get("model"), robot.get("joint_names")
+            if model and entry.limits.model and model != entry.limits.model:
+                raise ProtocolError(ErrorCode.ROBOT_MISMATCH, f"robot model {model!r} differs from the bundle's {entry.limits.model!r}", seq)
+            if joints is not None and list(joints) != list(entry.limits.joint_names):
+                raise ProtocolError(ErrorCode.ROBOT_MISMATCH, f"joint names {joints!r} differ from the bundle's {list(entry.limits.joint_names)}", seq)
+        if identity not in self.sessions and len(self.sessions) >= self.config.max_sessions:
+            self._expire(now)
+            if len(self.sessions) >= self.config.max_sessions:
+                raise ProtocolError(ErrorCode.BUSY, f"{self.config.max_sessions} controllers connected; try later", seq)
+        session = Session(identity, secrets.token_hex(8), index, seq, now, str(header.get("client", "")))
+        self.sessions[identity] = session
+        welcome = wire.make_header(
+            MsgType.WELCOME,
+            next(self._seq),
+            re=seq,
+            bundle=entry.name,
+            spec_hash=entry.spec_hash,
+            session=session.session_id,
+            obs_dim=entry.obs_dim,
+            act_dim=entry.act_dim,
+            control_hz=entry.control_hz,
+            action_kind=entry.action_kind,
+            action_low=entry.action_low,
+            action_high=entry.action_high,
+            limits=entry.limits.to_robot_spec(),
+            max_message_bytes=self.config.max_message_bytes,
+            protocol=list(wire.SUPPORTED_VERSIONS),
+        )
+        self._send(identity, wire.encode(welcome))
+        self.telemetry.publish("session", {"event": "hello", "session": session.session_id, "bundle": entry.name, "client": session.client})
+
+    def _on_reset(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
+        session = self._session_for(identity, header, now)
+        policy = self.entries[session.policy].policy
+        reset = getattr(policy, "reset", None)
+        if callable(reset):
+            reset()
+        self._send(identity, wire.encode(wire.make_header(MsgType.RESET, next(self._seq), re=header["seq"])))
+
+    def _on_heartbeat(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
+        session = self._session_for(identity, header, now)
+        stats = header.get("stats")
+        if stats:
+            self.telemetry.publish("safety", {"session": session.session_id, "client": session.client, "stats": stats})
+        self._send(identity, wire.encode(wire.make_header(MsgType.HEARTBEAT, next(self._seq), re=header["seq"])))
+
+    def _on_bye(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
+        session = self.sessions.pop(identity, None)
+        self.worker.last_actions.pop(identity, None)
+        if session is not None:
+            self.telemetry.publish("session", {"event": "bye", "session": session.session_id, "reason": header.get("reason", "")})
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def _expire(self, now: int) -> None:
+        limit = now - int(self.config.session_timeout_s * 1e9)
+        for identity, session in list(self.sessions.items()):
+            if session.last_seen_ns < limit:
+                del self.sessions[identity]
+                self.worker.last_actions.pop(identity, None)
+                self.telemetry.publish("session", {"event": "expired", "session": session.session_id})
+
+    def _tick(self, now: int) -> None:
+        self._expire(now)
+        summary = self.stats.swap()
+        summary["sessions"] = len(self.sessions)
+        self.telemetry.publish("latency", summary)
+        clipped = summary["counts"].get("safety.action_clipped")
+        if clipped:
+            self.telemetry.publish("safety", {"event": "action_clipped", "count": clipped})
+        actions = {}
+        for identity, (seq, action) in list(self.worker.last_actions.copy().items()):
+            session = self.sessions.get(identity)
+            if session is not None:
+                actions[session.session_id] = {"seq": seq, "action": action}
+        if actions:
+            self.telemetry.publish("actions", {"last": actions})
