@@ -68,6 +68,7 @@ def export_bundle(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes 0700
         sample = _sample_observations(model.observation_space, graph.layout, n=64)
         check = _write_graphs(graph, tmp, sample)
         files = {f: _sha256(tmp / f) for f in (ONNX_FILE, TORCHSCRIPT_FILE)}
@@ -80,7 +81,7 @@ def export_bundle(
             "spec_hash": spec_hash(observation, action),
             "control_hz": _float_or_none(feature_spec.get("control_hz")),
             "robot": _robot_section(feature_spec.get("robot")),
-            "scenario": _scenario_section(scenario),
+            "scenario": _scenario_section(scenario if scenario is not None else feature_spec.get("scenario")),
             "policy": {"algo": type(model).__name__.lower(), "input": "obs", "output": "action",
                        "onnx_opset": ONNX_OPSET, **graph.describe(), "export_check": check},
             "training": dict(training or {}),
@@ -149,53 +150,76 @@ def _sample_observations(space, layout: ObsLayout, n: int) -> np.ndarray:
     return np.concatenate(cols, axis=1).astype(np.float32)
 
 
-def _features(items: Any, where: str) -> list[dict]:
-    """Normalise a feature list ([{name, size|shape, unit, low, high}] or {name: {...}}) for the manifest."""
+def _features(items: Any, where: str, low: np.ndarray, high: np.ndarray) -> list[dict]:
+    """Normalise a feature list ([{name, size|shape, unit, low, high, ...}] or {name: {...}}) for the manifest.
+
+    Bounds a feature does not state come from the space (`low`/`high`, flat, in feature order);
+    other fields the env gives (e.g. an action's `scale`) are kept.
+    """
     if isinstance(items, Mapping) and "features" in items:
         items = items["features"]
     if isinstance(items, Mapping):
         items = [{"name": k, **dict(v)} for k, v in items.items()]
-    out = []
+    out, start = [], 0
     for i, item in enumerate(items or []):
         if "name" not in item:
             raise ExportError(f"feature_spec {where}[{i}] has no 'name'")
         shape = item.get("shape")
         size = int(item["size"]) if "size" in item else int(np.prod(shape)) if shape is not None else 1
+        lo = item["low"] if item.get("low") is not None else low[start:start + size]
+        hi = item["high"] if item.get("high") is not None else high[start:start + size]
+        if np.size(lo) not in (1, size) or np.size(hi) not in (1, size):
+            raise ExportError(f"feature_spec {where}[{i}] ({item['name']!r}): low/high do not have {size} values")
+        extra = {k: _jsonable(v) for k, v in item.items() if k not in ("name", "size", "shape", "unit", "low", "high")}
         out.append({"name": str(item["name"]), "size": size, "unit": str(item.get("unit", "")),
-                    "low": json_bound(item.get("low", -math.inf), size), "high": json_bound(item.get("high", math.inf), size)})
+                    "low": json_bound(lo, size), "high": json_bound(hi, size), **extra})
+        start += size
     return out
 
 
+def _bounds(space) -> tuple[np.ndarray, np.ndarray]:
+    return space.low.reshape(-1).astype(np.float64), space.high.reshape(-1).astype(np.float64)
+
+
 def _space_features(space, name: str) -> list[dict]:
-    size = int(np.prod(space.shape))
-    return [{"name": name, "size": size, "unit": "", "low": json_bound(space.low.reshape(-1), size),
-             "high": json_bound(space.high.reshape(-1), size)}]
+    low, high = _bounds(space)
+    return [{"name": name, "size": low.size, "unit": "", "low": json_bound(low, low.size), "high": json_bound(high, high.size)}]
 
 
 def _observation_section(layout: ObsLayout, space, spec: Any) -> dict:
-    if layout.keys is None:
-        features = _features(spec, "observation") if spec else _space_features(space, "obs")
-        layout_desc: dict = {"type": "flat"}
-    else:
-        per_key = spec if isinstance(spec, Mapping) and set(layout.keys) <= set(spec) else {}
-        features, slices, start = [], {}, 0
+    """Features in flat order. The spec may list them flat (Dict keys already concatenated) or per Dict key."""
+    boxes = [space] if layout.keys is None else [space.spaces[k] for k in layout.keys]
+    low = np.concatenate([_bounds(b)[0] for b in boxes])
+    high = np.concatenate([_bounds(b)[1] for b in boxes])
+    per_key = spec if layout.keys and isinstance(spec, Mapping) and set(layout.keys) <= set(spec) else None
+    if per_key is not None:
+        features, start = [], 0
         for key, size in zip(layout.keys, layout.sizes):
-            feats = _features(per_key[key], f"observation.{key}") if key in per_key else _space_features(space.spaces[key], key)
-            features += [{**f, "name": f["name"] if f["name"].startswith(key) else f"{key}.{f['name']}"} for f in feats]
-            slices[key] = [start, start + size]
+            feats = _features(per_key[key], f"observation.{key}", low[start:start + size], high[start:start + size])
+            features += [{**f, "name": f["name"] if f["name"].startswith(f"{key}.") else f"{key}.{f['name']}"} for f in feats]
             start += size
-        layout_desc = {"type": "dict", "order": list(layout.keys), "slices": slices,
-                       "note": f"Dict observations are flattened by concatenating keys in the order {list(DICT_OBS_ORDER)}"}
+    elif spec:
+        features = _features(spec, "observation", low, high)
+    else:
+        features = [f for key, box in zip(layout.keys or ("obs",), boxes) for f in _space_features(box, key)]
     total = sum(f["size"] for f in features)
     if total != layout.dim:
         raise ExportError(f"feature_spec observation features add up to {total} values but the model observes {layout.dim}")
+    if layout.keys is None:
+        layout_desc: dict = {"type": "flat"}
+    else:
+        starts = np.cumsum((0,) + layout.sizes).tolist()
+        layout_desc = {"type": "dict", "order": list(layout.keys),
+                       "slices": {k: [starts[i], starts[i + 1]] for i, k in enumerate(layout.keys)},
+                       "note": f"Dict observations are flattened by concatenating keys in the order {list(DICT_OBS_ORDER)}"}
     return {"dim": layout.dim, "dtype": "float32", "features": features, "layout": layout_desc}
 
 
 def _action_section(space, spec: Any) -> dict:
     spec = dict(spec or {}) if isinstance(spec, Mapping) else {"features": spec}
     dim = int(np.prod(space.shape))
-    features = _features(spec.get("features"), "action") if spec.get("features") else _space_features(space, "action")
+    low, high = _bounds(space)
+    features = _features(spec["features"], "action", low, high) if spec.get("features") else _space_features(space, "action")
     if sum(f["size"] for f in features) != dim:
         raise ExportError(f"feature_spec action features add up to {sum(f['size'] for f in features)} values but the model acts with {dim}")
     kind = str(spec.get("kind", "absolute"))
@@ -253,3 +277,30 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best", name: str | None = None,
+               overwrite: bool = False) -> Path:
+    """Export a run directory's `which` snapshot (best | final | latest) as a bundle."""
+    from policies.envs import feature_spec, make_env, scenario_info
+    from policies.rundir import RunDir
+    from policies.snapshot import run_snapshot
+
+    run = RunDir.open(run_path)
+    cfg = run.config()
+    snap = run_snapshot(run.path, which)
+    env = make_env(cfg.scenario, cfg.robot)
+    try:
+        spec, scenario = feature_spec(env), scenario_info(cfg.scenario, env)
+    finally:
+        env.close()
+    meta = run.meta()
+    training = {
+        "algo": cfg.algo, "policy_algo": snap.algo, "her": cfg.her, "seed": cfg.seed, "robot": cfg.robot,
+        "steps": snap.state.get("num_timesteps"), "snapshot": which, "eval": snap.state.get("eval"),
+        "run": str(run.path), "git_revision": meta.get("git_revision"), "created": meta.get("created"),
+        "summary": run.summary(),
+    }
+    model = snap.load_model(device="cpu")
+    return export_bundle(model, out_dir, feature_spec=spec, scenario=scenario, training=training,
+                         vecnormalize=snap.load_vecnormalize(), name=name, overwrite=overwrite)

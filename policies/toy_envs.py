@@ -24,7 +24,7 @@ class TargetEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, dim: int = 2, episode_steps: int = 10, tolerance: float = 0.1):
+    def __init__(self, dim: int = 1, episode_steps: int = 10, tolerance: float = 0.1):
         self.dim, self.episode_steps, self.tolerance = dim, episode_steps, tolerance
         self.observation_space = spaces.Box(-1.0, 1.0, (dim,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, (dim,), dtype=np.float32)

@@ -1,0 +1,152 @@
+"""Behaviour cloning from the scripted experts, with optional DAgger rounds.
+
+The cloned policy is the actor of an SB3 off-policy model (bc.host_algo, SAC by default), trained by
+regression of its deterministic action onto the expert's. So a BC run exports, evaluates and
+warm-starts RL (`--init`) exactly like an RL run. Observation statistics come from the demonstrations
+and are stored as a (frozen) VecNormalize, which the bundle folds in.
+
+DAgger: the learner drives, the expert labels the states the learner visits, the policy is refit on
+everything so far. It fixes the drift that pure cloning suffers once the learner leaves the expert's path.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from policies.config import TrainConfig
+from policies.demos import Demos, check_compatible, load_demos, record, record_demos, unflatten
+from policies.envs import control_hz, make_env, make_expert
+from policies.evaluate import EVAL_SEED_OFFSET, model_act_fn, run_episodes
+from policies.rundir import RunDir
+from policies.snapshot import save_snapshot
+
+# Floor on per-feature variance: a feature (nearly) constant in the demos must not blow up when it moves.
+MIN_OBS_VAR = 1e-4
+DAGGER_SEED_OFFSET = 500_000
+EVAL_SEED_STRIDE = 10_000
+
+
+def demo_vecnormalize(env, demos: Demos):
+    """A frozen VecNormalize whose observation statistics are the demonstrations' mean and variance."""
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    vn = VecNormalize(DummyVecEnv([lambda: env]), training=False, norm_obs=True, norm_reward=False)
+    layout = demos.meta["obs_layout"]
+    parts = unflatten(demos.obs, layout)
+    items = parts.items() if isinstance(parts, dict) else [(None, parts)]
+    for key, x in items:
+        rms = RunningMeanStd(shape=x.shape[1:])
+        rms.mean, rms.var, rms.count = x.mean(0).astype(np.float64), np.maximum(x.var(0), MIN_OBS_VAR).astype(np.float64), len(x)
+        if key is None:
+            vn.obs_rms = rms
+        else:
+            vn.obs_rms[key] = rms
+    return vn
+
+
+def deterministic_action(actor, obs) -> torch.Tensor:
+    """The host actor's deterministic action: tanh(mean) for SAC/TQC, the actor itself for TD3."""
+    if hasattr(actor, "get_action_dist_params"):
+        mean, _, _ = actor.get_action_dist_params(obs)
+        return torch.tanh(mean)
+    return actor(obs)
+
+
+def fit(model, vecnorm, demos: Demos, iterations: int, batch_size: int, lr: float, rng: np.random.Generator,
+        progress: bool = False, desc: str = "bc fit") -> float:
+    """Regress the actor's deterministic action on the expert actions; returns the last batch's MSE."""
+    actor, device = model.actor, model.device
+    layout = demos.meta["obs_layout"]
+    x = vecnorm.normalize_obs(unflatten(demos.obs, layout))
+    to_t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)  # noqa: E731
+    x = {k: to_t(v) for k, v in x.items()} if isinstance(x, dict) else to_t(x)
+    y = to_t(demos.actions)
+    opt = torch.optim.Adam(actor.parameters(), lr=lr)
+    actor.train()
+    loss = torch.zeros(())
+    for _ in tqdm(range(iterations), desc=desc, unit="it", disable=not progress, mininterval=1.0, leave=False):
+        idx = torch.as_tensor(rng.integers(0, len(y), size=min(batch_size, len(y))), device=device)
+        batch = {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[idx]
+        loss = torch.mean((deterministic_action(actor, batch) - y[idx]) ** 2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    actor.eval()
+    return float(loss.detach().cpu())
+
+
+def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+    from stable_baselines3.common.utils import set_random_seed
+
+    from policies.callbacks import ProgressBar, state_of
+    from policies.train import build_model, resolve_device
+
+    t0 = time.monotonic()
+    bc = cfg.bc
+    device = resolve_device(cfg.device)
+    set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    env = make_env(cfg.scenario, cfg.robot)
+    hz = control_hz(env)
+    env_steps = 0
+    try:
+        if cfg.demos:
+            demos = load_demos(cfg.demos)
+            check_compatible(demos, env, cfg.scenario, cfg.demos)
+        else:
+            demos = record_demos(cfg.scenario, cfg.robot, bc.demo_episodes, seed=cfg.seed * 100_000, progress=progress)
+            env_steps += len(demos)
+        vecnorm = demo_vecnormalize(env, demos)
+        hyper = {"buffer_size": 1, "learning_starts": 0, "policy_kwargs": {"net_arch": list(bc.net_arch)}}
+        host_cfg = TrainConfig(**{**cfg.to_dict(), "bc": bc, "her": False, "hyperparams": hyper})
+        model = build_model(host_cfg, vecnorm, device, tensorboard=None)
+        bar = ProgressBar(total=1 + bc.dagger_rounds, initial=0, enabled=progress)
+        best, history, last = -1.0, [], None
+
+        def evaluate(round_: int) -> float:
+            nonlocal best, last
+            seed = EVAL_SEED_OFFSET + cfg.seed * 100 * EVAL_SEED_STRIDE + round_ * EVAL_SEED_STRIDE
+            result = run_episodes(env, model_act_fn(model, vecnorm), cfg.eval_episodes, seed, hz)
+            last = result
+            record_ = {"steps": env_steps, "wall_s": round(time.monotonic() - t0, 3), "round": round_,
+                       "demo_transitions": len(demos), "bc_loss": loss, **result.to_dict()}
+            history.append(record_)
+            run.append_eval(record_)
+            bar.write(f"[round {round_}, {env_steps:,d} env steps, {record_['wall_s']:.0f} s] loss {loss:.4f} | eval: {result.line()}")
+            bar.show_eval(result.success_rate)
+            bar.update(1)
+            if result.success_rate > best:
+                best = result.success_rate
+                save_snapshot(run.best, model, vecnorm, state=state_of(cfg, env_steps, time.monotonic() - t0, {"eval": record_}))
+            return result.success_rate
+
+        loss = fit(model, vecnorm, demos, bc.iterations, bc.batch_size, bc.learning_rate, rng, progress)
+        success = evaluate(0)
+        expert = make_expert(env) if bc.dagger_rounds else None
+        for r in range(1, bc.dagger_rounds + 1):
+            if cfg.stop_at_success is not None and success >= cfg.stop_at_success:
+                break
+            learner = model_act_fn(model, vecnorm)
+            fresh = record(env, learner, expert, bc.dagger_episodes, DAGGER_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000)
+            fresh.meta = demos.meta
+            env_steps += len(fresh)
+            demos = demos.extend(fresh)
+            loss = fit(model, vecnorm, demos, bc.dagger_iterations or bc.iterations, bc.batch_size, bc.learning_rate, rng, progress)
+            success = evaluate(r)
+        bar.close()
+        save_snapshot(run.final, model, vecnorm, state=state_of(cfg, env_steps, time.monotonic() - t0, {}))
+        summary = {"scenario": cfg.scenario, "robot": cfg.robot, "algo": "bc", "host_algo": bc.host_algo, "seed": cfg.seed,
+                   "device": device, "num_timesteps": env_steps, "demo_transitions": len(demos),
+                   "stopped_early": cfg.stop_at_success is not None and success >= cfg.stop_at_success,
+                   "wall_s": round(time.monotonic() - t0, 3), "best_success": best,
+                   "final_eval": last.to_dict() if last else None}
+        run.write_summary(summary)
+        return summary
+    finally:
+        env.close()

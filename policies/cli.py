@@ -1,0 +1,164 @@
+"""`genba train | eval | export | demos`: parse flags, call the library function, print one result.
+
+`register(app)` adds the verbs to the `genba` command; `python -m policies.cli` runs them alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from genba.errors import GenbaError
+
+
+def _write_json(path: Optional[Path], data: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def train_cmd(
+    scenario: str = typer.Argument(..., help="built-in scenario (reach, conveyor-pick), YAML path, or toy env (toy-target, toy-reach)"),
+    algo: Optional[str] = typer.Option(None, help="ppo | sac | td3 | tqc | bc (default: the preset's)"),
+    her: Optional[bool] = typer.Option(None, "--her/--no-her", help="Hindsight Experience Replay (goal-conditioned scenarios)"),
+    steps: Optional[int] = typer.Option(None, help="env steps to train for (default: the preset's)"),
+    envs: Optional[int] = typer.Option(None, "--envs", help="parallel envs (subprocesses when > 1)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    seed: Optional[int] = typer.Option(None, help="random seed (default 0)"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/SCENARIO-ALGO-sSEED-TIME)"),
+    resume: bool = typer.Option(False, help="continue the run in --out from its latest checkpoint"),
+    init: Optional[str] = typer.Option(None, help="run directory whose policy initialises the actor (BC warm start)"),
+    demos: Optional[Path] = typer.Option(None, help="demonstrations .npz (from `genba demos`)"),
+    robot: Optional[str] = typer.Option(None, help="robot model override (panda, gp7)"),
+    stop_at_success: Optional[float] = typer.Option(None, help="stop once an evaluation reaches this success rate"),
+    set_: list[str] = typer.Option([], "--set", help="override any config key: --set hyperparams.batch_size=512"),
+    progress: bool = typer.Option(True, help="show the progress bar"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the training summary as JSON"),
+) -> None:
+    """Train a policy with SB3 (or behaviour cloning) using the scenario's tuned preset."""
+    from policies.config import parse_overrides, resolve_config
+    from policies.train import train
+
+    if resume:
+        if out is None:
+            raise GenbaError("--resume needs --out RUN_DIR (the run to continue)")
+        from policies.rundir import RunDir
+
+        cfg_on_disk = RunDir.open(out).config()
+        if cfg_on_disk.scenario != scenario:
+            raise GenbaError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
+        summary = train(None, out, resume=True, progress=progress, max_steps=steps)
+    else:
+        overrides = parse_overrides(set_)
+        flags = {"her": her, "steps": steps, "n_envs": envs, "device": device, "seed": seed, "init": init,
+                 "demos": str(demos) if demos else None, "robot": robot, "stop_at_success": stop_at_success}
+        overrides.update({k: v for k, v in flags.items() if v is not None})
+        cfg = resolve_config(scenario, algo, overrides)
+        if out is None:
+            out = Path("runs") / f"{Path(scenario).stem}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        typer.echo(f"run directory: {out}", err=True)
+        summary = train(cfg, out, progress=progress, argv=sys.argv)
+    _write_json(json_path, summary)
+    best = summary.get("best_success")
+    typer.echo(f"trained {summary['num_timesteps']:,} steps in {summary['wall_s']:.1f} s; best eval success "
+               f"{best:.1%}; run: {out}" if best is not None and best >= 0 else f"trained {summary['num_timesteps']:,} steps; run: {out}")
+
+
+def eval_cmd(
+    target: Path = typer.Argument(..., help="run directory, snapshot directory, or bundle directory"),
+    n: int = typer.Option(100, "-n", help="episodes"),
+    seed: int = typer.Option(0, help="evaluation seed (episode i uses a fixed seed derived from it)"),
+    video: Optional[Path] = typer.Option(None, help="write an mp4 of the first --video-episodes episodes"),
+    video_episodes: int = typer.Option(3, help="episodes to record when --video is given"),
+    scenario: Optional[str] = typer.Option(None, help="evaluate on this scenario instead of the policy's own"),
+    robot: Optional[str] = typer.Option(None, help="robot model override"),
+    which: str = typer.Option("best", help="for a run directory: best | final | latest"),
+    device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON"),
+) -> None:
+    """Success rate (95% Wilson interval), mean return, cycle time and collisions of a policy."""
+    import torch
+
+    from policies.evaluate import evaluate
+
+    torch.set_num_threads(1)
+    if n < 1:
+        raise GenbaError(f"-n must be >= 1, got {n}")
+    result, desc = evaluate(target, n=n, seed=seed, scenario=scenario, robot=robot, video=video,
+                            video_episodes=video_episodes, which=which, device=device)
+    _write_json(json_path, {"target": str(target), **desc, "seed": seed, **result.to_dict(),
+                            "video": str(video) if video else None})
+    typer.echo(f"{desc['scenario']}: {result.line()}")
+    if video:
+        typer.echo(f"video: {video}")
+
+
+def export_cmd(
+    run: Path = typer.Argument(..., help="run directory"),
+    out: Path = typer.Option(..., "-o", "--out", help="bundle directory to write"),
+    which: str = typer.Option("best", help="best | final | latest snapshot of the run"),
+    name: Optional[str] = typer.Option(None, help="bundle name (default: the directory name)"),
+    force: bool = typer.Option(False, help="replace an existing bundle directory"),
+) -> None:
+    """Write a policy bundle (policy.onnx, policy.pt, manifest.json) from a run."""
+    from policies.export import export_run
+
+    path = export_run(run, out, which=which, name=name, overwrite=force)
+    manifest = json.loads((path / "manifest.json").read_text())
+    check = manifest["policy"]["export_check"]
+    typer.echo(f"bundle {path}: obs {manifest['observation']['dim']} -> action {manifest['action']['dim']} "
+               f"({manifest['action']['kind']}), spec {manifest['spec_hash'][:12]}, max |onnx - torch| "
+               f"{check['max_abs_diff_onnx']:.1e}")
+
+
+def demos_cmd(
+    scenario: str = typer.Argument(..., help="scenario to record the scripted expert on"),
+    n: int = typer.Option(..., "-n", help="episodes"),
+    out: Path = typer.Option(..., "-o", "--out", help="output .npz"),
+    robot: Optional[str] = typer.Option(None, help="robot model override"),
+    seed: int = typer.Option(0, help="first episode seed"),
+    force: bool = typer.Option(False, help="overwrite an existing file"),
+    progress: bool = typer.Option(True, help="show the progress bar"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write a summary as JSON"),
+) -> None:
+    """Record scripted-expert episodes for behaviour cloning (`genba train --algo bc --demos FILE`)."""
+    from policies.demos import record_demos, save_demos
+
+    if n < 1:
+        raise GenbaError(f"-n must be >= 1, got {n}")
+    if out.exists() and not force:
+        raise GenbaError(f"{out} exists; pass --force to overwrite it")
+    t0 = time.monotonic()
+    demos = record_demos(scenario, robot, n, seed=seed, progress=progress)
+    path = save_demos(demos, out)
+    rate = float(demos.episode_success.mean())
+    summary = {"scenario": scenario, "episodes": demos.n_episodes, "transitions": len(demos), "expert_success": rate,
+               "file": str(path), "wall_s": round(time.monotonic() - t0, 3)}
+    _write_json(json_path, summary)
+    typer.echo(f"{demos.n_episodes} episodes, {len(demos):,} transitions, expert success {rate:.0%} -> {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("eval")(eval_cmd)
+    app.command("export")(export_cmd)
+    app.command("demos")(demos_cmd)
+
+
+def main() -> None:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+    register(app)
+    try:
+        app()
+    except GenbaError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Training configuration: dataclass defaults < scenario preset (YAML) < command-line overrides.
+
+A preset (`policies/presets/<scenario>.yaml`, rl-zoo3 style) holds `default_algo`, a `common` block and
+one block per algorithm; the resolved config is written to the run directory and read back on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from genba.errors import GenbaError
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+ALGOS = ("ppo", "sac", "td3", "tqc", "bc")
+OFF_POLICY = ("sac", "td3", "tqc")
+
+
+class ConfigError(GenbaError):
+    """A preset or override that names an unknown key or holds a bad value."""
+
+
+@dataclass
+class BCConfig:
+    """Behaviour cloning from scripted-expert demonstrations (optionally with DAgger rounds)."""
+
+    demo_episodes: int = 50
+    """expert episodes recorded on the fly when no --demos file is given"""
+    host_algo: str = "sac"
+    """SB3 algorithm whose actor the cloned policy is (so it exports, evaluates and warm-starts like one)"""
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    """hidden layer sizes of the cloned actor"""
+    iterations: int = 3000
+    """gradient steps per fit"""
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    dagger_rounds: int = 0
+    """rounds of DAgger: run the learner, label its states with the expert, refit"""
+    dagger_episodes: int = 25
+    """learner episodes per DAgger round"""
+    dagger_iterations: int | None = None
+    """gradient steps per DAgger refit (None: same as iterations)"""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; stored as config.yaml in the run directory."""
+
+    scenario: str
+    """built-in scenario name, YAML path, or toy env (toy-target, toy-reach)"""
+    algo: str = "sac"
+    """ppo | sac | td3 | tqc | bc"""
+    robot: str | None = None
+    """robot model override (panda, gp7); None keeps the scenario's"""
+    her: bool = False
+    """Hindsight Experience Replay (goal-conditioned envs, off-policy algos)"""
+    steps: int = 10_000
+    """env steps to train for (all envs together)"""
+    n_envs: int = 1
+    """parallel envs; more than one run in subprocesses"""
+    seed: int = 0
+    device: str = "auto"
+    """auto | cpu | cuda"""
+    normalize: bool = False
+    """normalise observations with running statistics (VecNormalize); stats are saved and exported"""
+    eval_freq: int = 5_000
+    """env steps between evaluations"""
+    eval_episodes: int = 20
+    checkpoint_freq: int = 10_000
+    """env steps between checkpoints (model, replay buffer, normalisation statistics)"""
+    keep_checkpoints: int = 2
+    stop_at_success: float | None = None
+    """end training early once an evaluation reaches this success rate"""
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    """keyword arguments of the SB3 algorithm (learning_rate, batch_size, policy_kwargs, ...)"""
+    her_kwargs: dict[str, Any] = field(default_factory=lambda: {"n_sampled_goal": 4, "goal_selection_strategy": "future"})
+    demos: str | None = None
+    """demonstrations file (.npz from `genba demos`): BC data, or replay-buffer prefill for off-policy RL"""
+    init: str | None = None
+    """run directory whose policy initialises this one's actor (BC warm start)"""
+    bc: BCConfig = field(default_factory=BCConfig)
+
+    def validate(self) -> "TrainConfig":
+        if self.algo not in ALGOS:
+            raise ConfigError(f"--algo {self.algo!r} is not supported; use one of {', '.join(ALGOS)}" + _suggest(self.algo, ALGOS))
+        if self.her and self.algo not in OFF_POLICY:
+            raise ConfigError(f"--her needs an off-policy algorithm ({', '.join(OFF_POLICY)}), not {self.algo}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device {self.device!r}: use auto, cpu or cuda")
+        for name in ("steps", "n_envs", "eval_freq", "eval_episodes", "checkpoint_freq", "keep_checkpoints"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.bc.host_algo not in OFF_POLICY:
+            raise ConfigError(f"bc.host_algo must be one of {OFF_POLICY}, got {self.bc.host_algo!r}")
+        if self.stop_at_success is not None and not 0 < self.stop_at_success <= 1:
+            raise ConfigError(f"stop_at_success must be in (0, 1], got {self.stop_at_success}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any], source: str = "<config>") -> "TrainConfig":
+        data = dict(data)
+        bc = data.pop("bc", None) or {}
+        _check_keys(data, TrainConfig, source)
+        _check_keys(bc, BCConfig, f"{source}: bc")
+        return TrainConfig(**data, bc=BCConfig(**bc))
+
+
+def _field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _check_keys(data: dict, cls, source: str) -> None:
+    names = _field_names(cls)
+    for key in data:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key {key!r}{_suggest(key, names)}; valid keys: {', '.join(names)}")
+
+
+def _suggest(value: str, choices) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def preset_path(scenario: str) -> Path | None:
+    path = PRESET_DIR / f"{Path(scenario).stem}.yaml"
+    return path if path.is_file() else None
+
+
+def load_preset(scenario: str) -> tuple[dict[str, Any], Path | None]:
+    path = preset_path(scenario)
+    if path is None:
+        return {}, None
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"default_algo", "common", "algos"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; valid: default_algo, common, algos")
+    return data, path
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """Recursive dict merge: nested blocks (hyperparams, bc) merge key by key."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`key=value` pairs (dotted keys nest: hyperparams.learning_rate=3e-4); values parse as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set hyperparams.batch_size=512")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the scenario's preset (common + the algorithm's block), then `overrides`."""
+    preset, path = load_preset(scenario)
+    source = str(path) if path else "<defaults>"
+    algo = algo or (overrides or {}).get("algo") or preset.get("default_algo") or "sac"
+    if algo not in ALGOS:
+        raise ConfigError(f"--algo {algo!r} is not supported; use one of {', '.join(ALGOS)}" + _suggest(algo, ALGOS))
+    algos = preset.get("algos") or {}  # an algorithm without a block runs on SB3's defaults + common
+    data = _merge(_merge({"scenario": scenario, "algo": algo}, preset.get("common") or {}), algos.get(algo) or {})
+    data = _merge(data, overrides or {})
+    data["scenario"], data["algo"] = scenario, algo
+    return TrainConfig.from_dict(data, source).validate()

@@ -1,0 +1,206 @@
+"""Expert demonstrations: record scripted-expert episodes to .npz, load them, feed a replay buffer.
+
+File layout (numpy .npz, no pickle):
+    obs, next_obs     float32 (N, obs_dim)  flat observations (Dict obs concatenated in meta["obs_layout"]["order"])
+    actions           float32 (N, act_dim)  the expert's actions in the env's action space
+    rewards           float32 (N,)
+    terminated, truncated  bool (N,)
+    episode           int32 (N,)            episode index of each transition
+    episode_success   bool (E,)
+    meta              JSON string: scenario, sha256, robot, obs_layout, feature_spec, expert, seed
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from genba.errors import GenbaError
+from policies.spec import DICT_OBS_ORDER, flatten_obs
+
+
+class DemoError(GenbaError):
+    """A demonstrations file that is missing, malformed, or recorded on a different scenario."""
+
+
+@dataclass
+class Demos:
+    obs: np.ndarray
+    next_obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    episode: np.ndarray
+    episode_success: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_episodes(self) -> int:
+        return int(len(self.episode_success))
+
+    def __len__(self) -> int:
+        return int(len(self.actions))
+
+    def extend(self, other: "Demos") -> "Demos":
+        offset = self.n_episodes
+        cat = lambda a, b: np.concatenate([a, b])  # noqa: E731
+        return Demos(cat(self.obs, other.obs), cat(self.next_obs, other.next_obs), cat(self.actions, other.actions),
+                     cat(self.rewards, other.rewards), cat(self.terminated, other.terminated), cat(self.truncated, other.truncated),
+                     cat(self.episode, other.episode + offset), cat(self.episode_success, other.episode_success), self.meta)
+
+
+def obs_layout(space) -> dict[str, Any]:
+    """How a (possibly Dict) observation space is flattened: key order and sizes."""
+    if hasattr(space, "spaces"):
+        keys = [k for k in DICT_OBS_ORDER if k in space.spaces] + sorted(set(space.spaces) - set(DICT_OBS_ORDER))
+        return {"type": "dict", "order": keys, "sizes": [int(np.prod(space.spaces[k].shape)) for k in keys]}
+    return {"type": "flat", "order": [], "sizes": [int(np.prod(space.shape))]}
+
+
+def unflatten(flat: np.ndarray, layout: dict[str, Any]) -> np.ndarray | dict[str, np.ndarray]:
+    if layout["type"] != "dict":
+        return flat
+    out, start = {}, 0
+    for key, size in zip(layout["order"], layout["sizes"]):
+        out[key] = flat[..., start:start + size]
+        start += size
+    return out
+
+
+def record(env, policy: Callable[[Any], np.ndarray], expert, n_episodes: int, seed: int,
+           on_episode: Callable[[int, bool], None] | None = None) -> Demos:
+    """Run `n_episodes`; the env executes `policy(obs)` while the expert labels every state.
+
+    With policy = expert.act this records demonstrations; with a learner it is a DAgger round.
+    """
+    cols: dict[str, list] = {k: [] for k in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "episode")}
+    successes = []
+    for ep in range(n_episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        expert.reset()
+        done = False
+        while not done:
+            label = np.asarray(expert.act(obs), dtype=np.float32)
+            action = label if policy is expert.act else np.asarray(policy(obs), dtype=np.float32)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            cols["obs"].append(flatten_obs(obs))
+            cols["next_obs"].append(flatten_obs(next_obs))
+            cols["actions"].append(label)
+            cols["rewards"].append(float(reward))
+            cols["terminated"].append(bool(terminated))
+            cols["truncated"].append(bool(truncated))
+            cols["episode"].append(ep)
+            obs, done = next_obs, terminated or truncated
+        successes.append(bool(info.get("is_success", False)))
+        if on_episode is not None:
+            on_episode(ep, successes[-1])
+    return Demos(np.asarray(cols["obs"], np.float32), np.asarray(cols["next_obs"], np.float32),
+                 np.asarray(cols["actions"], np.float32), np.asarray(cols["rewards"], np.float32),
+                 np.asarray(cols["terminated"], bool), np.asarray(cols["truncated"], bool),
+                 np.asarray(cols["episode"], np.int32), np.asarray(successes, bool))
+
+
+def record_demos(scenario: str, robot: str | None, n_episodes: int, seed: int = 0, progress: bool = True) -> Demos:
+    """Expert episodes on a scenario, with the metadata that `load_demos` checks against."""
+    from tqdm import tqdm
+
+    from policies.envs import feature_spec, make_env, make_expert, scenario_info
+
+    env = make_env(scenario, robot)
+    try:
+        expert = make_expert(env)
+        bar = tqdm(total=n_episodes, unit="ep", desc="demos", disable=not progress, mininterval=1.0)
+        ok = [0]
+
+        def tick(ep: int, success: bool) -> None:
+            ok[0] += success
+            bar.update(1)
+            bar.set_postfix_str(f"expert success {ok[0] / (ep + 1):.0%}", refresh=False)
+
+        demos = record(env, expert.act, expert, n_episodes, seed, tick)
+        bar.close()
+        demos.meta = {"scenario": scenario_info(scenario, env), "scenario_arg": scenario, "robot": robot,
+                      "obs_layout": obs_layout(env.observation_space), "feature_spec": _jsonable(feature_spec(env)),
+                      "expert": type(expert).__name__, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        return demos
+    finally:
+        env.close()
+
+
+def save_demos(demos: Demos, path: str | Path) -> Path:
+    """Write atomically (temp file + rename): an interrupted recording leaves no half file."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        path = path.with_suffix(".npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, obs=demos.obs, next_obs=demos.next_obs, actions=demos.actions, rewards=demos.rewards,
+                            terminated=demos.terminated, truncated=demos.truncated, episode=demos.episode,
+                            episode_success=demos.episode_success, meta=np.array(json.dumps(demos.meta)))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_demos(path: str | Path) -> Demos:
+    path = Path(path)
+    if not path.is_file():
+        raise DemoError(f"{path}: no such demonstrations file (record one with `genba demos SCENARIO -n N -o FILE`)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        meta = json.loads(str(data.pop("meta")))
+        return Demos(**data, meta=meta)
+    except (ValueError, KeyError, TypeError, OSError, json.JSONDecodeError) as exc:
+        raise DemoError(f"{path}: not a genba demonstrations file ({exc})") from None
+
+
+def check_compatible(demos: Demos, env, scenario: str, source: str = "demos") -> None:
+    """Demos must match the env's observation layout and action size (and scenario hash, when both have one)."""
+    from policies.envs import scenario_info
+
+    layout = obs_layout(env.observation_space)
+    if demos.meta.get("obs_layout") != layout:
+        raise DemoError(f"{source}: observation layout {demos.meta.get('obs_layout')} differs from {scenario}'s {layout}")
+    if demos.actions.shape[1] != int(np.prod(env.action_space.shape)):
+        raise DemoError(f"{source}: actions have {demos.actions.shape[1]} values, {scenario} takes {env.action_space.shape}")
+    theirs, ours = (demos.meta.get("scenario") or {}).get("sha256"), scenario_info(scenario, env)["sha256"]
+    if theirs and ours and theirs != ours:
+        raise DemoError(f"{source}: recorded on a different version of scenario {scenario!r} (hash {theirs[:12]} vs {ours[:12]}); re-record")
+
+
+def prefill_replay_buffer(model, demos: Demos, env) -> int:
+    """Put the demonstration transitions in an off-policy model's replay buffer (one env only)."""
+    if model.n_envs != 1:
+        raise DemoError("demos can prefill the replay buffer of a single-env run only; use --envs 1")
+    layout = demos.meta["obs_layout"]
+    for i in range(len(demos)):
+        timeout = bool(demos.truncated[i] and not demos.terminated[i])
+        info = [{"TimeLimit.truncated": timeout}]
+        if timeout:
+            info[0]["terminal_observation"] = unflatten(demos.next_obs[i], layout)
+        obs = _batch(unflatten(demos.obs[i], layout))
+        next_obs = _batch(unflatten(demos.next_obs[i], layout))
+        done = np.array([demos.terminated[i] or demos.truncated[i]])
+        model.replay_buffer.add(obs, next_obs, demos.actions[i][None], demos.rewards[i:i + 1], done, info)
+    return len(demos)
+
+
+def _batch(x):
+    return {k: v[None] for k, v in x.items()} if isinstance(x, dict) else x[None]
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o)))

@@ -1,0 +1,107 @@
+"""Build the envs training, evaluation and demo recording run on: genba scenarios or the toy envs.
+
+A scenario is a built-in name (`reach`), a YAML path, or a toy env name (`toy-target`, `toy-reach`)
+that needs no physics (tests, smoke runs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from genba.errors import GenbaError
+from policies.toy_envs import TOY_ENVS, PointReachEnv, PointReachExpert, TargetEnv
+
+
+class EnvError(GenbaError):
+    """A scenario or robot that cannot be built into an env."""
+
+
+def make_env(scenario: str, robot: str | None = None, render_mode: str | None = None) -> gym.Env:
+    """One env with a TimeLimit-free FactoryEnv (the scenario's own episode limit) or a toy env."""
+    if scenario in TOY_ENVS:
+        if robot is not None:
+            raise EnvError(f"toy env {scenario!r} has no robot; drop --robot")
+        return TOY_ENVS[scenario]()
+    import sim
+
+    try:
+        return sim.make_env(scenario, robot=robot, render_mode=render_mode)
+    except GenbaError:
+        raise
+    except ValueError as exc:  # pydantic / sim validation of a robot override
+        raise EnvError(f"cannot build scenario {scenario!r} with robot {robot!r}: {exc}") from None
+
+
+def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_keywords=("is_success",)) -> Callable[[], gym.Env]:
+    """A picklable thunk for (Subproc|Dummy)VecEnv: env `rank` seeded `seed + rank`, with a Monitor."""
+
+    def _init() -> gym.Env:
+        from stable_baselines3.common.monitor import Monitor
+
+        env = Monitor(make_env(scenario, robot), info_keywords=info_keywords)
+        env.reset(seed=seed + rank)
+        env.action_space.seed(seed + rank)
+        return env
+
+    return _init
+
+
+def make_vec_env(scenario: str, robot: str | None, n_envs: int, seed: int, subprocess: bool | None = None):
+    """K envs; more than one runs each in its own process (SubprocVecEnv), so physics steps in parallel."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    fns = [env_factory(scenario, robot, seed, rank) for rank in range(n_envs)]
+    use_subproc = n_envs > 1 if subprocess is None else subprocess
+    if use_subproc:
+        # forkserver: children do not inherit torch threads or a Bullet client from the parent.
+        return SubprocVecEnv(fns, start_method="forkserver")
+    return DummyVecEnv(fns)
+
+
+def feature_spec(env: gym.Env) -> dict[str, Any] | None:
+    base = env.unwrapped
+    return base.feature_spec() if hasattr(base, "feature_spec") else None
+
+
+def scenario_info(scenario: str, env: gym.Env | None = None) -> dict[str, Any]:
+    """{"name", "sha256"} of the scenario (toy envs have no scenario file: sha256 is None)."""
+    if scenario in TOY_ENVS:
+        return {"name": scenario, "sha256": None}
+    from scenarios import load_scenario, scenario_hash
+
+    spec = env.unwrapped.scenario if env is not None and hasattr(env.unwrapped, "scenario") else load_scenario(scenario)
+    return {"name": spec.name, "sha256": scenario_hash(spec)}
+
+
+def control_hz(env: gym.Env) -> float:
+    spec = feature_spec(env) or {}
+    return float(spec.get("control_hz") or env.metadata.get("render_fps") or 1.0)
+
+
+def is_goal_env(env: gym.Env) -> bool:
+    return isinstance(env.observation_space, gym.spaces.Dict) and hasattr(env.unwrapped, "compute_reward")
+
+
+class _EchoExpert:
+    """TargetEnv's expert: the observation is the answer."""
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float32).copy()
+
+
+def make_expert(env: gym.Env):
+    """The scripted expert for this env: `reset()` then `act(obs) -> action` each step."""
+    base = env.unwrapped
+    if isinstance(base, TargetEnv):
+        return _EchoExpert()
+    if isinstance(base, PointReachEnv):
+        return PointReachExpert(base)
+    from sim.experts import make_expert as sim_expert
+
+    return sim_expert(env)

@@ -1,0 +1,231 @@
+"""The run directory: resolved config, provenance, and crash-safe (atomic) writes.
+
+    runs/NAME/
+      config.yaml        resolved TrainConfig
+      meta.json          seed, command, package versions, git revision, start time
+      eval.jsonl         one line per evaluation (steps, wall seconds, success rate, ...)
+      checkpoints/       step_000010000/ (model.zip, replay_buffer.pkl, vecnormalize.pkl, state.json)
+                         LATEST names the newest complete one
+      best/  final/      model.zip (+ vecnormalize.pkl), state.json
+      tb/                TensorBoard logs
+      summary.json       written when training ends
+
+Every snapshot is written to a hidden temp directory and renamed into place, so a crash (even SIGKILL)
+leaves either the previous snapshot or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from genba.errors import GenbaError
+from policies.config import ConfigError, TrainConfig
+
+CONFIG_FILE, META_FILE, EVAL_LOG, SUMMARY_FILE = "config.yaml", "meta.json", "eval.jsonl", "summary.json"
+LATEST = "LATEST"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class RunError(GenbaError):
+    """A run directory that cannot be created, resumed or read."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file in the same directory + fsync + rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; run files are meant to be shared
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temp directory; on success it replaces `target` (the old one is removed only afterwards)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes 0700
+        yield tmp
+        for f in tmp.iterdir():  # data on disk before the rename makes it visible
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        old = None
+        if target.exists():
+            old = target.parent / f".old-{target.name}.{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def recover_dir(target: Path) -> Path | None:
+    """`target`, or the previous version a crash between two renames left as .old-<name>.*."""
+    if target.is_dir():
+        return target
+    olds = sorted(target.parent.glob(f".old-{target.name}.*"))
+    return olds[-1] if olds else None
+
+
+def git_revision() -> str | None:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("genba", "numpy", "torch", "stable-baselines3", "sb3-contrib", "gymnasium", "pybullet", "onnx", "onnxruntime"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # --- paths --------------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best"
+
+    @property
+    def final(self) -> Path:
+        return self.path / "final"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tb"
+
+    # --- create / open ------------------------------------------------------------------------
+    @staticmethod
+    def create(path: str | Path, cfg: TrainConfig, argv: list[str] | None = None) -> "RunDir":
+        run = RunDir(path)
+        if run.path.exists() and any(run.path.iterdir()):
+            raise RunError(f"{run.path} already exists; pass --resume to continue it, or choose another --out")
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.path / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        meta = {"seed": cfg.seed, "command": argv if argv is not None else sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "git_revision": git_revision(), "versions": package_versions(), "host": platform.node()}
+        atomic_write_text(run.path / META_FILE, json.dumps(meta, indent=2) + "\n")
+        return run
+
+    @staticmethod
+    def open(path: str | Path) -> "RunDir":
+        run = RunDir(path)
+        if not (run.path / CONFIG_FILE).is_file():
+            raise RunError(f"{run.path}: not a run directory ({CONFIG_FILE} missing)")
+        return run
+
+    def config(self) -> TrainConfig:
+        try:
+            data = yaml.safe_load((self.path / CONFIG_FILE).read_text())
+        except yaml.YAMLError as exc:
+            raise RunError(f"{self.path / CONFIG_FILE}: not valid YAML ({exc})") from None
+        try:
+            return TrainConfig.from_dict(data, str(self.path / CONFIG_FILE)).validate()
+        except (ConfigError, TypeError) as exc:
+            raise RunError(f"{self.path / CONFIG_FILE}: {exc}") from None
+
+    def meta(self) -> dict[str, Any]:
+        return json.loads((self.path / META_FILE).read_text())
+
+    def log_resume(self, steps_done: int) -> None:
+        meta = self.meta()
+        meta.setdefault("resumes", []).append({"at_step": steps_done, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                               "git_revision": git_revision()})
+        atomic_write_text(self.path / META_FILE, json.dumps(meta, indent=2) + "\n")
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step:012d}"
+
+    def mark_latest(self, ckpt: Path, keep: int) -> None:
+        atomic_write_text(self.checkpoints / LATEST, ckpt.name + "\n")
+        for old in self.complete_checkpoints()[:-keep]:
+            if old != ckpt:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def complete_checkpoints(self) -> list[Path]:
+        """Checkpoints in step order; temp dirs of an interrupted write are never listed."""
+        if not self.checkpoints.is_dir():
+            return []
+        return sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir() and (p / "state.json").is_file())
+
+    def latest_checkpoint(self) -> Path | None:
+        marker = self.checkpoints / LATEST
+        if marker.is_file():
+            named = self.checkpoints / marker.read_text().strip()
+            if (named / "state.json").is_file():
+                return named
+        done = self.complete_checkpoints()
+        return done[-1] if done else None
+
+    def clean_temp(self) -> None:
+        """Remove leftovers of writes a crash interrupted (they were never visible as snapshots)."""
+        for parent in (self.path, self.checkpoints):
+            if parent.is_dir():
+                for p in list(parent.glob(".tmp-*")) + list(parent.glob(f".{LATEST}.*")):
+                    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+    # --- logs ---------------------------------------------------------------------------------
+    def append_eval(self, record: dict[str, Any]) -> None:
+        with open(self.path / EVAL_LOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def eval_history(self) -> list[dict[str, Any]]:
+        path = self.path / EVAL_LOG
+        if not path.is_file():
+            return []
+        out = []
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a line a crash cut short
+                continue
+        return out
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+    def summary(self) -> dict[str, Any] | None:
+        path = self.path / SUMMARY_FILE
+        return json.loads(path.read_text()) if path.is_file() else None

@@ -1,0 +1,93 @@
+"""Save and load model snapshots (checkpoint, best, final): SB3 model + replay buffer + VecNormalize.
+
+A snapshot directory is written atomically (see rundir.atomic_dir); state.json is its last file.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policies.rundir import RunError, atomic_dir, recover_dir
+
+MODEL, BUFFER, VECNORM, STATE = "model.zip", "replay_buffer.pkl", "vecnormalize.pkl", "state.json"
+
+
+def algo_class(algo: str):
+    from sb3_contrib import TQC
+    from stable_baselines3 import PPO, SAC, TD3
+
+    return {"ppo": PPO, "sac": SAC, "td3": TD3, "tqc": TQC}[algo]
+
+
+def save_snapshot(target: Path, model, vecnormalize=None, *, with_buffer: bool = False, state: dict[str, Any]) -> Path:
+    with atomic_dir(target) as tmp:
+        model.save(tmp / MODEL)
+        if with_buffer and getattr(model, "replay_buffer", None) is not None:
+            model.save_replay_buffer(tmp / BUFFER)
+        if vecnormalize is not None:
+            vecnormalize.save(str(tmp / VECNORM))
+        (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n")
+    return target
+
+
+@dataclass
+class Snapshot:
+    path: Path
+    state: dict[str, Any]
+
+    @property
+    def algo(self) -> str:
+        return self.state["algo"]
+
+    def load_model(self, env=None, device: str = "cpu", **kwargs):
+        cls = algo_class(self.algo)
+        if env is None and self.algo != "ppo":
+            # Acting only: no env to give a HER buffer and no need for a full-size one.
+            objs = {"replay_buffer_class": None, "replay_buffer_kwargs": {}, "buffer_size": 1}
+            kwargs["custom_objects"] = {**objs, **kwargs.get("custom_objects", {})}
+        return cls.load(self.path / MODEL, env=env, device=device, **kwargs)
+
+    def load_vecnormalize(self, venv=None):
+        """The saved VecNormalize (statistics only when `venv` is None), or None if there is none."""
+        path = self.path / VECNORM
+        if not path.is_file():
+            return None
+        if venv is not None:
+            from stable_baselines3.common.vec_env import VecNormalize
+
+            return VecNormalize.load(str(path), venv)
+        with open(path, "rb") as f:
+            return pickle.load(f)  # a local run artefact we wrote; bundles carry no pickle
+
+    def load_buffer_into(self, model) -> bool:
+        path = self.path / BUFFER
+        if path.is_file():
+            model.load_replay_buffer(path)
+            return True
+        return False
+
+
+def open_snapshot(path: Path) -> Snapshot:
+    found = recover_dir(path)
+    if found is None or not (found / STATE).is_file() or not (found / MODEL).is_file():
+        raise RunError(f"{path}: no complete model snapshot")
+    return Snapshot(found, json.loads((found / STATE).read_text()))
+
+
+def run_snapshot(run_path: Path, which: str = "best") -> Snapshot:
+    """A run's `best` (falls back to final, then the latest checkpoint), `final`, or `latest` snapshot."""
+    from policies.rundir import RunDir
+
+    run = RunDir.open(run_path)
+    order = {"best": ["best", "final", "latest"], "final": ["final"], "latest": ["latest"]}.get(which)
+    if order is None:
+        raise RunError(f"--which {which!r}: use best, final or latest")
+    for kind in order:
+        path = run.latest_checkpoint() if kind == "latest" else recover_dir(getattr(run, kind))
+        if path is not None and (path / STATE).is_file():
+            return open_snapshot(path)
+    raise RunError(f"{run.path}: no {which} model yet (training has not saved one)")

@@ -1,0 +1,205 @@
+"""`genba train`: one entry point that reads top to bottom.
+
+resolve config -> run directory (new, or resumed from its latest checkpoint) -> seed -> envs ->
+model (new, warm-started from --init, or loaded) -> learn with the monitor callback -> final snapshot,
+summary. Behaviour cloning (`--algo bc`) branches to policies.bc after the run directory exists.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from policies.config import OFF_POLICY, ConfigError, TrainConfig
+from policies.envs import control_hz, is_goal_env, make_env, make_vec_env
+from policies.rundir import RunDir, RunError
+from policies.snapshot import algo_class, open_snapshot, run_snapshot, save_snapshot
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
+    return device
+
+
+def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
+          argv: list[str] | None = None, max_steps: int | None = None) -> dict[str, Any]:
+    """Train (or resume) the run at `out`; returns the summary also written to out/summary.json.
+
+    cfg is None on resume (the run's own config.yaml is used); `max_steps` extends a resumed run.
+    """
+    torch.set_num_threads(1)  # small MLPs on shared cores: more threads only add contention
+    if resume:
+        run = RunDir.open(out)
+        cfg = run.config()
+        if max_steps is not None and max_steps != cfg.steps:
+            cfg.steps = max_steps
+            from policies.rundir import CONFIG_FILE, atomic_write_text
+            import yaml
+
+            atomic_write_text(run.path / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        run.clean_temp()
+    else:
+        if cfg is None:
+            raise ConfigError("a new run needs a config")
+        run = RunDir.create(out, cfg, argv)
+    if cfg.algo == "bc":
+        from policies.bc import train_bc
+
+        return train_bc(cfg, run, progress=progress)
+    return _train_rl(cfg, run, resume, progress)
+
+
+def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> dict[str, Any]:
+    from stable_baselines3.common.utils import set_random_seed
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from policies.callbacks import TrainingMonitor, state_of
+
+    t0 = time.monotonic()
+    device = resolve_device(cfg.device)
+    ckpt_path = run.latest_checkpoint() if resume else None
+    ckpt = open_snapshot(ckpt_path) if ckpt_path is not None else None
+    done = run.summary()
+    if resume and done is not None and done.get("num_timesteps", 0) >= cfg.steps:
+        return done  # finished before; nothing to continue
+    seed = cfg.seed + (ckpt.state["num_timesteps"] if ckpt else 0)  # fresh episodes after a resume
+    set_random_seed(seed)
+
+    venv = make_vec_env(cfg.scenario, cfg.robot, cfg.n_envs, seed)
+    eval_env = make_env(cfg.scenario, cfg.robot)
+    try:
+        if ckpt is not None:
+            vecnorm = ckpt.load_vecnormalize(venv)
+            env = vecnorm if vecnorm is not None else venv
+            model = ckpt.load_model(env=env, device=device, tensorboard_log=str(run.tensorboard))
+            ckpt.load_buffer_into(model)
+            state = ckpt.state
+            run.log_resume(model.num_timesteps)
+        else:
+            init = open_init(cfg.init) if cfg.init else None
+            vecnorm = _vecnormalize(cfg, venv, init)
+            env = vecnorm if vecnorm is not None else venv
+            model = build_model(cfg, env, device, run.tensorboard)
+            if init is not None:
+                warm_start(model, init)
+            if cfg.demos and cfg.algo in OFF_POLICY:
+                from policies.demos import load_demos, prefill_replay_buffer
+
+                prefill_replay_buffer(model, load_demos(cfg.demos), eval_env)
+            state = None
+        monitor = TrainingMonitor(run, cfg, eval_env, control_hz(eval_env), vecnorm, resume_state=state, progress=progress)
+        remaining = max(cfg.steps - model.num_timesteps, 0)
+        if remaining > 0:
+            # reset_num_timesteps=False keeps the step counter, so LR/exploration schedules continue where they were.
+            model.learn(remaining, callback=monitor, reset_num_timesteps=ckpt is None, tb_log_name="sb3")
+        else:
+            monitor.start = time.monotonic()
+        if monitor.last_eval_step != model.num_timesteps and not monitor.stopped_early:
+            monitor.evaluate()  # the final policy is always evaluated once
+        final_state = state_of(cfg, model.num_timesteps, monitor.elapsed(), monitor.counters())
+        save_snapshot(run.final, model, vecnorm, state=final_state)
+        summary = {
+            "scenario": cfg.scenario, "robot": cfg.robot, "algo": cfg.algo, "her": cfg.her, "seed": cfg.seed,
+            "device": device, "num_timesteps": int(model.num_timesteps), "target_steps": cfg.steps,
+            "stopped_early": monitor.stopped_early, "wall_s": round(monitor.elapsed(), 3),
+            "wall_s_this_process": round(time.monotonic() - t0, 3), "best_success": monitor.best_success,
+            "final_eval": monitor.last_eval.to_dict() if monitor.last_eval else None,
+        }
+        run.write_summary(summary)
+        return summary
+    finally:
+        venv.close()
+        eval_env.close()
+
+
+def _vecnormalize(cfg: TrainConfig, venv, init):
+    """VecNormalize for observations when asked, or when the init policy was trained behind one (then frozen)."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    stats = init.load_vecnormalize() if init is not None else None
+    if stats is not None:
+        # The warm-start actor expects its own input scaling: reuse it and keep it fixed.
+        vn = VecNormalize(venv, training=False, norm_obs=True, norm_reward=False, clip_obs=stats.clip_obs,
+                          epsilon=stats.epsilon, norm_obs_keys=stats.norm_obs_keys)
+        vn.obs_rms = stats.obs_rms
+        return vn
+    if cfg.normalize:
+        return VecNormalize(venv, norm_obs=True, norm_reward=False)
+    return None
+
+
+def build_model(cfg: TrainConfig, env, device: str, tensorboard: Path | None):
+    from stable_baselines3.her import HerReplayBuffer
+
+    kwargs = dict(cfg.hyperparams)
+    for key in ("learning_rate", "clip_range"):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = schedule(kwargs[key], key)
+    policy = "MultiInputPolicy" if hasattr(env.observation_space, "spaces") else "MlpPolicy"
+    if cfg.her:
+        if not isinstance(env.observation_space, __import__("gymnasium").spaces.Dict):
+            raise ConfigError(f"--her: {cfg.scenario} is not goal-conditioned (its observation is not a Dict)")
+        kwargs["replay_buffer_class"] = HerReplayBuffer
+        kwargs["replay_buffer_kwargs"] = dict(cfg.her_kwargs)
+    algo = cfg.bc.host_algo if cfg.algo == "bc" else cfg.algo
+    try:
+        return algo_class(algo)(policy, env, seed=cfg.seed, device=device, verbose=0,
+                                tensorboard_log=str(tensorboard) if tensorboard else None, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"hyperparams for {algo}: {exc}") from None
+
+
+class LinearSchedule:
+    """rl-zoo3's `lin_<value>`: value * progress_remaining (1 at the start of training, 0 at the end).
+
+    A class, not a closure, so it pickles into the saved model and a resumed run continues it.
+    """
+
+    def __init__(self, start: float):
+        self.start = float(start)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.start * progress_remaining
+
+
+def schedule(text: str, key: str):
+    if text.startswith("lin_"):
+        try:
+            return LinearSchedule(float(text[4:]))
+        except ValueError:
+            pass
+    raise ConfigError(f"hyperparams.{key}: {text!r} is not a number or lin_<number>")
+
+
+def open_init(path: str):
+    """The policy snapshot of the run (or snapshot dir) given to --init."""
+    p = Path(path)
+    if (p / "config.yaml").is_file():
+        return run_snapshot(p, "best")
+    if (p / "state.json").is_file():
+        return open_snapshot(p)
+    raise RunError(f"--init {path}: not a run directory or snapshot")
+
+
+def warm_start(model, init) -> None:
+    """Copy the init policy's actor into `model` (same network shape needed): a BC warm start for RL."""
+    source = init.load_model(device=model.device)
+    if source.observation_space != model.observation_space or source.action_space != model.action_space:
+        raise ConfigError(f"--init {init.path}: its observation/action spaces differ from this scenario's")
+    src_actor, dst_actor = getattr(source, "actor", None), getattr(model, "actor", None)
+    if src_actor is None or dst_actor is None:
+        raise ConfigError(f"--init needs an actor on both sides ({init.algo} -> {type(model).__name__.lower()}); use sac, td3 or tqc")
+    src, dst = src_actor.state_dict(), dst_actor.state_dict()
+    copied = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
+    if not any(k.startswith(("mu", "latent_pi")) for k in copied):
+        raise ConfigError(f"--init {init.path}: actor layers do not match (net_arch must be the same as the init run's)")
+    dst_actor.load_state_dict({**dst, **copied})
+    if getattr(model, "actor_target", None) is not None:
+        model.actor_target.load_state_dict(dst_actor.state_dict())

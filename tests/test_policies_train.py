@@ -1,0 +1,135 @@
+"""Training on the toy envs: the agent learns, runs are recorded and never overwritten, save/load is exact,
+BC clones the expert and warm-starts RL, exported runs act like their models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from genba.errors import GenbaError
+from policies.bundle import load_bundle
+from policies.config import ConfigError, parse_overrides, resolve_config
+from policies.evaluate import evaluate, wilson_interval
+from policies.export import export_run
+from policies.snapshot import run_snapshot
+from policies.train import train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def td3_run(tmp_path_factory):
+    """TD3 on toy-target (the right action is the observation): 2,000 steps, a few seconds."""
+    out = tmp_path_factory.mktemp("runs") / "td3"
+    cfg = resolve_config("toy-target", "td3", {"seed": 3})
+    summary = train(cfg, out, progress=False)
+    return out, summary
+
+
+def test_rl_learns_trivial_task(td3_run):
+    out, summary = td3_run
+    assert summary["num_timesteps"] == 2000
+    # Random actions average a return of ~6.7 (mean |error| 1/3 per step); a learned policy is within 0.1.
+    result, _ = evaluate(out, n=30, seed=1)
+    assert result.mean_return >= 9.0, result
+    assert result.success_rate >= 0.9, result
+
+
+def test_run_directory_records_config_and_provenance(td3_run):
+    out, _ = td3_run
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert (cfg["algo"], cfg["seed"], cfg["steps"], cfg["hyperparams"]["batch_size"]) == ("td3", 3, 2000, 64)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == 3 and "stable-baselines3" in meta["versions"] and "torch" in meta["versions"]
+    assert meta["git_revision"] is None or len(meta["git_revision"].split("-")[0]) == 40
+    evals = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert [e["steps"] for e in evals] == [500, 1000, 1500, 2000]  # eval_freq 500 from the preset
+    assert any((out / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_existing_run_is_never_overwritten(td3_run):
+    out, _ = td3_run
+    before = (out / "config.yaml").read_text()
+    with pytest.raises(GenbaError, match="already exists; pass --resume"):
+        train(resolve_config("toy-target", "td3", {}), out, progress=False)
+    assert (out / "config.yaml").read_text() == before
+
+
+def test_save_load_gives_identical_actions(td3_run):
+    out, _ = td3_run
+    snap = run_snapshot(out, "final")
+    a, b = snap.load_model(), snap.load_model()
+    obs = np.linspace(-1, 1, 101, dtype=np.float32)[:, None]
+    assert np.array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
+    assert snap.state["num_timesteps"] == 2000 and a.num_timesteps == 2000
+
+
+def test_exported_run_matches_model(td3_run, tmp_path):
+    out, _ = td3_run
+    bundle_dir = export_run(out, tmp_path / "bundle", which="final")
+    model = run_snapshot(out, "final").load_model()
+    obs = np.random.default_rng(0).uniform(-1, 1, (1000, 1)).astype(np.float32)
+    expected = model.predict(obs, deterministic=True)[0]
+    for backend in ("onnx", "torchscript"):
+        np.testing.assert_allclose(load_bundle(bundle_dir, backend=backend).infer(obs), expected, atol=1e-5, rtol=0)
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["training"]["steps"] == 2000 and manifest["training"]["algo"] == "td3"
+    assert manifest["scenario"]["name"] == "toy-target" and manifest["control_hz"] == 10.0
+
+
+def test_bc_clones_expert_and_warm_starts_rl(tmp_path):
+    bc_out = tmp_path / "bc"
+    summary = train(resolve_config("toy-reach", "bc", {"seed": 0}), bc_out, progress=False)
+    assert summary["best_success"] >= 0.9, summary  # the straight-line expert is easy to clone
+    bc_model = run_snapshot(bc_out, "best").load_model()
+
+    # RL from the cloned actor: before any update, it acts exactly like the BC policy.
+    rl_cfg = resolve_config("toy-reach", "sac", {"init": str(bc_out), "steps": 1, "eval_episodes": 1})
+    rl_out = tmp_path / "rl"
+    train(rl_cfg, rl_out, progress=False)
+    rl_model = run_snapshot(rl_out, "final").load_model()
+    obs = {k: np.random.default_rng(1).uniform(-1, 1, (64, 2)).astype(np.float32) for k in ("observation", "achieved_goal", "desired_goal")}
+    bc_vn, rl_vn = run_snapshot(bc_out, "best").load_vecnormalize(), run_snapshot(rl_out, "final").load_vecnormalize()
+    np.testing.assert_allclose(rl_model.predict(rl_vn.normalize_obs(obs), deterministic=True)[0],
+                               bc_model.predict(bc_vn.normalize_obs(obs), deterministic=True)[0], atol=1e-6)
+
+
+def test_bc_from_demos_file(tmp_path):
+    from policies.demos import load_demos, record_demos, save_demos
+
+    path = save_demos(record_demos("toy-target", None, 10, seed=0, progress=False), tmp_path / "d.npz")
+    demos = load_demos(path)
+    assert len(demos) == 100 and demos.n_episodes == 10 and demos.episode_success.dtype == bool
+    np.testing.assert_array_equal(demos.actions, demos.obs)  # toy-target's expert echoes the observation
+    summary = train(resolve_config("toy-target", "bc", {"demos": str(path)}), tmp_path / "run", progress=False)
+    assert summary["num_timesteps"] == 0  # no env steps of its own: the data came from the file
+    assert summary["final_eval"]["mean_return"] >= 9.0
+    with pytest.raises(GenbaError, match="observation layout"):
+        train(resolve_config("toy-reach", "bc", {"demos": str(path)}), tmp_path / "wrong", progress=False)
+
+
+def test_config_layers_and_errors():
+    cfg = resolve_config("toy-target", "sac", parse_overrides(["hyperparams.batch_size=32", "steps=123"]))
+    assert (cfg.steps, cfg.hyperparams["batch_size"], cfg.hyperparams["learning_starts"], cfg.eval_freq) == (123, 32, 100, 500)
+    with pytest.raises(ConfigError, match="did you mean 'steps'"):
+        resolve_config("toy-target", "sac", {"stepz": 5})
+    with pytest.raises(ConfigError, match="--algo 'sacc' is not supported.*did you mean 'sac'"):
+        resolve_config("toy-target", "sacc", {})
+    with pytest.raises(ConfigError, match="--her needs an off-policy algorithm"):
+        resolve_config("toy-target", "ppo", {"her": True})
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_overrides(["steps"])
+
+
+def test_wilson_interval_known_values():
+    # Reference values (Wilson 1927; e.g. statsmodels proportion_confint(method="wilson")).
+    lo, hi = wilson_interval(95, 100)
+    assert lo == pytest.approx(0.88825, abs=1e-4) and hi == pytest.approx(0.97846, abs=1e-4)
+    lo, hi = wilson_interval(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.16113, abs=1e-4)
+    lo, hi = wilson_interval(50, 50)
+    assert hi == pytest.approx(1.0) and lo == pytest.approx(0.92865, abs=1e-4)
