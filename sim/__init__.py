@@ -28,7 +28,7 @@ def _register_all() -> list[str]:
         for robot in robots:
             id_ = env_id(scenario.name, scenario.version, robot)
             if id_ not in gym.registry:
-                gym.register(id=id_, entry_point="sim.env:FactoryEnv", kwargs={"scenario": name, "robot": robot})
+                gym.register(id=id_, entry_point="sim.env:make_factory_env", kwargs={"scenario": name, "robot": robot})
             ids.append(id_)
     return ids
 
@@ -38,9 +38,9 @@ ENV_IDS: list[str] = _register_all()
 
 def make_env(scenario: str = "conveyor-pick", robot: str | None = None, **kwargs):
     """A FactoryEnv from a built-in scenario name or a YAML path (no registration needed)."""
-    from sim.env import FactoryEnv
+    from sim.env import make_factory_env
 
-    return FactoryEnv(scenario, robot=robot, **kwargs)
+    return make_factory_env(scenario, robot=robot, **kwargs)
 
 
 __all__ = ["ENV_IDS", "env_id", "make_env"]

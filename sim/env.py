@@ -14,6 +14,15 @@ from sim.simulator import Simulator
 from sim.tasks import TASKS, GoalTask
 
 RENDER_MODES = ["rgb_array", "human"]
+# Observation bounds per unit: generous physical limits of a cell (parts lie within 5 m, nothing moves
+# at 10 m/s, angles wrap within a turn). Observations are clipped into them so the space always holds.
+UNIT_BOUNDS = {"m": (-5.0, 5.0), "m/s": (-10.0, 10.0), "rad": (-2 * np.pi, 2 * np.pi), "bool": (0.0, 1.0)}
+
+
+def feature_bounds(features: list[tuple[str, int, str]]) -> tuple[np.ndarray, np.ndarray]:
+    low = np.concatenate([np.full(size, UNIT_BOUNDS[unit][0]) for _, size, unit in features])
+    high = np.concatenate([np.full(size, UNIT_BOUNDS[unit][1]) for _, size, unit in features])
+    return low.astype(np.float32), high.astype(np.float32)
 
 
 class FactoryEnv(gym.Env):
@@ -56,11 +65,11 @@ class FactoryEnv(gym.Env):
         else:
             self._action_scale = self.robot.max_velocity * spec.robot.max_joint_speed_fraction * dt
         self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self._action_scale) + 1,), dtype=np.float32)
-        obs_dim = sum(size for _, size, _ in self._robot_features()) + sum(size for _, size, _ in self.task.features())
-        flat = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
+        self._obs_low, self._obs_high = feature_bounds(self._robot_features() + self.task.features())
+        flat = spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
         if isinstance(self.task, GoalTask):
-            goal_dim = sum(size for _, size, _ in self.task.goal_features)
-            goal = spaces.Box(-np.inf, np.inf, shape=(goal_dim,), dtype=np.float32)
+            self._goal_low, self._goal_high = feature_bounds(self.task.goal_features)
+            goal = spaces.Box(self._goal_low, self._goal_high, dtype=np.float32)
             self.observation_space = spaces.Dict({"observation": flat, "achieved_goal": goal, "desired_goal": goal})
         else:
             self.observation_space = flat
@@ -93,11 +102,6 @@ class FactoryEnv(gym.Env):
         truncated = not terminated and self._steps >= self.scenario.max_episode_steps
         return self._observation(), self.task.reward(), terminated, truncated, self.task.info()
 
-    def compute_reward(self, achieved_goal, desired_goal, info):
-        if not isinstance(self.task, GoalTask):
-            raise AttributeError(f"{self.scenario.name} is not goal-conditioned")
-        return self.task.compute_reward(achieved_goal, desired_goal, info)
-
     def render(self):
         if self.render_mode == "rgb_array":
             return self.sim.render(self.camera)
@@ -116,24 +120,28 @@ class FactoryEnv(gym.Env):
     def _observation(self):
         pos, yaw, vel = self.robot.tool_state()
         robot = np.concatenate([pos, [yaw], vel, [self.robot.gripper_opening()], self.robot.joint_positions()])
-        flat = np.concatenate([robot, self.task.observation()]).astype(np.float32)
+        flat = np.clip(np.concatenate([robot, self.task.observation()]).astype(np.float32), self._obs_low, self._obs_high)
         if isinstance(self.task, GoalTask):
             return {
                 "observation": flat,
-                "achieved_goal": self.task.achieved_goal().astype(np.float32),
-                "desired_goal": self.task.desired_goal().astype(np.float32),
+                "achieved_goal": np.clip(self.task.achieved_goal(), self._goal_low, self._goal_high),
+                "desired_goal": np.clip(self.task.desired_goal(), self._goal_low, self._goal_high),
             }
         return flat
 
     # --- description ----------------------------------------------------------------------------
     def feature_spec(self) -> dict[str, Any]:
         """What observations and actions mean, readable by a bundle manifest or a controller."""
-        obs_features = [{"name": n, "size": s, "unit": u} for n, s, u in self._robot_features() + self.task.features()]
+        def describe(name: str, size: int, unit: str) -> dict[str, Any]:
+            lo, hi = UNIT_BOUNDS[unit]
+            return {"name": name, "size": size, "unit": unit, "low": lo, "high": hi}
+
+        obs_features = [describe(*f) for f in self._robot_features() + self.task.features()]
         layout = ["observation"]
         if isinstance(self.task, GoalTask):
             layout = ["observation", "achieved_goal", "desired_goal"]
             for key in layout[1:]:
-                obs_features += [{"name": f"{key}.{n}", "size": s, "unit": u} for n, s, u in self.task.goal_features]
+                obs_features += [describe(f"{key}.{n}", s, u) for n, s, u in self.task.goal_features]
         cfg = self.scenario.robot
         if cfg.control == "ee_delta":
             act_features = [
@@ -162,3 +170,17 @@ class FactoryEnv(gym.Env):
             "robot": self.robot.describe(),
             "scenario": {"name": self.scenario.name, "sha256": scenario_hash(self.scenario)},
         }
+
+
+class GoalFactoryEnv(FactoryEnv):
+    """A goal-conditioned cell: Dict observations and a vectorised `compute_reward` for HER."""
+
+    def compute_reward(self, achieved_goal, desired_goal, info):
+        return self.task.compute_reward(achieved_goal, desired_goal, info)
+
+
+def make_factory_env(scenario: str | Scenario = "conveyor-pick", **kwargs) -> FactoryEnv:
+    """The env class follows the task: goal-conditioned tasks get `GoalFactoryEnv`."""
+    spec = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    cls = GoalFactoryEnv if issubclass(TASKS[spec.task.type], GoalTask) else FactoryEnv
+    return cls(spec, **kwargs)

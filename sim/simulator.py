@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import sys
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import pybullet as pb
 
+from genba.errors import GenbaError
 from scenarios.schema import CameraConfig, PhysicsConfig
+
+
+class NoDisplayError(GenbaError):
+    """A GUI was requested where no display exists."""
 
 
 class Simulator:
@@ -23,6 +30,12 @@ class Simulator:
     def __init__(self, physics: PhysicsConfig, gui: bool = False):
         self.physics = physics
         self.gui = gui
+        if gui and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+            # PyBullet's GUI calls exit() when it finds no X server; refuse before that happens.
+            raise NoDisplayError(
+                "the PyBullet GUI needs a display and $DISPLAY is not set; use --record or --web instead, "
+                "or run under a virtual display (xvfb-run)"
+            )
         self.cid = pb.connect(pb.GUI if gui else pb.DIRECT)
         if self.cid < 0:
             raise RuntimeError("could not connect to PyBullet (a GUI needs a display; use DIRECT)")
@@ -50,7 +63,7 @@ class Simulator:
         return body_id
 
     def load_urdf(self, name: str, path: str | Path, position: Sequence[float], yaw: float = 0.0, fixed: bool = True) -> int:
-        flags = pb.URDF_USE_INERTIA_FROM_FILE | pb.URDF_USE_SELF_COLLISION | pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
+        flags = pb.URDF_USE_INERTIA_FROM_FILE | pb.URDF_USE_SELF_COLLISION | pb.URDF_USE_SELF_COLLISION_EXCLUDE_ALL_PARENTS
         body = pb.loadURDF(
             str(path), basePosition=list(position), baseOrientation=yaw_quat(yaw),
             useFixedBase=fixed, flags=flags, physicsClientId=self.cid,

@@ -27,11 +27,12 @@ class Reach(GoalTask):
     def observation(self) -> np.ndarray:
         return np.zeros(0)
 
+    # Goals are float32 like the observation, so reward() equals compute_reward() on the observed goals.
     def achieved_goal(self) -> np.ndarray:
-        return self._tool.copy()
+        return self._tool.astype(np.float32)
 
     def desired_goal(self) -> np.ndarray:
-        return self.goal.copy()
+        return self.goal.astype(np.float32)
 
     @property
     def config(self) -> ReachConfig:
@@ -43,7 +44,7 @@ class Reach(GoalTask):
         return (w.distance * d + w.success * (d < self.config.success_distance)).astype(np.float32)
 
     def distance(self) -> float:
-        return float(np.linalg.norm(self._tool - self.goal))
+        return float(np.linalg.norm(self.achieved_goal() - self.desired_goal()))
 
     def is_success(self) -> bool:
         return self.distance() < self.config.success_distance
