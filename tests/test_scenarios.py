@@ -1,0 +1,184 @@
+"""Scenario files: every kind of bad input gets an error naming file, key path, value and a suggestion."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scenarios import ScenarioError, builtin_names, load_scenario, parse_scenario, scenario_hash
+from scenarios.loader import BUILTIN_DIR
+
+
+def base() -> dict:
+    return yaml.safe_load((BUILTIN_DIR / "conveyor-pick.yaml").read_text())
+
+
+def write(tmp_path: Path, data, name="cell.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+    return path
+
+
+def error_of(tmp_path, data) -> str:
+    path = write(tmp_path, data)
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(path)
+    message = str(exc.value)
+    assert str(path) in message, message
+    return message
+
+
+def test_builtins_are_valid_and_hash_is_stable():
+    assert set(builtin_names()) >= {"reach", "conveyor-pick"}
+    for name in builtin_names():
+        s = load_scenario(name)
+        assert scenario_hash(s) == scenario_hash(parse_scenario(s.model_dump(mode="json")))
+
+
+def test_hash_changes_with_content():
+    a, b = base(), base()
+    b["conveyor"]["belt_speed"] = 0.09
+    assert scenario_hash(parse_scenario(a)) != scenario_hash(parse_scenario(b))
+
+
+def test_unknown_top_level_key_suggests(tmp_path):
+    data = base()
+    data["robott"] = data.pop("robot")
+    msg = error_of(tmp_path, data)
+    assert "robott: unknown key (did you mean 'robot'?)" in msg
+    assert "robot: Field required" in msg
+
+
+def test_unknown_nested_key_suggests(tmp_path):
+    data = base()
+    data["conveyor"]["belt_sped"] = 0.1
+    msg = error_of(tmp_path, data)
+    assert "conveyor.belt_sped: unknown key (did you mean 'belt_speed'?)" in msg
+
+
+def test_wrong_type_names_value(tmp_path):
+    data = base()
+    data["conveyor"]["belt_speed"] = "fast"
+    msg = error_of(tmp_path, data)
+    assert "conveyor.belt_speed:" in msg and "'fast'" in msg
+
+
+def test_quoted_number_is_rejected(tmp_path):
+    data = base()
+    data["parts"]["mass"] = "0.1"
+    msg = error_of(tmp_path, data)
+    assert "parts.mass:" in msg and "'0.1'" in msg
+
+
+def test_out_of_range(tmp_path):
+    data = base()
+    data["conveyor"]["belt_speed"] = 5.0
+    msg = error_of(tmp_path, data)
+    assert "conveyor.belt_speed: Input should be less than or equal to 2" in msg and "5.0" in msg
+
+
+def test_unknown_robot_model_suggests(tmp_path):
+    data = base()
+    data["robot"]["model"] = "pnda"
+    msg = error_of(tmp_path, data)
+    assert "robot.model: unknown robot model 'pnda'" in msg and "did you mean 'panda'?" in msg
+
+
+def test_unknown_task_type_suggests(tmp_path):
+    data = base()
+    data["task"]["type"] = "conveyer_pick"
+    msg = error_of(tmp_path, data)
+    assert "task.type: unknown task type 'conveyer_pick' (did you mean 'conveyor_pick'?)" in msg
+
+
+def test_unknown_reward_term_suggests(tmp_path):
+    data = base()
+    data["task"]["reward"]["placd"] = 3.0
+    msg = error_of(tmp_path, data)
+    assert "task.reward.placd: unknown key (did you mean 'placed'?)" in msg
+
+
+def test_substeps_must_be_whole(tmp_path):
+    data = base()
+    data["physics"] = {"physics_hz": 240, "control_hz": 25}
+    msg = error_of(tmp_path, data)
+    assert "physics: physics_hz / control_hz must be a whole number" in msg and "9.600" in msg
+
+
+def test_task_bin_must_exist(tmp_path):
+    data = base()
+    data["task"]["bin"] = "out_bn"
+    msg = error_of(tmp_path, data)
+    assert "task.bin 'out_bn' is not a bin" in msg and "did you mean 'out_bin'?" in msg
+
+
+def test_duplicate_names(tmp_path):
+    data = base()
+    data["fixtures"].append(dict(data["fixtures"][0]))
+    msg = error_of(tmp_path, data)
+    assert "repeated: ['light_curtain_post']" in msg
+
+
+def test_inverted_range(tmp_path):
+    data = base()
+    data["randomization"]["first_arrival"] = [2.0, 1.0]
+    msg = error_of(tmp_path, data)
+    assert "first_arrival must be [low, high] with low <= high, got [2.0, 1.0]" in msg
+
+
+def test_wrong_vector_length(tmp_path):
+    data = base()
+    data["robot"]["base_position"] = [0.0, 0.0]
+    msg = error_of(tmp_path, data)
+    assert "robot.base_position[2]: Field required" in msg
+
+
+def test_conveyor_task_needs_conveyor(tmp_path):
+    data = base()
+    del data["conveyor"]
+    msg = error_of(tmp_path, data)
+    assert "'conveyor_pick' needs a 'conveyor' and 'parts' section" in msg
+
+
+def test_yaml_syntax_error_has_line(tmp_path):
+    msg = error_of(tmp_path, "name: x\nrobot: {model: panda\n")
+    assert "not valid YAML" in msg and ":3:" in msg
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    msg = error_of(tmp_path, "- a\n- b\n")
+    assert "top level must be a mapping" in msg
+
+
+def test_unknown_builtin_name_suggests():
+    with pytest.raises(ScenarioError, match="did you mean 'conveyor-pick'"):
+        load_scenario("conveyor-pik")
+
+
+def test_cli_validate_exit_codes_and_no_traceback(tmp_path):
+    good = write(tmp_path, base(), "good.yaml")
+    data = base()
+    data["robot"]["model"] = "pnda"
+    bad = write(tmp_path, data, "bad.yaml")
+    cli = [sys.executable, "-m", "genba.cli", "scenarios", "validate"]
+    ok = subprocess.run(cli + [str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    assert "ok: " in ok.stdout
+    res = subprocess.run(cli + [str(good), str(bad)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert "bad.yaml" in res.stderr and "did you mean 'panda'" in res.stderr
+
+
+def test_user_file_works_where_builtin_name_does(tmp_path):
+    import sim
+
+    data = base()
+    data["name"] = "my-cell"
+    data["conveyor"]["belt_speed"] = 0.05
+    env = sim.make_env(str(write(tmp_path, data)))
+    assert env.scenario.name == "my-cell"
+    assert env.task.conveyor.speed == pytest.approx(0.05)
+    env.close()
