@@ -161,7 +161,7 @@ class Simulator:
         return np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
 
     def close(self) -> None:
-        if self.cid >= 0:
+        if getattr(self, "cid", -1) >= 0:
             try:
                 pb.disconnect(physicsClientId=self.cid)
             except pb.error:

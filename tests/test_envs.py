@@ -1,0 +1,207 @@
+"""The Gymnasium contract, determinism and isolation, for every registered env."""
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import sim
+from sim.simulator import NoDisplayError
+
+
+@pytest.mark.parametrize("env_id", sim.ENV_IDS)
+def test_env_checkers_pass_without_warnings(env_id):
+    env = gym.make(env_id, render_mode="rgb_array")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # The render check would also instantiate render_mode="human" (a GUI); rgb_array is tested below.
+        gym_check_env(env.unwrapped, skip_render_check=True)
+        sb3_check_env(env.unwrapped)
+    assert [str(w.message) for w in caught] == []
+    env.close()
+
+
+def flat(obs):
+    return np.concatenate([obs[k] for k in ("observation", "achieved_goal", "desired_goal")]) if isinstance(obs, dict) else obs
+
+
+def rollout(env, seed, steps=200):
+    rng = np.random.default_rng(123)
+    obs, _ = env.reset(seed=seed)
+    out = [flat(obs)]
+    for _ in range(steps):
+        obs, reward, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        out.append(np.append(flat(obs), reward))
+        if terminated or truncated:
+            obs, _ = env.reset()
+            out.append(flat(obs))
+    return out
+
+
+def same(a, b):
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("env_id", sim.ENV_IDS)
+def test_same_seed_same_rollout_with_two_instances_alive(env_id):
+    a, b = gym.make(env_id).unwrapped, gym.make(env_id).unwrapped
+    first = rollout(a, seed=7)
+    assert same(first, rollout(b, seed=7))
+    assert same(first, rollout(a, seed=7))
+    assert not same(first, rollout(a, seed=8))
+    a.close(), b.close()
+
+
+def test_interleaved_instances_do_not_disturb_each_other():
+    a, b = sim.make_env("conveyor-pick"), sim.make_env("conveyor-pick")
+    alone = rollout(a, seed=3, steps=100)
+    rng = np.random.default_rng(123)
+    obs, _ = a.reset(seed=3)
+    b.reset(seed=99)
+    mixed = [flat(obs)]
+    for _ in range(100):
+        b.step(b.action_space.sample())  # stepping another world in between must change nothing here
+        obs, reward, terminated, truncated, _ = a.step(rng.uniform(-1, 1, a.action_space.shape))
+        mixed.append(np.append(flat(obs), reward))
+        if terminated or truncated:
+            obs, _ = a.reset()
+            mixed.append(flat(obs))
+    assert same(alone, mixed)
+
+
+def test_reset_without_seed_continues_the_seeded_stream():
+    env = sim.make_env("reach")
+    env.reset(seed=5)
+    goals = [env.reset()[0]["desired_goal"] for _ in range(3)]
+    env.reset(seed=5)
+    assert all(np.array_equal(g, env.reset()[0]["desired_goal"]) for g in goals)
+    assert not np.array_equal(goals[0], goals[1])
+
+
+def test_reach_reward_matches_hand_computation():
+    env = sim.make_env("reach")
+    achieved = np.array([[0.5, 0.0, 0.2], [0.5, 0.03, 0.2]], dtype=np.float32)
+    desired = np.array([[0.5, 0.0, 0.3], [0.5, 0.0, 0.2]], dtype=np.float32)
+    # weights in reach.yaml: distance -1.0, success 0.0
+    np.testing.assert_allclose(env.compute_reward(achieved, desired, None), [-0.1, -0.03], rtol=1e-6)
+    obs, _ = env.reset(seed=0)
+    _, reward, *_ = env.step(np.zeros(5))
+    assert reward == pytest.approx(-np.linalg.norm(env.task.achieved_goal() - env.task.desired_goal()), rel=1e-6)
+
+
+def test_reach_terminates_on_success_only():
+    env = sim.make_env("reach")
+    obs, _ = env.reset(seed=1)
+    env.task.goal = env.robot.tool_pose()[0] + np.array([0.0, 0.0, 0.02])  # within success_distance 0.05
+    _, _, terminated, truncated, info = env.step(np.zeros(5))
+    assert terminated and info["is_success"] and not truncated
+
+
+def test_episode_truncates_at_time_limit():
+    env = sim.make_env("reach")
+    env.reset(seed=2)
+    env.task.goal = np.array([0.65, 0.25, 0.35])
+    steps, truncated = 0, False
+    while not truncated:
+        _, _, terminated, truncated, _ = env.step(np.array([0, 0, 0, 0, -1.0]))  # stand still
+        steps += 1
+        assert not terminated
+    assert steps == env.scenario.max_episode_steps
+
+
+def test_conveyor_carries_parts_at_belt_speed_without_teleporting():
+    env = sim.make_env("conveyor-pick")
+    env.reset(seed=0)
+    hold = np.array([0, 0, 0, 0, -1.0])
+    while env.task.current is None:
+        env.step(hold)
+    track = []
+    for _ in range(30):  # 1.5 s
+        env.step(hold)
+        track.append(env.task.part_state()["position"])
+    track = np.array(track)
+    dt = env.scenario.physics.control_period
+    speeds = np.linalg.norm(np.diff(track, axis=0), axis=1) / dt
+    # The part moves with the belt (+y here) at the drawn belt speed, smoothly: no step jumps.
+    np.testing.assert_allclose(speeds[5:], env.task.conveyor.speed, rtol=0.05)
+    assert np.all(np.diff(track[:, 1]) > 0)
+    assert abs(track[-1, 0] - track[0, 0]) < 0.005
+
+
+def test_collision_with_fixture_is_counted():
+    env = sim.make_env("conveyor-pick")
+    env.reset(seed=0)
+    post = np.array(env.scenario.fixtures[0].position)
+    info = {}
+    for _ in range(60):  # drive the tool into the light-curtain post
+        delta = post - env.robot.tool_pose()[0]
+        _, _, _, _, info = env.step(np.append(np.clip(delta / 0.03, -1, 1), [0, -1.0]))
+    assert info["collisions"] >= 1
+
+
+@pytest.mark.parametrize("scenario", ["reach", "conveyor-pick"])
+@pytest.mark.parametrize("robot", ["panda", "gp7"])
+def test_scripted_expert_succeeds(scenario, robot):
+    from sim.experts import make_expert
+
+    env = sim.make_env(scenario, robot=robot)
+    expert = make_expert(env)
+    wins = 0
+    for seed in range(5):
+        obs, _ = env.reset(seed=seed)
+        expert.reset()
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            done = terminated or truncated
+        wins += info["is_success"]
+        assert info.get("collisions", 0) == 0
+    assert wins == 5
+
+
+def test_feature_spec_describes_the_spaces():
+    for name in ("reach", "conveyor-pick"):
+        env = sim.make_env(name)
+        spec = env.feature_spec()
+        obs_dim = sum(gym.spaces.flatdim(s) for s in env.observation_space.spaces.values()) if isinstance(
+            env.observation_space, gym.spaces.Dict) else env.observation_space.shape[0]
+        assert spec["observation"]["dim"] == obs_dim == sum(f["size"] for f in spec["observation"]["features"])
+        assert spec["action"]["dim"] == env.action_space.shape[0] == sum(f["size"] for f in spec["action"]["features"])
+        assert spec["robot"]["joint_names"] == list(env.robot.model.arm_joints)
+
+
+def test_joint_delta_control_moves_joints():
+    env = sim.make_env("reach", control="joint_delta")
+    env.reset(seed=0)
+    q0 = env.robot.joint_positions()
+    for _ in range(10):
+        env.step(np.array([1.0] + [0.0] * 6 + [-1.0]))
+    moved = env.robot.joint_positions() - q0
+    # Joint 1 turns at max_joint_speed_fraction (0.5) x 2.175 rad/s for 0.4 s = 0.435 rad; others stay.
+    assert moved[0] == pytest.approx(0.435, abs=0.05)
+    assert np.all(np.abs(moved[1:]) < 0.02)
+
+
+def test_rgb_array_render_shows_the_scene():
+    env = sim.make_env("conveyor-pick", render_mode="rgb_array")
+    env.reset(seed=0)
+    frame = env.render()
+    cam = env.scenario.cameras[0]
+    assert frame.shape == (cam.height, cam.width, 3) and frame.dtype == np.uint8
+    assert frame.std() > 10  # not a blank image
+
+
+def test_gui_without_display_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    with pytest.raises(NoDisplayError, match="needs a display"):
+        sim.make_env("reach", render_mode="human")
+
+
+def test_nan_action_is_rejected():
+    env = sim.make_env("reach")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(np.array([np.nan, 0, 0, 0, 0]))
