@@ -2,19 +2,21 @@
 
 The I/O thread hands over lists of validated requests through a queue and goes straight back
 to its sockets; this thread takes everything queued so far (natural batching: no added wait),
-copies the observations into a preallocated array, calls ``infer`` once per bundle, encodes the
-replies and passes them back over an inproc PAIR socket that the I/O thread polls. Only the I/O
-thread touches the ROUTER socket.
+copies the observations into a preallocated array, calls ``infer`` once per bundle and encodes
+the replies. Replies go into ``outbox`` (a deque) and one empty "doorbell" frame on an inproc
+PAIR wakes the I/O thread, which alone touches the ROUTER socket. One send per batch matters:
+every pyzmq send releases the GIL, and each release woke the waiting I/O thread only to make
+this thread wait for the GIL again - a ping-pong that cost more than inference itself.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from typing import NamedTuple, Sequence
 
 import msgpack
@@ -59,6 +61,7 @@ class InferenceWorker(threading.Thread):
         self._buffers = [np.zeros((max_batch, e.obs_dim), dtype=np.float32) for e in self._entries]
         self._descriptors = [[["<f4", [e.act_dim]]] for e in self._entries]
         self.last_actions: dict[bytes, tuple[int, list[float]]] = {}  # per controller, for telemetry
+        self.outbox: deque[list[bytes]] = deque()  # [identity, header, action] frames, for the I/O thread
         self.failure: BaseException | None = None
 
     def submit(self, requests: list[StepRequest]) -> None:
@@ -73,7 +76,7 @@ class InferenceWorker(threading.Thread):
         results.connect(self._endpoint)
         try:
             while True:
-                batch = self._get()
+                batch = self._queue.get()
                 if batch is None:
                     return
                 stopping = False
@@ -86,30 +89,34 @@ class InferenceWorker(threading.Thread):
                         stopping = True
                         break
                     batch = batch + more
-                self._serve(batch, results)
+                self._serve(batch)
+                results.send(b"")  # doorbell: the last thing before blocking again (see module doc)
                 if stopping:
                     return
         except BaseException as exc:  # reported by the server; it stops instead of hanging
             self.failure = exc
             log.exception("inference thread failed")
-            results.send_multipart([b"", b"failed"])
+            results.send(b"")
         finally:
             results.close(linger=0)
 
-    def _serve(self, batch: list[StepRequest], results: zmq.Socket) -> None:
+    def _serve(self, batch: list[StepRequest]) -> None:
+        if len(batch) <= self._max_batch and all(r.policy == batch[0].policy for r in batch):
+            self._forward(batch[0].policy, batch)  # the common case: one bundle
+            return
         groups: dict[int, list[StepRequest]] = {}
         for request in batch:
             groups.setdefault(request.policy, []).append(request)
         for index, requests in groups.items():
             for start in range(0, len(requests), self._max_batch):
-                self._forward(index, requests[start : start + self._max_batch], results)
+                self._forward(index, requests[start : start + self._max_batch])
 
-    def _forward(self, index: int, requests: list[StepRequest], results: zmq.Socket) -> None:
+    def _forward(self, index: int, requests: list[StepRequest]) -> None:
         now = time.monotonic_ns()
         live = []
         for request in requests:
             if now > request.deadline_ns:
-                self._send_error(results, request, ErrorCode.DEADLINE_EXPIRED, f"deadline passed {(now - request.deadline_ns) / 1e3:.0f} us before inference")
+                self._send_error(request, ErrorCode.DEADLINE_EXPIRED, f"deadline passed {(now - request.deadline_ns) / 1e3:.0f} us before inference")
             else:
                 live.append(request)
         if not live:
@@ -127,7 +134,7 @@ class InferenceWorker(threading.Thread):
         except Exception as exc:
             log.exception("bundle %s failed on a batch of %d", entry.name, n)
             for request in live:
-                self._send_error(results, request, ErrorCode.INTERNAL, f"policy failed: {type(exc).__name__}")
+                self._send_error(request, ErrorCode.INTERNAL, f"policy failed: {type(exc).__name__}")
             return
         end = time.monotonic_ns()
         infer_us = (end - start) / 1e3
@@ -140,7 +147,7 @@ class InferenceWorker(threading.Thread):
         packb = msgpack.packb
         for row, request in enumerate(live):
             if not finite[row]:
-                self._send_error(results, request, ErrorCode.INTERNAL, "policy produced a non-finite action")
+                self._send_error(request, ErrorCode.INTERNAL, "policy produced a non-finite action")
                 continue
             sent = time.monotonic_ns()
             header = packb(
@@ -148,20 +155,11 @@ class InferenceWorker(threading.Thread):
                  "queue_us": (start - request.recv_ns) / 1e3, "infer_us": infer_us, "batch": n, "arrays": descriptor}
             )
             action = actions[row]
-            results.send_multipart([request.identity, header, action.tobytes()], copy=True)
+            self.outbox.append([request.identity, header, action.tobytes()])
             self._stats.served((sent - request.recv_ns) / 1e3, infer_us, n)
             self.last_actions[request.identity] = (request.seq, action.tolist())
 
-    def _send_error(self, results: zmq.Socket, request: StepRequest, code: ErrorCode, text: str) -> None:
+    def _send_error(self, request: StepRequest, code: ErrorCode, text: str) -> None:
         self._stats.count(f"errors.{code.name}")
-        results.send_multipart([request.identity, *wire.error_frames(code, text, next(self._seq), request.seq)])
+        self.outbox.append([request.identity, *wire.error_frames(code, text, next(self._seq), request.seq)])
 
-    def _get(self):
-        t = float(os.environ.get("BRIDGE_Q_S", "0"))
-        if not t:
-            return self._queue.get()
-        while True:
-            try:
-                return self._queue.get(timeout=t)
-            except queue.Empty:
-                pass

@@ -87,9 +87,10 @@ def now_ns() -> int:
 
 def _little_endian(array: np.ndarray) -> np.ndarray:
     array = np.asarray(array)
-    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and np.little_endian is False):
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and not np.little_endian):
         array = array.astype(array.dtype.newbyteorder("<"))
-    return np.ascontiguousarray(array)
+    # Not np.ascontiguousarray: it turns 0-D arrays into 1-D ones.
+    return array if array.flags.c_contiguous else array.copy(order="C")
 
 
 def encode(header: dict[str, Any], arrays: Sequence[np.ndarray] = ()) -> list[bytes]:

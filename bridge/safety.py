@@ -128,16 +128,25 @@ def clamp_to_workspace(
             alpha = min(alpha, (high[axis] - p_prev[axis]) / motion[axis])
         elif p_new[axis] < low[axis] and motion[axis] < 0:
             alpha = min(alpha, (low[axis] - p_prev[axis]) / motion[axis])
-    if _box_excess(fk(q_prev + alpha * delta), low, high) > tol:
+    if _box_excess(fk(q_prev + alpha * delta), low, high) <= tol:
+        if _is_linear_guess_exact(fk, q_prev, delta, p_prev, motion, alpha):
+            return Clamped(q_prev + alpha * delta, True)
+        inside, outside = alpha, 1.0  # curved: the face lies further along
+    else:
         inside, outside = 0.0, alpha
-        for _ in range(iterations):
-            mid = 0.5 * (inside + outside)
-            if _box_excess(fk(q_prev + mid * delta), low, high) <= tol:
-                inside = mid
-            else:
-                outside = mid
-        alpha = inside
-    return Clamped(q_prev + alpha * delta, True)
+    for _ in range(iterations):
+        mid = 0.5 * (inside + outside)
+        if _box_excess(fk(q_prev + mid * delta), low, high) <= tol:
+            inside = mid
+        else:
+            outside = mid
+    return Clamped(q_prev + inside * delta, True)
+
+
+def _is_linear_guess_exact(fk, q_prev, delta, p_prev, motion, alpha) -> bool:
+    """True when the tool moved along the straight line (a Cartesian axis set, or a tiny step)."""
+    expected = p_prev + alpha * motion
+    return bool(np.max(np.abs(fk(q_prev + alpha * delta) - expected)) <= _TOLERANCE * (1.0 + float(np.max(np.abs(motion)))))
 
 
 def limit_tool_speed(q: np.ndarray, q_prev: np.ndarray, fk: ForwardKinematics, max_speed: float, dt: float) -> Clamped:

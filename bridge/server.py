@@ -10,7 +10,6 @@ ROUTER_MANDATORY, so a vanished or slow controller costs a dropped reply, never 
 from __future__ import annotations
 
 import itertools
-import os
 import logging
 import secrets
 import threading
@@ -184,7 +183,7 @@ class BridgeServer:
         max_batch = self.config.max_batch
         try:
             while not self._stop.is_set():
-                timeout_ms = max(0, min(int(os.environ.get("BRIDGE_POLL_MS", "100")), (next_tick - time.monotonic_ns()) // 1_000_000))
+                timeout_ms = max(0, min(100, (next_tick - time.monotonic_ns()) // 1_000_000))
                 if poller.poll(timeout_ms):
                     # Readiness is read from EVENTS, not by catching zmq.Again: raising costs more
                     # than the rest of a message's handling.
@@ -251,16 +250,17 @@ class BridgeServer:
             self.stats.count("dropped_replies")
 
     def _forward_results(self) -> None:
-        results, router = self._results, self._router
+        """Send every reply the inference thread has queued (after consuming its doorbells)."""
+        results, router, outbox = self._results, self._router, self.worker.outbox
         while results.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = results.recv_multipart()
-            if not frames[0]:
-                continue  # the worker's failure notice; serve_forever checks worker.failure
+            results.recv()
+        while outbox:
+            frames = outbox.popleft()
             try:
                 router.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
+            except zmq.Again:  # the controller is not reading: its queue is full
                 self.stats.count("dropped_replies")
-            except zmq.ZMQError as exc:
+            except zmq.ZMQError as exc:  # EHOSTUNREACH: the controller disconnected
                 if exc.errno != zmq.EHOSTUNREACH:
                     raise
                 self.stats.count("dropped_replies")

@@ -1,0 +1,185 @@
+"""Wire protocol: round trips, edge values, and a typed error for each kind of bad message."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+
+from bridge import protocol as wire
+from bridge.protocol import ErrorCode, MsgType, ProtocolError
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bridge-protocol.md"
+
+
+def step_frames(obs, seq=7, **extra):
+    return wire.encode({"v": 1, "type": "step", "seq": seq, "t_ns": 5, "deadline_us": 4000, **extra}, [obs])
+
+
+def test_step_round_trip_keeps_exact_values_and_header():
+    obs = np.array([0.0, -1.5, 3.25e-8, np.float32(1e30)], dtype=np.float32)
+    message = wire.decode(step_frames(obs, episode=3))
+    assert message.header == {
+        "v": 1, "type": "step", "seq": 7, "t_ns": 5, "deadline_us": 4000, "episode": 3, "arrays": [["<f4", [4]]],
+    }
+    (decoded,) = message.arrays
+    assert decoded.dtype == np.dtype("<f4")
+    assert decoded.tobytes() == obs.tobytes()
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array(2.5, dtype=np.float64),  # 0-D
+        np.zeros((0,), dtype=np.float32),  # empty
+        np.arange(6, dtype=np.int64).reshape(2, 3),
+        np.array([np.nan, np.inf, -np.inf], dtype=np.float32),  # travels; the server rejects it as NON_FINITE
+        np.array([True, False]),
+        np.arange(4, dtype=np.uint8),
+    ],
+    ids=["0d", "empty", "2d-int64", "nan-inf", "bool", "uint8"],
+)
+def test_arrays_round_trip_bit_exact(array):
+    frames = wire.encode({"v": 1, "type": "action", "seq": 1, "re": 1}, [array])
+    (decoded,) = wire.decode(frames).arrays
+    assert decoded.shape == array.shape
+    assert decoded.dtype == array.dtype
+    assert decoded.tobytes() == array.tobytes()
+
+
+def test_big_endian_input_goes_on_the_wire_little_endian():
+    array = np.array([1.0, 2.0], dtype=">f4")
+    frames = wire.encode({"v": 1, "type": "action", "seq": 1, "re": 1}, [array])
+    assert frames[1] == np.array([1.0, 2.0], dtype="<f4").tobytes()
+    assert msgpack.unpackb(frames[0])["arrays"] == [["<f4", [2]]]
+
+
+def test_encode_refuses_object_arrays():
+    with pytest.raises(ValueError, match="cannot go on the wire"):
+        wire.encode({"v": 1, "type": "action", "seq": 1, "re": 1}, [np.array(["a"], dtype=object)])
+
+
+def test_unknown_fields_are_ignored_and_kept():
+    frames = step_frames(np.zeros(2, np.float32), future_field={"nested": [1, 2]})
+    assert wire.decode(frames).header["future_field"] == {"nested": [1, 2]}
+
+
+def test_nested_dicts_round_trip_in_headers():
+    header = wire.make_header(MsgType.HEARTBEAT, 3, stats={"safety": {"velocity": 2, "hold": 0}, "p99_us": 81.5})
+    assert wire.decode(wire.encode(header)).header["stats"] == {"safety": {"velocity": 2, "hold": 0}, "p99_us": 81.5}
+
+
+def _error(frames) -> ProtocolError:
+    with pytest.raises(ProtocolError) as info:
+        wire.decode(frames)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "frames, code, fragment",
+    [
+        ([], ErrorCode.MALFORMED, "empty message"),
+        ([b"\xc1"], ErrorCode.MALFORMED, "not valid msgpack"),
+        ([msgpack.packb([1, 2])], ErrorCode.MALFORMED, "must be a msgpack map"),
+        ([msgpack.packb({"v": 1, "type": "bye"})], ErrorCode.MALFORMED, "'seq' is missing"),
+        ([msgpack.packb({"v": True, "type": "bye", "seq": 1})], ErrorCode.MALFORMED, "'v' must be int, got bool"),
+        ([msgpack.packb({"v": 1, "type": "bye", "seq": -1})], ErrorCode.MALFORMED, "seq must be an unsigned"),
+        ([msgpack.packb({"v": 2, "type": "bye", "seq": 1})], ErrorCode.VERSION_MISMATCH, "version 2 not supported"),
+        ([msgpack.packb({"v": 1, "type": "jump", "seq": 1})], ErrorCode.UNKNOWN_TYPE, "'jump'"),
+        ([msgpack.packb({"v": 1, "type": "step", "seq": 1})], ErrorCode.MALFORMED, "'deadline_us' is missing"),
+        ([msgpack.packb({"v": 1, "type": "step", "seq": 1, "deadline_us": 1.5})], ErrorCode.MALFORMED, "'deadline_us' must be int"),
+        ([msgpack.packb({"v": 1, "type": "step", "seq": 1, "deadline_us": 9})], ErrorCode.MALFORMED, "carries 1 array frame"),
+        ([msgpack.packb({"v": 1, "type": "step", "seq": 1, "deadline_us": 9, "arrays": [["<f4", [2]]]}), b"\0" * 7],
+         ErrorCode.BAD_ARRAY, "needs 8 bytes, frame has 7"),
+        ([msgpack.packb({"v": 1, "type": "step", "seq": 1, "deadline_us": 9, "arrays": [["O", [1]]]}), b"\0" * 8],
+         ErrorCode.BAD_ARRAY, "dtype 'O' not allowed"),
+        ([msgpack.packb({"v": 1, "type": "step", "seq": 1, "deadline_us": 9, "arrays": [["<f4", [-1]]]}), b""],
+         ErrorCode.BAD_ARRAY, "non-negative ints"),
+        ([msgpack.packb({"v": 1, "type": "step", "seq": 1, "deadline_us": 9, "arrays": [["<f4"]]}), b""],
+         ErrorCode.MALFORMED, "must be [dtype, shape]"),
+        ([b"x"] * 10, ErrorCode.MALFORMED, "10 frames"),
+        ([b"x" * (wire.DEFAULT_MAX_MESSAGE_BYTES + 1)], ErrorCode.TOO_LARGE, "the cap is 65536"),
+    ],
+)
+def test_bad_messages_raise_typed_errors(frames, code, fragment):
+    error = _error(frames)
+    assert error.code == code
+    assert fragment in error.text
+
+
+def test_error_keeps_the_offending_seq_when_it_could_be_read():
+    error = _error([msgpack.packb({"v": 1, "type": "step", "seq": 41})])
+    assert error.seq == 41
+
+
+def test_error_frames_decode_to_code_name_and_text():
+    message = wire.decode(wire.error_frames(ErrorCode.STALE_SEQUENCE, "seq 3 is not above 5", seq=9, re=3))
+    assert (message.header["code"], message.header["name"], message.header["text"], message.header["re"]) == (
+        10, "STALE_SEQUENCE", "seq 3 is not above 5", 3,
+    )
+
+
+def test_error_codes_are_stable():
+    # Numeric codes are part of the wire contract (docs/bridge-protocol.md); changing one breaks controllers.
+    assert {c.name: int(c) for c in ErrorCode} == {
+        "MALFORMED": 1, "VERSION_MISMATCH": 2, "UNKNOWN_TYPE": 3, "NO_SESSION": 4, "UNKNOWN_BUNDLE": 5,
+        "SPEC_MISMATCH": 6, "ROBOT_MISMATCH": 7, "BAD_ARRAY": 8, "NON_FINITE": 9, "STALE_SEQUENCE": 10,
+        "DEADLINE_EXPIRED": 11, "TOO_LARGE": 12, "BUSY": 13, "INTERNAL": 14,
+    }
+
+
+def test_random_bytes_never_escape_as_anything_but_protocol_error():
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        frames = [rng.bytes(int(rng.integers(0, 64))) for _ in range(int(rng.integers(1, 4)))]
+        try:
+            wire.decode(frames)
+        except ProtocolError:
+            pass
+
+
+# ------------------------------------------------------------------ the documented example
+
+
+def _doc_examples() -> dict[str, list[bytes]]:
+    """Hex blocks in the doc: ```hex NAME ... ``` with 'frame N' lines followed by hex bytes."""
+    text = DOC.read_text()
+    examples = {}
+    for name, body in re.findall(r"```hex ([\w-]+)\n(.*?)```", text, flags=re.S):
+        frames: list[bytearray] = []
+        for line in body.splitlines():
+            if line.startswith("frame"):
+                frames.append(bytearray())
+            elif line.strip():
+                frames[-1].extend(bytes.fromhex(line.split("|")[0]))
+        examples[name] = [bytes(f) for f in frames]
+    return examples
+
+
+def test_doc_worked_example_bytes_still_decode_to_what_the_doc_says():
+    examples = _doc_examples()
+    assert set(examples) == {"hello", "welcome", "step", "action", "error"}
+    step = wire.decode(examples["step"])
+    assert step.header == {"v": 1, "type": "step", "seq": 2, "t_ns": 1_000_000_000, "deadline_us": 25_000,
+                           "arrays": [["<f4", [6]]]}
+    np.testing.assert_array_equal(step.arrays[0], np.array([0.0, 0.0, 0.3, 0.2, -0.1, 0.2], dtype=np.float32))
+    action = wire.decode(examples["action"])
+    assert (action.header["type"], action.header["re"]) == ("action", 2)
+    np.testing.assert_array_equal(action.arrays[0], np.array([0.5, -0.25, -1.0], dtype=np.float32))
+    hello = wire.decode(examples["hello"])
+    assert hello.header["bundle"] == "gantry-reach" and hello.header["robot"]["model"] == "gantry-3"
+    welcome = wire.decode(examples["welcome"])
+    assert (welcome.header["re"], welcome.header["control_hz"], welcome.header["action_kind"]) == (1, 20.0, "joint_delta")
+    error = wire.decode(examples["error"])
+    assert (error.header["code"], error.header["name"], error.header["re"]) == (10, "STALE_SEQUENCE", 2)
+
+
+def test_doc_example_bytes_are_what_the_code_writes_today():
+    from bridge.docgen import example_messages
+
+    examples = _doc_examples()
+    for name, frames in example_messages().items():
+        assert examples[name] == frames, f"docs/bridge-protocol.md example {name!r} is stale: run python -m bridge.docgen"

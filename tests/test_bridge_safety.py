@@ -1,0 +1,287 @@
+"""Safety layer: each clamp against hand-computed values, then the filter that chains them.
+
+Values are chosen to be exact in binary floating point so results compare with ==.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bridge import gantry
+from bridge.limits import LimitsError, SafetyLimits
+from bridge.safety import (
+    SafetyFilter,
+    clamp_joint_acceleration,
+    clamp_joint_positions,
+    clamp_joint_velocity,
+    clamp_relative_target,
+    clamp_to_workspace,
+    decelerate_to_hold,
+    limit_tool_speed,
+    reject_non_finite,
+)
+
+a = np.array
+
+
+def identity_fk(q):
+    return np.asarray(q, dtype=np.float64)
+
+
+def test_reject_non_finite_replaces_the_whole_command():
+    out = reject_non_finite(a([0.1, np.nan, 0.2]), fallback=a([1.0, 2.0, 3.0]))
+    assert out.intervened
+    np.testing.assert_array_equal(out.value, [1.0, 2.0, 3.0])
+    out = reject_non_finite(a([0.1, -np.inf, 0.2]), fallback=a([0.0, 0.0, 0.0]))
+    assert out.intervened
+    np.testing.assert_array_equal(out.value, [0.0, 0.0, 0.0])
+
+
+def test_reject_non_finite_passes_finite_commands_unchanged():
+    command = a([0.1, -0.2, 1e300])
+    out = reject_non_finite(command, fallback=a([0.0, 0.0, 0.0]))
+    assert not out.intervened and out.value is command
+
+
+def test_clamp_joint_positions():
+    out = clamp_joint_positions(a([0.75, -0.625, 0.25]), lower=a([-0.5, -0.5, 0.0]), upper=a([0.5, 0.5, 0.5]))
+    assert out.intervened
+    np.testing.assert_array_equal(out.value, [0.5, -0.5, 0.25])
+    inside = clamp_joint_positions(a([0.5, -0.5, 0.0]), lower=a([-0.5, -0.5, 0.0]), upper=a([0.5, 0.5, 0.5]))
+    assert not inside.intervened
+    np.testing.assert_array_equal(inside.value, [0.5, -0.5, 0.0])
+
+
+def test_clamp_relative_target_scales_the_move_from_the_measured_position():
+    # x wants 0.5 from measured, cap 0.125 -> the whole move shrinks to a quarter, direction kept.
+    out = clamp_relative_target(a([0.5, 0.25, 0.0]), q_measured=a([0.0, 0.0, 0.0]), max_relative=a([0.125, 0.125, 0.125]))
+    assert out.intervened
+    np.testing.assert_array_equal(out.value, [0.125, 0.0625, 0.0])
+    out = clamp_relative_target(a([1.0, 1.0]), q_measured=a([0.875, 1.0]), max_relative=a([0.125, 0.125]))
+    assert not out.intervened
+    np.testing.assert_array_equal(out.value, [1.0, 1.0])
+
+
+def test_clamp_joint_velocity():
+    # 0.5 rad/s for 0.25 s allows 0.125 per joint; x asks 0.5 -> factor 0.25 for the whole move.
+    out = clamp_joint_velocity(a([0.5, 0.0, -0.25]), q_prev=a([0.0, 0.0, 0.0]), max_velocity=a([0.5, 0.5, 0.5]), dt=0.25)
+    assert out.intervened
+    np.testing.assert_array_equal(out.value, [0.125, 0.0, -0.0625])
+    out = clamp_joint_velocity(a([1.125, 2.0]), q_prev=a([1.0, 2.0]), max_velocity=a([0.5, 0.5]), dt=0.25)
+    assert not out.intervened
+
+
+def test_clamp_joint_acceleration_limits_braking_too():
+    # Moving at 1 rad/s, told to stop at once: with 2 rad/s^2 and dt 0.25 it may only slow to 0.5 rad/s.
+    out = clamp_joint_acceleration(
+        a([0.0, 0.0]), q_prev=a([0.0, 0.0]), v_prev=a([1.0, 0.0]), max_acceleration=a([2.0, 2.0]), dt=0.25
+    )
+    assert out.intervened
+    np.testing.assert_array_equal(out.value, [0.125, 0.0])
+    # Speeding up from rest: 0.5 rad/s in one cycle is exactly the allowed change.
+    out = clamp_joint_acceleration(
+        a([0.125, 0.0]), q_prev=a([0.0, 0.0]), v_prev=a([0.0, 0.0]), max_acceleration=a([2.0, 2.0]), dt=0.25
+    )
+    assert not out.intervened
+
+
+def test_decelerate_to_hold_slows_all_joints_together():
+    # The slowest to stop (0.5 rad/s at 1 rad/s^2) needs 0.5 s: every velocity shrinks by dt/T = 1/4 per cycle.
+    q = decelerate_to_hold(q_prev=a([0.0, 0.0, 1.0]), v_prev=a([0.5, -0.25, 0.0]), max_acceleration=a([1.0, 1.0, 1.0]), dt=0.125)
+    np.testing.assert_array_equal(q, [0.046875, -0.0234375, 1.0])
+    # At rest: stays put.
+    np.testing.assert_array_equal(decelerate_to_hold(a([0.5, 0.25]), a([0.0, 0.0]), a([1.0, 1.0]), 0.125), [0.5, 0.25])
+
+
+def test_decelerate_to_hold_stops_within_the_acceleration_budget():
+    q, v, dt, acc = a([0.0]), a([0.5]), 0.125, a([1.0])
+    for cycle in range(4):  # T = 0.5 s = 4 cycles
+        q_next = decelerate_to_hold(q, v, acc, dt)
+        v_next = (q_next - q) / dt
+        assert abs(v_next[0] - v[0]) <= acc[0] * dt + 1e-12
+        q, v = q_next, v_next
+    assert v[0] == 0.0
+    np.testing.assert_array_equal(decelerate_to_hold(q, v, acc, dt), q)
+
+
+def test_clamp_to_workspace_stops_the_tool_on_the_box_face():
+    box_low, box_high = a([-0.5, -0.5, -0.5]), a([0.5, 0.5, 0.5])
+    # From x = 0.25 towards x = 0.75: the face x = 0.5 is halfway, so half the move is applied.
+    out = clamp_to_workspace(a([0.75, 0.25, 0.0]), q_prev=a([0.25, 0.0, 0.0]), fk=identity_fk, low=box_low, high=box_high)
+    assert out.intervened
+    np.testing.assert_array_equal(out.value, [0.5, 0.125, 0.0])
+    inside = clamp_to_workspace(a([0.5, 0.0, 0.0]), q_prev=a([0.25, 0.0, 0.0]), fk=identity_fk, low=box_low, high=box_high)
+    assert not inside.intervened
+
+
+def test_clamp_to_workspace_lets_an_outside_tool_move_back_in_only():
+    box_low, box_high = a([-0.5, -0.5, -0.5]), a([0.5, 0.5, 0.5])
+    back_in = clamp_to_workspace(a([0.625, 0.0, 0.0]), q_prev=a([0.75, 0.0, 0.0]), fk=identity_fk, low=box_low, high=box_high)
+    assert not back_in.intervened
+    further_out = clamp_to_workspace(a([0.875, 0.0, 0.0]), q_prev=a([0.75, 0.0, 0.0]), fk=identity_fk, low=box_low, high=box_high)
+    assert further_out.intervened
+    np.testing.assert_array_equal(further_out.value, [0.75, 0.0, 0.0])
+
+
+def test_clamp_to_workspace_bisects_curved_kinematics():
+    # Tool x = q0 ** 3: the straight-line guess misses; bisection lands on the face.
+    cubic = lambda q: a([q[0] ** 3, 0.0, 0.0])  # noqa: E731
+    out = clamp_to_workspace(a([1.0, 0.0, 0.0]), q_prev=a([0.0, 0.0, 0.0]), fk=cubic, low=a([-0.5] * 3), high=a([0.5] * 3))
+    assert out.intervened
+    assert out.value[0] == pytest.approx(0.5 ** (1 / 3), abs=1e-8)
+    assert out.value[0] ** 3 <= 0.5 + 1e-8
+
+
+def test_limit_tool_speed_scales_the_move_along_its_direction():
+    # A 0.625 m move (3-4-5 triangle) with a 0.625 m/s cap over 0.5 s: half of it.
+    out = limit_tool_speed(a([0.375, 0.5, 0.0]), q_prev=a([0.0, 0.0, 0.0]), fk=identity_fk, max_speed=0.625, dt=0.5)
+    assert out.intervened
+    np.testing.assert_array_equal(out.value, [0.1875, 0.25, 0.0])
+    slow = limit_tool_speed(a([0.1875, 0.25, 0.0]), q_prev=a([0.0, 0.0, 0.0]), fk=identity_fk, max_speed=0.625, dt=0.5)
+    assert not slow.intervened
+
+
+def test_limit_tool_speed_on_curved_kinematics_stays_under_the_cap():
+    def arm(q):  # a planar two-link arm of 0.5 m links
+        return a([0.5 * np.cos(q[0]) + 0.5 * np.cos(q[0] + q[1]), 0.5 * np.sin(q[0]) + 0.5 * np.sin(q[0] + q[1]), 0.0])
+
+    q_prev = a([0.1, 0.4])
+    out = limit_tool_speed(a([0.9, 1.4]), q_prev=q_prev, fk=arm, max_speed=0.25, dt=0.004)
+    assert out.intervened
+    travelled = np.linalg.norm(arm(out.value) - arm(q_prev))
+    assert 0.25 * 0.004 * 0.99 <= travelled <= 0.25 * 0.004 * (1 + 1e-9)
+
+
+# ------------------------------------------------------------------ limits
+
+
+def test_limits_from_the_gantry_spec_and_defaults():
+    limits = SafetyLimits.from_robot_spec(gantry.robot_spec())
+    np.testing.assert_array_equal(limits.max_acceleration, [5.0, 5.0, 5.0])
+    spec = dict(gantry.robot_spec())
+    del spec["joint_max_acceleration"]
+    defaulted = SafetyLimits.from_robot_spec(spec)
+    np.testing.assert_array_equal(defaulted.max_acceleration, [2.5, 2.5, 2.5])  # 0.5 m/s reached in 0.2 s
+    np.testing.assert_array_equal(defaulted.max_relative_target, [0.05, 0.05, 0.05])  # 0.1 s at full speed
+    assert defaulted.reduced_tool_speed == 0.25
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"joint_lower": [-0.5, -0.5]}, "robot.joint_lower: expected 3 numbers"),
+        ({"joint_upper": [-0.5, 0.5, 0.6]}, "joint_lower must be below joint_upper for ['x']"),
+        ({"joint_max_velocity": [0.5, 0.0, 0.5]}, "joint_max_velocity: must be positive"),
+        ({"max_ee_speed": None}, "max_ee_speed: expected a positive speed"),
+        ({"workspace_low": [0, 0, 1]}, "must be below workspace_high"),
+        ({"joint_names": []}, "joint_names: expected a non-empty list"),
+        ({"joint_lower": [None, 0, 0]}, "values must be finite"),
+    ],
+)
+def test_limits_errors_say_what_and_where(change, message):
+    with pytest.raises(LimitsError) as info:
+        SafetyLimits.from_robot_spec({**gantry.robot_spec(), **change})
+    assert message in str(info.value)
+
+
+def test_tighten_keeps_the_stricter_value_of_each_limit():
+    cell = SafetyLimits.from_robot_spec({**gantry.robot_spec(), "joint_upper": [0.25, 0.5, 0.75], "max_ee_speed": 1.0})
+    bundle = SafetyLimits.from_robot_spec(gantry.robot_spec())
+    both = cell.tighten(bundle)
+    np.testing.assert_array_equal(both.joint_upper, [0.25, 0.5, 0.6])
+    assert both.max_tool_speed == 0.6
+    with pytest.raises(LimitsError, match="joint names differ"):
+        cell.tighten(SafetyLimits.from_robot_spec({**gantry.robot_spec(), "joint_names": ["a", "b", "c"]}))
+
+
+# ------------------------------------------------------------------ the filter
+
+
+def gantry_filter(dt=0.25, fk=gantry.forward_kinematics, start=(0.0, 0.0, 0.3), **spec):
+    limits = SafetyLimits.from_robot_spec({**gantry.robot_spec(), **spec})
+    return SafetyFilter(limits, dt, a(start), forward_kinematics=fk)
+
+
+def test_filter_passes_a_safe_command_and_returns_a_copy():
+    f = gantry_filter()
+    command = a([0.0625, 0.0, 0.3])
+    applied = f.apply(command)
+    np.testing.assert_array_equal(applied, [0.0625, 0.0, 0.3])
+    assert applied is not command
+    assert f.report() == dict.fromkeys(SafetyFilter.KINDS, 0)
+
+
+def test_filter_applies_position_then_velocity_and_counts_each():
+    f = gantry_filter(joint_max_acceleration=[100.0] * 3)
+    # z = 0.9 is above the 0.6 axis limit -> 0.6; then the velocity cap (0.5 m/s * 0.25 s = 0.125)
+    # allows 0.125 of the 0.3 move in z, and scales x with it.
+    applied = f.apply(a([0.1, 0.0, 0.9]))
+    np.testing.assert_allclose(applied, [0.1 * 0.125 / 0.3, 0.0, 0.425], rtol=0, atol=1e-15)
+    report = f.report()
+    assert (report["position"], report["velocity"], report["acceleration"]) == (1, 1, 0)
+
+
+def test_filter_workspace_box_uses_the_tool_position():
+    # The tool hangs 0.1 below the carriage: carriage z = 0.6 puts the tool at 0.5 > 0.45 box top.
+    f = gantry_filter(dt=1.0, start=(0.0, 0.0, 0.5), joint_max_acceleration=[100.0] * 3, max_ee_speed=10.0,
+                      joint_max_velocity=[10.0] * 3, max_relative_target=[10.0] * 3)
+    applied = f.apply(a([0.0, 0.0, 0.6]))
+    np.testing.assert_allclose(applied, [0.0, 0.0, 0.55], rtol=0, atol=1e-12)
+    assert f.report()["workspace"] == 1
+
+
+def test_filter_reduced_speed_caps_the_tool_at_250_mm_per_s():
+    f = gantry_filter(dt=0.004, joint_max_acceleration=[1e6] * 3)
+    f.set_reduced_speed(True)
+    applied = f.apply(a([0.0018, 0.0024, 0.3]))  # 3 mm in 4 ms = 0.75 m/s, within the 0.5 m/s axis limits
+    np.testing.assert_allclose(applied, [0.0006, 0.0008, 0.3], rtol=0, atol=1e-15)  # 1 mm in 4 ms = 0.25 m/s
+    assert f.report()["tool_speed"] == 1
+    f.set_reduced_speed(False)
+    assert f.tool_speed_limit == 0.6
+
+
+def test_reduced_speed_needs_forward_kinematics():
+    f = gantry_filter(fk=None)
+    with pytest.raises(RuntimeError, match="pass forward_kinematics="):
+        f.set_reduced_speed(True)
+
+
+def test_filter_non_finite_command_holds_and_counts():
+    f = gantry_filter()
+    np.testing.assert_array_equal(f.apply(a([np.nan, 0.0, 0.3])), [0.0, 0.0, 0.3])
+    assert f.report()["non_finite"] == 1
+
+
+def test_filter_rejects_commands_of_the_wrong_size():
+    with pytest.raises(ValueError, match="command has shape \\(2,\\); the robot has 3 joints"):
+        gantry_filter().apply(a([0.0, 0.0]))
+
+
+def test_filter_relative_target_uses_the_measured_position():
+    f = gantry_filter(dt=1.0, joint_max_acceleration=[100.0] * 3, max_relative_target=[0.125] * 3)
+    applied = f.apply(a([0.25, 0.0, 0.3]), measured=a([0.0, 0.0, 0.3]))
+    np.testing.assert_array_equal(applied, [0.125, 0.0, 0.3])
+    assert f.report()["relative_target"] == 1
+
+
+def test_latched_stop_decelerates_ignores_commands_until_reset():
+    f = gantry_filter(dt=0.125, joint_max_acceleration=[1.0] * 3, max_relative_target=[1.0] * 3)
+    f.v = a([0.5, 0.0, 0.0])  # moving at 0.5 m/s in x
+    f.latch_stop("operator stop")
+    positions = [f.apply(a([0.5, 0.5, 0.3]))[0] for _ in range(6)]
+    np.testing.assert_array_equal(positions, [0.046875, 0.078125, 0.09375, 0.09375, 0.09375, 0.09375])
+    assert f.latched == "operator stop"
+    assert f.report()["latched"] == 6 + 1  # six cycles held plus the latch event itself
+    f.reset_stop()
+    assert f.latched is None
+    moved = f.apply(a([0.125, 0.0, 0.3]))
+    assert moved[0] > 0.09375
+
+
+def test_hold_comes_to_rest_and_stays():
+    f = gantry_filter(dt=0.125, joint_max_acceleration=[1.0] * 3)
+    f.v = a([0.0, -0.5, 0.0])  # stop time 0.5 s: velocity -0.375, -0.25, -0.125, 0 over four cycles
+    held = [f.hold()[1] for _ in range(5)]
+    np.testing.assert_allclose(held, [-0.046875, -0.078125, -0.09375, -0.09375, -0.09375], rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(f.v, [0.0, 0.0, 0.0])
