@@ -22,9 +22,11 @@ app = typer.Typer(
 
 
 def _mount() -> None:
+    from genba.demo import register as register_demo
     from scenarios.cli import app as scenarios_app
     from sim.cli import register as register_sim
 
+    register_demo(app)
     app.add_typer(scenarios_app, name="scenarios")
     register_sim(app)
     for module in ("policies.cli", "bridge.cli", "sim.viewer.cli"):

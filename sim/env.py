@@ -96,6 +96,7 @@ class FactoryEnv(gym.Env):
             self.robot.command_joint_delta(delta, float(action[-1]))
         self.task.before_physics(self.np_random)
         self.sim.step()
+        self.robot.refresh()
         self.task.after_physics()
         self._steps += 1
         terminated = self.task.is_terminated()
@@ -118,14 +119,14 @@ class FactoryEnv(gym.Env):
         ]
 
     def _observation(self):
-        pos, yaw, vel = self.robot.tool_state()
-        robot = np.concatenate([pos, [yaw], vel, [self.robot.gripper_opening()], self.robot.joint_positions()])
-        flat = np.clip(np.concatenate([robot, self.task.observation()]).astype(np.float32), self._obs_low, self._obs_high)
+        r = self.robot
+        flat = np.concatenate([r.tool_pos, [r.tool_yaw], r.tool_vel, [r.opening], r.q, self.task.observation()])
+        flat = np.minimum(np.maximum(flat.astype(np.float32), self._obs_low), self._obs_high)
         if isinstance(self.task, GoalTask):
             return {
                 "observation": flat,
-                "achieved_goal": np.clip(self.task.achieved_goal(), self._goal_low, self._goal_high),
-                "desired_goal": np.clip(self.task.desired_goal(), self._goal_low, self._goal_high),
+                "achieved_goal": np.minimum(np.maximum(self.task.achieved_goal(), self._goal_low), self._goal_high),
+                "desired_goal": np.minimum(np.maximum(self.task.desired_goal(), self._goal_low), self._goal_high),
             }
         return flat
 

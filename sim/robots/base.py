@@ -17,6 +17,9 @@ from scenarios.schema import RobotConfig
 from sim.simulator import Simulator
 
 
+IK_ITERATIONS = 8
+
+
 @dataclass(frozen=True)
 class RobotModel:
     name: str
@@ -81,6 +84,14 @@ class Robot:
         self.target_pos = np.zeros(3)
         self.target_yaw = 0.0
         self.grip_command = -1.0
+        # Per-step constants, prepared once: the env step is a hot loop (see bench/sim_throughput.py).
+        n = len(self.arm_ids)
+        self._state_ids = self.arm_ids + self.finger_ids
+        self._ik_rest_list = list(self._ik_rest())
+        self._forces = list(self.max_force)
+        self._kp, self._kd = [config.position_gain] * n, [config.velocity_gain] * n
+        self._q_step = self.max_velocity * sim.physics.control_period  # rad per control period at rated speed
+        self._finger_cmd: float | None = None
 
     # --- reset ----------------------------------------------------------------------------------
     def reset(self, joint_noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
@@ -93,9 +104,21 @@ class Robot:
         for j in self.finger_ids:
             pb.resetJointState(self.body, j, self.model.finger_travel, 0.0, physicsClientId=cid)
         self._q_cmd = q.copy()
-        self.target_pos, self.target_yaw = self.tool_pose()
+        self._finger_cmd = None
+        self.refresh()
+        self.target_pos, self.target_yaw = self.tool_pos.copy(), self.tool_yaw
         self.grip_command = -1.0
         self._send(q, -1.0)
+
+    def refresh(self) -> None:
+        """Read the arm's state once per control step (two Bullet calls); the env and task use these."""
+        cid = self.sim.cid
+        s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=cid)
+        self.tool_pos, self.tool_yaw, self.tool_vel = np.array(s[4]), tool_yaw(s[5]), np.array(s[6])
+        states = pb.getJointStates(self.body, self._state_ids, physicsClientId=cid)
+        n = len(self.arm_ids)
+        self.q = np.array([st[0] for st in states[:n]])
+        self.opening = sum(st[0] for st in states[n:])
 
     # --- state ----------------------------------------------------------------------------------
     def joint_positions(self) -> np.ndarray:
@@ -132,7 +155,7 @@ class Robot:
         workspace box and within `max_lag` of the measured tool, so a blocked arm does not wind up.
         """
         max_lag = 0.08  # m
-        pos, _ = self.tool_pose()
+        pos = self.tool_pos
         target = self.target_pos + np.asarray(delta_pos, dtype=float)
         target = self.clip_to_workspace(target)
         lag = target - pos
@@ -140,7 +163,7 @@ class Robot:
         if dist > max_lag:
             target = pos + lag * (max_lag / dist)
         self.target_pos = target
-        self.target_yaw = float(np.clip(self.target_yaw + delta_yaw, -math.pi / 2, math.pi / 2))
+        self.target_yaw = min(max(self.target_yaw + float(delta_yaw), -math.pi / 2), math.pi / 2)
         self.command_tool_pose(self.target_pos, self.target_yaw, grip)
 
     def command_tool_pose(self, position: np.ndarray, yaw: float, grip: float) -> None:
@@ -148,32 +171,29 @@ class Robot:
         self.command_joint_positions(q, grip)
 
     def command_joint_delta(self, delta_q: np.ndarray, grip: float) -> None:
-        q = np.clip(self._q_cmd + np.asarray(delta_q, dtype=float), self.lower, self.upper)
-        self.command_joint_positions(q, grip)
+        self.command_joint_positions(self._q_cmd + np.asarray(delta_q, dtype=float), grip)
 
     def command_joint_positions(self, q: np.ndarray, grip: float) -> None:
         """Joint targets, clamped to the URDF limits and to each joint's rated speed over one control period."""
-        dt = self.sim.physics.control_period
-        step = self.max_velocity * dt
-        q = np.clip(np.asarray(q, dtype=float), self._q_cmd - step, self._q_cmd + step)
-        q = np.clip(q, self.lower, self.upper)
+        q = np.minimum(np.maximum(q, self._q_cmd - self._q_step), self._q_cmd + self._q_step)
+        q = np.minimum(np.maximum(q, self.lower), self.upper)
         self._q_cmd = q
         self._send(q, grip)
 
     def inverse_kinematics(self, position: np.ndarray, yaw: float) -> np.ndarray:
         orn = tool_down_quat(yaw - self.model.tool_yaw_offset)
-        kwargs = dict(maxNumIterations=8, residualThreshold=1e-5, physicsClientId=self.sim.cid)
+        # Few iterations suffice: IK starts from the current joint state and targets move a few cm per step.
+        kwargs = dict(maxNumIterations=IK_ITERATIONS, residualThreshold=1e-5, physicsClientId=self.sim.cid)
         if self.model.ik_null_space:
-            rest = list(self._ik_rest())
-            kwargs.update(lowerLimits=self._ik_lower, upperLimits=self._ik_upper, jointRanges=self._ik_range, restPoses=rest)
-        sol = pb.calculateInverseKinematics(self.body, self.tool_id, list(position), orn, **kwargs)
+            kwargs.update(lowerLimits=self._ik_lower, upperLimits=self._ik_upper, jointRanges=self._ik_range, restPoses=self._ik_rest_list)
+        sol = pb.calculateInverseKinematics(self.body, self.tool_id, position.tolist(), orn, **kwargs)
         return np.asarray(sol)[self._arm_in_movable]
 
     def clip_to_workspace(self, world_pos: np.ndarray) -> np.ndarray:
         c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
         rel = world_pos - self._base_pos
         local = np.array([c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1], rel[2]])
-        local = np.clip(local, self.model.workspace_low, self.model.workspace_high)
+        local = np.minimum(np.maximum(local, self.model.workspace_low), self.model.workspace_high)
         return self._base_pos + np.array([c * local[0] - s * local[1], s * local[0] + c * local[1], local[2]])
 
     def _ik_rest(self) -> np.ndarray:
@@ -183,15 +203,16 @@ class Robot:
 
     def _send(self, q: np.ndarray, grip: float) -> None:
         cid = self.sim.cid
-        cfg = self.config
-        n = len(self.arm_ids)
         pb.setJointMotorControlArray(
-            self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=list(q), forces=list(self.max_force),
-            positionGains=[cfg.position_gain] * n, velocityGains=[cfg.velocity_gain] * n, physicsClientId=cid,
+            self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=q.tolist(), forces=self._forces,
+            positionGains=self._kp, velocityGains=self._kd, physicsClientId=cid,
         )
-        self.grip_command = float(np.clip(grip, -1.0, 1.0))
+        self.grip_command = min(max(float(grip), -1.0), 1.0)
         # grip = -1 opens fully, +1 closes fully; values between give a proportional opening.
         finger = (1.0 - self.grip_command) / 2.0 * self.model.finger_travel
+        if finger == self._finger_cmd:  # Bullet motors keep their last command
+            return
+        self._finger_cmd = finger
         m = len(self.finger_ids)
         pb.setJointMotorControlArray(
             self.body, self.finger_ids, pb.POSITION_CONTROL, targetPositions=[finger] * m,
@@ -220,8 +241,11 @@ class Robot:
 
 
 def tool_down_quat(yaw: float) -> list[float]:
-    """Tool pointing straight down (rotation pi about x), then turned by `yaw` about world z."""
-    return list(pb.getQuaternionFromEuler([math.pi, 0.0, yaw]))
+    """Tool pointing straight down (rotation pi about x), then turned by `yaw` about world z.
+
+    The product Rz(yaw) * Rx(pi) as a quaternion (x, y, z, w), in closed form.
+    """
+    return [math.cos(yaw / 2.0), math.sin(yaw / 2.0), 0.0, 0.0]
 
 
 def tool_yaw(quat) -> float:

@@ -25,10 +25,12 @@ class ConveyorPick(Task):
             raise ValueError("conveyor_pick needs a conveyor and parts")
         self.conveyor, self.parts = cell.conveyor, cell.parts
         self.bin = cell.bins[self.config.bin]
-        self._finger_links = list(self.robot.finger_ids)
-        self._fixture_bodies = [(n, self.sim.body(n), None) for n in cell.fixture_names]
-        # The belt (link 0) is where parts are picked; only the conveyor's frame (link -1) is a fixture.
-        self._fixture_bodies.append((self.conveyor.config.name, self.conveyor.body, -1))
+        self._finger_links = frozenset(self.robot.finger_ids)
+        self._part_bodies = {self.sim.body(p.name): p for p in self.parts.parts}
+        # Which (body, link) the robot must not touch. The belt (conveyor link 0) is where parts are
+        # picked; only the conveyor's frame (link -1) is a fixture. None = any link of that body.
+        self._fixtures = {self.sim.body(n): None for n in cell.fixture_names}
+        self._fixtures[self.conveyor.body] = -1
 
     @property
     def config(self) -> ConveyorPickTask:
@@ -47,7 +49,8 @@ class ConveyorPick(Task):
             self._arrivals.append((t, rng.uniform(*r.part_lateral_offset), rng.uniform(*r.part_yaw)))
             t += rng.uniform(*pc.spawn_interval)
         self.collisions = 0
-        self._touching: set[tuple[str, int]] = set()
+        self._touching: set[tuple[int, int]] = set()
+        self._holding: set[str] = set()
         self._events = {"placed": 0, "dropped": 0, "collisions": 0}
         self._update_current()
 
@@ -60,7 +63,10 @@ class ConveyorPick(Task):
                 self.parts.spawn(part, pos, self.conveyor.config.yaw + yaw, self.conveyor.belt_velocity(), self.sim.time)
 
     def after_physics(self) -> None:
-        self._events = {"placed": 0, "dropped": 0, "collisions": self._count_collisions()}
+        # One query for every contact of the robot serves both grasp detection and collision counting.
+        contacts = pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid)
+        self._read_grasp(contacts)
+        self._events = {"placed": 0, "dropped": 0, "collisions": self._count_collisions(contacts)}
         now = self.sim.time
         for part in self.parts.parts:
             if part.state != "active":
@@ -81,7 +87,7 @@ class ConveyorPick(Task):
 
     def _update_current(self) -> None:
         self.current: Part | None = self.parts.current()
-        self._tool, self._tool_yaw = self.robot.tool_pose()
+        self._tool, self._tool_yaw = self.robot.tool_pos, self.robot.tool_yaw
         if self.current is not None:
             pos, orn = self.sim.base_pose(self.current.name)
             self._part_pos, self._part_yaw = pos, _yaw(orn)
@@ -89,19 +95,23 @@ class ConveyorPick(Task):
             self._part_held = self._held(self.current)
             self._part_in_bin = self.bin.contains(pos)
 
-    def _held(self, part: Part) -> bool:
-        body = self.sim.body(part.name)
-        return all(
-            pb.getContactPoints(self.robot.body, body, linkIndexA=link, physicsClientId=self.sim.cid) for link in self._finger_links
-        )
+    def _read_grasp(self, contacts) -> None:
+        """A part is held when every finger touches it."""
+        fingers_on: dict[int, set[int]] = {}
+        for c in contacts:
+            if c[2] in self._part_bodies and c[3] in self._finger_links:
+                fingers_on.setdefault(c[2], set()).add(c[3])
+        self._holding = {self._part_bodies[b].name for b, links in fingers_on.items() if links == self._finger_links}
 
-    def _count_collisions(self) -> int:
+    def _held(self, part: Part) -> bool:
+        return part.name in self._holding
+
+    def _count_collisions(self, contacts) -> int:
         """New robot-fixture contacts this step (a contact held over many steps counts once)."""
         touching = set()
-        for name, body, link in self._fixture_bodies:
-            kwargs = {} if link is None else {"linkIndexB": link}
-            for c in pb.getContactPoints(self.robot.body, body, physicsClientId=self.sim.cid, **kwargs):
-                touching.add((name, c[3]))
+        for c in contacts:
+            if c[2] in self._fixtures and self._fixtures[c[2]] in (None, c[4]):
+                touching.add((c[2], c[3]))
         new = len(touching - self._touching)
         self._touching = touching
         self.collisions += new

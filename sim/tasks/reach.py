@@ -16,10 +16,10 @@ class Reach(GoalTask):
     def reset(self, rng: np.random.Generator) -> None:
         r = self.scenario.randomization
         self.goal = rng.uniform(r.goal_low, r.goal_high)
-        self._tool = self.robot.tool_pose()[0]
+        self._tool = self.robot.tool_pos
 
     def after_physics(self) -> None:
-        self._tool = self.robot.tool_pose()[0]
+        self._tool = self.robot.tool_pos
 
     def features(self) -> list[Feature]:
         return []
