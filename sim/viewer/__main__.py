@@ -1,0 +1,3 @@
+from sim.viewer.cli import main
+
+main()

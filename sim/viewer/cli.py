@@ -1,0 +1,177 @@
+"""`genba view`: watch a cell in the PyBullet GUI, record it to a video, or follow it live in a browser.
+
+`register(app)` adds the verb to the `genba` command; `python -m sim.viewer` runs it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+import typer
+
+from genba.errors import GenbaError
+
+
+class ViewUsageError(GenbaError):
+    """Flags that do not fit together."""
+
+
+def _floats(text: Optional[str], n: int, flag: str) -> Optional[tuple[float, ...]]:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n:
+        raise ViewUsageError(f"{flag} takes {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM ends the run like Ctrl-C: the video is finalised and the port released."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def view_cmd(
+    scenario: Optional[str] = typer.Argument(None, help="built-in scenario or YAML path (default: the --policy's own)"),
+    policy: Optional[Path] = typer.Option(None, "--policy", help="run directory, snapshot or bundle to drive the robot"),
+    expert: bool = typer.Option(False, "--expert", help="drive the robot with the scripted expert (the default)"),
+    which: str = typer.Option("best", help="for a --policy run directory: best | final | latest"),
+    robot: Optional[str] = typer.Option(None, help="robot model override (panda, gp7)"),
+    episodes: Optional[int] = typer.Option(None, help="episodes to run (default: 1; with --web or --seconds, no limit)"),
+    seconds: Optional[float] = typer.Option(None, help="stop after this much simulated time"),
+    seed: int = typer.Option(0, help="episode i resets with seed + i"),
+    gui: bool = typer.Option(False, "--gui", help="open the PyBullet GUI window (needs a display)"),
+    record: Optional[Path] = typer.Option(None, "--record", help="write a video (.mp4, .avi) rendered headless"),
+    web: bool = typer.Option(False, "--web", help="serve a live page with stream, status, plots and controls"),
+    host: str = typer.Option("127.0.0.1", help="--web address; loopback unless told otherwise"),
+    port: int = typer.Option(8000, help="--web port (0 = any free port; the URL is printed)"),
+    fps: float = typer.Option(10.0, help="--web frame-rate cap (each frame costs ~50 ms of CPU at 320x240)"),
+    video_fps: Optional[float] = typer.Option(None, help="--record frame rate (default: the control rate, max 30)"),
+    speed: Optional[float] = typer.Option(None, help="real-time factor; 0 = as fast as possible "
+                                                     "(default 1 with --gui/--web, else 0)"),
+    camera: Optional[str] = typer.Option(None, help="scenario camera name (default: its first)"),
+    width: Optional[int] = typer.Option(None, help="frame width in pixels (default: the camera's)"),
+    height: Optional[int] = typer.Option(None, help="frame height in pixels (default: the camera's)"),
+    cam_target: Optional[str] = typer.Option(None, help="camera target 'x,y,z' (m)"),
+    cam_distance: Optional[float] = typer.Option(None, help="camera distance to the target (m)"),
+    cam_yaw: Optional[float] = typer.Option(None, help="camera yaw about z (rad)"),
+    cam_pitch: Optional[float] = typer.Option(None, help="camera pitch (rad, negative looks down)"),
+    fov: Optional[float] = typer.Option(None, help="vertical field of view (rad)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the run summary as JSON"),
+) -> None:
+    """Watch a cell: --gui window, --record video, or --web live page (any combination)."""
+    import sim
+    from sim.viewer.actors import ExpertActor, PolicyActor
+    from sim.viewer.camera import aim_gui, choose_camera
+    from sim.viewer.loop import LoopOptions, ViewLoop, record_every_for
+
+    if policy is not None and expert:
+        raise ViewUsageError("--policy and --expert exclude each other; pick one")
+    if not (gui or record or web):
+        raise ViewUsageError("nothing to show: add --gui, --record PATH or --web")
+    if episodes is not None and episodes < 1:
+        raise ViewUsageError(f"--episodes must be >= 1, got {episodes}")
+    if seconds is not None and not seconds > 0:
+        raise ViewUsageError(f"--seconds must be > 0, got {seconds}")
+    if speed is not None and speed < 0:
+        raise ViewUsageError(f"--speed must be >= 0, got {speed}")
+    target = _floats(cam_target, 3, "--cam-target")
+
+    actor = PolicyActor.load(policy, which=which) if policy is not None else None
+    scenario = scenario or (actor.scenario if actor is not None else None)
+    if scenario is None:
+        raise ViewUsageError("name a SCENARIO (or a --policy that records its own)")
+    try:
+        env = sim.make_env(scenario, robot=robot or (actor.robot if actor else None),
+                           render_mode="human" if gui else "rgb_array")
+    except ValueError as exc:  # schema validation of an override
+        raise ViewUsageError(f"cannot build {scenario!r}: {exc}") from None
+
+    with ExitStack() as stack, _sigterm_as_interrupt():
+        stack.callback(env.close)
+        actor = actor or ExpertActor(env)
+        cam = choose_camera(env, camera, target=target, distance=cam_distance, yaw=cam_yaw, pitch=cam_pitch,
+                            fov=fov, width=width, height=height)
+        if gui:
+            aim_gui(env, cam)
+        control_hz = env.unwrapped.scenario.physics.control_hz
+        every, rec_fps = record_every_for(control_hz, video_fps)
+        recorder = None
+        if record is not None:
+            from sim.viewer.recorder import VideoRecorder
+
+            recorder = VideoRecorder(record, fps=rec_fps, size=(cam.width, cam.height))
+            stack.callback(recorder.close)
+        view = None
+        if web:
+            from sim.viewer.live import LiveView, is_loopback
+
+            title = f"{env.unwrapped.scenario.name} ({actor.label})"
+            view = stack.enter_context(LiveView(host=host, port=port, fps=fps, title=title))
+            if not is_loopback(host):
+                typer.secho(f"warning: the viewer listens on {host}: anyone on that network can pause and reset it",
+                            fg=typer.colors.YELLOW, err=True)
+            typer.echo(f"live view: {view.url} (Ctrl-C to stop)")
+            sys.stdout.flush()
+        options = LoopOptions(
+            episodes=episodes if episodes is not None else (None if web or seconds else 1), seconds=seconds, seed=seed,
+            speed=speed if speed is not None else (1.0 if gui or web else 0.0), record_every=every,
+        )
+        labels = {"scenario": env.unwrapped.scenario.name, "driver": actor.label}
+        summary = ViewLoop(env, actor, cam, options=options, view=view, recorder=recorder, labels=labels).run()
+        video = recorder.close() if recorder is not None else None
+
+    result = summary.to_dict()
+    result.update(scenario=env.unwrapped.scenario.name, driver=actor.label,
+                  video=str(video) if video else None, video_fps=rec_fps if video else None,
+                  frame_size=[cam.width, cam.height])
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    line = (f"{summary.episodes} episodes, {summary.successes} successful, {summary.steps} steps "
+            f"({summary.sim_time_s:.1f} s simulated) in {summary.wall_s:.1f} s")
+    if video:
+        line += f"; video {video}: {summary.frames_recorded} frames {cam.width}x{cam.height} at {rec_fps:g} fps"
+    elif record is not None:
+        line += "; no frames recorded, no video written"
+    typer.echo(line)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("view")(view_cmd)
+
+
+def main() -> None:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
+    register(app)
+    try:
+        app()
+    except GenbaError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.secho("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
