@@ -41,6 +41,7 @@ class Simulator:
             raise RuntimeError("could not connect to PyBullet (a GUI needs a display; use DIRECT)")
         self._bodies: dict[str, int] = {}
         self.time = 0.0  # simulated seconds since the last reset
+        self.steps = 0  # control steps taken: lets cached state know when it is stale
         pb.setTimeStep(physics.timestep, physicsClientId=self.cid)
         pb.setGravity(0.0, 0.0, physics.gravity, physicsClientId=self.cid)
         pb.setPhysicsEngineParameter(
@@ -128,6 +129,7 @@ class Simulator:
         for _ in range(self.physics.substeps):
             pb.stepSimulation(physicsClientId=self.cid)
         self.time += self.physics.control_period
+        self.steps += 1
 
     def save_state(self) -> int:
         return pb.saveState(physicsClientId=self.cid)
@@ -135,6 +137,7 @@ class Simulator:
     def restore_state(self, state_id: int) -> None:
         pb.restoreState(stateId=state_id, physicsClientId=self.cid)
         self.time = 0.0
+        self.steps += 1  # the world changed: invalidate cached state
 
     @contextlib.contextmanager
     def no_rendering(self) -> Iterator[None]:

@@ -17,6 +17,8 @@ from scenarios.schema import RobotConfig
 from sim.simulator import Simulator
 
 
+# Iterations of PyBullet's IK per control step. It starts from the current joint state; fewer than
+# 8 left the Panda visibly off target in tests/test_robot_gp7.py.
 IK_ITERATIONS = 8
 
 
@@ -86,12 +88,13 @@ class Robot:
         self.grip_command = -1.0
         # Per-step constants, prepared once: the env step is a hot loop (see bench/sim_throughput.py).
         n = len(self.arm_ids)
-        self._state_ids = self.arm_ids + self.finger_ids
+        self._finger_in_movable = [self._movable.index(j) for j in self.finger_ids]
         self._ik_rest_list = list(self._ik_rest())
         self._forces = list(self.max_force)
         self._kp, self._kd = [config.position_gain] * n, [config.velocity_gain] * n
         self._q_step = self.max_velocity * sim.physics.control_period  # rad per control period at rated speed
         self._finger_cmd: float | None = None
+        self._fresh_at = -1
 
     # --- reset ----------------------------------------------------------------------------------
     def reset(self, joint_noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
@@ -112,13 +115,14 @@ class Robot:
 
     def refresh(self) -> None:
         """Read the arm's state once per control step (two Bullet calls); the env and task use these."""
+        self._fresh_at = self.sim.steps
         cid = self.sim.cid
         s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=cid)
         self.tool_pos, self.tool_yaw, self.tool_vel = np.array(s[4]), tool_yaw(s[5]), np.array(s[6])
-        states = pb.getJointStates(self.body, self._state_ids, physicsClientId=cid)
-        n = len(self.arm_ids)
-        self.q = np.array([st[0] for st in states[:n]])
-        self.opening = sum(st[0] for st in states[n:])
+        states = pb.getJointStates(self.body, self._movable, physicsClientId=cid)
+        q = np.array([st[0] for st in states])
+        self.q = q[self._arm_in_movable]
+        self.opening = float(q[self._finger_in_movable].sum())
 
     # --- state ----------------------------------------------------------------------------------
     def joint_positions(self) -> np.ndarray:
@@ -155,6 +159,7 @@ class Robot:
         workspace box and within `max_lag` of the measured tool, so a blocked arm does not wind up.
         """
         max_lag = 0.08  # m
+        self._ensure_fresh()
         pos = self.tool_pos
         target = self.target_pos + np.asarray(delta_pos, dtype=float)
         target = self.clip_to_workspace(target)
@@ -167,8 +172,9 @@ class Robot:
         self.command_tool_pose(self.target_pos, self.target_yaw, grip)
 
     def command_tool_pose(self, position: np.ndarray, yaw: float, grip: float) -> None:
-        q = self.inverse_kinematics(position, yaw)
-        self.command_joint_positions(q, grip)
+        """Servo the tool toward a pose; call once per control step."""
+        self._ensure_fresh()
+        self.command_joint_positions(self.inverse_kinematics(position, yaw), grip)
 
     def command_joint_delta(self, delta_q: np.ndarray, grip: float) -> None:
         self.command_joint_positions(self._q_cmd + np.asarray(delta_q, dtype=float), grip)
@@ -179,6 +185,10 @@ class Robot:
         q = np.minimum(np.maximum(q, self.lower), self.upper)
         self._q_cmd = q
         self._send(q, grip)
+
+    def _ensure_fresh(self) -> None:
+        if self._fresh_at != self.sim.steps:
+            self.refresh()
 
     def inverse_kinematics(self, position: np.ndarray, yaw: float) -> np.ndarray:
         orn = tool_down_quat(yaw - self.model.tool_yaw_offset)
