@@ -101,14 +101,20 @@ class LiveView:
     # --- loop side: any thread, never blocks on I/O ----------------------------------------------
     def wants_frame(self, changed: bool = True) -> bool:
         """True when a frame would be seen: someone watches, the fps cap allows it, and the scene
-        `changed` since the last frame (or a new watcher has none yet). Render only then."""
+        `changed` since the last frame (or a new watcher has none yet). Render and push only then.
+
+        A True answer books the slot, so the cap counts from when rendering starts, not ends
+        (a 50 ms render would otherwise turn a 10 fps cap into 6.7 fps)."""
         now = time.monotonic()
         with self._lock:
             if self._watchers == 0 and now > self._demand_until:
                 return False
             if not (changed or self._fresh_needed or self._frame is None):
                 return False
-            return now - self._frame_t >= self._period
+            if now - self._frame_t < self._period:
+                return False
+            self._frame_t = now
+            return True
 
     def push(self, frame: Optional[np.ndarray] = None, status: Optional[dict[str, Any]] = None) -> None:
         """Hand over the latest frame (RGB uint8) and/or status; older ones are simply replaced."""
@@ -116,7 +122,6 @@ class LiveView:
             if frame is not None:
                 self._frame = frame
                 self._frame_seq += 1
-                self._frame_t = time.monotonic()
                 self._fresh_needed = False
             if status is not None:
                 self._status = status

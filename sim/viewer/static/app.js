@@ -60,6 +60,7 @@ function showStatus(msg) {
 
   if (Array.isArray(s.joint_positions)) {
     const last = joints[joints.length - 1];
+    if (last && last.episode !== s.episode) joints.length = 0; // plot the current episode only
     if (!last || last.step !== s.step || last.episode !== s.episode) {
       joints.push({ step: s.step, episode: s.episode, q: s.joint_positions });
       if (joints.length > HISTORY) joints.shift();

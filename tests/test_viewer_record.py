@@ -1,0 +1,126 @@
+"""Recorded video: `genba view --record` end to end, the VideoRecorder contract, camera overrides."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from sim.viewer.recorder import RecorderError, VideoRecorder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"cannot open {path}"
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames, fps
+
+
+def test_record_two_seconds_of_the_expert(tmp_path):
+    """2 s of conveyor-pick at its 20 Hz control rate: 40 frames of the requested size, robot moving."""
+    video, summary = tmp_path / "cell.mp4", tmp_path / "view.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "genba.cli", "view", "conveyor-pick", "--expert", "--record", str(video),
+         "--seconds", "2", "--width", "256", "--height", "192", "--json", str(summary)],
+        cwd=REPO, capture_output=True, text=True, timeout=90, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "40 frames 256x192 at 20 fps" in proc.stdout
+
+    frames, fps = read_video(video)
+    assert len(frames) == 40
+    assert fps == pytest.approx(20.0)
+    assert all(f.shape == (192, 256, 3) for f in frames)
+    diffs = [float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)))) for a, b in zip(frames, frames[1:])]
+    assert sum(d > 0.3 for d in diffs) >= 35, diffs  # nearly every frame shows motion (a still scene: ~0)
+    first_last = float(np.mean(np.abs(frames[0].astype(np.int16) - frames[-1].astype(np.int16))))
+    assert first_last > 3.0, first_last  # the arm travelled towards the part: a visible change
+    assert frames[0].std() > 10  # a rendered scene, not a blank image
+
+    report = json.loads(summary.read_text())
+    assert report["frames_recorded"] == 40 and report["steps"] == 40
+    assert report["video"] == str(video) and report["frame_size"] == [256, 192]
+    assert not list(tmp_path.glob(".*partial*"))  # the temporary file was moved into place
+
+
+def test_recorder_fixes_the_size_on_the_first_frame(tmp_path):
+    rec = VideoRecorder(tmp_path / "a.mp4", fps=10)
+    rec.add(np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(RecorderError, match="frame is 32x48 but the video is 64x48"):
+        rec.add(np.zeros((48, 32, 3), np.uint8))
+    assert rec.close() == tmp_path / "a.mp4"
+
+
+def test_recorder_writes_rgb_in_the_right_channel_order(tmp_path):
+    red = np.zeros((64, 64, 3), np.uint8)
+    red[..., 0] = 220  # RGB red
+    with VideoRecorder(tmp_path / "red.mp4", fps=5) as rec:
+        for _ in range(3):
+            rec.add(red)
+    frames, _ = read_video(tmp_path / "red.mp4")
+    b, g, r = frames[0].reshape(-1, 3).mean(axis=0)  # OpenCV reads BGR
+    assert r > 180 and b < 40 and g < 40
+
+
+def test_recorder_publishes_the_file_only_on_close(tmp_path):
+    path = tmp_path / "late.mp4"
+    rec = VideoRecorder(path, fps=10)
+    rec.add(np.full((32, 32, 3), 128, np.uint8))
+    assert not path.exists()  # an interrupted run leaves no half-written file under the real name
+    rec.close()
+    assert path.is_file() and path.stat().st_size > 0
+
+
+def test_recorder_without_frames_writes_nothing(tmp_path):
+    with VideoRecorder(tmp_path / "empty.mp4", fps=10) as rec:
+        pass
+    assert rec.close() is None and not (tmp_path / "empty.mp4").exists()
+
+
+@pytest.mark.parametrize("path, fps, message", [("x.gif", 10, "unknown video container"), ("x.mp4", 0, "fps must be > 0")])
+def test_recorder_refuses_bad_settings(tmp_path, path, fps, message):
+    with pytest.raises(RecorderError, match=message):
+        VideoRecorder(tmp_path / path, fps=fps)
+
+
+def test_eval_video_goes_through_the_viewer_recorder(tmp_path):
+    """`genba eval --video` asks sim.viewer.recorder for its writer (policies.evaluate.open_video)."""
+    from policies.evaluate import open_video
+
+    writer = open_video(tmp_path / "eval.mp4", fps=25)
+    assert isinstance(writer, VideoRecorder) and writer.fps == 25
+
+
+def test_camera_pose_and_size_are_configurable():
+    import sim
+    from sim.viewer.camera import CameraError, choose_camera, render
+
+    env = sim.make_env("reach", render_mode="rgb_array")
+    try:
+        env.reset(seed=0)
+        default = choose_camera(env)
+        turned = choose_camera(env, yaw=default.yaw + 1.2, width=160, height=120)
+        a, b = render(env, choose_camera(env, width=160, height=120)), render(env, turned)
+        assert a.shape == b.shape == (120, 160, 3)
+        assert float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16)))) > 5  # another viewpoint
+        with pytest.raises(CameraError, match="pitch"):
+            choose_camera(env, pitch=3.0)
+        with pytest.raises(CameraError, match="no camera 'top'"):
+            choose_camera(env, "top")
+    finally:
+        env.close()
