@@ -86,9 +86,9 @@ class FactoryEnv(gym.Env):
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
-        if not np.all(np.isfinite(action)):
+        if not np.isfinite(action).all():
             raise ValueError(f"action has NaN or inf: {action}")
-        action = np.clip(action, -1.0, 1.0)
+        action = np.minimum(np.maximum(action, -1.0), 1.0)
         delta = action[:-1] * self._action_scale
         if self.scenario.robot.control == "ee_delta":
             self.robot.command_tool_delta(delta[:3], float(delta[3]), float(action[-1]))

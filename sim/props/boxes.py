@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from scenarios.schema import BinConfig, BoxConfig
@@ -36,11 +34,8 @@ class Bin:
         """Where a carried part should be released: centred, a little above the walls."""
         return self.floor + np.array([0.0, 0.0, self.config.wall_height + 0.06])
 
-    def contains(self, point: np.ndarray) -> bool:
+    def contains(self, point) -> bool:
         sx, sy = self.config.size
-        rel = np.asarray(point) - self.floor
-        return abs(rel[0]) <= sx / 2 and abs(rel[1]) <= sy / 2 and -0.01 <= rel[2] <= self.config.wall_height
+        fx, fy, fz = self.config.position
+        return abs(point[0] - fx) <= sx / 2 and abs(point[1] - fy) <= sy / 2 and -0.01 <= point[2] - fz <= self.config.wall_height
 
-
-def distance(a: np.ndarray, b: np.ndarray) -> float:
-    return float(math.dist(a, b))

@@ -83,6 +83,8 @@ class Robot:
             pb.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=model.finger_force, physicsClientId=cid)  # q1 = q2
         self._base_pos = np.asarray(config.base_position, dtype=float)
         self._base_yaw = config.base_yaw
+        self._world_low = self._base_pos + np.asarray(model.workspace_low)
+        self._world_high = self._base_pos + np.asarray(model.workspace_high)
         self.target_pos = np.zeros(3)
         self.target_yaw = 0.0
         self.grip_command = -1.0
@@ -161,10 +163,9 @@ class Robot:
         max_lag = 0.08  # m
         self._ensure_fresh()
         pos = self.tool_pos
-        target = self.target_pos + np.asarray(delta_pos, dtype=float)
-        target = self.clip_to_workspace(target)
+        target = self.clip_to_workspace(self.target_pos + delta_pos)
         lag = target - pos
-        dist = float(np.linalg.norm(lag))
+        dist = math.sqrt(lag[0] * lag[0] + lag[1] * lag[1] + lag[2] * lag[2])
         if dist > max_lag:
             target = pos + lag * (max_lag / dist)
         self.target_pos = target
@@ -200,6 +201,8 @@ class Robot:
         return np.asarray(sol)[self._arm_in_movable]
 
     def clip_to_workspace(self, world_pos: np.ndarray) -> np.ndarray:
+        if self._base_yaw == 0.0:  # the common case, without the rotation
+            return np.minimum(np.maximum(world_pos, self._world_low), self._world_high)
         c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
         rel = world_pos - self._base_pos
         local = np.array([c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1], rel[2]])

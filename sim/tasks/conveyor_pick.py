@@ -25,6 +25,7 @@ class ConveyorPick(Task):
             raise ValueError("conveyor_pick needs a conveyor and parts")
         self.conveyor, self.parts = cell.conveyor, cell.parts
         self.bin = cell.bins[self.config.bin]
+        self._drop_point = self.bin.drop_point
         self._finger_links = frozenset(self.robot.finger_ids)
         self._part_bodies = {self.sim.body(p.name): p for p in self.parts.parts}
         # Which (body, link) the robot must not touch. The belt (conveyor link 0) is where parts are
@@ -52,6 +53,7 @@ class ConveyorPick(Task):
         self._touching: set[tuple[int, int]] = set()
         self._holding: set[str] = set()
         self._events = {"placed": 0, "dropped": 0, "collisions": 0}
+        self._poses = {}
         self._update_current()
 
     def before_physics(self, rng: np.random.Generator) -> None:
@@ -68,11 +70,14 @@ class ConveyorPick(Task):
         self._read_grasp(contacts)
         self._events = {"placed": 0, "dropped": 0, "collisions": self._count_collisions(contacts)}
         now = self.sim.time
+        self._poses: dict[str, tuple] = {}
         for part in self.parts.parts:
             if part.state != "active":
                 continue
-            pos, _ = self.sim.base_pose(part.name)
-            speed = float(np.linalg.norm(self.sim.base_velocity(part.name)[0]))
+            pos, orn = pb.getBasePositionAndOrientation(self.sim.body(part.name), physicsClientId=self.sim.cid)
+            vel = pb.getBaseVelocity(self.sim.body(part.name), physicsClientId=self.sim.cid)[0]
+            self._poses[part.name] = (pos, orn, vel)
+            speed = math.sqrt(vel[0] ** 2 + vel[1] ** 2 + vel[2] ** 2)
             if self.bin.contains(pos) and speed < self.config.settle_speed and not self._held(part):
                 part.settle_since = now if part.settle_since is None else part.settle_since
                 if now - part.settle_since >= self.config.settle_time - 1e-9:
@@ -89,9 +94,9 @@ class ConveyorPick(Task):
         self.current: Part | None = self.parts.current()
         self._tool, self._tool_yaw = self.robot.tool_pos, self.robot.tool_yaw
         if self.current is not None:
-            pos, orn = self.sim.base_pose(self.current.name)
-            self._part_pos, self._part_yaw = pos, _yaw(orn)
-            self._part_vel = self.sim.base_velocity(self.current.name)[0]
+            name = self.current.name
+            pos, orn, vel = self._poses.get(name) or (*self.sim.base_pose(name), self.sim.base_velocity(name)[0])
+            self._part_pos, self._part_yaw, self._part_vel = np.asarray(pos), _yaw(orn), np.asarray(vel)
             self._part_held = self._held(self.current)
             self._part_in_bin = self.bin.contains(pos)
 
@@ -131,7 +136,7 @@ class ConveyorPick(Task):
         ]
 
     def observation(self) -> np.ndarray:
-        drop = self.bin.drop_point - self._tool
+        drop = self._drop_point - self._tool
         belt = self.conveyor.belt_velocity()
         if self.current is None:
             return np.concatenate([np.zeros(10), [0.0, 0.0], drop, belt])
@@ -148,8 +153,8 @@ class ConveyorPick(Task):
         if self.current is None:
             return r + w.part_to_bin * IDLE_BIN_DISTANCE
         in_bin, held = self._part_in_bin, self._part_held
-        d_tool_part = float(np.linalg.norm(self._part_pos - self._tool))
-        d_part_bin = 0.0 if in_bin else float(np.linalg.norm(self._part_pos - self.bin.drop_point))
+        d_tool_part = math.dist(self._part_pos, self._tool)
+        d_part_bin = 0.0 if in_bin else math.dist(self._part_pos, self._drop_point)
         return r + w.tool_to_part * d_tool_part * (not held and not in_bin) + w.part_to_bin * d_part_bin + w.grasped * (held or in_bin)
 
     def is_success(self) -> bool:

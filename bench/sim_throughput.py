@@ -1,0 +1,127 @@
+"""Env overhead over raw physics: env steps/s vs PyBullet stepping the same scene with no env around it.
+
+For each env, rounds alternate (so both share the machine's noise) between
+  env:  env.step(random action) for --steps steps: IK, motors, task logic, reward, observation, resets;
+  raw:  the same world replayed with no env: per control step only the motor targets the env sent
+        (one Bullet call, as any controller needs), the same part spawns and resets, then the same
+        number of pybullet.stepSimulation substeps.
+The arm moves the same way in both, so the physics costs the same; the ratio of env substeps/s to raw
+substeps/s is the share of physics speed the env keeps (target >= 0.9).
+
+    python bench/sim_throughput.py [--steps 2000] [--rounds 5] [--env ID] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import pybullet as pb  # noqa: E402
+
+import sim  # noqa: E402
+
+
+class Recorder:
+    """What the env did to the world at each control step, for the raw replay."""
+
+    def __init__(self, env):
+        self.env, self.steps = env, []
+        self._spawns: list = []
+        parts = getattr(env.task, "parts", None)
+        if parts is not None:
+            spawn = parts.spawn
+
+            def recording_spawn(part, position, yaw, velocity, t):
+                self._spawns.append((env.sim.body(part.name), list(position), yaw, list(velocity)))
+                spawn(part, position, yaw, velocity, t)
+
+            parts.spawn = recording_spawn
+
+    def record(self, reset: bool) -> None:
+        r = self.env.robot
+        self.steps.append((reset, r._q_cmd.tolist(), r._finger_cmd, self._spawns))
+        self._spawns = []
+
+
+def time_env(env, actions: np.ndarray, recorder: Recorder | None) -> float:
+    start = time.perf_counter()
+    for action in actions:
+        _, _, terminated, truncated, _ = env.step(action)
+        reset = terminated or truncated
+        if reset:
+            env.reset()
+        if recorder is not None:
+            recorder.record(reset)
+    return time.perf_counter() - start
+
+
+def time_raw(env, steps: list, substeps: int) -> float:
+    cid, r = env.sim.cid, env.robot
+    arm, fingers, forces = r.arm_ids, r.finger_ids, r._forces
+    kp, kd, finger_force = r._kp, r._kd, [r.model.finger_force] * len(r.finger_ids)
+    state = env._initial_state
+    start = time.perf_counter()
+    for reset, q, finger, spawns in steps:
+        for body, position, yaw, velocity in spawns:
+            pb.resetBasePositionAndOrientation(body, position, [0, 0, np.sin(yaw / 2), np.cos(yaw / 2)], physicsClientId=cid)
+            pb.resetBaseVelocity(body, velocity, [0, 0, 0], physicsClientId=cid)
+        pb.setJointMotorControlArray(r.body, arm, pb.POSITION_CONTROL, targetPositions=q, forces=forces,
+                                     positionGains=kp, velocityGains=kd, physicsClientId=cid)
+        pb.setJointMotorControlArray(r.body, fingers, pb.POSITION_CONTROL, targetPositions=[finger] * len(fingers),
+                                     forces=finger_force, physicsClientId=cid)
+        for _ in range(substeps):
+            pb.stepSimulation(physicsClientId=cid)
+        if reset:
+            pb.restoreState(stateId=state, physicsClientId=cid)
+    return time.perf_counter() - start
+
+
+def measure(env_id: str, steps: int, rounds: int) -> dict:
+    env = gym.make(env_id).unwrapped
+    substeps = env.scenario.physics.substeps
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, env.action_space.shape[0])).astype(np.float32)
+    env.reset(seed=0)
+    time_env(env, actions[:100], None)  # warm-up
+    env_times, raw_times = [], []
+    for _ in range(rounds):
+        env.reset(seed=0)
+        recorder = Recorder(env)
+        env_times.append(time_env(env, actions, recorder))
+        env.reset(seed=0)
+        raw_times.append(time_raw(env, recorder.steps, substeps))
+    env.close()
+    env_sps = steps / statistics.median(env_times)
+    raw_sub = steps * substeps / statistics.median(raw_times)
+    return {
+        "env_id": env_id, "substeps_per_env_step": substeps, "env_steps_per_s": env_sps,
+        "env_substeps_per_s": env_sps * substeps, "raw_substeps_per_s": raw_sub, "ratio": env_sps * substeps / raw_sub,
+        "env_round_s": env_times, "raw_round_s": raw_times,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=2000, help="env steps per round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating env/raw rounds; medians are reported")
+    parser.add_argument("--env", action="append", help="env id (default: every registered genba env)")
+    parser.add_argument("--json", dest="json_path", help="write the figures to this JSON file")
+    args = parser.parse_args()
+    rows = [measure(env_id, args.steps, args.rounds) for env_id in (args.env or sim.ENV_IDS)]
+    print(f"{'env':28s} {'substeps':>8s} {'env steps/s':>12s} {'env substeps/s':>15s} {'raw substeps/s':>15s} {'ratio':>6s}")
+    for r in rows:
+        print(f"{r['env_id']:28s} {r['substeps_per_env_step']:8d} {r['env_steps_per_s']:12.0f} "
+              f"{r['env_substeps_per_s']:15.0f} {r['raw_substeps_per_s']:15.0f} {r['ratio']:6.2f}")
+    if args.json_path:
+        with open(args.json_path, "w") as f:
+            json.dump({"rows": rows, "steps": args.steps, "rounds": args.rounds}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
