@@ -54,3 +54,11 @@ def validate(files: List[Path] = typer.Argument(..., help="scenario YAML files")
             typer.echo(f"ok: {path} ({s.name} v{s.version}, sha256 {scenario_hash(s)[:12]})")
     if bad:
         raise typer.Exit(1)
+
+
+@app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of scenario files (every key, its unit and its bounds)."""
+    from scenarios.schema import Scenario
+
+    typer.echo(json.dumps(Scenario.model_json_schema(), indent=2))
