@@ -124,3 +124,39 @@ def test_camera_pose_and_size_are_configurable():
             choose_camera(env, "top")
     finally:
         env.close()
+
+
+def test_view_a_bundle_on_its_own_scenario(tmp_path):
+    """--policy BUNDLE without SCENARIO: the bundle's scenario is built and the policy drives it."""
+    from stable_baselines3 import SAC
+
+    from policies.bundle import export_bundle
+    from policies.envs import feature_spec, make_env, scenario_info
+
+    env = make_env("reach")
+    model = SAC("MultiInputPolicy", env, policy_kwargs={"net_arch": [16]}, buffer_size=10, seed=0, device="cpu")
+    bundle = export_bundle(model, tmp_path / "reach-bundle", feature_spec=feature_spec(env),
+                           scenario=scenario_info("reach", env))
+    env.close()
+    video, summary = tmp_path / "policy.mp4", tmp_path / "view.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "genba.cli", "view", "--policy", str(bundle), "--record", str(video), "--seconds", "1",
+         "--json", str(summary)],
+        cwd=REPO, capture_output=True, text=True, timeout=90, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(summary.read_text())
+    assert report["scenario"] == "reach" and report["driver"] == f"bundle: {bundle}"
+    assert report["steps"] == report["frames_recorded"] == 25  # reach runs at 25 Hz
+    frames, _ = read_video(video)
+    assert len(frames) == 25
+
+
+def test_policy_and_expert_exclude_each_other(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "genba.cli", "view", "reach", "--expert", "--policy", str(tmp_path),
+                           "--web"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "--policy and --expert exclude each other" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "genba.cli", "view", "reach", "--policy", str(tmp_path), "--web"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "not a run directory, snapshot or bundle" in proc.stderr
+    assert "Traceback" not in proc.stderr
