@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -138,3 +140,17 @@ def test_view_refuses_conflicting_flags():
     proc = subprocess.run([sys.executable, "-m", "genba.cli", "view", "reach"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "add --gui, --record PATH or --web" in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run missing (apt-get install xvfb)")
+def test_gui_opens_and_runs_under_a_virtual_display(tmp_path):
+    summary = tmp_path / "gui.json"
+    proc = subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-m", "genba.cli", "view", "reach", "--gui",
+         "--seconds", "0.4", "--json", str(summary)],
+        cwd=REPO, capture_output=True, text=True, timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(summary.read_text())
+    assert report["steps"] == 10 and report["sim_time_s"] == pytest.approx(0.4)
+    assert report["wall_s"] >= 0.35  # paced at real time by default, not as fast as possible

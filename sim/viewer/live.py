@@ -338,6 +338,7 @@ class LiveView:
         """The next frame (waits up to ~1.5 s for the loop to render one), for scripts and curl."""
         with self._lock:
             self._demand_until = time.monotonic() + SNAPSHOT_DEMAND_S
+            self._fresh_needed = True  # a paused loop renders once more for the asker
             before = self._frame_seq
         deadline = time.monotonic() + 1.5
         while self._frame_seq == before and time.monotonic() < deadline:

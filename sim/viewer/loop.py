@@ -133,6 +133,10 @@ class ViewLoop:
                     deadline = _pace(deadline, period)
         except KeyboardInterrupt:
             self.summary.stopped_by_user = True
+        except Exception:
+            if not _gui_closed(self.env):
+                raise
+            self.summary.stopped_by_user = True  # the PyBullet window was closed: a normal way to stop
         finally:
             self.summary.wall_s = time.monotonic() - t0
         self._publish()
@@ -184,6 +188,15 @@ class ViewLoop:
         if self._action is not None:
             status["action"] = self._action
         return status
+
+
+def _gui_closed(env) -> bool:
+    sim = getattr(env.unwrapped, "sim", None)
+    if sim is None or not getattr(sim, "gui", False):
+        return False
+    import pybullet as pb
+
+    return not pb.isConnected(physicsClientId=sim.cid)
 
 
 def _pace(deadline: float, period: float) -> float:
