@@ -181,6 +181,7 @@ class BridgeClient:
         """Ask for one action; returns by the deadline whatever happens (never raises on timeouts)."""
         start = time.monotonic_ns()
         end = start + int(deadline_s * 1e9)
+        self._drain_incoming()  # a bye or error that arrived since the last call is handled first
         if not self._session_alive(start) or not self.ensure_session(deadline_s):
             self.stats.miss()
             return StepResult("disconnected", None, 0)
@@ -273,7 +274,9 @@ class BridgeClient:
         sock.linger = 0
         sock.sndhwm = cfg.hwm
         sock.rcvhwm = cfg.hwm
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only on live connections: no stale requests after a restart
+        # Not ZMQ_IMMEDIATE: with it, libzmq discards unread inbound messages when a connection
+        # drops (a server's bye is lost). Requests queued while disconnected are harmless: the
+        # server answers them NO_SESSION or DEADLINE_EXPIRED, and their replies are stale here.
         sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_message_bytes)
         sock.setsockopt(zmq.HEARTBEAT_IVL, cfg.heartbeat_ivl_ms)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, cfg.heartbeat_timeout_ms)
@@ -310,7 +313,7 @@ class BridgeClient:
         return True
 
     def _send(self, frames: list[bytes], end_ns: int) -> bool:
-        """Send when a connection is up (IMMEDIATE), waiting at most until end_ns."""
+        """Queue the message for sending, waiting at most until end_ns if the queue (HWM) is full."""
         sock = self._socket
         if sock is None:
             return False
@@ -329,19 +332,23 @@ class BridgeClient:
             self._waiting_since_ns = time.monotonic_ns()
         return True
 
+    def _drain_incoming(self) -> None:
+        """Handle whatever is already queued (late replies, bye) without waiting."""
+        sock = self._socket
+        if sock is not None and self.welcome is not None and sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self._receive_reply(-1, time.monotonic_ns() + 1)  # no reply has seq -1: everything counts as stale
+
     def _receive_reply(self, seq: int, end_ns: int) -> wire.Message | None:
         """The reply echoing ``seq``, or None at end_ns. Stale and malformed replies are dropped."""
         sock = self._socket
         while sock is not None:
-            remaining_ms = (end_ns - time.monotonic_ns()) / 1e6
-            if remaining_ms <= 0:
-                return None
-            if not self._poller.poll(max(0, int(remaining_ms + 0.999))):
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                remaining_ms = (end_ns - time.monotonic_ns()) / 1e6
+                if remaining_ms <= 0:
+                    return None
+                self._poller.poll(max(1, int(remaining_ms + 0.999)))
                 continue
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                continue
+            frames = sock.recv_multipart()
             self._waiting_since_ns = None
             try:
                 message = wire.decode(frames, self.config.max_message_bytes)

@@ -159,3 +159,13 @@ def export_gantry_bundle(out_dir, name: str = "gantry-reach", seed: int = 0):
     env = make_env()
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", n_steps=64, batch_size=64)
     return export_bundle(model, out_dir, feature_spec=env.feature_spec(), name=name, overwrite=True)
+
+
+def cached_gantry_bundle(directory, name: str = "gantry-reach"):
+    """``export_gantry_bundle`` into directory/name unless a bundle is already there (test sessions)."""
+    from pathlib import Path
+
+    path = Path(directory) / name
+    if not (path / "manifest.json").is_file():
+        export_gantry_bundle(path, name=name)
+    return path

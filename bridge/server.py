@@ -210,7 +210,8 @@ class BridgeServer:
         self.sessions.clear()
         self.worker.stop()
         self.worker.join(timeout=5.0)
-        for sock in (self._router, self._results, self.telemetry.socket):
+        self._router.close(linger=200)  # long enough to deliver the byes, never to hang
+        for sock in (self._results, self.telemetry.socket):
             if sock is not None:
                 sock.close(linger=0)
         if self._authenticator is not None:
@@ -288,6 +289,7 @@ class BridgeServer:
             handler = handlers.get(kind)
             if handler is None:
                 raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"a server does not accept {kind!r} messages", header["seq"])
+            wire.decode_arrays(header, body[1:])  # these types carry no arrays: checks the frame count
             handler(identity, header, body, now)
         except ProtocolError as exc:
             self._reject(identity, exc)
@@ -325,8 +327,6 @@ class BridgeServer:
 
     def _on_hello(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
         seq = header["seq"]
-        if len(body) != 1:
-            raise ProtocolError(ErrorCode.MALFORMED, "hello carries no array frames", seq)
         index = self._by_name.get(header["bundle"])
         if index is None:
             raise ProtocolError(ErrorCode.UNKNOWN_BUNDLE, f"bundle {header['bundle']!r} not served here; served: {sorted(self._by_name)}", seq)

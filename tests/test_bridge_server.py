@@ -1,0 +1,419 @@
+"""Server and client over real ZeroMQ sockets on loopback, with a real exported bundle.
+
+The server runs in a thread of this process (its own context and sockets); test controllers are
+raw DEALER sockets (to send anything at all) or the real BridgeClient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from bridge import gantry
+from bridge import protocol as wire
+from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
+from bridge.limits import SafetyLimits
+from bridge.protocol import ErrorCode
+from bridge.server import BridgeServer, ServerConfig, ServerConfigError
+from policies.bundle import load_bundle
+
+TIMEOUT_MS = 3000
+GANTRY_ROBOT = {"model": "gantry-3", "joint_names": ["x", "y", "z"]}
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir):
+    return load_bundle(bundle_dir, backend="onnx", device="cpu")
+
+
+class GatedPolicy:
+    """The real bundle behind a gate: inference waits until the test opens it; records batch sizes."""
+
+    def __init__(self, bundle):
+        self.bundle = bundle
+        self.name, self.spec_hash, self.manifest = bundle.name, bundle.spec_hash, bundle.manifest
+        self.obs_dim, self.act_dim, self.control_hz = bundle.obs_dim, bundle.act_dim, bundle.control_hz
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.batches: list[int] = []
+
+    def infer(self, obs):
+        self.batches.append(len(obs))
+        self.entered.set()
+        assert self.gate.wait(10), "test never opened the gate"
+        return self.bundle.infer(obs)
+
+
+@contextlib.contextmanager
+def serving(*policies, **config):
+    config.setdefault("bind", "tcp://127.0.0.1:*")
+    config.setdefault("telemetry", "tcp://127.0.0.1:*")
+    server = BridgeServer(list(policies), ServerConfig(**config))
+    failure = []
+
+    def run():
+        try:
+            server.serve_forever()
+        except BaseException as exc:  # surfaced by the test below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert server.wait_ready(10)
+    try:
+        yield server
+    finally:
+        server.request_stop()
+        thread.join(10)
+        assert not thread.is_alive(), "server did not stop"
+        assert not failure, failure
+
+
+@pytest.fixture
+def context():
+    ctx = zmq.Context()
+    yield ctx
+    ctx.term()
+
+
+def dealer(context, endpoint):
+    sock = context.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvtimeo = TIMEOUT_MS
+    sock.sndtimeo = TIMEOUT_MS
+    sock.connect(endpoint)
+    return sock
+
+
+def send(sock, header, arrays=()):
+    sock.send_multipart(wire.encode({"v": 1, "t_ns": 0, **header}, arrays))
+
+
+def recv(sock):
+    return wire.decode(sock.recv_multipart())
+
+
+def hello(sock, bundle, seq=1, **extra):
+    send(sock, {"type": "hello", "seq": seq, "bundle": bundle.name, "spec_hash": bundle.spec_hash, **extra})
+    return recv(sock)
+
+
+def step(sock, seq, obs, deadline_us=2_000_000):
+    send(sock, {"type": "step", "seq": seq, "deadline_us": deadline_us}, [np.asarray(obs, dtype=np.float32)])
+    return recv(sock)
+
+
+OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
+
+
+# ------------------------------------------------------------------ handshake and steps
+
+
+def test_welcome_describes_the_bundle(bundle, context):
+    with serving(bundle) as server:
+        sock = dealer(context, server.endpoint)
+        welcome = hello(sock, bundle, robot=GANTRY_ROBOT, client="test-cell").header
+        sock.close()
+    assert welcome["type"] == "welcome" and welcome["re"] == 1
+    assert (welcome["bundle"], welcome["spec_hash"]) == ("gantry-reach", bundle.spec_hash)
+    assert (welcome["obs_dim"], welcome["act_dim"], welcome["control_hz"], welcome["action_kind"]) == (6, 3, 20.0, "joint_delta")
+    assert welcome["limits"] == SafetyLimits.from_robot_spec(gantry.robot_spec()).to_robot_spec()
+    assert welcome["max_message_bytes"] == 65536 and welcome["protocol"] == [1]
+    assert len(welcome["session"]) == 16
+
+
+def test_step_returns_the_bundles_action_for_that_observation(bundle, context):
+    with serving(bundle) as server:
+        sock = dealer(context, server.endpoint)
+        hello(sock, bundle)
+        reply = step(sock, 2, OBS)
+        sock.close()
+    assert reply.header["type"] == "action" and reply.header["re"] == 2 and reply.header["batch"] == 1
+    assert reply.header["infer_us"] > 0 and reply.header["queue_us"] >= 0
+    np.testing.assert_array_equal(reply.arrays[0], bundle.infer(OBS))
+
+
+def test_client_steps_reset_and_heartbeat(bundle):
+    with serving(bundle) as server:
+        with BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash, robot=GANTRY_ROBOT)) as client:
+            welcome = client.connect(5.0)
+            assert welcome.limits.model == "gantry-3" and welcome.control_hz == 20.0
+            results = [client.step(OBS * k, deadline_s=2.0) for k in range(5)]
+            assert client.reset(2.0, episode=1) and client.heartbeat(2.0, {"safety": {"hold": 0}})
+    assert [r.status for r in results] == ["ok"] * 5
+    for k, result in enumerate(results):
+        np.testing.assert_array_equal(result.action, bundle.infer(OBS * k))
+    assert [r.seq for r in results] == [2, 3, 4, 5, 6]  # hello was seq 1
+    assert client.stats.count == 5 and client.stats.deadline_misses == 0
+
+
+def test_concurrent_requests_are_batched_into_one_forward_pass(bundle, context):
+    gated = GatedPolicy(bundle)
+    with serving(gated) as server:
+        socks = [dealer(context, server.endpoint) for _ in range(8)]
+        for sock in socks:
+            hello(sock, bundle)
+        gated.gate.clear()
+        observations = [OBS + i for i in range(8)]
+        send(socks[0], {"type": "step", "seq": 2, "deadline_us": 5_000_000}, [observations[0]])
+        assert gated.entered.wait(5)  # the worker is now inside infer for request 0
+        for sock, obs in zip(socks[1:], observations[1:]):
+            send(sock, {"type": "step", "seq": 2, "deadline_us": 5_000_000}, [obs])
+        time.sleep(0.3)  # let the I/O thread queue all seven
+        gated.gate.set()
+        replies = [recv(sock) for sock in socks]
+        for sock in socks:
+            sock.close()
+    assert gated.batches == [1, 7]
+    assert [r.header["batch"] for r in replies] == [1] + [7] * 7
+    expected = bundle.infer(np.stack(observations[1:]))
+    for reply, obs, want in zip(replies[1:], observations[1:], expected):
+        np.testing.assert_allclose(reply.arrays[0], want, rtol=0, atol=1e-6)  # batch kernels may differ in the last bit
+
+
+def test_inference_never_blocks_the_io_loop(bundle, context):
+    gated = GatedPolicy(bundle)
+    with serving(gated) as server:
+        busy, other = dealer(context, server.endpoint), dealer(context, server.endpoint)
+        hello(busy, bundle)
+        gated.gate.clear()
+        send(busy, {"type": "step", "seq": 2, "deadline_us": 5_000_000}, [OBS])
+        assert gated.entered.wait(5)
+        # While inference is stuck, another controller still gets its handshake and heartbeat answered.
+        assert hello(other, bundle).header["type"] == "welcome"
+        send(other, {"type": "heartbeat", "seq": 2})
+        beat = recv(other).header
+        assert (beat["type"], beat["re"]) == ("heartbeat", 2)
+        assert gated.batches == [1]  # still inside the first forward pass
+        gated.gate.set()
+        assert recv(busy).header["type"] == "action"
+        busy.close()
+        other.close()
+
+
+# ------------------------------------------------------------------ typed errors
+
+
+def expect_error(reply, code, fragment, re):
+    assert reply.header["type"] == "error", reply.header
+    assert (reply.header["code"], reply.header["name"]) == (int(code), code.name)
+    assert fragment in reply.header["text"]
+    assert reply.header.get("re") == re
+
+
+def test_each_bad_message_gets_its_typed_error_and_the_session_survives(bundle, context):
+    with serving(bundle) as server:
+        sock = dealer(context, server.endpoint)
+        expect_error(step(sock, 1, OBS), ErrorCode.NO_SESSION, "send hello first", 1)
+        hello(sock, bundle, seq=2)
+        cases = [
+            ([b"\xc1"], ErrorCode.MALFORMED, "not valid msgpack", None),
+            ([msgpack.packb({"v": 9, "type": "step", "seq": 3})], ErrorCode.VERSION_MISMATCH, "version 9", 3),
+            ([msgpack.packb({"v": 1, "type": "teleport", "seq": 4})], ErrorCode.UNKNOWN_TYPE, "'teleport'", 4),
+            ([msgpack.packb({"v": 1, "type": "welcome", "seq": 5})], ErrorCode.MALFORMED, "'re' is missing", 5),
+            (wire.encode({"v": 1, "type": "action", "seq": 6, "re": 1}, [OBS]), ErrorCode.UNKNOWN_TYPE, "does not accept 'action'", 6),
+            (wire.encode({"v": 1, "type": "step", "seq": 7, "deadline_us": 1000}, [OBS[:4]]), ErrorCode.BAD_ARRAY, "<f4 (6,)", 7),
+            (wire.encode({"v": 1, "type": "step", "seq": 8, "deadline_us": 1000}, [OBS.astype(np.float64)]), ErrorCode.BAD_ARRAY, "got <f8(6,)", 8),
+            (wire.encode({"v": 1, "type": "step", "seq": 9, "deadline_us": 1000}, [np.where(np.arange(6) == 4, np.nan, OBS).astype(np.float32)]),
+             ErrorCode.NON_FINITE, "at [4]", 9),
+            (wire.encode({"v": 1, "type": "step", "seq": 10, "deadline_us": 0}, [OBS]), ErrorCode.MALFORMED, "deadline_us must be positive", 10),
+            (wire.encode({"v": 1, "type": "step", "seq": 10, "deadline_us": 1000}, [OBS]), ErrorCode.STALE_SEQUENCE, "not above the last seen 10", 10),
+            ([msgpack.packb({"v": 1, "type": "reset", "seq": 11}), b"junk"], ErrorCode.MALFORMED, "carries 0 array frame", 11),
+            ([b"x" * 70_000], ErrorCode.TOO_LARGE, "70000 bytes; the cap is 65536", None),
+            ([b"a"] * 12, ErrorCode.MALFORMED, "12 frames", None),
+        ]
+        for frames, code, fragment, re in cases:
+            sock.send_multipart(frames)
+            expect_error(recv(sock), code, fragment, re)
+        good = step(sock, 12, OBS)
+        sock.close()
+    assert good.header["type"] == "action"
+    np.testing.assert_array_equal(good.arrays[0], bundle.infer(OBS))
+
+
+@pytest.mark.parametrize(
+    "change, code, fragment",
+    [
+        ({"bundle": "welder"}, ErrorCode.UNKNOWN_BUNDLE, "bundle 'welder' not served here; served: ['gantry-reach']"),
+        ({"spec_hash": "0" * 64}, ErrorCode.SPEC_MISMATCH, "spec hash 0000000000000000... differs"),
+        ({"robot": {"model": "ur5", "joint_names": ["x", "y", "z"]}}, ErrorCode.ROBOT_MISMATCH, "robot model 'ur5'"),
+        ({"robot": {"model": "gantry-3", "joint_names": ["x", "y"]}}, ErrorCode.ROBOT_MISMATCH, "joint names ['x', 'y']"),
+        ({"v": 2}, ErrorCode.VERSION_MISMATCH, "this peer speaks [1]"),
+    ],
+)
+def test_handshake_mismatches_are_rejected(bundle, context, change, code, fragment):
+    with serving(bundle) as server:
+        sock = dealer(context, server.endpoint)
+        send(sock, {"type": "hello", "seq": 1, "bundle": bundle.name, "spec_hash": bundle.spec_hash, **change})
+        reply = recv(sock)
+        expect_error(reply, code, fragment, 1)
+        expect_error(step(sock, 2, OBS), ErrorCode.NO_SESSION, "send hello first", 2)
+        sock.close()
+        assert server.sessions == {}
+
+
+def test_client_raises_on_rejected_handshake(bundle):
+    with serving(bundle) as server:
+        with BridgeClient(ClientConfig(server.endpoint, "welder", bundle.spec_hash)) as client:
+            with pytest.raises(HandshakeRejected, match="UNKNOWN_BUNDLE: bundle 'welder' not served"):
+                client.connect(5.0)
+
+
+def test_deadline_passed_before_inference_is_answered_not_run(bundle, context):
+    gated = GatedPolicy(bundle)
+    with serving(gated) as server:
+        first, late = dealer(context, server.endpoint), dealer(context, server.endpoint)
+        hello(first, bundle)
+        hello(late, bundle)
+        gated.gate.clear()
+        send(first, {"type": "step", "seq": 2, "deadline_us": 5_000_000}, [OBS])
+        assert gated.entered.wait(5)
+        send(late, {"type": "step", "seq": 2, "deadline_us": 1_000}, [OBS])  # 1 ms: expires in the queue
+        time.sleep(0.1)
+        gated.gate.set()
+        assert recv(first).header["type"] == "action"
+        expect_error(recv(late), ErrorCode.DEADLINE_EXPIRED, "before inference", 2)
+        first.close()
+        late.close()
+    assert gated.batches == [1]
+
+
+def test_client_deadline_miss_then_drops_the_late_reply_as_stale(bundle):
+    gated = GatedPolicy(bundle)
+    with serving(gated) as server:
+        with BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash)) as client:
+            client.connect(5.0)
+            gated.gate.clear()
+            missed = client.step(OBS, deadline_s=0.05)
+            gated.gate.set()
+            time.sleep(0.1)  # the late action is now waiting in the client's socket
+            next_ok = client.step(OBS * 2, deadline_s=2.0)
+    assert missed.status == "deadline" and missed.action is None
+    assert next_ok.status == "ok"
+    np.testing.assert_array_equal(next_ok.action, bundle.infer(OBS * 2))
+    assert client.counts["stale_replies"] == 1
+    assert client.stats.deadline_misses == 1 and client.stats.count == 1
+
+
+def test_session_table_full_answers_busy(bundle, context):
+    with serving(bundle, max_sessions=2) as server:
+        socks = [dealer(context, server.endpoint) for _ in range(3)]
+        assert [hello(s, bundle).header["type"] for s in socks[:2]] == ["welcome", "welcome"]
+        expect_error(hello(socks[2], bundle), ErrorCode.BUSY, "2 controllers connected", 1)
+        for sock in socks:
+            sock.close()
+
+
+def test_silent_sessions_expire(bundle, context):
+    with serving(bundle, session_timeout_s=0.2, telemetry_period_s=0.1) as server:
+        sock = dealer(context, server.endpoint)
+        hello(sock, bundle)
+        time.sleep(0.6)
+        expect_error(step(sock, 2, OBS), ErrorCode.NO_SESSION, "send hello first", 2)
+        sock.close()
+
+
+def test_frame_over_the_transport_cap_drops_only_that_connection(bundle, context):
+    with serving(bundle, transport_max_bytes=100_000) as server:
+        good, bad = dealer(context, server.endpoint), dealer(context, server.endpoint)
+        hello(good, bundle)
+        hello(bad, bundle)
+        bad.send_multipart([b"x" * 200_000])  # libzmq disconnects this peer; nothing is answered
+        bad.rcvtimeo = 500
+        with pytest.raises(zmq.Again):
+            bad.recv_multipart()
+        assert step(good, 2, OBS).header["type"] == "action"
+        good.close()
+        bad.close()
+
+
+def test_replies_to_vanished_controllers_are_dropped(bundle, context):
+    gated = GatedPolicy(bundle)
+    with serving(gated) as server:
+        gone = dealer(context, server.endpoint)
+        hello(gone, bundle)
+        gated.gate.clear()
+        send(gone, {"type": "step", "seq": 2, "deadline_us": 5_000_000}, [OBS])
+        assert gated.entered.wait(5)
+        gone.close()
+        time.sleep(0.2)
+        gated.gate.set()
+        survivor = dealer(context, server.endpoint)
+        hello(survivor, bundle)
+        assert step(survivor, 2, OBS).header["type"] == "action"
+        survivor.close()
+        time.sleep(0.1)
+        server.stats.swap()
+    assert server.stats.totals["dropped_replies"] == 1
+
+
+def test_shutdown_says_bye_and_the_client_notices(bundle):
+    with BridgeClient(ClientConfig("tcp://127.0.0.1:1", bundle.name, bundle.spec_hash)) as unused:
+        assert unused.ensure_session(0.0) is False  # nothing listens there; never blocks
+    with serving(bundle) as server:
+        client = BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash))
+        client.connect(5.0)
+    result = client.step(OBS, deadline_s=0.3)  # the bye is read while waiting
+    assert result.status == "disconnected" and not client.connected
+    assert any(kind == "session_dropped" and "server said bye" in detail for _, kind, detail in client.events)
+    client.close()
+
+
+# ------------------------------------------------------------------ telemetry
+
+
+def test_telemetry_publishes_sessions_latency_errors_actions_and_client_stats(bundle, context):
+    with serving(bundle, telemetry_period_s=0.1) as server:
+        sub = context.socket(zmq.SUB)
+        sub.linger = 0
+        sub.rcvtimeo = TIMEOUT_MS
+        sub.subscribe(b"")
+        sub.connect(server.telemetry_endpoint)
+        time.sleep(0.3)  # slow joiner: let the subscription reach the PUB socket
+        sock = dealer(context, server.endpoint)
+        hello(sock, bundle, client="cell-1")
+        step(sock, 2, OBS)
+        sock.send_multipart([b"\xc1"])
+        recv(sock)
+        send(sock, {"type": "heartbeat", "seq": 3, "stats": {"safety": {"velocity": 4}}})
+        recv(sock)
+        seen: dict[str, list] = {}
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not {"session", "error", "safety", "actions"} <= seen.keys():
+            topic, payload = sub.recv_multipart()
+            seen.setdefault(topic.decode(), []).append(msgpack.unpackb(payload))
+        sock.close()
+        sub.close()
+    assert seen["session"][0]["event"] == "hello" and seen["session"][0]["client"] == "cell-1"
+    assert seen["error"][0]["name"] == "MALFORMED"
+    assert seen["safety"][0]["stats"] == {"safety": {"velocity": 4}}
+    (last,) = seen["actions"][-1]["last"].values()
+    assert last["seq"] == 2
+    np.testing.assert_allclose(last["action"], bundle.infer(OBS), rtol=0, atol=1e-7)
+    served = [m for m in seen["latency"] if m["counts"].get("served")]
+    assert served and served[0]["counts"]["served"] == 1 and served[0]["batch_max"] == 1
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def test_refuses_a_network_bind_without_keys(bundle):
+    with pytest.raises(ServerConfigError, match="tcp://0.0.0.0:5555 is not loopback: pass --curve-secret/--allow"):
+        BridgeServer([bundle], ServerConfig(bind="tcp://0.0.0.0:5555"))
+
+
+def test_refuses_two_bundles_with_one_name(bundle):
+    with pytest.raises(ServerConfigError, match=r"two bundles share the name \['gantry-reach'\]"):
+        BridgeServer([bundle, bundle], ServerConfig(bind="tcp://127.0.0.1:*"))
