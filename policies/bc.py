@@ -1,12 +1,14 @@
-"""Behaviour cloning from the scripted experts, with optional DAgger rounds.
+"""Behaviour cloning from the scripted experts, with DART noise and optional extra data rounds.
 
 The cloned policy is the actor of an SB3 off-policy model (bc.host_algo, SAC by default), trained by
 regression of its deterministic action onto the expert's. So a BC run exports, evaluates and
 warm-starts RL (`--init`) exactly like an RL run. Observation statistics come from the demonstrations
 and are stored as a (frozen) VecNormalize, which the bundle folds in.
 
-DAgger: the learner drives, the expert labels the states the learner visits, the policy is refit on
-everything so far. It fixes the drift that pure cloning suffers once the learner leaves the expert's path.
+Data: DART (noise injection) records the expert with Gaussian noise on its executed motion and its
+clean action as the label, so the data shows how to recover from small deviations; this beat DAgger on
+conveyor-pick, whose phase-machine expert gives history-dependent labels off its own path. Extra rounds
+add episodes driven by the expert (more DART data) or by the learner (DAgger), refit and evaluate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from policies.config import TrainConfig
-from policies.demos import Demos, check_compatible, load_demos, record, record_demos, unflatten
+from policies.demos import Demos, check_compatible, load_demos, obs_layout, record, unflatten
 from policies.envs import control_hz, make_env, make_expert
 from policies.evaluate import EVAL_SEED_OFFSET, model_act_fn, run_episodes
 from policies.rundir import RunDir
@@ -27,7 +29,7 @@ from policies.snapshot import save_snapshot
 
 # Floor on per-feature variance: a feature (nearly) constant in the demos must not blow up when it moves.
 MIN_OBS_VAR = 1e-4
-DAGGER_SEED_OFFSET = 500_000
+ROUND_SEED_OFFSET = 500_000
 EVAL_SEED_STRIDE = 10_000
 
 
@@ -81,6 +83,13 @@ def fit(model, vecnorm, demos: Demos, iterations: int, batch_size: int, lr: floa
     return float(loss.detach().cpu())
 
 
+def _record(env, expert, driver, n: int, seed: int, noise: float, progress: bool, desc: str) -> Demos:
+    bar = tqdm(total=n, unit="ep", desc=desc, disable=not progress, mininterval=1.0, leave=False)
+    demos = record(env, driver, expert, n, seed, on_episode=lambda ep, ok: bar.update(1), noise=noise)
+    bar.close()
+    return demos
+
+
 def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
     from stable_baselines3.common.utils import set_random_seed
 
@@ -96,18 +105,20 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
     hz = control_hz(env)
     env_steps = 0
     try:
+        expert = make_expert(env)
         if cfg.demos:
             demos = load_demos(cfg.demos)
             check_compatible(demos, env, cfg.scenario, cfg.demos)
         else:
-            demos = record_demos(cfg.scenario, cfg.robot, bc.demo_episodes, seed=cfg.seed * 100_000, progress=progress)
+            demos = _record(env, expert, None, bc.demo_episodes, cfg.seed * 100_000, bc.demo_noise, progress, "demos")
+            demos.meta = {"obs_layout": obs_layout(env.observation_space)}
             env_steps += len(demos)
         vecnorm = demo_vecnormalize(env, demos)
         hyper = {"buffer_size": 1, "learning_starts": 0, "policy_kwargs": {"net_arch": list(bc.net_arch)}}
         host_cfg = TrainConfig(**{**cfg.to_dict(), "bc": bc, "her": False, "hyperparams": hyper})
         model = build_model(host_cfg, vecnorm, device, tensorboard=None)
-        bar = ProgressBar(total=1 + bc.dagger_rounds, initial=0, enabled=progress)
-        best, history, last = -1.0, [], None
+        bar = ProgressBar(total=1 + bc.rounds, initial=0, enabled=progress)
+        best, last = -1.0, None
 
         def evaluate(round_: int) -> float:
             nonlocal best, last
@@ -116,7 +127,6 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
             last = result
             record_ = {"steps": env_steps, "wall_s": round(time.monotonic() - t0, 3), "round": round_,
                        "demo_transitions": len(demos), "bc_loss": loss, **result.to_dict()}
-            history.append(record_)
             run.append_eval(record_)
             bar.write(f"[round {round_}, {env_steps:,d} env steps, {record_['wall_s']:.0f} s] loss {loss:.4f} | eval: {result.line()}")
             bar.show_eval(result.success_rate)
@@ -128,16 +138,16 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
 
         loss = fit(model, vecnorm, demos, bc.iterations, bc.batch_size, bc.learning_rate, rng, progress)
         success = evaluate(0)
-        expert = make_expert(env) if bc.dagger_rounds else None
-        for r in range(1, bc.dagger_rounds + 1):
+        for r in range(1, bc.rounds + 1):
             if cfg.stop_at_success is not None and success >= cfg.stop_at_success:
                 break
-            learner = model_act_fn(model, vecnorm)
-            fresh = record(env, learner, expert, bc.dagger_episodes, DAGGER_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000)
+            driver = model_act_fn(model, vecnorm) if bc.round_driver == "learner" else None
+            fresh = _record(env, expert, driver, bc.round_episodes, ROUND_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000,
+                            bc.demo_noise if driver is None else 0.0, progress, f"round {r}")
             fresh.meta = demos.meta
             env_steps += len(fresh)
             demos = demos.extend(fresh)
-            loss = fit(model, vecnorm, demos, bc.dagger_iterations or bc.iterations, bc.batch_size, bc.learning_rate, rng, progress)
+            loss = fit(model, vecnorm, demos, bc.round_iterations or bc.iterations, bc.batch_size, bc.learning_rate, rng, progress)
             success = evaluate(r)
         bar.close()
         save_snapshot(run.final, model, vecnorm, state=state_of(cfg, env_steps, time.monotonic() - t0, {}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -31,7 +32,11 @@ class ProgressBar:
         self.bar.set_postfix_str(f"eval success {success:.0%}", refresh=False)
 
     def write(self, text: str) -> None:
-        self.bar.write(text) if not self.bar.disable else None
+        """A log line (evaluations): above the bar, or plain to stderr when the bar is off."""
+        if self.bar.disable:
+            print(text, file=sys.stderr, flush=True)
+        else:
+            self.bar.write(text)
 
     def close(self) -> None:
         self.bar.close()

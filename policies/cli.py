@@ -122,6 +122,7 @@ def demos_cmd(
     out: Path = typer.Option(..., "-o", "--out", help="output .npz"),
     robot: Optional[str] = typer.Option(None, help="robot model override"),
     seed: int = typer.Option(0, help="first episode seed"),
+    noise: float = typer.Option(0.0, help="DART: std of noise on the expert's executed motion (labels stay clean)"),
     force: bool = typer.Option(False, help="overwrite an existing file"),
     progress: bool = typer.Option(True, help="show the progress bar"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write a summary as JSON"),
@@ -134,7 +135,7 @@ def demos_cmd(
     if out.exists() and not force:
         raise GenbaError(f"{out} exists; pass --force to overwrite it")
     t0 = time.monotonic()
-    demos = record_demos(scenario, robot, n, seed=seed, progress=progress)
+    demos = record_demos(scenario, robot, n, seed=seed, progress=progress, noise=noise)
     path = save_demos(demos, out)
     rate = float(demos.episode_success.mean())
     summary = {"scenario": scenario, "episodes": demos.n_episodes, "transitions": len(demos), "expert_success": rate,

@@ -27,10 +27,12 @@ class ConfigError(GenbaError):
 
 @dataclass
 class BCConfig:
-    """Behaviour cloning from scripted-expert demonstrations (optionally with DAgger rounds)."""
+    """Behaviour cloning from scripted-expert demonstrations, with optional extra data rounds."""
 
     demo_episodes: int = 50
     """expert episodes recorded on the fly when no --demos file is given"""
+    demo_noise: float = 0.0
+    """DART: std of Gaussian noise added to the expert's executed motion while recording (labels stay clean)"""
     host_algo: str = "sac"
     """SB3 algorithm whose actor the cloned policy is (so it exports, evaluates and warm-starts like one)"""
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
@@ -39,12 +41,13 @@ class BCConfig:
     """gradient steps per fit"""
     batch_size: int = 256
     learning_rate: float = 1e-3
-    dagger_rounds: int = 0
-    """rounds of DAgger: run the learner, label its states with the expert, refit"""
-    dagger_episodes: int = 25
-    """learner episodes per DAgger round"""
-    dagger_iterations: int | None = None
-    """gradient steps per DAgger refit (None: same as iterations)"""
+    rounds: int = 0
+    """extra rounds after the first fit: collect round_episodes more episodes, refit on everything, evaluate"""
+    round_episodes: int = 25
+    round_driver: str = "expert"
+    """who drives the extra episodes: expert (more DART demos) or learner (DAgger: the expert labels the learner's states)"""
+    round_iterations: int | None = None
+    """gradient steps per refit (None: same as iterations)"""
 
 
 @dataclass
@@ -95,6 +98,8 @@ class TrainConfig:
         for name in ("steps", "n_envs", "eval_freq", "eval_episodes", "checkpoint_freq", "keep_checkpoints"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.bc.round_driver not in ("expert", "learner"):
+            raise ConfigError(f"bc.round_driver must be expert or learner, got {self.bc.round_driver!r}")
         if self.bc.host_algo not in OFF_POLICY:
             raise ConfigError(f"bc.host_algo must be one of {OFF_POLICY}, got {self.bc.host_algo!r}")
         if self.stop_at_success is not None and not 0 < self.stop_at_success <= 1:

@@ -75,12 +75,17 @@ def unflatten(flat: np.ndarray, layout: dict[str, Any]) -> np.ndarray | dict[str
     return out
 
 
-def record(env, policy: Callable[[Any], np.ndarray], expert, n_episodes: int, seed: int,
-           on_episode: Callable[[int, bool], None] | None = None) -> Demos:
+def record(env, policy: Callable[[Any], np.ndarray] | None, expert, n_episodes: int, seed: int,
+           on_episode: Callable[[int, bool], None] | None = None, noise: float = 0.0) -> Demos:
     """Run `n_episodes`; the env executes `policy(obs)` while the expert labels every state.
 
-    With policy = expert.act this records demonstrations; with a learner it is a DAgger round.
+    With policy None the expert drives (demonstrations); with a learner it is a DAgger round. The
+    expert is asked exactly once per step: its state machine keeps timers that each call advances.
+    noise > 0 (DART): the executed motion is the expert's plus Gaussian noise of that std (the last
+    action component, the gripper, stays clean), while the label stays the clean expert action, so the
+    data shows how to correct small deviations.
     """
+    rng = np.random.default_rng(seed)
     cols: dict[str, list] = {k: [] for k in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "episode")}
     successes = []
     for ep in range(n_episodes):
@@ -89,7 +94,10 @@ def record(env, policy: Callable[[Any], np.ndarray], expert, n_episodes: int, se
         done = False
         while not done:
             label = np.asarray(expert.act(obs), dtype=np.float32)
-            action = label if policy is expert.act else np.asarray(policy(obs), dtype=np.float32)
+            action = label if policy is None else np.asarray(policy(obs), dtype=np.float32)
+            if noise > 0:
+                action = action.copy()
+                action[:-1] = np.clip(action[:-1] + rng.normal(0.0, noise, action.size - 1), -1.0, 1.0)
             next_obs, reward, terminated, truncated, info = env.step(action)
             cols["obs"].append(flatten_obs(obs))
             cols["next_obs"].append(flatten_obs(next_obs))
@@ -108,7 +116,8 @@ def record(env, policy: Callable[[Any], np.ndarray], expert, n_episodes: int, se
                  np.asarray(cols["episode"], np.int32), np.asarray(successes, bool))
 
 
-def record_demos(scenario: str, robot: str | None, n_episodes: int, seed: int = 0, progress: bool = True) -> Demos:
+def record_demos(scenario: str, robot: str | None, n_episodes: int, seed: int = 0, progress: bool = True,
+                 noise: float = 0.0) -> Demos:
     """Expert episodes on a scenario, with the metadata that `load_demos` checks against."""
     from tqdm import tqdm
 
@@ -125,11 +134,11 @@ def record_demos(scenario: str, robot: str | None, n_episodes: int, seed: int = 
             bar.update(1)
             bar.set_postfix_str(f"expert success {ok[0] / (ep + 1):.0%}", refresh=False)
 
-        demos = record(env, expert.act, expert, n_episodes, seed, tick)
+        demos = record(env, None, expert, n_episodes, seed, tick, noise=noise)
         bar.close()
         demos.meta = {"scenario": scenario_info(scenario, env), "scenario_arg": scenario, "robot": robot,
                       "obs_layout": obs_layout(env.observation_space), "feature_spec": _jsonable(feature_spec(env)),
-                      "expert": type(expert).__name__, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                      "expert": type(expert).__name__, "noise": noise, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         return demos
     finally:
         env.close()

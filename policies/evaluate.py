@@ -191,13 +191,12 @@ class _CvVideo:
 
 
 def open_video(path: Path, fps: float):
-    """The shared recorder from sim.viewer when the viewer package provides one, else OpenCV.
+    """The shared recorder (sim.viewer.recorder.VideoRecorder) when the viewer package is present, else OpenCV.
 
     Either way the object has write(rgb_frame) and close().
     """
     try:
-        from sim.viewer import recorder  # type: ignore[attr-defined]
+        from sim.viewer.recorder import VideoRecorder
     except ImportError:
-        recorder = None
-    opener = getattr(recorder, "open_video", None)
-    return opener(path, fps=fps) if opener is not None else _CvVideo(path, fps)
+        return _CvVideo(path, fps)
+    return VideoRecorder(path, fps=fps)

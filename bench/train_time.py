@@ -1,0 +1,111 @@
+"""Time-to-success of the shipped training preset: wall-clock and env steps until evaluation first
+reaches a target success rate (50 evaluation episodes each time).
+
+    python bench/train_time.py reach [--seeds 3] [--target 0.95] [--device cpu] [--json PATH]
+
+Each seed trains in its own process (`genba train SCENARIO --stop-at-success TARGET`, the preset as
+shipped, evaluation on 50 fresh episodes). Reported per seed:
+  wall_s      seconds from the start of training (env construction, demo recording, fitting, and the
+              evaluations themselves all count; Python start-up and imports do not) to the end of the
+              first evaluation at or above the target;
+  process_s   the whole process, imports included;
+  env_steps   env steps used for learning up to then (expert demos + DAgger rollouts for BC presets,
+              training steps for RL presets; evaluation episodes are not counted).
+Timings depend on the machine and on whatever else runs on it; the targets below are for 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# (success target, wall-clock budget in seconds) on the 2-core reference machine
+TARGETS = {"reach": (0.95, 30.0), "conveyor-pick": (0.90, 20 * 60.0)}
+EVAL_EPISODES = 50
+
+
+def run_seed(scenario: str, seed: int, target: float, device: str, algo: str | None, timeout: float, workdir: Path) -> dict:
+    out = workdir / f"{scenario}-s{seed}"
+    cmd = [sys.executable, "-m", "policies.cli", "train", scenario, "--seed", str(seed), "--out", str(out),
+           "--device", device, "--stop-at-success", str(target), "--set", f"eval_episodes={EVAL_EPISODES}", "--no-progress"]
+    if algo:
+        cmd += ["--algo", algo]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        rc, err = proc.returncode, proc.stderr
+    except subprocess.TimeoutExpired:
+        rc, err = None, "timed out"
+    process_s = time.monotonic() - start
+    evals = []
+    log = out / "eval.jsonl"
+    if log.is_file():
+        evals = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    hit = next((e for e in evals if e["success_rate"] >= target), None)
+    return {
+        "seed": seed, "reached": hit is not None, "wall_s": hit["wall_s"] if hit else None,
+        "env_steps": hit["steps"] if hit else None, "success_rate": hit["success_rate"] if hit else None,
+        "success_ci95": hit["success_ci95"] if hit else None,
+        "best_success": max((e["success_rate"] for e in evals), default=None), "evaluations": len(evals),
+        "process_s": round(process_s, 2), "returncode": rc, "error": None if rc == 0 else err.strip().splitlines()[-1:] ,
+        "run": str(out),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("scenario")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--target", type=float, default=None, help="success rate to reach (default per scenario)")
+    p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget to judge against (default per scenario)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--algo", default=None, help="preset block to run (default: the preset's default_algo)")
+    p.add_argument("--keep", type=Path, default=None, help="keep run directories here (default: a temp dir)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    target, budget = TARGETS.get(args.scenario, (0.9, 600.0))
+    target = args.target if args.target is not None else target
+    budget = args.budget_s if args.budget_s is not None else budget
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="train_time."))
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in range(args.seeds):
+        row = run_seed(args.scenario, seed, target, args.device, args.algo, timeout=max(3 * budget, 120), workdir=workdir)
+        rows.append(row)
+        shown = f"{row['wall_s']:.1f} s, {row['env_steps']:,} env steps, success {row['success_rate']:.0%}" if row["reached"] else \
+            f"not reached (best {row['best_success']}, rc {row['returncode']}, {row['error']})"
+        print(f"{args.scenario} seed {seed}: {shown} (process {row['process_s']:.1f} s)", flush=True)
+    reached = [r for r in rows if r["reached"]]
+    walls = [r["wall_s"] for r in reached]
+    summary = {
+        "scenario": args.scenario, "target_success": target, "budget_s": budget, "eval_episodes": EVAL_EPISODES,
+        "device": args.device, "seeds": args.seeds, "reached": len(reached),
+        "median_wall_s": statistics.median(walls) if walls else None, "max_wall_s": max(walls) if walls else None,
+        "median_env_steps": statistics.median([r["env_steps"] for r in reached]) if reached else None,
+        "all_within_budget": len(reached) == len(rows) and max(walls) <= budget, "runs": rows,
+        "cpu_count": os.cpu_count(),
+    }
+    verdict = "PASS" if summary["all_within_budget"] else "FAIL"
+    if walls:
+        print(f"{verdict}: {len(reached)}/{len(rows)} seeds reached {target:.0%}; wall median {summary['median_wall_s']:.1f} s, "
+              f"max {summary['max_wall_s']:.1f} s (budget {budget:.0f} s); env steps median {summary['median_env_steps']:,.0f}")
+    else:
+        print(f"{verdict}: no seed reached {target:.0%}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0 if summary["all_within_budget"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
