@@ -160,3 +160,15 @@ def test_policy_and_expert_exclude_each_other(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "not a run directory, snapshot or bundle" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("control_hz, fps, expected", [
+    (20.0, None, (1, 20.0)),  # every control step
+    (240.0, None, (8, 30.0)),  # capped at 30 fps by default
+    (20.0, 10.0, (2, 10.0)),
+    (20.0, 15.0, (1, 20.0)),  # 15 fps from 20 Hz would stutter: the nearest whole step count wins
+])
+def test_recorded_frames_are_evenly_spaced_in_sim_time(control_hz, fps, expected):
+    from sim.viewer.loop import record_every_for
+
+    assert record_every_for(control_hz, fps) == expected

@@ -92,6 +92,8 @@ def view_cmd(
         raise ViewUsageError(f"--episodes must be >= 1, got {episodes}")
     if seconds is not None and not seconds > 0:
         raise ViewUsageError(f"--seconds must be > 0, got {seconds}")
+    if video_fps is not None and not video_fps > 0:
+        raise ViewUsageError(f"--video-fps must be > 0, got {video_fps}")
     if speed is not None and speed < 0:
         raise ViewUsageError(f"--speed must be >= 0, got {speed}")
     target = _floats(cam_target, 3, "--cam-target")

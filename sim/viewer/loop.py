@@ -7,7 +7,6 @@ view only while someone watches, at most at its fps cap, and only when the scene
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
@@ -228,6 +227,6 @@ class _Rate:
 def record_every_for(control_hz: float, fps: Optional[float], max_fps: float = 30.0) -> tuple[int, float]:
     """Steps between recorded frames and the resulting video fps: a whole number of steps per frame,
     so frames are evenly spaced in sim time (15 fps from a 20 Hz loop would stutter)."""
-    wanted = min(fps if fps else control_hz, max_fps if not fps else math.inf)
+    wanted = fps if fps is not None else min(control_hz, max_fps)
     every = max(1, round(control_hz / wanted))
     return every, control_hz / every
