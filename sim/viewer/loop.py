@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
 
@@ -66,8 +66,7 @@ class LoopSummary:
 
 class ViewLoop:
     def __init__(self, env, actor: Actor, camera=None, *, options: LoopOptions | None = None,
-                 view: LiveView | None = None, recorder: VideoRecorder | None = None, labels: dict[str, Any] | None = None,
-                 on_frame: Callable[[np.ndarray], None] | None = None):
+                 view: LiveView | None = None, recorder: VideoRecorder | None = None, labels: dict[str, Any] | None = None):
         self.env, self.actor, self.camera = env, actor, camera
         self.opt = options or LoopOptions()
         self.view, self.recorder = view, recorder
@@ -85,6 +84,7 @@ class ViewLoop:
         self._done = False
         self._rendered_key: tuple[int, int] | None = None
         self._published_key: tuple[int, int] | None = None
+        self._recorded: tuple[tuple[int, int], np.ndarray] | None = None  # reused by the live view
         self._rate = _Rate()
 
     # --- one episode at a time ------------------------------------------------------------------
@@ -138,7 +138,6 @@ class ViewLoop:
             self.summary.stopped_by_user = True  # the PyBullet window was closed: a normal way to stop
         finally:
             self.summary.wall_s = time.monotonic() - t0
-        self._publish()
         return self.summary
 
     def _step_once(self, obs):
@@ -152,8 +151,10 @@ class ViewLoop:
         self.summary.sim_time_s += self.dt
         self._rate.tick()
         if self.recorder is not None and self.summary.steps % self.opt.record_every == 0:
-            self.recorder.add(render(self.env, self.camera))
+            frame = render(self.env, self.camera)
+            self.recorder.add(frame)
             self.summary.frames_recorded += 1
+            self._recorded = ((self._episode, self._step), frame)
         self._publish()
         return obs
 
@@ -164,7 +165,8 @@ class ViewLoop:
         key = (self._episode, self._step)
         frame = None
         if self.view.wants_frame(changed=key != self._rendered_key):
-            frame = render(self.env, self.camera)
+            recorded = self._recorded
+            frame = recorded[1] if recorded is not None and recorded[0] == key else render(self.env, self.camera)
             self._rendered_key = key
             self.summary.frames_streamed += 1
         # A paused loop publishes every few ms; only a new step is worth a new status message.
