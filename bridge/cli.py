@@ -90,8 +90,11 @@ def keygen(
     name: str = typer.Option("server", help="Key name: 'server' for the server, one name per controller."),
     force: bool = typer.Option(False, help="Replace existing key files of that name."),
 ) -> None:
-    """Create a CURVE key pair. Give the server its .key_secret and each controller the server's .key;
-    copy each controller's .key into the server's --allow directory."""
+    """Create a CURVE key pair (NAME.key public, NAME.key_secret private).
+
+    The server gets its .key_secret (--curve-secret) and a directory with each allowed
+    controller's .key (--allow); each controller gets its own .key_secret and the server's .key.
+    """
     from bridge.keys import generate_keypair
 
     public, secret = generate_keypair(directory, name, overwrite=force)

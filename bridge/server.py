@@ -38,6 +38,15 @@ class ServerConfigError(GenbaError):
     """A server setting that cannot work (duplicate bundle names, unsafe bind, ...)."""
 
 
+def check_endpoint(endpoint: str, flag: str) -> None:
+    scheme, sep, rest = endpoint.partition("://")
+    ok = sep and (scheme in ("ipc", "inproc") and rest or scheme == "tcp" and ":" in rest and rest.rsplit(":", 1)[1])
+    if not ok:
+        raise ServerConfigError(
+            f"{flag} {endpoint!r}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555, port * for any), ipc://PATH or inproc://NAME"
+        )
+
+
 def is_loopback(endpoint: str) -> bool:
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
@@ -100,6 +109,9 @@ class BridgeServer:
         if duplicates:
             raise ServerConfigError(f"two bundles share the name {duplicates}; controllers pick bundles by name")
         self._by_name = {e.name: i for i, e in enumerate(self.entries)}
+        check_endpoint(self.config.bind, "--bind")
+        if self.config.telemetry:
+            check_endpoint(self.config.telemetry, "--telemetry")
         for endpoint in (self.config.bind, self.config.telemetry):
             if endpoint and not is_loopback(endpoint) and self.config.keys is None and not self.config.allow_insecure_remote:
                 raise ServerConfigError(
@@ -205,6 +217,7 @@ class BridgeServer:
             self._shutdown()
 
     def _shutdown(self) -> None:
+        self.stats.swap()  # fold the last window into the totals
         for identity in list(self.sessions):
             self._send(identity, wire.encode(wire.make_header(MsgType.BYE, next(self._seq), reason="server shutting down")))
         self.sessions.clear()
@@ -237,7 +250,7 @@ class BridgeServer:
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
-            raise ServerConfigError(f"cannot bind {endpoint}: {exc} (is another server using it?)") from None
+            raise ServerConfigError(f"cannot bind {endpoint}: {exc.strerror} (is another server using it?)") from None
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:

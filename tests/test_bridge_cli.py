@@ -1,0 +1,112 @@
+"""`genba bridge serve|keygen` as users run them: separate processes, signals, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+
+from bridge import gantry
+from bridge.client import BridgeClient, ClientConfig
+from policies.bundle import load_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory):
+    return gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
+
+
+def genba(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "genba.cli", *args], capture_output=True, text=True, env=ENV,
+                          timeout=timeout, cwd=ROOT)
+
+
+def start_server(*args):
+    proc = subprocess.Popen([sys.executable, "-m", "genba.cli", "bridge", "serve", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        pytest.fail(f"server exited before it was ready: {proc.stderr.read()}")
+    return proc, json.loads(line)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_answers_then_shuts_down_cleanly_on_signal(bundle_dir, signum):
+    proc, ready = start_server(str(bundle_dir), "--bind", "tcp://127.0.0.1:*", "--telemetry", "tcp://127.0.0.1:*",
+                               "--device", "cpu")
+    try:
+        assert ready["event"] == "ready" and ready["bundles"] == ["gantry-reach"]
+        assert (ready["device"], ready["backend"], ready["curve"]) == ("cpu", "onnx", False)
+        assert ready["endpoint"].startswith("tcp://127.0.0.1:") and ready["telemetry"].startswith("tcp://127.0.0.1:")
+        bundle = load_bundle(bundle_dir)
+        with BridgeClient(ClientConfig(ready["endpoint"], bundle.name, bundle.spec_hash)) as client:
+            client.connect(10.0)
+            result = client.step(OBS, deadline_s=5.0)
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=15)
+            after = client.step(OBS, deadline_s=0.5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert result.status == "ok"
+    np.testing.assert_array_equal(result.action, bundle.infer(OBS))
+    assert proc.returncode == 0, err
+    stopped = json.loads(out.strip().splitlines()[-1])
+    assert stopped["event"] == "stopped" and stopped["totals"]["served"] == 1
+    assert f"signal {int(signum)}: shutting down" in err and "Traceback" not in err
+    assert after.status == "disconnected"  # the client read the server's bye
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["serve", "/nonexistent/bundle"], "error: /nonexistent/bundle: no such bundle directory"),
+        (["serve", "{bundle}", "--bind", "tcp://0.0.0.0:5555", "--device", "cpu"],
+         "error: tcp://0.0.0.0:5555 is not loopback: pass --curve-secret/--allow"),
+        (["serve", "{bundle}", "--curve-secret", "x.key_secret"], "error: CURVE needs both --curve-secret"),
+        (["serve", "{bundle}", "--bind", "bogus", "--device", "cpu"], "error: --bind 'bogus': expected tcp://HOST:PORT"),
+    ],
+)
+def test_serve_user_errors_are_one_line_exit_1(bundle_dir, args, message):
+    result = genba("bridge", *[a.format(bundle=bundle_dir) for a in args])
+    assert result.returncode == 1
+    (line,) = [l for l in result.stderr.strip().splitlines() if not l.startswith("20")]  # skip log lines
+    assert line.startswith(message), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_says_so(bundle_dir):
+    ctx = zmq.Context()
+    taken = ctx.socket(zmq.ROUTER)
+    taken.linger = 0
+    taken.bind("tcp://127.0.0.1:*")
+    endpoint = taken.getsockopt_string(zmq.LAST_ENDPOINT)
+    try:
+        result = genba("bridge", "serve", str(bundle_dir), "--bind", endpoint, "--telemetry", "off", "--device", "cpu")
+    finally:
+        taken.close()
+        ctx.term()
+    assert result.returncode == 1
+    assert f"error: cannot bind {endpoint}: Address already in use (is another server using it?)" in result.stderr
+
+
+def test_keygen_cli(tmp_path):
+    first = genba("bridge", "keygen", str(tmp_path), "--name", "cell-2")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [f"public key: {tmp_path / 'cell-2.key'}",
+                                         f"secret key: {tmp_path / 'cell-2.key_secret'} (keep private)"]
+    again = genba("bridge", "keygen", str(tmp_path), "--name", "cell-2")
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"error: {tmp_path / 'cell-2.key'} already exists; pick another --name or pass --force to replace it"

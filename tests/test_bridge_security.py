@@ -1,0 +1,130 @@
+"""CURVE encryption and the controller allow-list, over real sockets; key generation."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import zmq
+
+from bridge import gantry
+from bridge.client import BridgeClient, BridgeUnavailable, ClientConfig
+from bridge.keys import ClientKeys, KeyFileError, ServerKeys, generate_keypair, load_public_key, load_secret_keypair
+from bridge.server import BridgeServer, ServerConfig
+from policies.bundle import load_bundle
+
+OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load_bundle(gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles"))
+
+
+@pytest.fixture
+def keys(tmp_path):
+    """server + two controllers; only 'cell-1' is on the server's allow-list."""
+    generate_keypair(tmp_path / "server", "server")
+    generate_keypair(tmp_path / "cell-1", "cell-1")
+    generate_keypair(tmp_path / "intruder", "intruder")
+    allow = tmp_path / "allowed"
+    allow.mkdir()
+    shutil.copy(tmp_path / "cell-1" / "cell-1.key", allow)
+    return tmp_path
+
+
+@contextlib.contextmanager
+def curve_server(bundle, keys):
+    server = BridgeServer([bundle], ServerConfig(
+        bind="tcp://127.0.0.1:*", telemetry="tcp://127.0.0.1:*",
+        keys=ServerKeys(keys / "server" / "server.key_secret", keys / "allowed"),
+    ))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    assert server.wait_ready(10)
+    try:
+        yield server
+    finally:
+        server.request_stop()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def client_for(server, bundle, keys, name):
+    client_keys = None
+    if name is not None:
+        client_keys = ClientKeys(keys / name / f"{name}.key_secret", keys / "server" / "server.key")
+    return BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash, keys=client_keys, handshake_timeout_s=0.3))
+
+
+def test_allowed_controller_is_served_over_curve(bundle, keys):
+    with curve_server(bundle, keys) as server:
+        with client_for(server, bundle, keys, "cell-1") as client:
+            client.connect(5.0)
+            result = client.step(OBS, deadline_s=2.0)
+    assert result.status == "ok"
+    np.testing.assert_array_equal(result.action, bundle.infer(OBS))
+
+
+@pytest.mark.parametrize("who", ["intruder", None], ids=["key-not-allowed", "no-curve"])
+def test_unauthorized_controller_gets_no_action(bundle, keys, who):
+    with curve_server(bundle, keys) as server:
+        with client_for(server, bundle, keys, who) as client:
+            with pytest.raises(BridgeUnavailable, match="public key in its allow-list"):
+                client.connect(1.0)
+            result = client.step(OBS, deadline_s=0.3)
+        assert server.sessions == {}
+        # The allowed controller is served meanwhile.
+        with client_for(server, bundle, keys, "cell-1") as allowed:
+            allowed.connect(5.0)
+            assert allowed.step(OBS, deadline_s=2.0).status == "ok"
+    assert result.status == "disconnected" and result.action is None
+
+
+def test_raw_socket_with_the_wrong_server_key_receives_nothing(bundle, keys, tmp_path):
+    generate_keypair(tmp_path / "fake", "server")  # a server key pair that is not the real one
+    with curve_server(bundle, keys) as server:
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        public, secret = load_secret_keypair(keys / "cell-1" / "cell-1.key_secret")
+        sock.curve_publickey, sock.curve_secretkey = public, secret
+        sock.curve_serverkey = load_public_key(tmp_path / "fake" / "server.key")
+        sock.connect(server.endpoint)
+        sock.send_multipart([b"\x80"], zmq.NOBLOCK)  # queued: the CURVE handshake never completes
+        assert sock.poll(500, zmq.POLLIN) == 0
+        sock.close()
+        ctx.term()
+
+
+def test_keygen_writes_a_pair_and_refuses_to_overwrite(tmp_path):
+    public, secret = generate_keypair(tmp_path, "cell-9")
+    assert (public.name, secret.name) == ("cell-9.key", "cell-9.key_secret")
+    assert secret.stat().st_mode & 0o777 == 0o600
+    pub, sec = load_secret_keypair(secret)
+    assert load_public_key(public) == pub and len(pub) == 40 and len(sec) == 40  # Z85 text of 32-byte keys
+    with pytest.raises(KeyFileError, match="already exists; pick another --name or pass --force"):
+        generate_keypair(tmp_path, "cell-9")
+    generate_keypair(tmp_path, "cell-9", overwrite=True)
+    assert load_public_key(public) != pub
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda d: d / "missing.key_secret", "not found (create one with `genba bridge keygen`)"),
+        (lambda d: generate_keypair(d, "pub")[0], "holds only a public key"),
+    ],
+)
+def test_key_loading_errors_name_the_fix(tmp_path, make, message):
+    with pytest.raises(KeyFileError) as info:
+        load_secret_keypair(make(tmp_path))
+    assert message in str(info.value)
+
+
+def test_keygen_rejects_odd_names(tmp_path):
+    with pytest.raises(KeyFileError, match="use letters, digits"):
+        generate_keypair(tmp_path, "../escape")
