@@ -250,7 +250,7 @@ class BridgeServer:
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
-            raise ServerConfigError(f"cannot bind {endpoint}: {exc.strerror} (is another server using it?)") from None
+            raise ServerConfigError(f"cannot bind {endpoint}: {zmq.strerror(exc.errno)} (is another server using it?)") from None
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:
