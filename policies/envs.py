@@ -81,10 +81,6 @@ def control_hz(env: gym.Env) -> float:
     return float(spec.get("control_hz") or env.metadata.get("render_fps") or 1.0)
 
 
-def is_goal_env(env: gym.Env) -> bool:
-    return isinstance(env.observation_space, gym.spaces.Dict) and hasattr(env.unwrapped, "compute_reward")
-
-
 class _EchoExpert:
     """TargetEnv's expert: the observation is the answer."""
 

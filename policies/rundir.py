@@ -140,7 +140,7 @@ class RunDir:
         if run.path.exists() and any(run.path.iterdir()):
             raise RunError(f"{run.path} already exists; pass --resume to continue it, or choose another --out")
         run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.path / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        run.save_config(cfg)
         meta = {"seed": cfg.seed, "command": argv if argv is not None else sys.argv, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "git_revision": git_revision(), "versions": package_versions(), "host": platform.node()}
         atomic_write_text(run.path / META_FILE, json.dumps(meta, indent=2) + "\n")
@@ -152,6 +152,9 @@ class RunDir:
         if not (run.path / CONFIG_FILE).is_file():
             raise RunError(f"{run.path}: not a run directory ({CONFIG_FILE} missing)")
         return run
+
+    def save_config(self, cfg: TrainConfig) -> None:
+        atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     def config(self) -> TrainConfig:
         try:

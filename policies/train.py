@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from gymnasium import spaces
 
 from policies.config import OFF_POLICY, ConfigError, TrainConfig
-from policies.envs import control_hz, is_goal_env, make_env, make_vec_env
+from policies.envs import control_hz, make_env, make_vec_env
 from policies.rundir import RunDir, RunError
 from policies.snapshot import algo_class, open_snapshot, run_snapshot, save_snapshot
 
@@ -39,11 +39,8 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
         run = RunDir.open(out)
         cfg = run.config()
         if max_steps is not None and max_steps != cfg.steps:
-            cfg.steps = max_steps
-            from policies.rundir import CONFIG_FILE, atomic_write_text
-            import yaml
-
-            atomic_write_text(run.path / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            cfg.steps = max_steps  # --steps on resume extends (or shortens) the run's target
+            run.save_config(cfg)
         run.clean_temp()
     else:
         if cfg is None:
@@ -58,7 +55,6 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
 
 def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> dict[str, Any]:
     from stable_baselines3.common.utils import set_random_seed
-    from stable_baselines3.common.vec_env import VecNormalize
 
     from policies.callbacks import TrainingMonitor, state_of
 
@@ -142,9 +138,9 @@ def build_model(cfg: TrainConfig, env, device: str, tensorboard: Path | None):
     for key in ("learning_rate", "clip_range"):
         if isinstance(kwargs.get(key), str):
             kwargs[key] = schedule(kwargs[key], key)
-    policy = "MultiInputPolicy" if hasattr(env.observation_space, "spaces") else "MlpPolicy"
+    policy = "MultiInputPolicy" if isinstance(env.observation_space, spaces.Dict) else "MlpPolicy"
     if cfg.her:
-        if not isinstance(env.observation_space, __import__("gymnasium").spaces.Dict):
+        if not isinstance(env.observation_space, spaces.Dict):
             raise ConfigError(f"--her: {cfg.scenario} is not goal-conditioned (its observation is not a Dict)")
         kwargs["replay_buffer_class"] = HerReplayBuffer
         kwargs["replay_buffer_kwargs"] = dict(cfg.her_kwargs)

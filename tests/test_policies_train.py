@@ -133,3 +133,18 @@ def test_wilson_interval_known_values():
     assert lo == 0.0 and hi == pytest.approx(0.16113, abs=1e-4)
     lo, hi = wilson_interval(50, 50)
     assert hi == pytest.approx(1.0) and lo == pytest.approx(0.92865, abs=1e-4)
+
+
+def test_ppo_in_subprocess_envs_with_normalization_exports_exactly(tmp_path):
+    """--envs 2 (SubprocVecEnv) + VecNormalize: the run's statistics reach the bundle, which matches the model."""
+    out = tmp_path / "ppo"
+    cfg = resolve_config("toy-target", "ppo", {"n_envs": 2, "steps": 512, "eval_episodes": 2})
+    summary = train(cfg, out, progress=False)
+    assert summary["num_timesteps"] == 512  # one rollout of n_steps=256 in each of the 2 envs
+    snap = run_snapshot(out, "final")
+    vn = snap.load_vecnormalize()
+    assert vn is not None and vn.obs_rms.count > 500  # statistics were gathered from both envs
+    bundle = load_bundle(export_run(out, tmp_path / "b", which="final"))
+    obs = np.random.default_rng(2).uniform(-1, 1, (1000, 1)).astype(np.float32)
+    expected = snap.load_model().predict(vn.normalize_obs(obs), deterministic=True)[0]
+    np.testing.assert_allclose(bundle.infer(obs), expected, atol=1e-5, rtol=0)
