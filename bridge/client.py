@@ -182,7 +182,8 @@ class BridgeClient:
         start = time.monotonic_ns()
         end = start + int(deadline_s * 1e9)
         self._drain_incoming()  # a bye or error that arrived since the last call is handled first
-        if not self._session_alive(start) or not self.ensure_session(deadline_s):
+        self._drop_if_silent(start)
+        if not self.ensure_session(deadline_s):
             self.stats.miss()
             return StepResult("disconnected", None, 0)
         seq = self._next_seq()  # after any handshake: the server rejects seqs at or below the hello's
@@ -303,14 +304,14 @@ class BridgeClient:
         self._backoff_s = min(self._backoff_s * 2.0, self.config.backoff_max_s)
         log.debug("handshake with %s failed (%s); next try in %.3f s", self.config.endpoint, why, self._backoff_s)
 
-    def _session_alive(self, now_ns: int) -> bool:
-        """Drop a session that has not answered for silence_s; True if a session (still) exists."""
-        if self.welcome is None:
-            return False
-        if self._waiting_since_ns is not None and now_ns - self._waiting_since_ns > self.config.silence_s * 1e9:
+    def _drop_if_silent(self, now_ns: int) -> None:
+        """Drop a session whose server has not answered anything for silence_s."""
+        if (
+            self.welcome is not None
+            and self._waiting_since_ns is not None
+            and now_ns - self._waiting_since_ns > self.config.silence_s * 1e9
+        ):
             self.drop_session(f"no reply for {self.config.silence_s:g} s")
-            return False
-        return True
 
     def _send(self, frames: list[bytes], end_ns: int) -> bool:
         """Queue the message for sending, waiting at most until end_ns if the queue (HWM) is full."""
@@ -378,7 +379,8 @@ class BridgeClient:
     def _request(self, msg_type: MsgType, timeout_s: float, fields: dict[str, Any]) -> bool:
         start = time.monotonic_ns()
         end = start + int(timeout_s * 1e9)
-        if not self._session_alive(start) or not self.ensure_session(timeout_s):
+        self._drop_if_silent(start)
+        if not self.ensure_session(timeout_s):
             return False
         seq = self._next_seq()
         if not self._send(wire.encode(wire.make_header(msg_type, seq, **fields)), end):
