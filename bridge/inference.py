@@ -60,7 +60,7 @@ class InferenceWorker(threading.Thread):
         self._queue: queue.SimpleQueue[list[StepRequest] | None] = queue.SimpleQueue()
         self._buffers = [np.zeros((max_batch, e.obs_dim), dtype=np.float32) for e in self._entries]
         self._descriptors = [[["<f4", [e.act_dim]]] for e in self._entries]
-        self.last_actions: dict[bytes, tuple[int, list[float]]] = {}  # per controller, for telemetry
+        self.last_actions: dict[bytes, tuple[int, np.ndarray]] = {}  # per controller, for telemetry
         self.outbox: deque[list[bytes]] = deque()  # [identity, header, action] frames, for the I/O thread
         self.failure: BaseException | None = None
 
@@ -138,15 +138,17 @@ class InferenceWorker(threading.Thread):
             return
         end = time.monotonic_ns()
         infer_us = (end - start) / 1e3
-        finite = np.isfinite(actions).all(axis=1)
-        outside = (np.abs(actions) > 1.0).any(axis=1)
-        if outside.any():  # a policy must stay in [-1, 1]; clip and report it as a safety event
-            np.clip(actions, -1.0, 1.0, out=actions)
-            self._stats.count("safety.action_clipped", int(outside.sum()))
+        finite = None
+        if not (np.abs(actions) <= 1.0).all():  # one check catches NaN (compares False) and |a| > 1
+            finite = np.isfinite(actions).all(axis=1)
+            outside = finite & (np.abs(actions) > 1.0).any(axis=1)
+            if outside.any():  # a policy must stay in [-1, 1]; clip and report it as a safety event
+                np.clip(actions, -1.0, 1.0, out=actions)
+                self._stats.count("safety.action_clipped", int(outside.sum()))
         descriptor = self._descriptors[index]
         packb = msgpack.packb
         for row, request in enumerate(live):
-            if not finite[row]:
+            if finite is not None and not finite[row]:
                 self._send_error(request, ErrorCode.INTERNAL, "policy produced a non-finite action")
                 continue
             sent = time.monotonic_ns()
@@ -157,7 +159,7 @@ class InferenceWorker(threading.Thread):
             action = actions[row]
             self.outbox.append([request.identity, header, action.tobytes()])
             self._stats.served((sent - request.recv_ns) / 1e3, infer_us, n)
-            self.last_actions[request.identity] = (request.seq, action.tolist())
+            self.last_actions[request.identity] = (request.seq, action)  # a row of this batch's own array
 
     def _send_error(self, request: StepRequest, code: ErrorCode, text: str) -> None:
         self._stats.count(f"errors.{code.name}")

@@ -236,7 +236,7 @@ def decode(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
         raise ProtocolError(ErrorCode.MALFORMED, "empty message")
     if len(frames) > 1 + MAX_ARRAYS:
         raise ProtocolError(ErrorCode.MALFORMED, f"{len(frames)} frames; at most {1 + MAX_ARRAYS} allowed")
-    total = sum(len(f) for f in frames)
+    total = sum(map(len, frames))
     if total > max_bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"message is {total} bytes; the cap is {max_bytes}")
     header = decode_header(frames[0])

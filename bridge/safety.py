@@ -9,6 +9,7 @@ vector, so the tool keeps moving along the commanded line, only slower or shorte
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter, deque
 from typing import Callable, NamedTuple
 
@@ -30,11 +31,9 @@ class Clamped(NamedTuple):
 
 
 def _scale_to_limit(delta: np.ndarray, limit: np.ndarray) -> float:
-    """Largest factor in [0, 1] that keeps every |delta_i| within limit_i."""
-    over = np.abs(delta) > limit
-    if not over.any():
-        return 1.0
-    return float(np.min(limit[over] / np.abs(delta[over])))
+    """Largest factor in [0, 1] that keeps every |delta_i| within limit_i (limits are positive)."""
+    worst = float((np.abs(delta) / limit).max())
+    return 1.0 if worst <= 1.0 else 1.0 / worst
 
 
 # --------------------------------------------------------------------------------- clamps
@@ -49,8 +48,9 @@ def reject_non_finite(command: np.ndarray, fallback: np.ndarray) -> Clamped:
 
 def clamp_joint_positions(q: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> Clamped:
     """Each joint inside its [lower, upper] range."""
-    safe = np.clip(q, lower, upper)
-    return Clamped(safe, bool(np.any(safe != q)))
+    if (q - lower).min() >= 0.0 and (upper - q).min() >= 0.0:
+        return Clamped(q, False)
+    return Clamped(np.minimum(np.maximum(q, lower), upper), True)
 
 
 def clamp_relative_target(q: np.ndarray, q_measured: np.ndarray, max_relative: np.ndarray) -> Clamped:
@@ -98,7 +98,8 @@ def decelerate_to_hold(q_prev: np.ndarray, v_prev: np.ndarray, max_acceleration:
 
 
 def _box_excess(point: np.ndarray, low: np.ndarray, high: np.ndarray) -> float:
-    return float(np.max(np.maximum(low - point, 0.0) + np.maximum(point - high, 0.0)))
+    """How far outside the box the point is along its worst axis (0 inside)."""
+    return max(0.0, float((low - point).max()), float((point - high).max()))
 
 
 def clamp_to_workspace(
@@ -156,7 +157,7 @@ def limit_tool_speed(q: np.ndarray, q_prev: np.ndarray, fk: ForwardKinematics, m
     delta = q - q_prev
     scale = 1.0
     for _ in range(8):  # exact after one pass when fk is linear; a few more for curved kinematics
-        distance = float(np.linalg.norm(fk(q_prev + delta * scale) - p_prev))
+        distance = math.dist(fk(q_prev + delta * scale) if scale < 1.0 else fk(q), p_prev)
         if distance <= budget * (1.0 + _TOLERANCE):
             return Clamped(q_prev + delta * scale if scale < 1.0 else q, scale < 1.0)
         scale *= budget / distance

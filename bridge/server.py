@@ -426,6 +426,6 @@ class BridgeServer:
         for identity, (seq, action) in list(self.worker.last_actions.copy().items()):
             session = self.sessions.get(identity)
             if session is not None:
-                actions[session.session_id] = {"seq": seq, "action": action}
+                actions[session.session_id] = {"seq": seq, "action": action.tolist()}
         if actions:
             self.telemetry.publish("actions", {"last": actions})
