@@ -125,3 +125,31 @@ class TrainingMonitor(BaseCallback):
         save_snapshot(target, self.model, self.vecnormalize, with_buffer=self.cfg.algo in OFF_POLICY,
                       state=state_of(self.cfg, self.num_timesteps, self.elapsed(), self.counters()))
         self.run.mark_latest(target, self.cfg.keep_checkpoints)
+
+
+class FreezeActor(BaseCallback):
+    """Keep the actor's weights fixed for the first `until` env steps (critic warm-up after a warm start).
+
+    The actor's parameters stop requiring gradients, so SB3's actor step changes nothing while the
+    critic learns the init policy's values; then they are released.
+    """
+
+    def __init__(self, until: int):
+        super().__init__()
+        self.until = until
+
+    def _set(self, trainable: bool) -> None:
+        for p in self.model.actor.parameters():
+            p.requires_grad_(trainable)
+
+    def _on_training_start(self) -> None:
+        self._set(self.num_timesteps > self.until)
+
+    def _on_step(self) -> bool:
+        # `>`: the gradient step that follows env step `until` still belongs to the warm-up.
+        if self.num_timesteps > self.until and not next(self.model.actor.parameters()).requires_grad:
+            self._set(True)
+        return True
+
+    def _on_training_end(self) -> None:
+        self._set(True)

@@ -86,6 +86,12 @@ class TrainConfig:
     """demonstrations file (.npz from `genba demos`): BC data, or replay-buffer prefill for off-policy RL"""
     init: str | None = None
     """run directory whose policy initialises this one's actor (BC warm start)"""
+    init_log_std: float | None = -2.0
+    """with --init (SAC/TQC): the actor's log-std head starts at this constant, so early exploration stays near the init policy"""
+    init_rollout_episodes: int = 0
+    """with --init: episodes of the init policy put in the replay buffer before learning (learning_starts can then be 0)"""
+    init_actor_freeze: int = 0
+    """with --init: env steps during which only the critic learns, so a random critic cannot wreck the init actor"""
     bc: BCConfig = field(default_factory=BCConfig)
 
     def validate(self) -> "TrainConfig":

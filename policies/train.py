@@ -56,7 +56,9 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
 def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> dict[str, Any]:
     from stable_baselines3.common.utils import set_random_seed
 
-    from policies.callbacks import TrainingMonitor, state_of
+    from stable_baselines3.common.callbacks import CallbackList
+
+    from policies.callbacks import FreezeActor, TrainingMonitor, state_of
 
     t0 = time.monotonic()
     device = resolve_device(cfg.device)
@@ -84,17 +86,22 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> di
             env = vecnorm if vecnorm is not None else venv
             model = build_model(cfg, env, device, run.tensorboard)
             if init is not None:
-                warm_start(model, init)
+                warm_start(model, init, cfg.init_log_std)
+                if cfg.init_rollout_episodes:
+                    _prefill_with_policy(model, vecnorm, eval_env, cfg)
             if cfg.demos and cfg.algo in OFF_POLICY:
                 from policies.demos import load_demos, prefill_replay_buffer
 
                 prefill_replay_buffer(model, load_demos(cfg.demos), eval_env)
             state = None
         monitor = TrainingMonitor(run, cfg, eval_env, control_hz(eval_env), vecnorm, resume_state=state, progress=progress)
+        callbacks = [monitor]
+        if cfg.init and cfg.init_actor_freeze > model.num_timesteps:
+            callbacks.append(FreezeActor(cfg.init_actor_freeze))
         remaining = max(cfg.steps - model.num_timesteps, 0)
         if remaining > 0:
             # reset_num_timesteps=False keeps the step counter, so LR/exploration schedules continue where they were.
-            model.learn(remaining, callback=monitor, reset_num_timesteps=ckpt is None, tb_log_name="sb3")
+            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None, tb_log_name="sb3")
         else:
             monitor.start = time.monotonic()
         if monitor.last_eval_step != model.num_timesteps and not monitor.stopped_early:
@@ -184,8 +191,29 @@ def open_init(path: str):
     raise RunError(f"--init {path}: not a run directory or snapshot")
 
 
-def warm_start(model, init) -> None:
-    """Copy the init policy's actor into `model` (same network shape needed): a BC warm start for RL."""
+def _prefill_with_policy(model, vecnorm, env, cfg: TrainConfig) -> None:
+    """Episodes of the (warm-started) policy in the replay buffer, so the critic first sees what it does."""
+    from policies.demos import obs_layout, prefill_replay_buffer, record
+    from policies.evaluate import model_act_fn
+
+    class _NoLabels:  # the policy drives; labels are its own actions
+        def reset(self) -> None:
+            pass
+
+        def act(self, obs):
+            return act(obs)
+
+    act = model_act_fn(model, vecnorm)
+    episodes = record(env, None, _NoLabels(), cfg.init_rollout_episodes, seed=cfg.seed * 100_000 + 900_000)
+    episodes.meta = {"obs_layout": obs_layout(env.observation_space)}
+    prefill_replay_buffer(model, episodes, env)
+
+
+def warm_start(model, init, log_std: float | None = None) -> None:
+    """Copy the init policy's actor into `model` (same network shape needed): a BC warm start for RL.
+
+    log_std: for SAC/TQC, start the (untrained) log-std head at this constant, i.e. small exploration.
+    """
     source = init.load_model(device=model.device)
     if source.observation_space != model.observation_space or source.action_space != model.action_space:
         raise ConfigError(f"--init {init.path}: its observation/action spaces differ from this scenario's")
@@ -197,5 +225,10 @@ def warm_start(model, init) -> None:
     if not any(k.startswith(("mu", "latent_pi")) for k in copied):
         raise ConfigError(f"--init {init.path}: actor layers do not match (net_arch must be the same as the init run's)")
     dst_actor.load_state_dict({**dst, **copied})
+    head = getattr(dst_actor, "log_std", None)
+    if log_std is not None and isinstance(head, torch.nn.Linear):
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(log_std)
     if getattr(model, "actor_target", None) is not None:
         model.actor_target.load_state_dict(dst_actor.state_dict())

@@ -87,8 +87,10 @@ def test_bc_clones_expert_and_warm_starts_rl(tmp_path):
     assert summary["best_success"] >= 0.9, summary  # the straight-line expert is easy to clone
     bc_model = run_snapshot(bc_out, "best").load_model()
 
-    # RL from the cloned actor: before any update, it acts exactly like the BC policy.
-    rl_cfg = resolve_config("toy-reach", "sac", {"init": str(bc_out), "steps": 1, "eval_episodes": 1})
+    # RL from the cloned actor, with its own episodes in the buffer and the actor frozen while the critic
+    # warms up: after 200 steps of SAC updates it still acts exactly like the BC policy.
+    rl_cfg = resolve_config("toy-reach", "sac", {"init": str(bc_out), "steps": 200, "eval_episodes": 1, "init_rollout_episodes": 5,
+                                                 "init_actor_freeze": 200, "hyperparams": {"learning_starts": 0}})
     rl_out = tmp_path / "rl"
     train(rl_cfg, rl_out, progress=False)
     rl_model = run_snapshot(rl_out, "final").load_model()
@@ -96,6 +98,8 @@ def test_bc_clones_expert_and_warm_starts_rl(tmp_path):
     bc_vn, rl_vn = run_snapshot(bc_out, "best").load_vecnormalize(), run_snapshot(rl_out, "final").load_vecnormalize()
     np.testing.assert_allclose(rl_model.predict(rl_vn.normalize_obs(obs), deterministic=True)[0],
                                bc_model.predict(bc_vn.normalize_obs(obs), deterministic=True)[0], atol=1e-6)
+    assert torch.allclose(rl_model.actor.log_std.bias, torch.full_like(rl_model.actor.log_std.bias, -2.0))
+    assert rl_model.num_timesteps == 200 and rl_model._n_updates >= 150  # the critic did train meanwhile
 
 
 def test_bc_from_demos_file(tmp_path):
