@@ -52,7 +52,13 @@ def train_cmd(
         cfg_on_disk = RunDir.open(out).config()
         if cfg_on_disk.scenario != scenario:
             raise GenbaError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
-        summary = train(None, out, resume=True, progress=progress, max_steps=steps)
+        fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos,
+                 "--robot": robot, "--stop-at-success": stop_at_success, "--set": set_ or None}
+        given = [flag for flag, value in fixed.items() if value is not None]
+        if given:
+            raise GenbaError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
+                             "(only --steps and --device may change)")
+        summary = train(None, out, resume=True, progress=progress, max_steps=steps, device=device)
     else:
         overrides = parse_overrides(set_)
         flags = {"her": her, "steps": steps, "n_envs": envs, "device": device, "seed": seed, "init": init,

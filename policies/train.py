@@ -29,10 +29,11 @@ def resolve_device(device: str) -> str:
 
 
 def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
-          argv: list[str] | None = None, max_steps: int | None = None) -> dict[str, Any]:
+          argv: list[str] | None = None, max_steps: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Train (or resume) the run at `out`; returns the summary also written to out/summary.json.
 
-    cfg is None on resume (the run's own config.yaml is used); `max_steps` extends a resumed run.
+    cfg is None on resume (the run's own config.yaml is used); `max_steps` extends a resumed run and
+    `device` moves it (e.g. continue a CPU run on a GPU).
     """
     torch.set_num_threads(1)  # small MLPs on shared cores: more threads only add contention
     if resume:
@@ -41,6 +42,8 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
         if max_steps is not None and max_steps != cfg.steps:
             cfg.steps = max_steps  # --steps on resume extends (or shortens) the run's target
             run.save_config(cfg)
+        if device is not None:
+            cfg.device = device
         run.clean_temp()
     else:
         if cfg is None:
@@ -106,6 +109,9 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> di
             monitor.start = time.monotonic()
         if monitor.last_eval_step != model.num_timesteps and not monitor.stopped_early:
             monitor.evaluate()  # the final policy is always evaluated once
+        latest = run.latest_checkpoint()
+        if latest is None or open_snapshot(latest).state["num_timesteps"] != model.num_timesteps:
+            monitor.checkpoint()  # so `--resume --steps MORE` continues from here, buffer included
         final_state = state_of(cfg, model.num_timesteps, monitor.elapsed(), monitor.counters())
         save_snapshot(run.final, model, vecnorm, state=final_state)
         summary = {

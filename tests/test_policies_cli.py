@@ -99,6 +99,7 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path):
         (["eval", str(tmp_path)], "not a run directory, snapshot or bundle"),
         (["train", "toy-target", "--resume"], "--resume needs --out"),
         (["demos", "toy-target", "-n", "0", "-o", str(tmp_path / "d.npz")], "-n must be >= 1"),
+        (["train", "toy-target", "--resume", "--out", str(tmp_path / "none")], "not a run directory"),
     ]
     for args, message in cases:
         proc = subprocess.run([sys.executable, "-m", "policies.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -119,3 +119,21 @@ def test_snapshot_write_killed_halfway_is_invisible(tmp_path):
     run.clean_temp()
     assert not list(run.checkpoints.glob(".tmp-*"))  # ... and a resume removes it
     assert json.loads((run.latest_checkpoint() / "state.json").read_text()) == {"num_timesteps": 100}
+
+
+def test_resume_extends_a_finished_run_from_its_end(tmp_path):
+    """A finished run keeps a checkpoint at its last step, so `--resume --steps MORE` continues from there."""
+    from policies.config import resolve_config
+    from policies.train import train
+
+    out = tmp_path / "run"
+    train(resolve_config("toy-target", "td3", {"steps": 400, "checkpoint_freq": 10_000, "eval_freq": 10_000, "eval_episodes": 2}),
+          out, progress=False)
+    summary = train(None, out, resume=True, progress=False, max_steps=600)
+    run = RunDir(out)
+    assert summary["num_timesteps"] == 600 and run.config().steps == 600
+    assert [r["at_step"] for r in run.meta()["resumes"]] == [400]
+    assert [e["steps"] for e in run.eval_history()] == [400, 600]
+    snap = open_snapshot(run.latest_checkpoint())
+    model = snap.load_model()
+    assert snap.load_buffer_into(model) and model.replay_buffer.size() == 600
