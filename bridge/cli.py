@@ -101,10 +101,58 @@ def keygen(
     typer.echo(f"public key: {public}\nsecret key: {secret} (keep private)")
 
 
+def twin(
+    scenario: str = typer.Argument(..., help="Cell to run as the controller (built-in name or YAML path)."),
+    connect: str = typer.Option(..., help="Endpoint of `genba bridge serve`, e.g. tcp://127.0.0.1:5555."),
+    bundle: Path = typer.Option(..., help="Bundle directory (or manifest.json) the server serves: name, spec hash, action scale."),
+    episodes: int = typer.Option(20, help="Episodes, seeded like `genba eval`."),
+    seed: int = typer.Option(0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
+    servo_hz: float = typer.Option(250.0, help="Servo rate of the setpoint stream (125-1000 Hz)."),
+    speed: float = typer.Option(1.0, help="1 = real time, 2 = twice as fast, 0 = as fast as possible."),
+    latency_budget: float = typer.Option(0.5, help="Fraction of the control period a reply may take."),
+    latency_ms: float = typer.Option(0.0, help="Fault: added latency before each request (ms)."),
+    jitter_ms: float = typer.Option(0.0, help="Fault: plus uniform random latency up to this (ms)."),
+    drop_rate: float = typer.Option(0.0, help="Fault: fraction of replies lost."),
+    fault_seed: int = typer.Option(0, help="Seed of the fault generator."),
+    reduced_speed: bool = typer.Option(False, help="Cap the tool at 250 mm/s (reduced-speed mode)."),
+    max_tool_accel: Optional[float] = typer.Option(None, help="Tool-target acceleration limit (m/s^2)."),
+    robot: Optional[str] = typer.Option(None, help="Robot model override (as for `genba eval --robot`)."),
+    curve_secret: Optional[Path] = typer.Option(None, help="This controller's .key_secret (CURVE)."),
+    server_key: Optional[Path] = typer.Option(None, help="The server's public .key (CURVE)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+) -> None:
+    """Run a PyBullet cell as the robot controller through the bridge client and safety layer."""
+    limit_threads()
+    from bridge.controller import SERVO_HZ_RANGE
+    from bridge.keys import ClientKeys
+    from bridge.twin import Faults, TwinConfig, TwinError, run_twin
+
+    low, high = SERVO_HZ_RANGE
+    if not low <= servo_hz <= high:
+        raise TwinError(f"--servo-hz {servo_hz:g}: use {low:g}-{high:g} Hz")
+    if episodes < 1 or speed < 0:
+        raise TwinError("--episodes must be at least 1 and --speed not negative")
+    if (curve_secret is None) != (server_key is None):
+        raise TwinError("CURVE needs both --curve-secret (this controller's key) and --server-key")
+    keys = ClientKeys(curve_secret, server_key) if curve_secret is not None and server_key is not None else None
+    config = TwinConfig(
+        scenario=scenario, endpoint=connect, bundle=bundle, episodes=episodes, seed=seed, servo_hz=servo_hz, speed=speed,
+        latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
+        faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed), keys=keys,
+    )
+    report = run_twin(config, log=lambda line: typer.echo(line, err=True))
+    for line in report.lines():
+        typer.echo(line)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+
+
 def make_app() -> typer.Typer:
     bridge_app = typer.Typer(help="Serve policy bundles to robot controllers over ZeroMQ.", no_args_is_help=True)
     bridge_app.command("serve")(serve)
     bridge_app.command("keygen")(keygen)
+    bridge_app.command("twin")(twin)
     return bridge_app
 
 

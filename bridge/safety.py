@@ -31,9 +31,12 @@ class Clamped(NamedTuple):
 
 
 def _scale_to_limit(delta: np.ndarray, limit: np.ndarray) -> float:
-    """Largest factor in [0, 1] that keeps every |delta_i| within limit_i (limits are positive)."""
+    """Largest factor in [0, 1] that keeps every |delta_i| within limit_i (limits are positive).
+
+    A motion at the limit to within float rounding (relative 1e-9) is not an intervention.
+    """
     worst = float((np.abs(delta) / limit).max())
-    return 1.0 if worst <= 1.0 else 1.0 / worst
+    return 1.0 if worst <= 1.0 + _TOLERANCE else 1.0 / worst
 
 
 # --------------------------------------------------------------------------------- clamps
