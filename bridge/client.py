@@ -201,9 +201,9 @@ class BridgeClient:
             return StepResult("deadline", None, seq)
         reply = self._receive_reply(seq, end)
         now = time.monotonic_ns()
-        if reply is None:
+        if reply is None or now > end:  # an answer after the deadline is as useless as none
             self.stats.miss()
-            return StepResult("deadline" if self.welcome is not None else "disconnected", None, seq)
+            return StepResult("deadline" if self.welcome is not None else "disconnected", None, seq, now - start)
         header = reply.header
         if header["type"] == MsgType.ERROR.value:
             self.stats.miss()
