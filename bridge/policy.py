@@ -65,7 +65,10 @@ class PolicyEntry:
         try:
             limits = SafetyLimits.from_robot_spec(manifest.get("robot"), where=f"{where} manifest robot")
         except LimitsError as exc:
-            raise BundleSpecError(str(exc)) from None
+            raise BundleSpecError(
+                f"{exc}; the bridge serves a bundle only with its robot's safety limits (export it from an env "
+                "whose feature_spec() describes the robot, as the sim cells do)"
+            ) from None
         if not (isinstance(policy.control_hz, (int, float)) and policy.control_hz > 0):
             raise BundleSpecError(f"{where}: control_hz must be positive, got {policy.control_hz!r}")
         low = np.broadcast_to(np.asarray(action.get("low", -1.0), dtype=float), (policy.act_dim,))

@@ -20,6 +20,7 @@ from bridge import protocol as wire
 from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
 from bridge.limits import SafetyLimits
 from bridge.protocol import ErrorCode
+from bridge.policy import BundleSpecError
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
 from policies.bundle import load_bundle
 
@@ -417,3 +418,10 @@ def test_refuses_a_network_bind_without_keys(bundle):
 def test_refuses_two_bundles_with_one_name(bundle):
     with pytest.raises(ServerConfigError, match=r"two bundles share the name \['gantry-reach'\]"):
         BridgeServer([bundle, bundle], ServerConfig(bind="tcp://127.0.0.1:*"))
+
+
+def test_refuses_a_bundle_without_robot_limits(bundle):
+    bare = GatedPolicy(bundle)
+    bare.manifest = {**bundle.manifest, "robot": {"model": "toy"}}
+    with pytest.raises(BundleSpecError, match="manifest robot.joint_names: expected a non-empty list .* safety limits"):
+        BridgeServer([bare], ServerConfig(bind="tcp://127.0.0.1:*"))
