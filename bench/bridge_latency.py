@@ -135,6 +135,7 @@ def run_bridge(hz: float, seconds: float, bundle: Path, device: str) -> tuple[di
         obs = robot.observe()
 
         with_safety = LatencyStats(capacity=int(hz * seconds) + 16)
+        server_us: list[tuple[float, float]] = []  # (queue, inference) per reply, from the action headers
 
         def once(deadline_s: float, stats: LatencyStats | None) -> None:
             # Round trip: request sent -> action decoded (what the echo measures). With safety:
@@ -146,6 +147,7 @@ def run_bridge(hz: float, seconds: float, bundle: Path, device: str) -> tuple[di
                 end_to_end = time.monotonic_ns() - start
                 if stats is not None:
                     stats.record(result.rtt_ns)
+                    server_us.append((result.server_queue_us, result.server_infer_us))
                     with_safety.record(end_to_end) if end_to_end <= deadline_s * 1e9 else with_safety.miss()
             elif stats is not None:
                 stats.miss()
@@ -154,6 +156,8 @@ def run_bridge(hz: float, seconds: float, bundle: Path, device: str) -> tuple[di
         stats, late = pace(hz, seconds, once)
         info = {"device": ready["device"], "backend": ready["backend"], "bundle": manifest["name"],
                 "with_safety": with_safety.summary(), "safety_interventions": safety.report(),
+                "server_queue_p50_us": float(np.median([q for q, _ in server_us])) if server_us else None,
+                "server_infer_p50_us": float(np.median([i for _, i in server_us])) if server_us else None,
                 "client_counts": dict(client.counts)}
     finally:
         client.close()
@@ -199,6 +203,9 @@ def main() -> None:
         print(f"{name:14}{row['p50_us']:10.1f}{row['p99_us']:10.1f}{row['p999_us']:10.1f}{row['max_us']:10.1f}"
               f"{row['deadline_misses']:8d}{row['count']:9d}")
     print(f"{'bridge/echo':14}{ratios['p50']:10.2f}{ratios['p99']:10.2f}{ratios['p999']:10.2f}{ratios['max']:10.2f}")
+    if info.get("server_infer_p50_us") is not None:
+        print(f"inside the server (p50): {info['server_queue_p50_us']:.1f} us from receipt to inference start, "
+              f"{info['server_infer_p50_us']:.1f} us inference")
     print(f"targets (bridge round trip vs echo): p50 <= 1.5x {'met' if ratios['p50'] <= 1.5 else 'MISSED'}, "
           f"p99 <= 2x {'met' if ratios['p99'] <= 2.0 else 'MISSED'} "
           f"(server device {info.get('device')}, backend {info.get('backend')}, {os.cpu_count()} CPUs)")
