@@ -119,6 +119,15 @@ def step(sock, seq, obs, deadline_us=2_000_000):
 OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
 
 
+def wait_for(predicate, timeout_s):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 # ------------------------------------------------------------------ handshake and steps
 
 
@@ -172,7 +181,7 @@ def test_concurrent_requests_are_batched_into_one_forward_pass(bundle, context):
         assert gated.entered.wait(5)  # the worker is now inside infer for request 0
         for sock, obs in zip(socks[1:], observations[1:]):
             send(sock, {"type": "step", "seq": 2, "deadline_us": 5_000_000}, [obs])
-        time.sleep(0.3)  # let the I/O thread queue all seven
+        assert wait_for(lambda: all(s.last_seq == 2 for s in server.sessions.values()), 5)  # all seven queued
         gated.gate.set()
         replies = [recv(sock) for sock in socks]
         for sock in socks:
@@ -282,7 +291,8 @@ def test_deadline_passed_before_inference_is_answered_not_run(bundle, context):
         send(first, {"type": "step", "seq": 2, "deadline_us": 5_000_000}, [OBS])
         assert gated.entered.wait(5)
         send(late, {"type": "step", "seq": 2, "deadline_us": 1_000}, [OBS])  # 1 ms: expires in the queue
-        time.sleep(0.1)
+        assert wait_for(lambda: all(s.last_seq == 2 for s in server.sessions.values()), 5)
+        time.sleep(0.05)
         gated.gate.set()
         assert recv(first).header["type"] == "action"
         expect_error(recv(late), ErrorCode.DEADLINE_EXPIRED, "before inference", 2)
@@ -349,7 +359,7 @@ def test_replies_to_vanished_controllers_are_dropped(bundle, context):
         send(gone, {"type": "step", "seq": 2, "deadline_us": 5_000_000}, [OBS])
         assert gated.entered.wait(5)
         gone.close()
-        time.sleep(0.2)
+        time.sleep(0.5)  # the server's libzmq sees the TCP close and forgets the peer
         gated.gate.set()
         survivor = dealer(context, server.endpoint)
         hello(survivor, bundle)
