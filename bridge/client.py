@@ -208,10 +208,12 @@ class BridgeClient:
         if header["type"] == MsgType.ERROR.value:
             self.stats.miss()
             return StepResult("error", None, seq, now - start, header["code"], header["text"])
-        if header["type"] != MsgType.ACTION.value or not reply.arrays:
+        expected = (self.welcome.act_dim,) if self.welcome is not None else None
+        if header["type"] != MsgType.ACTION.value or not reply.arrays or reply.arrays[0].shape != expected:
             self.counts["bad_replies"] += 1
             self.stats.miss()
-            return StepResult("error", None, seq, now - start, int(ErrorCode.MALFORMED), f"unexpected {header['type']} reply")
+            return StepResult("error", None, seq, now - start, int(ErrorCode.MALFORMED), f"unexpected {header['type']} reply "
+                              f"(an action must be <f4 {expected})")
         rtt = now - start
         self.stats.record(rtt)
         return StepResult(
@@ -238,13 +240,15 @@ class BridgeClient:
     def close(self, reason: str = "controller closing") -> None:
         if self._closed:
             return
+        linger_ms = 0
         if self.welcome is not None and self._socket is not None:
             try:
                 self._socket.send_multipart(wire.encode(wire.make_header(MsgType.BYE, self._next_seq(), reason=reason)), zmq.NOBLOCK)
+                linger_ms = 100  # long enough to deliver the bye, never to hang on a dead server
             except zmq.ZMQError:
                 pass
         self.welcome = None
-        self._close_socket()
+        self._close_socket(linger_ms)
         self._closed = True
         if self._own_context:
             self._context.term()
@@ -292,9 +296,9 @@ class BridgeClient:
         self._poller.register(sock, zmq.POLLIN)
         self._waiting_since_ns = None
 
-    def _close_socket(self) -> None:
+    def _close_socket(self, linger_ms: int = 0) -> None:
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self._socket.close(linger=linger_ms)
             self._socket = None
 
     def _fail_attempt(self, why: str) -> None:

@@ -25,7 +25,6 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence
 import numpy as np
 
 from bridge.client import BridgeClient
-from bridge.latency import LatencyStats
 from bridge.limits import SafetyLimits
 from bridge.safety import SafetyFilter
 from bridge.watchdog import ServoState, Watchdog

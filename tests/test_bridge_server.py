@@ -435,3 +435,12 @@ def test_refuses_a_bundle_without_robot_limits(bundle):
     bare.manifest = {**bundle.manifest, "robot": {"model": "toy"}}
     with pytest.raises(BundleSpecError, match="manifest robot.joint_names: expected a non-empty list .* safety limits"):
         BridgeServer([bare], ServerConfig(bind="tcp://127.0.0.1:*"))
+
+
+def test_client_bye_ends_the_session_on_the_server(bundle):
+    with serving(bundle) as server:
+        client = BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash))
+        client.connect(5.0)
+        assert len(server.sessions) == 1
+        client.close()
+        assert wait_for(lambda: not server.sessions, 3)
