@@ -3,23 +3,15 @@ and test harnesses that should not depend on the other packages' commands import
 
 from __future__ import annotations
 
-import sys
-
-import typer
-
 from bridge.cli import make_app
-from genba.errors import GenbaError
+from genba.runner import run_app
 
 app = make_app()
 app.pretty_exceptions_enable = False
 
 
 def main() -> None:
-    try:
-        app(prog_name="python -m bridge")
-    except GenbaError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
+    run_app(app, prog_name="python -m bridge")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,9 @@ together and turns expected errors into a one-line message and exit code 1, neve
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
-from genba.errors import GenbaError
+from genba.runner import run_app
 
 app = typer.Typer(
     name="genba",
@@ -22,35 +20,26 @@ app = typer.Typer(
 
 
 def _mount() -> None:
+    from bridge.cli import register as register_bridge
     from genba.demo import register as register_demo
+    from policies.cli import register as register_policies
     from scenarios.cli import app as scenarios_app
     from sim.cli import register as register_sim
+    from sim.viewer.cli import register as register_viewer
 
     register_demo(app)
-    app.add_typer(scenarios_app, name="scenarios")
     register_sim(app)
-    for module in ("policies.cli", "bridge.cli", "sim.viewer.cli"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as exc:  # a package not yet built must not break the others
-            if exc.name and module.startswith(exc.name):
-                continue
-            raise
-        mod.register(app)
+    register_policies(app)
+    register_viewer(app)
+    app.add_typer(scenarios_app, name="scenarios")
+    register_bridge(app)
 
 
 _mount()
 
 
 def main() -> None:
-    try:
-        app()
-    except GenbaError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        typer.secho("interrupted", err=True)
-        sys.exit(130)
+    run_app(app)
 
 
 if __name__ == "__main__":
