@@ -120,12 +120,18 @@ def twin(
     curve_secret: Optional[Path] = typer.Option(None, help="This controller's .key_secret (CURVE)."),
     server_key: Optional[Path] = typer.Option(None, help="The server's public .key (CURVE)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+    web: bool = typer.Option(False, "--web", help="Serve the live page of `genba view --web`, with latency and safety counters."),
+    host: str = typer.Option("127.0.0.1", help="--web: address to listen on."),
+    port: int = typer.Option(8000, help="--web: port (0 = any free port)."),
+    fps: float = typer.Option(10.0, help="--web: frame rate cap of the page."),
 ) -> None:
-    """Run a PyBullet cell as the robot controller through the bridge client and safety layer."""
+    """Run a PyBullet cell as the robot controller through the bridge client and safety layer.
+
+    With --web: pause freezes the cell (heartbeats keep the session), step runs one period, reset ends the episode."""
     limit_threads()
     from bridge.controller import SERVO_HZ_RANGE
     from bridge.keys import ClientKeys
-    from bridge.twin import Faults, TwinConfig, TwinError, run_twin
+    from bridge.twin import Faults, TwinConfig, TwinError, WebOptions, run_twin
 
     low, high = SERVO_HZ_RANGE
     if not low <= servo_hz <= high:
@@ -139,6 +145,7 @@ def twin(
         scenario=scenario, endpoint=connect, bundle=bundle, episodes=episodes, seed=seed, servo_hz=servo_hz, speed=speed,
         latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
         faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed), keys=keys,
+        web=WebOptions(host, port, fps) if web else None,
     )
     report = run_twin(config, log=lambda line: typer.echo(line, err=True))
     for line in report.lines():

@@ -1,6 +1,6 @@
 """The digital twin: a PyBullet cell acting as the robot controller, served through the real bridge.
 
-    genba bridge twin SCENARIO --connect ENDPOINT --bundle DIR [--episodes N] [--servo-hz HZ] [--json PATH]
+    genba bridge twin SCENARIO --connect ENDPOINT --bundle DIR [--episodes N] [--servo-hz HZ] [--json PATH] [--web]
 
 Each control period (paced by the wall clock, ``speed`` times real time) the twin observes the
 cell, asks the server for an action through ``BridgeClient`` (optionally through injected faults:
@@ -12,6 +12,13 @@ The cell takes one command per control period, so it is driven to the last appli
 each period; when the safety layer changed nothing, the env gets the policy's action bit for
 bit, so with no faults the twin reproduces ``genba eval`` episode by episode.
 
+With ``--web`` the twin serves the same live page as ``genba view --web`` (sim.viewer.live.LiveView,
+imported only then): the cell's camera, the viewer's status fields, plus the round trip, deadline
+misses, safety interventions and holds. Pause freezes the cell: no requests and no physics step (in
+the sim, a frozen cell is a robot held still), with a heartbeat each second so neither the server
+(10 s session timeout) nor the client drops the session; step runs one control period; reset ends
+the episode (it counts, as a failure unless the cell already reported success).
+
 Supports ``ee_delta`` bundles (the cells' default action kind). Episodes use the same seeds as
 ``genba eval`` (policies.evaluate.EVAL_SEED_OFFSET + seed + i).
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +88,13 @@ class FaultyLink:
 
 
 @dataclass
+class WebOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0: any free port
+    fps: float = 10.0
+
+
+@dataclass
 class TwinConfig:
     scenario: str
     endpoint: str
@@ -94,6 +109,7 @@ class TwinConfig:
     robot: str | None = None
     faults: Faults = field(default_factory=Faults)
     keys: ClientKeys | None = None
+    web: WebOptions | None = None  # serve the live page (needs the viewer's aiohttp)
 
 
 @dataclass
@@ -233,6 +249,57 @@ class _ServoStream:
         return safety.q.copy(), changed
 
 
+PAUSED_POLL_S = 0.02  # how often a paused twin looks for the viewer's requests
+PAUSED_HEARTBEAT_S = 1.0  # a paused twin still tells the server it is alive (sessions expire after 10 s)
+
+
+class _LivePage:
+    """Feeds a LiveView: the viewer loop's status keys (so the page's plots work) plus the bridge's counters."""
+
+    def __init__(self, view, env, labels: dict[str, Any]) -> None:
+        self.view, self.env, self.labels = view, env, labels
+        self.rendered: tuple[int, int] | None = None  # (episode, step) of the last frame
+        self.round_trip_ms: float | None = None  # latest answered request
+
+    def publish(self, key: tuple[int, int], status: dict[str, Any] | None = None) -> None:
+        frame = None
+        if self.view.wants_frame(changed=key != self.rendered):  # renders only for a watcher, within the fps cap
+            frame, self.rendered = self.env.render(), key
+        if frame is not None or status is not None:
+            self.view.push(frame, status)
+
+    def status(self, *, episode: int, step: int, reward: float, ret: float, info: dict[str, Any], action, robot,
+               client: BridgeClient, result: StepResult | None, safety_counts: dict[str, int], holds: int,
+               step_status: dict[str, int]) -> dict[str, Any]:
+        if result is not None and result.status == "ok":
+            self.round_trip_ms = result.rtt_ns / 1e6
+        p99_us = client.stats.summary()["p99_us"]
+        status = dict(self.labels)
+        status.update(episode=episode + 1, step=step, reward=reward, **{"return": ret},
+                      success=bool(info.get("is_success", False)), joint_positions=robot.joint_positions())
+        if action is not None:
+            status["action"] = np.asarray(action, dtype=float)
+        status.update(
+            round_trip_ms=self.round_trip_ms, round_trip_p99_ms=None if math.isnan(p99_us) else p99_us / 1e3,
+            deadline_misses=client.stats.deadline_misses, safety_interventions=sum(safety_counts.values()),
+            safety={k: v for k, v in safety_counts.items() if v}, holds=holds, step_status=dict(step_status),
+        )
+        return status
+
+    def wait_while_paused(self, client: BridgeClient, key: tuple[int, int]):
+        """Returns the viewer's Controls once a step may run (resumed, a step click) or a reset is asked."""
+        beat = time.monotonic() + PAUSED_HEARTBEAT_S
+        while True:
+            controls = self.view.poll()
+            if controls.reset or controls.step or not controls.paused:
+                return controls
+            self.publish(key)  # a new watcher or a /frame.jpg still gets a frame of the frozen cell
+            if time.monotonic() >= beat:
+                client.heartbeat(0.05)
+                beat = time.monotonic() + PAUSED_HEARTBEAT_S
+            time.sleep(PAUSED_POLL_S)
+
+
 def run_twin(config: TwinConfig, log=print) -> TwinReport:
     """Run the episodes and return the report (the server must already be serving the bundle)."""
     import sim  # noqa: F401  (registers the cells; the twin alone may import pybullet)
@@ -240,8 +307,9 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
     from policies.spec import flatten_obs
 
     manifest = read_manifest(config.bundle)
-    env = sim.make_env(config.scenario, robot=config.robot)
-    try:
+    with ExitStack() as stack:
+        env = sim.make_env(config.scenario, robot=config.robot, render_mode="rgb_array" if config.web else None)
+        stack.callback(env.close)
         cell = env.unwrapped
         spec = cell.feature_spec()
         check_bundle_matches_env(manifest, spec)
@@ -259,21 +327,27 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
             config.endpoint, manifest["name"], manifest["spec_hash"], robot=robot_desc, name=f"twin-{config.scenario}",
             keys=config.keys,
         ))
+        stack.callback(client.close)
         link = FaultyLink(client, config.faults)
-        try:
-            welcome = client.connect(10.0)
-            if abs(welcome.control_hz - control_hz) > 1e-9:
-                raise TwinError(f"bundle runs at {welcome.control_hz:g} Hz, the cell at {control_hz:g} Hz")
-            return _episodes(config, env, cell, link, client, limits, scale, cycles, control_hz, order, flatten_obs,
-                             EVAL_SEED_OFFSET, wilson_interval, manifest["name"], log)
-        finally:
-            client.close()
-    finally:
-        env.close()
+        welcome = client.connect(10.0)
+        if abs(welcome.control_hz - control_hz) > 1e-9:
+            raise TwinError(f"bundle runs at {welcome.control_hz:g} Hz, the cell at {control_hz:g} Hz")
+        page = None
+        if config.web is not None:
+            from sim.viewer.live import LiveView, is_loopback  # aiohttp: only when asked for
+
+            web = config.web
+            view = stack.enter_context(LiveView(web.host, web.port, web.fps, f"twin {config.scenario} ({manifest['name']})"))
+            page = _LivePage(view, env, {"scenario": config.scenario, "driver": f"bridge {manifest['name']}"})
+            if not is_loopback(web.host):
+                log(f"warning: the live view listens on {web.host}: anyone on that network can pause and reset the twin")
+            log(f"live view: {view.url}")
+        return _episodes(config, env, cell, link, client, limits, scale, cycles, control_hz, order, flatten_obs,
+                         EVAL_SEED_OFFSET, wilson_interval, manifest["name"], log, page)
 
 
 def _episodes(config, env, cell, link, client, limits, scale, cycles, control_hz, order, flatten_obs, seed_offset,
-              wilson_interval, bundle_name, log) -> TwinReport:
+              wilson_interval, bundle_name, log, page: _LivePage | None = None) -> TwinReport:
     period_s = 1.0 / control_hz
     wall_period = period_s / config.speed if config.speed > 0 else 0.0
     budget_s = period_s * config.latency_budget / (config.speed if config.speed > 0 else 1.0)
@@ -295,8 +369,25 @@ def _episodes(config, env, cell, link, client, limits, scale, cycles, control_hz
             safety.set_reduced_speed(True)
         stream = _ServoStream(safety, Watchdog(hold_after=2, drop_after_s=1.0), cycles, period_ns)
         grip, done, sim_ns, steps = -1.0, False, 0, 0
+        reward, ret, env_action, result = 0.0, 0.0, None, None
+
+        def publish() -> None:
+            counts = {k: safety_total.get(k, 0) + v for k, v in safety.report().items()}
+            page.publish((episode, steps), page.status(
+                episode=episode, step=steps, reward=reward, ret=ret, info=info, action=env_action, robot=robot,
+                client=client, result=result, safety_counts=counts, holds=holds + stream.holds, step_status=status))
+
+        if page is not None:
+            publish()
         tick = time.monotonic()
         while not done:
+            if page is not None:
+                controls = page.wait_while_paused(client, (episode, steps))
+                if controls.reset:
+                    log(f"episode {episode}: reset from the live view")
+                    break
+                if controls.paused:  # time spent paused is not a late control period
+                    tick = time.monotonic()
             if wall_period:
                 now = time.monotonic()
                 if now < tick:
@@ -321,10 +412,13 @@ def _episodes(config, env, cell, link, client, limits, scale, cycles, control_hz
             else:
                 env_action = np.append(np.clip((applied - current) / scale, -1.0, 1.0), grip)
                 steps_changed += 1
-            obs, _, terminated, truncated, info = env.step(env_action.astype(np.float32))
+            obs, reward, terminated, truncated, info = env.step(env_action.astype(np.float32))
             done = terminated or truncated
             sim_ns += period_ns
             steps += 1
+            ret += float(reward)
+            if page is not None:
+                publish()
             tick += wall_period
         steps_total += steps
         holds += stream.holds
