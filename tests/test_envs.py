@@ -205,3 +205,17 @@ def test_nan_action_is_rejected():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="NaN"):
         env.step(np.array([np.nan, 0, 0, 0, 0]))
+
+
+def test_reach_reports_collisions_with_the_table_and_cycle_time():
+    env = sim.make_env("reach")
+    env.reset(seed=0)
+    env.task.goal = np.array([0.5, 0.0, -0.3])  # below the table top: the arm is driven into it
+    info = {}
+    for _ in range(40):
+        _, _, _, _, info = env.step(np.array([0, 0, -1.0, 0, -1.0]))
+    assert info["collisions"] >= 1 and "cycle_time" not in info
+    env.reset(seed=1)
+    env.task.goal = env.robot.tool_pos + np.array([0.0, 0.0, 0.02])
+    _, _, terminated, _, info = env.step(np.zeros(5))
+    assert terminated and info["cycle_time"] == pytest.approx(env.scenario.physics.control_period)

@@ -10,6 +10,7 @@ import pybullet as pb
 
 from scenarios.schema import ConveyorPickTask
 from sim.props.parts import Part
+from sim.tasks.collisions import CollisionCounter
 from sim.tasks.base import Feature, Task
 
 # Constant stand-in for the part-to-bin distance while no part is on the belt, so the reward does
@@ -28,10 +29,8 @@ class ConveyorPick(Task):
         self._drop_point = self.bin.drop_point
         self._finger_links = frozenset(self.robot.finger_ids)
         self._part_bodies = {self.sim.body(p.name): p for p in self.parts.parts}
-        # Which (body, link) the robot must not touch. The belt (conveyor link 0) is where parts are
-        # picked; only the conveyor's frame (link -1) is a fixture. None = any link of that body.
-        self._fixtures = {self.sim.body(n): None for n in cell.fixture_names}
-        self._fixtures[self.conveyor.body] = -1
+        # The belt (conveyor link 0) is where parts are picked; only the conveyor's frame (link -1) is a fixture.
+        self._collisions = CollisionCounter(cell, {self.conveyor.body: -1})
 
     @property
     def config(self) -> ConveyorPickTask:
@@ -49,8 +48,7 @@ class ConveyorPick(Task):
         for _ in self.parts.parts:
             self._arrivals.append((t, rng.uniform(*r.part_lateral_offset), rng.uniform(*r.part_yaw)))
             t += rng.uniform(*pc.spawn_interval)
-        self.collisions = 0
-        self._touching: set[tuple[int, int]] = set()
+        self._collisions.reset()
         self._holding: set[str] = set()
         self._events = {"placed": 0, "dropped": 0, "collisions": 0}
         self._poses = {}
@@ -68,7 +66,7 @@ class ConveyorPick(Task):
         # One query for every contact of the robot serves both grasp detection and collision counting.
         contacts = pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid)
         self._read_grasp(contacts)
-        self._events = {"placed": 0, "dropped": 0, "collisions": self._count_collisions(contacts)}
+        self._events = {"placed": 0, "dropped": 0, "collisions": self._collisions.update(contacts)}
         now = self.sim.time
         self._poses: dict[str, tuple] = {}
         for part in self.parts.parts:
@@ -110,17 +108,6 @@ class ConveyorPick(Task):
 
     def _held(self, part: Part) -> bool:
         return part.name in self._holding
-
-    def _count_collisions(self, contacts) -> int:
-        """New robot-fixture contacts this step (a contact held over many steps counts once)."""
-        touching = set()
-        for c in contacts:
-            if c[2] in self._fixtures and self._fixtures[c[2]] in (None, c[4]):
-                touching.add((c[2], c[3]))
-        new = len(touching - self._touching)
-        self._touching = touching
-        self.collisions += new
-        return new
 
     # --- observation ----------------------------------------------------------------------------
     def features(self) -> list[Feature]:
@@ -167,7 +154,7 @@ class ConveyorPick(Task):
         cycles = [p.resolved_time - p.spawn_time for p in self.parts.parts if p.state == "placed"]
         info = {
             "is_success": self.is_success(),
-            "collisions": self.collisions,
+            "collisions": self._collisions.total,
             "parts_placed": sum(p.state == "placed" for p in self.parts.parts),
             "parts_dropped": sum(p.state == "dropped" for p in self.parts.parts),
         }

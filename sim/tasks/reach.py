@@ -5,21 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pybullet as pb
 
 from scenarios.schema import ReachTask as ReachConfig
 from sim.tasks.base import Feature, GoalTask
+from sim.tasks.collisions import CollisionCounter
 
 
 class Reach(GoalTask):
     goal_features: list[Feature] = [("tool_position", 3, "m")]
 
+    def __init__(self, cell, scenario):
+        super().__init__(cell, scenario)
+        self._collisions = CollisionCounter(cell)
+
     def reset(self, rng: np.random.Generator) -> None:
         r = self.scenario.randomization
         self.goal = rng.uniform(r.goal_low, r.goal_high)
         self._tool = self.robot.tool_pos
+        self._collisions.reset()
 
     def after_physics(self) -> None:
         self._tool = self.robot.tool_pos
+        self._collisions.update(pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid))
 
     def features(self) -> list[Feature]:
         return []
@@ -51,3 +59,9 @@ class Reach(GoalTask):
 
     def is_terminated(self) -> bool:
         return self.is_success()
+
+    def info(self) -> dict[str, Any]:
+        info = {"is_success": self.is_success(), "collisions": self._collisions.total}
+        if info["is_success"]:  # the episode ends here: its duration is the cycle
+            info["cycle_time"] = self.sim.time
+        return info
