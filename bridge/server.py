@@ -265,19 +265,12 @@ class BridgeServer:
 
     def _forward_results(self) -> None:
         """Send every reply the inference thread has queued (after consuming its doorbells)."""
-        results, router, outbox = self._results, self._router, self.worker.outbox
+        results, outbox = self._results, self.worker.outbox
         while results.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             results.recv()
         while outbox:
-            frames = outbox.popleft()
-            try:
-                router.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:  # the controller is not reading: its queue is full
-                self.stats.count("dropped_replies")
-            except zmq.ZMQError as exc:  # EHOSTUNREACH: the controller disconnected
-                if exc.errno != zmq.EHOSTUNREACH:
-                    raise
-                self.stats.count("dropped_replies")
+            identity, *frames = outbox.popleft()
+            self._send(identity, frames)
 
     # ------------------------------------------------------------------ messages
 

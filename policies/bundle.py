@@ -93,13 +93,13 @@ def _check_files(manifest: dict, root: Path) -> None:
         fpath = root / name
         if not fpath.is_file():
             raise BundleError(f"{root}: {name} is listed in the manifest but missing")
-        actual = _sha256(fpath)
+        actual = sha256_file(fpath)
         if actual != digest:
             raise BundleError(f"{root}: {name} is corrupt or was modified (sha256 {actual[:12]}..., "
                               f"manifest says {str(digest)[:12]}...); re-export the bundle")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -23,6 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from policies.bundle import sha256_file
 from policies.graph import ExportError, ObsLayout, PolicyGraph
 from policies.spec import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound, spec_hash
 
@@ -71,7 +72,7 @@ def export_bundle(
         tmp.chmod(0o755)  # mkdtemp makes 0700
         sample = _sample_observations(model.observation_space, graph.layout, n=64)
         check = _write_graphs(graph, tmp, sample)
-        files = {f: _sha256(tmp / f) for f in (ONNX_FILE, TORCHSCRIPT_FILE)}
+        files = {f: sha256_file(tmp / f) for f in (ONNX_FILE, TORCHSCRIPT_FILE)}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -259,14 +260,6 @@ def _jsonable(value: Any) -> Any:
 
 def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _versions() -> dict[str, str]:
