@@ -7,7 +7,6 @@ run directory, so tests and other packages can build small real bundles. See doc
 from __future__ import annotations
 
 import copy
-import hashlib
 import io
 import json
 import math
