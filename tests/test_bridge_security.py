@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import zmq
 from bridge import gantry
 from bridge.client import BridgeClient, BridgeUnavailable, ClientConfig
 from bridge.keys import ClientKeys, KeyFileError, ServerKeys, generate_keypair, load_public_key, load_secret_keypair
-from bridge.server import BridgeServer, ServerConfig
+from bridge_support import serving
 from policies.bundle import load_bundle
 
 OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
@@ -36,21 +34,8 @@ def keys(tmp_path):
     return tmp_path
 
 
-@contextlib.contextmanager
 def curve_server(bundle, keys):
-    server = BridgeServer([bundle], ServerConfig(
-        bind="tcp://127.0.0.1:*", telemetry="tcp://127.0.0.1:*",
-        keys=ServerKeys(keys / "server" / "server.key_secret", keys / "allowed"),
-    ))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    assert server.wait_ready(10)
-    try:
-        yield server
-    finally:
-        server.request_stop()
-        thread.join(10)
-        assert not thread.is_alive()
+    return serving(bundle, keys=ServerKeys(keys / "server" / "server.key_secret", keys / "allowed"))
 
 
 def client_for(server, bundle, keys, name):

@@ -6,7 +6,6 @@ raw DEALER sockets (to send anything at all) or the real BridgeClient.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 
@@ -22,6 +21,7 @@ from bridge.limits import SafetyLimits
 from bridge.protocol import ErrorCode
 from bridge.policy import BundleSpecError
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
+from bridge_support import serving
 from policies.bundle import load_bundle
 
 TIMEOUT_MS = 3000
@@ -55,31 +55,6 @@ class GatedPolicy:
         self.entered.set()
         assert self.gate.wait(10), "test never opened the gate"
         return self.bundle.infer(obs)
-
-
-@contextlib.contextmanager
-def serving(*policies, **config):
-    config.setdefault("bind", "tcp://127.0.0.1:*")
-    config.setdefault("telemetry", "tcp://127.0.0.1:*")
-    server = BridgeServer(list(policies), ServerConfig(**config))
-    failure = []
-
-    def run():
-        try:
-            server.serve_forever()
-        except BaseException as exc:  # surfaced by the test below
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    assert server.wait_ready(10)
-    try:
-        yield server
-    finally:
-        server.request_stop()
-        thread.join(10)
-        assert not thread.is_alive(), "server did not stop"
-        assert not failure, failure
 
 
 @pytest.fixture

@@ -3,45 +3,27 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bridge.twin import Faults, TwinConfig, TwinError, run_twin
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+from twin_support import ENV, ROOT, bridge_server, clone_reach_bundle
 EPISODES = 30
 
 
 @pytest.fixture(scope="module")
 def reach_bundle(tmp_path_factory):
     """A quickly cloned Reach policy (BC on the scripted expert, no DAgger): succeeds on some episodes only."""
-    from policies.config import resolve_config
-    from policies.export import export_run
-    from policies.train import train
-
-    root = tmp_path_factory.mktemp("reach")
-    cfg = resolve_config("reach", "bc", {"seed": 0, "eval_episodes": 5, "bc": {"demo_episodes": 30, "iterations": 200, "rounds": 0}})
-    train(cfg, root / "run", progress=False)
-    return export_run(root / "run", root / "reach-bc")
+    return clone_reach_bundle(tmp_path_factory.mktemp("reach"), demo_episodes=30, iterations=200, eval_episodes=5)
 
 
 @pytest.fixture(scope="module")
 def server(reach_bundle):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", str(reach_bundle), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
-         "--device", "cpu", "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=ENV,
-    )
-    line = proc.stdout.readline()
-    assert line, "server exited before it was ready"
-    yield json.loads(line)["endpoint"]
-    proc.terminate()
-    proc.wait(10)
+    with bridge_server(reach_bundle) as endpoint:
+        yield endpoint
 
 
 def genba(*args):

@@ -3,48 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+from twin_support import ENV, ROOT, bridge_server, clone_reach_bundle
 
 
 @pytest.fixture(scope="module")
 def reach_bundle(tmp_path_factory):
-    """A tiny cloned Reach policy, as in test_bridge_twin.py: only the plumbing matters here, not its skill."""
-    from policies.config import resolve_config
-    from policies.export import export_run
-    from policies.train import train
-
-    root = tmp_path_factory.mktemp("reach-web")
-    cfg = resolve_config("reach", "bc", {"seed": 0, "eval_episodes": 1, "bc": {"demo_episodes": 3, "iterations": 20, "rounds": 0}})
-    train(cfg, root / "run", progress=False)
-    return export_run(root / "run", root / "reach-bc")
+    """A tiny cloned Reach policy: only the plumbing matters here, not its skill."""
+    return clone_reach_bundle(tmp_path_factory.mktemp("reach-web"), demo_episodes=3, iterations=20, eval_episodes=1)
 
 
 @pytest.fixture
 def server(reach_bundle):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", str(reach_bundle), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
-         "--device", "cpu", "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=ENV,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert line, "server exited before it was ready"
-        yield json.loads(line)["endpoint"]
-    finally:
-        proc.kill()
-        proc.wait(10)
+    with bridge_server(reach_bundle) as endpoint:
+        yield endpoint
 
 
 def _lines(stream, out: queue.Queue) -> None:

@@ -1,0 +1,47 @@
+"""Shared by the twin tests: a quickly cloned Reach bundle and a bridge server in its own process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def clone_reach_bundle(root: Path, demo_episodes: int, iterations: int, eval_episodes: int) -> Path:
+    """Behaviour cloning of the Reach expert (no extra rounds), exported as a bundle under `root`."""
+    from policies.config import resolve_config
+    from policies.export import export_run
+    from policies.train import train
+
+    cfg = resolve_config("reach", "bc", {"seed": 0, "eval_episodes": eval_episodes,
+                                         "bc": {"demo_episodes": demo_episodes, "iterations": iterations, "rounds": 0}})
+    train(cfg, root / "run", progress=False)
+    return export_run(root / "run", root / "reach-bc")
+
+
+@contextlib.contextmanager
+def bridge_server(bundle: Path) -> Iterator[str]:
+    """`python -m bridge serve BUNDLE` on a free loopback port; yields its endpoint, always stops it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
+         "--device", "cpu", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=ENV,
+    )
+    try:
+        line = proc.stdout.readline()  # the JSON 'ready' line
+        assert line, "server exited before it was ready"
+        yield json.loads(line)["endpoint"]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
