@@ -54,9 +54,6 @@ class Simulator:
     def body(self, name: str) -> int:
         return self._bodies[name]
 
-    def has_body(self, name: str) -> bool:
-        return name in self._bodies
-
     def register(self, name: str, body_id: int) -> int:
         if name in self._bodies:
             raise ValueError(f"body name {name!r} is already used in this simulator")
@@ -119,9 +116,6 @@ class Simulator:
         body = self._bodies[name]
         pb.resetBasePositionAndOrientation(body, list(position), yaw_quat(yaw), physicsClientId=self.cid)
         pb.resetBaseVelocity(body, list(linear_velocity), [0, 0, 0], physicsClientId=self.cid)
-
-    def contacts(self, a: str, b: str) -> tuple:
-        return pb.getContactPoints(self._bodies[a], self._bodies[b], physicsClientId=self.cid)
 
     # --- time -----------------------------------------------------------------------------------
     def step(self) -> None:

@@ -75,13 +75,3 @@ class Conveyor:
     def point(self, along: float, across: float, height: float = 0.0) -> np.ndarray:
         """World point at `along` metres from the belt centre in the direction of travel."""
         return self.center + self.direction * along + self.lateral * across + np.array([0, 0, height])
-
-    def along(self, world: np.ndarray) -> float:
-        return float(np.dot(np.asarray(world) - self.center, self.direction))
-
-    def across(self, world: np.ndarray) -> float:
-        return float(np.dot(np.asarray(world) - self.center, self.lateral))
-
-    def on_belt(self, world: np.ndarray, margin: float = 0.0) -> bool:
-        c = self.config
-        return abs(self.along(world)) <= c.length / 2 + margin and abs(self.across(world)) <= c.width / 2 + margin

@@ -22,7 +22,7 @@ PARK_SPACING = 0.2  # m
 class Part:
     name: str
     index: int
-    state: str = "parked"  # parked -> on_belt (active) -> placed | dropped
+    state: str = "parked"  # parked -> active (on the belt or held) -> placed | dropped
     spawn_time: float = 0.0
     settle_since: float | None = None
     resolved_time: float | None = None
@@ -47,9 +47,6 @@ class PartPool:
     def spawn(self, part: Part, position: np.ndarray, yaw: float, velocity: np.ndarray, time: float) -> None:
         self.sim.set_base_pose(part.name, position, yaw, velocity)
         part.state, part.spawn_time = "active", time
-
-    def next_parked(self) -> Part | None:
-        return next((p for p in self.parts if p.state == "parked"), None)
 
     def current(self) -> Part | None:
         """The oldest part still to be handled: the one the robot should work on."""

@@ -131,10 +131,6 @@ class Robot:
         states = pb.getJointStates(self.body, self.arm_ids, physicsClientId=self.sim.cid)
         return np.array([s[0] for s in states])
 
-    def joint_velocities(self) -> np.ndarray:
-        states = pb.getJointStates(self.body, self.arm_ids, physicsClientId=self.sim.cid)
-        return np.array([s[1] for s in states])
-
     def gripper_opening(self) -> float:
         """Distance between the fingers (m)."""
         states = pb.getJointStates(self.body, self.finger_ids, physicsClientId=self.sim.cid)
@@ -143,15 +139,6 @@ class Robot:
     def tool_pose(self) -> tuple[np.ndarray, float]:
         state = pb.getLinkState(self.body, self.tool_id, computeForwardKinematics=1, physicsClientId=self.sim.cid)
         return np.asarray(state[4]), tool_yaw(state[5])
-
-    def tool_velocity(self) -> np.ndarray:
-        state = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=self.sim.cid)
-        return np.asarray(state[6])
-
-    def tool_state(self) -> tuple[np.ndarray, float, np.ndarray]:
-        """Position, yaw and linear velocity of the tool point in one Bullet call."""
-        s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=self.sim.cid)
-        return np.asarray(s[4]), tool_yaw(s[5]), np.asarray(s[6])
 
     # --- commands -------------------------------------------------------------------------------
     def command_tool_delta(self, delta_pos: np.ndarray, delta_yaw: float, grip: float) -> None:
@@ -209,6 +196,14 @@ class Robot:
         local = np.minimum(np.maximum(local, self.model.workspace_low), self.model.workspace_high)
         return self._base_pos + np.array([c * local[0] - s * local[1], s * local[0] + c * local[1], local[2]])
 
+    def _workspace_world_box(self) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.model.workspace_low, self.model.workspace_high
+        c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        world = np.stack([c * corners[:, 0] - s * corners[:, 1], s * corners[:, 0] + c * corners[:, 1], corners[:, 2]], axis=1)
+        world += self._base_pos
+        return world.min(axis=0), world.max(axis=0)
+
     def _ik_rest(self) -> np.ndarray:
         rest = np.zeros(len(self._movable))
         rest[self._arm_in_movable] = self.home
@@ -245,8 +240,9 @@ class Robot:
             "max_ee_speed": self.config.max_ee_speed,
             "base_position": list(self.config.base_position),
             "base_yaw": self.config.base_yaw,
-            "workspace_low": self.clip_to_workspace(np.full(3, -1e3)).tolist() if self._base_yaw == 0 else list(self.model.workspace_low),
-            "workspace_high": self.clip_to_workspace(np.full(3, 1e3)).tolist() if self._base_yaw == 0 else list(self.model.workspace_high),
+            # World-frame box around the (possibly turned) base-frame workspace, for controllers' safety layers.
+            "workspace_low": self._workspace_world_box()[0].tolist(),
+            "workspace_high": self._workspace_world_box()[1].tolist(),
             "finger_travel": self.model.finger_travel,
             "rated_payload": self.model.rated_payload,
             "source": self.model.source,
