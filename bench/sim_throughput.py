@@ -6,7 +6,8 @@ For each env, rounds alternate (so both share the machine's noise) between
         (one Bullet call, as any controller needs), the same part spawns and resets, then the same
         number of pybullet.stepSimulation substeps.
 The arm moves the same way in both, so the physics costs the same; the ratio of env substeps/s to raw
-substeps/s is the share of physics speed the env keeps (target >= 0.9).
+substeps/s is the share of physics speed the env keeps (target >= 0.9). Times are this process's CPU
+time (time.process_time): the machine is shared, and wall time would count the neighbours' load.
 
     python bench/sim_throughput.py [--steps 2000] [--rounds 5] [--env ID] [--json PATH]
 """
@@ -46,12 +47,12 @@ class Recorder:
 
     def record(self, reset: bool) -> None:
         r = self.env.robot
-        self.steps.append((reset, r._q_cmd.tolist(), r._finger_cmd, self._spawns))
+        self.steps.append((reset, list(r._q_cmd), r._finger_cmd, self._spawns))
         self._spawns = []
 
 
 def time_env(env, actions: np.ndarray, recorder: Recorder | None) -> float:
-    start = time.perf_counter()
+    start = time.process_time()
     for action in actions:
         _, _, terminated, truncated, _ = env.step(action)
         reset = terminated or truncated
@@ -59,7 +60,7 @@ def time_env(env, actions: np.ndarray, recorder: Recorder | None) -> float:
             env.reset()
         if recorder is not None:
             recorder.record(reset)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def time_raw(env, steps: list, substeps: int) -> float:
@@ -67,7 +68,7 @@ def time_raw(env, steps: list, substeps: int) -> float:
     arm, fingers, forces = r.arm_ids, r.finger_ids, r._forces
     kp, kd, finger_force = r._kp, r._kd, [r.model.finger_force] * len(r.finger_ids)
     state = env._initial_state
-    start = time.perf_counter()
+    start = time.process_time()
     for reset, q, finger, spawns in steps:
         for body, position, yaw, velocity in spawns:
             pb.resetBasePositionAndOrientation(body, position, [0, 0, np.sin(yaw / 2), np.cos(yaw / 2)], physicsClientId=cid)
@@ -80,7 +81,7 @@ def time_raw(env, steps: list, substeps: int) -> float:
             pb.stepSimulation(physicsClientId=cid)
         if reset:
             pb.restoreState(stateId=state, physicsClientId=cid)
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def measure(env_id: str, steps: int, rounds: int) -> dict:

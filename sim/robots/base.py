@@ -9,17 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pybullet as pb
 
 from scenarios.schema import RobotConfig
-from sim.simulator import Simulator
-
-
-# Iterations of PyBullet's IK per control step. It starts from the current joint state; fewer than
-# 8 left the Panda visibly off target in tests/test_robot_gp7.py.
-IK_ITERATIONS = 8
+from sim.robots.ik import KinematicCopy
+from sim.simulator import Simulator, yaw_quat
 
 
 @dataclass(frozen=True)
@@ -39,6 +36,21 @@ class RobotModel:
     ik_null_space: bool = True  # redundant arms (7 axes) use the home pose as the null-space rest
     tool_yaw_offset: float = 0.0  # rad: tool yaw reported when the last joint sits at its home angle
     link_friction: dict[str, float] = field(default_factory=dict)
+
+
+# How many control periods of rated joint travel a command may lead the measured joints by.
+LAG_PERIODS = 1.0
+
+
+class ArmReading(NamedTuple):
+    """The arm's state read once per control step, as plain floats: the step loop reads these many
+    times, and Python floats cost far less there than small numpy arrays (bench/sim_throughput.py)."""
+
+    tool_pos: tuple[float, float, float]  # m, world
+    tool_yaw: float  # rad
+    tool_vel: tuple[float, float, float]  # m/s, world
+    opening: float  # m between the fingers
+    q: list[float]  # rad, arm joints
 
 
 class Robot:
@@ -69,10 +81,9 @@ class Robot:
         # IK works over every movable joint (fingers included), in joint-index order.
         self._movable = [j for j in range(pb.getNumJoints(self.body, physicsClientId=cid)) if pb.getJointInfo(self.body, j, physicsClientId=cid)[2] != pb.JOINT_FIXED]
         self._arm_in_movable = [self._movable.index(j) for j in self.arm_ids]
-        mov_info = [pb.getJointInfo(self.body, j, physicsClientId=cid) for j in self._movable]
-        self._ik_lower = [i[8] for i in mov_info]
-        self._ik_upper = [i[9] for i in mov_info]
-        self._ik_range = [u - l for l, u in zip(self._ik_lower, self._ik_upper)]
+        self._ik = KinematicCopy(model.urdf_path, config.base_position, yaw_quat(config.base_yaw), self._movable, self.tool_id)
+        # The IK seed: every movable joint, the arm's part overwritten with the last command each step.
+        self._ik_seed = [model.finger_travel] * len(self._movable)
         for link, mu in model.link_friction.items():
             pb.changeDynamics(self.body, links[link], lateralFriction=mu, physicsClientId=cid)
         if len(self.finger_ids) == 2:
@@ -82,20 +93,22 @@ class Robot:
                                        [1, 0, 0], [0, 0, 0], [0, 0, 0], physicsClientId=cid)
             pb.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=model.finger_force, physicsClientId=cid)  # q1 = q2
         self._base_pos = np.asarray(config.base_position, dtype=float)
+        self._base_xyz = tuple(float(v) for v in config.base_position)
         self._base_yaw = config.base_yaw
-        self._world_low = self._base_pos + np.asarray(model.workspace_low)
-        self._world_high = self._base_pos + np.asarray(model.workspace_high)
         self.target_pos = np.zeros(3)
         self.target_yaw = 0.0
         self.grip_command = -1.0
         # Per-step constants, prepared once: the env step is a hot loop (see bench/sim_throughput.py).
         n = len(self.arm_ids)
         self._finger_in_movable = [self._movable.index(j) for j in self.finger_ids]
-        self._ik_rest_list = list(self._ik_rest())
         self._forces = list(self.max_force)
         self._kp, self._kd = [config.position_gain] * n, [config.velocity_gain] * n
-        self._q_step = self.max_velocity * sim.physics.control_period  # rad per control period at rated speed
+        q_step = self.max_velocity * sim.physics.control_period  # rad per control period at rated speed
+        self._q_step = q_step.tolist()
+        self._q_lag = (LAG_PERIODS * q_step).tolist()
+        self._lower, self._upper = self.lower.tolist(), self.upper.tolist()
         self._finger_cmd: float | None = None
+        self._q_cmd: list[float] = self.home.tolist()
         self._fresh_at = -1
 
     # --- reset ----------------------------------------------------------------------------------
@@ -108,23 +121,44 @@ class Robot:
             pb.resetJointState(self.body, j, float(angle), 0.0, physicsClientId=cid)
         for j in self.finger_ids:
             pb.resetJointState(self.body, j, self.model.finger_travel, 0.0, physicsClientId=cid)
-        self._q_cmd = q.copy()
+        self._q_cmd = q.tolist()
         self._finger_cmd = None
         self.refresh()
-        self.target_pos, self.target_yaw = self.tool_pos.copy(), self.tool_yaw
+        self.target_pos, self.target_yaw = self.tool_pos, self.tool_yaw
         self.grip_command = -1.0
-        self._send(q, -1.0)
+        self._send(self._q_cmd, -1.0)
 
     def refresh(self) -> None:
-        """Read the arm's state once per control step (two Bullet calls); the env and task use these."""
+        """Read the arm's state once per control step (two Bullet calls); the env and task use it."""
         self._fresh_at = self.sim.steps
         cid = self.sim.cid
         s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=cid)
-        self.tool_pos, self.tool_yaw, self.tool_vel = np.array(s[4]), tool_yaw(s[5]), np.array(s[6])
         states = pb.getJointStates(self.body, self._movable, physicsClientId=cid)
-        q = np.array([st[0] for st in states])
-        self.q = q[self._arm_in_movable]
-        self.opening = float(q[self._finger_in_movable].sum())
+        self.reading = ArmReading(
+            s[4], tool_yaw(s[5]), s[6], sum(states[i][0] for i in self._finger_in_movable),
+            [states[i][0] for i in self._arm_in_movable],
+        )
+
+    # Numpy views of the last reading, for code outside the step loop.
+    @property
+    def tool_pos(self) -> np.ndarray:
+        return np.array(self.reading.tool_pos)
+
+    @property
+    def tool_vel(self) -> np.ndarray:
+        return np.array(self.reading.tool_vel)
+
+    @property
+    def tool_yaw(self) -> float:
+        return self.reading.tool_yaw
+
+    @property
+    def q(self) -> np.ndarray:
+        return np.array(self.reading.q)
+
+    @property
+    def opening(self) -> float:
+        return self.reading.opening
 
     # --- state ----------------------------------------------------------------------------------
     def joint_positions(self) -> np.ndarray:
@@ -141,7 +175,7 @@ class Robot:
         return np.asarray(state[4]), tool_yaw(state[5])
 
     # --- commands -------------------------------------------------------------------------------
-    def command_tool_delta(self, delta_pos: np.ndarray, delta_yaw: float, grip: float) -> None:
+    def command_tool_delta(self, delta_pos: Sequence[float], delta_yaw: float, grip: float) -> None:
         """Move the tool target by a Cartesian delta (world frame, m / rad) and set the gripper.
 
         The target integrates the deltas (so small steps accumulate exactly) but stays within the
@@ -149,52 +183,64 @@ class Robot:
         """
         max_lag = 0.08  # m
         self._ensure_fresh()
-        pos = self.tool_pos
-        target = self.clip_to_workspace(self.target_pos + delta_pos)
-        lag = target - pos
-        dist = math.sqrt(lag[0] * lag[0] + lag[1] * lag[1] + lag[2] * lag[2])
+        px, py, pz = self.reading.tool_pos
+        tx, ty, tz = self.clip_to_workspace([a + d for a, d in zip(self.target_pos.tolist(), delta_pos)])
+        lx, ly, lz = tx - px, ty - py, tz - pz
+        dist = math.sqrt(lx * lx + ly * ly + lz * lz)
         if dist > max_lag:
-            target = pos + lag * (max_lag / dist)
-        self.target_pos = target
+            f = max_lag / dist
+            tx, ty, tz = px + lx * f, py + ly * f, pz + lz * f
+        self.target_pos = np.array((tx, ty, tz))
         self.target_yaw = min(max(self.target_yaw + float(delta_yaw), -math.pi / 2), math.pi / 2)
-        self.command_tool_pose(self.target_pos, self.target_yaw, grip)
+        self.command_joint_positions(self.inverse_kinematics((tx, ty, tz), self.target_yaw), grip)
 
-    def command_tool_pose(self, position: np.ndarray, yaw: float, grip: float) -> None:
+    def command_tool_pose(self, position: Sequence[float], yaw: float, grip: float) -> None:
         """Servo the tool toward a pose; call once per control step."""
-        self._ensure_fresh()
         self.command_joint_positions(self.inverse_kinematics(position, yaw), grip)
 
-    def command_joint_delta(self, delta_q: np.ndarray, grip: float) -> None:
-        self.command_joint_positions(self._q_cmd + np.asarray(delta_q, dtype=float), grip)
+    def command_joint_delta(self, delta_q: Sequence[float], grip: float) -> None:
+        self.command_joint_positions([q + d for q, d in zip(self._q_cmd, delta_q)], grip)
 
-    def command_joint_positions(self, q: np.ndarray, grip: float) -> None:
-        """Joint targets, clamped to the URDF limits and to each joint's rated speed over one control period."""
-        q = np.minimum(np.maximum(q, self._q_cmd - self._q_step), self._q_cmd + self._q_step)
-        q = np.minimum(np.maximum(q, self.lower), self.upper)
-        self._q_cmd = q
-        self._send(q, grip)
+    def command_joint_positions(self, q: Sequence[float], grip: float) -> None:
+        """Joint targets, clamped to the URDF limits and to each joint's rated speed over one control period.
+
+        A target also stays within one period's rated travel of where each joint is: commands far
+        ahead of a torque-limited arm make it overshoot and swing.
+        """
+        self._ensure_fresh()
+        cmd = []
+        for target, last, now, step, lag, lo, hi in zip(q, self._q_cmd, self.reading.q, self._q_step, self._q_lag, self._lower, self._upper):
+            # Clamps written out: builtin min/max calls cost more than the comparisons themselves.
+            target = float(target)
+            target = last - step if target < last - step else last + step if target > last + step else target
+            target = now - lag if target < now - lag else now + lag if target > now + lag else target
+            cmd.append(lo if target < lo else hi if target > hi else target)
+        self._q_cmd = cmd
+        self._send(cmd, grip)
 
     def _ensure_fresh(self) -> None:
         if self._fresh_at != self.sim.steps:
             self.refresh()
 
-    def inverse_kinematics(self, position: np.ndarray, yaw: float) -> np.ndarray:
-        orn = tool_down_quat(yaw - self.model.tool_yaw_offset)
-        # Few iterations suffice: IK starts from the current joint state and targets move a few cm per step.
-        kwargs = dict(maxNumIterations=IK_ITERATIONS, residualThreshold=1e-5, physicsClientId=self.sim.cid)
-        if self.model.ik_null_space:
-            kwargs.update(lowerLimits=self._ik_lower, upperLimits=self._ik_upper, jointRanges=self._ik_range, restPoses=self._ik_rest_list)
-        sol = pb.calculateInverseKinematics(self.body, self.tool_id, position.tolist(), orn, **kwargs)
-        return np.asarray(sol)[self._arm_in_movable]
+    def inverse_kinematics(self, position: Sequence[float], yaw: float) -> list[float]:
+        """Joint targets for the tool pose, solved from the last command (see sim/robots/ik.py)."""
+        seed = self._ik_seed
+        for i, q in zip(self._arm_in_movable, self._q_cmd):
+            seed[i] = q
+        sol = self._ik.solve(seed, [float(v) for v in position], tool_down_quat(yaw - self.model.tool_yaw_offset))
+        return [sol[i] for i in self._arm_in_movable]
 
-    def clip_to_workspace(self, world_pos: np.ndarray) -> np.ndarray:
+    def clip_to_workspace(self, world_pos: Sequence[float]) -> tuple[float, float, float]:
+        x, y, z = (float(v) for v in world_pos)
+        bx, by, bz = self._base_xyz
+        lo, hi = self.model.workspace_low, self.model.workspace_high
         if self._base_yaw == 0.0:  # the common case, without the rotation
-            return np.minimum(np.maximum(world_pos, self._world_low), self._world_high)
+            return (min(max(x, bx + lo[0]), bx + hi[0]), min(max(y, by + lo[1]), by + hi[1]), min(max(z, bz + lo[2]), bz + hi[2]))
         c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
-        rel = world_pos - self._base_pos
-        local = np.array([c * rel[0] + s * rel[1], -s * rel[0] + c * rel[1], rel[2]])
-        local = np.minimum(np.maximum(local, self.model.workspace_low), self.model.workspace_high)
-        return self._base_pos + np.array([c * local[0] - s * local[1], s * local[0] + c * local[1], local[2]])
+        rx, ry = x - bx, y - by
+        u = min(max(c * rx + s * ry, lo[0]), hi[0])
+        v = min(max(-s * rx + c * ry, lo[1]), hi[1])
+        return (bx + c * u - s * v, by + s * u + c * v, min(max(z - bz, lo[2]), hi[2]) + bz)
 
     def _workspace_world_box(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = self.model.workspace_low, self.model.workspace_high
@@ -209,10 +255,10 @@ class Robot:
         rest[self._arm_in_movable] = self.home
         return rest
 
-    def _send(self, q: np.ndarray, grip: float) -> None:
+    def _send(self, q: list[float], grip: float) -> None:
         cid = self.sim.cid
         pb.setJointMotorControlArray(
-            self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=q.tolist(), forces=self._forces,
+            self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=q, forces=self._forces,
             positionGains=self._kp, velocityGains=self._kd, physicsClientId=cid,
         )
         self.grip_command = min(max(float(grip), -1.0), 1.0)

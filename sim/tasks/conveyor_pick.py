@@ -26,7 +26,7 @@ class ConveyorPick(Task):
             raise ValueError("conveyor_pick needs a conveyor and parts")
         self.conveyor, self.parts = cell.conveyor, cell.parts
         self.bin = cell.bins[self.config.bin]
-        self._drop_point = self.bin.drop_point
+        self._drop_point = tuple(self.bin.drop_point.tolist())
         self._finger_links = frozenset(self.robot.finger_ids)
         self._part_bodies = {self.sim.body(p.name): p for p in self.parts.parts}
         # The belt (conveyor link 0) is where parts are picked; only the conveyor's frame (link -1) is a fixture.
@@ -41,6 +41,7 @@ class ConveyorPick(Task):
         r = self.scenario.randomization
         pc = self.parts.config
         self.conveyor.reset(self.conveyor.config.belt_speed * rng.uniform(*r.belt_speed_scale))
+        self._belt = self.conveyor.belt_velocity().tolist()  # constant over the episode
         self.parts.reset()
         # Draw every part's arrival up front so the RNG stream does not depend on what the robot does.
         t = rng.uniform(*r.first_arrival)
@@ -90,11 +91,16 @@ class ConveyorPick(Task):
 
     def _update_current(self) -> None:
         self.current: Part | None = self.parts.current()
-        self._tool, self._tool_yaw = self.robot.tool_pos, self.robot.tool_yaw
+        reading = self.robot.reading
+        self._tool, self._tool_yaw = reading.tool_pos, reading.tool_yaw
         if self.current is not None:
             name = self.current.name
-            pos, orn, vel = self._poses.get(name) or (*self.sim.base_pose(name), self.sim.base_velocity(name)[0])
-            self._part_pos, self._part_yaw, self._part_vel = np.asarray(pos), _yaw(orn), np.asarray(vel)
+            if name not in self._poses:
+                body = self.sim.body(name)
+                pos, orn = pb.getBasePositionAndOrientation(body, physicsClientId=self.sim.cid)
+                self._poses[name] = (pos, orn, pb.getBaseVelocity(body, physicsClientId=self.sim.cid)[0])
+            pos, orn, vel = self._poses[name]
+            self._part_pos, self._part_yaw, self._part_vel = pos, _yaw(orn), vel
             self._part_held = self._held(self.current)
             self._part_in_bin = self.bin.contains(pos)
 
@@ -122,16 +128,18 @@ class ConveyorPick(Task):
             ("belt_velocity", 3, "m/s"),
         ]
 
-    def observation(self) -> np.ndarray:
-        drop = self._drop_point - self._tool
-        belt = self.conveyor.belt_velocity()
+    def observation(self) -> list[float]:
+        tx, ty, tz = self._tool
+        dx, dy, dz = self._drop_point
+        drop = [dx - tx, dy - ty, dz - tz]
         if self.current is None:
-            return np.concatenate([np.zeros(10), [0.0, 0.0], drop, belt])
+            return [0.0] * 12 + drop + self._belt
+        px, py, pz = self._part_pos
         rel_yaw = _wrap_quarter(self._part_yaw - self._tool_yaw)
-        return np.concatenate([
-            self._part_pos, self._part_vel, self._part_pos - self._tool, [rel_yaw],
-            [float(self._part_held), 1.0], drop, belt,
-        ])
+        return [
+            px, py, pz, *self._part_vel, px - tx, py - ty, pz - tz, rel_yaw,
+            float(self._part_held), 1.0, *drop, *self._belt,
+        ]
 
     # --- reward and outcome ---------------------------------------------------------------------
     def reward(self) -> float:
@@ -167,7 +175,7 @@ class ConveyorPick(Task):
         if self.current is None:
             return None
         return {
-            "position": self._part_pos.copy(), "velocity": self._part_vel.copy(), "yaw": self._part_yaw,
+            "position": np.array(self._part_pos), "velocity": np.array(self._part_vel), "yaw": self._part_yaw,
             "held": self._part_held, "in_bin": self._part_in_bin,
         }
 

@@ -22,37 +22,61 @@ class Reach(GoalTask):
     def reset(self, rng: np.random.Generator) -> None:
         r = self.scenario.randomization
         self.goal = rng.uniform(r.goal_low, r.goal_high)
-        self._tool = self.robot.tool_pos
         self._collisions.reset()
+        self._measure()
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self._goal
+
+    @goal.setter
+    def goal(self, value) -> None:
+        self._goal = np.asarray(value, dtype=float)
+        self._goal32 = self._goal.astype(np.float32)
 
     def after_physics(self) -> None:
-        self._tool = self.robot.tool_pos
         self._collisions.update(pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid))
+        self._measure()
+
+    def _measure(self) -> None:
+        """Goal distance and reward once per step (reward, success and info all need them).
+
+        From the float32 goals the observation holds, so reward() equals compute_reward() on the
+        observed goals exactly, as HER and the env checkers require.
+        """
+        self._achieved32 = np.array(self.robot.reading.tool_pos, dtype=np.float32)
+        d = goal_distance(self._achieved32, self._goal32)
+        self._distance = float(d)
+        self._reward = float(self._reward_at(d))
 
     def features(self) -> list[Feature]:
         return []
 
-    def observation(self) -> np.ndarray:
-        return np.zeros(0)
+    def observation(self) -> list[float]:
+        return []
 
-    # Goals are float32 like the observation, so reward() equals compute_reward() on the observed goals.
     def achieved_goal(self) -> np.ndarray:
-        return self._tool.astype(np.float32)
+        return self._achieved32.copy()
 
     def desired_goal(self) -> np.ndarray:
-        return self.goal.astype(np.float32)
+        return self._goal32.copy()
+
+    def reward(self) -> float:
+        return self._reward
 
     @property
     def config(self) -> ReachConfig:
         return self.scenario.task  # type: ignore[return-value]
 
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray:
-        d = np.linalg.norm(np.asarray(achieved) - np.asarray(desired), axis=-1)
+        return self._reward_at(goal_distance(achieved, desired))
+
+    def _reward_at(self, d: np.ndarray) -> np.ndarray:
         w = self.config.reward
         return (w.distance * d + w.success * (d < self.config.success_distance)).astype(np.float32)
 
     def distance(self) -> float:
-        return float(np.linalg.norm(self.achieved_goal() - self.desired_goal()))
+        return self._distance
 
     def is_success(self) -> bool:
         return self.distance() < self.config.success_distance
@@ -65,3 +89,9 @@ class Reach(GoalTask):
         if info["is_success"]:  # the episode ends here: its duration is the cycle
             info["cycle_time"] = self.sim.time
         return info
+
+
+def goal_distance(achieved, desired) -> np.ndarray:
+    """Euclidean distance over the last axis, in the goals' own precision (float32)."""
+    diff = np.asarray(achieved) - np.asarray(desired)
+    return np.sqrt(np.add.reduce(diff * diff, axis=-1))
