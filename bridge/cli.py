@@ -21,6 +21,12 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Inference(str, Enum):
+    auto = "auto"
+    inline = "inline"
+    thread = "thread"
+
+
 class Backend(str, Enum):
     auto = "auto"
     onnx = "onnx"
@@ -39,6 +45,10 @@ def serve(
     telemetry: str = typer.Option("tcp://127.0.0.1:5556", help="PUB endpoint for telemetry; 'off' to disable."),
     device: Device = typer.Option(Device.auto, help="Where inference runs: auto picks cuda when torch sees one."),
     backend: Backend = typer.Option(Backend.auto, help="auto: onnx on cpu, torchscript on cuda."),
+    inference: Inference = typer.Option(
+        Inference.auto, help="Where forward passes run: inline on the I/O loop (fast CPU models), thread (slow or GPU "
+        "models never block the sockets), auto: inline for a CPU bundle timed under --inline-budget-us."),
+    inline_budget_us: float = typer.Option(200.0, help="auto: a forward pass slower than this runs on the thread."),
     curve_secret: Optional[Path] = typer.Option(None, help="Server secret key file (.key_secret) from `genba bridge keygen`."),
     allow: Optional[Path] = typer.Option(None, help="Directory of allowed controller public keys (*.key)."),
     insecure: bool = typer.Option(False, help="Allow a non-loopback bind without CURVE (trusted networks only)."),
@@ -64,6 +74,8 @@ def serve(
         max_message_bytes=max_message_bytes,
         max_sessions=max_sessions,
         session_timeout_s=session_timeout,
+        inference=inference.value,
+        inline_budget_us=inline_budget_us,
         keys=keys,
         allow_insecure_remote=insecure,
     )
@@ -79,7 +91,7 @@ def serve(
     _emit({
         "event": "ready", "endpoint": server.endpoint, "telemetry": server.telemetry_endpoint,
         "bundles": [e.name for e in server.entries], "device": used_device, "backend": used_backend,
-        "curve": keys is not None,
+        "inference": server.inference_mode, "curve": keys is not None,
     })
     server.serve_forever()
     _emit({"event": "stopped", "totals": dict(server.stats.totals)})

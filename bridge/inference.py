@@ -1,12 +1,19 @@
-"""The inference thread: batches every pending step request into one forward pass per bundle.
+"""Forward passes for batches of step requests, run inline on the I/O thread or on a worker thread.
 
-The I/O thread hands over lists of validated requests through a queue and goes straight back
-to its sockets; this thread takes everything queued so far (natural batching: no added wait),
-copies the observations into a preallocated array, calls ``infer`` once per bundle and encodes
-the replies. Replies go into ``outbox`` (a deque) and one empty "doorbell" frame on an inproc
-PAIR wakes the I/O thread, which alone touches the ROUTER socket. One send per batch matters:
-every pyzmq send releases the GIL, and each release woke the waiting I/O thread only to make
-this thread wait for the GIL again - a ping-pong that cost more than inference itself.
+``BatchRunner`` takes a list of validated requests, copies the observations into a preallocated
+array, calls ``infer`` once per bundle (one forward pass for every request that was ready) and
+hands each reply to a sink. The server uses it in one of two modes (see bridge/server.py):
+
+- inline: the I/O thread runs the batch itself and sends the replies at once. For a CPU MLP
+  the forward pass takes a few to tens of microseconds, less than a handoff to another thread
+  costs (queue, GIL hand-over, doorbell, wake-up: ~100-200 us measured on 2 cores).
+- thread: ``InferenceWorker`` runs batches on its own thread, so a slow model (GPU, a large
+  network, a policy that may stall) never holds up the sockets. The I/O thread hands over lists
+  of requests through a queue; this thread takes everything queued so far (natural batching: no
+  added wait) and puts the replies into ``outbox`` (a deque); one empty "doorbell" frame on an
+  inproc PAIR wakes the I/O thread, which alone touches the ROUTER socket. One doorbell per batch
+  matters: every pyzmq send releases the GIL, and each release woke the waiting I/O thread only
+  to make this thread wait for the GIL again - a ping-pong that cost more than inference itself.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import queue
 import threading
 import time
 from collections import deque
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import msgpack
 import numpy as np
@@ -30,39 +37,136 @@ from bridge.telemetry import ServerStats
 
 log = logging.getLogger(__name__)
 
+ReplySink = Callable[[bytes, list], None]  # (identity, frames) -> None
+
 
 class StepRequest(NamedTuple):
     identity: bytes
     seq: int
     policy: int  # index into the server's bundle list
-    obs: np.ndarray  # float32 (obs_dim,), validated finite
+    obs: bytes | np.ndarray  # the observation frame: float32 (obs_dim,), validated finite
     recv_ns: int
     deadline_ns: int
 
 
-class InferenceWorker(threading.Thread):
+class BatchRunner:
+    """Runs batches of step requests and hands each reply (or typed error) to ``reply``.
+
+    Used by one thread at a time: the I/O thread (inline mode) or the worker (thread mode).
+    ``slow_forwards`` counts forward passes longer than ``budget_ns``; the server watches it.
+    """
+
     def __init__(
         self,
         entries: Sequence[PolicyEntry],
-        context: zmq.Context,
-        results_endpoint: str,
         stats: ServerStats,
         seq_counter: itertools.count,
+        reply: ReplySink,
         max_batch: int = 64,
+        budget_ns: int = 200_000,
     ) -> None:
-        super().__init__(name="bridge-inference", daemon=True)
         self._entries = list(entries)
-        self._context = context
-        self._endpoint = results_endpoint
         self._stats = stats
         self._seq = seq_counter
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[list[StepRequest] | None] = queue.SimpleQueue()
+        self.reply = reply
+        self.budget_ns = budget_ns
+        self.forwards = 0
+        self.slow_forwards = 0
         self._buffers = [np.zeros((max_batch, e.obs_dim), dtype=np.float32) for e in self._entries]
+        # Byte views of the same buffers: an observation frame is copied in without a numpy temporary.
+        self._rows = [memoryview(b).cast("B") for b in self._buffers]
+        self._row_bytes = [e.obs_dim * 4 for e in self._entries]
         self._descriptors = [[["<f4", [e.act_dim]]] for e in self._entries]
         self.last_actions: dict[bytes, tuple[int, np.ndarray]] = {}  # per controller, for telemetry
-        self.outbox: deque[list[bytes]] = deque()  # [identity, header, action] frames, for the I/O thread
+
+    def serve(self, batch: list[StepRequest]) -> None:
+        if len(batch) <= self._max_batch and all(r.policy == batch[0].policy for r in batch):
+            self._forward(batch[0].policy, batch)  # the common case: one bundle
+            return
+        groups: dict[int, list[StepRequest]] = {}
+        for request in batch:
+            groups.setdefault(request.policy, []).append(request)
+        for index, requests in groups.items():
+            for start in range(0, len(requests), self._max_batch):
+                self._forward(index, requests[start : start + self._max_batch])
+
+    def infer(self, index: int, n: int) -> np.ndarray:
+        """The bundle's actions for the first n rows of its buffer (also used to time a bundle)."""
+        entry = self._entries[index]
+        actions = np.asarray(entry.policy.infer(self._buffers[index][:n]), dtype=np.float32)
+        if actions.shape != (n, entry.act_dim):
+            raise ValueError(f"infer returned shape {actions.shape}, expected {(n, entry.act_dim)}")
+        return actions
+
+    def _forward(self, index: int, requests: list[StepRequest]) -> None:
+        now = time.monotonic_ns()
+        live = []
+        for request in requests:
+            if now > request.deadline_ns:
+                self._send_error(request, ErrorCode.DEADLINE_EXPIRED, f"deadline passed {(now - request.deadline_ns) / 1e3:.0f} us before inference")
+            else:
+                live.append(request)
+        if not live:
+            return
+        n = len(live)
+        rows, size = self._rows[index], self._row_bytes[index]
+        for row, request in enumerate(live):
+            rows[row * size : (row + 1) * size] = request.obs
+        entry = self._entries[index]
+        start = time.monotonic_ns()
+        try:
+            actions = self.infer(index, n)
+        except Exception as exc:
+            log.exception("bundle %s failed on a batch of %d", entry.name, n)
+            for request in live:
+                self._send_error(request, ErrorCode.INTERNAL, f"policy failed: {type(exc).__name__}")
+            return
+        end = time.monotonic_ns()
+        self.forwards += 1
+        if end - start > self.budget_ns:
+            self.slow_forwards += 1
+        infer_us = (end - start) / 1e3
+        finite = None
+        if not (np.abs(actions) <= 1.0).all():  # one check catches NaN (compares False) and |a| > 1
+            finite = np.isfinite(actions).all(axis=1)
+            outside = finite & (np.abs(actions) > 1.0).any(axis=1)
+            if outside.any():  # a policy must stay in [-1, 1]; clip and report it as a safety event
+                np.clip(actions, -1.0, 1.0, out=actions)
+                self._stats.count("safety.action_clipped", int(outside.sum()))
+        descriptor = self._descriptors[index]
+        packb, reply, served, last_actions = msgpack.packb, self.reply, self._stats.served, self.last_actions
+        for row, request in enumerate(live):
+            if finite is not None and not finite[row]:
+                self._send_error(request, ErrorCode.INTERNAL, "policy produced a non-finite action")
+                continue
+            sent = time.monotonic_ns()
+            header = packb(
+                {"v": wire.PROTOCOL_VERSION, "type": "action", "seq": next(self._seq), "re": request.seq, "t_ns": sent,
+                 "queue_us": (start - request.recv_ns) / 1e3, "infer_us": infer_us, "batch": n, "arrays": descriptor}
+            )
+            action = actions[row]
+            reply(request.identity, [header, action.tobytes()])
+            served((sent - request.recv_ns) / 1e3, infer_us, n)
+            last_actions[request.identity] = (request.seq, action)  # a row of this batch's own array
+
+    def _send_error(self, request: StepRequest, code: ErrorCode, text: str) -> None:
+        self._stats.count(f"errors.{code.name}")
+        self.reply(request.identity, wire.error_frames(code, text, next(self._seq), request.seq))
+
+
+class InferenceWorker(threading.Thread):
+    """Thread mode: runs the batches the I/O thread submits; replies go to ``outbox`` + a doorbell."""
+
+    def __init__(self, runner: BatchRunner, context: zmq.Context, results_endpoint: str) -> None:
+        super().__init__(name="bridge-inference", daemon=True)
+        self._runner = runner
+        self._context = context
+        self._endpoint = results_endpoint
+        self._queue: queue.SimpleQueue[list[StepRequest] | None] = queue.SimpleQueue()
+        self.outbox: deque[list] = deque()  # [identity, frames] pairs, for the I/O thread
         self.failure: BaseException | None = None
+        runner.reply = lambda identity, frames: self.outbox.append((identity, frames))
 
     def submit(self, requests: list[StepRequest]) -> None:
         self._queue.put(requests)
@@ -89,7 +193,7 @@ class InferenceWorker(threading.Thread):
                         stopping = True
                         break
                     batch = batch + more
-                self._serve(batch)
+                self._runner.serve(batch)
                 results.send(b"")  # doorbell: the last thing before blocking again (see module doc)
                 if stopping:
                     return
@@ -99,69 +203,3 @@ class InferenceWorker(threading.Thread):
             results.send(b"")
         finally:
             results.close(linger=0)
-
-    def _serve(self, batch: list[StepRequest]) -> None:
-        if len(batch) <= self._max_batch and all(r.policy == batch[0].policy for r in batch):
-            self._forward(batch[0].policy, batch)  # the common case: one bundle
-            return
-        groups: dict[int, list[StepRequest]] = {}
-        for request in batch:
-            groups.setdefault(request.policy, []).append(request)
-        for index, requests in groups.items():
-            for start in range(0, len(requests), self._max_batch):
-                self._forward(index, requests[start : start + self._max_batch])
-
-    def _forward(self, index: int, requests: list[StepRequest]) -> None:
-        now = time.monotonic_ns()
-        live = []
-        for request in requests:
-            if now > request.deadline_ns:
-                self._send_error(request, ErrorCode.DEADLINE_EXPIRED, f"deadline passed {(now - request.deadline_ns) / 1e3:.0f} us before inference")
-            else:
-                live.append(request)
-        if not live:
-            return
-        n = len(live)
-        buffer = self._buffers[index]
-        for row, request in enumerate(live):
-            buffer[row] = request.obs
-        entry = self._entries[index]
-        start = time.monotonic_ns()
-        try:
-            actions = np.asarray(entry.policy.infer(buffer[:n]), dtype=np.float32)
-            if actions.shape != (n, entry.act_dim):
-                raise ValueError(f"infer returned shape {actions.shape}, expected {(n, entry.act_dim)}")
-        except Exception as exc:
-            log.exception("bundle %s failed on a batch of %d", entry.name, n)
-            for request in live:
-                self._send_error(request, ErrorCode.INTERNAL, f"policy failed: {type(exc).__name__}")
-            return
-        end = time.monotonic_ns()
-        infer_us = (end - start) / 1e3
-        finite = None
-        if not (np.abs(actions) <= 1.0).all():  # one check catches NaN (compares False) and |a| > 1
-            finite = np.isfinite(actions).all(axis=1)
-            outside = finite & (np.abs(actions) > 1.0).any(axis=1)
-            if outside.any():  # a policy must stay in [-1, 1]; clip and report it as a safety event
-                np.clip(actions, -1.0, 1.0, out=actions)
-                self._stats.count("safety.action_clipped", int(outside.sum()))
-        descriptor = self._descriptors[index]
-        packb = msgpack.packb
-        for row, request in enumerate(live):
-            if finite is not None and not finite[row]:
-                self._send_error(request, ErrorCode.INTERNAL, "policy produced a non-finite action")
-                continue
-            sent = time.monotonic_ns()
-            header = packb(
-                {"v": wire.PROTOCOL_VERSION, "type": "action", "seq": next(self._seq), "re": request.seq, "t_ns": sent,
-                 "queue_us": (start - request.recv_ns) / 1e3, "infer_us": infer_us, "batch": n, "arrays": descriptor}
-            )
-            action = actions[row]
-            self.outbox.append([request.identity, header, action.tobytes()])
-            self._stats.served((sent - request.recv_ns) / 1e3, infer_us, n)
-            self.last_actions[request.identity] = (request.seq, action)  # a row of this batch's own array
-
-    def _send_error(self, request: StepRequest, code: ErrorCode, text: str) -> None:
-        self._stats.count(f"errors.{code.name}")
-        self.outbox.append([request.identity, *wire.error_frames(code, text, next(self._seq), request.seq)])
-

@@ -1,10 +1,29 @@
-"""The bridge server: one ROUTER socket serving many controllers, inference on its own thread.
+"""The bridge server: one ROUTER socket serving many controllers, batched inference.
 
 The I/O thread (``serve_forever``) owns every socket except the inference thread's PAIR end. It
-validates each message, answers handshakes, heartbeats and every error itself, and hands valid
-step requests to the ``InferenceWorker`` in batches. A bad message gets a typed error reply and
-a (rate-limited) log line; no message can stop the loop. Replies go out with NOBLOCK under
-ROUTER_MANDATORY, so a vanished or slow controller costs a dropped reply, never a stall.
+validates each message, answers handshakes, heartbeats and every error itself, and collects the
+valid step requests that are ready (it drains every queued message without waiting) into one
+batch: one forward pass serves every controller whose request was waiting. A bad message gets a
+typed error reply and a (rate-limited) log line; no message can stop the loop. Replies go out
+with NOBLOCK under ROUTER_MANDATORY, so a vanished or slow controller costs a dropped reply,
+never a stall.
+
+Where the forward pass runs (``ServerConfig.inference``):
+
+- ``inline``: on the I/O thread, replies sent at once. A CPU MLP's forward pass takes a few to
+  tens of microseconds; handing it to another thread and back costs more (queue, GIL hand-over,
+  doorbell, wake-up: ~100-200 us on a 2-core machine), so for such a model the I/O loop is held
+  up less by running the pass than it would be by the handoff. Messages arriving meanwhile wait
+  in the socket and form the next batch.
+- ``thread``: on the ``InferenceWorker`` thread, so even a slow forward pass (GPU, a large net,
+  a policy that stalls) never blocks the sockets: handshakes, heartbeats and errors are answered
+  while it runs.
+- ``auto`` (default): inline when every bundle runs on the CPU (its ``device`` is "cpu") and a
+  timed probe at start-up keeps the forward pass (batch 1 and max_batch) under
+  ``inline_budget_us``; otherwise thread (``--device cuda``, custom policy objects whose timing
+  is unknown). While inline, more than 1% of the forward passes in a window of 100 over the
+  budget moves inference to the thread for good, so a model that turns slow cannot keep
+  stalling the sockets.
 """
 
 from __future__ import annotations
@@ -21,7 +40,7 @@ import numpy as np
 import zmq
 
 from bridge import protocol as wire
-from bridge.inference import InferenceWorker, StepRequest
+from bridge.inference import BatchRunner, InferenceWorker, StepRequest
 from bridge.keys import ServerKeys, load_secret_keypair
 from bridge.policy import PolicyEntry, ServedPolicy
 from bridge.protocol import ErrorCode, MsgType, ProtocolError
@@ -64,6 +83,8 @@ class ServerConfig:
     max_sessions: int = 64
     session_timeout_s: float = 10.0  # a controller silent this long loses its session
     max_batch: int = 64
+    inference: str = "auto"  # auto | inline | thread: where forward passes run (see module doc)
+    inline_budget_us: float = 200.0  # auto: forward passes longer than this belong on the thread
     telemetry_period_s: float = 0.5
     keys: ServerKeys | None = None
     allow_insecure_remote: bool = False
@@ -109,6 +130,9 @@ class BridgeServer:
         if duplicates:
             raise ServerConfigError(f"two bundles share the name {duplicates}; controllers pick bundles by name")
         self._by_name = {e.name: i for i, e in enumerate(self.entries)}
+        # What a well-formed step request of each bundle carries (its fast path in _on_step).
+        self._step_arrays = [[["<f4", [e.obs_dim]]] for e in self.entries]
+        self._obs_bytes = [e.obs_dim * _F4.itemsize for e in self.entries]
         check_endpoint(self.config.bind, "--bind")
         if self.config.telemetry:
             check_endpoint(self.config.telemetry, "--telemetry")
@@ -158,17 +182,62 @@ class BridgeServer:
             self._secure(publisher)
             self.telemetry_endpoint = self._bind(publisher, cfg.telemetry)
         self.telemetry = TelemetryPublisher(publisher)
-        results_endpoint = f"inproc://bridge-results-{id(self)}"
+        self.runner = BatchRunner(self.entries, self.stats, self._seq, self._send, cfg.max_batch, int(cfg.inline_budget_us * 1e3))
+        self._results_endpoint = f"inproc://bridge-results-{id(self)}"
         self._results = self._context.socket(zmq.PAIR)
         self._results.linger = 0
-        self._results.bind(results_endpoint)
-        self.worker = InferenceWorker(self.entries, self._context, results_endpoint, self.stats, self._seq, cfg.max_batch)
-        self.worker.start()
+        self._results.bind(self._results_endpoint)
+        self.worker: InferenceWorker | None = None
         self._poller = zmq.Poller()
-        self._poller.register(self._results, zmq.POLLIN)
         self._poller.register(self._router, zmq.POLLIN)
+        self.inference_mode = self._choose_inference_mode()
+        if self.inference_mode == "thread":
+            self._start_worker()
         self._ready.set()
-        log.info("serving %s on %s (telemetry %s)", [e.name for e in self.entries], self.endpoint, self.telemetry_endpoint or "off")
+        log.info("serving %s on %s (telemetry %s, inference %s)", [e.name for e in self.entries], self.endpoint,
+                 self.telemetry_endpoint or "off", self.inference_mode)
+
+    def _choose_inference_mode(self) -> str:
+        mode = self.config.inference
+        if mode not in ("auto", "inline", "thread"):
+            raise ServerConfigError(f"inference {mode!r}: use auto, inline or thread")
+        if mode != "auto":
+            return mode
+        if any(getattr(e.policy, "device", None) != "cpu" for e in self.entries):
+            return "thread"  # a GPU, or a policy object whose timing we cannot vouch for
+        slowest_us = max(self._probe_forward_us(i) for i in range(len(self.entries)))
+        mode = "inline" if slowest_us <= self.config.inline_budget_us else "thread"
+        log.info("forward pass p90 %.1f us (budget %.0f us): inference %s", slowest_us, self.config.inline_budget_us, mode)
+        return mode
+
+    def _probe_forward_us(self, index: int) -> float:
+        """90th percentile of timed forward passes at batch 1 and max_batch, after a warm-up."""
+        times = []
+        for n, repeats in ((1, 60), (self.config.max_batch, 20)):
+            for i in range(repeats + 5):
+                start = time.perf_counter_ns()
+                self.runner.infer(index, n)
+                if i >= 5:
+                    times.append((time.perf_counter_ns() - start) / 1e3)
+        return float(np.percentile(times, 90))
+
+    def _start_worker(self) -> None:
+        """Thread mode from now on: the worker runs every batch (one way; the runner has one user)."""
+        self.worker = InferenceWorker(self.runner, self._context, self._results_endpoint)
+        self.worker.start()
+        self._poller.register(self._results, zmq.POLLIN)
+        self.inference_mode = "thread"
+
+    def _run_inline(self, pending: list[StepRequest]) -> None:
+        runner = self.runner
+        runner.serve(pending)
+        if runner.forwards >= 100:  # a window: more than 1% of passes over budget -> the thread
+            slow, runner.forwards, runner.slow_forwards = runner.slow_forwards, 0, 0
+            if slow > 1 and self.config.inference == "auto":
+                log.warning("%d of the last 100 forward passes took over %.0f us: inference moves to its own thread",
+                            slow, self.config.inline_budget_us)
+                self.stats.count("inference.moved_to_thread")
+                self._start_worker()
 
     def request_stop(self) -> None:
         """Ask serve_forever to return (safe from signal handlers and other threads)."""
@@ -204,14 +273,19 @@ class BridgeServer:
                         if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                             break
                         self._on_message(router.recv_multipart(), pending, handlers)
-                    if pending:
-                        self.worker.submit(pending)
-                    self._forward_results()
+                    worker = self.worker
+                    if worker is None:
+                        if pending:
+                            self._run_inline(pending)
+                    else:
+                        if pending:
+                            worker.submit(pending)
+                        self._forward_results(worker)
                 now = time.monotonic_ns()
                 if now >= next_tick:
                     next_tick = now + period_ns
                     self._tick(now)
-                if self.worker.failure is not None:
+                if self.worker is not None and self.worker.failure is not None:
                     raise RuntimeError("inference thread died") from self.worker.failure
         finally:
             self._shutdown()
@@ -221,8 +295,9 @@ class BridgeServer:
         for identity in list(self.sessions):
             self._send(identity, wire.encode(wire.make_header(MsgType.BYE, next(self._seq), reason="server shutting down")))
         self.sessions.clear()
-        self.worker.stop()
-        self.worker.join(timeout=5.0)
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker.join(timeout=5.0)
         self._router.close(linger=200)  # long enough to deliver the byes, never to hang
         for sock in (self._results, self.telemetry.socket):
             if sock is not None:
@@ -263,14 +338,13 @@ class BridgeServer:
                 raise
             self.stats.count("dropped_replies")
 
-    def _forward_results(self) -> None:
+    def _forward_results(self, worker: InferenceWorker) -> None:
         """Send every reply the inference thread has queued (after consuming its doorbells)."""
-        results, outbox = self._results, self.worker.outbox
+        results, outbox = self._results, worker.outbox
         while results.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             results.recv()
         while outbox:
-            identity, *frames = outbox.popleft()
-            self._send(identity, frames)
+            self._send(*outbox.popleft())
 
     # ------------------------------------------------------------------ messages
 
@@ -320,16 +394,22 @@ class BridgeServer:
     def _on_step(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int, pending: list[StepRequest]) -> None:
         session = self._session_for(identity, header, now)
         seq = header["seq"]
-        (obs,) = wire.decode_arrays(header, body[1:])
-        entry = self.entries[session.policy]
-        if obs.dtype != _F4 or obs.shape != (entry.obs_dim,):
-            raise ProtocolError(ErrorCode.BAD_ARRAY, f"observation must be <f4 ({entry.obs_dim},), got {obs.dtype.str}{obs.shape}", seq)
-        if not np.isfinite(obs).all():
-            raise ProtocolError(ErrorCode.NON_FINITE, f"observation has non-finite values at {np.flatnonzero(~np.isfinite(obs)).tolist()}", seq)
+        index = session.policy
+        frames = body[1:]
+        if header.get("arrays") != self._step_arrays[index] or len(frames) != 1 or len(frames[0]) != self._obs_bytes[index]:
+            # Not the one well-formed observation: the general decoder names the problem.
+            (obs,) = wire.decode_arrays(header, frames)
+            entry = self.entries[index]
+            if obs.dtype != _F4 or obs.shape != (entry.obs_dim,):
+                raise ProtocolError(ErrorCode.BAD_ARRAY, f"observation must be <f4 ({entry.obs_dim},), got {obs.dtype.str}{obs.shape}", seq)
+        frame = frames[0]
+        finite = np.isfinite(np.frombuffer(frame, dtype=_F4))
+        if not finite.all():
+            raise ProtocolError(ErrorCode.NON_FINITE, f"observation has non-finite values at {np.flatnonzero(~finite).tolist()}", seq)
         deadline_us = header["deadline_us"]
         if deadline_us <= 0:
             raise ProtocolError(ErrorCode.MALFORMED, f"deadline_us must be positive, got {deadline_us}", seq)
-        pending.append(StepRequest(identity, seq, session.policy, obs, now, now + deadline_us * 1000))
+        pending.append(StepRequest(identity, seq, index, frame, now, now + deadline_us * 1000))
 
     def _on_hello(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
         seq = header["seq"]
@@ -393,7 +473,7 @@ class BridgeServer:
 
     def _on_bye(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
         session = self.sessions.pop(identity, None)
-        self.worker.last_actions.pop(identity, None)
+        self.runner.last_actions.pop(identity, None)
         if session is not None:
             self.telemetry.publish("session", {"event": "bye", "session": session.session_id, "reason": header.get("reason", "")})
 
@@ -404,7 +484,7 @@ class BridgeServer:
         for identity, session in list(self.sessions.items()):
             if session.last_seen_ns < limit:
                 del self.sessions[identity]
-                self.worker.last_actions.pop(identity, None)
+                self.runner.last_actions.pop(identity, None)
                 self.telemetry.publish("session", {"event": "expired", "session": session.session_id})
 
     def _tick(self, now: int) -> None:
@@ -416,7 +496,7 @@ class BridgeServer:
         if clipped:
             self.telemetry.publish("safety", {"event": "action_clipped", "count": clipped})
         actions = {}
-        for identity, (seq, action) in list(self.worker.last_actions.copy().items()):
+        for identity, (seq, action) in list(self.runner.last_actions.copy().items()):
             session = self.sessions.get(identity)
             if session is not None:
                 actions[session.session_id] = {"seq": seq, "action": action.tolist()}
