@@ -74,9 +74,15 @@ class FactoryEnv(gym.Env):
         self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self._action_scale) + 1,), dtype=np.float32)
         self._obs_low, self._obs_high = feature_bounds(self._robot_features() + self.task.features())
         flat = spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
+        self._splits: tuple[int, int] | None = None
         if isinstance(self.task, GoalTask):
-            self._goal_low, self._goal_high = feature_bounds(self.task.goal_features)
-            goal = spaces.Box(self._goal_low, self._goal_high, dtype=np.float32)
+            goal_low, goal_high = feature_bounds(self.task.goal_features)
+            goal = spaces.Box(goal_low, goal_high, dtype=np.float32)
+            # Observation and both goals are built as one array (one clip), then handed out as views.
+            n, g = len(self._obs_low), len(goal_low)
+            self._splits = (n, n + g)
+            self._obs_low = np.concatenate([self._obs_low, goal_low, goal_low])
+            self._obs_high = np.concatenate([self._obs_high, goal_high, goal_high])
             self.observation_space = spaces.Dict({"observation": flat, "achieved_goal": goal, "desired_goal": goal})
         else:
             self.observation_space = flat
@@ -93,7 +99,10 @@ class FactoryEnv(gym.Env):
 
     def step(self, action):
         # Plain floats from here on: for a handful of values they are much cheaper than numpy ops.
-        values = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape).tolist()
+        array = np.asarray(action)
+        if array.dtype.kind != "f":
+            array = array.astype(np.float64)
+        values = array.reshape(self.action_space.shape).tolist()  # float32 -> float is exact
         if not all(map(math.isfinite, values)):
             raise ValueError(f"action has NaN or inf: {values}")
         values = [-1.0 if v < -1.0 else 1.0 if v > 1.0 else v for v in values]
@@ -127,15 +136,17 @@ class FactoryEnv(gym.Env):
         ]
 
     def _observation(self):
-        r = self.robot.reading
-        flat = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *self.task.observation()], dtype=np.float32)
-        if isinstance(self.task, GoalTask):
-            return {
-                "observation": clip_into(flat, self._obs_low, self._obs_high),
-                "achieved_goal": clip_into(self.task.achieved_goal(), self._goal_low, self._goal_high),
-                "desired_goal": clip_into(self.task.desired_goal(), self._goal_low, self._goal_high),
-            }
-        return clip_into(flat, self._obs_low, self._obs_high)
+        r, task = self.robot.reading, self.task
+        if self._splits is None:
+            values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task.observation()], dtype=np.float32)
+            return clip_into(values, self._obs_low, self._obs_high)
+        values = np.array([
+            *r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task.observation(),
+            *task.achieved_goal(), *task.desired_goal(),
+        ], dtype=np.float32)
+        clip_into(values, self._obs_low, self._obs_high)
+        a, b = self._splits
+        return {"observation": values[:a], "achieved_goal": values[a:b], "desired_goal": values[b:]}
 
     # --- description ----------------------------------------------------------------------------
     def feature_spec(self) -> dict[str, Any]:

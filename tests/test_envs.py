@@ -89,7 +89,7 @@ def test_reach_reward_matches_hand_computation():
     np.testing.assert_allclose(env.compute_reward(achieved, desired, None), [-0.1, -0.03], rtol=1e-6)
     obs, _ = env.reset(seed=0)
     _, reward, *_ = env.step(np.zeros(5))
-    assert reward == pytest.approx(-np.linalg.norm(env.task.achieved_goal() - env.task.desired_goal()), rel=1e-6)
+    assert reward == pytest.approx(-np.linalg.norm(np.subtract(env.task.achieved_goal(), env.task.desired_goal())), rel=1e-6)
 
 
 def test_reach_terminates_on_success_only():
@@ -180,8 +180,8 @@ def test_joint_delta_control_moves_joints():
     for _ in range(10):
         env.step(np.array([1.0] + [0.0] * 6 + [-1.0]))
     moved = env.robot.joint_positions() - q0
-    # Joint 1 turns at max_joint_speed_fraction (0.5) x 2.175 rad/s for 0.4 s = 0.435 rad; others stay.
-    assert moved[0] == pytest.approx(0.435, abs=0.05)
+    # Joint 1 turns at max_joint_speed_fraction (0.5) x 2.175 rad/s for 10 control periods; others stay.
+    assert moved[0] == pytest.approx(0.5 * 2.175 * 10 * env.scenario.physics.control_period, abs=0.05)
     assert np.all(np.abs(moved[1:]) < 0.02)
 
 

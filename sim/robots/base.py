@@ -78,12 +78,14 @@ class Robot:
         self.upper = np.array([i[9] for i in infos])
         self.max_force = np.array([i[10] for i in infos])
         self.max_velocity = np.array([i[11] for i in infos])
-        # IK works over every movable joint (fingers included), in joint-index order.
+        # IK and state reads work over every movable joint in joint-index order: the arm's, then the
+        # fingers' (required, so the step loop can slice instead of gathering).
         self._movable = [j for j in range(pb.getNumJoints(self.body, physicsClientId=cid)) if pb.getJointInfo(self.body, j, physicsClientId=cid)[2] != pb.JOINT_FIXED]
-        self._arm_in_movable = [self._movable.index(j) for j in self.arm_ids]
+        if self._movable != self.arm_ids + self.finger_ids:
+            raise ValueError(f"{model.urdf_path}: the movable joints must be the arm joints, then the finger joints, in URDF order")
+        self._n_arm = len(self.arm_ids)
         self._ik = KinematicCopy(model.urdf_path, config.base_position, yaw_quat(config.base_yaw), self._movable, self.tool_id)
-        # The IK seed: every movable joint, the arm's part overwritten with the last command each step.
-        self._ik_seed = [model.finger_travel] * len(self._movable)
+        self._finger_seed = [model.finger_travel] * len(self.finger_ids)  # fingers do not move the tool
         for link, mu in model.link_friction.items():
             pb.changeDynamics(self.body, links[link], lateralFriction=mu, physicsClientId=cid)
         if len(self.finger_ids) == 2:
@@ -95,12 +97,11 @@ class Robot:
         self._base_pos = np.asarray(config.base_position, dtype=float)
         self._base_xyz = tuple(float(v) for v in config.base_position)
         self._base_yaw = config.base_yaw
-        self.target_pos = np.zeros(3)
+        self._target = (0.0, 0.0, 0.0)
         self.target_yaw = 0.0
         self.grip_command = -1.0
         # Per-step constants, prepared once: the env step is a hot loop (see bench/sim_throughput.py).
         n = len(self.arm_ids)
-        self._finger_in_movable = [self._movable.index(j) for j in self.finger_ids]
         self._forces = list(self.max_force)
         self._kp, self._kd = [config.position_gain] * n, [config.velocity_gain] * n
         q_step = self.max_velocity * sim.physics.control_period  # rad per control period at rated speed
@@ -124,7 +125,7 @@ class Robot:
         self._q_cmd = q.tolist()
         self._finger_cmd = None
         self.refresh()
-        self.target_pos, self.target_yaw = self.tool_pos, self.tool_yaw
+        self._target, self.target_yaw = self.reading.tool_pos, self.tool_yaw
         self.grip_command = -1.0
         self._send(self._q_cmd, -1.0)
 
@@ -134,15 +135,22 @@ class Robot:
         cid = self.sim.cid
         s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=cid)
         states = pb.getJointStates(self.body, self._movable, physicsClientId=cid)
-        self.reading = ArmReading(
-            s[4], tool_yaw(s[5]), s[6], sum(states[i][0] for i in self._finger_in_movable),
-            [states[i][0] for i in self._arm_in_movable],
-        )
+        q = [st[0] for st in states]
+        self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], sum(q[self._n_arm:]), q[: self._n_arm])
 
     # Numpy views of the last reading, for code outside the step loop.
     @property
     def tool_pos(self) -> np.ndarray:
         return np.array(self.reading.tool_pos)
+
+    @property
+    def target_pos(self) -> np.ndarray:
+        """The tool target that ee-delta commands integrate (m, world)."""
+        return np.array(self._target)
+
+    @target_pos.setter
+    def target_pos(self, value) -> None:
+        self._target = tuple(float(v) for v in value)
 
     @property
     def tool_vel(self) -> np.ndarray:
@@ -184,13 +192,14 @@ class Robot:
         max_lag = 0.08  # m
         self._ensure_fresh()
         px, py, pz = self.reading.tool_pos
-        tx, ty, tz = self.clip_to_workspace([a + d for a, d in zip(self.target_pos.tolist(), delta_pos)])
+        (tx, ty, tz), (dx, dy, dz) = self._target, delta_pos
+        tx, ty, tz = self.clip_to_workspace((tx + dx, ty + dy, tz + dz))
         lx, ly, lz = tx - px, ty - py, tz - pz
         dist = math.sqrt(lx * lx + ly * ly + lz * lz)
         if dist > max_lag:
             f = max_lag / dist
             tx, ty, tz = px + lx * f, py + ly * f, pz + lz * f
-        self.target_pos = np.array((tx, ty, tz))
+        self._target = (tx, ty, tz)
         self.target_yaw = min(max(self.target_yaw + float(delta_yaw), -math.pi / 2), math.pi / 2)
         self.command_joint_positions(self.inverse_kinematics((tx, ty, tz), self.target_yaw), grip)
 
@@ -224,11 +233,8 @@ class Robot:
 
     def inverse_kinematics(self, position: Sequence[float], yaw: float) -> list[float]:
         """Joint targets for the tool pose, solved from the last command (see sim/robots/ik.py)."""
-        seed = self._ik_seed
-        for i, q in zip(self._arm_in_movable, self._q_cmd):
-            seed[i] = q
-        sol = self._ik.solve(seed, [float(v) for v in position], tool_down_quat(yaw - self.model.tool_yaw_offset))
-        return [sol[i] for i in self._arm_in_movable]
+        sol = self._ik.solve(self._q_cmd + self._finger_seed, position, tool_down_quat(yaw - self.model.tool_yaw_offset))
+        return list(sol[: self._n_arm])
 
     def clip_to_workspace(self, world_pos: Sequence[float]) -> tuple[float, float, float]:
         x, y, z = (float(v) for v in world_pos)
@@ -249,11 +255,6 @@ class Robot:
         world = np.stack([c * corners[:, 0] - s * corners[:, 1], s * corners[:, 0] + c * corners[:, 1], corners[:, 2]], axis=1)
         world += self._base_pos
         return world.min(axis=0), world.max(axis=0)
-
-    def _ik_rest(self) -> np.ndarray:
-        rest = np.zeros(len(self._movable))
-        rest[self._arm_in_movable] = self.home
-        return rest
 
     def _send(self, q: list[float], grip: float) -> None:
         cid = self.sim.cid

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class Task(ABC):
         """The task part of the observation, in order."""
 
     @abstractmethod
-    def observation(self) -> np.ndarray: ...
+    def observation(self) -> Sequence[float]: ...
 
     @abstractmethod
     def reward(self) -> float: ...
@@ -58,10 +58,10 @@ class GoalTask(Task):
     goal_features: list[Feature]
 
     @abstractmethod
-    def achieved_goal(self) -> np.ndarray: ...
+    def achieved_goal(self) -> Sequence[float]: ...
 
     @abstractmethod
-    def desired_goal(self) -> np.ndarray: ...
+    def desired_goal(self) -> Sequence[float]: ...
 
     @abstractmethod
     def compute_reward(self, achieved: np.ndarray, desired: np.ndarray, info: Any) -> np.ndarray: ...

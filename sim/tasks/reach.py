@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ class Reach(GoalTask):
     def goal(self, value) -> None:
         self._goal = np.asarray(value, dtype=float)
         self._goal32 = self._goal.astype(np.float32)
+        self._goal32_list = self._goal32.tolist()
 
     def after_physics(self) -> None:
         self._collisions.update(pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid))
@@ -44,10 +46,15 @@ class Reach(GoalTask):
         From the float32 goals the observation holds, so reward() equals compute_reward() on the
         observed goals exactly, as HER and the env checkers require.
         """
-        self._achieved32 = np.array(self.robot.reading.tool_pos, dtype=np.float32)
-        d = goal_distance(self._achieved32, self._goal32)
-        self._distance = float(d)
-        self._reward = float(self._reward_at(d))
+        achieved32 = np.array(self.robot.reading.tool_pos, dtype=np.float32)
+        # The same float64 operations, in the same order, as goal_distance and _reward_at on arrays.
+        self._achieved32_list = achieved32.tolist()
+        (ax, ay, az), (gx, gy, gz) = self._achieved32_list, self._goal32_list
+        dx, dy, dz = ax - gx, ay - gy, az - gz
+        d = math.sqrt(dx * dx + dy * dy + dz * dz)
+        w = self.config.reward
+        self._distance = d
+        self._reward = float(np.float32(w.distance * d + w.success * (1.0 if d < self.config.success_distance else 0.0)))
 
     def features(self) -> list[Feature]:
         return []
@@ -55,11 +62,11 @@ class Reach(GoalTask):
     def observation(self) -> list[float]:
         return []
 
-    def achieved_goal(self) -> np.ndarray:
-        return self._achieved32.copy()
+    def achieved_goal(self) -> list[float]:
+        return self._achieved32_list
 
-    def desired_goal(self) -> np.ndarray:
-        return self._goal32.copy()
+    def desired_goal(self) -> list[float]:
+        return self._goal32_list
 
     def reward(self) -> float:
         return self._reward
@@ -73,7 +80,7 @@ class Reach(GoalTask):
 
     def _reward_at(self, d: np.ndarray) -> np.ndarray:
         w = self.config.reward
-        return (w.distance * d + w.success * (d < self.config.success_distance)).astype(np.float32)
+        return (w.distance * d + w.success * (d < self.config.success_distance).astype(np.float64)).astype(np.float32)
 
     def distance(self) -> float:
         return self._distance
@@ -92,6 +99,7 @@ class Reach(GoalTask):
 
 
 def goal_distance(achieved, desired) -> np.ndarray:
-    """Euclidean distance over the last axis, in the goals' own precision (float32)."""
-    diff = np.asarray(achieved) - np.asarray(desired)
-    return np.sqrt(np.add.reduce(diff * diff, axis=-1))
+    """Euclidean distance over the last axis, in float64 from the (float32) goals."""
+    diff = np.asarray(achieved, dtype=np.float64) - np.asarray(desired, dtype=np.float64)
+    sq = diff * diff
+    return np.sqrt(sq[..., 0] + sq[..., 1] + sq[..., 2])  # summed in a fixed order, as _measure does
