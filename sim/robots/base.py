@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import pybullet as pb
 
 from scenarios.schema import RobotConfig
 from sim.robots.ik import KinematicCopy
+from sim.robots.tool_down_ik import to_base_frame
 from sim.simulator import Simulator, yaw_quat
 
 
@@ -33,7 +34,9 @@ class RobotModel:
     workspace_high: tuple[float, float, float]
     rated_payload: float  # kg
     source: str  # where the numbers come from
-    ik_null_space: bool = True  # redundant arms (7 axes) use the home pose as the null-space rest
+    # (x, y, z, yaw in the base frame, previous joint command) -> joint targets, tool pointing down;
+    # without one, PyBullet's iterative IK on a kinematic copy (sim/robots/ik.py) does the job.
+    tool_down_ik: Callable[[float, float, float, float, list[float]], list[float]] | None = None
     tool_yaw_offset: float = 0.0  # rad: tool yaw reported when the last joint sits at its home angle
     link_friction: dict[str, float] = field(default_factory=dict)
 
@@ -84,7 +87,7 @@ class Robot:
         if self._movable != self.arm_ids + self.finger_ids:
             raise ValueError(f"{model.urdf_path}: the movable joints must be the arm joints, then the finger joints, in URDF order")
         self._n_arm = len(self.arm_ids)
-        self._ik = KinematicCopy(model.urdf_path, config.base_position, yaw_quat(config.base_yaw), self._movable, self.tool_id)
+        self._ik = None if model.tool_down_ik else KinematicCopy(model.urdf_path, config.base_position, yaw_quat(config.base_yaw), self._movable, self.tool_id)
         self._finger_seed = [model.finger_travel] * len(self.finger_ids)  # fingers do not move the tool
         for link, mu in model.link_friction.items():
             pb.changeDynamics(self.body, links[link], lateralFriction=mu, physicsClientId=cid)
@@ -233,7 +236,11 @@ class Robot:
 
     def inverse_kinematics(self, position: Sequence[float], yaw: float) -> list[float]:
         """Joint targets for the tool pose, solved from the last command (see sim/robots/ik.py)."""
-        sol = self._ik.solve(self._q_cmd + self._finger_seed, position, tool_down_quat(yaw - self.model.tool_yaw_offset))
+        yaw -= self.model.tool_yaw_offset
+        if self.model.tool_down_ik is not None:
+            x, y, z, base_yaw = to_base_frame(position, yaw, self._base_xyz, self._base_yaw)
+            return self.model.tool_down_ik(x, y, z, base_yaw, self._q_cmd)
+        sol = self._ik.solve(self._q_cmd + self._finger_seed, position, tool_down_quat(yaw))
         return list(sol[: self._n_arm])
 
     def clip_to_workspace(self, world_pos: Sequence[float]) -> tuple[float, float, float]:

@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
 from sim.robots.base import Robot, RobotModel
+from sim.robots.tool_down_ik import PlanarArm, nearest_turn
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "gp7"
+
+# The tool-down plane of the URDF below (sim/assets/gp7/gp7.urdf): L axis 0.33 m up and 0.04 m ahead
+# of the base, L-U 0.445 m, U to the wrist point (B axis) 0.44 m along and 0.04 m above the forearm,
+# wrist point to TCP 0.08 m flange + 0.121 m gripper.
+GP7_PLANE = PlanarArm(shoulder=(0.04, 0.33), upper=(0.0, 0.445), fore=(0.44, 0.04), wrist_to_tool=(0.0, -0.201), elbow=-1)
+
+
+def gp7_tool_down_ik(x: float, y: float, z: float, yaw: float, previous: list[float]) -> list[float]:
+    """S aims, L and U place the wrist (U = L - forearm angle), R stays 0, B keeps the flange vertical,
+    T sets the yaw (tool yaw = S + T)."""
+    s, upper, fore = GP7_PLANE.solve(x, y, z)
+    return [s, upper, upper - fore, 0.0, fore - math.pi / 2, nearest_turn(yaw - s, previous[5])]
+
 
 GP7_MODEL = RobotModel(
     name="gp7",
@@ -31,7 +47,7 @@ GP7_MODEL = RobotModel(
         "T 1000 deg/s; link dimensions approximate (see sim/assets/gp7/gp7.urdf). Estimates: link shapes, "
         "mass split, joint torques, the gripper (0.86 kg, 2 x 40 mm stroke, 60 N per jaw)"
     ),
-    ik_null_space=False,  # 6 axes: no redundancy for a null-space rest pose to use
+    tool_down_ik=gp7_tool_down_ik,
     # Jaw pad friction (1.5) and friction anchors are set in the URDF's <contact> blocks.
 )
 

@@ -6,7 +6,23 @@ from pathlib import Path
 
 import pybullet_data
 
+import math
+
 from sim.robots.base import Robot, RobotModel
+from sim.robots.tool_down_ik import PlanarArm, nearest_turn
+
+# The tool-down plane of pybullet_data's panda.urdf with joints 3 and 5 at zero: joint 2 at 0.333 m,
+# joint 2 -> 4 (0.0825, 0.316), joint 4 -> 6 (-0.0825, 0.384), joint 6 -> grasp target 0.088 m out
+# and 0.107 + 0.105 m down (flange, hand and grasp target frames).
+PANDA_PLANE = PlanarArm(shoulder=(0.0, 0.333), upper=(0.0825, 0.316), fore=(-0.0825, 0.384), wrist_to_tool=(0.088, -0.212), elbow=-1)
+
+
+def panda_tool_down_ik(x: float, y: float, z: float, yaw: float, previous: list[float]) -> list[float]:
+    """Joint 1 aims, 2 and 4 place the wrist (4 = upper - forearm angle), 6 keeps the flange vertical,
+    7 sets the yaw (tool yaw = joint 1 + pi/4 - joint 7: the hand sits turned by pi/4)."""
+    base, upper, fore = PANDA_PLANE.solve(x, y, z)
+    return [base, upper, 0.0, upper - fore, 0.0, fore, nearest_turn(base + math.pi / 4 - yaw, previous[6])]
+
 
 PANDA = RobotModel(
     name="panda",
@@ -24,6 +40,7 @@ PANDA = RobotModel(
     rated_payload=3.0,  # kg, Franka Emika Panda datasheet
     source="pybullet_data franka_panda/panda.urdf; payload and grasp force from the Franka Emika Panda datasheet",
     link_friction={"panda_leftfinger": 1.5, "panda_rightfinger": 1.5},
+    tool_down_ik=panda_tool_down_ik,
 )
 
 
