@@ -5,9 +5,15 @@
 One run measures, one after the other and with identical pacing and message sizes:
   echo   - a bare ROUTER echo server process and a DEALER client (the floor pyzmq can do here);
   bridge - `python -m bridge serve` in its own process (real bundle, ONNX/TorchScript inference,
-           batching thread, telemetry) and the real BridgeClient + SafetyFilter in this process.
+           batching, telemetry) and the real BridgeClient + SafetyFilter in this process.
 Each request is sent on its tick with a deadline of one period; a reply later than that is a
 deadline miss. Targets: bridge p50 <= 1.5x echo p50 and p99 <= 2x echo p99.
+
+The bridge figure (the headline, and the ratios) runs from the request being sent to the command
+applied by the SafetyFilter: server + bundle inference + client + safety, what a controller waits
+for. The round trip alone (request sent -> action decoded, what the echo measures) is printed as
+"round trip" and written as bridge.round_trip in --json. The server's own timing of each reply
+(receipt -> inference start, forward pass) comes from the action headers.
 Without --bundle, a freshly initialised SB3 PPO MLP for the gantry robot is exported to a temp dir.
 """
 
@@ -120,9 +126,10 @@ def run_echo(hz: float, seconds: float, payload: list[bytes]) -> tuple[dict, int
     return stats.summary(), late
 
 
-def run_bridge(hz: float, seconds: float, bundle: Path, device: str) -> tuple[dict, int, dict]:
+def run_bridge(hz: float, seconds: float, bundle: Path, device: str, inference: str = "auto") -> tuple[dict, int, dict]:
     proc, ready = spawn([sys.executable, "-m", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*",
-                         "--telemetry", "tcp://127.0.0.1:*", "--device", device, "--log-level", "WARNING"])
+                         "--telemetry", "tcp://127.0.0.1:*", "--device", device, "--inference", inference,
+                         "--log-level", "WARNING"])
     manifest = json.loads((bundle / "manifest.json").read_text())
     client = BridgeClient(ClientConfig(ready["endpoint"], manifest["name"], manifest["spec_hash"]))
     info = {}
@@ -134,28 +141,28 @@ def run_bridge(hz: float, seconds: float, bundle: Path, device: str) -> tuple[di
         scale = gantry.action_scale() * (welcome.control_hz / hz)  # same speed, paced at hz
         obs = robot.observe()
 
-        with_safety = LatencyStats(capacity=int(hz * seconds) + 16)
+        round_trip = LatencyStats(capacity=int(hz * seconds) + 16)
         server_us: list[tuple[float, float]] = []  # (queue, inference) per reply, from the action headers
 
         def once(deadline_s: float, stats: LatencyStats | None) -> None:
-            # Round trip: request sent -> action decoded (what the echo measures). With safety:
-            # request sent -> command applied by the SafetyFilter, the controller's real latency.
+            # Headline (stats): request sent -> command applied by the SafetyFilter, the
+            # controller's real latency. Round trip: request sent -> action decoded (what the echo measures).
             start = time.monotonic_ns()
             result = client.step(obs, deadline_s)
             if result.action is not None:
                 safety.apply(safety.q + result.action * scale)
                 end_to_end = time.monotonic_ns() - start
                 if stats is not None:
-                    stats.record(result.rtt_ns)
+                    round_trip.record(result.rtt_ns)
                     server_us.append((result.server_queue_us, result.server_infer_us))
-                    with_safety.record(end_to_end) if end_to_end <= deadline_s * 1e9 else with_safety.miss()
+                    stats.record(end_to_end) if end_to_end <= deadline_s * 1e9 else stats.miss()
             elif stats is not None:
                 stats.miss()
-                with_safety.miss()
+                round_trip.miss()
 
         stats, late = pace(hz, seconds, once)
-        info = {"device": ready["device"], "backend": ready["backend"], "bundle": manifest["name"],
-                "with_safety": with_safety.summary(), "safety_interventions": safety.report(),
+        info = {"device": ready["device"], "backend": ready["backend"], "inference": ready.get("inference"), "bundle": manifest["name"],
+                "round_trip": round_trip.summary(), "safety_interventions": safety.report(),
                 "server_queue_p50_us": float(np.median([q for q, _ in server_us])) if server_us else None,
                 "server_infer_p50_us": float(np.median([i for _, i in server_us])) if server_us else None,
                 "client_counts": dict(client.counts)}
@@ -174,6 +181,7 @@ def main() -> None:
     parser.add_argument("--hz", type=float, default=1000.0, help="request rate")
     parser.add_argument("--bundle", type=Path, help="bundle to serve (default: export a gantry PPO bundle)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="server inference device")
+    parser.add_argument("--inference", default="auto", choices=["auto", "inline", "thread"], help="server: where forward passes run")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
@@ -185,7 +193,7 @@ def main() -> None:
         # The echo carries the same frames a bridge step request does.
         payload = wire.encode(wire.make_header(wire.MsgType.STEP, 1, deadline_us=1000), [obs])
         echo, echo_late = run_echo(args.hz, args.seconds, payload)
-        bridge, bridge_late, info = run_bridge(args.hz, args.seconds, Path(bundle), args.device)
+        bridge, bridge_late, info = run_bridge(args.hz, args.seconds, Path(bundle), args.device, args.inference)
     ratios = {
         "p50": bridge["p50_us"] / echo["p50_us"],
         "p99": bridge["p99_us"] / echo["p99_us"],
@@ -199,16 +207,17 @@ def main() -> None:
         "targets_met": {"p50<=1.5x": ratios["p50"] <= 1.5, "p99<=2x": ratios["p99"] <= 2.0},
     }
     print(f"{'':14}{'p50 us':>10}{'p99 us':>10}{'p99.9 us':>10}{'max us':>10}{'misses':>8}{'replies':>9}")
-    for name, row in (("echo", echo), ("bridge", bridge), ("bridge+safety", info["with_safety"])):
+    for name, row in (("echo", echo), ("bridge", bridge), ("  round trip", info["round_trip"])):
         print(f"{name:14}{row['p50_us']:10.1f}{row['p99_us']:10.1f}{row['p999_us']:10.1f}{row['max_us']:10.1f}"
               f"{row['deadline_misses']:8d}{row['count']:9d}")
     print(f"{'bridge/echo':14}{ratios['p50']:10.2f}{ratios['p99']:10.2f}{ratios['p999']:10.2f}{ratios['max']:10.2f}")
     if info.get("server_infer_p50_us") is not None:
         print(f"inside the server (p50): {info['server_queue_p50_us']:.1f} us from receipt to inference start, "
               f"{info['server_infer_p50_us']:.1f} us inference")
-    print(f"targets (bridge round trip vs echo): p50 <= 1.5x {'met' if ratios['p50'] <= 1.5 else 'MISSED'}, "
+    print(f"targets (bridge incl. safety vs echo): p50 <= 1.5x {'met' if ratios['p50'] <= 1.5 else 'MISSED'}, "
           f"p99 <= 2x {'met' if ratios['p99'] <= 2.0 else 'MISSED'} "
-          f"(server device {info.get('device')}, backend {info.get('backend')}, {os.cpu_count()} CPUs)")
+          f"(server device {info.get('device')}, backend {info.get('backend')}, inference {info.get('inference')}, "
+          f"{os.cpu_count()} CPUs)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
