@@ -6,6 +6,7 @@ sim/assets/gp7/make_gp7_urdf.py fails a test. Source: Yaskawa Motoman GP7 datash
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import itertools
 import math
@@ -17,8 +18,9 @@ import pybullet as pb
 import pytest
 
 from scenarios.schema import PhysicsConfig, RobotConfig
+from sim.robots.base import Robot, tool_yaw
 from sim.robots.gp7 import GP7, GP7_MODEL
-from sim.robots.panda import Panda
+from sim.robots.panda import PANDA, Panda
 from sim.simulator import Simulator
 
 DATASHEET_RANGE_DEG = {  # S, L, U, R, B, T
@@ -31,17 +33,21 @@ DATASHEET_H_REACH_M = 0.927  # to the P-point (B-axis centre)
 DATASHEET_V_REACH_M = 1.693  # vertical stroke of the P-point
 ARM_LINKS = ("base_link", "link_1_s", "link_2_l", "link_3_u", "link_4_r", "link_5_b", "link_6_t")
 
-ROBOTS = {"gp7": GP7, "panda": Panda}
+ROBOTS = {
+    "gp7": GP7, "panda": Panda,
+    # The Panda without its closed-form IK: PyBullet's iterative IK, the path for models without one.
+    "panda-iterative": lambda sim, config: Robot(sim, dataclasses.replace(PANDA, tool_down_ik=None), config),
+}
 
 
 @pytest.fixture
 def make():
     sims = []
 
-    def _make(model: str):
+    def _make(model: str, **config):
         sim = Simulator(PhysicsConfig())
         sims.append(sim)
-        robot = ROBOTS[model](sim, RobotConfig(model=model))
+        robot = ROBOTS[model](sim, RobotConfig(model=model.split("-")[0], **config))
         robot.reset()
         return sim, robot
 
@@ -178,6 +184,26 @@ def test_gripper_opens_to_the_commanded_width(make):
     assert any({c[3], c[4]} == pads for c in contacts)
 
 
+# --- closed-form IK ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("model, base_yaw", [(m, y) for m in ("gp7", "panda") for y in (0.0, 0.7)])
+def test_closed_form_ik_puts_the_tool_exactly_on_target_pointing_down(make, model, base_yaw):
+    """Joint angles from the closed form, set directly (no physics): PyBullet's forward kinematics
+    of the URDF must put the tool on the target, pointing straight down, at the asked yaw."""
+    sim, robot = make(model, base_position=(0.1, -0.2, 0.05), base_yaw=base_yaw)
+    rng = np.random.default_rng(0)
+    c, s = math.cos(base_yaw), math.sin(base_yaw)
+    for _ in range(100):
+        x, y, z = rng.uniform(0.3, 0.7), rng.uniform(-0.3, 0.3), rng.uniform(0.05, 0.4)  # base frame
+        goal = np.array([0.1 + c * x - s * y, -0.2 + s * x + c * y, 0.05 + z])
+        yaw = rng.uniform(-1.5, 1.5)
+        for joint, angle in zip(robot.arm_ids, robot.inverse_kinematics(goal, yaw)):
+            pb.resetJointState(robot.body, joint, angle, physicsClientId=sim.cid)
+        pos, orn = pb.getLinkState(robot.body, robot.tool_id, computeForwardKinematics=1, physicsClientId=sim.cid)[4:6]
+        assert np.linalg.norm(np.array(pos) - goal) < 1e-5
+        assert tool_tilt_deg(robot) < 0.01
+        assert abs(math.remainder(tool_yaw(orn) - yaw, 2 * math.pi)) < 1e-5
+
+
 # --- tracking ----------------------------------------------------------------------------------------
 # (x, y, z, yaw) in the base frame: a conveyor at x 0.5, 0.3 m to both sides, bins beside the base.
 TARGETS = [
@@ -192,7 +218,7 @@ GP7_ONLY_TARGETS = [
 ]
 
 
-@pytest.mark.parametrize("model, target", [("gp7", t) for t in TARGETS + GP7_ONLY_TARGETS] + [("panda", t) for t in TARGETS])
+@pytest.mark.parametrize("model, target", [("gp7", t) for t in TARGETS + GP7_ONLY_TARGETS] + [(m, t) for m in ("panda", "panda-iterative") for t in TARGETS])
 def test_tool_reaches_targets_pointing_down(make, model, target):
     sim, robot = make(model)
     goal, yaw = np.array(target[:3]), target[3]
@@ -234,7 +260,7 @@ def drive(sim, robot, goal, yaw, grip, steps, speed=0.2):
         sim.step()
 
 
-@pytest.mark.parametrize("model, yaw, close", [(m, y, c) for m, y, c in itertools.product(("gp7", "panda"), (0.0, math.pi / 2), (True,))]
+@pytest.mark.parametrize("model, yaw, close", [(m, y, c) for m, y, c in itertools.product(("gp7", "panda", "panda-iterative"), (0.0, math.pi / 2), (True,))]
                          + [("gp7", 0.0, False), ("panda", 0.0, False)])
 def test_cube_is_grasped_and_lifted(make, model, yaw, close):
     sim, robot = make(model)
