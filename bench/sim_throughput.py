@@ -3,7 +3,8 @@
 For each env, rounds alternate (so both share the machine's noise) between
   env:  env.step(random action) for --steps steps: IK, motors, task logic, reward, observation, resets;
   raw:  the same world replayed with no env: per control step only the motor targets the env sent
-        (one Bullet call, as any controller needs), the same part spawns and resets, then the same
+        (one Bullet call, as any controller needs), the same part spawns, belt shifts (the conveyor
+        moves its belt link back under the frame every 5 cm of travel) and resets, then the same
         number of pybullet.stepSimulation substeps.
 The arm moves the same way in both, so the physics costs the same; the ratio of env substeps/s to raw
 substeps/s is the share of physics speed the env keeps (target >= 0.9). Times are this process's CPU
@@ -35,6 +36,19 @@ class Recorder:
     def __init__(self, env):
         self.env, self.steps = env, []
         self._spawns: list = []
+        self._shifts: list = []
+        conveyor = getattr(env.task, "conveyor", None)
+        if conveyor is not None:
+            update = conveyor.update
+
+            def recording_update():
+                shifted_at = conveyor._shifted_at
+                update()
+                if conveyor._shifted_at != shifted_at:
+                    q, v = pb.getJointState(conveyor.body, 0, physicsClientId=env.sim.cid)[:2]
+                    self._shifts.append((conveyor.body, q, v))
+
+            conveyor.update = recording_update
         parts = getattr(env.task, "parts", None)
         if parts is not None:
             spawn = parts.spawn
@@ -47,8 +61,8 @@ class Recorder:
 
     def record(self, reset: bool) -> None:
         r = self.env.robot
-        self.steps.append((reset, list(r._q_cmd), r._finger_cmd, self._spawns))
-        self._spawns = []
+        self.steps.append((reset, list(r._q_cmd), r._finger_cmd, self._spawns, self._shifts))
+        self._spawns, self._shifts = [], []
 
 
 def time_env(env, actions: np.ndarray, recorder: Recorder | None) -> float:
@@ -69,7 +83,9 @@ def time_raw(env, steps: list, substeps: int) -> float:
     kp, kd, finger_force = r._kp, r._kd, [r.model.finger_force] * len(r.finger_ids)
     state = env._initial_state
     start = time.process_time()
-    for reset, q, finger, spawns in steps:
+    for reset, q, finger, spawns, shifts in steps:
+        for body, q_belt, v_belt in shifts:
+            pb.resetJointState(body, 0, q_belt, v_belt, physicsClientId=cid)
         for body, position, yaw, velocity in spawns:
             pb.resetBasePositionAndOrientation(body, position, [0, 0, np.sin(yaw / 2), np.cos(yaw / 2)], physicsClientId=cid)
             pb.resetBaseVelocity(body, velocity, [0, 0, 0], physicsClientId=cid)
