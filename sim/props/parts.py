@@ -22,6 +22,7 @@ PARK_SPACING = 0.2  # m
 class Part:
     name: str
     index: int
+    body: int  # Bullet body id
     state: str = "parked"  # parked -> active (on the belt or held) -> placed | dropped
     spawn_time: float = 0.0
     settle_since: float | None = None
@@ -34,8 +35,8 @@ class PartPool:
         self.parts: list[Part] = []
         for i in range(config.count):
             name = f"part{i}"
-            sim.create_box(name, config.size, self.park_position(i), mass=config.mass, color=config.color, friction=config.friction)
-            self.parts.append(Part(name=name, index=i))
+            body = sim.create_box(name, config.size, self.park_position(i), mass=config.mass, color=config.color, friction=config.friction)
+            self.parts.append(Part(name=name, index=i, body=body))
 
     def park_position(self, i: int) -> np.ndarray:
         return PARK_ORIGIN + np.array([PARK_SPACING * i, 0.0, self.config.size[2] / 2])

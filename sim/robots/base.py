@@ -99,6 +99,7 @@ class Robot:
             pb.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=model.finger_force, physicsClientId=cid)  # q1 = q2
         self._base_pos = np.asarray(config.base_position, dtype=float)
         self._base_xyz = tuple(float(v) for v in config.base_position)
+        self._world_box = tuple((b + lo, b + hi) for b, lo, hi in zip(self._base_xyz, model.workspace_low, model.workspace_high))
         self._base_yaw = config.base_yaw
         self._target = (0.0, 0.0, 0.0)
         self.target_yaw = 0.0
@@ -203,7 +204,8 @@ class Robot:
             f = max_lag / dist
             tx, ty, tz = px + lx * f, py + ly * f, pz + lz * f
         self._target = (tx, ty, tz)
-        self.target_yaw = min(max(self.target_yaw + float(delta_yaw), -math.pi / 2), math.pi / 2)
+        yaw = self.target_yaw + delta_yaw
+        self.target_yaw = -math.pi / 2 if yaw < -math.pi / 2 else math.pi / 2 if yaw > math.pi / 2 else yaw
         self.command_joint_positions(self.inverse_kinematics((tx, ty, tz), self.target_yaw), grip)
 
     def command_tool_pose(self, position: Sequence[float], yaw: float, grip: float) -> None:
@@ -244,11 +246,12 @@ class Robot:
         return list(sol[: self._n_arm])
 
     def clip_to_workspace(self, world_pos: Sequence[float]) -> tuple[float, float, float]:
-        x, y, z = (float(v) for v in world_pos)
+        x, y, z = world_pos
+        if self._base_yaw == 0.0:  # the common case: an axis-aligned box in the world
+            (xl, xh), (yl, yh), (zl, zh) = self._world_box
+            return (xl if x < xl else xh if x > xh else x, yl if y < yl else yh if y > yh else y, zl if z < zl else zh if z > zh else z)
         bx, by, bz = self._base_xyz
         lo, hi = self.model.workspace_low, self.model.workspace_high
-        if self._base_yaw == 0.0:  # the common case, without the rotation
-            return (min(max(x, bx + lo[0]), bx + hi[0]), min(max(y, by + lo[1]), by + hi[1]), min(max(z, bz + lo[2]), bz + hi[2]))
         c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
         rx, ry = x - bx, y - by
         u = min(max(c * rx + s * ry, lo[0]), hi[0])

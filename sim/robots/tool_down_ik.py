@@ -15,34 +15,37 @@ toward the front (+r) of the robot, as a positive shoulder angle leans the arm f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
 class PlanarArm:
     """The plane geometry of a tool-down arm, in metres in its base frame (r radial, z up)."""
 
-    shoulder: tuple[float, float]  # the shoulder joint's axis point at base angle 0
-    upper: tuple[float, float]  # shoulder -> elbow axis, upper-arm angle 0
-    fore: tuple[float, float]  # elbow -> wrist axis, forearm angle 0
-    wrist_to_tool: tuple[float, float]  # wrist axis -> tool point with the tool pointing down
-    elbow: int  # +1 or -1: which of the two elbow solutions the arm's home pose uses
+    def __init__(
+        self,
+        shoulder: tuple[float, float],  # the shoulder joint's axis point at base angle 0
+        upper: tuple[float, float],  # shoulder -> elbow axis, upper-arm angle 0
+        fore: tuple[float, float],  # elbow -> wrist axis, forearm angle 0
+        wrist_to_tool: tuple[float, float],  # wrist axis -> tool point with the tool pointing down
+        elbow: int,  # +1 or -1: which of the two elbow solutions the arm's home pose uses
+    ) -> None:
+        self.shoulder, self.upper, self.fore, self.wrist_to_tool, self.elbow = shoulder, upper, fore, wrist_to_tool, elbow
+        # Where the wrist sits relative to the shoulder is what the two links must span.
+        self._r0, self._z0 = wrist_to_tool[0] + shoulder[0], wrist_to_tool[1] + shoulder[1]
+        self._a, self._b = math.hypot(*upper), math.hypot(*fore)
+        # Polar angles (from +r toward +z) of the two links at angle 0; forward(v, t) subtracts t.
+        self._alpha_a, self._alpha_b = math.atan2(upper[1], upper[0]), math.atan2(fore[1], fore[0])
 
     def solve(self, x: float, y: float, z: float) -> tuple[float, float, float]:
         """Base angle and the absolute angles of upper arm and forearm placing the tool at (x, y, z).
 
         Out of reach, the arm stretches toward the target instead of failing.
         """
-        base = math.atan2(y, x)
-        u = math.hypot(x, y) - self.wrist_to_tool[0] - self.shoulder[0]
-        v = z - self.wrist_to_tool[1] - self.shoulder[1]
-        a, b = math.hypot(*self.upper), math.hypot(*self.fore)
-        # Polar angles (from +r toward +z) of the two links at angle 0; forward(v, t) subtracts t.
-        alpha_a, alpha_b = math.atan2(self.upper[1], self.upper[0]), math.atan2(self.fore[1], self.fore[0])
+        a, b = self._a, self._b
+        u, v = math.hypot(x, y) - self._r0, z - self._z0
         cos_g = (u * u + v * v - a * a - b * b) / (2 * a * b)
         gamma = self.elbow * math.acos(-1.0 if cos_g < -1.0 else 1.0 if cos_g > 1.0 else cos_g)
         polar_a = math.atan2(v, u) - math.atan2(b * math.sin(gamma), a + b * math.cos(gamma))
-        return base, alpha_a - polar_a, alpha_b - polar_a - gamma
+        return math.atan2(y, x), self._alpha_a - polar_a, self._alpha_b - polar_a - gamma
 
 
 def nearest_turn(angle: float, reference: float) -> float:

@@ -49,6 +49,7 @@ class ConveyorPick(Task):
         for _ in self.parts.parts:
             self._arrivals.append((t, rng.uniform(*r.part_lateral_offset), rng.uniform(*r.part_yaw)))
             t += rng.uniform(*pc.spawn_interval)
+        self._next_arrival = self._arrivals[0][0]
         self._collisions.reset()
         self._holding: set[str] = set()
         self._events = {"placed": 0, "dropped": 0, "collisions": 0}
@@ -57,11 +58,15 @@ class ConveyorPick(Task):
 
     def before_physics(self, rng: np.random.Generator) -> None:
         self.conveyor.update()
+        if self.sim.time < self._next_arrival:
+            return
         for part, (t, across, yaw) in zip(self.parts.parts, self._arrivals):
             if part.state == "parked" and self.sim.time >= t:
                 along = -self.conveyor.config.length / 2 + self.parts.config.size[0] / 2 + SPAWN_MARGIN
                 pos = self.conveyor.point(along, across, self.parts.config.size[2] / 2 + 0.001)
                 self.parts.spawn(part, pos, self.conveyor.config.yaw + yaw, self.conveyor.belt_velocity(), self.sim.time)
+        # Arrival times increase with the part index: the next one due is the first still parked.
+        self._next_arrival = next((t for p, (t, _, _) in zip(self.parts.parts, self._arrivals) if p.state == "parked"), math.inf)
 
     def after_physics(self) -> None:
         # One query for every contact of the robot serves both grasp detection and collision counting.
@@ -73,8 +78,8 @@ class ConveyorPick(Task):
         for part in self.parts.parts:
             if part.state != "active":
                 continue
-            pos, orn = pb.getBasePositionAndOrientation(self.sim.body(part.name), physicsClientId=self.sim.cid)
-            vel = pb.getBaseVelocity(self.sim.body(part.name), physicsClientId=self.sim.cid)[0]
+            pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=self.sim.cid)
+            vel = pb.getBaseVelocity(part.body, physicsClientId=self.sim.cid)[0]
             self._poses[part.name] = (pos, orn, vel)
             speed = math.sqrt(vel[0] ** 2 + vel[1] ** 2 + vel[2] ** 2)
             if self.bin.contains(pos) and speed < self.config.settle_speed and not self._held(part):
@@ -96,7 +101,7 @@ class ConveyorPick(Task):
         if self.current is not None:
             name = self.current.name
             if name not in self._poses:
-                body = self.sim.body(name)
+                body = self.current.body
                 pos, orn = pb.getBasePositionAndOrientation(body, physicsClientId=self.sim.cid)
                 self._poses[name] = (pos, orn, pb.getBaseVelocity(body, physicsClientId=self.sim.cid)[0])
             pos, orn, vel = self._poses[name]
