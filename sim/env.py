@@ -105,12 +105,13 @@ class FactoryEnv(gym.Env):
         values = array.reshape(self.action_space.shape).tolist()  # float32 -> float is exact
         if not all(map(math.isfinite, values)):
             raise ValueError(f"action has NaN or inf: {values}")
-        values = [-1.0 if v < -1.0 else 1.0 if v > 1.0 else v for v in values]
-        delta = [v * s for v, s in zip(values, self._action_scale)]
+        grip = values.pop()
+        grip = -1.0 if grip < -1.0 else 1.0 if grip > 1.0 else grip
+        delta = [(-1.0 if v < -1.0 else 1.0 if v > 1.0 else v) * s for v, s in zip(values, self._action_scale)]
         if self._ee_delta:
-            self.robot.command_tool_delta(delta[:3], delta[3], values[-1])
+            self.robot.command_tool_delta(delta[:3], delta[3], grip)
         else:
-            self.robot.command_joint_delta(delta, values[-1])
+            self.robot.command_joint_delta(delta, grip)
         self.task.before_physics(self.np_random)
         self.sim.step()
         self.robot.refresh()

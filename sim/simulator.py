@@ -120,8 +120,9 @@ class Simulator:
     # --- time -----------------------------------------------------------------------------------
     def step(self) -> None:
         """Advance one control period: `substeps` physics steps."""
+        cid = self.cid
         for _ in range(self.physics.substeps):
-            pb.stepSimulation(physicsClientId=self.cid)
+            pb.stepSimulation(physicsClientId=cid)
         self.time += self.physics.control_period
         self.steps += 1
 

@@ -272,7 +272,8 @@ class Robot:
             self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=q, forces=self._forces,
             positionGains=self._kp, velocityGains=self._kd, physicsClientId=cid,
         )
-        self.grip_command = min(max(float(grip), -1.0), 1.0)
+        grip = float(grip)
+        self.grip_command = grip = -1.0 if grip < -1.0 else 1.0 if grip > 1.0 else grip
         # grip = -1 opens fully, +1 closes fully; values between give a proportional opening.
         finger = (1.0 - self.grip_command) / 2.0 * self.model.finger_travel
         if finger == self._finger_cmd:  # Bullet motors keep their last command
