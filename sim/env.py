@@ -72,6 +72,7 @@ class FactoryEnv(gym.Env):
             self._action_scale = (self.robot.max_velocity * spec.robot.max_joint_speed_fraction * dt).tolist()
         self._ee_delta = spec.robot.control == "ee_delta"
         self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self._action_scale) + 1,), dtype=np.float32)
+        self._action_shape = self.action_space.shape
         self._obs_low, self._obs_high = feature_bounds(self._robot_features() + self.task.features())
         flat = spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
         self._splits: tuple[int, int] | None = None
@@ -102,7 +103,9 @@ class FactoryEnv(gym.Env):
         array = np.asarray(action)
         if array.dtype.kind != "f":
             array = array.astype(np.float64)
-        values = array.reshape(self.action_space.shape).tolist()  # float32 -> float is exact
+        if array.shape != self._action_shape:
+            array = array.reshape(self._action_shape)
+        values = array.tolist()  # float32 -> float is exact
         if not all(map(math.isfinite, values)):
             raise ValueError(f"action has NaN or inf: {values}")
         grip = values.pop()
