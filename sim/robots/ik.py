@@ -1,12 +1,13 @@
-"""Inverse kinematics on a kinematic copy of the arm, seeded with the last joint command.
+"""Iterative IK on a kinematic copy of the arm, seeded with the last joint command.
 
-PyBullet's IK starts from the body's current joint state. On the simulated arm that is the
-measured state, which lags and sags behind the command, so every control step had to re-solve
-from afar (8 iterations, ~55 us for the Panda with its null space: a third of the env's own cost
-per step). The copy lives in a private Bullet client that is never stepped; before each solve it
-is set to the previous command, which is already near the new target (targets move a few cm per
-control step). A couple of iterations then finish the job, and because each step starts where the
-last ended, a held target converges further every step, like one long solve spread over time.
+The fallback for arm models without a closed form (sim/robots/tool_down_ik.py covers both shipped
+arms; tests/test_robot_gp7.py runs the Panda through this path too). PyBullet's IK starts from the
+body's current joint state; on the simulated arm that is the measured state, which lags and sags
+behind the command, so each control step would re-solve from afar. The copy lives in a private
+Bullet client that is never stepped and is set to the previous command before each solve, which
+is already near the new target (targets move a few cm per control step). One low-damped iteration
+then gets most of the way, and because each step starts where the last ended, a held target
+converges further every step, like one long solve spread over time.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from typing import Sequence
 
 import pybullet as pb
 
-# Iterations per control step from the last command; tests/test_robot_gp7.py's tracking targets
-# and both cells' experts hold their figures with 2.
+# Iterations per control step from the last command: the tracking and grasping tests hold with 1.
 IK_ITERATIONS = 1
 # Damping of PyBullet's damped-least-squares step. Its default (0.1) makes every iteration creep
 # ~10% of the way; at 1e-3 an iteration gets most of the way and stays stable, because the command
