@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _F4 = np.dtype("<f4")
+INFERENCE_MODES = ("auto", "inline", "thread")
 
 
 class ServerConfigError(GenbaError):
@@ -133,6 +134,8 @@ class BridgeServer:
         # What a well-formed step request of each bundle carries (its fast path in _on_step).
         self._step_arrays = [[["<f4", [e.obs_dim]]] for e in self.entries]
         self._obs_bytes = [e.obs_dim * _F4.itemsize for e in self.entries]
+        if self.config.inference not in INFERENCE_MODES:
+            raise ServerConfigError(f"inference {self.config.inference!r}: use one of {list(INFERENCE_MODES)}")
         check_endpoint(self.config.bind, "--bind")
         if self.config.telemetry:
             check_endpoint(self.config.telemetry, "--telemetry")
@@ -199,8 +202,6 @@ class BridgeServer:
 
     def _choose_inference_mode(self) -> str:
         mode = self.config.inference
-        if mode not in ("auto", "inline", "thread"):
-            raise ServerConfigError(f"inference {mode!r}: use auto, inline or thread")
         if mode != "auto":
             return mode
         if any(getattr(e.policy, "device", None) != "cpu" for e in self.entries):
