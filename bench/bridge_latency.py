@@ -1,8 +1,10 @@
 """Round-trip latency of the bridge against a bare pyzmq DEALER/ROUTER echo, paced at --hz.
 
     python bench/bridge_latency.py [--json PATH] [--seconds 30] [--hz 1000] [--bundle DIR] [--device cpu]
+                                   [--inference auto|inline|thread] [--block 1.0]
 
-One run measures, one after the other and with identical pacing and message sizes:
+One run measures, interleaved in alternating blocks of --block seconds (1 s; the order flips every
+block) so that both see the same load on a shared machine, with identical pacing and message sizes:
   echo   - a bare ROUTER echo server process and a DEALER client (the floor pyzmq can do here);
   bridge - `python -m bridge serve` in its own process (real bundle, ONNX/TorchScript inference,
            batching, telemetry) and the real BridgeClient + SafetyFilter in this process.
@@ -74,11 +76,9 @@ def spawn(cmd: list[str]) -> tuple[subprocess.Popen, dict]:
     return proc, json.loads(line)
 
 
-def pace(hz: float, seconds: float, once) -> tuple[LatencyStats, int]:
-    """Call once(deadline_s) on every tick; returns the stats it filled and late ticks."""
+def pace(hz: float, seconds: float, once, stats: LatencyStats, warmup: int = 0) -> int:
+    """Call once(deadline_s, stats) on every tick for `seconds` (after `warmup` unmeasured calls); returns late ticks."""
     period_ns = int(1e9 / hz)
-    stats = LatencyStats(capacity=int(hz * seconds) + 16)
-    warmup = min(int(hz), 500)
     late = 0
     for i in range(warmup):  # connection set-up, allocator and cache warm-up: not measured
         once(period_ns / 1e9, None)
@@ -93,85 +93,107 @@ def pace(hz: float, seconds: float, once) -> tuple[LatencyStats, int]:
             next_tick = now  # we fell behind: skip ahead rather than bursting
         once(period_ns / 1e9, stats)
         next_tick += period_ns
-    return stats, late
+    return late
 
 
-def run_echo(hz: float, seconds: float, payload: list[bytes]) -> tuple[dict, int]:
-    proc, ready = spawn([sys.executable, __file__, "--echo-server"])
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect(ready["endpoint"])
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
+class Echo:
+    """The bare pyzmq floor: a ROUTER echo process and a DEALER here."""
 
-    def once(deadline_s: float, stats: LatencyStats | None) -> None:
+    def __init__(self, payload: list[bytes]) -> None:
+        self.proc, ready = spawn([sys.executable, __file__, "--echo-server"])
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(ready["endpoint"])
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.payload = payload
+
+    def once(self, deadline_s: float, stats: LatencyStats | None) -> None:
         start = time.monotonic_ns()
-        sock.send_multipart(payload)
-        if poller.poll(max(1, int(deadline_s * 1e3))):
-            sock.recv_multipart()
+        self.sock.send_multipart(self.payload)
+        if self.poller.poll(max(1, int(deadline_s * 1e3))):
+            self.sock.recv_multipart()
             rtt = time.monotonic_ns() - start
             if stats is not None:
                 stats.record(rtt) if rtt <= deadline_s * 1e9 else stats.miss()
         elif stats is not None:
             stats.miss()
 
-    try:
-        stats, late = pace(hz, seconds, once)
-    finally:
-        sock.close(0)
-        ctx.term()
-        proc.stdin.close()
-        proc.wait(10)
-    return stats.summary(), late
+    def info(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+        self.proc.stdin.close()
+        self.proc.wait(10)
 
 
-def run_bridge(hz: float, seconds: float, bundle: Path, device: str, inference: str = "auto") -> tuple[dict, int, dict]:
-    proc, ready = spawn([sys.executable, "-m", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*",
-                         "--telemetry", "tcp://127.0.0.1:*", "--device", device, "--inference", inference,
-                         "--log-level", "WARNING"])
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    client = BridgeClient(ClientConfig(ready["endpoint"], manifest["name"], manifest["spec_hash"]))
-    info = {}
-    try:
-        welcome = client.connect(5.0)
-        limits = SafetyLimits.from_robot_spec(manifest["robot"]).tighten(welcome.limits)
+class Bridge:
+    """`python -m bridge serve` in its own process; the real BridgeClient + SafetyFilter here."""
+
+    def __init__(self, hz: float, bundle: Path, device: str, inference: str) -> None:
+        self.proc, self.ready = spawn([sys.executable, "-m", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*",
+                                       "--telemetry", "tcp://127.0.0.1:*", "--device", device, "--inference", inference,
+                                       "--log-level", "WARNING"])
+        self.manifest = json.loads((bundle / "manifest.json").read_text())
+        self.client = BridgeClient(ClientConfig(self.ready["endpoint"], self.manifest["name"], self.manifest["spec_hash"]))
+        welcome = self.client.connect(5.0)
+        limits = SafetyLimits.from_robot_spec(self.manifest["robot"]).tighten(welcome.limits)
         robot = gantry.SimulatedGantry()
-        safety = SafetyFilter(limits, 1.0 / hz, robot.read_joints(), gantry.forward_kinematics)
-        scale = gantry.action_scale() * (welcome.control_hz / hz)  # same speed, paced at hz
-        obs = robot.observe()
+        self.safety = SafetyFilter(limits, 1.0 / hz, robot.read_joints(), gantry.forward_kinematics)
+        self.scale = gantry.action_scale() * (welcome.control_hz / hz)  # same speed, paced at hz
+        self.obs = robot.observe()
+        self.round_trip = LatencyStats()
+        self.server_us: list[tuple[float, float]] = []  # (queue, inference) per reply, from the action headers
 
-        round_trip = LatencyStats(capacity=int(hz * seconds) + 16)
-        server_us: list[tuple[float, float]] = []  # (queue, inference) per reply, from the action headers
+    def once(self, deadline_s: float, stats: LatencyStats | None) -> None:
+        # Headline (stats): request sent -> command applied by the SafetyFilter, the controller's
+        # real latency. Round trip: request sent -> action decoded (what the echo measures).
+        start = time.monotonic_ns()
+        result = self.client.step(self.obs, deadline_s)
+        if result.action is not None:
+            self.safety.apply(self.safety.q + result.action * self.scale)
+            end_to_end = time.monotonic_ns() - start
+            if stats is not None:
+                self.round_trip.record(result.rtt_ns)
+                self.server_us.append((result.server_queue_us, result.server_infer_us))
+                stats.record(end_to_end) if end_to_end <= deadline_s * 1e9 else stats.miss()
+        elif stats is not None:
+            stats.miss()
+            self.round_trip.miss()
 
-        def once(deadline_s: float, stats: LatencyStats | None) -> None:
-            # Headline (stats): request sent -> command applied by the SafetyFilter, the
-            # controller's real latency. Round trip: request sent -> action decoded (what the echo measures).
-            start = time.monotonic_ns()
-            result = client.step(obs, deadline_s)
-            if result.action is not None:
-                safety.apply(safety.q + result.action * scale)
-                end_to_end = time.monotonic_ns() - start
-                if stats is not None:
-                    round_trip.record(result.rtt_ns)
-                    server_us.append((result.server_queue_us, result.server_infer_us))
-                    stats.record(end_to_end) if end_to_end <= deadline_s * 1e9 else stats.miss()
-            elif stats is not None:
-                stats.miss()
-                round_trip.miss()
+    def info(self) -> dict:
+        queue_us, infer_us = zip(*self.server_us) if self.server_us else ((), ())
+        return {"device": self.ready["device"], "backend": self.ready["backend"], "inference": self.ready.get("inference"),
+                "bundle": self.manifest["name"], "round_trip": self.round_trip.summary(),
+                "safety_interventions": self.safety.report(),
+                "server_queue_p50_us": float(np.median(queue_us)) if queue_us else None,
+                "server_infer_p50_us": float(np.median(infer_us)) if infer_us else None,
+                "client_counts": dict(self.client.counts)}
 
-        stats, late = pace(hz, seconds, once)
-        info = {"device": ready["device"], "backend": ready["backend"], "inference": ready.get("inference"), "bundle": manifest["name"],
-                "round_trip": round_trip.summary(), "safety_interventions": safety.report(),
-                "server_queue_p50_us": float(np.median([q for q, _ in server_us])) if server_us else None,
-                "server_infer_p50_us": float(np.median([i for _, i in server_us])) if server_us else None,
-                "client_counts": dict(client.counts)}
-    finally:
-        client.close()
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    info["server_exit"] = proc.returncode
-    return stats.summary(), late, info
+    def close(self) -> None:
+        self.client.close()
+        self.proc.terminate()
+        self.proc.communicate(timeout=10)
+
+
+def run_interleaved(variants: dict, hz: float, seconds: float, block_s: float) -> dict[str, tuple[dict, int]]:
+    """Measure every variant for `seconds` in alternating blocks of block_s, so each sees the same machine load."""
+    stats = {name: LatencyStats(capacity=int(hz * (seconds + block_s)) + 16) for name in variants}
+    late = dict.fromkeys(variants, 0)
+    for name, variant in variants.items():
+        pace(hz, 0.0, variant.once, stats[name], warmup=min(int(hz), 500))
+    done, block = 0.0, 0
+    while done < seconds - 1e-9:
+        length = min(block_s, seconds - done)
+        order = list(variants) if block % 2 == 0 else list(reversed(variants))  # neither always goes first
+        for name in order:
+            late[name] += pace(hz, length, variants[name].once, stats[name], warmup=20)
+        done += length
+        block += 1
+    return {name: (stats[name].summary(), late[name]) for name in variants}
 
 
 def main() -> None:
@@ -181,6 +203,7 @@ def main() -> None:
     parser.add_argument("--hz", type=float, default=1000.0, help="request rate")
     parser.add_argument("--bundle", type=Path, help="bundle to serve (default: export a gantry PPO bundle)")
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="server inference device")
+    parser.add_argument("--block", type=float, default=1.0, help="seconds per alternating echo/bridge block")
     parser.add_argument("--inference", default="auto", choices=["auto", "inline", "thread"], help="server: where forward passes run")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -192,8 +215,16 @@ def main() -> None:
         obs = np.zeros(gantry.OBS_DIM, dtype=np.float32)
         # The echo carries the same frames a bridge step request does.
         payload = wire.encode(wire.make_header(wire.MsgType.STEP, 1, deadline_us=1000), [obs])
-        echo, echo_late = run_echo(args.hz, args.seconds, payload)
-        bridge, bridge_late, info = run_bridge(args.hz, args.seconds, Path(bundle), args.device, args.inference)
+        variants = {}
+        try:
+            variants["echo"] = Echo(payload)
+            variants["bridge"] = Bridge(args.hz, Path(bundle), args.device, args.inference)
+            results = run_interleaved(variants, args.hz, args.seconds, args.block)
+            info = variants["bridge"].info()
+        finally:
+            for variant in variants.values():
+                variant.close()
+        (echo, echo_late), (bridge, bridge_late) = results["echo"], results["bridge"]
     ratios = {
         "p50": bridge["p50_us"] / echo["p50_us"],
         "p99": bridge["p99_us"] / echo["p99_us"],
@@ -201,7 +232,7 @@ def main() -> None:
         "max": bridge["max_us"] / echo["max_us"],
     }
     result = {
-        "hz": args.hz, "seconds": args.seconds, "cpus": os.cpu_count(),
+        "hz": args.hz, "seconds": args.seconds, "block_s": args.block, "cpus": os.cpu_count(),
         "echo": {**echo, "late_ticks": echo_late}, "bridge": {**bridge, "late_ticks": bridge_late, **info},
         "ratio_bridge_over_echo": ratios,
         "targets_met": {"p50<=1.5x": ratios["p50"] <= 1.5, "p99<=2x": ratios["p99"] <= 2.0},
