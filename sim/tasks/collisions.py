@@ -23,6 +23,8 @@ class CollisionCounter:
 
     def update(self, contacts) -> int:
         """New collisions in this step's contact list (pybullet.getContactPoints(robot) rows)."""
+        if not contacts and not self._touching:  # the usual step: nothing touches anything
+            return 0
         touching = {(c[2], c[3]) for c in contacts if c[2] in self.fixtures and self.fixtures[c[2]] in (None, c[4])}
         new = len(touching - self._touching)
         self._touching = touching

@@ -58,7 +58,8 @@ class Reach(GoalTask):
         d = math.sqrt(dx * dx + dy * dy + dz * dz)
         w = self.config.reward
         self._distance = d
-        self._reward = FLOAT32.unpack(FLOAT32.pack(w.distance * d + w.success * (1.0 if d < self.config.success_distance else 0.0)))[0]
+        self._success = d < self.config.success_distance
+        self._reward = FLOAT32.unpack(FLOAT32.pack(w.distance * d + w.success * (1.0 if self._success else 0.0)))[0]
 
     def features(self) -> list[Feature]:
         return []
@@ -90,16 +91,15 @@ class Reach(GoalTask):
         return self._distance
 
     def is_success(self) -> bool:
-        return self.distance() < self.config.success_distance
+        return self._success
 
     def is_terminated(self) -> bool:
-        return self.is_success()
+        return self._success
 
     def info(self) -> dict[str, Any]:
-        info = {"is_success": self.is_success(), "collisions": self._collisions.total}
-        if info["is_success"]:  # the episode ends here: its duration is the cycle
-            info["cycle_time"] = self.sim.time
-        return info
+        if self._success:  # the episode ends here: its duration is the cycle
+            return {"is_success": True, "collisions": self._collisions.total, "cycle_time": self.sim.time}
+        return {"is_success": False, "collisions": self._collisions.total}
 
 
 def goal_distance(achieved, desired) -> np.ndarray:
