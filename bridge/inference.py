@@ -135,7 +135,8 @@ class BatchRunner:
                 np.clip(actions, -1.0, 1.0, out=actions)
                 self._stats.count("safety.action_clipped", int(outside.sum()))
         descriptor = self._descriptors[index]
-        packb, reply, served, last_actions = msgpack.packb, self.reply, self._stats.served, self.last_actions
+        packb, served, last_actions = msgpack.packb, self._stats.served, self.last_actions
+        replies = []
         for row, request in enumerate(live):
             if finite is not None and not finite[row]:
                 self._send_error(request, ErrorCode.INTERNAL, "policy produced a non-finite action")
@@ -146,9 +147,14 @@ class BatchRunner:
                  "queue_us": (start - request.recv_ns) / 1e3, "infer_us": infer_us, "batch": n, "arrays": descriptor}
             )
             action = actions[row]
-            reply(request.identity, [header, action.tobytes()])
+            replies.append((request.identity, [header, action.tobytes()]))
             served((sent - request.recv_ns) / 1e3, infer_us, n)
             last_actions[request.identity] = (request.seq, action)  # a row of this batch's own array
+        # Book-keeping first, sends last: on a busy host, work done after a send competes for the
+        # CPU with libzmq's I/O thread, which is what carries the reply.
+        reply = self.reply
+        for identity, frames in replies:
+            reply(identity, frames)
 
     def _send_error(self, request: StepRequest, code: ErrorCode, text: str) -> None:
         self._stats.count(f"errors.{code.name}")
