@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import numpy as np
@@ -12,7 +11,7 @@ import zmq
 from bridge import gantry
 from bridge import protocol as wire
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
-from bridge_support import serving
+from bridge_support import GatedPolicy, context, dealer, serving  # noqa: F401 (context: a fixture)
 from policies.bundle import load_bundle
 
 OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
@@ -21,45 +20,6 @@ OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     return load_bundle(gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles"), backend="onnx", device="cpu")
-
-
-class Wrapped:
-    """The real bundle with a gate, an optional delay and a record of batch sizes; says it runs on the CPU."""
-
-    device = "cpu"
-
-    def __init__(self, bundle, delay_s=0.0):
-        self.bundle = bundle
-        self.name, self.spec_hash, self.manifest = bundle.name, bundle.spec_hash, bundle.manifest
-        self.obs_dim, self.act_dim, self.control_hz = bundle.obs_dim, bundle.act_dim, bundle.control_hz
-        self.delay_s = delay_s
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.batches: list[int] = []
-
-    def infer(self, obs):
-        self.batches.append(len(obs))
-        self.entered.set()
-        assert self.gate.wait(10), "test never opened the gate"
-        if self.delay_s:
-            time.sleep(self.delay_s)
-        return self.bundle.infer(obs)
-
-
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.term()
-
-
-def dealer(context, endpoint):
-    sock = context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = sock.sndtimeo = 5000
-    sock.connect(endpoint)
-    return sock
 
 
 def request(sock, header, arrays=()):
@@ -78,13 +38,10 @@ def send_step(sock, seq, obs=OBS):
 def test_auto_runs_a_fast_cpu_bundle_inline_and_other_policies_on_the_thread(bundle):
     with serving(bundle) as server:
         assert server.inference_mode == "inline" and server.worker is None
-    with serving(Wrapped(bundle, delay_s=0.002)) as server:  # 2 ms per forward pass: over the 200 us budget
+    with serving(GatedPolicy(bundle, delay_s=0.002, device="cpu")) as server:  # 2 ms per forward pass: over the 200 us budget
         assert server.inference_mode == "thread" and server.worker is not None
 
-    class NoDevice(Wrapped):
-        device = None  # a policy object whose timing the server cannot vouch for
-
-    with serving(NoDevice(bundle)) as server:
+    with serving(GatedPolicy(bundle)) as server:  # no device: a policy whose timing the server cannot vouch for
         assert server.inference_mode == "thread"
     with pytest.raises(ServerConfigError, match="inference 'fast'"):
         BridgeServer([bundle], ServerConfig(bind="tcp://127.0.0.1:*", telemetry=None, inference="fast"))
@@ -105,7 +62,7 @@ def test_both_modes_serve_the_bundles_actions(bundle, context, mode):
 
 
 def test_inline_batches_every_request_that_waited_into_one_forward_pass(bundle, context):
-    wrapped = Wrapped(bundle)
+    wrapped = GatedPolicy(bundle, device="cpu")
     with serving(wrapped, inference="inline") as server:
         socks = [dealer(context, server.endpoint) for _ in range(8)]
         for sock in socks:
@@ -128,7 +85,7 @@ def test_inline_batches_every_request_that_waited_into_one_forward_pass(bundle, 
 
 
 def test_a_slow_model_on_the_thread_still_lets_heartbeats_through(bundle, context):
-    slow = Wrapped(bundle, delay_s=0.002)
+    slow = GatedPolicy(bundle, delay_s=0.002, device="cpu")
     with serving(slow) as server:
         assert server.inference_mode == "thread"
         busy, other = dealer(context, server.endpoint), dealer(context, server.endpoint)
@@ -146,7 +103,7 @@ def test_a_slow_model_on_the_thread_still_lets_heartbeats_through(bundle, contex
 
 
 def test_a_model_that_turns_slow_moves_to_the_thread(bundle, context):
-    turning = Wrapped(bundle)
+    turning = GatedPolicy(bundle, device="cpu")
     with serving(turning, inline_budget_us=5_000) as server:
         assert server.inference_mode == "inline"
         turning.delay_s = 0.01  # 10 ms, over the 5 ms budget, from now on

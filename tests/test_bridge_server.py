@@ -6,7 +6,6 @@ raw DEALER sockets (to send anything at all) or the real BridgeClient.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import msgpack
@@ -21,10 +20,9 @@ from bridge.limits import SafetyLimits
 from bridge.protocol import ErrorCode
 from bridge.policy import BundleSpecError
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
-from bridge_support import serving
+from bridge_support import TIMEOUT_MS, GatedPolicy, context, dealer, serving  # noqa: F401 (context: a fixture)
 from policies.bundle import load_bundle
 
-TIMEOUT_MS = 3000
 GANTRY_ROBOT = {"model": "gantry-3", "joint_names": ["x", "y", "z"]}
 
 
@@ -36,41 +34,6 @@ def bundle_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundle(bundle_dir):
     return load_bundle(bundle_dir, backend="onnx", device="cpu")
-
-
-class GatedPolicy:
-    """The real bundle behind a gate: inference waits until the test opens it; records batch sizes."""
-
-    def __init__(self, bundle):
-        self.bundle = bundle
-        self.name, self.spec_hash, self.manifest = bundle.name, bundle.spec_hash, bundle.manifest
-        self.obs_dim, self.act_dim, self.control_hz = bundle.obs_dim, bundle.act_dim, bundle.control_hz
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.batches: list[int] = []
-
-    def infer(self, obs):
-        self.batches.append(len(obs))
-        self.entered.set()
-        assert self.gate.wait(10), "test never opened the gate"
-        return self.bundle.infer(obs)
-
-
-@pytest.fixture
-def context():
-    ctx = zmq.Context()
-    yield ctx
-    ctx.term()
-
-
-def dealer(context, endpoint):
-    sock = context.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.rcvtimeo = TIMEOUT_MS
-    sock.sndtimeo = TIMEOUT_MS
-    sock.connect(endpoint)
-    return sock
 
 
 def send(sock, header, arrays=()):
