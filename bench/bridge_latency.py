@@ -4,7 +4,9 @@
                                    [--inference auto|inline|thread] [--block 1.0]
 
 One run measures, interleaved in alternating blocks of --block seconds (1 s; the order flips every
-block) so that both see the same load on a shared machine, with identical pacing and message sizes:
+block) so that both see the same load on a shared machine, each block on a fresh connection (on this
+2-vCPU VM, identical loopback connections differ persistently by up to ~150 us p50, so one connection
+per variant measures its luck), with identical pacing and message sizes:
   echo   - a bare ROUTER echo server process and a DEALER client (the floor pyzmq can do here);
   bridge - `python -m bridge serve` in its own process (real bundle, ONNX/TorchScript inference,
            batching, telemetry) and the real BridgeClient + SafetyFilter in this process.
@@ -102,12 +104,19 @@ class Echo:
     def __init__(self, payload: list[bytes]) -> None:
         self.proc, ready = spawn([sys.executable, __file__, "--echo-server"])
         self.ctx = zmq.Context()
+        self.endpoint = ready["endpoint"]
+        self.sock = None
+        self.payload = payload
+        self.reconnect()
+
+    def reconnect(self) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.linger = 0
-        self.sock.connect(ready["endpoint"])
+        self.sock.connect(self.endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
-        self.payload = payload
 
     def once(self, deadline_s: float, stats: LatencyStats | None) -> None:
         start = time.monotonic_ns()
@@ -147,6 +156,10 @@ class Bridge:
         self.obs = robot.observe()
         self.round_trip = LatencyStats()
         self.server_us: list[tuple[float, float]] = []  # (queue, inference) per reply, from the action headers
+
+    def reconnect(self) -> None:
+        self.client.drop_session("bench: a fresh connection for each block")
+        self.client.connect(5.0)
 
     def once(self, deadline_s: float, stats: LatencyStats | None) -> None:
         # Headline (stats): request sent -> command applied by the SafetyFilter, the controller's
@@ -190,6 +203,7 @@ def run_interleaved(variants: dict, hz: float, seconds: float, block_s: float) -
         length = min(block_s, seconds - done)
         order = list(variants) if block % 2 == 0 else list(reversed(variants))  # neither always goes first
         for name in order:
+            variants[name].reconnect()
             late[name] += pace(hz, length, variants[name].once, stats[name], warmup=20)
         done += length
         block += 1
