@@ -9,9 +9,12 @@ import sys
 import pytest
 
 from bridge.twin import Faults, TwinConfig, TwinError, run_twin
+from scenarios import load_scenario
 
 from twin_support import ENV, ROOT, bridge_server, clone_reach_bundle
 EPISODES = 30
+REACH = load_scenario("reach")
+REACH_HZ, REACH_STEPS = REACH.physics.control_hz, REACH.max_episode_steps
 
 
 @pytest.fixture(scope="module")
@@ -44,29 +47,34 @@ def test_twin_success_rate_through_the_bridge_matches_genba_eval(reach_bundle, s
     assert low <= twin["success_rate"] <= high, (twin["success_rate"], evaluation)
     assert 0 < twin["successes"] < EPISODES  # an informative comparison, not 0% = 0% or 100% = 100%
     assert twin["step_status"] == {"ok": twin["control_steps"]} and twin["deadline_misses"] == 0
-    assert twin["holds"] == 0 and twin["servo_hz"] == 250.0  # 10 servo cycles per 25 Hz control period
+    # The default 250 Hz servo rate, rounded to a whole number of cycles per control period.
+    assert twin["holds"] == 0 and twin["servo_hz"] == round(250 / REACH_HZ) * REACH_HZ
 
 
 def test_lost_replies_hold_the_robot_and_are_reported(reach_bundle, server):
     report = run_twin(TwinConfig("reach", server, reach_bundle, episodes=2, speed=0, faults=Faults(drop_rate=1.0)),
                       log=lambda line: None)
-    assert report.successes == 0 and report.control_steps == 100  # both episodes run to the 50-step limit
-    assert report.step_status == {"dropped": 100} and report.faults["dropped"] == 100
+    steps = 2 * REACH_STEPS  # both episodes run to the step limit
+    assert report.successes == 0 and report.control_steps == steps
+    assert report.step_status == {"dropped": steps} and report.faults["dropped"] == steps
     assert report.holds == 2 and report.safety_interventions["hold"] == 2  # one hold per episode, never released
-    assert report.steps_changed_by_safety == 100
+    assert report.steps_changed_by_safety == steps
 
 
 def test_latency_beyond_the_budget_sends_nothing_and_counts_misses(reach_bundle, server):
-    # Reach runs at 25 Hz: the budget is half of 40 ms; 30 ms of injected latency exceeds it every time.
+    # The budget is half a control period (25 ms at reach's 20 Hz); 30 ms of injected latency exceeds it every time.
+    assert 30.0 > 1000 / REACH_HZ / 2
     report = run_twin(TwinConfig("reach", server, reach_bundle, episodes=1, speed=0, faults=Faults(latency_ms=30.0)),
                       log=lambda line: None)
-    assert report.step_status == {"deadline": 50} and report.deadline_misses == 50
+    assert report.step_status == {"deadline": REACH_STEPS} and report.deadline_misses == REACH_STEPS
     assert report.round_trip["count"] == 0 and report.holds == 1
 
 
 def test_twin_runs_in_real_time(reach_bundle, server):
-    report = run_twin(TwinConfig("reach", server, reach_bundle, episodes=1, seed=3, speed=1.0), log=lambda line: None)
-    assert report.wall_s >= 0.95 * report.control_steps / 25.0
+    report = run_twin(TwinConfig("reach", server, reach_bundle, episodes=3, seed=3, speed=1.0), log=lambda line: None)
+    # Each episode's first step goes out at once; every later one waits for its control period.
+    assert report.wall_s >= 0.95 * (report.control_steps - report.episodes) / REACH_HZ
+    assert report.control_steps - report.episodes >= 5  # enough paced steps for the bound to mean something
     assert report.step_status == {"ok": report.control_steps}
 
 

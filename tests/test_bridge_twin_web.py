@@ -12,13 +12,14 @@ import urllib.request
 
 import pytest
 
-from twin_support import ENV, ROOT, bridge_server, clone_reach_bundle
+from twin_support import ENV, ROOT, bridge_server, untrained_reach_bundle
 
 
 @pytest.fixture(scope="module")
 def reach_bundle(tmp_path_factory):
-    """A tiny cloned Reach policy: only the plumbing matters here, not its skill."""
-    return clone_reach_bundle(tmp_path_factory.mktemp("reach-web"), demo_episodes=3, iterations=20, eval_episodes=1)
+    """Only the plumbing matters here, and episodes must last (a skilled policy ends them in a few
+    steps, before the test has paused, resumed and reset one)."""
+    return untrained_reach_bundle(tmp_path_factory.mktemp("reach-web"))
 
 
 @pytest.fixture

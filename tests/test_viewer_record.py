@@ -12,7 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from scenarios import load_scenario
 from sim.viewer.recorder import RecorderError, VideoRecorder
+from twin_support import untrained_reach_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -128,16 +130,7 @@ def test_camera_pose_and_size_are_configurable():
 
 def test_view_a_bundle_on_its_own_scenario(tmp_path):
     """--policy BUNDLE without SCENARIO: the bundle's scenario is built and the policy drives it."""
-    from stable_baselines3 import SAC
-
-    from policies.bundle import export_bundle
-    from policies.envs import feature_spec, make_env, scenario_info
-
-    env = make_env("reach")
-    model = SAC("MultiInputPolicy", env, policy_kwargs={"net_arch": [16]}, buffer_size=10, seed=0, device="cpu")
-    bundle = export_bundle(model, tmp_path / "reach-bundle", feature_spec=feature_spec(env),
-                           scenario=scenario_info("reach", env))
-    env.close()
+    bundle = untrained_reach_bundle(tmp_path)
     video, summary = tmp_path / "policy.mp4", tmp_path / "view.json"
     proc = subprocess.run(
         [sys.executable, "-m", "genba.cli", "view", "--policy", str(bundle), "--record", str(video), "--seconds", "1",
@@ -147,9 +140,10 @@ def test_view_a_bundle_on_its_own_scenario(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(summary.read_text())
     assert report["scenario"] == "reach" and report["driver"] == f"bundle: {bundle}"
-    assert report["steps"] == report["frames_recorded"] == 25  # reach runs at 25 Hz
+    hz = load_scenario("reach").physics.control_hz  # one frame per control step, for the 1 s asked
+    assert report["steps"] == report["frames_recorded"] == hz
     frames, _ = read_video(video)
-    assert len(frames) == 25
+    assert len(frames) == hz
 
 
 def test_policy_and_expert_exclude_each_other(tmp_path):

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import pytest
 
+from scenarios import load_scenario
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/setup-browser.sh); Playwright's own browsers are never downloaded
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -152,5 +154,5 @@ def test_gui_opens_and_runs_under_a_virtual_display(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(summary.read_text())
-    assert report["steps"] == 10 and report["sim_time_s"] == pytest.approx(0.4)
+    assert report["steps"] == round(0.4 * load_scenario("reach").physics.control_hz) and report["sim_time_s"] == pytest.approx(0.4)
     assert report["wall_s"] >= 0.35  # paced at real time by default, not as fast as possible

@@ -26,6 +26,21 @@ def clone_reach_bundle(root: Path, demo_episodes: int, iterations: int, eval_epi
     return export_run(root / "run", root / "reach-bc")
 
 
+def untrained_reach_bundle(root: Path) -> Path:
+    """An untrained SAC policy for Reach as a bundle: it all but never reaches a goal, so its
+    episodes run to the step limit (for tests that need an episode to last)."""
+    from stable_baselines3 import SAC
+
+    from policies.bundle import export_bundle
+    from policies.envs import feature_spec, make_env, scenario_info
+
+    env = make_env("reach")
+    model = SAC("MultiInputPolicy", env, policy_kwargs={"net_arch": [16]}, buffer_size=10, seed=0, device="cpu")
+    bundle = export_bundle(model, root / "reach-untrained", feature_spec=feature_spec(env), scenario=scenario_info("reach", env))
+    env.close()
+    return bundle
+
+
 @contextlib.contextmanager
 def bridge_server(bundle: Path) -> Iterator[str]:
     """`python -m bridge serve BUNDLE` on a free loopback port; yields its endpoint, always stops it."""
