@@ -142,7 +142,7 @@ class Robot:
         q = [st[0] for st in states]
         self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], sum(q[self._n_arm:]), q[: self._n_arm])
 
-    # Numpy views of the last reading, for code outside the step loop.
+    # Numpy copies of the last reading, for code outside the step loop.
     @property
     def tool_pos(self) -> np.ndarray:
         return np.array(self.reading.tool_pos)
