@@ -97,7 +97,6 @@ class Robot:
             gear = pb.createConstraint(self.body, self.finger_ids[0], self.body, self.finger_ids[1], pb.JOINT_GEAR,
                                        [1, 0, 0], [0, 0, 0], [0, 0, 0], physicsClientId=cid)
             pb.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=model.finger_force, physicsClientId=cid)  # q1 = q2
-        self._base_pos = np.asarray(config.base_position, dtype=float)
         self._base_xyz = tuple(float(v) for v in config.base_position)
         self._world_box = tuple((b + lo, b + hi) for b, lo, hi in zip(self._base_xyz, model.workspace_low, model.workspace_high))
         self._base_yaw = config.base_yaw
@@ -105,9 +104,8 @@ class Robot:
         self.target_yaw = 0.0
         self.grip_command = -1.0
         # Per-step constants, prepared once: the env step is a hot loop (see bench/sim_throughput.py).
-        n = len(self.arm_ids)
         self._forces = list(self.max_force)
-        self._kp, self._kd = [config.position_gain] * n, [config.velocity_gain] * n
+        self._kp, self._kd = [config.position_gain] * self._n_arm, [config.velocity_gain] * self._n_arm
         q_step = self.max_velocity * sim.physics.control_period  # rad per control period at rated speed
         self._q_step = q_step.tolist()
         self._q_lag = (LAG_PERIODS * q_step).tolist()
@@ -237,7 +235,7 @@ class Robot:
             self.refresh()
 
     def inverse_kinematics(self, position: Sequence[float], yaw: float) -> list[float]:
-        """Joint targets for the tool pose, solved from the last command (see sim/robots/ik.py)."""
+        """Joint targets for the tool pose: the model's closed form, else iterative IK from the last command."""
         yaw -= self.model.tool_yaw_offset
         if self.model.tool_down_ik is not None:
             x, y, z, base_yaw = to_base_frame(position, yaw, self._base_xyz, self._base_yaw)
@@ -250,20 +248,19 @@ class Robot:
         if self._base_yaw == 0.0:  # the common case: an axis-aligned box in the world
             (xl, xh), (yl, yh), (zl, zh) = self._world_box
             return (xl if x < xl else xh if x > xh else x, yl if y < yl else yh if y > yh else y, zl if z < zl else zh if z > zh else z)
-        bx, by, bz = self._base_xyz
         lo, hi = self.model.workspace_low, self.model.workspace_high
+        u, v, w, _ = to_base_frame(world_pos, 0.0, self._base_xyz, self._base_yaw)
+        u, v, w = min(max(u, lo[0]), hi[0]), min(max(v, lo[1]), hi[1]), min(max(w, lo[2]), hi[2])
+        bx, by, bz = self._base_xyz
         c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
-        rx, ry = x - bx, y - by
-        u = min(max(c * rx + s * ry, lo[0]), hi[0])
-        v = min(max(-s * rx + c * ry, lo[1]), hi[1])
-        return (bx + c * u - s * v, by + s * u + c * v, min(max(z - bz, lo[2]), hi[2]) + bz)
+        return (c * u - s * v + bx, s * u + c * v + by, w + bz)
 
     def _workspace_world_box(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = self.model.workspace_low, self.model.workspace_high
         c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
         corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
         world = np.stack([c * corners[:, 0] - s * corners[:, 1], s * corners[:, 0] + c * corners[:, 1], corners[:, 2]], axis=1)
-        world += self._base_pos
+        world += self._base_xyz
         return world.min(axis=0), world.max(axis=0)
 
     def _send(self, q: list[float], grip: float) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 from sim.robots.base import Robot, RobotModel
 from sim.robots.tool_down_ik import PlanarArm, nearest_turn

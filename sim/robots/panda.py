@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pybullet_data
-
-import math
 
 from sim.robots.base import Robot, RobotModel
 from sim.robots.tool_down_ik import PlanarArm, nearest_turn

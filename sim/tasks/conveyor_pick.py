@@ -78,9 +78,7 @@ class ConveyorPick(Task):
         for part in self.parts.parts:
             if part.state != "active":
                 continue
-            pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=self.sim.cid)
-            vel = pb.getBaseVelocity(part.body, physicsClientId=self.sim.cid)[0]
-            self._poses[part.name] = (pos, orn, vel)
+            pos, orn, vel = self._poses[part.name] = self._read_pose(part)
             speed = math.sqrt(vel[0] ** 2 + vel[1] ** 2 + vel[2] ** 2)
             if self.bin.contains(pos) and speed < self.config.settle_speed and not self._held(part):
                 part.settle_since = now if part.settle_since is None else part.settle_since
@@ -101,13 +99,16 @@ class ConveyorPick(Task):
         if self.current is not None:
             name = self.current.name
             if name not in self._poses:
-                body = self.current.body
-                pos, orn = pb.getBasePositionAndOrientation(body, physicsClientId=self.sim.cid)
-                self._poses[name] = (pos, orn, pb.getBaseVelocity(body, physicsClientId=self.sim.cid)[0])
+                self._poses[name] = self._read_pose(self.current)
             pos, orn, vel = self._poses[name]
             self._part_pos, self._part_yaw, self._part_vel = pos, _yaw(orn), vel
             self._part_held = self._held(self.current)
             self._part_in_bin = self.bin.contains(pos)
+
+    def _read_pose(self, part: Part) -> tuple:
+        """(position, orientation, linear velocity) of a part, from Bullet."""
+        pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=self.sim.cid)
+        return pos, orn, pb.getBaseVelocity(part.body, physicsClientId=self.sim.cid)[0]
 
     def _read_grasp(self, contacts) -> None:
         """A part is held when every finger touches it."""

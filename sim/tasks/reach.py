@@ -57,7 +57,6 @@ class Reach(GoalTask):
         dx, dy, dz = ax - gx, ay - gy, az - gz
         d = math.sqrt(dx * dx + dy * dy + dz * dz)
         w = self.config.reward
-        self._distance = d
         self._success = d < self.config.success_distance
         self._reward = FLOAT32.unpack(FLOAT32.pack(w.distance * d + w.success * (1.0 if self._success else 0.0)))[0]
 
@@ -86,9 +85,6 @@ class Reach(GoalTask):
     def _reward_at(self, d: np.ndarray) -> np.ndarray:
         w = self.config.reward
         return (w.distance * d + w.success * (d < self.config.success_distance).astype(np.float64)).astype(np.float32)
-
-    def distance(self) -> float:
-        return self._distance
 
     def is_success(self) -> bool:
         return self._success
