@@ -14,6 +14,16 @@ from bridge.server import BridgeServer, ServerConfig
 TIMEOUT_MS = 3000
 
 
+def wait_for(predicate, timeout_s: float) -> bool:
+    """Poll `predicate` every 10 ms until it holds (True) or `timeout_s` passes (False)."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 @contextlib.contextmanager
 def serving(*policies, **config):
     """Serve `policies` until the block ends; a crash of the serve loop fails the test."""

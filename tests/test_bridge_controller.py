@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from bridge.client import BridgeClient, ClientConfig
 from bridge.controller import Controller, ControllerConfig, _Segment, joint_delta_mapper
 from bridge.limits import SafetyLimits
 from bridge.watchdog import ServoState, Watchdog
+from bridge_support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MS = 1_000_000
@@ -84,15 +84,6 @@ def start_server(bundle_dir, bind="tcp://127.0.0.1:*"):
     line = proc.stdout.readline()
     assert line, "server exited before it was ready"
     return proc, json.loads(line)["endpoint"]
-
-
-def wait_for(predicate, timeout_s):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_server_killed_mid_session_holds_within_two_cycles_then_reconnects(bundle_dir):

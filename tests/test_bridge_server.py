@@ -20,7 +20,7 @@ from bridge.limits import SafetyLimits
 from bridge.protocol import ErrorCode
 from bridge.policy import BundleSpecError
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
-from bridge_support import TIMEOUT_MS, GatedPolicy, context, dealer, serving  # noqa: F401 (context: a fixture)
+from bridge_support import TIMEOUT_MS, GatedPolicy, context, dealer, serving, wait_for  # noqa: F401 (context: a fixture)
 from policies.bundle import load_bundle
 
 GANTRY_ROBOT = {"model": "gantry-3", "joint_names": ["x", "y", "z"]}
@@ -55,15 +55,6 @@ def step(sock, seq, obs, deadline_us=2_000_000):
 
 
 OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
-
-
-def wait_for(predicate, timeout_s):
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 # ------------------------------------------------------------------ handshake and steps
