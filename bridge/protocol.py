@@ -230,8 +230,8 @@ def decode_arrays(header: dict[str, Any], frames: Sequence[bytes]) -> tuple[np.n
     return tuple(arrays)
 
 
-def decode(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
-    """Validate a whole message (header frame first, then array frames)."""
+def check_frames(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    """The checks on a message's frames that come before its header is read: count and total size."""
     if not frames:
         raise ProtocolError(ErrorCode.MALFORMED, "empty message")
     if len(frames) > 1 + MAX_ARRAYS:
@@ -239,5 +239,10 @@ def decode(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) 
     total = sum(map(len, frames))
     if total > max_bytes:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"message is {total} bytes; the cap is {max_bytes}")
+
+
+def decode(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+    """Validate a whole message (header frame first, then array frames)."""
+    check_frames(frames, max_bytes)
     header = decode_header(frames[0])
     return Message(header, decode_arrays(header, frames[1:]))

@@ -355,13 +355,7 @@ class BridgeServer:
         header: dict[str, Any] | None = None
         try:
             body = frames[1:]
-            if not body:
-                raise ProtocolError(ErrorCode.MALFORMED, "empty message")
-            if len(body) > 1 + wire.MAX_ARRAYS:
-                raise ProtocolError(ErrorCode.MALFORMED, f"{len(body)} frames; at most {1 + wire.MAX_ARRAYS} allowed")
-            size = sum(map(len, body))
-            if size > self.config.max_message_bytes:
-                raise ProtocolError(ErrorCode.TOO_LARGE, f"message is {size} bytes; the cap is {self.config.max_message_bytes}")
+            wire.check_frames(body, self.config.max_message_bytes)
             header = wire.decode_header(body[0])
             kind = header["type"]
             if kind == "step":
