@@ -31,9 +31,11 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -134,6 +136,7 @@ class BridgeServer:
         # What a well-formed step request of each bundle carries (its fast path in _on_step).
         self._step_arrays = [[["<f4", [e.obs_dim]]] for e in self.entries]
         self._obs_bytes = [e.obs_dim * _F4.itemsize for e in self.entries]
+        self._obs_structs = [struct.Struct(f"<{e.obs_dim}f") for e in self.entries]
         if self.config.inference not in INFERENCE_MODES:
             raise ServerConfigError(f"inference {self.config.inference!r}: use one of {list(INFERENCE_MODES)}")
         check_endpoint(self.config.bind, "--bind")
@@ -266,14 +269,18 @@ class BridgeServer:
         try:
             while not self._stop.is_set():
                 timeout_ms = max(0, min(100, (next_tick - time.monotonic_ns()) // 1_000_000))
-                if poller.poll(timeout_ms):
-                    # Readiness is read from EVENTS, not by catching zmq.Again: raising costs more
-                    # than the rest of a message's handling.
+                ready = poller.poll(timeout_ms)
+                if ready:
+                    # The poller lists sockets in registration order, the ROUTER first. After the
+                    # message it announced, readiness is read from EVENTS, not by catching
+                    # zmq.Again: raising costs more than the rest of a message's handling.
                     pending: list[StepRequest] = []
+                    readable = ready[0][0] is router
                     for _ in range(max_batch):
-                        if not router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                        if not readable:
                             break
                         self._on_message(router.recv_multipart(), pending, handlers)
+                        readable = router.getsockopt(zmq.EVENTS) & zmq.POLLIN
                     worker = self.worker
                     if worker is None:
                         if pending:
@@ -398,8 +405,8 @@ class BridgeServer:
             if obs.dtype != _F4 or obs.shape != (entry.obs_dim,):
                 raise ProtocolError(ErrorCode.BAD_ARRAY, f"observation must be <f4 ({entry.obs_dim},), got {obs.dtype.str}{obs.shape}", seq)
         frame = frames[0]
-        finite = np.isfinite(np.frombuffer(frame, dtype=_F4))
-        if not finite.all():
+        if not all(map(isfinite, self._obs_structs[index].unpack(frame))):  # struct + math: a third of numpy's cost here
+            finite = np.isfinite(np.frombuffer(frame, dtype=_F4))
             raise ProtocolError(ErrorCode.NON_FINITE, f"observation has non-finite values at {np.flatnonzero(~finite).tolist()}", seq)
         deadline_us = header["deadline_us"]
         if deadline_us <= 0:

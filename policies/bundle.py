@@ -138,10 +138,18 @@ class Bundle:
             raise BundleError(f"bundle {self.name!r} expects observations of shape ({self.obs_dim},) or (B, {self.obs_dim}), got {np.shape(obs)}")
         if not np.all(np.isfinite(x)):
             raise BundleError(f"bundle {self.name!r} got a non-finite observation (NaN or inf); refusing to act on it")
-        action = np.asarray(self._run(np.ascontiguousarray(x)), dtype=np.float32)
-        # Already inside the graph; guards float edge cases. minimum/maximum: np.clip's cost is mostly overhead.
-        action = np.minimum(np.maximum(action, self._low), self._high)
+        action = self.infer_batch_unchecked(np.ascontiguousarray(x))
         return action[0] if single else action
+
+    def infer_batch_unchecked(self, x: np.ndarray) -> np.ndarray:
+        """infer() without its input checks: x must be float32, C-contiguous, (B, obs_dim) and finite.
+
+        For callers that have checked that already (the bridge server validates every observation it
+        receives): the checks cost as much as a small MLP's forward pass.
+        """
+        action = np.asarray(self._run(x), dtype=np.float32)
+        # Already inside the graph; guards float edge cases. minimum/maximum: np.clip's cost is mostly overhead.
+        return np.minimum(np.maximum(action, self._low), self._high)
 
     def reset(self) -> None:
         """No state to reset (bundles are feed-forward); present so callers can treat policies uniformly."""
@@ -262,7 +270,7 @@ def numpy_executor(file: Path):
         step = _numpy_step(op, attrs, ins, src, consts, inplace)
         if step is None:
             return None
-        steps.append((step, src, dst))
+        steps.append((step, src, dst, op))
         runtime.add(dst)
         if op not in _ALIAS or inplace:
             owned.add(dst)
@@ -270,12 +278,23 @@ def numpy_executor(file: Path):
     if out_name not in runtime:
         return None
     in_name = inputs[0]
+    if all(src == (steps[i - 1][2] if i else in_name) for i, (_, src, _, _) in enumerate(steps)) and steps[-1][2] == out_name:
+        # A chain (each node reads the one before it, as every exported MLP does): no value table.
+        # run() takes float32 (B, obs_dim), so Identity, Cast to float32 and Flatten of a rank-2 input do nothing.
+        rank2 = len(next(i for i in graph.input if i.name == in_name).type.tensor_type.shape.dim) == 2
+        chain = [step for step, _, _, op in steps if not (op in ("Identity", "Cast") or op == "Flatten" and rank2)]
 
-    def run(x: np.ndarray) -> np.ndarray:
-        values = {in_name: x}
-        for step, src, dst in steps:
-            values[dst] = step(values[src])
-        return values[out_name]
+        def run(x: np.ndarray) -> np.ndarray:
+            for step in chain:
+                x = step(x)
+            return x
+    else:
+
+        def run(x: np.ndarray) -> np.ndarray:
+            values = {in_name: x}
+            for step, src, dst, _ in steps:
+                values[dst] = step(values[src])
+            return values[out_name]
 
     run.executor = "numpy"
     return run

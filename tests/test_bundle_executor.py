@@ -39,6 +39,15 @@ def test_gantry_bundle_runs_on_numpy_and_matches_onnxruntime_on_1000_observation
         np.testing.assert_allclose(bundle.infer(obs[row]), reference[row], rtol=0, atol=1e-6)
 
 
+def executor_matching_onnxruntime(path, rows):
+    """The numpy executor for the graph at path, checked against onnxruntime on `rows` observations."""
+    run = numpy_executor(path)
+    assert run is not None
+    obs = observations(rows, 5)
+    np.testing.assert_allclose(run(obs), ort_run(path)(obs), rtol=0, atol=1e-5)
+    return run
+
+
 def _mlp_graph(path, nodes, extra_inits=()):
     rng = np.random.default_rng(0)
     inits = [
@@ -78,11 +87,18 @@ def test_every_supported_op_matches_onnxruntime(tmp_path):
         helper.make_node("Add", ["v", "lo"], ["action"]),
     ]
     path = _mlp_graph(tmp_path / "mlp.onnx", nodes)
-    run = numpy_executor(path)
-    assert run is not None
-    obs = observations(1000, 5)
-    np.testing.assert_allclose(run(obs), ort_run(path)(obs), rtol=0, atol=1e-5)
+    run = executor_matching_onnxruntime(path, rows=1000)
     assert executor_matches(run, ort_run(path), 5)
+
+
+def test_a_graph_that_is_not_one_chain_still_matches_onnxruntime(tmp_path):
+    nodes = [  # "unused" reads the observation, not the node before it: run through a value table
+        helper.make_node("Gemm", ["obs", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Neg", ["obs"], ["unused"]),
+        helper.make_node("Tanh", ["h"], ["t"]),
+        helper.make_node("MatMul", ["t", "w2"], ["action"]),
+    ]
+    executor_matching_onnxruntime(_mlp_graph(tmp_path / "branch.onnx", nodes), rows=200)
 
 
 def test_graphs_with_other_ops_stay_on_onnxruntime(tmp_path):
