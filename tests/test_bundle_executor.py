@@ -1,4 +1,4 @@
-"""The numpy executor for plain-MLP ONNX graphs: parity with onnxruntime, fallback for anything else."""
+"""The native (C) and numpy executors for plain-MLP ONNX graphs: parity with onnxruntime, fallbacks."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bridge import gantry
-from policies.bundle import executor_matches, load_bundle, numpy_executor
+from policies.bundle import load_bundle
+from policies import graph_executors
+from policies.graph_executors import executor_matches, fastest_matching_executor, native_run, numpy_executor, numpy_run, read_plain_graph
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,13 @@ def observations(n, dim, seed=1):
     return (np.random.default_rng(seed).standard_normal((n, dim)) * 3.0).astype(np.float32)
 
 
-def test_gantry_bundle_runs_on_numpy_and_matches_onnxruntime_on_1000_observations(gantry_dir):
+def test_the_kernel_is_compiled():
+    assert graph_executors._mlp_kernel is not None, "policies._mlp_kernel is not built: run scripts/setup.sh (needs a C compiler)"
+
+
+def test_gantry_bundle_runs_on_the_kernel_and_matches_onnxruntime_on_1000_observations(gantry_dir):
     bundle = load_bundle(gantry_dir, backend="onnx", device="cpu")
-    assert bundle.executor == "numpy"
+    assert bundle.executor == "native"
     obs = observations(1000, bundle.obs_dim)
     reference = np.clip(ort_run(gantry_dir / "policy.onnx")(obs), -1.0, 1.0)
     kept = obs.copy()
@@ -37,15 +43,20 @@ def test_gantry_bundle_runs_on_numpy_and_matches_onnxruntime_on_1000_observation
     np.testing.assert_array_equal(obs, kept)  # the caller's observations are never written to
     for row in (0, 17, 999):  # one at a time, as the server's inline path mostly runs
         np.testing.assert_allclose(bundle.infer(obs[row]), reference[row], rtol=0, atol=1e-6)
+    numpy = numpy_executor(gantry_dir / "policy.onnx")  # the fallback computes the same
+    np.testing.assert_allclose(np.clip(numpy(obs), -1.0, 1.0), reference, rtol=0, atol=1e-6)
 
 
-def executor_matching_onnxruntime(path, rows):
-    """The numpy executor for the graph at path, checked against onnxruntime on `rows` observations."""
-    run = numpy_executor(path)
-    assert run is not None
-    obs = observations(rows, 5)
-    np.testing.assert_allclose(run(obs), ort_run(path)(obs), rtol=0, atol=1e-5)
-    return run
+def executors_matching_onnxruntime(path, rows):
+    """Both executors for the graph at path (None where one does not apply), checked against onnxruntime."""
+    graph = read_plain_graph(path)
+    assert graph is not None
+    obs, want = observations(rows, 5), ort_run(path)(observations(rows, 5))
+    runs = {"native": native_run(graph), "numpy": numpy_run(graph)}
+    for name, run in runs.items():
+        if run is not None:
+            np.testing.assert_allclose(run(obs), want, rtol=0, atol=1e-5, err_msg=name)
+    return runs
 
 
 def _mlp_graph(path, nodes, extra_inits=()):
@@ -87,8 +98,29 @@ def test_every_supported_op_matches_onnxruntime(tmp_path):
         helper.make_node("Add", ["v", "lo"], ["action"]),
     ]
     path = _mlp_graph(tmp_path / "mlp.onnx", nodes)
-    run = executor_matching_onnxruntime(path, rows=1000)
-    assert executor_matches(run, ort_run(path), 5)
+    runs = executors_matching_onnxruntime(path, rows=1000)
+    assert runs["native"] is not None and runs["numpy"] is not None
+    assert fastest_matching_executor(path, ort_run(path), 5).executor == "native"
+
+
+def test_the_kernel_propagates_nan_like_numpy_and_refuses_bad_arrays(tmp_path):
+    nodes = [
+        helper.make_node("Gemm", ["obs", "w1", "b1"], ["h"], transB=1),
+        helper.make_node("Relu", ["h"], ["r"]),
+        helper.make_node("MatMul", ["r", "w2"], ["y"]),
+        helper.make_node("Max", ["y", "lo"], ["u"]),
+        helper.make_node("Min", ["u", "hi"], ["action"]),
+    ]
+    graph = read_plain_graph(_mlp_graph(tmp_path / "nan.onnx", nodes))
+    native, numpy = native_run(graph), numpy_run(graph)
+    obs = observations(graph_executors.NATIVE_MAX_ROWS, 5)  # rows the kernel computes (larger batches: numpy)
+    obs[1, 2] = np.nan
+    np.testing.assert_array_equal(np.isnan(native(obs)), np.isnan(numpy(obs)))
+    assert np.isnan(native(obs)[1]).all() and not np.isnan(np.delete(native(obs), 1, axis=0)).any()
+    with pytest.raises(ValueError, match=r"float32 of shape \(rows, 5\)"):
+        native(obs.astype(np.float64))
+    with pytest.raises(ValueError, match=r"float32 of shape \(rows, 5\)"):
+        native(obs[:, :4].copy())
 
 
 def test_a_graph_that_is_not_one_chain_still_matches_onnxruntime(tmp_path):
@@ -98,7 +130,10 @@ def test_a_graph_that_is_not_one_chain_still_matches_onnxruntime(tmp_path):
         helper.make_node("Tanh", ["h"], ["t"]),
         helper.make_node("MatMul", ["t", "w2"], ["action"]),
     ]
-    executor_matching_onnxruntime(_mlp_graph(tmp_path / "branch.onnx", nodes), rows=200)
+    path = _mlp_graph(tmp_path / "branch.onnx", nodes)
+    runs = executors_matching_onnxruntime(path, rows=200)
+    assert runs["native"] is None and runs["numpy"] is not None  # the kernel runs chains only
+    assert fastest_matching_executor(path, ort_run(path), 5).executor == "numpy"
 
 
 def test_graphs_with_other_ops_stay_on_onnxruntime(tmp_path):
