@@ -151,7 +151,7 @@ class Bridge:
         welcome = self.client.connect(5.0)
         limits = SafetyLimits.from_robot_spec(self.manifest["robot"]).tighten(welcome.limits)
         robot = gantry.SimulatedGantry()
-        self.safety = SafetyFilter(limits, 1.0 / hz, robot.read_joints(), gantry.forward_kinematics)
+        self.safety = SafetyFilter(limits, 1.0 / hz, robot.read_joints(), gantry.forward_kinematics_floats)
         self.scale = gantry.action_scale() * (welcome.control_hz / hz)  # same speed, paced at hz
         self.obs = robot.observe()
         self.round_trip = LatencyStats()

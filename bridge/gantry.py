@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from bridge.safety import float_list_kinematics
+
 MODEL = "gantry-3"
 JOINT_NAMES = ("x", "y", "z")
 JOINT_LOWER = np.array([-0.5, -0.5, 0.0])  # m
@@ -46,6 +48,15 @@ def robot_spec() -> dict[str, Any]:
 def forward_kinematics(q: np.ndarray) -> np.ndarray:
     """Tool xyz (m) for joint positions q (m)."""
     return np.asarray(q, dtype=np.float64)[:3] + TOOL_OFFSET
+
+
+@float_list_kinematics
+def forward_kinematics_floats(q: list[float]) -> list[float]:
+    """forward_kinematics on float lists, as the SafetyFilter calls it each servo cycle (same values)."""
+    return [q[0] + _OFFSET_X, q[1] + _OFFSET_Y, q[2] + _OFFSET_Z]
+
+
+_OFFSET_X, _OFFSET_Y, _OFFSET_Z = TOOL_OFFSET.tolist()
 
 
 def action_scale() -> np.ndarray:

@@ -43,7 +43,18 @@ def _floats(x: Sequence[float] | np.ndarray) -> Vec:
     return np.asarray(x, dtype=np.float64).tolist()
 
 
+def float_list_kinematics(fk: Callable[[Vec], Vec]) -> Callable[[Vec], Vec]:
+    """Mark a forward kinematics function that takes and returns float lists (the filter calls it directly).
+
+    An array-based one is wrapped (list -> array -> list), which costs a few microseconds per call.
+    """
+    fk.takes_float_lists = True
+    return fk
+
+
 def _list_fk(fk: ForwardKinematics) -> Callable[[Vec], Vec]:
+    if getattr(fk, "takes_float_lists", False):
+        return fk
     return lambda q: _floats(fk(np.array(q)))
 
 
@@ -105,9 +116,10 @@ def clamp_relative_target(q: np.ndarray, q_measured: np.ndarray, max_relative: n
     return _result(value, hit, q)
 
 
-def _velocity(q: Vec, q_prev: Vec, max_velocity: Vec, dt: float) -> tuple[Vec, bool]:
+def _velocity(q: Vec, q_prev: Vec, max_step: Vec) -> tuple[Vec, bool]:
+    """max_step: max_velocity * dt per joint."""
     delta = _diff(q, q_prev)
-    scale = _scale_to_limit(delta, [v * dt for v in max_velocity])
+    scale = _scale_to_limit(delta, max_step)
     if scale == 1.0:
         return q, False
     return _scaled(q_prev, delta, scale), True
@@ -115,13 +127,14 @@ def _velocity(q: Vec, q_prev: Vec, max_velocity: Vec, dt: float) -> tuple[Vec, b
 
 def clamp_joint_velocity(q: np.ndarray, q_prev: np.ndarray, max_velocity: np.ndarray, dt: float) -> Clamped:
     """Motion since the previous command at most max_velocity * dt per joint (direction kept)."""
-    value, hit = _velocity(_floats(q), _floats(q_prev), _floats(max_velocity), dt)
+    value, hit = _velocity(_floats(q), _floats(q_prev), [v * dt for v in _floats(max_velocity)])
     return _result(value, hit, q)
 
 
-def _acceleration(q: Vec, q_prev: Vec, v_prev: Vec, max_acceleration: Vec, dt: float) -> tuple[Vec, bool]:
+def _acceleration(q: Vec, q_prev: Vec, v_prev: Vec, max_dv: Vec, dt: float) -> tuple[Vec, bool]:
+    """max_dv: max_acceleration * dt per joint."""
     dv = [(x - p) / dt - v for x, p, v in zip(q, q_prev, v_prev)]
-    scale = _scale_to_limit(dv, [a * dt for a in max_acceleration])
+    scale = _scale_to_limit(dv, max_dv)
     if scale == 1.0:
         return q, False
     return [p + (v + d * scale) * dt for p, v, d in zip(q_prev, v_prev, dv)], True
@@ -131,7 +144,7 @@ def clamp_joint_acceleration(
     q: np.ndarray, q_prev: np.ndarray, v_prev: np.ndarray, max_acceleration: np.ndarray, dt: float
 ) -> Clamped:
     """Velocity change since the previous cycle at most max_acceleration * dt per joint (direction kept)."""
-    value, hit = _acceleration(_floats(q), _floats(q_prev), _floats(v_prev), _floats(max_acceleration), dt)
+    value, hit = _acceleration(_floats(q), _floats(q_prev), _floats(v_prev), [a * dt for a in _floats(max_acceleration)], dt)
     return _result(value, hit, q)
 
 
@@ -157,14 +170,18 @@ def _box_excess(point: Vec, low: Vec, high: Vec) -> float:
     return max(0.0, max([lo - p for p, lo in zip(point, low)]), max([p - hi for p, hi in zip(point, high)]))
 
 
+def _box_tolerance(low: Vec, high: Vec) -> float:
+    """How far outside the box still counts as inside (float rounding of positions near its faces)."""
+    return _TOLERANCE * (1.0 + max([abs(h - lo) for lo, h in zip(low, high)]))
+
+
 def _workspace(
-    q: Vec, q_prev: Vec, fk: Callable[[Vec], Vec], low: Vec, high: Vec, iterations: int = 40,
+    q: Vec, q_prev: Vec, fk: Callable[[Vec], Vec], low: Vec, high: Vec, tol: float, iterations: int = 40,
     p_new: Vec | None = None, p_prev: Vec | None = None,
 ) -> tuple[Vec, bool]:
-    """clamp_to_workspace on lists; p_new / p_prev: fk(q) / fk(q_prev) when the caller has them."""
+    """clamp_to_workspace on lists; tol: _box_tolerance(low, high); p_new / p_prev: fk(q) / fk(q_prev) when known."""
     if p_new is None:
         p_new = fk(q)
-    tol = _TOLERANCE * (1.0 + max([abs(h - lo) for lo, h in zip(low, high)]))
     excess_new = _box_excess(p_new, low, high)
     if excess_new <= tol:
         return q, False
@@ -210,7 +227,8 @@ def clamp_to_workspace(
     segment from q_prev to q, the crossing point is first computed as if the tool moved on a
     straight line (exact for a Cartesian robot) and then confirmed, or found by bisection.
     """
-    value, hit = _workspace(_floats(q), _floats(q_prev), _list_fk(fk), _floats(low), _floats(high), iterations)
+    low, high = _floats(low), _floats(high)
+    value, hit = _workspace(_floats(q), _floats(q_prev), _list_fk(fk), low, high, _box_tolerance(low, high), iterations)
     return _result(value, hit, q)
 
 
@@ -244,20 +262,25 @@ def limit_tool_speed(q: np.ndarray, q_prev: np.ndarray, fk: ForwardKinematics, m
 # --------------------------------------------------------------------------------- filter
 
 
-class _LimitLists(NamedTuple):
-    """SafetyLimits as Python float lists (what the filter's arithmetic runs on)."""
+class _CycleLimits(NamedTuple):
+    """SafetyLimits as Python float lists (what the filter's arithmetic runs on), per servo cycle of dt."""
 
     joint_lower: Vec
     joint_upper: Vec
-    max_velocity: Vec
     max_acceleration: Vec
     max_relative_target: Vec
     workspace_low: Vec
     workspace_high: Vec
+    max_step: Vec  # max_velocity * dt
+    max_dv: Vec  # max_acceleration * dt
+    box_tolerance: float
 
     @classmethod
-    def of(cls, limits: SafetyLimits) -> _LimitLists:
-        return cls(*(_floats(getattr(limits, name)) for name in cls._fields))
+    def of(cls, limits: SafetyLimits, dt: float) -> _CycleLimits:
+        lists = {name: _floats(getattr(limits, name)) for name in cls._fields[:6]}
+        return cls(**lists, max_step=[v * dt for v in _floats(limits.max_velocity)],
+                   max_dv=[a * dt for a in lists["max_acceleration"]],
+                   box_tolerance=_box_tolerance(lists["workspace_low"], lists["workspace_high"]))
 
 
 class SafetyFilter:
@@ -296,8 +319,8 @@ class SafetyFilter:
             raise ValueError(f"initial_joints has shape {initial.shape}; the robot has {limits.n_joints} joints")
         if not period_s > 0:
             raise ValueError(f"period_s must be positive, got {period_s}")
+        self._dt = float(period_s)
         self.limits = limits
-        self.dt = float(period_s)
         self.fk = forward_kinematics
         self._fk = None if forward_kinematics is None else _list_fk(forward_kinematics)
         self.q = initial  # last applied command (a copy is kept)
@@ -316,7 +339,12 @@ class SafetyFilter:
     @limits.setter
     def limits(self, limits: SafetyLimits) -> None:
         self._limits = limits
-        self._lim = _LimitLists.of(limits)
+        self._lim = _CycleLimits.of(limits, self._dt)
+
+    @property
+    def dt(self) -> float:
+        """The servo period (s) the filter was made for."""
+        return self._dt
 
     @property
     def q(self) -> np.ndarray:
@@ -390,9 +418,11 @@ class SafetyFilter:
             return self.hold()
         if type(command) is np.ndarray and command.ndim == 1:
             q = command.tolist()  # float32 values widen exactly, as np.asarray(command, float64) would
-        else:
+        elif np.ndim(command) == 1:
             q = _floats(command)
-        if len(q) != len(self._q) or np.ndim(command) != 1:
+        else:
+            q = None
+        if q is None or len(q) != len(self._q):
             raise ValueError(f"command has shape {np.shape(command)}; the robot has {len(self._q)} joints")
         if not all(map(math.isfinite, q)):
             self._record("non_finite", f"non-finite command {np.asarray(command).tolist()}")
@@ -401,8 +431,8 @@ class SafetyFilter:
         q = self._step("position", _positions(q, lim.joint_lower, lim.joint_upper), q)
         if measured is not None:
             q = self._step("relative_target", _relative_target(q, _floats(measured), lim.max_relative_target), q)
-        q = self._step("velocity", _velocity(q, q_prev, lim.max_velocity, dt), q)
-        q = self._step("acceleration", _acceleration(q, q_prev, self._v, lim.max_acceleration, dt), q)
+        q = self._step("velocity", _velocity(q, q_prev, lim.max_step), q)
+        q = self._step("acceleration", _acceleration(q, q_prev, self._v, lim.max_dv, dt), q)
         p_new = None  # fk(q), kept while q is unchanged
         fk = self._fk
         if fk is not None:
@@ -410,7 +440,7 @@ class SafetyFilter:
                 self._p = fk(q_prev)
             p_new = fk(q)
             moved = self._step("workspace", _workspace(q, q_prev, fk, lim.workspace_low, lim.workspace_high,
-                                                       p_new=p_new, p_prev=self._p), q)
+                                                       lim.box_tolerance, p_new=p_new, p_prev=self._p), q)
             if moved is not q:
                 q, p_new = moved, None
             moved = self._step("tool_speed", _tool_speed(q, q_prev, fk, self.tool_speed_limit, dt, p_new=p_new, p_prev=self._p), q)

@@ -38,7 +38,7 @@ import numpy as np
 from bridge.client import BridgeClient, ClientConfig, StepResult
 from bridge.keys import ClientKeys
 from bridge.limits import REDUCED_TOOL_SPEED, SafetyLimits
-from bridge.safety import SafetyFilter
+from bridge.safety import SafetyFilter, float_list_kinematics
 from bridge.watchdog import ServoState, Watchdog
 from genba.errors import GenbaError
 
@@ -211,7 +211,8 @@ def tool_target_limits(robot: dict[str, Any], yaw_rate: float, servo_hz: float, 
     )
 
 
-def _tool_xyz(q: np.ndarray) -> np.ndarray:
+@float_list_kinematics
+def _tool_xyz(q: list[float]) -> list[float]:
     return q[:3]
 
 

@@ -203,6 +203,37 @@ def gantry_filter(dt=0.25, fk=gantry.forward_kinematics, start=(0.0, 0.0, 0.3), 
     return SafetyFilter(limits, dt, a(start), forward_kinematics=fk)
 
 
+def composed_clamps(q, q_prev, v_prev, limits, dt, fk):
+    """The filter's documented order, spelled out with the public clamp functions."""
+    q = clamp_joint_positions(q, limits.joint_lower, limits.joint_upper).value
+    q = clamp_joint_velocity(q, q_prev, limits.max_velocity, dt).value
+    q = clamp_joint_acceleration(q, q_prev, v_prev, limits.max_acceleration, dt).value
+    q = clamp_to_workspace(q, q_prev, fk, limits.workspace_low, limits.workspace_high).value
+    q = limit_tool_speed(q, q_prev, fk, limits.max_tool_speed, dt).value
+    return clamp_joint_positions(q, limits.joint_lower, limits.joint_upper).value
+
+
+def test_filter_is_the_composition_of_the_clamps_with_array_or_float_list_kinematics():
+    rng = np.random.default_rng(3)
+    dt = 0.004
+    filters = [gantry_filter(dt=dt), gantry_filter(dt=dt, fk=gantry.forward_kinematics_floats)]
+    limits = filters[0].limits
+    q_prev, v_prev = filters[0].q, filters[0].v
+    interventions = 0
+    for i in range(2000):  # a push in a new direction every 200 cycles (into the box's faces), plus noise
+        if i % 200 == 0:
+            push = rng.standard_normal(3) * 0.01
+        command = q_prev + push + rng.standard_normal(3) * rng.choice([1e-4, 3e-3, 0.3], p=[0.6, 0.3, 0.1])
+        want = composed_clamps(command, q_prev, v_prev, limits, dt, gantry.forward_kinematics)
+        for f in filters:
+            np.testing.assert_array_equal(f.apply(command), want)
+        interventions += not np.array_equal(want, command)
+        q_prev, v_prev = want, (want - q_prev) / dt
+    assert filters[0].report() == filters[1].report()
+    assert interventions > 500
+    assert all(filters[0].report()[k] > 0 for k in ("position", "velocity", "acceleration", "workspace", "tool_speed"))
+
+
 def test_filter_passes_a_safe_command_and_returns_a_copy():
     f = gantry_filter()
     command = a([0.0625, 0.0, 0.3])
