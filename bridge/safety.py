@@ -30,6 +30,7 @@ Vec = list  # list[float]: one value per joint (or per tool axis)
 
 # Relative slack before a speed/box check counts as violated (float rounding after scaling).
 _TOLERANCE = 1e-9
+_CLAMPED = object()  # SafetyFilter: "some clamp may change this command"
 
 
 class Clamped(NamedTuple):
@@ -424,13 +425,17 @@ class SafetyFilter:
             q = None
         if q is None or len(q) != len(self._q):
             raise ValueError(f"command has shape {np.shape(command)}; the robot has {len(self._q)} joints")
+        measured = None if measured is None else _floats(measured)
+        p_new = self._tool_position_if_untouched(q, measured)
+        if p_new is not _CLAMPED:  # the usual cycle: no clamp would change q
+            return self._commit(q, p_new)
         if not all(map(math.isfinite, q)):
             self._record("non_finite", f"non-finite command {np.asarray(command).tolist()}")
             return self.hold()
         lim, q_prev, dt = self._lim, self._q, self.dt
         q = self._step("position", _positions(q, lim.joint_lower, lim.joint_upper), q)
         if measured is not None:
-            q = self._step("relative_target", _relative_target(q, _floats(measured), lim.max_relative_target), q)
+            q = self._step("relative_target", _relative_target(q, measured, lim.max_relative_target), q)
         q = self._step("velocity", _velocity(q, q_prev, lim.max_step), q)
         q = self._step("acceleration", _acceleration(q, q_prev, self._v, lim.max_dv, dt), q)
         p_new = None  # fk(q), kept while q is unchanged
@@ -448,6 +453,35 @@ class SafetyFilter:
                 q, p_new = moved, None
         moved = self._step("position", _positions(q, lim.joint_lower, lim.joint_upper), q)
         return self._commit(moved, p_new if moved is q else None)
+
+    def _tool_position_if_untouched(self, q: Vec, measured: Vec | None) -> Vec | None | object:
+        """fk(q) (None without kinematics) when no clamp of apply() would change q; else _CLAMPED.
+
+        One pass over the joints instead of a pass per clamp. Each test is the strict form of its
+        clamp's (no rounding slack, same float expressions), so passing here means every clamp
+        would return q as it is; anything else, NaN included, takes the clamps, which decide.
+        """
+        lim, q_prev, dt = self._lim, self._q, self._dt
+        for x, p, v, lo, hi, step, dv in zip(q, q_prev, self._v, lim.joint_lower, lim.joint_upper, lim.max_step, lim.max_dv):
+            d = x - p
+            if not (lo <= x <= hi and -step <= d <= step and -dv <= d / dt - v <= dv):
+                return _CLAMPED
+        if measured is not None:
+            for x, m, most in zip(q, measured, lim.max_relative_target):
+                if not -most <= x - m <= most:
+                    return _CLAMPED
+        fk = self._fk
+        if fk is None:
+            return None
+        if self._p is None:
+            self._p = fk(q_prev)
+        p_new = fk(q)
+        for c, lo, hi in zip(p_new, lim.workspace_low, lim.workspace_high):
+            if not lo <= c <= hi:
+                return _CLAMPED
+        if math.dist(p_new, self._p) > self.tool_speed_limit * dt:
+            return _CLAMPED
+        return p_new
 
     def reset_state(self, joints: np.ndarray) -> None:
         """Re-anchor on the measured robot state (start of an episode, after a reconnect at rest)."""

@@ -203,9 +203,10 @@ def gantry_filter(dt=0.25, fk=gantry.forward_kinematics, start=(0.0, 0.0, 0.3), 
     return SafetyFilter(limits, dt, a(start), forward_kinematics=fk)
 
 
-def composed_clamps(q, q_prev, v_prev, limits, dt, fk):
+def composed_clamps(q, q_prev, v_prev, measured, limits, dt, fk):
     """The filter's documented order, spelled out with the public clamp functions."""
     q = clamp_joint_positions(q, limits.joint_lower, limits.joint_upper).value
+    q = clamp_relative_target(q, measured, limits.max_relative_target).value
     q = clamp_joint_velocity(q, q_prev, limits.max_velocity, dt).value
     q = clamp_joint_acceleration(q, q_prev, v_prev, limits.max_acceleration, dt).value
     q = clamp_to_workspace(q, q_prev, fk, limits.workspace_low, limits.workspace_high).value
@@ -220,18 +221,44 @@ def test_filter_is_the_composition_of_the_clamps_with_array_or_float_list_kinema
     limits = filters[0].limits
     q_prev, v_prev = filters[0].q, filters[0].v
     interventions = 0
-    for i in range(2000):  # a push in a new direction every 200 cycles (into the box's faces), plus noise
-        if i % 200 == 0:
-            push = rng.standard_normal(3) * 0.01
-        command = q_prev + push + rng.standard_normal(3) * rng.choice([1e-4, 3e-3, 0.3], p=[0.6, 0.3, 0.1])
-        want = composed_clamps(command, q_prev, v_prev, limits, dt, gantry.forward_kinematics)
+    for i in range(2000):  # a push in a new direction every 100 cycles (into the box's faces), plus noise
+        if i % 100 == 0:
+            push = rng.standard_normal(3) * 0.0008
+        command = q_prev + push + rng.standard_normal(3) * rng.choice([1e-6, 3e-3, 0.3], p=[0.8, 0.15, 0.05])
+        measured = q_prev + rng.standard_normal(3) * 0.01  # the robot lags its commands
+        want = composed_clamps(command, q_prev, v_prev, measured, limits, dt, gantry.forward_kinematics)
         for f in filters:
-            np.testing.assert_array_equal(f.apply(command), want)
+            np.testing.assert_array_equal(f.apply(command, measured), want)
         interventions += not np.array_equal(want, command)
         q_prev, v_prev = want, (want - q_prev) / dt
     assert filters[0].report() == filters[1].report()
-    assert interventions > 500
-    assert all(filters[0].report()[k] > 0 for k in ("position", "velocity", "acceleration", "workspace", "tool_speed"))
+    assert 500 < interventions < 1800  # both kinds of cycle: some clamp acts, none does
+    kinds = ("position", "relative_target", "velocity", "acceleration", "workspace", "tool_speed")
+    assert all(filters[0].report()[k] > 0 for k in kinds)
+
+
+GENEROUS = {"joint_lower": [-5.0] * 3, "joint_upper": [5.0] * 3, "joint_max_velocity": [1e3] * 3,
+            "joint_max_acceleration": [1e9] * 3, "max_relative_target": [5.0] * 3,
+            "workspace_low": [-5.0] * 3, "workspace_high": [5.0] * 3, "max_ee_speed": 1e3}
+
+
+@pytest.mark.parametrize("kind, tight, limit", [  # limit: the largest x step from (0, 0, 0.3) at rest this allows
+    ("position", {"joint_upper": [0.0015, 5.0, 5.0]}, 0.0015),
+    ("relative_target", {"max_relative_target": [0.002] * 3}, 0.002),
+    ("velocity", {"joint_max_velocity": [0.5] * 3}, 0.5 * 0.004),
+    ("acceleration", {"joint_max_acceleration": [5.0] * 3}, 5.0 * 0.004 * 0.004),
+    ("workspace", {"workspace_high": [0.0015, 5.0, 5.0]}, 0.0015),
+    ("tool_speed", {"max_ee_speed": 0.5}, 0.5 * 0.004),
+])
+def test_each_limit_alone_is_enforced_by_the_filter(kind, tight, limit):
+    start = a([0.0, 0.0, 0.3])
+    for fraction, intervenes in ((0.99, False), (1.01, True)):
+        f = gantry_filter(dt=0.004, fk=gantry.forward_kinematics_floats, **{**GENEROUS, **tight})
+        command = start + [limit * fraction, 0.0, 0.0]
+        want = composed_clamps(command, start, np.zeros(3), start, f.limits, 0.004, gantry.forward_kinematics)
+        np.testing.assert_array_equal(f.apply(command, measured=start), want)
+        assert f.report()[kind] == int(intervenes) and sum(f.report().values()) == int(intervenes)
+        assert np.array_equal(want, command) != intervenes
 
 
 def test_filter_passes_a_safe_command_and_returns_a_copy():
