@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from array import array
 from collections import Counter
 from typing import Any
 
@@ -23,9 +24,10 @@ TOPICS = ("latency", "actions", "error", "safety", "session")
 class ServerStats:
     def __init__(self, capacity: int = 1 << 16) -> None:
         self._lock = threading.Lock()
-        self._server_us = np.zeros(capacity, dtype=np.float64)  # receive -> reply handed to the I/O thread
-        self._infer_us = np.zeros(capacity, dtype=np.float64)
-        self._batch = np.zeros(capacity, dtype=np.int32)
+        # array.array, not numpy: storing one number costs ~40 ns instead of ~150 (read as numpy in swap)
+        self._server_us = array("d", bytes(8 * capacity))  # receive -> reply handed to the I/O thread
+        self._infer_us = array("d", bytes(8 * capacity))
+        self._batch = array("i", bytes(4 * capacity))
         self._n = 0
         self._counts: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()  # never reset: served, errors.<NAME>, dropped_replies, ...
@@ -33,7 +35,7 @@ class ServerStats:
     def served(self, server_us: float, infer_us: float, batch: int) -> None:
         with self._lock:
             i = self._n
-            if i < self._server_us.shape[0]:
+            if i < len(self._server_us):
                 self._server_us[i] = server_us
                 self._infer_us[i] = infer_us
                 self._batch[i] = batch
@@ -48,9 +50,9 @@ class ServerStats:
         """Summary of the window since the last swap, then start a new window."""
         with self._lock:
             n = self._n
-            server_us = self._server_us[:n].copy()
-            infer_us = self._infer_us[:n].copy()
-            batch = self._batch[:n].copy()
+            server_us = np.frombuffer(self._server_us, dtype=np.float64, count=n).copy()
+            infer_us = np.frombuffer(self._infer_us, dtype=np.float64, count=n).copy()
+            batch = np.frombuffer(self._batch, dtype=np.intc, count=n).copy()
             counts = self._counts
             self._counts = Counter()
             self._n = 0
