@@ -96,7 +96,9 @@ class BatchRunner:
 
     def infer(self, index: int, n: int) -> np.ndarray:
         """The bundle's actions for the first n rows of its buffer (also used to time a bundle)."""
-        actions = np.asarray(self._forward_fns[index](self._buffers[index][:n]), dtype=np.float32)
+        actions = self._forward_fns[index](self._buffers[index][:n])
+        if type(actions) is not np.ndarray or actions.dtype != np.float32:
+            actions = np.asarray(actions, dtype=np.float32)
         if actions.shape != (n, self._entries[index].act_dim):
             raise ValueError(f"infer returned shape {actions.shape}, expected {(n, self._entries[index].act_dim)}")
         return actions

@@ -148,8 +148,11 @@ class Bundle:
         For callers that have checked that already (the bridge server validates every observation it
         receives): the checks cost as much as a small MLP's forward pass.
         """
-        action = np.asarray(self._run(x), dtype=np.float32)
-        # Already inside the graph; guards float edge cases. minimum/maximum: np.clip's cost is mostly overhead.
+        action = self._run(x)
+        if type(action) is not np.ndarray or action.dtype != np.float32:
+            action = np.asarray(action, dtype=np.float32)
+        # Already inside the graph; guards float edge cases (a squashed action rescaled to [low, high]
+        # may round past a bound). minimum/maximum: np.clip's cost is mostly overhead.
         return np.minimum(np.maximum(action, self._low), self._high)
 
     def reset(self) -> None:
