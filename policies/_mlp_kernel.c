@@ -153,8 +153,9 @@ fail:
     return -1;
 }
 
-static inline float nan_or_max(float x, float c) { return (x != x || x > c) ? x : c; }
-static inline float nan_or_min(float x, float c) { return (x != x || x < c) ? x : c; }
+/* numpy's maximum/minimum exactly: NaN wins, and between equal values (0.0 and -0.0) the first. */
+static inline float nan_or_max(float x, float c) { return (x != x || x >= c) ? x : c; }
+static inline float nan_or_min(float x, float c) { return (x != x || x <= c) ? x : c; }
 
 /* y = x @ w (+ bias): separate function so the compiler knows y, x and w do not overlap. */
 static void dense(float *restrict y, const float *restrict x, const float *restrict w, const float *restrict bias,

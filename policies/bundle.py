@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from genba.errors import GenbaError
-from policies.graph_executors import fastest_matching_executor
+from policies.graph_executors import fastest_matching_executor, with_output_bounds
 from policies.spec import flatten_obs, spec_hash
 
 FORMAT = "genba-bundle"
@@ -121,8 +121,10 @@ class Bundle:
         self._order = tuple(manifest["observation"].get("layout", {}).get("order", ()))
         self._low = np.array([-np.inf if v is None else v for v in manifest["action"]["low"]], dtype=np.float32)
         self._high = np.array([np.inf if v is None else v for v in manifest["action"]["high"]], dtype=np.float32)
-        self._run = run
-        self.executor: str = getattr(run, "executor", backend)  # what computes the graph: numpy, onnxruntime, torchscript
+        # The graph already keeps actions in [low, high]; the clamp again guards float edge cases (a
+        # squashed action rescaled to [low, high] may round past a bound). Native: inside the kernel.
+        self._run = with_output_bounds(run, self._low, self._high)
+        self.executor: str = getattr(run, "executor", backend)  # what computes the graph: native, numpy, onnxruntime, torchscript
 
     def infer(self, obs: Any) -> np.ndarray:
         """Action(s) for observation(s): float32 (obs_dim,) -> (act_dim,), (B, obs_dim) -> (B, act_dim).
@@ -149,11 +151,7 @@ class Bundle:
         receives): the checks cost as much as a small MLP's forward pass.
         """
         action = self._run(x)
-        if type(action) is not np.ndarray or action.dtype != np.float32:
-            action = np.asarray(action, dtype=np.float32)
-        # Already inside the graph; guards float edge cases (a squashed action rescaled to [low, high]
-        # may round past a bound). minimum/maximum: np.clip's cost is mostly overhead.
-        return np.minimum(np.maximum(action, self._low), self._high)
+        return action if type(action) is np.ndarray and action.dtype == np.float32 else np.asarray(action, dtype=np.float32)
 
     def reset(self) -> None:
         """No state to reset (bundles are feed-forward); present so callers can treat policies uniformly."""

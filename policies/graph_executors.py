@@ -264,9 +264,13 @@ def native_run(graph: PlainGraph) -> Executor | None:
             return None
         ops += node_ops
         width = ops[-1][3] if ops else width
+    # The kernel computes row by row: from a few rows on, BLAS through numpy is faster.
+    return _native_executor(ops, in_dim, numpy_run(graph))
+
+
+def _native_executor(ops: list[tuple], in_dim: int, batched: Executor | None) -> Executor:
     program = _mlp_kernel.Program(ops, in_dim)
     out_dim, empty, f32 = program.out_dim, np.empty, np.float32
-    batched = numpy_run(graph)  # the kernel computes row by row: from a few rows on, BLAS through numpy is faster
 
     def run(x: np.ndarray) -> np.ndarray:
         if x.shape[0] > NATIVE_MAX_ROWS and batched is not None:
@@ -276,7 +280,29 @@ def native_run(graph: PlainGraph) -> Executor | None:
         return out
 
     run.executor = "native"
+    run.native = (ops, in_dim, batched)  # what with_output_bounds extends
     return run
+
+
+def with_output_bounds(run: Executor, low: np.ndarray, high: np.ndarray) -> Executor:
+    """run(x) clamped per column, as np.minimum(np.maximum(run(x), low), high) computes it.
+
+    On the native executor the clamp becomes two more kernel ops, so it costs no numpy calls.
+    """
+    low, high = (np.ascontiguousarray(b, dtype=np.float32) for b in (low, high))
+    native = getattr(run, "native", None)
+    if native is not None:
+        ops, in_dim, batched = native
+        width = ops[-1][3] if ops else in_dim
+        bounds = [(_mlp_kernel.OP_MAX, low.tobytes(), None, width), (_mlp_kernel.OP_MIN, high.tobytes(), None, width)]
+        return _native_executor(ops + bounds, in_dim, None if batched is None else with_output_bounds(batched, low, high))
+    minimum, maximum = np.minimum, np.maximum
+
+    def bounded(x: np.ndarray) -> np.ndarray:
+        return minimum(maximum(run(x), low), high)
+
+    bounded.executor = getattr(run, "executor", None)
+    return bounded
 
 
 def _native_ops(node: PlainNode, consts: dict, width: int) -> list[tuple] | None:

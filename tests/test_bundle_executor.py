@@ -11,7 +11,15 @@ from onnx import TensorProto, helper, numpy_helper
 from bridge import gantry
 from policies.bundle import load_bundle
 from policies import graph_executors
-from policies.graph_executors import executor_matches, fastest_matching_executor, native_run, numpy_executor, numpy_run, read_plain_graph
+from policies.graph_executors import (
+    executor_matches,
+    fastest_matching_executor,
+    native_run,
+    numpy_executor,
+    numpy_run,
+    read_plain_graph,
+    with_output_bounds,
+)
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +129,21 @@ def test_the_kernel_propagates_nan_like_numpy_and_refuses_bad_arrays(tmp_path):
         native(obs.astype(np.float64))
     with pytest.raises(ValueError, match=r"float32 of shape \(rows, 5\)"):
         native(obs[:, :4].copy())
+
+
+def test_output_bounds_in_the_kernel_clamp_exactly_as_numpy(gantry_dir):
+    graph = read_plain_graph(gantry_dir / "policy.onnx")
+    native = native_run(graph)
+    low, high = np.array([-0.3, 0.0, -np.inf], np.float32), np.array([0.3, 0.0, 0.1], np.float32)
+    bounded = with_output_bounds(native, low, high)
+    assert bounded.executor == "native"
+    obs = observations(3 * graph_executors.NATIVE_MAX_ROWS, 6)
+    obs[1, 0] = np.nan
+    for rows in (obs[:1], obs[: graph_executors.NATIVE_MAX_ROWS], obs):  # kernel and numpy batches
+        want = np.minimum(np.maximum(native(rows), low), high)
+        np.testing.assert_array_equal(bounded(rows), want)  # NaN where numpy has NaN, -0.0 where it has -0.0
+        np.testing.assert_array_equal(np.signbit(bounded(rows)), np.signbit(want))
+    assert (bounded(obs[:1])[0, :2] != native(obs[:1])[0, :2]).any()  # the bounds did bite
 
 
 def test_a_graph_that_is_not_one_chain_still_matches_onnxruntime(tmp_path):
