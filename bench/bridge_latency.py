@@ -46,6 +46,7 @@ from bridge import protocol as wire  # noqa: E402
 from bridge.client import BridgeClient, ClientConfig  # noqa: E402
 from bridge.latency import LatencyStats  # noqa: E402
 from bridge.limits import SafetyLimits  # noqa: E402
+from bridge.realtime import freeze_heap  # noqa: E402
 from bridge.safety import SafetyFilter  # noqa: E402
 
 
@@ -261,6 +262,7 @@ def main() -> None:
         try:
             variants["echo"] = Echo(payload)
             variants["bridge"] = Bridge(args.hz, Path(bundle), args.device, args.inference)
+            freeze_heap()  # as `genba bridge serve` and `genba bridge twin` do after start-up
             results = run_interleaved(variants, args.hz, args.seconds, args.block)
             info, echo_info = variants["bridge"].info(), variants["echo"].info()
         finally:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
+from bridge.realtime import limit_threads
 from genba.errors import GenbaError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -41,12 +41,6 @@ def resolve_backend(backend: str, device: str) -> str:
     if backend == "auto":
         return "torchscript" if device == "cuda" else "onnx"
     return backend
-
-
-def limit_threads() -> None:
-    """One compute thread per process: latency-critical and sharing cores with the control loop."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
 
 
 def load_served_bundles(paths: Sequence[str | Path], device: str = "auto", backend: str = "auto"):

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from bridge.bundles import limit_threads
+from bridge.realtime import freeze_heap, limit_threads
 
 
 class Device(str, Enum):
@@ -81,6 +81,7 @@ def serve(
     )
     server = BridgeServer(loaded, config)
     server.start()
+    freeze_heap()
 
     def stop(signum: int, _frame: object) -> None:
         logging.getLogger("bridge.server").info("signal %d: shutting down", signum)
@@ -159,6 +160,7 @@ def twin(
         faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed), keys=keys,
         web=WebOptions(host, port, fps) if web else None,
     )
+    freeze_heap()
     report = run_twin(config, log=lambda line: typer.echo(line, err=True))
     for line in report.lines():
         typer.echo(line)
