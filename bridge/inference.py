@@ -84,7 +84,7 @@ class BatchRunner:
         self.last_actions: dict[bytes, tuple[int, np.ndarray]] = {}  # per controller, for telemetry
 
     def serve(self, batch: list[StepRequest]) -> None:
-        if len(batch) <= self._max_batch and all(r.policy == batch[0].policy for r in batch):
+        if len(batch) == 1 or len(batch) <= self._max_batch and all(r.policy == batch[0].policy for r in batch):
             self._forward(batch[0].policy, batch)  # the common case: one bundle
             return
         groups: dict[int, list[StepRequest]] = {}
@@ -105,14 +105,13 @@ class BatchRunner:
 
     def _forward(self, index: int, requests: list[StepRequest]) -> None:
         now = time.monotonic_ns()
-        live = []
-        for request in requests:
-            if now > request.deadline_ns:
-                self._send_error(request, ErrorCode.DEADLINE_EXPIRED, f"deadline passed {(now - request.deadline_ns) / 1e3:.0f} us before inference")
-            else:
-                live.append(request)
-        if not live:
-            return
+        live = [request for request in requests if request.deadline_ns >= now]
+        if len(live) < len(requests):
+            for request in requests:
+                if request.deadline_ns < now:
+                    self._send_error(request, ErrorCode.DEADLINE_EXPIRED, f"deadline passed {(now - request.deadline_ns) / 1e3:.0f} us before inference")
+            if not live:
+                return
         n = len(live)
         rows, size = self._rows[index], self._row_bytes[index]
         for row, request in enumerate(live):
