@@ -84,10 +84,13 @@ static int program_init(Program *self, PyObject *args, PyObject *kwds) {
     Py_ssize_t in_dim;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &ops, &in_dim))
         return -1;
+    if (self->ops != NULL) { /* run() may be using them with the GIL released */
+        PyErr_SetString(PyExc_TypeError, "a Program is initialised once; make a new one");
+        return -1;
+    }
     PyObject *seq = PySequence_Fast(ops, "ops must be a list of (code, values, bias, out_width) tuples");
     if (seq == NULL)
         return -1;
-    program_free_ops(self);
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     if (in_dim <= 0) {
         PyErr_SetString(PyExc_ValueError, "in_dim must be positive");

@@ -131,6 +131,22 @@ def test_the_kernel_propagates_nan_like_numpy_and_refuses_bad_arrays(tmp_path):
         native(obs[:, :4].copy())
 
 
+def test_the_kernel_refuses_malformed_programs_with_a_reason():
+    kernel = graph_executors._mlp_kernel
+    with pytest.raises(ValueError, match="op 0: unknown op code 99"):
+        kernel.Program([(99, None, None, 3)], 3)
+    with pytest.raises(ValueError, match="op 1: weights has 8 bytes, expected 6 float32 values"):
+        kernel.Program([(kernel.OP_TANH, None, None, 3), (kernel.OP_DENSE, b"\0" * 8, None, 2)], 3)
+    with pytest.raises(ValueError, match="op 0: an elementwise op keeps the width 3"):
+        kernel.Program([(kernel.OP_ADD, b"\0" * 16, None, 4)], 3)
+    program = kernel.Program([(kernel.OP_NEG, None, None, 3)], 3)
+    with pytest.raises(TypeError, match="initialised once"):
+        program.__init__([], 3)
+    out = np.empty((1, 3), np.float32)
+    program.run(np.array([[1.0, -2.0, 0.5]], np.float32), out)
+    np.testing.assert_array_equal(out, [[-1.0, 2.0, -0.5]])
+
+
 def test_output_bounds_in_the_kernel_clamp_exactly_as_numpy(gantry_dir):
     graph = read_plain_graph(gantry_dir / "policy.onnx")
     native = native_run(graph)
