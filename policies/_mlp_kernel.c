@@ -17,6 +17,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -156,6 +157,34 @@ fail:
     return -1;
 }
 
+/* exp(-y) for y in [0, 18]: Cody-Waite range reduction, a degree-7 Taylor polynomial on
+ * |r| <= ln2/2 (truncation ~5e-9), and 2^-n put together from its bits. */
+static inline float exp_neg(float y) {
+    const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723e-6f;
+    const int n = (int)(y * log2e + 0.5f); /* round(y / ln2), y >= 0 */
+    float r = (float)n * ln2_hi - y;        /* n ln2 - y, in [-ln2/2, ln2/2] */
+    r = r + (float)n * ln2_lo;
+    const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    const int32_t bits = (127 - n) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* tanh in float32 that the compiler can vectorize (libm's tanhf is a scalar call, ~20 ns): an odd
+ * Taylor polynomial below |x| = 0.25, else (1 - e) / (1 + e) with e = exp(-2|x|), +-1 from |x| = 9
+ * (tanh(9) rounds to 1). Measured against float64 tanh on 2,000,001 points in [-12, 12]: at most
+ * 2.6 ulp, 9e-8 absolute (tanhf: 2.1 ulp); NaN stays NaN, +-inf gives +-1. */
+static inline float tanh_f32(float x) {
+    const float a = fabsf(x);
+    const float e = exp_neg(2.0f * (a < 9.0f ? a : 9.0f));
+    const float far = copysignf((1.0f - e) / (1.0f + e), x);
+    const float x2 = x * x;
+    const float near = x + x * x2 * (-1.0f / 3 + x2 * (2.0f / 15 + x2 * (-17.0f / 315 + x2 * (62.0f / 2835 + x2 * (-1382.0f / 155925)))));
+    const float t = a < 0.25f ? near : far;
+    return x != x ? x : t;
+}
+
 /* numpy's maximum/minimum exactly: NaN wins, and between equal values (0.0 and -0.0) the first. */
 static inline float nan_or_max(float x, float c) { return (x != x || x >= c) ? x : c; }
 static inline float nan_or_min(float x, float c) { return (x != x || x <= c) ? x : c; }
@@ -197,7 +226,7 @@ static float *run_row(const Program *p, float *a, float *b) {
         case OP_RDIV: for (Py_ssize_t j = 0; j < out; j++) a[j] = c[j] / a[j]; break;
         case OP_MIN: for (Py_ssize_t j = 0; j < out; j++) a[j] = nan_or_min(a[j], c[j]); break;
         case OP_MAX: for (Py_ssize_t j = 0; j < out; j++) a[j] = nan_or_max(a[j], c[j]); break;
-        case OP_TANH: for (Py_ssize_t j = 0; j < out; j++) a[j] = tanhf(a[j]); break;
+        case OP_TANH: for (Py_ssize_t j = 0; j < out; j++) a[j] = tanh_f32(a[j]); break;
         case OP_RELU: for (Py_ssize_t j = 0; j < out; j++) a[j] = nan_or_max(a[j], 0.0f); break;
         case OP_NEG: for (Py_ssize_t j = 0; j < out; j++) a[j] = -a[j]; break;
         }

@@ -4,7 +4,7 @@ A policy bundle's graph is usually a small MLP (Gemm/MatMul, Add, Tanh/Relu, Min
 1, onnxruntime spends most of a call on its own per-run machinery. Two executors compute the same
 graph with far less code per call (which also means fewer cache misses on a busy controller host):
 
-- native: the compiled kernel in policies/_mlp_kernel.c (about 2 us for a 64x64 policy at batch 1),
+- native: the compiled kernel in policies/_mlp_kernel.c (about 1.6 us for a 64x64 policy at batch 1),
   for graphs that are one chain of nodes, each reading the one before it, as every exported MLP is;
   batches of more than NATIVE_MAX_ROWS rows go to numpy's BLAS, faster there;
 - numpy: one numpy call per node (about 8 us at batch 1), for any graph of the ops below whose every node has
@@ -243,9 +243,9 @@ def _dense_constants(op: str, attrs: dict, ins: list[str], src: str, const: dict
 
 # ----------------------------------------------------------------------------------- native
 
-# Batches above this many rows go to the numpy executor (64x64 policy: kernel 2.2 / 7.7 / 29 us at
-# 1 / 4 / 16 rows, numpy 8.3 / 9.2 / 12 us; the kernel's per-row cost is mostly libm's scalar tanhf).
-NATIVE_MAX_ROWS = 3
+# Batches above this many rows go to the numpy executor (64x64 policy: kernel 1.6 / 4.5 / 8.3 / 16 us
+# at 1 / 4 / 8 / 16 rows, numpy 8.3 / 9.1 / 10.4 / 12.4 us: BLAS wins once rows add up).
+NATIVE_MAX_ROWS = 8
 _VECTOR_OPS = {"Add": "ADD", "Sub": "SUB", "Mul": "MUL", "Div": "DIV", "Min": "MIN", "Max": "MAX"}
 _SWAPPED = {"Sub": "RSUB", "Div": "RDIV", "Add": "ADD", "Mul": "MUL", "Min": "MIN", "Max": "MAX"}  # c op x
 _UNARY_OPS = {"Tanh": "TANH", "Relu": "RELU", "Neg": "NEG"}
