@@ -147,6 +147,19 @@ def test_the_kernel_refuses_malformed_programs_with_a_reason():
     np.testing.assert_array_equal(out, [[-1.0, 2.0, -0.5]])
 
 
+def test_the_kernel_tanh_is_within_3_ulp_of_float64_tanh():
+    kernel = graph_executors._mlp_kernel
+    x = np.concatenate([np.linspace(-12, 12, 200_001), [0.25, -0.25, 9.0, -9.0, 0.0, np.inf, -np.inf, np.nan]])
+    x = x.astype(np.float32).reshape(-1, 1)
+    out = np.empty_like(x)
+    kernel.Program([(kernel.OP_TANH, None, None, 1)], 1).run(x, out)
+    want = np.tanh(x.astype(np.float64))
+    finite = np.isfinite(x)
+    ulps = np.abs(out[finite] - want[finite]) / np.spacing(np.abs(want[finite]).astype(np.float32)).astype(np.float64)
+    assert ulps.max() <= 3.0 and np.abs(out[finite] - want[finite]).max() < 2e-7
+    assert out[-3, 0] == 1.0 and out[-2, 0] == -1.0 and np.isnan(out[-1, 0])
+
+
 def test_output_bounds_in_the_kernel_clamp_exactly_as_numpy(gantry_dir):
     graph = read_plain_graph(gantry_dir / "policy.onnx")
     native = native_run(graph)
