@@ -262,7 +262,7 @@ class BridgeServer:
             MsgType.HEARTBEAT.value: self._on_heartbeat,
             MsgType.BYE.value: self._on_bye,
         }
-        router, results, poller = self._router, self._results, self._poller
+        router, results, poller, sessions = self._router, self._results, self._poller, self.sessions
         period_ns = int(self.config.telemetry_period_s * 1e9)
         next_tick = time.monotonic_ns() + period_ns
         max_batch = self.config.max_batch
@@ -280,7 +280,9 @@ class BridgeServer:
                         if not readable:
                             break
                         self._on_message(router.recv_multipart(), pending, handlers)
-                        readable = router.getsockopt(zmq.EVENTS) & zmq.POLLIN
+                        # Only another controller's request can join this batch: with one session,
+                        # serve at once (anything else queued is read on the next turn of the loop).
+                        readable = len(sessions) > 1 and router.getsockopt(zmq.EVENTS) & zmq.POLLIN
                     worker = self.worker
                     if worker is None:
                         if pending:
