@@ -103,32 +103,24 @@ def clamp_joint_positions(q: np.ndarray, lower: np.ndarray, upper: np.ndarray) -
     return _result(value, hit, q)
 
 
-def _relative_target(q: Vec, q_measured: Vec, max_relative: Vec) -> tuple[Vec, bool]:
-    delta = _diff(q, q_measured)
-    scale = _scale_to_limit(delta, max_relative)
+def _move_within(q: Vec, base: Vec, limit: Vec) -> tuple[Vec, bool]:
+    """The move from base to q, shortened (direction kept) so each joint moves at most its limit."""
+    delta = _diff(q, base)
+    scale = _scale_to_limit(delta, limit)
     if scale == 1.0:
         return q, False
-    return _scaled(q_measured, delta, scale), True
+    return _scaled(base, delta, scale), True
 
 
 def clamp_relative_target(q: np.ndarray, q_measured: np.ndarray, max_relative: np.ndarray) -> Clamped:
     """Per-command change cap: the command stays within max_relative of where the robot is measured."""
-    value, hit = _relative_target(_floats(q), _floats(q_measured), _floats(max_relative))
+    value, hit = _move_within(_floats(q), _floats(q_measured), _floats(max_relative))
     return _result(value, hit, q)
-
-
-def _velocity(q: Vec, q_prev: Vec, max_step: Vec) -> tuple[Vec, bool]:
-    """max_step: max_velocity * dt per joint."""
-    delta = _diff(q, q_prev)
-    scale = _scale_to_limit(delta, max_step)
-    if scale == 1.0:
-        return q, False
-    return _scaled(q_prev, delta, scale), True
 
 
 def clamp_joint_velocity(q: np.ndarray, q_prev: np.ndarray, max_velocity: np.ndarray, dt: float) -> Clamped:
     """Motion since the previous command at most max_velocity * dt per joint (direction kept)."""
-    value, hit = _velocity(_floats(q), _floats(q_prev), [v * dt for v in _floats(max_velocity)])
+    value, hit = _move_within(_floats(q), _floats(q_prev), [v * dt for v in _floats(max_velocity)])
     return _result(value, hit, q)
 
 
@@ -435,8 +427,8 @@ class SafetyFilter:
         lim, q_prev, dt = self._lim, self._q, self.dt
         q = self._step("position", _positions(q, lim.joint_lower, lim.joint_upper), q)
         if measured is not None:
-            q = self._step("relative_target", _relative_target(q, measured, lim.max_relative_target), q)
-        q = self._step("velocity", _velocity(q, q_prev, lim.max_step), q)
+            q = self._step("relative_target", _move_within(q, measured, lim.max_relative_target), q)
+        q = self._step("velocity", _move_within(q, q_prev, lim.max_step), q)
         q = self._step("acceleration", _acceleration(q, q_prev, self._v, lim.max_dv, dt), q)
         p_new = None  # fk(q), kept while q is unchanged
         fk = self._fk
