@@ -172,7 +172,7 @@ class InferenceWorker(threading.Thread):
         self._context = context
         self._endpoint = results_endpoint
         self._queue: queue.SimpleQueue[list[StepRequest] | None] = queue.SimpleQueue()
-        self.outbox: deque[list] = deque()  # [identity, frames] pairs, for the I/O thread
+        self.outbox: deque[tuple[bytes, list]] = deque()  # (identity, frames), for the I/O thread
         self.failure: BaseException | None = None
         runner.reply = lambda identity, frames: self.outbox.append((identity, frames))
 

@@ -291,7 +291,6 @@ done:
 }
 
 static PyObject *program_get_out_dim(Program *self, void *closure) { return PyLong_FromSsize_t(self->out_dim); }
-static PyObject *program_get_in_dim(Program *self, void *closure) { return PyLong_FromSsize_t(self->in_dim); }
 
 static PyMethodDef program_methods[] = {
     {"run", (PyCFunction)(void (*)(void))program_run, METH_FASTCALL,
@@ -300,7 +299,6 @@ static PyMethodDef program_methods[] = {
 };
 
 static PyGetSetDef program_getset[] = {
-    {"in_dim", (getter)program_get_in_dim, NULL, "input width", NULL},
     {"out_dim", (getter)program_get_out_dim, NULL, "output width", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
