@@ -256,8 +256,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = args.bundle or gantry.export_gantry_bundle(Path(tmp) / "gantry-reach")
         obs = np.zeros(gantry.OBS_DIM, dtype=np.float32)
-        # The echo carries the same frames a bridge step request does.
-        payload = wire.encode(wire.make_header(wire.MsgType.STEP, 1, deadline_us=1000), [obs])
+        # The echo carries the frames the bridge client sends for a step (its fixed header layout).
+        payload = [wire.step_header_layout(gantry.OBS_DIM).pack(1, wire.now_ns(), 1000), obs.tobytes()]
         variants = {}
         try:
             variants["echo"] = Echo(payload)

@@ -93,6 +93,13 @@ class StepResult(NamedTuple):
     batch: int = 0
 
 
+class _FixedAction(NamedTuple):
+    """An action reply read through the fixed header layout (wire.action_header_layout)."""
+
+    slots: tuple  # seq, re, t_ns, queue_us, infer_us, batch
+    action: np.ndarray
+
+
 class BridgeClient:
     def __init__(self, config: ClientConfig, context: zmq.Context | None = None) -> None:
         self.config = config
@@ -113,8 +120,13 @@ class BridgeClient:
         self._session_seq0 = 0  # seq of the hello that opened the current session
         self._ever_connected = False
         self._closed = False
-        self._action_arrays: list | None = None  # an action's array descriptor, as the welcome implies
+        # What the welcome implies: an action's array descriptor and size, and the fixed header
+        # layouts of this bundle's step requests and of the server's action replies.
+        self._action_arrays: list | None = None
         self._action_bytes = -1
+        self._obs_shape: tuple[int] | None = None
+        self._step_layout: wire.FixedHeader | None = None
+        self._action_layout: wire.FixedHeader | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -174,6 +186,9 @@ class BridgeClient:
                     self.welcome = self._parse_welcome(reply.header)
                     self._action_arrays = [["<f4", [self.welcome.act_dim]]]
                     self._action_bytes = 4 * self.welcome.act_dim
+                    self._obs_shape = (self.welcome.obs_dim,)
+                    self._step_layout = wire.step_header_layout(self.welcome.obs_dim)
+                    self._action_layout = wire.action_header_layout(self.welcome.act_dim)
                     self._session_seq0 = self._hello_seq
                     self._backoff_s = self.config.backoff_initial_s
                     if self._ever_connected:
@@ -199,21 +214,24 @@ class BridgeClient:
         seq = self._next_seq()  # after any handshake: the server rejects seqs at or below the hello's
         obs = observation if type(observation) is np.ndarray and observation.dtype == _F4 else np.asarray(observation, _F4)
         budget_us = max(1, int(deadline_s * 1e6))
-        frames = [
-            wire.msgpack.packb(
-                {"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": start, "deadline_us": budget_us,
-                 "arrays": [["<f4", list(obs.shape)]]},
-            ),
-            obs.tobytes(),
-        ]
-        if not self._send(frames, end):
+        if obs.shape == self._obs_shape:
+            header = self._step_layout.pack(seq, start, budget_us)
+        else:  # the server will refuse it (BAD_ARRAY), with a message that says why
+            header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": start,
+                                         "deadline_us": budget_us, "arrays": [["<f4", list(obs.shape)]]})
+        if not self._send([header, obs.tobytes()], end):
             self.stats.miss()
             return StepResult("deadline", None, seq)
-        reply = self._receive_reply(seq, end)
+        reply = self._receive_reply(seq, end, fixed_action=True)
         now = time.monotonic_ns()
         if reply is None or now > end:  # an answer after the deadline is as useless as none
             self.stats.miss()
             return StepResult("deadline" if self.welcome is not None else "disconnected", None, seq, now - start)
+        if type(reply) is _FixedAction:  # the usual reply, already known to be a well-formed action
+            rtt = now - start
+            self.stats.record(rtt)
+            _, _, _, queue_us, infer_us, batch = reply.slots
+            return StepResult("ok", reply.action, seq, rtt, 0, "", queue_us, infer_us, batch)
         header = reply.header
         if header["type"] == _ERROR:
             self.stats.miss()
@@ -344,8 +362,12 @@ class BridgeClient:
             self._waiting_since_ns = time.monotonic_ns()
         return True
 
-    def _receive_reply(self, seq: int, end_ns: int) -> wire.Message | None:
-        """The reply echoing ``seq``, or None at end_ns. Stale and malformed replies are dropped."""
+    def _receive_reply(self, seq: int, end_ns: int, fixed_action: bool = False) -> wire.Message | _FixedAction | None:
+        """The reply echoing ``seq``, or None at end_ns. Stale and malformed replies are dropped.
+
+        With fixed_action, an action of the welcomed size whose header is in the server's fixed
+        layout (wire.FixedHeader) comes back as a _FixedAction, without the general decoding.
+        """
         sock = self._socket
         while sock is not None:
             # Wait in the receive itself (RCVTIMEO), not in a poll followed by a receive: one call
@@ -362,6 +384,13 @@ class BridgeClient:
                     return None
                 continue
             self._waiting_since_ns = None
+            if fixed_action and len(frames) == 2 and len(frames[1]) == self._action_bytes:
+                slots = self._action_layout.read(frames[0])
+                if slots is not None:  # slots: seq, re, t_ns, queue_us, infer_us, batch
+                    if slots[1] == seq:
+                        return _FixedAction(slots, np.frombuffer(frames[1], dtype=_F4))
+                    self.counts["stale_replies"] += 1
+                    continue
             try:
                 message = self._decode(frames)
             except ProtocolError as exc:

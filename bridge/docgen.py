@@ -38,7 +38,11 @@ def example_messages() -> dict[str, list[bytes]]:
     )
     error = wire.error_frames(ErrorCode.STALE_SEQUENCE, "seq 2 is not above the last seen 2", seq=3, re=2)
     error[0] = wire.msgpack.packb({**wire.msgpack.unpackb(error[0]), "t_ns": 5_300_000})  # fixed clock for the doc
-    return {"hello": hello, "welcome": welcome, "step": step, "action": action, "error": error}
+    # The same step and action as the reference client and server write them (fixed-width slots).
+    step_fixed = [wire.step_header_layout(6).pack(2, T0, 25_000), step[1]]
+    action_fixed = [wire.action_header_layout(3).pack(2, 2, 5_210_000, 21.5, 18.0, 1), action[1]]
+    return {"hello": hello, "welcome": welcome, "step": step, "action": action, "error": error,
+            "step-fixed": step_fixed, "action-fixed": action_fixed}
 
 
 def hex_block(name: str, frames: list[bytes], width: int = 16) -> str:

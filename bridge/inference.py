@@ -26,7 +26,6 @@ import time
 from collections import deque
 from typing import Callable, NamedTuple, Sequence
 
-import msgpack
 import numpy as np
 import zmq
 
@@ -77,7 +76,7 @@ class BatchRunner:
         # Byte views of the same buffers: an observation frame is copied in without a numpy temporary.
         self._rows = [memoryview(b).cast("B") for b in self._buffers]
         self._row_bytes = [e.obs_dim * 4 for e in self._entries]
-        self._descriptors = [[["<f4", [e.act_dim]]] for e in self._entries]
+        self._action_layouts = [wire.action_header_layout(e.act_dim) for e in self._entries]
         # Observations reach the runner validated (float32, shape, finite), so a bundle's unchecked
         # entry point is safe here and skips checks that cost as much as the forward pass itself.
         self._forward_fns = [getattr(e.policy, "infer_batch_unchecked", None) or e.policy.infer for e in self._entries]
@@ -138,18 +137,15 @@ class BatchRunner:
             if outside.any():  # a policy must stay in [-1, 1]; clip and report it as a safety event
                 np.clip(actions, -1.0, 1.0, out=actions)
                 self._stats.count("safety.action_clipped", int(outside.sum()))
-        descriptor = self._descriptors[index]
-        packb, served, last_actions = msgpack.packb, self._stats.served, self.last_actions
+        pack_header, served, last_actions = self._action_layouts[index].pack, self._stats.served, self.last_actions
         reply, sent_at = self.reply, []
         for row, request in enumerate(live):
             if finite is not None and not finite[row]:
                 self._send_error(request, ErrorCode.INTERNAL, "policy produced a non-finite action")
                 continue
             sent = time.monotonic_ns()
-            header = packb(
-                {"v": wire.PROTOCOL_VERSION, "type": "action", "seq": next(self._seq), "re": request.seq, "t_ns": sent,
-                 "queue_us": (start - request.recv_ns) / 1e3, "infer_us": infer_us, "batch": n, "arrays": descriptor}
-            )
+            # seq, re, t_ns, queue_us, infer_us, batch (wire.action_header_layout)
+            header = pack_header(next(self._seq), request.seq, sent, (start - request.recv_ns) / 1e3, infer_us, n)
             reply(request.identity, [header, actions[row].tobytes()])
             sent_at.append((row, request, sent))
         # Replies first, book-keeping after: over 7 rounds of 10 s with two servers served on

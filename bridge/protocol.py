@@ -11,6 +11,7 @@ numpy and msgpack so that controllers can use it.
 from __future__ import annotations
 
 import enum
+import struct
 import time
 from typing import Any, NamedTuple, Sequence
 
@@ -228,6 +229,81 @@ def decode_arrays(header: dict[str, Any], frames: Sequence[bytes]) -> tuple[np.n
             )
         arrays.append(np.frombuffer(frame, dtype=dtype).reshape(shape))
     return tuple(arrays)
+
+
+class FixedHeader:
+    """One header shape in one fixed byte layout: constant bytes around fixed-width value slots.
+
+    msgpack lets an integer be written in any width that holds it (0xcf plus 8 bytes is as valid
+    as a one-byte fixint) and a float as float64 (0xcb plus 8 bytes). A sender that always writes
+    the same fields in the same order, the changing ones (sequence numbers, timestamps) at those
+    widths, sends header frames of one length that differ only inside the slots. The reference
+    client's ``step`` and the server's ``action`` are written this way, so that both ends pack and
+    read them with one ``struct`` call (plus one comparison of the constant bytes) instead of
+    msgpack's general path and decode_header's field checks: ~2 us less per message here.
+
+    ``read`` is only a shortcut: a frame that is not byte for byte of this layout (another
+    encoder, minimal-width integers, other fields or field order) returns None, and the reader
+    decodes it with decode_header as usual. A frame it accepts decodes (by msgpack) to ``header``
+    with the slot values filled in, so it passes every check decode_header makes.
+    """
+
+    _CODES = {"Q": b"\xcf", "d": b"\xcb"}  # uint64, float64
+
+    def __init__(self, header: dict[str, Any], slots: dict[str, str]) -> None:
+        """header: every field in wire order (slot fields with any value); slots: field -> "Q" | "d"."""
+        if len(header) > 15:
+            raise ValueError("a fixed header holds at most 15 fields (a msgpack fixmap)")
+        constants, fmt, current = [], ">", bytes([0x80 | len(header)])
+        for name, value in header.items():
+            current += msgpack.packb(name)
+            code = slots.get(name)
+            if code is None:
+                current += msgpack.packb(value, use_bin_type=True)
+            else:
+                constants.append(current + self._CODES[code])
+                fmt += f"{len(constants[-1])}s{code}"
+                current = b""
+        constants.append(current)
+        fmt += f"{len(current)}s"
+        self.fields = tuple(slots)
+        self._struct = struct.Struct(fmt)
+        self._constants = tuple(constants)
+        self._args = [None] * (2 * len(constants) - 1)  # constants at even places, slot values at odd
+        self._args[0::2] = constants
+        self.size = self._struct.size
+        decode_header(self.pack(*(header[name] for name in self.fields)))  # a layout must be a valid header
+
+    def pack(self, *values: int | float) -> bytes:
+        """The header frame with the slots (in ``fields`` order) set to ``values``."""
+        args = self._args.copy()
+        args[1::2] = values
+        return self._struct.pack(*args)
+
+    def read(self, frame: bytes) -> tuple | None:
+        """The slot values of a frame of exactly this layout, else None (decode it the general way)."""
+        if len(frame) != self.size:
+            return None
+        values = self._struct.unpack(frame)
+        return values[1::2] if values[0::2] == self._constants else None
+
+
+def step_header_layout(obs_dim: int) -> FixedHeader:
+    """The reference client's step header for a bundle taking ``obs_dim`` float32 observations."""
+    return FixedHeader(
+        {"v": PROTOCOL_VERSION, "type": MsgType.STEP.value, "seq": 0, "t_ns": 0, "deadline_us": 0,
+         "arrays": [["<f4", [obs_dim]]]},
+        {"seq": "Q", "t_ns": "Q", "deadline_us": "Q"},
+    )
+
+
+def action_header_layout(act_dim: int) -> FixedHeader:
+    """The server's action header for a bundle returning ``act_dim`` float32 actions."""
+    return FixedHeader(
+        {"v": PROTOCOL_VERSION, "type": MsgType.ACTION.value, "seq": 0, "re": 0, "t_ns": 0, "queue_us": 0.0,
+         "infer_us": 0.0, "batch": 0, "arrays": [["<f4", [act_dim]]]},
+        {"seq": "Q", "re": "Q", "t_ns": "Q", "queue_us": "d", "infer_us": "d", "batch": "Q"},
+    )
 
 
 def check_frames(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:

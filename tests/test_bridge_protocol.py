@@ -161,7 +161,7 @@ def _doc_examples() -> dict[str, list[bytes]]:
 
 def test_doc_worked_example_bytes_still_decode_to_what_the_doc_says():
     examples = _doc_examples()
-    assert set(examples) == {"hello", "welcome", "step", "action", "error"}
+    assert set(examples) == {"hello", "welcome", "step", "action", "error", "step-fixed", "action-fixed"}
     step = wire.decode(examples["step"])
     assert step.header == {"v": 1, "type": "step", "seq": 2, "t_ns": 1_000_000_000, "deadline_us": 25_000,
                            "arrays": [["<f4", [6]]]}
@@ -175,6 +175,9 @@ def test_doc_worked_example_bytes_still_decode_to_what_the_doc_says():
     assert (welcome.header["re"], welcome.header["control_hz"], welcome.header["action_kind"]) == (1, 20.0, "joint_delta")
     error = wire.decode(examples["error"])
     assert (error.header["code"], error.header["name"], error.header["re"]) == (10, "STALE_SEQUENCE", 2)
+    for name in ("step", "action"):
+        fixed = wire.decode(examples[f"{name}-fixed"])
+        assert fixed.header == wire.decode(examples[name]).header and fixed.arrays[0].tobytes() == examples[name][1]
 
 
 def test_doc_example_bytes_are_what_the_code_writes_today():
@@ -183,3 +186,42 @@ def test_doc_example_bytes_are_what_the_code_writes_today():
     examples = _doc_examples()
     for name, frames in example_messages().items():
         assert examples[name] == frames, f"docs/bridge-protocol.md example {name!r} is stale: run python -m bridge.docgen"
+
+
+# ------------------------------------------------------------------ fixed header layouts
+
+
+def test_fixed_layouts_decode_to_their_header_with_the_slot_values():
+    step = wire.step_header_layout(6)
+    frame = step.pack(2**64 - 1, 1_000_000_000, 25_000)
+    assert wire.decode_header(frame) == {"v": 1, "type": "step", "seq": 2**64 - 1, "t_ns": 1_000_000_000,
+                                         "deadline_us": 25_000, "arrays": [["<f4", [6]]]}
+    assert step.read(frame) == (2**64 - 1, 1_000_000_000, 25_000)
+    action = wire.action_header_layout(3)
+    frame = action.pack(9, 8, 7, 21.5, -0.0, 1)
+    assert wire.decode_header(frame) == {"v": 1, "type": "action", "seq": 9, "re": 8, "t_ns": 7, "queue_us": 21.5,
+                                         "infer_us": -0.0, "batch": 1, "arrays": [["<f4", [3]]]}
+    assert action.read(frame) == (9, 8, 7, 21.5, -0.0, 1)
+
+
+def test_fixed_layout_reads_only_frames_of_exactly_its_bytes():
+    layout = wire.step_header_layout(6)
+    frame, all_ones = layout.pack(5, 6, 7), layout.pack(*[2**64 - 1] * 3)
+    in_slot = {i for i, (x, y) in enumerate(zip(layout.pack(0, 0, 0), all_ones)) if x != y}
+    assert len(in_slot) == 3 * 8
+    for i in range(len(frame)):
+        changed = bytearray(frame)
+        changed[i] ^= 0x01
+        if i in in_slot:
+            assert layout.read(bytes(changed)) is not None  # a slot holds any value
+        else:
+            assert layout.read(bytes(changed)) is None, f"byte {i} is one of the layout's constant bytes"
+    # The same header in msgpack's shortest form, a longer or shorter frame, another bundle's size: not this layout.
+    assert layout.read(msgpack.packb(wire.decode_header(frame))) is None
+    assert layout.read(frame + b"\x00") is None and layout.read(frame[:-1]) is None
+    assert wire.step_header_layout(7).read(frame) is None
+
+
+def test_fixed_layout_refuses_a_header_that_would_not_validate():
+    with pytest.raises(ProtocolError, match="'deadline_us' is missing"):
+        wire.FixedHeader({"v": 1, "type": "step", "seq": 0}, {"seq": "Q"})

@@ -6,6 +6,7 @@ raw DEALER sockets (to send anything at all) or the real BridgeClient.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import msgpack
@@ -182,6 +183,47 @@ def test_each_bad_message_gets_its_typed_error_and_the_session_survives(bundle, 
     np.testing.assert_array_equal(good.arrays[0], bundle.infer(OBS))
 
 
+def fixed_layout_step(seq, obs, deadline_us=2_000_000):
+    """A step request as the reference client writes it (wire.step_header_layout), not msgpack's shortest form."""
+    return [wire.step_header_layout(6).pack(seq, 0, deadline_us), np.asarray(obs, dtype=np.float32).tobytes()]
+
+
+def test_steps_in_the_fixed_header_layout_get_the_same_checks_and_answers(bundle, context):
+    nan_obs = np.where(np.arange(6) == 4, np.nan, OBS).astype(np.float32)
+    with serving(bundle) as server:
+        sock = dealer(context, server.endpoint)
+        sock.send_multipart(fixed_layout_step(1, OBS))
+        expect_error(recv(sock), ErrorCode.NO_SESSION, "send hello first", 1)
+        hello(sock, bundle, seq=2)
+        sock.send_multipart(fixed_layout_step(3, OBS))
+        header, action = sock.recv_multipart()
+        cases = [
+            (fixed_layout_step(3, OBS), ErrorCode.STALE_SEQUENCE, "not above the last seen 3", 3),
+            (fixed_layout_step(4, nan_obs), ErrorCode.NON_FINITE, "at [4]", 4),
+            (fixed_layout_step(5, OBS, deadline_us=0), ErrorCode.MALFORMED, "deadline_us must be positive", 5),
+            (fixed_layout_step(6, OBS[:4]), ErrorCode.BAD_ARRAY, "needs 24 bytes, frame has 16", 6),
+            (fixed_layout_step(7, OBS)[:1], ErrorCode.MALFORMED, "carries 1 array frame(s); got 0", 7),
+        ]
+        for frames, code, fragment, re in cases:
+            sock.send_multipart(frames)
+            expect_error(recv(sock), code, fragment, re)
+        general = step(sock, 8, OBS)
+        sock.close()
+    # The reply is written in the server's own fixed layout and says the same as the general form.
+    assert wire.action_header_layout(3).read(header)[1] == 3
+    assert np.frombuffer(action, dtype=np.float32).tobytes() == general.arrays[0].tobytes() == bundle.infer(OBS).tobytes()
+
+
+def test_a_fixed_layout_step_over_the_message_cap_is_too_large(bundle, context):
+    with serving(bundle) as server:
+        sock = dealer(context, server.endpoint)
+        hello(sock, bundle)  # ~120 bytes: a cap that lets it through is above a step's 101, so lower it now
+        server.config.max_message_bytes = 100
+        sock.send_multipart(fixed_layout_step(2, OBS))
+        expect_error(recv(sock), ErrorCode.TOO_LARGE, "101 bytes; the cap is 100", None)
+        sock.close()
+
+
 @pytest.mark.parametrize(
     "change, code, fragment",
     [
@@ -208,6 +250,52 @@ def test_client_raises_on_rejected_handshake(bundle):
         with BridgeClient(ClientConfig(server.endpoint, "welder", bundle.spec_hash)) as client:
             with pytest.raises(HandshakeRejected, match="UNKNOWN_BUNDLE: bundle 'welder' not served"):
                 client.connect(5.0)
+
+
+def test_client_reads_replies_in_any_msgpack_encoding_and_checks_them(context):
+    """The client's fixed-layout reading is only a shortcut: a server (say, one written in C++) that
+    writes msgpack's shortest form is understood the same; stale and wrong-size actions are dropped."""
+    router = context.socket(zmq.ROUTER)
+    router.linger, router.rcvtimeo = 0, TIMEOUT_MS
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    limits = SafetyLimits.from_robot_spec(gantry.robot_spec()).to_robot_spec()
+    seen_steps, fixed = [], wire.action_header_layout(3)
+
+    def fake_server():
+        identity, hello_frame = router.recv_multipart()
+        welcome = {"v": 1, "type": "welcome", "seq": 1, "re": msgpack.unpackb(hello_frame)["seq"], "bundle": "b",
+                   "spec_hash": "h", "session": "s", "obs_dim": 6, "act_dim": 3, "control_hz": 20.0,
+                   "action_kind": "joint_delta", "limits": limits, "max_message_bytes": 65536}
+        router.send_multipart([identity, *wire.encode(welcome)])
+        for k in range(3):
+            identity, header, obs = router.recv_multipart()
+            seen_steps.append(header)
+            seq = msgpack.unpackb(header)["seq"]
+            action = np.full(3, 0.25 * k, dtype=np.float32)
+            if k == 0:  # shortest form
+                router.send_multipart([identity, *wire.encode({"v": 1, "type": "action", "seq": 2, "re": seq}, [action])])
+            elif k == 1:  # fixed layout, after a stale one
+                router.send_multipart([identity, fixed.pack(3, seq - 1, 0, 0.0, 0.0, 1), action.tobytes()])
+                router.send_multipart([identity, fixed.pack(4, seq, 0, 1.5, 2.5, 1), action.tobytes()])
+            else:  # four values where the welcome said three: dropped as malformed, then refused as an action
+                four = np.zeros(4, dtype=np.float32).tobytes()
+                router.send_multipart([identity, fixed.pack(5, seq, 0, 0.0, 0.0, 1), four])
+                router.send_multipart([identity, wire.action_header_layout(4).pack(6, seq, 0, 0.0, 0.0, 1), four])
+
+    thread = threading.Thread(target=fake_server, daemon=True)
+    thread.start()
+    with BridgeClient(ClientConfig(f"tcp://127.0.0.1:{port}", "b", "h")) as client:
+        client.connect(5.0)
+        results = [client.step(OBS, deadline_s=2.0) for _ in range(3)]
+    thread.join(5)
+    router.close()
+    assert [r.status for r in results] == ["ok", "ok", "error"]
+    assert results[0].action.tolist() == [0.0] * 3
+    assert results[1].action.tolist() == [0.25] * 3 and (results[1].server_queue_us, results[1].server_infer_us) == (1.5, 2.5)
+    assert "an action must be <f4 (3,)" in results[2].error_text
+    assert client.counts["stale_replies"] == 1 and client.counts["bad_replies"] == 2
+    # What the client sent: its step requests in the fixed layout.
+    assert [wire.step_header_layout(6).read(h)[0] for h in seen_steps] == [r.seq for r in results]
 
 
 def test_deadline_passed_before_inference_is_answered_not_run(bundle, context):
