@@ -313,6 +313,7 @@ class SafetyFilter:
         if not period_s > 0:
             raise ValueError(f"period_s must be positive, got {period_s}")
         self._dt = float(period_s)
+        self._reduced_speed = False
         self.limits = limits
         self.fk = forward_kinematics
         self._fk = None if forward_kinematics is None else _list_fk(forward_kinematics)
@@ -320,7 +321,6 @@ class SafetyFilter:
         self.v = [0.0] * initial.shape[0]  # velocity of the last applied command
         self.counts: Counter[str] = Counter()
         self.events: deque[tuple[str, str]] = deque(maxlen=100)
-        self._reduced_speed = False
         self._latched_reason: str | None = None
 
     # ------------------------------------------------------------------ state
@@ -333,6 +333,7 @@ class SafetyFilter:
     def limits(self, limits: SafetyLimits) -> None:
         self._limits = limits
         self._lim = _CycleLimits.of(limits, self._dt)
+        self._tool_step = self.tool_speed_limit * self._dt  # the tool's longest move in one cycle
 
     @property
     def dt(self) -> float:
@@ -375,6 +376,7 @@ class SafetyFilter:
                 "reduced-speed mode needs the tool position: pass forward_kinematics= to SafetyFilter"
             )
         self._reduced_speed = bool(enabled)
+        self._tool_step = self.tool_speed_limit * self._dt
 
     @property
     def latched(self) -> str | None:
@@ -471,7 +473,7 @@ class SafetyFilter:
         for c, lo, hi in zip(p_new, lim.workspace_low, lim.workspace_high):
             if not lo <= c <= hi:
                 return _CLAMPED
-        if math.dist(p_new, self._p) > self.tool_speed_limit * dt:
+        if math.dist(p_new, self._p) > self._tool_step:
             return _CLAMPED
         return p_new
 
@@ -498,7 +500,7 @@ class SafetyFilter:
 
     def _commit(self, q: Vec, p: Vec | None) -> np.ndarray:
         """Make q the applied command (p: its tool position, if known); returns it as a new array."""
-        dt = self.dt
+        dt = self._dt
         self._v = [(a - b) / dt for a, b in zip(q, self._q)]
         self._v_array = None
         self._q = q
