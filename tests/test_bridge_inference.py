@@ -120,3 +120,59 @@ def test_a_model_that_turns_slow_moves_to_the_thread(bundle, context):
         assert wire.decode(sock.recv_multipart()).header["re"] == 102
         sock.close()
         assert server.stats.swap()["counts"]["inference.moved_to_thread"] == 1
+
+
+class MisbehavingPolicy(GatedPolicy):
+    """The real bundle, except for observations whose first value names a fault: 7 raises,
+    8 gives an action of 1.5 (outside [-1, 1]), 9 gives NaN."""
+
+    def infer(self, obs):
+        obs = np.asarray(obs)
+        if (obs[:, 0] == 7).any():
+            raise RuntimeError("policy crashed")
+        actions = super().infer(obs).copy()
+        actions[obs[:, 0] == 8] = 1.5
+        actions[obs[:, 0] == 9] = np.nan
+        return actions
+
+
+def with_first(value):
+    return np.concatenate([[value], OBS[1:]]).astype(np.float32)
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["alone", "in-a-batch"])
+def test_a_policys_bad_output_is_clipped_or_refused_and_counted(bundle, context, batched):
+    faulty = MisbehavingPolicy(bundle, device="cpu")
+    firsts = [0.1, 8, 9, 7]
+    with serving(faulty, inference="inline") as server:
+        socks = [dealer(context, server.endpoint) for _ in firsts]
+        for sock in socks:
+            hello(sock, faulty)
+        replies = []
+        if batched:  # the healthy request holds the I/O loop in infer while the others queue up behind it
+            faulty.gate.clear()
+            send_step(socks[0], 2, with_first(0.1))
+            assert faulty.entered.wait(5)
+            for sock, first in zip(socks[1:-1], firsts[1:-1]):
+                send_step(sock, 2, with_first(first))
+            time.sleep(0.3)
+            faulty.gate.set()
+            replies = [wire.decode(sock.recv_multipart()) for sock in socks[:-1]]
+            send_step(socks[-1], 2, with_first(7))  # a raise fails only its own batch
+            replies.append(wire.decode(socks[-1].recv_multipart()))
+        else:
+            for sock, first in zip(socks, firsts):
+                send_step(sock, 2, with_first(first))
+                replies.append(wire.decode(sock.recv_multipart()))
+        good = request(socks[0], {"type": "step", "seq": 3, "deadline_us": 5_000_000}, [OBS])  # still served
+        for sock in socks:
+            sock.close()
+        counts = server.stats.swap()["counts"]
+    assert faulty.batches == ([1, 2, 1] if batched else [1, 1, 1, 1])  # the crashed pass raised before it was recorded
+    healthy, clipped, nan, crashed = replies
+    np.testing.assert_allclose(healthy.arrays[0], bundle.infer(with_first(0.1)), rtol=0, atol=1e-6)
+    assert clipped.header["type"] == "action" and clipped.arrays[0].tolist() == [1.0, 1.0, 1.0]
+    assert (nan.header["type"], nan.header["code"], nan.header["text"]) == ("error", 14, "policy produced a non-finite action")
+    assert (crashed.header["type"], crashed.header["code"], crashed.header["text"]) == ("error", 14, "policy failed: RuntimeError")
+    assert counts["safety.action_clipped"] == 1 and counts["errors.INTERNAL"] == 2
+    assert good.header["type"] == "action"
