@@ -299,6 +299,17 @@ def test_filter_reduced_speed_caps_the_tool_at_250_mm_per_s():
     assert f.tool_speed_limit == 0.6
 
 
+def test_reduced_speed_binds_between_its_limit_and_the_full_one_and_lifts_when_switched_off():
+    f = gantry_filter(dt=0.004, joint_max_acceleration=[1e6] * 3)
+    f.set_reduced_speed(True)
+    applied = f.apply(a([0.0012, 0.0016, 0.3]))  # 2 mm in 4 ms = 0.5 m/s: under the full 0.6, over the reduced 0.25
+    np.testing.assert_allclose(applied, [0.0006, 0.0008, 0.3], rtol=0, atol=1e-15)
+    assert f.report()["tool_speed"] == 1
+    f.set_reduced_speed(False)
+    np.testing.assert_array_equal(f.apply(a([0.0018, 0.0024, 0.3])), [0.0018, 0.0024, 0.3])  # 0.5 m/s again: allowed
+    assert f.report()["tool_speed"] == 1
+
+
 def test_reduced_speed_needs_forward_kinematics():
     f = gantry_filter(fk=None)
     with pytest.raises(RuntimeError, match="pass forward_kinematics="):
