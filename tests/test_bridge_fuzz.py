@@ -61,6 +61,11 @@ class Fuzzer:
     def __init__(self, bundle, rng: np.random.Generator) -> None:
         self.bundle, self.rng = bundle, rng
         self.seq = 1  # the session socket's last used seq (its hello was 1)
+        # The last seq the server has taken as the session's: a step passes the sequence check before
+        # its arrays, values and deadline are checked; a refused hello or an undecodable header never
+        # reaches it. A replay must be at or below this one to be stale.
+        self.seen = 1
+        self.fixed = wire.step_header_layout(bundle.obs_dim)  # the reference client's step header, read by a shortcut
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -70,6 +75,12 @@ class Fuzzer:
         return {"v": 1, "type": "step", "seq": self.next_seq() if seq is None else seq, "t_ns": 0, "deadline_us": 100_000, **change}
 
     def make(self, kind: str) -> tuple[list[bytes], set[int]]:
+        frames, codes = self._make(kind)
+        if kind in PASS_THE_SEQUENCE_CHECK:
+            self.seen = self.seq
+        return frames, codes
+
+    def _make(self, kind: str) -> tuple[list[bytes], set[int]]:
         rng, f32 = self.rng, np.float32
         if kind == "random_bytes":
             frames = [rng.bytes(int(rng.integers(0, 300))) for _ in range(int(rng.integers(1, 4)))]
@@ -109,16 +120,30 @@ class Fuzzer:
             header = {"v": 1, "type": "hello", "seq": self.next_seq(), "bundle": self.bundle.name, "spec_hash": "f" * 64}
             return wire.encode(header), {ErrorCode.SPEC_MISMATCH}
         if kind == "replayed_seq":
-            old = int(rng.integers(1, self.seq + 1))
+            old = int(rng.integers(1, self.seen + 1))
             return wire.encode(self.step_header(seq=old), [OBS]), {ErrorCode.STALE_SEQUENCE}
+        # Well-formed fixed-layout headers (the server's shortcut) with what its remaining checks must catch.
+        if kind == "fixed_non_finite":
+            obs = OBS.copy()
+            obs[int(rng.integers(6))] = [np.nan, np.inf, -np.inf][int(rng.integers(3))]
+            return [self.fixed.pack(self.next_seq(), 0, 100_000), obs.tobytes()], {ErrorCode.NON_FINITE}
+        if kind == "fixed_replayed_seq":
+            return [self.fixed.pack(int(rng.integers(1, self.seen + 1)), 0, 100_000), OBS.tobytes()], {ErrorCode.STALE_SEQUENCE}
+        if kind == "fixed_wrong_size":
+            n = int(rng.choice([0, 5, 7, 60]))
+            return [self.fixed.pack(self.next_seq(), 0, 100_000), np.ones(n, f32).tobytes()], {ErrorCode.BAD_ARRAY}
+        if kind == "fixed_zero_deadline":
+            return [self.fixed.pack(self.next_seq(), 0, 0), OBS.tobytes()], {ErrorCode.MALFORMED}
         if kind == "unknown_type":
             return wire.encode({"v": 1, "type": "rm -rf", "seq": self.next_seq()}), {ErrorCode.UNKNOWN_TYPE}
         raise ValueError(kind)
 
 
+PASS_THE_SEQUENCE_CHECK = {"wrong_frame_count", "wrong_size", "lying_descriptor", "wrong_dtype", "non_finite",
+                           "fixed_non_finite", "fixed_wrong_size", "fixed_zero_deadline"}
 KINDS = ["random_bytes", "wrong_frame_count", "too_many_frames", "wrong_types", "wrong_size", "lying_descriptor",
          "wrong_dtype", "non_finite", "oversized", "wrong_version", "unknown_bundle", "spec_mismatch", "replayed_seq",
-         "unknown_type"]
+         "unknown_type", "fixed_non_finite", "fixed_replayed_seq", "fixed_wrong_size", "fixed_zero_deadline"]
 
 
 def good_controller(endpoint, bundle, stop: threading.Event, results: list) -> None:
