@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
 out = Path(sys.argv[1]); res = {}
-from policies.train import resolve_device, train
+from policies.device import resolve_device
+from policies.train import train
 from policies.config import resolve_config
 res["auto_device"] = resolve_device("auto")
 for dev in ("cuda", "cpu"):

@@ -28,10 +28,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import sim  # noqa: E402
-from sim.viewer.actors import ExpertActor  # noqa: E402
-from sim.viewer.camera import choose_camera  # noqa: E402
-from sim.viewer.live import LiveView  # noqa: E402
-from sim.viewer.loop import LoopOptions, ViewLoop  # noqa: E402
+from sim.experts import make_expert  # noqa: E402
+from sim.camera import choose_camera  # noqa: E402
+from genba.viewer.live import LiveView  # noqa: E402
+from genba.viewer.loop import LoopOptions, ViewLoop  # noqa: E402
 
 TARGET = 0.8
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     env = sim.make_env(args.scenario, render_mode="rgb_array")
-    actor = ExpertActor(env)
+    actor = make_expert(env)
     camera = choose_camera(env)
     modes = ["plain", "loop", "web"] + (["watched"] if args.watched else [])
     rates: dict[str, list[float]] = {m: [] for m in modes}

@@ -25,7 +25,7 @@ from bridge.keys import ClientKeys
 from bridge.latency import LatencyStats
 from bridge.limits import SafetyLimits
 from bridge.protocol import ErrorCode, MsgType, ProtocolError
-from genba.errors import GenbaError
+from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,11 @@ _F4 = np.dtype("<f4")
 _ACTION, _BYE, _ERROR, _WELCOME = (t.value for t in (MsgType.ACTION, MsgType.BYE, MsgType.ERROR, MsgType.WELCOME))
 
 
-class BridgeUnavailable(GenbaError):
+class BridgeUnavailable(BridgeError):
     """No welcome from the server in time (down, unreachable, or our CURVE key not allowed)."""
 
 
-class HandshakeRejected(GenbaError):
+class HandshakeRejected(BridgeError):
     """The server answered the hello with an error (wrong bundle, spec hash, robot or version)."""
 
     def __init__(self, code: int, text: str) -> None:

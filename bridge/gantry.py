@@ -3,8 +3,8 @@
 A gantry's joints are its tool coordinates, so forward kinematics is the identity plus an
 offset and every safety clamp has hand-computable results. ``SimulatedGantry`` implements the
 controller's ``Robot`` interface with a first-order position lag, the way a stiff servo drive
-follows its setpoint; ``GantryReachEnv`` is a Gymnasium env over the same model so SB3 can build
-(and export) real policy bundles for it.
+follows its setpoint. genba/gantry_bundle.py wraps the same model as a Gymnasium env and exports
+real policy bundles for it.
 """
 
 from __future__ import annotations
@@ -111,72 +111,3 @@ class SimulatedGantry:
         self._last_ns = now_ns
         self.command = np.asarray(q, dtype=np.float64).copy()
         self.commands.append(self.command)
-
-
-def make_env(**kwargs: Any):
-    """A GantryReachEnv (imports gymnasium lazily: controllers do not need it)."""
-    import gymnasium as gym
-    from gymnasium import spaces
-
-    class GantryReachEnv(gym.Env):
-        """Move the tool to a goal; observation (q, goal), action normalized joint deltas."""
-
-        metadata = {"render_modes": []}
-
-        def __init__(self, episode_steps: int = 60, tolerance: float = 0.02) -> None:
-            self.episode_steps, self.tolerance = episode_steps, tolerance
-            high = np.concatenate([np.maximum(np.abs(JOINT_LOWER), JOINT_UPPER), np.ones(3)]).astype(np.float32)
-            self.observation_space = spaces.Box(-high, high, (OBS_DIM,), dtype=np.float32)
-            self.action_space = spaces.Box(-1.0, 1.0, (ACT_DIM,), dtype=np.float32)
-            self._q = np.zeros(3)
-            self._goal = np.zeros(3)
-            self._t = 0
-
-        def _obs(self) -> np.ndarray:
-            return np.concatenate([self._q, self._goal]).astype(np.float32)
-
-        def reset(self, *, seed: int | None = None, options: dict | None = None):
-            super().reset(seed=seed)
-            self._t = 0
-            self._q = self.np_random.uniform(JOINT_LOWER + 0.1, JOINT_UPPER - 0.1)
-            self._goal = self.np_random.uniform(WORKSPACE_LOW + 0.05, WORKSPACE_HIGH - 0.05)
-            return self._obs(), {}
-
-        def step(self, action):
-            delta = np.clip(action, -1.0, 1.0) * action_scale()
-            self._q = np.clip(self._q + delta, JOINT_LOWER, JOINT_UPPER)
-            distance = float(np.linalg.norm(forward_kinematics(self._q) - self._goal))
-            self._t += 1
-            success = distance < self.tolerance
-            return self._obs(), -distance, success, self._t >= self.episode_steps, {"is_success": success}
-
-        def feature_spec(self) -> dict[str, Any]:
-            return feature_spec()
-
-    return GantryReachEnv(**kwargs)
-
-
-def export_gantry_bundle(out_dir, name: str = "gantry-reach", seed: int = 0):
-    """A real bundle (ONNX + TorchScript + manifest) of a freshly initialised SB3 PPO MLP for the gantry.
-
-    Imports torch and SB3: for tests and benchmarks, never for controllers.
-    """
-    import torch
-    from stable_baselines3 import PPO
-
-    from policies.bundle import export_bundle
-
-    torch.manual_seed(seed)
-    env = make_env()
-    model = PPO("MlpPolicy", env, seed=seed, device="cpu", n_steps=64, batch_size=64)
-    return export_bundle(model, out_dir, feature_spec=env.feature_spec(), name=name, overwrite=True)
-
-
-def cached_gantry_bundle(directory, name: str = "gantry-reach"):
-    """``export_gantry_bundle`` into directory/name unless a bundle is already there (test sessions)."""
-    from pathlib import Path
-
-    path = Path(directory) / name
-    if not (path / "manifest.json").is_file():
-        export_gantry_bundle(path, name=name)
-    return path

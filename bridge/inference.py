@@ -79,7 +79,7 @@ class BatchRunner:
         self._action_layouts = [wire.action_header_layout(e.act_dim) for e in self._entries]
         # Observations reach the runner validated (float32, shape, finite), so a bundle's unchecked
         # entry point is safe here and skips checks that cost as much as the forward pass itself.
-        self._forward_fns = [getattr(e.policy, "infer_batch_unchecked", None) or e.policy.infer for e in self._entries]
+        self._forward_fns = [getattr(e.policy, "act_batch_unchecked", None) or e.policy.act for e in self._entries]
         self.last_actions: dict[bytes, tuple[int, np.ndarray]] = {}  # per controller, for telemetry
 
     def serve(self, batch: list[StepRequest]) -> None:

@@ -15,12 +15,12 @@ from pathlib import Path
 import zmq
 from zmq.auth.certs import create_certificates, load_certificate
 
-from genba.errors import GenbaError
+from bridge.errors import BridgeError
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-class KeyFileError(GenbaError):
+class KeyFileError(BridgeError):
     """A key file that is missing, unreadable or of the wrong kind."""
 
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from genba.errors import GenbaError
+from bridge.errors import BridgeError
 
 # ISO 10218-1 reduced speed: at most 250 mm/s at the tool centre point.
 REDUCED_TOOL_SPEED = 0.25  # m/s
@@ -22,7 +22,7 @@ DEFAULT_TIME_TO_FULL_SPEED = 0.2  # s
 DEFAULT_RELATIVE_TARGET_HORIZON = 0.1  # s
 
 
-class LimitsError(GenbaError):
+class LimitsError(BridgeError):
     """A robot spec whose limits are missing, of the wrong size or inconsistent."""
 
 

@@ -14,12 +14,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from bridge.limits import LimitsError, SafetyLimits
-from genba.errors import GenbaError
+from bridge.errors import BridgeError
 
 ACTION_KINDS = ("ee_delta", "joint_delta")
 
 
-class BundleSpecError(GenbaError):
+class BundleSpecError(BridgeError):
     """A bundle whose manifest lacks what the bridge needs to serve it safely."""
 
 
@@ -32,9 +32,11 @@ class ServedPolicy(Protocol):
     control_hz: float
     manifest: dict[str, Any]
 
-    def infer(self, obs: np.ndarray) -> np.ndarray:
+    def reset(self) -> None:
+        """A controller's episode starts (the `reset` message)."""
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
         """float32 (B, obs_dim) -> float32 (B, act_dim) in [-1, 1], deterministic."""
-        ...
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from bridge.keys import ServerKeys, load_secret_keypair
 from bridge.policy import PolicyEntry, ServedPolicy
 from bridge.protocol import ErrorCode, MsgType, ProtocolError
 from bridge.telemetry import ServerStats, TelemetryPublisher
-from genba.errors import GenbaError
+from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ _F4 = np.dtype("<f4")
 INFERENCE_MODES = ("auto", "inline", "thread")
 
 
-class ServerConfigError(GenbaError):
+class ServerConfigError(BridgeError):
     """A server setting that cannot work (duplicate bundle names, unsafe bind, ...)."""
 
 
@@ -486,10 +486,7 @@ class BridgeServer:
 
     def _on_reset(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
         session = self._session_for(identity, header["seq"], now)
-        policy = self.entries[session.policy].policy
-        reset = getattr(policy, "reset", None)
-        if callable(reset):
-            reset()
+        self.entries[session.policy].policy.reset()
         self._send(identity, wire.encode(wire.make_header(MsgType.RESET, next(self._seq), re=header["seq"])))
 
     def _on_heartbeat(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:

@@ -1,13 +1,14 @@
-"""The one `genba` command: a thin layer that mounts each package's sub-commands.
+"""The one `genba` command: mounts every verb of genba/commands/ on one typer app.
 
-Each package owns its verbs (scenarios/cli.py, sim/cli.py, ...); this module only wires them
-together and turns expected errors into a one-line message and exit code 1, never a traceback.
+Each command module parses its flags and calls the libraries; this module only wires them together,
+and genba.runner turns every library's expected errors into one line and exit code 1.
 """
 
 from __future__ import annotations
 
 import typer
 
+from genba.commands import bridge, demo, expert, policies, scenarios, view
 from genba.runner import run_app
 
 app = typer.Typer(
@@ -17,29 +18,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _mount() -> None:
-    from bridge.cli import register as register_bridge
-    from genba.demo import register as register_demo
-    from policies.cli import register as register_policies
-    from scenarios.cli import app as scenarios_app
-    from sim.cli import register as register_sim
-    from sim.viewer.cli import register as register_viewer
-
-    register_demo(app)
-    register_sim(app)
-    register_policies(app)
-    register_viewer(app)
-    app.add_typer(scenarios_app, name="scenarios")
-    register_bridge(app)
-
-
-_mount()
+for module in (demo, expert, policies, view):
+    module.register(app)
+app.add_typer(scenarios.app, name="scenarios")
+app.add_typer(bridge.app, name="bridge")
 
 
 def main() -> None:
-    run_app(app)
+    run_app(app, prog_name="genba")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,14 @@
-"""Errors that the CLI reports as one clear line (no traceback)."""
+"""The app's own errors, and every library's base error: what the CLI reports as one line."""
+
+from bridge.errors import BridgeError
+from policies.errors import PolicyError
+from scenarios.loader import ScenarioError
+from sim.errors import SimError
 
 
-class GenbaError(Exception):
-    """Base for every user-facing error: bad input, missing file, incompatible bundle."""
+class AppError(Exception):
+    """A command that cannot run as asked: flags that do not fit together, a failed stage of the demo."""
+
+
+# Expected failures of any package: one red line and exit 1, never a traceback.
+USER_ERRORS = (AppError, ScenarioError, SimError, PolicyError, BridgeError)

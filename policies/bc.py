@@ -20,10 +20,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from policies.callbacks import ProgressBar, state_of
 from policies.config import TrainConfig
 from policies.demos import Demos, check_compatible, load_demos, obs_layout, record, unflatten
+from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_expert
-from policies.evaluate import EVAL_SEED_OFFSET, model_act_fn, run_episodes
+from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
+from policies.models import build_model
+from policies.policy import SB3Policy
 from policies.rundir import RunDir
 from policies.snapshot import save_snapshot
 
@@ -35,9 +43,6 @@ EVAL_SEED_STRIDE = 10_000
 
 def demo_vecnormalize(env, demos: Demos):
     """A frozen VecNormalize whose observation statistics are the demonstrations' mean and variance."""
-    from stable_baselines3.common.running_mean_std import RunningMeanStd
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
     vn = VecNormalize(DummyVecEnv([lambda: env]), training=False, norm_obs=True, norm_reward=False)
     layout = demos.meta["obs_layout"]
     parts = unflatten(demos.obs, layout)
@@ -91,11 +96,6 @@ def _record(env, expert, driver, n: int, seed: int, noise: float, progress: bool
 
 
 def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
-    from stable_baselines3.common.utils import set_random_seed
-
-    from policies.callbacks import ProgressBar, state_of
-    from policies.train import build_model, resolve_device
-
     t0 = time.monotonic()
     bc = cfg.bc
     device = resolve_device(cfg.device)
@@ -123,7 +123,7 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
         def evaluate(round_: int) -> float:
             nonlocal best, last
             seed = EVAL_SEED_OFFSET + cfg.seed * 100 * EVAL_SEED_STRIDE + round_ * EVAL_SEED_STRIDE
-            result = run_episodes(env, model_act_fn(model, vecnorm), cfg.eval_episodes, seed, hz)
+            result = run_episodes(env, SB3Policy(model, vecnorm), cfg.eval_episodes, seed, hz)
             last = result
             record_ = {"steps": env_steps, "wall_s": round(time.monotonic() - t0, 3), "round": round_,
                        "demo_transitions": len(demos), "bc_loss": loss, **result.to_dict()}
@@ -141,7 +141,7 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
         for r in range(1, bc.rounds + 1):
             if cfg.stop_at_success is not None and success >= cfg.stop_at_success:
                 break
-            driver = model_act_fn(model, vecnorm) if bc.round_driver == "learner" else None
+            driver = SB3Policy(model, vecnorm) if bc.round_driver == "learner" else None
             fresh = _record(env, expert, driver, bc.round_episodes, ROUND_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000,
                             bc.demo_noise if driver is None else 0.0, progress, f"round {r}")
             fresh.meta = demos.meta

@@ -2,16 +2,19 @@
 
     from policies.bundle import load_bundle, BundleError
     b = load_bundle("bundles/reach", backend="onnx", device="cpu")
-    action = b.infer(obs)          # float32 (obs_dim,) or (B, obs_dim) -> (act_dim,) or (B, act_dim)
+    action = b.act(obs)          # float32 (obs_dim,) or (B, obs_dim) -> (act_dim,) or (B, act_dim)
 
 Before any weights are read, the manifest is checked (format, version, required keys, spec hash) and
 every file's sha256 is compared with the manifest, so a tampered, truncated or incompatible bundle is
 refused with a BundleError that says what is wrong. The format is described in docs/bundle-format.md.
+
+On the CPU the ONNX graph runs on onnxruntime. `executor="kernel"` opts in to the hand-written fast path
+for plain-MLP graphs (policies/graph_executors.py: a compiled C kernel, or numpy calls), used only when
+it reproduces onnxruntime on 1,000 observations; docs/benchmarks.md gives what each costs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -19,97 +22,20 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from genba.errors import GenbaError
+from policies.bundle_format import BACKEND_FILES, TORCHSCRIPT_IO, BundleError, read_manifest
 from policies.graph_executors import fastest_matching_executor, with_output_bounds
-from policies.spec import flatten_obs, spec_hash
+from policies.spec import flatten_obs
 
-FORMAT = "genba-bundle"
-SUPPORTED_FORMAT_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-BACKEND_FILES = {"onnx": "policy.onnx", "torchscript": "policy.pt"}
-TORCHSCRIPT_IO = "io.json"  # extra file inside policy.pt with obs_dim / act_dim (a trace has no input shape)
-REQUIRED_KEYS = ("format", "format_version", "name", "observation", "action", "spec_hash", "control_hz", "robot",
-                 "scenario", "files")
+EXECUTORS = ("onnxruntime", "kernel")
 
 
-class BundleError(GenbaError):
-    """A bundle that cannot be used: missing, tampered, truncated, incompatible, or fed a bad observation."""
-
-
-def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The verified manifest of the bundle at `path` (format, keys, spec hash, every file's sha256)."""
-    root = Path(path)
-    if not root.is_dir():
-        raise BundleError(f"{root}: no such bundle directory")
-    mpath = root / MANIFEST_FILE
-    if not mpath.is_file():
-        raise BundleError(f"{root}: not a bundle ({MANIFEST_FILE} missing)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{mpath}: not valid JSON, the file may be truncated ({exc})") from None
-    _check_format(manifest, mpath)
-    _check_spec(manifest, mpath)
-    _check_files(manifest, root)
-    return manifest
-
-
-def _check_format(manifest: Any, mpath: Path) -> None:
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise BundleError(f"{mpath}: format is {found!r}, expected {FORMAT!r}")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise BundleError(f"{mpath}: format_version {version!r} is not a positive integer")
-    if version > SUPPORTED_FORMAT_VERSION:
-        raise BundleError(f"{mpath}: bundle format_version {version} is newer than this loader supports "
-                          f"({SUPPORTED_FORMAT_VERSION}); upgrade genba to load it")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise BundleError(f"{mpath}: manifest lacks required keys {missing}")
-
-
-def _check_spec(manifest: dict, mpath: Path) -> None:
-    obs, act = manifest["observation"], manifest["action"]
-    try:
-        obs_sizes = sum(int(f["size"]) for f in obs["features"])
-        act_dim, low, high = int(act["dim"]), act["low"], act["high"]
-        ok = obs_sizes == int(obs["dim"]) and len(low) == len(high) == act_dim
-    except (KeyError, TypeError, ValueError) as exc:
-        raise BundleError(f"{mpath}: malformed observation/action spec ({exc!r})") from None
-    if not ok:
-        raise BundleError(f"{mpath}: observation features add up to {obs_sizes} but dim is {obs['dim']}, "
-                          f"or action low/high do not have {act_dim} entries")
-    if spec_hash(obs, act) != manifest["spec_hash"]:
-        raise BundleError(f"{mpath}: observation/action spec does not match its spec_hash (manifest edited?)")
-
-
-def _check_files(manifest: dict, root: Path) -> None:
-    files = manifest["files"]
-    if not isinstance(files, dict) or not files:
-        raise BundleError(f"{root}: manifest 'files' must map file names to sha256")
-    for name, digest in files.items():
-        if "/" in name or "\\" in name or name in ("", ".", "..", MANIFEST_FILE):
-            raise BundleError(f"{root}: manifest lists an invalid file name {name!r}")
-        fpath = root / name
-        if not fpath.is_file():
-            raise BundleError(f"{root}: {name} is listed in the manifest but missing")
-        actual = sha256_file(fpath)
-        if actual != digest:
-            raise BundleError(f"{root}: {name} is corrupt or was modified (sha256 {actual[:12]}..., "
-                              f"manifest says {str(digest)[:12]}...); re-export the bundle")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+def default_backend(device: str) -> str:
+    """ONNX Runtime for the CPU; TorchScript on CUDA (the GPU path batches concurrent controllers)."""
+    return "torchscript" if device == "cuda" else "onnx"
 
 
 class Bundle:
-    """A verified, loaded policy: `infer(obs) -> action`, deterministic and stateless."""
+    """A verified, loaded policy (policies.policy.Policy): `act(obs) -> action`, deterministic and stateless."""
 
     def __init__(self, path: Path, manifest: dict, backend: str, device: str, run):
         self.path, self.manifest, self.backend, self.device = path, manifest, backend, device
@@ -126,7 +52,7 @@ class Bundle:
         self._run = with_output_bounds(run, self._low, self._high)
         self.executor: str = getattr(run, "executor", backend)  # what computes the graph: native, numpy, onnxruntime, torchscript
 
-    def infer(self, obs: Any) -> np.ndarray:
+    def act(self, obs: Any) -> np.ndarray:
         """Action(s) for observation(s): float32 (obs_dim,) -> (act_dim,), (B, obs_dim) -> (B, act_dim).
 
         A Dict observation (goal-conditioned env) is flattened in the manifest's layout order first.
@@ -141,11 +67,11 @@ class Bundle:
             raise BundleError(f"bundle {self.name!r} expects observations of shape ({self.obs_dim},) or (B, {self.obs_dim}), got {np.shape(obs)}")
         if not np.all(np.isfinite(x)):
             raise BundleError(f"bundle {self.name!r} got a non-finite observation (NaN or inf); refusing to act on it")
-        action = self.infer_batch_unchecked(np.ascontiguousarray(x))
+        action = self.act_batch_unchecked(np.ascontiguousarray(x))
         return action[0] if single else action
 
-    def infer_batch_unchecked(self, x: np.ndarray) -> np.ndarray:
-        """infer() without its input checks: x must be float32, C-contiguous, (B, obs_dim) and finite.
+    def act_batch_unchecked(self, x: np.ndarray) -> np.ndarray:
+        """act() without its input checks: x must be float32, C-contiguous, (B, obs_dim) and finite.
 
         For callers that have checked that already (the bridge server validates every observation it
         receives): the checks cost as much as a small MLP's forward pass.
@@ -160,10 +86,17 @@ class Bundle:
         return f"Bundle({self.name!r}, backend={self.backend}, executor={self.executor}, obs_dim={self.obs_dim}, act_dim={self.act_dim})"
 
 
-def load_bundle(path: str | Path, backend: str = "onnx", device: str = "cpu", threads: int = 1) -> Bundle:
-    """Verify and load the bundle at `path`. backend: "onnx" | "torchscript"; device: "cpu" | "cuda" | "auto"."""
+def load_bundle(path: str | Path, backend: str = "onnx", device: str = "cpu", threads: int = 1,
+                executor: str = "onnxruntime") -> Bundle:
+    """Verify and load the bundle at `path`.
+
+    backend: "onnx" | "torchscript"; device: "cpu" | "cuda" | "auto"; executor (ONNX on the CPU):
+    "onnxruntime" (default) | "kernel" (the opt-in fast path, where the graph is a plain MLP).
+    """
     if backend not in BACKEND_FILES:
         raise BundleError(f"unknown backend {backend!r}; use one of {sorted(BACKEND_FILES)}")
+    if executor not in EXECUTORS:
+        raise BundleError(f"unknown executor {executor!r}; use one of {list(EXECUTORS)}")
     if device not in ("cpu", "cuda", "auto"):
         raise BundleError(f"unknown device {device!r}; use cpu, cuda or auto")
     root = Path(path)
@@ -171,15 +104,17 @@ def load_bundle(path: str | Path, backend: str = "onnx", device: str = "cpu", th
     fname = BACKEND_FILES[backend]
     if fname not in manifest["files"]:
         raise BundleError(f"{root}: bundle has no {backend} model ({fname} not in manifest files)")
-    loader = _load_onnx if backend == "onnx" else _load_torchscript
-    run, device, sizes = loader(root / fname, device, threads)
+    if backend == "onnx":
+        run, device, sizes = _load_onnx(root / fname, device, threads, executor == "kernel")
+    else:
+        run, device, sizes = _load_torchscript(root / fname, device, threads)
     bundle = Bundle(root, manifest, backend, device, run)
     _check_io(bundle, sizes)
     return bundle
 
 
-def _load_onnx(file: Path, device: str, threads: int):
-    import onnxruntime as ort
+def _load_onnx(file: Path, device: str, threads: int, fast_path: bool):
+    import onnxruntime as ort  # imported on use: a TorchScript-only deployment need not have it
 
     available = ort.get_available_providers()
     cuda_ok = "CUDAExecutionProvider" in available
@@ -205,13 +140,13 @@ def _load_onnx(file: Path, device: str, threads: int):
     run_ort.executor = "onnxruntime"
 
     run = run_ort
-    if not use_cuda and isinstance(sizes["obs_dim"], int):
+    if fast_path and not use_cuda and isinstance(sizes["obs_dim"], int):
         run = fastest_matching_executor(file, run_ort, sizes["obs_dim"]) or run_ort
     return run, ("cuda" if use_cuda else "cpu"), sizes
 
 
 def _load_torchscript(file: Path, device: str, threads: int):
-    import torch
+    import torch  # imported on use: the ONNX path runs without torch
 
     torch.set_num_threads(threads)
     cuda_ok = torch.cuda.is_available()
@@ -246,11 +181,3 @@ def _check_io(bundle: Bundle, sizes: dict) -> None:
         raise BundleError(f"{where} fails on a zero observation ({exc})") from None
     if out.shape != (1, bundle.act_dim) or sizes.get("act_dim") != bundle.act_dim:
         raise BundleError(f"{where} returns actions of shape {out.shape[1:]}, manifest says ({bundle.act_dim},)")
-
-
-def export_bundle(model, out_dir, *, feature_spec, scenario=None, training=None, vecnormalize=None, **kw) -> Path:
-    """Write a bundle from an SB3 model; see policies.export.export_bundle (imports torch and SB3 lazily)."""
-    from policies.export import export_bundle as _export
-
-    return _export(model, out_dir, feature_spec=feature_spec, scenario=scenario, training=training,
-                   vecnormalize=vecnormalize, **kw)

@@ -10,7 +10,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
 from policies.config import OFF_POLICY, TrainConfig
-from policies.evaluate import EVAL_SEED_OFFSET, EvalResult, model_act_fn, run_episodes
+from policies.evaluate import EVAL_SEED_OFFSET, EvalResult, run_episodes
+from policies.policy import SB3Policy
 from policies.rundir import RunDir
 from policies.snapshot import save_snapshot
 
@@ -101,7 +102,7 @@ class TrainingMonitor(BaseCallback):
 
     def evaluate(self) -> EvalResult:
         seed = EVAL_SEED_OFFSET + self.cfg.seed * 100 * EVAL_SEED_STRIDE + self.n_evals * EVAL_SEED_STRIDE
-        result = run_episodes(self.eval_env, model_act_fn(self.model, self.vecnormalize), self.cfg.eval_episodes, seed,
+        result = run_episodes(self.eval_env, SB3Policy(self.model, self.vecnormalize), self.cfg.eval_episodes, seed,
                               self.control_hz)
         self.n_evals += 1
         self.last_eval, self.last_eval_step = result, self.num_timesteps

@@ -14,14 +14,14 @@ from typing import Any
 
 import yaml
 
-from genba.errors import GenbaError
+from policies.errors import PolicyError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ALGOS = ("ppo", "sac", "td3", "tqc", "bc")
 OFF_POLICY = ("sac", "td3", "tqc")
 
 
-class ConfigError(GenbaError):
+class ConfigError(PolicyError):
     """A preset or override that names an unknown key or holds a bad value."""
 
 

@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from tqdm import tqdm
 
-from genba.errors import GenbaError
+from policies.envs import feature_spec, make_env, make_expert, scenario_info
+from policies.errors import PolicyError
+from policies.policy import Policy
 from policies.spec import DICT_OBS_ORDER, flatten_obs
 
 
-class DemoError(GenbaError):
+class DemoError(PolicyError):
     """A demonstrations file that is missing, malformed, or recorded on a different scenario."""
 
 
@@ -75,11 +78,11 @@ def unflatten(flat: np.ndarray, layout: dict[str, Any]) -> np.ndarray | dict[str
     return out
 
 
-def record(env, policy: Callable[[Any], np.ndarray] | None, expert, n_episodes: int, seed: int,
+def record(env, driver: Policy | None, expert: Policy, n_episodes: int, seed: int,
            on_episode: Callable[[int, bool], None] | None = None, noise: float = 0.0) -> Demos:
-    """Run `n_episodes`; the env executes `policy(obs)` while the expert labels every state.
+    """Run `n_episodes`; the env executes the driver's actions while the expert labels every state.
 
-    With policy None the expert drives (demonstrations); with a learner it is a DAgger round. The
+    With driver None the expert drives (demonstrations); with a learner it is a DAgger round. The
     expert is asked exactly once per step: its state machine keeps timers that each call advances.
     noise > 0 (DART): the executed motion is the expert's plus Gaussian noise of that std (the last
     action component, the gripper, stays clean), while the label stays the clean expert action, so the
@@ -91,10 +94,12 @@ def record(env, policy: Callable[[Any], np.ndarray] | None, expert, n_episodes: 
     for ep in range(n_episodes):
         obs, _ = env.reset(seed=seed + ep)
         expert.reset()
+        if driver is not None:
+            driver.reset()
         done = False
         while not done:
             label = np.asarray(expert.act(obs), dtype=np.float32)
-            action = label if policy is None else np.asarray(policy(obs), dtype=np.float32)
+            action = label if driver is None else np.asarray(driver.act(obs), dtype=np.float32)
             if noise > 0:
                 action = action.copy()
                 action[:-1] = np.clip(action[:-1] + rng.normal(0.0, noise, action.size - 1), -1.0, 1.0)
@@ -119,10 +124,6 @@ def record(env, policy: Callable[[Any], np.ndarray] | None, expert, n_episodes: 
 def record_demos(scenario: str, robot: str | None, n_episodes: int, seed: int = 0, progress: bool = True,
                  noise: float = 0.0) -> Demos:
     """Expert episodes on a scenario, with the metadata that `load_demos` checks against."""
-    from tqdm import tqdm
-
-    from policies.envs import feature_spec, make_env, make_expert, scenario_info
-
     env = make_env(scenario, robot)
     try:
         expert = make_expert(env)
@@ -178,8 +179,6 @@ def load_demos(path: str | Path) -> Demos:
 
 def check_compatible(demos: Demos, env, scenario: str, source: str = "demos") -> None:
     """Demos must match the env's observation layout and action size (and scenario hash, when both have one)."""
-    from policies.envs import scenario_info
-
     layout = obs_layout(env.observation_space)
     if demos.meta.get("obs_layout") != layout:
         raise DemoError(f"{source}: observation layout {demos.meta.get('obs_layout')} differs from {scenario}'s {layout}")

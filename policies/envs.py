@@ -11,11 +11,14 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from genba.errors import GenbaError
+import sim
+from policies.errors import PolicyError
 from policies.toy_envs import TOY_ENVS, PointReachEnv, PointReachExpert, TargetEnv
+from scenarios import load_scenario, scenario_hash
+from sim.experts import make_expert as sim_expert
 
 
-class EnvError(GenbaError):
+class EnvError(PolicyError):
     """A scenario or robot that cannot be built into an env."""
 
 
@@ -25,12 +28,8 @@ def make_env(scenario: str, robot: str | None = None, render_mode: str | None = 
         if robot is not None:
             raise EnvError(f"toy env {scenario!r} has no robot; drop --robot")
         return TOY_ENVS[scenario]()
-    import sim
-
     try:
         return sim.make_env(scenario, robot=robot, render_mode=render_mode)
-    except GenbaError:
-        raise
     except ValueError as exc:  # pydantic / sim validation of a robot override
         raise EnvError(f"cannot build scenario {scenario!r} with robot {robot!r}: {exc}") from None
 
@@ -39,7 +38,7 @@ def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_key
     """A picklable thunk for (Subproc|Dummy)VecEnv: env `rank` seeded `seed + rank`, with a Monitor."""
 
     def _init() -> gym.Env:
-        from stable_baselines3.common.monitor import Monitor
+        from stable_baselines3.common.monitor import Monitor  # SB3 (1 s to import) only where training builds envs
 
         env = Monitor(make_env(scenario, robot), info_keywords=info_keywords)
         env.reset(seed=seed + rank)
@@ -51,7 +50,7 @@ def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_key
 
 def make_vec_env(scenario: str, robot: str | None, n_envs: int, seed: int, subprocess: bool | None = None):
     """K envs; more than one runs each in its own process (SubprocVecEnv), so physics steps in parallel."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv  # SB3 only where training builds envs
 
     fns = [env_factory(scenario, robot, seed, rank) for rank in range(n_envs)]
     use_subproc = n_envs > 1 if subprocess is None else subprocess
@@ -70,8 +69,6 @@ def scenario_info(scenario: str, env: gym.Env | None = None) -> dict[str, Any]:
     """{"name", "sha256"} of the scenario (toy envs have no scenario file: sha256 is None)."""
     if scenario in TOY_ENVS:
         return {"name": scenario, "sha256": None}
-    from scenarios import load_scenario, scenario_hash
-
     spec = env.unwrapped.scenario if env is not None and hasattr(env.unwrapped, "scenario") else load_scenario(scenario)
     return {"name": spec.name, "sha256": scenario_hash(spec)}
 
@@ -98,6 +95,4 @@ def make_expert(env: gym.Env):
         return _EchoExpert()
     if isinstance(base, PointReachEnv):
         return PointReachExpert(base)
-    from sim.experts import make_expert as sim_expert
-
     return sim_expert(env)

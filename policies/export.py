@@ -20,17 +20,18 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
-from policies.bundle import sha256_file
+from policies.bundle_format import FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_IO, sha256_file
+from policies.envs import feature_spec, make_env, scenario_info
 from policies.graph import ExportError, ObsLayout, PolicyGraph
+from policies.rundir import RunDir
+from policies.snapshot import run_snapshot
 from policies.spec import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound, spec_hash
+from scenarios import Scenario, load_scenario, scenario_hash
 
-FORMAT = "genba-bundle"
-FORMAT_VERSION = 1
-ONNX_FILE, TORCHSCRIPT_FILE, MANIFEST_FILE = "policy.onnx", "policy.pt", "manifest.json"
 ONNX_OPSET = 17
-TORCHSCRIPT_IO = "io.json"  # extra file inside policy.pt recording obs_dim / act_dim
 # The exported graphs must reproduce the live model to this tolerance, or the export is refused.
 EXPORT_TOLERANCE = 1e-5
 ROBOT_KEYS = ("model", "joint_names", "joint_lower", "joint_upper", "joint_max_velocity", "max_ee_speed",
@@ -119,8 +120,6 @@ def _write_graphs(graph: PolicyGraph, out: Path, sample: np.ndarray) -> dict[str
         # A traced graph may silently accept extra columns; the loader checks these recorded sizes instead.
         io_sizes = json.dumps({"obs_dim": graph.layout.dim, "act_dim": int(graph.act_low.numel())})
         torch.jit.save(traced, str(out / TORCHSCRIPT_FILE), _extra_files={TORCHSCRIPT_IO: io_sizes})
-
-    import onnxruntime as ort
 
     session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
     got_onnx = session.run(["action"], {"obs": sample})[0]
@@ -238,8 +237,6 @@ def _scenario_section(scenario: Any) -> dict:
         return {"name": None, "sha256": None}
     if isinstance(scenario, Mapping):
         return {"name": scenario.get("name"), "sha256": scenario.get("sha256")}
-    from scenarios import Scenario, load_scenario, scenario_hash
-
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(scenario)
     return {"name": scenario.name, "sha256": scenario_hash(scenario)}
@@ -274,10 +271,6 @@ def _versions() -> dict[str, str]:
 def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best", name: str | None = None,
                overwrite: bool = False) -> Path:
     """Export a run directory's `which` snapshot (best | final | latest) as a bundle."""
-    from policies.envs import feature_spec, make_env, scenario_info
-    from policies.rundir import RunDir
-    from policies.snapshot import run_snapshot
-
     run = RunDir.open(run_path)
     cfg = run.config()
     snap = run_snapshot(run.path, which)

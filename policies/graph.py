@@ -14,14 +14,14 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from genba.errors import GenbaError
+from policies.errors import PolicyError
 from policies.spec import DICT_OBS_ORDER
 
 # Clip used for observation keys VecNormalize leaves alone: large enough to be a no-op in float32.
 _NO_CLIP = 3.0e38
 
 
-class ExportError(GenbaError):
+class ExportError(PolicyError):
     """A model that cannot be exported: unsupported algorithm, action space or observation layout."""
 
 

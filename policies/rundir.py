@@ -31,7 +31,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from genba.errors import GenbaError
+from policies.errors import PolicyError
 from policies.config import ConfigError, TrainConfig
 
 CONFIG_FILE, META_FILE, EVAL_LOG, SUMMARY_FILE = "config.yaml", "meta.json", "eval.jsonl", "summary.json"
@@ -39,7 +39,7 @@ LATEST = "LATEST"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-class RunError(GenbaError):
+class RunError(PolicyError):
     """A run directory that cannot be created, resumed or read."""
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policies.rundir import RunError, atomic_dir, recover_dir
+from policies.rundir import RunDir, RunError, atomic_dir, recover_dir
 
 MODEL, BUFFER, VECNORM, STATE = "model.zip", "replay_buffer.pkl", "vecnormalize.pkl", "state.json"
 
@@ -80,8 +80,6 @@ def open_snapshot(path: Path) -> Snapshot:
 
 def run_snapshot(run_path: Path, which: str = "best") -> Snapshot:
     """A run's `best` (falls back to final, then the latest checkpoint), `final`, or `latest` snapshot."""
-    from policies.rundir import RunDir
-
     run = RunDir.open(run_path)
     order = {"best": ["best", "final", "latest"], "final": ["final"], "latest": ["latest"]}.get(which)
     if order is None:

@@ -12,20 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gymnasium import spaces
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.utils import set_random_seed
+from stable_baselines3.common.vec_env import VecNormalize
 
+from policies.bc import train_bc
+from policies.callbacks import FreezeActor, TrainingMonitor, state_of
 from policies.config import OFF_POLICY, ConfigError, TrainConfig
+from policies.demos import load_demos, obs_layout, prefill_replay_buffer, record
+from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_vec_env
+from policies.models import LinearSchedule, build_model  # noqa: F401 (saved models pickle policies.train.LinearSchedule)
+from policies.policy import SB3Policy
 from policies.rundir import RunDir, RunError
-from policies.snapshot import algo_class, open_snapshot, run_snapshot, save_snapshot
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
-    return device
+from policies.snapshot import open_snapshot, run_snapshot, save_snapshot
 
 
 def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
@@ -50,19 +50,11 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
             raise ConfigError("a new run needs a config")
         run = RunDir.create(out, cfg, argv)
     if cfg.algo == "bc":
-        from policies.bc import train_bc
-
         return train_bc(cfg, run, progress=progress)
     return _train_rl(cfg, run, resume, progress)
 
 
 def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> dict[str, Any]:
-    from stable_baselines3.common.utils import set_random_seed
-
-    from stable_baselines3.common.callbacks import CallbackList
-
-    from policies.callbacks import FreezeActor, TrainingMonitor, state_of
-
     t0 = time.monotonic()
     device = resolve_device(cfg.device)
     ckpt_path = run.latest_checkpoint() if resume else None
@@ -93,8 +85,6 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> di
                 if cfg.init_rollout_episodes:
                     _prefill_with_policy(model, vecnorm, eval_env, cfg)
             if cfg.demos and cfg.algo in OFF_POLICY:
-                from policies.demos import load_demos, prefill_replay_buffer
-
                 prefill_replay_buffer(model, load_demos(cfg.demos), eval_env)
             state = None
         monitor = TrainingMonitor(run, cfg, eval_env, control_hz(eval_env), vecnorm, resume_state=state, progress=progress)
@@ -130,8 +120,6 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> di
 
 def _vecnormalize(cfg: TrainConfig, venv, init):
     """VecNormalize for observations when asked, or when the init policy was trained behind one (then frozen)."""
-    from stable_baselines3.common.vec_env import VecNormalize
-
     stats = init.load_vecnormalize() if init is not None else None
     if stats is not None:
         # The warm-start actor expects its own input scaling: reuse it and keep it fixed.
@@ -142,49 +130,6 @@ def _vecnormalize(cfg: TrainConfig, venv, init):
     if cfg.normalize:
         return VecNormalize(venv, norm_obs=True, norm_reward=False)
     return None
-
-
-def build_model(cfg: TrainConfig, env, device: str, tensorboard: Path | None):
-    from stable_baselines3.her import HerReplayBuffer
-
-    kwargs = dict(cfg.hyperparams)
-    for key in ("learning_rate", "clip_range"):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = schedule(kwargs[key], key)
-    policy = "MultiInputPolicy" if isinstance(env.observation_space, spaces.Dict) else "MlpPolicy"
-    if cfg.her:
-        if not isinstance(env.observation_space, spaces.Dict):
-            raise ConfigError(f"--her: {cfg.scenario} is not goal-conditioned (its observation is not a Dict)")
-        kwargs["replay_buffer_class"] = HerReplayBuffer
-        kwargs["replay_buffer_kwargs"] = dict(cfg.her_kwargs)
-    algo = cfg.bc.host_algo if cfg.algo == "bc" else cfg.algo
-    try:
-        return algo_class(algo)(policy, env, seed=cfg.seed, device=device, verbose=0,
-                                tensorboard_log=str(tensorboard) if tensorboard else None, **kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"hyperparams for {algo}: {exc}") from None
-
-
-class LinearSchedule:
-    """rl-zoo3's `lin_<value>`: value * progress_remaining (1 at the start of training, 0 at the end).
-
-    A class, not a closure, so it pickles into the saved model and a resumed run continues it.
-    """
-
-    def __init__(self, start: float):
-        self.start = float(start)
-
-    def __call__(self, progress_remaining: float) -> float:
-        return self.start * progress_remaining
-
-
-def schedule(text: str, key: str):
-    if text.startswith("lin_"):
-        try:
-            return LinearSchedule(float(text[4:]))
-        except ValueError:
-            pass
-    raise ConfigError(f"hyperparams.{key}: {text!r} is not a number or lin_<number>")
 
 
 def open_init(path: str):
@@ -199,18 +144,8 @@ def open_init(path: str):
 
 def _prefill_with_policy(model, vecnorm, env, cfg: TrainConfig) -> None:
     """Episodes of the (warm-started) policy in the replay buffer, so the critic first sees what it does."""
-    from policies.demos import obs_layout, prefill_replay_buffer, record
-    from policies.evaluate import model_act_fn
-
-    class _NoLabels:  # the policy drives; labels are its own actions
-        def reset(self) -> None:
-            pass
-
-        def act(self, obs):
-            return act(obs)
-
-    act = model_act_fn(model, vecnorm)
-    episodes = record(env, None, _NoLabels(), cfg.init_rollout_episodes, seed=cfg.seed * 100_000 + 900_000)
+    # The policy drives and labels its own actions (no expert).
+    episodes = record(env, None, SB3Policy(model, vecnorm), cfg.init_rollout_episodes, seed=cfg.seed * 100_000 + 900_000)
     episodes.meta = {"obs_layout": obs_layout(env.observation_space)}
     prefill_replay_buffer(model, episodes, env)
 

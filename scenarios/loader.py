@@ -15,13 +15,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from genba.errors import GenbaError
 from scenarios.schema import Scenario
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 
 
-class ScenarioError(GenbaError):
+class ScenarioError(Exception):
     """A scenario file that cannot be read or does not satisfy the schema."""
 
 

@@ -16,11 +16,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import pybullet as pb
 
-from genba.errors import GenbaError
+from sim.errors import SimError
 from scenarios.schema import CameraConfig, PhysicsConfig
 
 
-class NoDisplayError(GenbaError):
+class NoDisplayError(SimError):
     """A GUI was requested where no display exists."""
 
 

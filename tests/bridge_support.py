@@ -68,13 +68,16 @@ class GatedPolicy:
         self.entered = threading.Event()
         self.batches: list[int] = []
 
-    def infer(self, obs):
+    def reset(self) -> None:
+        self.bundle.reset()
+
+    def act(self, obs):
         self.batches.append(len(obs))
         self.entered.set()
         assert self.gate.wait(10), "test never opened the gate"
         if self.delay_s:
             time.sleep(self.delay_s)
-        return self.bundle.infer(obs)
+        return self.bundle.act(obs)
 
 
 @pytest.fixture

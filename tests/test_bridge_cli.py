@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 from bridge import gantry
+from genba.gantry_bundle import cached_gantry_bundle
 from bridge.client import BridgeClient, ClientConfig
 from policies.bundle import load_bundle
 
@@ -24,16 +25,16 @@ OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    return gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
+    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
 
 
 def genba(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "genba.cli", *args], capture_output=True, text=True, env=ENV,
+    return subprocess.run([sys.executable, "-m", "genba", *args], capture_output=True, text=True, env=ENV,
                           timeout=timeout, cwd=ROOT)
 
 
 def start_server(*args):
-    proc = subprocess.Popen([sys.executable, "-m", "genba.cli", "bridge", "serve", *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "genba", "bridge", "serve", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
     line = proc.stdout.readline()
     if not line:
@@ -61,7 +62,7 @@ def test_serve_answers_then_shuts_down_cleanly_on_signal(bundle_dir, signum):
         if proc.poll() is None:
             proc.kill()
     assert result.status == "ok"
-    np.testing.assert_array_equal(result.action, bundle.infer(OBS))
+    np.testing.assert_array_equal(result.action, bundle.act(OBS))
     assert proc.returncode == 0, err
     stopped = json.loads(out.strip().splitlines()[-1])
     assert stopped["event"] == "stopped" and stopped["totals"]["served"] == 1

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bridge import gantry
+from genba.gantry_bundle import cached_gantry_bundle
 from bridge.client import BridgeClient, ClientConfig
 from bridge.controller import Controller, ControllerConfig, _Segment, joint_delta_mapper
 from bridge.limits import SafetyLimits
@@ -73,12 +74,12 @@ def test_servo_rate_outside_125_to_1000_hz_is_refused(hz):
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    return gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
+    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
 
 
 def start_server(bundle_dir, bind="tcp://127.0.0.1:*"):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", str(bundle_dir), "--bind", bind, "--telemetry", "off", "--device", "cpu"],
+        [sys.executable, "-m", "genba", "bridge", "serve", str(bundle_dir), "--bind", bind, "--telemetry", "off", "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     line = proc.stdout.readline()

@@ -22,6 +22,7 @@ import pytest
 import zmq
 
 from bridge import gantry
+from genba.gantry_bundle import cached_gantry_bundle
 from bridge import protocol as wire
 from bridge.client import BridgeClient, ClientConfig
 from bridge.protocol import ErrorCode
@@ -35,14 +36,14 @@ OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    return gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
+    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
 
 
 @pytest.fixture
 def server(bundle_dir, tmp_path):
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", str(bundle_dir), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
+        [sys.executable, "-m", "genba", "bridge", "serve", str(bundle_dir), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
          "--device", "cpu"],
         stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -147,7 +148,7 @@ KINDS = ["random_bytes", "wrong_frame_count", "too_many_frames", "wrong_types", 
 
 
 def good_controller(endpoint, bundle, stop: threading.Event, results: list) -> None:
-    expected = bundle.infer(OBS)
+    expected = bundle.act(OBS)
     with BridgeClient(ClientConfig(endpoint, bundle.name, bundle.spec_hash)) as client:
         client.connect(10.0)
         while not stop.is_set():
@@ -226,7 +227,7 @@ def test_ten_thousand_malformed_messages(server, bundle_dir):
 
     assert proc.poll() is None, "server died"
     assert final.header["type"] == "action"
-    np.testing.assert_array_equal(final.arrays[0], bundle.infer(OBS))
+    np.testing.assert_array_equal(final.arrays[0], bundle.act(OBS))
     assert sum(answered.values()) == TOTAL and set(answered) == set(KINDS)
     assert dropped_by_transport == 5
     # Memory flat: once the allocator has seen every message size (first 4,000 messages), the server

@@ -9,6 +9,7 @@ import pytest
 import zmq
 
 from bridge import gantry
+from genba.gantry_bundle import cached_gantry_bundle
 from bridge import protocol as wire
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
 from bridge_support import GatedPolicy, context, dealer, serving  # noqa: F401 (context: a fixture)
@@ -19,7 +20,7 @@ OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return load_bundle(gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles"), backend="onnx", device="cpu")
+    return load_bundle(cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles"), backend="onnx", device="cpu")
 
 
 def request(sock, header, arrays=()):
@@ -57,7 +58,7 @@ def test_both_modes_serve_the_bundles_actions(bundle, context, mode):
             send_step(sock, seq, OBS * seq)
             reply = wire.decode(sock.recv_multipart())
             assert (reply.header["type"], reply.header["re"], reply.header["batch"]) == ("action", seq, 1)
-            np.testing.assert_allclose(reply.arrays[0], bundle.infer(OBS * seq), rtol=0, atol=1e-6)
+            np.testing.assert_allclose(reply.arrays[0], bundle.act(OBS * seq), rtol=0, atol=1e-6)
         sock.close()
 
 
@@ -81,7 +82,7 @@ def test_inline_batches_every_request_that_waited_into_one_forward_pass(bundle, 
     assert wrapped.batches == [1, 7]
     assert [r.header["batch"] for r in replies] == [1] + [7] * 7
     for k, reply in enumerate(replies):
-        np.testing.assert_allclose(reply.arrays[0], bundle.infer(OBS + k), rtol=0, atol=1e-6)
+        np.testing.assert_allclose(reply.arrays[0], bundle.act(OBS + k), rtol=0, atol=1e-6)
 
 
 def test_a_slow_model_on_the_thread_still_lets_heartbeats_through(bundle, context):
@@ -126,11 +127,11 @@ class MisbehavingPolicy(GatedPolicy):
     """The real bundle, except for observations whose first value names a fault: 7 raises,
     8 gives an action of 1.5 (outside [-1, 1]), 9 gives NaN."""
 
-    def infer(self, obs):
+    def act(self, obs):
         obs = np.asarray(obs)
         if (obs[:, 0] == 7).any():
             raise RuntimeError("policy crashed")
-        actions = super().infer(obs).copy()
+        actions = super().act(obs).copy()
         actions[obs[:, 0] == 8] = 1.5
         actions[obs[:, 0] == 9] = np.nan
         return actions
@@ -170,7 +171,7 @@ def test_a_policys_bad_output_is_clipped_or_refused_and_counted(bundle, context,
         counts = server.stats.swap()["counts"]
     assert faulty.batches == ([1, 2, 1] if batched else [1, 1, 1, 1])  # the crashed pass raised before it was recorded
     healthy, clipped, nan, crashed = replies
-    np.testing.assert_allclose(healthy.arrays[0], bundle.infer(with_first(0.1)), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(healthy.arrays[0], bundle.act(with_first(0.1)), rtol=0, atol=1e-6)
     assert clipped.header["type"] == "action" and clipped.arrays[0].tolist() == [1.0, 1.0, 1.0]
     assert (nan.header["type"], nan.header["code"], nan.header["text"]) == ("error", 14, "policy produced a non-finite action")
     assert (crashed.header["type"], crashed.header["code"], crashed.header["text"]) == ("error", 14, "policy failed: RuntimeError")

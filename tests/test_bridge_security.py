@@ -9,6 +9,7 @@ import pytest
 import zmq
 
 from bridge import gantry
+from genba.gantry_bundle import cached_gantry_bundle
 from bridge.client import BridgeClient, BridgeUnavailable, ClientConfig
 from bridge.keys import ClientKeys, KeyFileError, ServerKeys, generate_keypair, load_public_key, load_secret_keypair
 from bridge_support import serving
@@ -19,7 +20,7 @@ OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return load_bundle(gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles"))
+    return load_bundle(cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles"))
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_allowed_controller_is_served_over_curve(bundle, keys):
             client.connect(5.0)
             result = client.step(OBS, deadline_s=2.0)
     assert result.status == "ok"
-    np.testing.assert_array_equal(result.action, bundle.infer(OBS))
+    np.testing.assert_array_equal(result.action, bundle.act(OBS))
 
 
 @pytest.mark.parametrize("who", ["intruder", None], ids=["key-not-allowed", "no-curve"])

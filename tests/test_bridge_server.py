@@ -15,6 +15,7 @@ import pytest
 import zmq
 
 from bridge import gantry
+from genba.gantry_bundle import cached_gantry_bundle
 from bridge import protocol as wire
 from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
 from bridge.limits import SafetyLimits
@@ -29,7 +30,7 @@ GANTRY_ROBOT = {"model": "gantry-3", "joint_names": ["x", "y", "z"]}
 
 @pytest.fixture(scope="module")
 def bundle_dir(tmp_path_factory):
-    return gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
+    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +83,7 @@ def test_step_returns_the_bundles_action_for_that_observation(bundle, context):
         sock.close()
     assert reply.header["type"] == "action" and reply.header["re"] == 2 and reply.header["batch"] == 1
     assert reply.header["infer_us"] > 0 and reply.header["queue_us"] >= 0
-    np.testing.assert_array_equal(reply.arrays[0], bundle.infer(OBS))
+    np.testing.assert_array_equal(reply.arrays[0], bundle.act(OBS))
 
 
 def test_client_steps_reset_and_heartbeat(bundle):
@@ -94,7 +95,7 @@ def test_client_steps_reset_and_heartbeat(bundle):
             assert client.reset(2.0, episode=1) and client.heartbeat(2.0, {"safety": {"hold": 0}})
     assert [r.status for r in results] == ["ok"] * 5
     for k, result in enumerate(results):
-        np.testing.assert_array_equal(result.action, bundle.infer(OBS * k))
+        np.testing.assert_array_equal(result.action, bundle.act(OBS * k))
     assert [r.seq for r in results] == [2, 3, 4, 5, 6]  # hello was seq 1
     assert client.stats.count == 5 and client.stats.deadline_misses == 0
 
@@ -118,7 +119,7 @@ def test_concurrent_requests_are_batched_into_one_forward_pass(bundle, context):
             sock.close()
     assert gated.batches == [1, 7]
     assert [r.header["batch"] for r in replies] == [1] + [7] * 7
-    expected = bundle.infer(np.stack(observations[1:]))
+    expected = bundle.act(np.stack(observations[1:]))
     for reply, obs, want in zip(replies[1:], observations[1:], expected):
         np.testing.assert_allclose(reply.arrays[0], want, rtol=0, atol=1e-6)  # batch kernels may differ in the last bit
 
@@ -180,7 +181,7 @@ def test_each_bad_message_gets_its_typed_error_and_the_session_survives(bundle, 
         good = step(sock, 12, OBS)
         sock.close()
     assert good.header["type"] == "action"
-    np.testing.assert_array_equal(good.arrays[0], bundle.infer(OBS))
+    np.testing.assert_array_equal(good.arrays[0], bundle.act(OBS))
 
 
 def fixed_layout_step(seq, obs, deadline_us=2_000_000):
@@ -211,7 +212,7 @@ def test_steps_in_the_fixed_header_layout_get_the_same_checks_and_answers(bundle
         sock.close()
     # The reply is written in the server's own fixed layout and says the same as the general form.
     assert wire.action_header_layout(3).read(header)[1] == 3
-    assert np.frombuffer(action, dtype=np.float32).tobytes() == general.arrays[0].tobytes() == bundle.infer(OBS).tobytes()
+    assert np.frombuffer(action, dtype=np.float32).tobytes() == general.arrays[0].tobytes() == bundle.act(OBS).tobytes()
 
 
 def test_a_fixed_layout_step_over_the_message_cap_is_too_large(bundle, context):
@@ -330,7 +331,7 @@ def test_client_deadline_miss_then_drops_the_late_reply_as_stale(bundle):
             next_ok = client.step(OBS * 2, deadline_s=2.0)
     assert missed.status == "deadline" and missed.action is None
     assert next_ok.status == "ok"
-    np.testing.assert_array_equal(next_ok.action, bundle.infer(OBS * 2))
+    np.testing.assert_array_equal(next_ok.action, bundle.act(OBS * 2))
     assert client.counts["stale_replies"] == 1
     assert client.stats.deadline_misses == 1 and client.stats.count == 1
 
@@ -429,7 +430,7 @@ def test_telemetry_publishes_sessions_latency_errors_actions_and_client_stats(bu
     assert seen["safety"][0]["stats"] == {"safety": {"velocity": 4}}
     (last,) = seen["actions"][-1]["last"].values()
     assert last["seq"] == 2
-    np.testing.assert_allclose(last["action"], bundle.infer(OBS), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(last["action"], bundle.act(OBS), rtol=0, atol=1e-7)
     served = [m for m in seen["latency"] if m["counts"].get("served")]
     assert served and served[0]["counts"]["served"] == 1 and served[0]["batch_max"] == 1
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bridge.twin import Faults, TwinConfig, TwinError, run_twin
+from genba.twin import Faults, TwinConfig, TwinError, run_twin
 from scenarios import load_scenario
 
 from twin_support import ENV, ROOT, bridge_server, clone_reach_bundle
@@ -30,7 +30,7 @@ def server(reach_bundle):
 
 
 def genba(*args):
-    result = subprocess.run([sys.executable, "-m", "genba.cli", *args], capture_output=True, text=True, env=ENV, cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "genba", *args], capture_output=True, text=True, env=ENV, cwd=ROOT,
                             timeout=300)
     assert result.returncode == 0, result.stderr
     return result

@@ -78,7 +78,7 @@ def _until(predicate, timeout: float, what: str):
 
 def test_twin_serves_the_live_page_with_latency_and_safety(reach_bundle, server):
     twin = subprocess.Popen(
-        [sys.executable, "-m", "genba.cli", "bridge", "twin", "reach", "--connect", server, "--bundle", str(reach_bundle),
+        [sys.executable, "-m", "genba", "bridge", "twin", "reach", "--connect", server, "--bundle", str(reach_bundle),
          "--web", "--port", "0", "--speed", "1", "--episodes", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
     )

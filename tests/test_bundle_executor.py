@@ -9,7 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bridge import gantry
-from policies.bundle import load_bundle
+from genba.gantry_bundle import cached_gantry_bundle
+from policies.bundle import BundleError, load_bundle
 from policies import graph_executors
 from policies.graph_executors import (
     executor_matches,
@@ -24,7 +25,7 @@ from policies.graph_executors import (
 
 @pytest.fixture(scope="module")
 def gantry_dir(tmp_path_factory):
-    return gantry.cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
+    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
 
 
 def ort_run(path):
@@ -41,16 +42,22 @@ def test_the_kernel_is_compiled():
     assert graph_executors._mlp_kernel is not None, "policies._mlp_kernel is not built: run scripts/setup.sh (needs a C compiler)"
 
 
+def test_onnxruntime_by_default_the_kernel_when_asked(gantry_dir):
+    assert load_bundle(gantry_dir, backend="onnx", device="cpu").executor == "onnxruntime"
+    with pytest.raises(BundleError, match="unknown executor 'fast'"):
+        load_bundle(gantry_dir, executor="fast")
+
+
 def test_gantry_bundle_runs_on_the_kernel_and_matches_onnxruntime_on_1000_observations(gantry_dir):
-    bundle = load_bundle(gantry_dir, backend="onnx", device="cpu")
+    bundle = load_bundle(gantry_dir, backend="onnx", device="cpu", executor="kernel")
     assert bundle.executor == "native"
     obs = observations(1000, bundle.obs_dim)
     reference = np.clip(ort_run(gantry_dir / "policy.onnx")(obs), -1.0, 1.0)
     kept = obs.copy()
-    np.testing.assert_allclose(bundle.infer(obs), reference, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(bundle.act(obs), reference, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(obs, kept)  # the caller's observations are never written to
     for row in (0, 17, 999):  # one at a time, as the server's inline path mostly runs
-        np.testing.assert_allclose(bundle.infer(obs[row]), reference[row], rtol=0, atol=1e-6)
+        np.testing.assert_allclose(bundle.act(obs[row]), reference[row], rtol=0, atol=1e-6)
     numpy = numpy_executor(gantry_dir / "policy.onnx")  # the fallback computes the same
     np.testing.assert_allclose(np.clip(numpy(obs), -1.0, 1.0), reference, rtol=0, atol=1e-6)
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from stable_baselines3 import TD3
 
-from genba.errors import GenbaError
-from policies.bundle import BundleError, export_bundle, load_bundle
+from policies.errors import PolicyError
+from policies.bundle import BundleError, load_bundle
+from policies.export import export_bundle
 from policies.spec import spec_hash
 from policies.toy_envs import PointReachEnv
 
@@ -50,7 +51,7 @@ def test_bundle_contract_fields(bundle_dir):
     assert m["action"]["kind"] == "ee_delta" and m["action"]["low"] == [-1.0, -1.0]
     assert set(m["files"]) == {"policy.onnx", "policy.pt"}
     assert m["robot"]["model"] == "point" and m["robot"]["joint_names"] is None
-    assert issubclass(BundleError, GenbaError)
+    assert issubclass(BundleError, PolicyError)
 
 
 def test_loader_runs_without_sb3_or_torch(bundle_dir):
@@ -59,7 +60,7 @@ def test_loader_runs_without_sb3_or_torch(bundle_dir):
         import sys, numpy as np
         from policies.bundle import load_bundle
         b = load_bundle({str(bundle_dir)!r}, backend="onnx")
-        a = b.infer(np.zeros(6, np.float32))
+        a = b.act(np.zeros(6, np.float32))
         assert a.shape == (2,) and np.all(np.abs(a) <= 1), a
         leaked = [m for m in ("stable_baselines3", "torch", "gymnasium") if m in sys.modules]
         assert not leaked, leaked
@@ -71,8 +72,8 @@ def test_loader_runs_without_sb3_or_torch(bundle_dir):
 
 def test_backends_agree(bundle_dir):
     obs = np.random.default_rng(0).uniform(-1, 1, (256, 6)).astype(np.float32)
-    np.testing.assert_allclose(load_bundle(bundle_dir, backend="onnx").infer(obs),
-                               load_bundle(bundle_dir, backend="torchscript").infer(obs), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(load_bundle(bundle_dir, backend="onnx").act(obs),
+                               load_bundle(bundle_dir, backend="torchscript").act(obs), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("victim", ["policy.onnx", "policy.pt"])
@@ -147,16 +148,16 @@ def test_refuses_path_escape(copy):
 def test_infer_refuses_bad_observations(bundle_dir):
     b = load_bundle(bundle_dir)
     with pytest.raises(BundleError, match=r"expects observations of shape \(6,\) or \(B, 6\), got \(5,\)"):
-        b.infer(np.zeros(5, np.float32))
+        b.act(np.zeros(5, np.float32))
     with pytest.raises(BundleError, match="non-finite observation"):
-        b.infer(np.array([0, 0, 0, np.nan, 0, 0], np.float32))
+        b.act(np.array([0, 0, 0, np.nan, 0, 0], np.float32))
 
 
 def test_infer_accepts_dict_observation(bundle_dir):
     b = load_bundle(bundle_dir)
     obs = {"observation": np.array([0.1, 0.2]), "achieved_goal": np.array([0.1, 0.2]), "desired_goal": np.array([-0.5, 0.9])}
     flat = np.array([0.1, 0.2, 0.1, 0.2, -0.5, 0.9], np.float32)
-    assert np.array_equal(b.infer(obs), b.infer(flat))
+    assert np.array_equal(b.act(obs), b.act(flat))
 
 
 def test_unknown_backend_and_unavailable_cuda(bundle_dir):
@@ -171,7 +172,7 @@ def test_unknown_backend_and_unavailable_cuda(bundle_dir):
 
 def test_export_refuses_to_overwrite(bundle_dir):
     model = TD3("MultiInputPolicy", PointReachEnv(), policy_kwargs={"net_arch": [8]}, device="cpu")
-    with pytest.raises(GenbaError, match="already exists and is not empty"):
+    with pytest.raises(PolicyError, match="already exists and is not empty"):
         export_bundle(model, bundle_dir, feature_spec=None)
 
 
@@ -180,6 +181,6 @@ def test_export_refuses_mismatched_feature_spec(tmp_path):
     model = TD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, device="cpu")
     spec = env.feature_spec()
     spec["action"]["features"] = spec["action"]["features"][:1]
-    with pytest.raises(GenbaError, match="action features add up to 1 values but the model acts with 2"):
+    with pytest.raises(PolicyError, match="action features add up to 1 values but the model acts with 2"):
         export_bundle(model, tmp_path / "b", feature_spec=spec)
     assert not (tmp_path / "b").exists()

@@ -16,7 +16,8 @@ from stable_baselines3 import PPO, SAC, TD3
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 from stable_baselines3.her import HerReplayBuffer
 
-from policies.bundle import export_bundle, load_bundle
+from policies.bundle import load_bundle
+from policies.export import export_bundle
 from policies.spec import DICT_OBS_ORDER, flatten_obs
 from policies.toy_envs import PointReachEnv, TargetEnv
 
@@ -94,11 +95,11 @@ def test_bundle_matches_sb3_deterministic_actions(tmp_path, algo, obs_kind):
         assert np.array_equal(flat[:, :2], raw[DICT_OBS_ORDER[0]]) and np.array_equal(flat[:, 4:], raw[DICT_OBS_ORDER[2]])
     for backend in ("onnx", "torchscript"):
         bundle = load_bundle(bundle_dir, backend=backend)
-        got = bundle.infer(flat)
+        got = bundle.act(flat)
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, expected, atol=TOL, rtol=0, err_msg=f"{algo}/{obs_kind}/{backend}")
         # a single observation gives the same action as its row of the batch
-        np.testing.assert_allclose(bundle.infer(flat[7]), expected[7], atol=TOL, rtol=0)
+        np.testing.assert_allclose(bundle.act(flat[7]), expected[7], atol=TOL, rtol=0)
     if algo == "ppo" and obs_kind == "box":  # the test only proves clipping if some actions hit the box
         low, high = venv.action_space.low, venv.action_space.high
         assert np.any(np.isclose(expected, low)) and np.any(np.isclose(expected, high))
@@ -110,6 +111,6 @@ def test_bundle_without_vecnormalize_and_feature_spec(tmp_path):
     bundle = load_bundle(export_bundle(model, tmp_path / "b", feature_spec=None))
     obs = np.random.default_rng(0).uniform(-1, 1, (N_OBS, 4)).astype(np.float32)
     expected, _ = model.predict(obs, deterministic=True)
-    np.testing.assert_allclose(bundle.infer(obs), expected, atol=TOL, rtol=0)
+    np.testing.assert_allclose(bundle.act(obs), expected, atol=TOL, rtol=0)
     assert bundle.manifest["observation"]["features"][0]["name"] == "obs"
     assert bundle.manifest["policy"]["observation_normalization"] is None

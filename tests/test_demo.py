@@ -17,7 +17,7 @@ def test_demo_pipeline_end_to_end_leaves_nothing_running(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "genba.cli", "demo", "--scenario", "reach", "--eval-episodes", "20", "--twin-episodes", "20",
+        [sys.executable, "-m", "genba", "demo", "--scenario", "reach", "--eval-episodes", "20", "--twin-episodes", "20",
          "--speed", "0", "--train-set", "bc.demo_episodes=30", "--out", str(out)],
         capture_output=True, text=True, timeout=600, cwd=ROOT, env=env,
     )
@@ -36,6 +36,6 @@ def test_demo_pipeline_end_to_end_leaves_nothing_running(tmp_path):
 
 
 def test_demo_refuses_to_overwrite(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "genba.cli", "demo", "--out", str(tmp_path)],
+    result = subprocess.run([sys.executable, "-m", "genba", "demo", "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 1 and "never overwrites" in result.stderr and "Traceback" not in result.stderr

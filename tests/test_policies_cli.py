@@ -9,19 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from policies.bundle import export_bundle, load_bundle
-from policies.cli import register
+from genba.cli import app
+from policies.bundle import load_bundle
+from policies.export import export_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def cli():
-    app = typer.Typer()
-    register(app)
     runner = CliRunner()
 
     def invoke(*args: str):
@@ -102,7 +100,7 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path):
         (["train", "toy-target", "--resume", "--out", str(tmp_path / "none")], "not a run directory"),
     ]
     for args, message in cases:
-        proc = subprocess.run([sys.executable, "-m", "policies.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([sys.executable, "-m", "genba", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1, (args, proc.stderr)
         lines = [line for line in proc.stderr.splitlines() if line.strip() and "pybullet build time" not in line]
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr

@@ -22,7 +22,7 @@ STEPS, CKPT_EVERY, LR0 = 3000, 300, 0.002
 
 
 def _train_cmd(out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "policies.cli", "train", "toy-target", "--out", str(out), "--no-progress", *extra]
+    return [sys.executable, "-m", "genba", "train", "toy-target", "--out", str(out), "--no-progress", *extra]
 
 
 def _wait_for_checkpoint(run: RunDir, proc: subprocess.Popen, min_step: int, timeout: float = 90) -> Path:

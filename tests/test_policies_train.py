@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from genba.errors import GenbaError
+from policies.errors import PolicyError
 from policies.bundle import load_bundle
 from policies.config import ConfigError, parse_overrides, resolve_config
 from policies.evaluate import evaluate, wilson_interval
@@ -54,7 +54,7 @@ def test_run_directory_records_config_and_provenance(td3_run):
 def test_existing_run_is_never_overwritten(td3_run):
     out, _ = td3_run
     before = (out / "config.yaml").read_text()
-    with pytest.raises(GenbaError, match="already exists; pass --resume"):
+    with pytest.raises(PolicyError, match="already exists; pass --resume"):
         train(resolve_config("toy-target", "td3", {}), out, progress=False)
     assert (out / "config.yaml").read_text() == before
 
@@ -75,7 +75,7 @@ def test_exported_run_matches_model(td3_run, tmp_path):
     obs = np.random.default_rng(0).uniform(-1, 1, (1000, 1)).astype(np.float32)
     expected = model.predict(obs, deterministic=True)[0]
     for backend in ("onnx", "torchscript"):
-        np.testing.assert_allclose(load_bundle(bundle_dir, backend=backend).infer(obs), expected, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(load_bundle(bundle_dir, backend=backend).act(obs), expected, atol=1e-5, rtol=0)
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     assert manifest["training"]["steps"] == 2000 and manifest["training"]["algo"] == "td3"
     assert manifest["scenario"]["name"] == "toy-target" and manifest["control_hz"] == 10.0
@@ -112,7 +112,7 @@ def test_bc_from_demos_file(tmp_path):
     summary = train(resolve_config("toy-target", "bc", {"demos": str(path)}), tmp_path / "run", progress=False)
     assert summary["num_timesteps"] == 0  # no env steps of its own: the data came from the file
     assert summary["final_eval"]["mean_return"] >= 9.0
-    with pytest.raises(GenbaError, match="observation layout"):
+    with pytest.raises(PolicyError, match="observation layout"):
         train(resolve_config("toy-reach", "bc", {"demos": str(path)}), tmp_path / "wrong", progress=False)
 
 
@@ -151,4 +151,4 @@ def test_ppo_in_subprocess_envs_with_normalization_exports_exactly(tmp_path):
     bundle = load_bundle(export_run(out, tmp_path / "b", which="final"))
     obs = np.random.default_rng(2).uniform(-1, 1, (1000, 1)).astype(np.float32)
     expected = snap.load_model().predict(vn.normalize_obs(obs), deterministic=True)[0]
-    np.testing.assert_allclose(bundle.infer(obs), expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(bundle.act(obs), expected, atol=1e-5, rtol=0)

@@ -162,7 +162,7 @@ def test_cli_validate_exit_codes_and_no_traceback(tmp_path):
     data = base()
     data["robot"]["model"] = "pnda"
     bad = write(tmp_path, data, "bad.yaml")
-    cli = [sys.executable, "-m", "genba.cli", "scenarios", "validate"]
+    cli = [sys.executable, "-m", "genba", "scenarios", "validate"]
     ok = subprocess.run(cli + [str(good)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "ok: " in ok.stdout

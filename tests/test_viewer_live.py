@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sim.viewer.live import STATIC, Controls, LiveView, ViewerError
+from genba.viewer.live import STATIC, Controls, LiveView, ViewerError
 
 TIMEOUT = 10.0
 
@@ -157,13 +157,13 @@ def test_a_busy_port_is_a_clear_error():
 def test_the_view_loop_obeys_pause_step_and_reset(view):
     """A real reach cell, held paused: three step clicks make three steps, reset starts episode 2."""
     import sim
-    from sim.viewer.actors import ExpertActor
-    from sim.viewer.camera import choose_camera
-    from sim.viewer.loop import LoopOptions, ViewLoop
+    from sim.experts import make_expert
+    from sim.camera import choose_camera
+    from genba.viewer.loop import LoopOptions, ViewLoop
 
     view.command("pause")
     env = sim.make_env("reach", render_mode="rgb_array")
-    loop = ViewLoop(env, ExpertActor(env), choose_camera(env, width=64, height=48), view=view,
+    loop = ViewLoop(env, make_expert(env), choose_camera(env, width=64, height=48), view=view,
                     options=LoopOptions(episodes=None, seconds=1.0, speed=0.0))
     result: dict = {}
     runner = threading.Thread(target=lambda: result.update(summary=loop.run()), daemon=True)

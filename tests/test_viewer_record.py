@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from scenarios import load_scenario
-from sim.viewer.recorder import RecorderError, VideoRecorder
+from sim.video import RecorderError, VideoRecorder
 from twin_support import untrained_reach_bundle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ def test_record_two_seconds_of_the_expert(tmp_path):
     """2 s of conveyor-pick at its 20 Hz control rate: 40 frames of the requested size, robot moving."""
     video, summary = tmp_path / "cell.mp4", tmp_path / "view.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "genba.cli", "view", "conveyor-pick", "--expert", "--record", str(video),
+        [sys.executable, "-m", "genba", "view", "conveyor-pick", "--expert", "--record", str(video),
          "--seconds", "2", "--width", "256", "--height", "192", "--json", str(summary)],
         cwd=REPO, capture_output=True, text=True, timeout=90, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -100,17 +100,9 @@ def test_recorder_refuses_bad_settings(tmp_path, path, fps, message):
         VideoRecorder(tmp_path / path, fps=fps)
 
 
-def test_eval_video_goes_through_the_viewer_recorder(tmp_path):
-    """`genba eval --video` asks sim.viewer.recorder for its writer (policies.evaluate.open_video)."""
-    from policies.evaluate import open_video
-
-    writer = open_video(tmp_path / "eval.mp4", fps=25)
-    assert isinstance(writer, VideoRecorder) and writer.fps == 25
-
-
 def test_camera_pose_and_size_are_configurable():
     import sim
-    from sim.viewer.camera import CameraError, choose_camera, render
+    from sim.camera import CameraError, choose_camera, render
 
     env = sim.make_env("reach", render_mode="rgb_array")
     try:
@@ -133,7 +125,7 @@ def test_view_a_bundle_on_its_own_scenario(tmp_path):
     bundle = untrained_reach_bundle(tmp_path)
     video, summary = tmp_path / "policy.mp4", tmp_path / "view.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "genba.cli", "view", "--policy", str(bundle), "--record", str(video), "--seconds", "1",
+        [sys.executable, "-m", "genba", "view", "--policy", str(bundle), "--record", str(video), "--seconds", "1",
          "--json", str(summary)],
         cwd=REPO, capture_output=True, text=True, timeout=90, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -147,10 +139,10 @@ def test_view_a_bundle_on_its_own_scenario(tmp_path):
 
 
 def test_policy_and_expert_exclude_each_other(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "genba.cli", "view", "reach", "--expert", "--policy", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "genba", "view", "reach", "--expert", "--policy", str(tmp_path),
                            "--web"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "--policy and --expert exclude each other" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "genba.cli", "view", "reach", "--policy", str(tmp_path), "--web"],
+    proc = subprocess.run([sys.executable, "-m", "genba", "view", "reach", "--policy", str(tmp_path), "--web"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "not a run directory, snapshot or bundle" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -163,6 +155,6 @@ def test_policy_and_expert_exclude_each_other(tmp_path):
     (20.0, 15.0, (1, 20.0)),  # 15 fps from 20 Hz would stutter: the nearest whole step count wins
 ])
 def test_recorded_frames_are_evenly_spaced_in_sim_time(control_hz, fps, expected):
-    from sim.viewer.loop import record_every_for
+    from genba.viewer.loop import record_every_for
 
     assert record_every_for(control_hz, fps) == expected

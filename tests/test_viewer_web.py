@@ -52,7 +52,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def web_view():
     """`genba view conveyor-pick --web --port 0`; yields (process, url, stdout lines); always stopped."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genba.cli", "view", "conveyor-pick", "--expert", "--web", "--port", "0", "--fps", "10"],
+        [sys.executable, "-m", "genba", "view", "conveyor-pick", "--expert", "--web", "--port", "0", "--fps", "10"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     # A watchdog, so nothing here can hang the suite whatever fails.
@@ -130,7 +130,7 @@ def test_browser_sees_the_stream_and_can_pause_and_reset(web_view):
 
 def test_gui_without_a_display_is_one_line_and_exit_1():
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-    proc = subprocess.run([sys.executable, "-m", "genba.cli", "view", "reach", "--gui"], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "genba", "view", "reach", "--gui"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if not line.startswith("pybullet build time")]
@@ -139,7 +139,7 @@ def test_gui_without_a_display_is_one_line_and_exit_1():
 
 
 def test_view_refuses_conflicting_flags():
-    proc = subprocess.run([sys.executable, "-m", "genba.cli", "view", "reach"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "genba", "view", "reach"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "add --gui, --record PATH or --web" in proc.stderr
 
@@ -148,7 +148,7 @@ def test_gui_opens_and_runs_under_a_virtual_display(tmp_path):
     assert shutil.which("xvfb-run"), "xvfb-run missing: run .ci/setup-browser.sh"
     summary = tmp_path / "gui.json"
     proc = subprocess.run(
-        ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-m", "genba.cli", "view", "reach", "--gui",
+        ["xvfb-run", "-a", "-s", "-screen 0 800x600x24", sys.executable, "-m", "genba", "view", "reach", "--gui",
          "--seconds", "0.4", "--json", str(summary)],
         cwd=REPO, capture_output=True, text=True, timeout=90,
     )

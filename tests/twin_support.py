@@ -31,7 +31,7 @@ def untrained_reach_bundle(root: Path) -> Path:
     episodes run to the step limit (for tests that need an episode to last)."""
     from stable_baselines3 import SAC
 
-    from policies.bundle import export_bundle
+    from policies.export import export_bundle
     from policies.envs import feature_spec, make_env, scenario_info
 
     env = make_env("reach")
@@ -43,9 +43,9 @@ def untrained_reach_bundle(root: Path) -> Path:
 
 @contextlib.contextmanager
 def bridge_server(bundle: Path) -> Iterator[str]:
-    """`python -m bridge serve BUNDLE` on a free loopback port; yields its endpoint, always stops it."""
+    """`genba bridge serve BUNDLE` on a free loopback port; yields its endpoint, always stops it."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
+        [sys.executable, "-m", "genba", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
          "--device", "cpu", "--log-level", "WARNING"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=ENV,
     )

@@ -12,7 +12,7 @@ The cell takes one command per control period, so it is driven to the last appli
 each period; when the safety layer changed nothing, the env gets the policy's action bit for
 bit, so with no faults the twin reproduces ``genba eval`` episode by episode.
 
-With ``--web`` the twin serves the same live page as ``genba view --web`` (sim.viewer.live.LiveView,
+With ``--web`` the twin serves the same live page as ``genba view --web`` (genba.viewer.live.LiveView,
 imported only then): the cell's camera, the viewer's status fields, plus the round trip, deadline
 misses, safety interventions and holds. Pause freezes the cell: no requests and no physics step (in
 the sim, a frozen cell is a robot held still), with a heartbeat each second so neither the server
@@ -40,13 +40,13 @@ from bridge.keys import ClientKeys
 from bridge.limits import REDUCED_TOOL_SPEED, SafetyLimits
 from bridge.safety import SafetyFilter, float_list_kinematics
 from bridge.watchdog import ServoState, Watchdog
-from genba.errors import GenbaError
+from genba.errors import AppError
 
 YAW_LIMIT = math.pi / 2  # the cells clamp the tool yaw target to +-90 degrees
 MAX_TARGET_LAG = 0.08  # m: the cells keep the tool target within this of the measured tool
 
 
-class TwinError(GenbaError):
+class TwinError(AppError):
     """A twin that cannot run: unsupported bundle, scenario mismatch, bad option."""
 
 
@@ -335,7 +335,7 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
             raise TwinError(f"bundle runs at {welcome.control_hz:g} Hz, the cell at {control_hz:g} Hz")
         page = None
         if config.web is not None:
-            from sim.viewer.live import LiveView, is_loopback  # aiohttp: only when asked for
+            from genba.viewer.live import LiveView, is_loopback  # aiohttp: only when asked for
 
             web = config.web
             view = stack.enter_context(LiveView(web.host, web.port, web.fps, f"twin {config.scenario} ({manifest['name']})"))

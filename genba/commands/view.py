@@ -1,6 +1,6 @@
 """`genba view`: watch a cell in the PyBullet GUI, record it to a video, or follow it live in a browser.
 
-`register(app)` adds the verb to the `genba` command; `python -m sim.viewer` runs it alone.
+`register(app)` adds the verb to the `genba` command.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Iterator, Optional
 
 import typer
 
-from genba.errors import GenbaError
+from genba.errors import AppError
 
 
-class ViewUsageError(GenbaError):
+class ViewUsageError(AppError):
     """Flags that do not fit together."""
 
 
@@ -79,10 +79,11 @@ def view_cmd(
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the run summary as JSON"),
 ) -> None:
     """Watch a cell: --gui window, --record video, or --web live page (any combination)."""
+    # Imported on use: PyBullet, torch and aiohttp are not needed to parse flags or print --help.
     import sim
-    from sim.viewer.actors import ExpertActor, PolicyActor
-    from sim.viewer.camera import aim_gui, choose_camera
-    from sim.viewer.loop import LoopOptions, ViewLoop, record_every_for
+    from genba.viewer.loop import LoopOptions, ViewLoop, record_every_for
+    from policies.policy import load_policy
+    from sim.camera import aim_gui, choose_camera
 
     if policy is not None and expert:
         raise ViewUsageError("--policy and --expert exclude each other; pick one")
@@ -98,19 +99,19 @@ def view_cmd(
         raise ViewUsageError(f"--speed must be >= 0, got {speed}")
     target = _floats(cam_target, 3, "--cam-target")
 
-    actor = PolicyActor.load(policy, which=which) if policy is not None else None
-    scenario = scenario or (actor.scenario if actor is not None else None)
+    loaded = load_policy(policy, which=which) if policy is not None else None
+    scenario = scenario or (loaded.scenario if loaded is not None else None)
     if scenario is None:
         raise ViewUsageError("name a SCENARIO (or a --policy that records its own)")
     try:
-        env = sim.make_env(scenario, robot=robot or (actor.robot if actor else None),
+        env = sim.make_env(scenario, robot=robot or (loaded.robot if loaded else None),
                            render_mode="human" if gui else "rgb_array")
     except ValueError as exc:  # schema validation of an override
         raise ViewUsageError(f"cannot build {scenario!r}: {exc}") from None
 
     with ExitStack() as stack, _sigterm_as_interrupt():
         stack.callback(env.close)
-        actor = actor or ExpertActor(env)
+        driver, label = (loaded.policy, f"{loaded.kind}: {loaded.path}") if loaded else (_expert(env), "expert")
         cam = choose_camera(env, camera, target=target, distance=cam_distance, yaw=cam_yaw, pitch=cam_pitch,
                             fov=fov, width=width, height=height)
         if gui:
@@ -119,15 +120,15 @@ def view_cmd(
         every, rec_fps = record_every_for(control_hz, video_fps)
         recorder = None
         if record is not None:
-            from sim.viewer.recorder import VideoRecorder
+            from sim.video import VideoRecorder
 
             recorder = VideoRecorder(record, fps=rec_fps, size=(cam.width, cam.height))
             stack.callback(recorder.close)
         view = None
         if web:
-            from sim.viewer.live import LiveView, is_loopback
+            from genba.viewer.live import LiveView, is_loopback
 
-            title = f"{env.unwrapped.scenario.name} ({actor.label})"
+            title = f"{env.unwrapped.scenario.name} ({label})"
             view = stack.enter_context(LiveView(host=host, port=port, fps=fps, title=title))
             if not is_loopback(host):
                 typer.secho(f"warning: the viewer listens on {host}: anyone on that network can pause and reset it",
@@ -138,12 +139,12 @@ def view_cmd(
             episodes=episodes if episodes is not None else (None if web or seconds else 1), seconds=seconds, seed=seed,
             speed=speed if speed is not None else (1.0 if gui or web else 0.0), record_every=every,
         )
-        labels = {"scenario": env.unwrapped.scenario.name, "driver": actor.label}
-        summary = ViewLoop(env, actor, cam, options=options, view=view, recorder=recorder, labels=labels).run()
+        labels = {"scenario": env.unwrapped.scenario.name, "driver": label}
+        summary = ViewLoop(env, driver, cam, options=options, view=view, recorder=recorder, labels=labels).run()
         video = recorder.close() if recorder is not None else None
 
     result = summary.to_dict()
-    result.update(scenario=env.unwrapped.scenario.name, driver=actor.label,
+    result.update(scenario=env.unwrapped.scenario.name, driver=label,
                   video=str(video) if video else None, video_fps=rec_fps if video else None,
                   frame_size=[cam.width, cam.height])
     if json_path is not None:
@@ -158,15 +159,16 @@ def view_cmd(
     typer.echo(line)
 
 
+def _expert(env):
+    """The scenario's scripted expert, or a clear error where its task has none."""
+    from sim.experts import make_expert
+
+    try:
+        return make_expert(env)
+    except (KeyError, ValueError) as exc:
+        raise ViewUsageError(f"no scripted expert for this scenario: {exc}; use --policy RUN_OR_BUNDLE") from None
+
+
 def register(app: typer.Typer) -> None:
     app.command("view")(view_cmd)
 
-
-def main() -> None:
-    from genba.runner import standalone
-
-    standalone(register)
-
-
-if __name__ == "__main__":
-    main()

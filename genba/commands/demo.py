@@ -18,10 +18,10 @@ from typing import List, Optional
 
 import typer
 
-from genba.errors import GenbaError
+from genba.errors import AppError
 
 
-class DemoError(GenbaError):
+class DemoError(AppError):
     """A stage of the demo failed; the message names the stage and where its output is."""
 
 

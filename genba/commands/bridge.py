@@ -21,6 +21,11 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+class Executor(str, Enum):
+    onnxruntime = "onnxruntime"
+    kernel = "kernel"
+
+
 class Inference(str, Enum):
     auto = "auto"
     inline = "inline"
@@ -49,6 +54,9 @@ def serve(
         Inference.auto, help="Where forward passes run: inline on the I/O loop (fast CPU models), thread (slow or GPU "
         "models never block the sockets), auto: inline for a CPU bundle timed under --inline-budget-us."),
     inline_budget_us: float = typer.Option(200.0, help="auto: a forward pass slower than this runs on the thread."),
+    executor: Executor = typer.Option(
+        Executor.onnxruntime, help="ONNX on the CPU: onnxruntime, or kernel (opt-in hand-written fast path for plain-MLP "
+        "graphs, checked against onnxruntime at load; see docs/benchmarks.md)."),
     curve_secret: Optional[Path] = typer.Option(None, help="Server secret key file (.key_secret) from `genba bridge keygen`."),
     allow: Optional[Path] = typer.Option(None, help="Directory of allowed controller public keys (*.key)."),
     insecure: bool = typer.Option(False, help="Allow a non-loopback bind without CURVE (trusted networks only)."),
@@ -60,14 +68,13 @@ def serve(
     """Serve policy bundles over ZeroMQ until SIGINT/SIGTERM; prints a JSON 'ready' line when listening."""
     limit_threads()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from bridge.bundles import load_served_bundles
     from bridge.keys import ServerKeys
     from bridge.server import BridgeServer, ServerConfig, ServerConfigError
 
     if (curve_secret is None) != (allow is None):
         raise ServerConfigError("CURVE needs both --curve-secret (server key) and --allow (controller keys directory)")
     keys = ServerKeys(curve_secret, allow) if curve_secret is not None and allow is not None else None
-    loaded, used_device, used_backend = load_served_bundles(bundles, device.value, backend.value)
+    loaded, used_device, used_backend = _load_bundles(bundles, device.value, backend.value, executor.value)
     config = ServerConfig(
         bind=bind,
         telemetry=None if telemetry == "off" else telemetry,
@@ -96,6 +103,19 @@ def serve(
     })
     server.serve_forever()
     _emit({"event": "stopped", "totals": dict(server.stats.totals)})
+
+
+def _load_bundles(paths: List[Path], device: str, backend: str, executor: str):
+    """The bundles to serve, verified and loaded on one device with one compute thread each."""
+    import torch  # the device check needs it; a served TorchScript bundle too
+
+    from policies.bundle import default_backend, load_bundle
+    from policies.device import resolve_device
+
+    device = resolve_device(device)
+    backend = default_backend(device) if backend == "auto" else backend
+    torch.set_num_threads(1)
+    return [load_bundle(path, backend=backend, device=device, threads=1, executor=executor) for path in paths], device, backend
 
 
 def keygen(
@@ -144,7 +164,7 @@ def twin(
     limit_threads()
     from bridge.controller import SERVO_HZ_RANGE
     from bridge.keys import ClientKeys
-    from bridge.twin import Faults, TwinConfig, TwinError, WebOptions, run_twin
+    from genba.twin import Faults, TwinConfig, TwinError, WebOptions, run_twin
 
     low, high = SERVO_HZ_RANGE
     if not low <= servo_hz <= high:
@@ -169,13 +189,7 @@ def twin(
         json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
-def make_app() -> typer.Typer:
-    bridge_app = typer.Typer(help="Serve policy bundles to robot controllers over ZeroMQ.", no_args_is_help=True)
-    bridge_app.command("serve")(serve)
-    bridge_app.command("keygen")(keygen)
-    bridge_app.command("twin")(twin)
-    return bridge_app
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(make_app(), name="bridge")
+app = typer.Typer(help="Serve policy bundles to robot controllers over ZeroMQ.", no_args_is_help=True)
+app.command("serve")(serve)
+app.command("keygen")(keygen)
+app.command("twin")(twin)

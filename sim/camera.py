@@ -7,10 +7,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from genba.errors import GenbaError
+from sim.errors import SimError
 
 
-class CameraError(GenbaError):
+class CameraError(SimError):
     """A camera that does not exist or cannot render."""
 
 

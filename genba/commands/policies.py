@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from genba.errors import GenbaError
+from genba.errors import AppError
 
 
 def _write_json(path: Optional[Path], data: dict[str, Any]) -> None:
@@ -46,17 +46,17 @@ def train_cmd(
 
     if resume:
         if out is None:
-            raise GenbaError("--resume needs --out RUN_DIR (the run to continue)")
+            raise AppError("--resume needs --out RUN_DIR (the run to continue)")
         from policies.rundir import RunDir
 
         cfg_on_disk = RunDir.open(out).config()
         if cfg_on_disk.scenario != scenario:
-            raise GenbaError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
+            raise AppError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
         fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos,
                  "--robot": robot, "--stop-at-success": stop_at_success, "--set": set_ or None}
         given = [flag for flag, value in fixed.items() if value is not None]
         if given:
-            raise GenbaError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
+            raise AppError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
                              "(only --steps and --device may change)")
         summary = train(None, out, resume=True, progress=progress, max_steps=steps, device=device)
     else:
@@ -94,7 +94,7 @@ def eval_cmd(
 
     torch.set_num_threads(1)
     if n < 1:
-        raise GenbaError(f"-n must be >= 1, got {n}")
+        raise AppError(f"-n must be >= 1, got {n}")
     result, desc = evaluate(target, n=n, seed=seed, scenario=scenario, robot=robot, video=video,
                             video_episodes=video_episodes, which=which, device=device)
     _write_json(json_path, {"target": str(target), **desc, "seed": seed, **result.to_dict(),
@@ -137,9 +137,9 @@ def demos_cmd(
     from policies.demos import record_demos, save_demos
 
     if n < 1:
-        raise GenbaError(f"-n must be >= 1, got {n}")
+        raise AppError(f"-n must be >= 1, got {n}")
     if out.exists() and not force:
-        raise GenbaError(f"{out} exists; pass --force to overwrite it")
+        raise AppError(f"{out} exists; pass --force to overwrite it")
     t0 = time.monotonic()
     demos = record_demos(scenario, robot, n, seed=seed, progress=progress, noise=noise)
     path = save_demos(demos, out)
@@ -156,12 +156,3 @@ def register(app: typer.Typer) -> None:
     app.command("export")(export_cmd)
     app.command("demos")(demos_cmd)
 
-
-def main() -> None:
-    from genba.runner import standalone
-
-    standalone(register)
-
-
-if __name__ == "__main__":
-    main()

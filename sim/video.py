@@ -13,15 +13,16 @@ import os
 from pathlib import Path
 from typing import Optional
 
+import cv2
 import numpy as np
 
-from genba.errors import GenbaError
+from sim.errors import SimError
 
 # Codec per container: mp4v needs nothing outside the opencv-python wheel's bundled FFmpeg.
 FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
-class RecorderError(GenbaError):
+class RecorderError(SimError):
     """A video that cannot be written: unknown container, bad frame, no codec."""
 
 
@@ -45,8 +46,6 @@ class VideoRecorder:
         self._writer = None
 
     def add(self, frame: np.ndarray) -> None:
-        import cv2
-
         if frame is None:
             raise RecorderError("no frame to record: the env does not render (use render_mode='rgb_array')")
         frame = np.asarray(frame)
@@ -59,13 +58,11 @@ class VideoRecorder:
         if (w, h) != self.size:
             raise RecorderError(f"frame is {w}x{h} but the video is {self.size[0]}x{self.size[1]}")
         if self._writer is None:
-            self._open(cv2)
+            self._open()
         self._writer.write(frame)
         self.frames += 1
 
-    write = add  # the name policies.evaluate's frame sink uses
-
-    def _open(self, cv2) -> None:
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
         self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, self.size)
@@ -90,8 +87,3 @@ class VideoRecorder:
 
     def __exit__(self, *exc) -> None:
         self.close()  # keep what was recorded even when the loop failed: it shows what went wrong
-
-
-def open_video(path: str | Path, fps: float) -> VideoRecorder:
-    """The hook `policies.evaluate.open_video` looks for: an object with write(rgb) and close()."""
-    return VideoRecorder(path, fps)

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from genba.errors import GenbaError
+from genba.errors import AppError
 
 STATIC = Path(__file__).parent / "static"
 COMMANDS = ("pause", "resume", "toggle", "step", "reset")
@@ -44,7 +44,7 @@ COMMANDS = ("pause", "resume", "toggle", "step", "reset")
 SNAPSHOT_DEMAND_S = 2.0
 
 
-class ViewerError(GenbaError):
+class ViewerError(AppError):
     """The web viewer cannot start (port in use, bad address) or was misused."""
 
 

@@ -35,9 +35,7 @@ def expert(
     bot = make_expert(env)
     progress = _Progress(episodes)
     start = time.perf_counter()
-    result = run_episodes(
-        _CountingEnv(env, progress), bot.act, episodes, seed, env.scenario.physics.control_hz, reset_policy=bot.reset
-    )
+    result = run_episodes(_CountingEnv(env, progress), bot, episodes, seed, env.scenario.physics.control_hz)
     wall = time.perf_counter() - start
     progress.close()
     figures = {

@@ -1,4 +1,4 @@
-"""The viewer's sim loop: step an env with an actor, feed a recorder and/or a LiveView, obey pause/step/reset.
+"""The viewer's sim loop: step an env with a policy (or expert), feed a recorder and/or a LiveView, obey pause/step/reset.
 
 Rendering is the expensive part (PyBullet's CPU renderer takes tens of ms per frame), so frames are
 made only when something consumes them: every `record_every` steps for a recorder, and for the live
@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import numpy as np
 
-from sim.viewer.camera import render
-from sim.viewer.live import Controls, LiveView
-from sim.viewer.recorder import VideoRecorder
+from genba.viewer.live import Controls, LiveView
+from policies.policy import Policy
+from sim.camera import render
+from sim.video import VideoRecorder
 
 PAUSED_POLL_S = 0.02  # how often a paused loop looks for new requests
 MAX_LAG_S = 0.25  # a paced loop further behind than this drops the debt instead of rushing to catch up
-
-
-class Actor(Protocol):
-    def reset(self) -> None: ...
-    def act(self, obs: Any) -> np.ndarray: ...
 
 
 @dataclass
@@ -65,9 +61,9 @@ class LoopSummary:
 
 
 class ViewLoop:
-    def __init__(self, env, actor: Actor, camera=None, *, options: LoopOptions | None = None,
+    def __init__(self, env, policy: Policy, camera=None, *, options: LoopOptions | None = None,
                  view: LiveView | None = None, recorder: VideoRecorder | None = None, labels: dict[str, Any] | None = None):
-        self.env, self.actor, self.camera = env, actor, camera
+        self.env, self.policy, self.camera = env, policy, camera
         self.opt = options or LoopOptions()
         self.view, self.recorder = view, recorder
         self.labels = labels or {}  # constant status fields (scenario, policy) shown on the page
@@ -92,7 +88,7 @@ class ViewLoop:
         self._episode += 1
         obs, self._info = self.env.reset(seed=self.opt.seed + self._episode)
         self._done = False
-        self.actor.reset()
+        self.policy.reset()
         self._step, self._reward, self._return, self._action = 0, 0.0, 0.0, None
         return obs
 
@@ -141,7 +137,7 @@ class ViewLoop:
         return self.summary
 
     def _step_once(self, obs):
-        action = np.asarray(self.actor.act(obs), dtype=np.float32)
+        action = np.asarray(self.policy.act(obs), dtype=np.float32)
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._info, self._done = info, bool(terminated or truncated)
         self._action, self._reward = action, float(reward)

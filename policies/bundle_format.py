@@ -1,0 +1,107 @@
+"""The bundle on disk: file names, manifest checks and file digests (docs/bundle-format.md).
+
+Shared by the writer (policies.export) and the loader (policies.bundle), so neither imports the other.
+`read_manifest` is the one way to read a manifest: it checks the format, its version, the required
+keys, the spec hash and every file's sha256 before anything else is trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from policies.errors import PolicyError
+from policies.spec import spec_hash
+
+FORMAT = "genba-bundle"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+ONNX_FILE = "policy.onnx"
+TORCHSCRIPT_FILE = "policy.pt"
+BACKEND_FILES = {"onnx": ONNX_FILE, "torchscript": TORCHSCRIPT_FILE}
+TORCHSCRIPT_IO = "io.json"  # extra file inside policy.pt with obs_dim / act_dim (a trace has no input shape)
+REQUIRED_KEYS = ("format", "format_version", "name", "observation", "action", "spec_hash", "control_hz", "robot",
+                 "scenario", "files")
+
+
+class BundleError(PolicyError):
+    """A bundle that cannot be used: missing, tampered, truncated, incompatible, or fed a bad observation."""
+
+
+def is_bundle(path: str | Path) -> bool:
+    """Whether `path` is a directory holding a manifest (not yet verified)."""
+    return (Path(path) / MANIFEST_FILE).is_file()
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The verified manifest of the bundle at `path` (format, keys, spec hash, every file's sha256)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise BundleError(f"{root}: no such bundle directory")
+    mpath = root / MANIFEST_FILE
+    if not mpath.is_file():
+        raise BundleError(f"{root}: not a bundle ({MANIFEST_FILE} missing)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{mpath}: not valid JSON, the file may be truncated ({exc})") from None
+    _check_format(manifest, mpath)
+    _check_spec(manifest, mpath)
+    _check_files(manifest, root)
+    return manifest
+
+
+def _check_format(manifest: Any, mpath: Path) -> None:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BundleError(f"{mpath}: format is {found!r}, expected {FORMAT!r}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise BundleError(f"{mpath}: format_version {version!r} is not a positive integer")
+    if version > FORMAT_VERSION:
+        raise BundleError(f"{mpath}: bundle format_version {version} is newer than this loader supports "
+                          f"({FORMAT_VERSION}); upgrade genba to load it")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise BundleError(f"{mpath}: manifest lacks required keys {missing}")
+
+
+def _check_spec(manifest: dict, mpath: Path) -> None:
+    obs, act = manifest["observation"], manifest["action"]
+    try:
+        obs_sizes = sum(int(f["size"]) for f in obs["features"])
+        act_dim, low, high = int(act["dim"]), act["low"], act["high"]
+        ok = obs_sizes == int(obs["dim"]) and len(low) == len(high) == act_dim
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{mpath}: malformed observation/action spec ({exc!r})") from None
+    if not ok:
+        raise BundleError(f"{mpath}: observation features add up to {obs_sizes} but dim is {obs['dim']}, "
+                          f"or action low/high do not have {act_dim} entries")
+    if spec_hash(obs, act) != manifest["spec_hash"]:
+        raise BundleError(f"{mpath}: observation/action spec does not match its spec_hash (manifest edited?)")
+
+
+def _check_files(manifest: dict, root: Path) -> None:
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files:
+        raise BundleError(f"{root}: manifest 'files' must map file names to sha256")
+    for name, digest in files.items():
+        if "/" in name or "\\" in name or name in ("", ".", "..", MANIFEST_FILE):
+            raise BundleError(f"{root}: manifest lists an invalid file name {name!r}")
+        fpath = root / name
+        if not fpath.is_file():
+            raise BundleError(f"{root}: {name} is listed in the manifest but missing")
+        actual = sha256_file(fpath)
+        if actual != digest:
+            raise BundleError(f"{root}: {name} is corrupt or was modified (sha256 {actual[:12]}..., "
+                              f"manifest says {str(digest)[:12]}...); re-export the bundle")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,52 @@
+"""The SB3 model a training config asks for: algorithm, policy network, HER buffer, schedules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gymnasium import spaces
+from stable_baselines3.her import HerReplayBuffer
+
+from policies.config import ConfigError, TrainConfig
+from policies.snapshot import algo_class
+
+
+def build_model(cfg: TrainConfig, env, device: str, tensorboard: Path | None):
+    kwargs = dict(cfg.hyperparams)
+    for key in ("learning_rate", "clip_range"):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = schedule(kwargs[key], key)
+    policy = "MultiInputPolicy" if isinstance(env.observation_space, spaces.Dict) else "MlpPolicy"
+    if cfg.her:
+        if not isinstance(env.observation_space, spaces.Dict):
+            raise ConfigError(f"--her: {cfg.scenario} is not goal-conditioned (its observation is not a Dict)")
+        kwargs["replay_buffer_class"] = HerReplayBuffer
+        kwargs["replay_buffer_kwargs"] = dict(cfg.her_kwargs)
+    algo = cfg.bc.host_algo if cfg.algo == "bc" else cfg.algo
+    try:
+        return algo_class(algo)(policy, env, seed=cfg.seed, device=device, verbose=0,
+                                tensorboard_log=str(tensorboard) if tensorboard else None, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"hyperparams for {algo}: {exc}") from None
+
+
+class LinearSchedule:
+    """rl-zoo3's `lin_<value>`: value * progress_remaining (1 at the start of training, 0 at the end).
+
+    A class, not a closure, so it pickles into the saved model and a resumed run continues it.
+    """
+
+    def __init__(self, start: float):
+        self.start = float(start)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.start * progress_remaining
+
+
+def schedule(text: str, key: str):
+    if text.startswith("lin_"):
+        try:
+            return LinearSchedule(float(text[4:]))
+        except ValueError:
+            pass
+    raise ConfigError(f"hyperparams.{key}: {text!r} is not a number or lin_<number>")

@@ -1,3 +1,0 @@
-from sim.viewer.cli import main
-
-main()
