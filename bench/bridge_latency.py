@@ -1,7 +1,7 @@
 """Round-trip latency of the bridge against a bare pyzmq DEALER/ROUTER echo, paced at --hz.
 
     python bench/bridge_latency.py [--json PATH] [--seconds 30] [--hz 1000] [--bundle DIR] [--device cpu]
-                                   [--inference auto|inline|thread] [--block 1.0]
+                                   [--executor onnxruntime|kernel] [--inference auto|inline|thread] [--block 1.0]
 
 One run measures, interleaved in alternating blocks of --block seconds (1 s; the order flips every
 block) so that both see the same load on a shared machine, each block on a fresh connection (on this
@@ -9,7 +9,7 @@ block) so that both see the same load on a shared machine, each block on a fresh
 per variant measures its luck), with identical pacing and message sizes:
   echo   - a bare ROUTER echo server process and a DEALER client (the floor pyzmq can do here); like the
            bridge client, it takes only the echo of its own request as the reply (see Echo);
-  bridge - `python -m bridge serve` in its own process (real bundle, ONNX/TorchScript inference,
+  bridge - `genba bridge serve` in its own process (real bundle, ONNX/TorchScript inference,
            batching, telemetry) and the real BridgeClient + SafetyFilter in this process.
 Each request is sent on its tick with a deadline of one period; a reply later than that is a
 deadline miss. Targets: bridge p50 <= 1.5x echo p50 and p99 <= 2x echo p99.
@@ -19,7 +19,11 @@ applied by the SafetyFilter: server + bundle inference + client + safety, what a
 for. The round trip alone (request sent -> action decoded, what the echo measures) is printed as
 "round trip" and written as bridge.round_trip in --json. The server's own timing of each reply
 (receipt -> inference start, forward pass) comes from the action headers.
-Without --bundle, a freshly initialised SB3 PPO MLP for the gantry robot is exported to a temp dir.
+Without --bundle, a freshly initialised SB3 PPO MLP for the gantry robot is exported to a temp dir
+(a latency figure of a real network, if an untrained one). Any served bundle works: the client takes
+the observation size, action kind and robot limits from the server's welcome. The children (echo
+server, bridge server) end with this process, however it ends: on SIGTERM/SIGINT it stops them, and
+they get SIGTERM from the kernel if it is killed outright (PR_SET_PDEATHSIG).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,9 +50,11 @@ from bridge import gantry  # noqa: E402
 from bridge import protocol as wire  # noqa: E402
 from bridge.client import BridgeClient, ClientConfig  # noqa: E402
 from bridge.latency import LatencyStats  # noqa: E402
-from bridge.limits import SafetyLimits  # noqa: E402
 from bridge.realtime import freeze_heap  # noqa: E402
 from bridge.safety import SafetyFilter  # noqa: E402
+from genba.gantry_bundle import export_gantry_bundle  # noqa: E402
+from genba.server_process import ServerProcess, child_env, die_with_parent, stop_process  # noqa: E402
+from policies.bundle_format import read_manifest  # noqa: E402
 
 
 def echo_server() -> None:
@@ -70,13 +77,17 @@ def echo_server() -> None:
     ctx.term()
 
 
-def spawn(cmd: list[str]) -> tuple[subprocess.Popen, dict]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+CHILDREN: list[subprocess.Popen] = []  # every process this bench started, stopped however it ends
+
+
+def spawn_echo() -> tuple[subprocess.Popen, dict]:
+    proc = subprocess.Popen([sys.executable, __file__, "--echo-server"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=child_env(), text=True,
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+    CHILDREN.append(proc)
     line = proc.stdout.readline()
     if not line:
-        proc.kill()
-        raise SystemExit(f"{' '.join(cmd)} exited before it was ready")
+        raise SystemExit("the echo server exited before it was ready")
     return proc, json.loads(line)
 
 
@@ -110,7 +121,7 @@ class Echo:
     """
 
     def __init__(self, payload: list[bytes]) -> None:
-        self.proc, ready = spawn([sys.executable, __file__, "--echo-server"])
+        self.proc, ready = spawn_echo()
         self.ctx = zmq.Context()
         self.endpoint = ready["endpoint"]
         self.sock = None
@@ -160,20 +171,27 @@ class Echo:
 
 
 class Bridge:
-    """`python -m bridge serve` in its own process; the real BridgeClient + SafetyFilter here."""
+    """`genba bridge serve` in its own process; the real BridgeClient + SafetyFilter here."""
 
-    def __init__(self, hz: float, bundle: Path, device: str, inference: str) -> None:
-        self.proc, self.ready = spawn([sys.executable, "-m", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*",
-                                       "--telemetry", "tcp://127.0.0.1:*", "--device", device, "--inference", inference,
-                                       "--log-level", "WARNING"])
-        self.manifest = json.loads((bundle / "manifest.json").read_text())
+    def __init__(self, hz: float, bundle: Path, device: str, inference: str, executor: str) -> None:
+        self.server = ServerProcess([bundle], "--telemetry", "tcp://127.0.0.1:*", "--device", device, "--inference", inference,
+                                    "--executor", executor, "--log-level", "WARNING", die_with_this_process=True)
+        CHILDREN.append(self.server.proc)
+        self.ready = self.server.ready
+        self.manifest = read_manifest(bundle)
         self.client = BridgeClient(ClientConfig(self.ready["endpoint"], self.manifest["name"], self.manifest["spec_hash"]))
         welcome = self.client.connect(5.0)
-        limits = SafetyLimits.from_robot_spec(self.manifest["robot"]).tighten(welcome.limits)
-        robot = gantry.SimulatedGantry()
-        self.safety = SafetyFilter(limits, 1.0 / hz, robot.read_joints(), gantry.forward_kinematics_floats)
-        self.scale = gantry.action_scale() * (welcome.control_hz / hz)  # same speed, paced at hz
-        self.obs = robot.observe()
+        limits = welcome.limits
+        self.obs = np.zeros(welcome.obs_dim, dtype=np.float32)
+        if limits.model == gantry.MODEL:  # hand-computable kinematics: the workspace and tool-speed clamps run too
+            robot = gantry.SimulatedGantry()
+            q0, fk, self.obs = robot.read_joints(), gantry.forward_kinematics_floats, robot.observe()
+        else:  # any other robot: its joint clamps (no kinematics on this side)
+            q0, fk = (limits.joint_lower + limits.joint_upper) / 2.0, None
+        self.safety = SafetyFilter(limits, 1.0 / hz, q0, fk)
+        # An action moves the joints as far per request as it would per control period: the same speeds, paced at hz.
+        self.n = min(welcome.act_dim, limits.n_joints)
+        self.scale = limits.max_velocity[: self.n] / hz
         self.round_trip = LatencyStats()
         self.server_us: list[tuple[float, float]] = []  # (queue, inference) per reply, from the action headers
 
@@ -187,7 +205,9 @@ class Bridge:
         start = time.monotonic_ns()
         result = self.client.step(self.obs, deadline_s)
         if result.action is not None:
-            self.safety.apply(self.safety.q + result.action * self.scale)
+            target = self.safety.q.copy()
+            target[: self.n] += result.action[: self.n] * self.scale
+            self.safety.apply(target)
             end_to_end = time.monotonic_ns() - start
             if stats is not None:
                 self.round_trip.record(result.rtt_ns)
@@ -208,8 +228,7 @@ class Bridge:
 
     def close(self) -> None:
         self.client.close()
-        self.proc.terminate()
-        self.proc.communicate(timeout=10)
+        self.server.stop()
 
 
 def run_interleaved(variants: dict, hz: float, seconds: float, block_s: float) -> dict[str, tuple[dict, int, list]]:
@@ -248,26 +267,32 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="server inference device")
     parser.add_argument("--block", type=float, default=1.0, help="seconds per alternating echo/bridge block")
     parser.add_argument("--inference", default="auto", choices=["auto", "inline", "thread"], help="server: where forward passes run")
+    parser.add_argument("--executor", default="onnxruntime", choices=["onnxruntime", "kernel"],
+                        help="server: what runs an ONNX bundle on the CPU (the kernel is the opt-in fast path)")
     parser.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.echo_server:
         echo_server()
         return
+    # SIGTERM ends the run like Ctrl-C: the finally blocks below stop the children.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = args.bundle or gantry.export_gantry_bundle(Path(tmp) / "gantry-reach")
-        obs = np.zeros(gantry.OBS_DIM, dtype=np.float32)
-        # The echo carries the frames the bridge client sends for a step (its fixed header layout).
-        payload = [wire.step_header_layout(gantry.OBS_DIM).pack(1, wire.now_ns(), 1000), obs.tobytes()]
+        bundle = args.bundle or export_gantry_bundle(Path(tmp) / "gantry-reach")
         variants = {}
         try:
+            variants["bridge"] = Bridge(args.hz, Path(bundle), args.device, args.inference, args.executor)
+            obs = variants["bridge"].obs
+            # The echo carries the frames the bridge client sends for a step (its fixed header layout).
+            payload = [wire.step_header_layout(obs.size).pack(1, wire.now_ns(), 1000), obs.tobytes()]
             variants["echo"] = Echo(payload)
-            variants["bridge"] = Bridge(args.hz, Path(bundle), args.device, args.inference)
             freeze_heap()  # as `genba bridge serve` and `genba bridge twin` do after start-up
-            results = run_interleaved(variants, args.hz, args.seconds, args.block)
+            results = run_interleaved({"echo": variants["echo"], "bridge": variants["bridge"]}, args.hz, args.seconds, args.block)
             info, echo_info = variants["bridge"].info(), variants["echo"].info()
         finally:
             for variant in variants.values():
                 variant.close()
+            for proc in CHILDREN:  # any child a failed start-up left behind
+                stop_process(proc)
         (echo, echo_late, echo_blocks), (bridge, bridge_late, bridge_blocks) = results["echo"], results["bridge"]
     ratios = {
         "p50": bridge["p50_us"] / echo["p50_us"],

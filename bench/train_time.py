@@ -34,7 +34,7 @@ EVAL_EPISODES = 50
 
 def run_seed(scenario: str, seed: int, target: float, device: str, algo: str | None, timeout: float, workdir: Path) -> dict:
     out = workdir / f"{scenario}-s{seed}"
-    cmd = [sys.executable, "-m", "policies.cli", "train", scenario, "--seed", str(seed), "--out", str(out),
+    cmd = [sys.executable, "-m", "genba", "train", scenario, "--seed", str(seed), "--out", str(out),
            "--device", device, "--stop-at-success", str(target), "--set", f"eval_episodes={EVAL_EPISODES}", "--no-progress"]
     if algo:
         cmd += ["--algo", algo]

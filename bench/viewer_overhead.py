@@ -28,10 +28,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import sim  # noqa: E402
-from sim.experts import make_expert  # noqa: E402
-from sim.camera import choose_camera  # noqa: E402
 from genba.viewer.live import LiveView  # noqa: E402
 from genba.viewer.loop import LoopOptions, ViewLoop  # noqa: E402
+from sim.camera import choose_camera  # noqa: E402
+from sim.experts import make_expert  # noqa: E402
 
 TARGET = 0.8
 

@@ -21,11 +21,12 @@ import numpy as np
 import zmq
 
 from bridge import protocol as wire
+from bridge.errors import BridgeError
 from bridge.keys import ClientKeys
 from bridge.latency import LatencyStats
 from bridge.limits import SafetyLimits
 from bridge.protocol import ErrorCode, MsgType, ProtocolError
-from bridge.errors import BridgeError
+from bridge.spec import SpecError, spec_hash
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,15 @@ class HandshakeRejected(BridgeError):
         self.text = text
 
 
+class ClientConfigError(BridgeError):
+    """A client setting that cannot work (no spec hash)."""
+
+
 @dataclass
 class ClientConfig:
     endpoint: str
-    bundle: str
-    spec_hash: str
+    bundle: str | None = None  # the manifest name; None: the server picks the bundle with this spec hash
+    spec_hash: str = ""  # required: bridge.spec.spec_hash of the cell's observation/action/control_hz
     robot: dict[str, Any] | None = None  # {"model": ..., "joint_names": [...]}, checked by the server
     name: str = "genba-controller"
     heartbeat_ivl_ms: int = 100  # ZMTP PING interval
@@ -65,6 +70,11 @@ class ClientConfig:
     max_message_bytes: int = wire.DEFAULT_TRANSPORT_MAX_BYTES
     keys: ClientKeys | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec_hash, str) or not self.spec_hash:
+            raise ClientConfigError("ClientConfig.spec_hash is required: the bundle manifest's spec_hash, or "
+                                    "bridge.spec.spec_hash(observation, action, control_hz) of the cell")
+
 
 @dataclass(frozen=True)
 class Welcome:
@@ -76,6 +86,8 @@ class Welcome:
     control_hz: float
     action_kind: str
     limits: SafetyLimits
+    observation: dict[str, Any]  # the bundle manifest's sections: features (name, size, unit, low, high), layout
+    action: dict[str, Any]  # kind, low, high, features (with scale), meaning
     header: dict[str, Any] = field(repr=False)
 
 
@@ -169,9 +181,9 @@ class BridgeClient:
         end = min(now + int(timeout_s * 1e9), self._attempt_end_ns)
         if self._hello_seq is None:
             seq = self._next_seq()
-            header = wire.make_header(
-                MsgType.HELLO, seq, bundle=self.config.bundle, spec_hash=self.config.spec_hash, client=self.config.name
-            )
+            header = wire.make_header(MsgType.HELLO, seq, spec_hash=self.config.spec_hash, client=self.config.name)
+            if self.config.bundle is not None:
+                header["bundle"] = self.config.bundle
             if self.config.robot is not None:
                 header["robot"] = self.config.robot
             if self._send(wire.encode(header), end):
@@ -183,7 +195,11 @@ class BridgeClient:
                     self._fail_attempt("rejected")
                     raise HandshakeRejected(reply.header["code"], reply.header["text"])
                 if reply.header["type"] == _WELCOME:
-                    self.welcome = self._parse_welcome(reply.header)
+                    try:
+                        self.welcome = self._parse_welcome(reply.header)
+                    except HandshakeRejected:
+                        self._fail_attempt("welcome rejected")
+                        raise
                     self._action_arrays = [["<f4", [self.welcome.act_dim]]]
                     self._action_bytes = 4 * self.welcome.act_dim
                     self._obs_shape = (self.welcome.obs_dim,)
@@ -438,9 +454,31 @@ class BridgeClient:
         return reply is not None and reply.header["type"] == msg_type.value
 
     def _parse_welcome(self, header: dict[str, Any]) -> Welcome:
-        limits = SafetyLimits.from_robot_spec(header["limits"], where="welcome.limits")
-        if header["bundle"] != self.config.bundle or header["spec_hash"] != self.config.spec_hash:
-            raise HandshakeRejected(int(ErrorCode.SPEC_MISMATCH), "welcome names another bundle or spec hash than we asked for")
+        """The welcome, once it answers our hello and agrees with itself; else HandshakeRejected."""
+        def reject(text: str) -> HandshakeRejected:
+            return HandshakeRejected(int(ErrorCode.SPEC_MISMATCH), text)
+
+        if self.config.bundle is not None and header["bundle"] != self.config.bundle:
+            raise reject(f"welcome names bundle {header['bundle']!r}; we asked for {self.config.bundle!r}")
+        if header["spec_hash"] != self.config.spec_hash:
+            raise reject(f"welcome has spec hash {header['spec_hash'][:16]}...; we asked for {self.config.spec_hash[:16]}...")
+        # The layout it describes must be the one its hash stands for, and the sizes it announces.
+        try:
+            computed = spec_hash(header["observation"], header["action"], header["control_hz"])
+        except SpecError as exc:
+            raise reject(f"welcome observation/action cannot be hashed: {exc}") from None
+        if computed != header["spec_hash"]:
+            raise reject(f"welcome contradicts itself: its observation/action/control_hz hash to {computed[:16]}..., "
+                         f"not its spec_hash {header['spec_hash'][:16]}...")
+        sizes = [sum(f["size"] for f in header[part]["features"]) for part in ("observation", "action")]
+        if sizes != [header["obs_dim"], header["act_dim"]] or header["action"]["kind"] != header["action_kind"]:
+            raise reject(f"welcome contradicts itself: features add up to {sizes} values of action kind "
+                         f"{header['action']['kind']!r}, it announces {[header['obs_dim'], header['act_dim']]} and "
+                         f"{header['action_kind']!r}")
+        try:
+            limits = SafetyLimits.from_robot_spec(header["limits"], where="welcome.limits")
+        except BridgeError as exc:
+            raise HandshakeRejected(int(ErrorCode.MALFORMED), str(exc)) from None
         return Welcome(
             bundle=header["bundle"],
             spec_hash=header["spec_hash"],
@@ -450,5 +488,7 @@ class BridgeClient:
             control_hz=float(header["control_hz"]),
             action_kind=header["action_kind"],
             limits=limits,
+            observation=header["observation"],
+            action=header["action"],
             header=header,
         )

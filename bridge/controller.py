@@ -3,8 +3,9 @@
 Policy loop (``control_hz`` from the welcome): at tick k, observe, ask the server with a
 deadline of ``latency_budget`` past the tick, map the action to a joint target and queue it to
 start at tick_k + latency_budget. Servo loop (``servo_hz``, default 250 Hz, 125-1000): at every
-cycle take the setpoint due now, interpolate linearly from the last applied command to it over
-one control period, pass the command through the ``SafetyFilter`` and send what it returns.
+cycle hand the setpoint due now to the ``ServoPipeline`` (bridge/servo.py: linear interpolation
+from the last applied command over one control period, ``Watchdog``, ``SafetyFilter``; the
+digital twin runs the same pipeline on simulated time) and send what it returns.
 
 Starting each setpoint at a fixed offset after its tick (a jitter buffer of one latency budget)
 makes segments chain exactly: reply jitter within the budget never shows on the robot, and a
@@ -27,7 +28,8 @@ import numpy as np
 from bridge.client import BridgeClient
 from bridge.limits import SafetyLimits
 from bridge.safety import SafetyFilter
-from bridge.watchdog import ServoState, Watchdog
+from bridge.servo import ServoPipeline
+from bridge.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +97,6 @@ class Event:
 
 
 @dataclass
-class _Segment:
-    start_q: np.ndarray
-    target: np.ndarray
-    start_ns: int
-    end_ns: int
-
-    def at(self, now_ns: int) -> np.ndarray:
-        span = self.end_ns - self.start_ns
-        fraction = min(1.0, max(0.0, (now_ns - self.start_ns) / span))
-        return self.start_q + (self.target - self.start_q) * fraction
-
-
-@dataclass
 class ControllerReport:
     servo_cycles: int = 0
     servo_overruns: int = 0  # cycles that started more than one period late
@@ -140,10 +129,10 @@ class Controller:
         if self.config.reduced_speed:
             self.safety.set_reduced_speed(True)
         self.watchdog = Watchdog(self.config.hold_after_cycles, self.config.drop_after_s)
+        self.servo = ServoPipeline(self.safety, self.watchdog)
         self.report = ControllerReport()
         self._lock = threading.Lock()
         self._pending: Setpoint | None = None
-        self._segment: _Segment | None = None
         self._stop = threading.Event()
         self._anchor: np.ndarray | None = None  # base for the next delta: last target, None to re-anchor
         self._threads: list[threading.Thread] = []
@@ -252,25 +241,15 @@ class Controller:
                 self._pending = None
             else:
                 pending = None
+        servo = self.servo
         if pending is not None:
-            end = pending.start_ns + self.control_period_ns
-            self._segment = _Segment(self.safety.q.copy(), pending.target, pending.start_ns, end)
-            if self.watchdog.fed(now):
+            if servo.feed(pending.target, pending.start_ns, pending.start_ns + self.control_period_ns):
                 self._event("resumed", f"fresh setpoint seq {pending.seq} after a hold")
             self.report.actions_applied += 1
-        segment = self._segment
-        active = segment is not None and now <= segment.end_ns
-        before = self.watchdog.state
-        state = self.watchdog.tick(active or segment is None, now)
-        if state is ServoState.HOLD:
-            if before is not ServoState.HOLD:
-                self.safety.counts["hold"] += 1
-                self._event("hold", f"no fresh setpoint for {self.watchdog.missed} servo cycles: decelerating to hold")
-            applied = self.safety.hold()
-        elif segment is None:
-            applied = self.safety.hold()  # before the first setpoint: stand still
-        else:
-            applied = self.safety.apply(segment.at(now), self.robot.read_joints())
+        holds = servo.holds
+        applied = servo.cycle(now, self.robot.read_joints())
+        if servo.holds > holds:
+            self._event("hold", f"no fresh setpoint for {self.watchdog.missed} servo cycles: decelerating to hold")
         self.robot.send_joints(applied, now)
         if self.watchdog.drop_now:
             self._event("session_dropped", f"no setpoint for {self.config.drop_after_s:g} s")

@@ -2,7 +2,8 @@
 
     python -m bridge.docgen     # prints the ```hex blocks to paste into the doc
 
-tests/test_bridge_protocol.py checks that the doc's bytes equal these and still decode.
+tests/test_bridge_protocol.py checks that the doc's bytes equal these and still decode, and that the
+welcome's observation/action sections are those of a real exported gantry bundle.
 """
 
 from __future__ import annotations
@@ -13,27 +14,59 @@ from bridge import gantry
 from bridge import protocol as wire
 from bridge.limits import SafetyLimits
 from bridge.protocol import ErrorCode
+from bridge.spec import spec_hash, spec_text
 
-SPEC_HASH = "3f5a" * 16  # stands in for a bundle's sha256 spec hash
 T0 = 1_000_000_000  # sender monotonic ns (any host-local value)
+V = wire.PROTOCOL_VERSION
+
+# The observation and action sections of the gantry bundle's manifest (genba/gantry_bundle.py exports
+# it), as a welcome carries them. The bounds are the env's float32 space bounds, hence 0.6000000238418579.
+GANTRY_OBSERVATION = {
+    "dim": 6, "dtype": "float32",
+    "features": [
+        {"name": "joint_position", "size": 3, "unit": "m", "low": [-0.5, -0.5, -0.6000000238418579],
+         "high": [0.5, 0.5, 0.6000000238418579]},
+        {"name": "goal_tool_position", "size": 3, "unit": "m", "low": [-1.0, -1.0, -1.0], "high": [1.0, 1.0, 1.0]},
+    ],
+    "layout": {"type": "flat"},
+}
+GANTRY_ACTION = {
+    "dim": 3, "dtype": "float32", "kind": "joint_delta", "low": [-1.0, -1.0, -1.0], "high": [1.0, 1.0, 1.0],
+    "features": [{"name": "joint_delta", "size": 3, "unit": "m", "low": [-1.0, -1.0, -1.0], "high": [1.0, 1.0, 1.0],
+                  "scale": [0.025, 0.025, 0.025]}],
+    "meaning": "delta of each axis position target per control period: value * scale metres",
+}
+
+
+def gantry_spec_text() -> str:
+    """The spec text of the gantry cell, from its own description (bridge/gantry.py feature_spec)."""
+    spec = gantry.feature_spec()
+    return spec_text(spec["observation"], spec["action"], spec["control_hz"])
+
+
+def gantry_spec_hash() -> str:
+    spec = gantry.feature_spec()
+    return spec_hash(spec["observation"], spec["action"], spec["control_hz"])
 
 
 def example_messages() -> dict[str, list[bytes]]:
     limits = SafetyLimits.from_robot_spec(gantry.robot_spec()).to_robot_spec()
+    hash_ = gantry_spec_hash()
     hello = wire.encode({
-        "v": 1, "type": "hello", "seq": 1, "t_ns": T0, "bundle": "gantry-reach", "spec_hash": SPEC_HASH,
+        "v": V, "type": "hello", "seq": 1, "t_ns": T0, "bundle": "gantry-reach", "spec_hash": hash_,
         "client": "cell-7", "robot": {"model": "gantry-3", "joint_names": ["x", "y", "z"]},
     })
     welcome = wire.encode({
-        "v": 1, "type": "welcome", "seq": 1, "t_ns": 5_000_000, "re": 1, "bundle": "gantry-reach",
-        "spec_hash": SPEC_HASH, "session": "9c1d2e3f4a5b6c7d", "obs_dim": 6, "act_dim": 3, "control_hz": 20.0,
-        "action_kind": "joint_delta", "action_low": [-1.0] * 3, "action_high": [1.0] * 3, "limits": limits,
-        "max_message_bytes": wire.DEFAULT_MAX_MESSAGE_BYTES, "protocol": [1],
+        "v": V, "type": "welcome", "seq": 1, "t_ns": 5_000_000, "re": 1, "bundle": "gantry-reach",
+        "spec_hash": hash_, "session": "9c1d2e3f4a5b6c7d", "obs_dim": 6, "act_dim": 3, "control_hz": 20.0,
+        "action_kind": "joint_delta", "action_low": [-1.0] * 3, "action_high": [1.0] * 3,
+        "observation": GANTRY_OBSERVATION, "action": GANTRY_ACTION, "limits": limits,
+        "max_message_bytes": wire.DEFAULT_MAX_MESSAGE_BYTES, "protocol": list(wire.SUPPORTED_VERSIONS),
     })
     obs = np.array([0.0, 0.0, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
-    step = wire.encode({"v": 1, "type": "step", "seq": 2, "t_ns": T0, "deadline_us": 25_000}, [obs])
+    step = wire.encode({"v": V, "type": "step", "seq": 2, "t_ns": T0, "deadline_us": 25_000}, [obs])
     action = wire.encode(
-        {"v": 1, "type": "action", "seq": 2, "re": 2, "t_ns": 5_210_000, "queue_us": 21.5, "infer_us": 18.0, "batch": 1},
+        {"v": V, "type": "action", "seq": 2, "re": 2, "t_ns": 5_210_000, "queue_us": 21.5, "infer_us": 18.0, "batch": 1},
         [np.array([0.5, -0.25, -1.0], dtype=np.float32)],
     )
     error = wire.error_frames(ErrorCode.STALE_SEQUENCE, "seq 2 is not above the last seen 2", seq=3, re=2)
@@ -58,6 +91,11 @@ def hex_block(name: str, frames: list[bytes], width: int = 16) -> str:
 
 
 def main() -> None:
+    print("```text spec-gantry")
+    print(gantry_spec_text(), end="")
+    print("```")
+    print(f"sha256: `{gantry_spec_hash()}`")
+    print()
     for name, frames in example_messages().items():
         print(hex_block(name, frames))
         print()

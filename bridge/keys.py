@@ -3,6 +3,8 @@
 ``genba bridge keygen DIR --name NAME`` writes NAME.key (public, safe to share) and
 NAME.key_secret (keep private). The server loads its secret file and a directory of controller
 public keys (the allow-list); each controller loads its secret file and the server's public file.
+The files are ZeroMQ's (czmq/pyzmq) certificate text: ``public-key = "..."`` and, in the secret
+file, ``secret-key = "..."`` lines holding 40-character Z85 keys (docs/bridge-protocol.md, Keys).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import zmq
 from zmq.auth.certs import create_certificates, load_certificate
+from zmq.utils import z85
 
 from bridge.errors import BridgeError
 
@@ -55,7 +58,22 @@ def _load(path: str | os.PathLike, want_secret: bool) -> tuple[bytes, bytes | No
         raise KeyFileError(f"{path}: not a ZeroMQ certificate ({exc})") from None
     if want_secret and not secret:
         raise KeyFileError(f"{path} holds only a public key; pass the matching .key_secret file")
+    _check_z85(path, "public-key", public)
+    if secret:
+        _check_z85(path, "secret-key", secret)
     return public, secret
+
+
+def _check_z85(path: Path, what: str, key: bytes) -> None:
+    """A CURVE key in a certificate is 40 Z85 characters (32 bytes); libzmq would refuse anything else."""
+    try:
+        ok = len(key) == 40 and len(z85.decode(key)) == 32
+    except Exception:  # pyzmq's decoder raises KeyError, ValueError or struct.error for non-Z85 text
+        ok = False
+    if not ok:
+        # The length only: never echo key material (it may be a secret key) into logs.
+        raise KeyFileError(f"{path}: {what} is not a CURVE key ({len(key)} characters; expected 40 Z85 characters "
+                           "encoding 32 bytes)")
 
 
 def load_public_key(path: str | os.PathLike) -> bytes:
@@ -80,6 +98,8 @@ class ServerKeys:
         load_secret_keypair(self.secret_file)
         if not Path(self.allow_dir).is_dir():
             raise KeyFileError(f"allow-list directory {self.allow_dir} not found (put controller .key files there)")
+        for public_file in sorted(Path(self.allow_dir).glob("*.key")):  # what the ZAP handler will read
+            load_public_key(public_file)
 
 
 @dataclass(frozen=True)

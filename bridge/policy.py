@@ -13,8 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from bridge.limits import LimitsError, SafetyLimits
 from bridge.errors import BridgeError
+from bridge.limits import LimitsError, SafetyLimits
+from bridge.spec import SpecError, spec_hash
 
 ACTION_KINDS = ("ee_delta", "joint_delta")
 
@@ -25,8 +26,8 @@ class BundleSpecError(BridgeError):
 
 @runtime_checkable
 class ServedPolicy(Protocol):
-    name: str
-    spec_hash: str
+    name: str  # the manifest name: what a hello's bundle field names
+    spec_hash: str  # bridge.spec.spec_hash(manifest observation, action, control_hz)
     obs_dim: int
     act_dim: int
     control_hz: float
@@ -51,6 +52,8 @@ class PolicyEntry:
     action_low: list[float]
     action_high: list[float]
     limits: SafetyLimits
+    observation: dict[str, Any]  # the manifest's sections, as the welcome carries them
+    action: dict[str, Any]
 
     @classmethod
     def describe(cls, policy: ServedPolicy) -> PolicyEntry:
@@ -73,6 +76,17 @@ class PolicyEntry:
             ) from None
         if not (isinstance(policy.control_hz, (int, float)) and policy.control_hz > 0):
             raise BundleSpecError(f"{where}: control_hz must be positive, got {policy.control_hz!r}")
+        observation = manifest.get("observation")
+        if not isinstance(observation, dict):
+            raise BundleSpecError(f"{where}: manifest has no 'observation' section")
+        # Controllers recompute the hash from the welcome's sections and control_hz: they must agree.
+        try:
+            computed = spec_hash(observation, action, float(policy.control_hz))
+        except SpecError as exc:
+            raise BundleSpecError(f"{where}: {exc}") from None
+        if computed != policy.spec_hash:
+            raise BundleSpecError(f"{where}: spec_hash {str(policy.spec_hash)[:16]}... is not the hash of its manifest's "
+                                  f"observation/action and control_hz ({computed[:16]}...); re-export the bundle")
         low = np.broadcast_to(np.asarray(action.get("low", -1.0), dtype=float), (policy.act_dim,))
         high = np.broadcast_to(np.asarray(action.get("high", 1.0), dtype=float), (policy.act_dim,))
         return cls(
@@ -86,4 +100,6 @@ class PolicyEntry:
             action_low=low.tolist(),
             action_high=high.tolist(),
             limits=limits,
+            observation=observation,
+            action=action,
         )

@@ -18,8 +18,10 @@ from typing import Any, NamedTuple, Sequence
 import msgpack
 import numpy as np
 
-PROTOCOL_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+# Version 2: the spec hash is bridge.spec's text hash (version 1 hashed canonical JSON), hello's
+# bundle is optional, welcome carries the observation/action sections.
+PROTOCOL_VERSION = 2
+SUPPORTED_VERSIONS = (2,)
 
 # Default application-level cap on one message (all frames together). The transport cap
 # (ZMQ_MAXMSGSIZE, per frame) is higher: a frame above it makes libzmq drop the connection,
@@ -62,13 +64,19 @@ class ErrorCode(enum.IntEnum):
 
 
 class ProtocolError(Exception):
-    """A message that cannot be accepted; carries the code the peer gets back."""
+    """A message that cannot be accepted; carries the code the peer gets back.
 
-    def __init__(self, code: ErrorCode, text: str, seq: int | None = None) -> None:
+    version: the ``v`` to write the error in when it is not ours: a VERSION_MISMATCH answer is
+    written in the refused message's version (an error's fields are the same in every version),
+    so that a peer of another version can read why it was refused.
+    """
+
+    def __init__(self, code: ErrorCode, text: str, seq: int | None = None, version: int | None = None) -> None:
         super().__init__(f"{code.name}: {text}")
         self.code = code
         self.text = text
         self.seq = seq
+        self.version = version
 
 
 class Message(NamedTuple):
@@ -110,10 +118,12 @@ def make_header(msg_type: MsgType, seq: int, **fields: Any) -> dict[str, Any]:
     return {"v": PROTOCOL_VERSION, "type": msg_type.value, "seq": seq, "t_ns": now_ns(), **fields}
 
 
-def error_frames(code: ErrorCode, text: str, seq: int, re: int | None) -> list[bytes]:
+def error_frames(code: ErrorCode, text: str, seq: int, re: int | None, version: int | None = None) -> list[bytes]:
     header = make_header(MsgType.ERROR, seq, code=int(code), name=code.name, text=text)
     if re is not None:
         header["re"] = re
+    if version is not None:
+        header["v"] = version
     return encode(header)
 
 
@@ -123,15 +133,18 @@ _INT = frozenset({int})
 _NUM = frozenset({int, float})
 _STR = frozenset({str})
 _MAP = frozenset({dict})
-_TYPE_NAMES = {_INT: "int", _NUM: "number", _STR: "str", _MAP: "map"}
+_LIST = frozenset({list})
+_TYPE_NAMES = {_INT: "int", _NUM: "number", _STR: "str", _MAP: "map", _LIST: "array"}
+# Ints that must also fit an unsigned 64-bit integer: equal to _INT, told apart by identity (cheap).
+_UINT = frozenset({int})
 
 # Per message type: (field, accepted exact python types, required). Fields not listed are ignored
 # (tolerant reader). Exact type checks keep bool out of int fields: on the wire they differ.
-_COMMON = (("v", _INT, True), ("type", _STR, True), ("seq", _INT, True), ("t_ns", _INT, False), ("re", _INT, False))
+_COMMON = (("v", _INT, True), ("type", _STR, True), ("seq", _INT, True), ("t_ns", _INT, False), ("re", _UINT, False))
 SCHEMA: dict[str, tuple[tuple[str, frozenset, bool], ...]] = {
-    MsgType.HELLO.value: (("bundle", _STR, True), ("spec_hash", _STR, True), ("robot", _MAP, False), ("client", _STR, False)),
+    MsgType.HELLO.value: (("bundle", _STR, False), ("spec_hash", _STR, True), ("robot", _MAP, False), ("client", _STR, False)),
     MsgType.WELCOME.value: (
-        ("re", _INT, True),
+        ("re", _UINT, True),
         ("bundle", _STR, True),
         ("spec_hash", _STR, True),
         ("session", _STR, True),
@@ -139,18 +152,28 @@ SCHEMA: dict[str, tuple[tuple[str, frozenset, bool], ...]] = {
         ("act_dim", _INT, True),
         ("control_hz", _NUM, True),
         ("action_kind", _STR, True),
+        ("action_low", _LIST, False),
+        ("action_high", _LIST, False),
+        ("observation", _MAP, True),
+        ("action", _MAP, True),
         ("limits", _MAP, True),
         ("max_message_bytes", _INT, True),
+        ("protocol", _LIST, False),
     ),
-    MsgType.STEP.value: (("deadline_us", _INT, True), ("episode", _INT, False)),
-    MsgType.ACTION.value: (("re", _INT, True), ("queue_us", _NUM, False), ("infer_us", _NUM, False), ("batch", _INT, False)),
-    MsgType.RESET.value: (("episode", _INT, False),),
+    MsgType.STEP.value: (("deadline_us", _INT, True), ("episode", _UINT, False)),
+    MsgType.ACTION.value: (("re", _UINT, True), ("queue_us", _NUM, False), ("infer_us", _NUM, False), ("batch", _INT, False)),
+    MsgType.RESET.value: (("episode", _UINT, False),),
     MsgType.HEARTBEAT.value: (("stats", _MAP, False),),
     MsgType.ERROR.value: (("code", _INT, True), ("text", _STR, True), ("name", _STR, False)),
     MsgType.BYE.value: (("reason", _STR, False),),
 }
 # How many array frames each type carries.
 ARRAY_COUNT = {MsgType.STEP.value: 1, MsgType.ACTION.value: 1}
+# What each side accepts: any other type is UNKNOWN_TYPE, answered before its fields are checked.
+SERVER_ACCEPTS = frozenset({MsgType.HELLO.value, MsgType.STEP.value, MsgType.RESET.value, MsgType.HEARTBEAT.value,
+                            MsgType.BYE.value})
+CONTROLLER_ACCEPTS = frozenset({MsgType.WELCOME.value, MsgType.ACTION.value, MsgType.RESET.value,
+                                MsgType.HEARTBEAT.value, MsgType.ERROR.value, MsgType.BYE.value})
 _DTYPES = {name: np.dtype(name) for name in ALLOWED_DTYPES}
 _U64_MAX = 2**64 - 1
 
@@ -165,16 +188,60 @@ def _check_fields(header: dict, fields: tuple[tuple[str, frozenset, bool], ...],
             raise ProtocolError(
                 ErrorCode.MALFORMED, f"header field {name!r} must be {_TYPE_NAMES[types]}, got {type(value).__name__}", seq
             )
+        elif types is _UINT and not 0 <= value <= _U64_MAX:
+            raise ProtocolError(ErrorCode.MALFORMED, f"header field {name!r} must be an unsigned 64-bit integer, got {value}", seq)
 
 
 _MISSING = object()
 
 
-def decode_header(frame: bytes) -> dict[str, Any]:
-    """Unpack and validate frame 0; raises ProtocolError naming the first problem found."""
+class _ExtensionValue(Exception):
+    """Raised by the unpacker's ext_hook: msgpack extension types are not part of the protocol."""
+
+
+def _refuse_extension(code: int, data: bytes) -> Any:
+    raise _ExtensionValue(code)
+
+
+def read_seq(frame: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> int | None:
+    """The seq of a header frame that will not be accepted, for the error's ``re`` only; else None.
+
+    Error paths only: the frame is unpacked leniently (extension values and bytes after the map
+    are tolerated), and only when it is at most ``max_bytes`` long.
+    """
+    if len(frame) > max_bytes:
+        return None
     try:
-        header = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+        header = msgpack.unpackb(frame, ext_hook=lambda code, data: None, timestamp=0)
+    except msgpack.ExtraData as exc:
+        header = exc.unpacked
+    except Exception:
+        return None
+    seq = header.get("seq") if type(header) is dict else None
+    return seq if type(seq) is int and 0 <= seq <= _U64_MAX else None
+
+
+def decode_header(frame: bytes, accept: frozenset[str] | None = None, peer: str = "this peer") -> dict[str, Any]:
+    """Unpack and validate frame 0; raises ProtocolError naming the first problem found.
+
+    accept: the message types this reader takes (SERVER_ACCEPTS, CONTROLLER_ACCEPTS); any other
+    type is UNKNOWN_TYPE before its fields are checked. peer names the reader in that error's text.
+    """
+    try:
+        # raw=False and strict_map_key=True are msgpack's defaults (>= 1.0); passing them costs time.
+        # Extension values: ext_hook refuses them, and max_ext_len=0 refuses every ext with data
+        # before the hook is asked, the timestamp type (-1, which never reaches ext_hook) included.
+        header = msgpack.unpackb(frame, ext_hook=_refuse_extension, max_ext_len=0)
+    except msgpack.ExtraData as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"header frame has {len(exc.extra)} byte(s) after the msgpack map; "
+                            "frame 0 must hold exactly one map", read_seq(frame, len(frame))) from None
+    except _ExtensionValue as exc:
+        raise ProtocolError(ErrorCode.MALFORMED, f"header holds a msgpack extension value (type {exc.args[0]}); "
+                            "extension types (timestamps included) are not allowed", read_seq(frame, len(frame))) from None
     except Exception as exc:  # msgpack raises several unrelated types for bad input
+        if "max_ext_len" in str(exc):  # an extension with data, the timestamp type (-1) included
+            raise ProtocolError(ErrorCode.MALFORMED, "header holds a msgpack extension value; extension types "
+                                "(timestamps included) are not allowed", read_seq(frame, len(frame))) from None
         raise ProtocolError(ErrorCode.MALFORMED, f"header is not valid msgpack ({type(exc).__name__})") from None
     if type(header) is not dict:
         raise ProtocolError(ErrorCode.MALFORMED, f"header must be a msgpack map, got {type(header).__name__}")
@@ -186,12 +253,17 @@ def decode_header(frame: bytes) -> dict[str, Any]:
             ErrorCode.VERSION_MISMATCH,
             f"protocol version {header['v']} not supported; this peer speaks {list(SUPPORTED_VERSIONS)}",
             seq,
+            header["v"],
         )
     if seq is None:
         raise ProtocolError(ErrorCode.MALFORMED, "seq must be an unsigned 64-bit integer")
-    schema = SCHEMA.get(header["type"])
+    kind = header["type"]
+    schema = SCHEMA.get(kind)
     if schema is None:
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {header['type']!r}", seq)
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", seq)
+    if accept is not None and kind not in accept:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"{peer} does not accept {kind!r} messages (it accepts "
+                            f"{', '.join(sorted(accept))})", seq)
     _check_fields(header, schema, seq)
     return header
 
@@ -307,18 +379,24 @@ def action_header_layout(act_dim: int) -> FixedHeader:
 
 
 def check_frames(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-    """The checks on a message's frames that come before its header is read: count and total size."""
+    """The checks on a message's frames that come before its header is read: count and total size.
+
+    The error answers the header's seq (``re``) when frame 0 is at most max_bytes and its seq can
+    be read; the header is read for that only, never trusted.
+    """
     if not frames:
         raise ProtocolError(ErrorCode.MALFORMED, "empty message")
     if len(frames) > 1 + MAX_ARRAYS:
-        raise ProtocolError(ErrorCode.MALFORMED, f"{len(frames)} frames; at most {1 + MAX_ARRAYS} allowed")
+        raise ProtocolError(ErrorCode.MALFORMED, f"{len(frames)} frames; at most {1 + MAX_ARRAYS} allowed "
+                            f"(a header and {MAX_ARRAYS} arrays)", read_seq(frames[0], max_bytes))
     total = sum(map(len, frames))
     if total > max_bytes:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"message is {total} bytes; the cap is {max_bytes}")
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"message is {total} bytes; the cap is {max_bytes}", read_seq(frames[0], max_bytes))
 
 
-def decode(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Message:
+def decode(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, accept: frozenset[str] | None = None,
+           peer: str = "this peer") -> Message:
     """Validate a whole message (header frame first, then array frames)."""
     check_frames(frames, max_bytes)
-    header = decode_header(frames[0])
+    header = decode_header(frames[0], accept, peer)
     return Message(header, decode_arrays(header, frames[1:]))

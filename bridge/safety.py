@@ -1,15 +1,19 @@
 """The safety layer between the policy and the robot: plain clamp functions plus one small filter.
 
 Every command the servo loop sends goes through ``SafetyFilter.apply`` (or ``hold``), which
-returns the joint positions actually applied. Each clamp below is a pure function returning
-``Clamped(value, intervened)``; changes of direction are avoided by scaling the whole motion
-vector, so the tool keeps moving along the commanded line, only slower or shorter.
+returns the joint positions actually applied. Each clamp below is a pure function over float
+sequences returning ``(value, intervened)``: the input itself and False when the limit holds,
+else a new list and True. Changes of direction are avoided by scaling the whole motion vector,
+so the tool keeps moving along the commanded line, only slower or shorter.
 
-The arithmetic runs on Python floats (``_``-prefixed functions over lists): a robot has 3-7
-joints, and a numpy call costs a microsecond or more of overhead per operation, so the filter
-costs a few microseconds per cycle instead of tens to a hundred. Python floats are IEEE doubles
-like float64 arrays and every operation is elementwise, so the results are the same bits numpy
-would give. The public clamps take and return numpy arrays and share these implementations.
+The arithmetic runs on Python floats: a robot has 3-7 joints, and a numpy call costs a
+microsecond or more of overhead per operation, so the filter costs a few microseconds per cycle
+instead of tens to a hundred. Python floats are IEEE doubles like float64 arrays and every
+operation is elementwise, so the results are the same bits numpy would give.
+
+The filter calls these same functions (one implementation per limit). Its usual cycle takes a
+fast path instead, one pass that only decides that no clamp would change the command;
+tests/test_bridge_safety_fast_path.py checks it against the clamps on random command streams.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, deque
-from typing import Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,25 +31,22 @@ from bridge.limits import SafetyLimits
 log = logging.getLogger(__name__)
 
 ForwardKinematics = Callable[[np.ndarray], np.ndarray]  # joint positions -> tool xyz (m)
-Vec = list  # list[float]: one value per joint (or per tool axis)
+ListKinematics = Callable[[list[float]], Sequence[float]]  # the same on a float list (what the clamps call)
+Floats = Sequence[float]  # one value per joint (or per tool axis)
+Clamped = tuple[list[float], bool]  # (value, intervened): the input itself when unchanged, else a new list
 
 # Relative slack before a speed/box check counts as violated (float rounding after scaling).
 _TOLERANCE = 1e-9
 _CLAMPED = object()  # SafetyFilter: "some clamp may change this command"
 
 
-class Clamped(NamedTuple):
-    value: np.ndarray
-    intervened: bool
-
-
-def _floats(x: Sequence[float] | np.ndarray) -> Vec:
+def _floats(x: Floats | np.ndarray) -> list[float]:
     if type(x) is np.ndarray and x.dtype == np.float64:
         return x.tolist()
     return np.asarray(x, dtype=np.float64).tolist()
 
 
-def float_list_kinematics(fk: Callable[[Vec], Vec]) -> Callable[[Vec], Vec]:
+def float_list_kinematics(fk: Callable[[list], list]) -> Callable[[list], list]:
     """Mark a forward kinematics function that takes and returns float lists (the filter calls it directly).
 
     An array-based one is wrapped (list -> array -> list), which costs a few microseconds per call.
@@ -53,17 +55,13 @@ def float_list_kinematics(fk: Callable[[Vec], Vec]) -> Callable[[Vec], Vec]:
     return fk
 
 
-def _list_fk(fk: ForwardKinematics) -> Callable[[Vec], Vec]:
+def _list_fk(fk: ForwardKinematics) -> ListKinematics:
     if getattr(fk, "takes_float_lists", False):
         return fk
     return lambda q: _floats(fk(np.array(q)))
 
 
-def _result(value: Vec | np.ndarray, hit: bool, given: np.ndarray) -> Clamped:
-    return Clamped(np.array(value, dtype=np.float64), True) if hit else Clamped(given, False)
-
-
-def _scale_to_limit(delta: Vec, limit: Vec) -> float:
+def _scale_to_limit(delta: Floats, limit: Floats) -> float:
     """Largest factor in [0, 1] that keeps every |delta_i| within limit_i (limits are positive).
 
     A motion at the limit to within float rounding (relative 1e-9) is not an intervention.
@@ -72,38 +70,15 @@ def _scale_to_limit(delta: Vec, limit: Vec) -> float:
     return 1.0 if worst <= 1.0 + _TOLERANCE else 1.0 / worst
 
 
-def _scaled(base: Vec, delta: Vec, scale: float) -> Vec:
+def _scaled(base: Floats, delta: Floats, scale: float) -> list[float]:
     return [b + d * scale for b, d in zip(base, delta)]
 
 
-def _diff(a: Vec, b: Vec) -> Vec:
+def _diff(a: Floats, b: Floats) -> list[float]:
     return [x - y for x, y in zip(a, b)]
 
 
-# --------------------------------------------------------------------------------- clamps
-
-
-def reject_non_finite(command: np.ndarray, fallback: np.ndarray) -> Clamped:
-    """A command with any NaN or inf is replaced as a whole by ``fallback`` (never partially used)."""
-    if all(map(math.isfinite, _floats(command))):
-        return Clamped(command, False)
-    return Clamped(np.array(fallback, dtype=np.float64), True)
-
-
-def _positions(q: Vec, lower: Vec, upper: Vec) -> tuple[Vec, bool]:
-    for x, lo, hi in zip(q, lower, upper):
-        if not lo <= x <= hi:
-            return [min(max(x, lo), hi) for x, lo, hi in zip(q, lower, upper)], True
-    return q, False
-
-
-def clamp_joint_positions(q: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> Clamped:
-    """Each joint inside its [lower, upper] range."""
-    value, hit = _positions(_floats(q), _floats(lower), _floats(upper))
-    return _result(value, hit, q)
-
-
-def _move_within(q: Vec, base: Vec, limit: Vec) -> tuple[Vec, bool]:
+def _move_within(q: Floats, base: Floats, limit: Floats) -> Clamped:
     """The move from base to q, shortened (direction kept) so each joint moves at most its limit."""
     delta = _diff(q, base)
     scale = _scale_to_limit(delta, limit)
@@ -112,36 +87,67 @@ def _move_within(q: Vec, base: Vec, limit: Vec) -> tuple[Vec, bool]:
     return _scaled(base, delta, scale), True
 
 
-def clamp_relative_target(q: np.ndarray, q_measured: np.ndarray, max_relative: np.ndarray) -> Clamped:
-    """Per-command change cap: the command stays within max_relative of where the robot is measured."""
-    value, hit = _move_within(_floats(q), _floats(q_measured), _floats(max_relative))
-    return _result(value, hit, q)
+def _box_excess(point: Floats, low: Floats, high: Floats) -> float:
+    """How far outside the box the point is along its worst axis (0 inside)."""
+    return max(0.0, max([lo - p for p, lo in zip(point, low)]), max([p - hi for p, hi in zip(point, high)]))
 
 
-def clamp_joint_velocity(q: np.ndarray, q_prev: np.ndarray, max_velocity: np.ndarray, dt: float) -> Clamped:
+def _box_tolerance(low: Floats, high: Floats) -> float:
+    """How far outside the box still counts as inside (float rounding of positions near its faces)."""
+    return _TOLERANCE * (1.0 + max([abs(h - lo) for lo, h in zip(low, high)]))
+
+
+# --------------------------------------------------------------------------------- clamps
+# Each takes float sequences and returns (value, intervened): the input itself and False when
+# the limit holds, a new list and True when it acted.
+
+
+def reject_non_finite(command: Floats, fallback: Floats) -> Clamped:
+    """A command with any NaN or inf is replaced as a whole by ``fallback`` (never partially used)."""
+    if all(map(math.isfinite, command)):
+        return command, False
+    return list(fallback), True
+
+
+def clamp_joint_positions(q: Floats, lower: Floats, upper: Floats) -> Clamped:
+    """Each joint inside its [lower, upper] range; joints inside keep their exact value."""
+    for x, lo, hi in zip(q, lower, upper):
+        if not lo <= x <= hi:
+            return [min(max(x, lo), hi) for x, lo, hi in zip(q, lower, upper)], True
+    return q, False
+
+
+def clamp_relative_target(q: Floats, q_measured: Floats, max_relative: Floats) -> Clamped:
+    """Per-command change cap: the command stays within max_relative of where the robot is measured.
+
+    A longer move is shortened along its direction, so the joints keep their proportions.
+    """
+    return _move_within(q, q_measured, max_relative)
+
+
+def clamp_joint_velocity(q: Floats, q_prev: Floats, max_velocity: Floats, dt: float) -> Clamped:
     """Motion since the previous command at most max_velocity * dt per joint (direction kept)."""
-    value, hit = _move_within(_floats(q), _floats(q_prev), [v * dt for v in _floats(max_velocity)])
-    return _result(value, hit, q)
+    return _move_within(q, q_prev, [v * dt for v in max_velocity])
 
 
-def _acceleration(q: Vec, q_prev: Vec, v_prev: Vec, max_dv: Vec, dt: float) -> tuple[Vec, bool]:
-    """max_dv: max_acceleration * dt per joint."""
+def clamp_joint_acceleration(q: Floats, q_prev: Floats, v_prev: Floats, max_acceleration: Floats, dt: float) -> Clamped:
+    """Velocity change since the previous cycle at most max_acceleration * dt per joint (direction kept).
+
+    v_prev is the velocity of the previous command, (q_prev - the one before) / dt; braking counts too.
+    """
     dv = [(x - p) / dt - v for x, p, v in zip(q, q_prev, v_prev)]
-    scale = _scale_to_limit(dv, max_dv)
+    scale = _scale_to_limit(dv, [a * dt for a in max_acceleration])
     if scale == 1.0:
         return q, False
     return [p + (v + d * scale) * dt for p, v, d in zip(q_prev, v_prev, dv)], True
 
 
-def clamp_joint_acceleration(
-    q: np.ndarray, q_prev: np.ndarray, v_prev: np.ndarray, max_acceleration: np.ndarray, dt: float
-) -> Clamped:
-    """Velocity change since the previous cycle at most max_acceleration * dt per joint (direction kept)."""
-    value, hit = _acceleration(_floats(q), _floats(q_prev), _floats(v_prev), [a * dt for a in _floats(max_acceleration)], dt)
-    return _result(value, hit, q)
+def decelerate_to_hold(q_prev: Floats, v_prev: Floats, max_acceleration: Floats, dt: float) -> list[float]:
+    """Next command of a controlled stop: all joints slow together at the slowest joint's rate.
 
-
-def _decelerate(q_prev: Vec, v_prev: Vec, max_acceleration: Vec, dt: float) -> Vec:
+    The joint that needs longest to stop at its max deceleration sets the stop time T; every
+    joint's velocity shrinks by dt/T per cycle, so the path stays straight and all stop together.
+    """
     if not any(v_prev):
         return list(q_prev)
     stop_time = max([abs(v) / a for v, a in zip(v_prev, max_acceleration)])
@@ -149,30 +155,19 @@ def _decelerate(q_prev: Vec, v_prev: Vec, max_acceleration: Vec, dt: float) -> V
     return [q + v * factor * dt for q, v in zip(q_prev, v_prev)]
 
 
-def decelerate_to_hold(q_prev: np.ndarray, v_prev: np.ndarray, max_acceleration: np.ndarray, dt: float) -> np.ndarray:
-    """Next command of a controlled stop: all joints slow together at the slowest joint's rate.
+def clamp_to_workspace(
+    q: Floats, q_prev: Floats, fk: ListKinematics, low: Floats, high: Floats, *, iterations: int = 40,
+    tolerance: float | None = None, p_new: Floats | None = None, p_prev: Floats | None = None,
+) -> Clamped:
+    """Shorten the move from q_prev to q so the tool (``fk``: float list -> xyz) stays in the [low, high] box.
 
-    The joint that needs longest to stop at its max deceleration sets the stop time T; every
-    joint's velocity shrinks by dt/T per cycle, so the path stays straight and all stop together.
+    A tool already outside may move only so as to get closer to the box. Along the joint-space
+    segment from q_prev to q, the crossing point is first computed as if the tool moved on a
+    straight line (exact for a Cartesian robot) and then confirmed, or found by bisection.
+    ``tolerance``: how far outside still counts as inside (default: 1e-9 relative to the box);
+    ``p_new`` / ``p_prev``: fk(q) / fk(q_prev) when the caller knows them already.
     """
-    return np.array(_decelerate(_floats(q_prev), _floats(v_prev), _floats(max_acceleration), dt), dtype=np.float64)
-
-
-def _box_excess(point: Vec, low: Vec, high: Vec) -> float:
-    """How far outside the box the point is along its worst axis (0 inside)."""
-    return max(0.0, max([lo - p for p, lo in zip(point, low)]), max([p - hi for p, hi in zip(point, high)]))
-
-
-def _box_tolerance(low: Vec, high: Vec) -> float:
-    """How far outside the box still counts as inside (float rounding of positions near its faces)."""
-    return _TOLERANCE * (1.0 + max([abs(h - lo) for lo, h in zip(low, high)]))
-
-
-def _workspace(
-    q: Vec, q_prev: Vec, fk: Callable[[Vec], Vec], low: Vec, high: Vec, tol: float, iterations: int = 40,
-    p_new: Vec | None = None, p_prev: Vec | None = None,
-) -> tuple[Vec, bool]:
-    """clamp_to_workspace on lists; tol: _box_tolerance(low, high); p_new / p_prev: fk(q) / fk(q_prev) when known."""
+    tol = _box_tolerance(low, high) if tolerance is None else tolerance
     if p_new is None:
         p_new = fk(q)
     excess_new = _box_excess(p_new, low, high)
@@ -211,24 +206,14 @@ def _workspace(
     return _scaled(q_prev, delta, inside), True
 
 
-def clamp_to_workspace(
-    q: np.ndarray, q_prev: np.ndarray, fk: ForwardKinematics, low: np.ndarray, high: np.ndarray, iterations: int = 40
+def limit_tool_speed(
+    q: Floats, q_prev: Floats, fk: ListKinematics, max_speed: float, dt: float, *,
+    p_new: Floats | None = None, p_prev: Floats | None = None,
 ) -> Clamped:
-    """Shorten the move so the tool stays in the [low, high] box.
+    """Shorten the move (direction kept in joint space) so the tool travels at most max_speed * dt this cycle.
 
-    A tool already outside may move only so as to get closer to the box. Along the joint-space
-    segment from q_prev to q, the crossing point is first computed as if the tool moved on a
-    straight line (exact for a Cartesian robot) and then confirmed, or found by bisection.
+    ``fk``: float list -> tool xyz; ``p_new`` / ``p_prev``: fk(q) / fk(q_prev) when already known.
     """
-    low, high = _floats(low), _floats(high)
-    value, hit = _workspace(_floats(q), _floats(q_prev), _list_fk(fk), low, high, _box_tolerance(low, high), iterations)
-    return _result(value, hit, q)
-
-
-def _tool_speed(
-    q: Vec, q_prev: Vec, fk: Callable[[Vec], Vec], max_speed: float, dt: float,
-    p_new: Vec | None = None, p_prev: Vec | None = None,
-) -> tuple[Vec, bool]:
     budget = max_speed * dt
     if p_prev is None:
         p_prev = fk(q_prev)
@@ -246,32 +231,27 @@ def _tool_speed(
     return _scaled(q_prev, delta, scale * 0.5), True
 
 
-def limit_tool_speed(q: np.ndarray, q_prev: np.ndarray, fk: ForwardKinematics, max_speed: float, dt: float) -> Clamped:
-    """Shorten the move so the tool travels at most max_speed * dt this cycle."""
-    value, hit = _tool_speed(_floats(q), _floats(q_prev), _list_fk(fk), max_speed, dt)
-    return _result(value, hit, q)
-
-
 # --------------------------------------------------------------------------------- filter
 
 
 class _CycleLimits(NamedTuple):
     """SafetyLimits as Python float lists (what the filter's arithmetic runs on), per servo cycle of dt."""
 
-    joint_lower: Vec
-    joint_upper: Vec
-    max_acceleration: Vec
-    max_relative_target: Vec
-    workspace_low: Vec
-    workspace_high: Vec
-    max_step: Vec  # max_velocity * dt
-    max_dv: Vec  # max_acceleration * dt
+    joint_lower: list
+    joint_upper: list
+    max_velocity: list
+    max_acceleration: list
+    max_relative_target: list
+    workspace_low: list
+    workspace_high: list
+    max_step: list  # max_velocity * dt (the fast path's bound; the clamp computes the same product)
+    max_dv: list  # max_acceleration * dt (likewise)
     box_tolerance: float
 
     @classmethod
     def of(cls, limits: SafetyLimits, dt: float) -> _CycleLimits:
-        lists = {name: _floats(getattr(limits, name)) for name in cls._fields[:6]}
-        return cls(**lists, max_step=[v * dt for v in _floats(limits.max_velocity)],
+        lists = {name: _floats(getattr(limits, name)) for name in cls._fields[:7]}
+        return cls(**lists, max_step=[v * dt for v in lists["max_velocity"]],
                    max_dv=[a * dt for a in lists["max_acceleration"]],
                    box_tolerance=_box_tolerance(lists["workspace_low"], lists["workspace_high"]))
 
@@ -279,13 +259,16 @@ class _CycleLimits(NamedTuple):
 class SafetyFilter:
     """Applies the clamps in a fixed order each servo cycle and remembers what it applied.
 
-    Order: latched stop -> NaN/inf -> joint range -> cap relative to the measured position ->
-    velocity -> acceleration -> workspace box -> tool speed -> joint range again (the
-    acceleration clamp may carry a moving joint on). Each intervention is counted by kind.
+    Order: latched stop -> NaN/inf (command or measured position: hold) -> joint range -> cap
+    relative to the measured position -> velocity -> acceleration -> workspace box -> tool speed
+    -> joint range again (the acceleration clamp may carry a moving joint on). Each intervention
+    is counted by kind.
 
     ``q`` (last applied command) and ``v`` (its velocity) read and assign as float64 arrays;
     inside, they are kept as float lists, and the tool position of ``q`` is remembered so a
-    cycle usually calls forward kinematics once.
+    cycle usually calls forward kinematics once. ``fast_path=False`` runs every clamp on every
+    cycle and computes the previous tool position afresh: the reference the fast path and that
+    cache are tested against (the applied commands are the same bits, only slower).
     """
 
     KINDS = (
@@ -306,6 +289,8 @@ class SafetyFilter:
         period_s: float,
         initial_joints: np.ndarray,
         forward_kinematics: ForwardKinematics | None = None,
+        *,
+        fast_path: bool = True,
     ) -> None:
         initial = np.asarray(initial_joints, dtype=np.float64)
         if initial.shape != (limits.n_joints,):
@@ -314,6 +299,7 @@ class SafetyFilter:
             raise ValueError(f"period_s must be positive, got {period_s}")
         self._dt = float(period_s)
         self._reduced_speed = False
+        self._fast_path = bool(fast_path)
         self.limits = limits
         self.fk = forward_kinematics
         self._fk = None if forward_kinematics is None else _list_fk(forward_kinematics)
@@ -402,12 +388,15 @@ class SafetyFilter:
     def hold(self) -> np.ndarray:
         """No fresh command: decelerate under the acceleration limit, then stand still."""
         lim = self._lim
-        q = _decelerate(self._q, self._v, lim.max_acceleration, self.dt)
-        q, _ = _positions(q, lim.joint_lower, lim.joint_upper)
+        q = decelerate_to_hold(self._q, self._v, lim.max_acceleration, self._dt)
+        q, _ = clamp_joint_positions(q, lim.joint_lower, lim.joint_upper)
         return self._commit(q, None)
 
     def apply(self, command: np.ndarray, measured: np.ndarray | None = None) -> np.ndarray:
-        """The joint positions to send for ``command`` this cycle (a copy; never the input)."""
+        """The joint positions to send for ``command`` this cycle (a copy; never the input).
+
+        ``measured``: the robot's measured joint positions, for the relative-target cap (None: no cap).
+        """
         if self._latched_reason is not None:
             self.counts["latched"] += 1
             return self.hold()
@@ -420,35 +409,39 @@ class SafetyFilter:
         if q is None or len(q) != len(self._q):
             raise ValueError(f"command has shape {np.shape(command)}; the robot has {len(self._q)} joints")
         measured = None if measured is None else _floats(measured)
-        p_new = self._tool_position_if_untouched(q, measured)
-        if p_new is not _CLAMPED:  # the usual cycle: no clamp would change q
-            return self._commit(q, p_new)
-        if not all(map(math.isfinite, q)):
-            self._record("non_finite", f"non-finite command {np.asarray(command).tolist()}")
-            return self.hold()
-        lim, q_prev, dt = self._lim, self._q, self.dt
-        q = self._step("position", _positions(q, lim.joint_lower, lim.joint_upper), q)
+        if self._fast_path:
+            p_new = self._tool_position_if_untouched(q, measured)
+            if p_new is not _CLAMPED:  # the usual cycle: no clamp would change q
+                return self._commit(q, p_new)
+        lim, q_prev, dt = self._lim, self._q, self._dt
+        for name, values in (("command", q), ("measured position", measured)):
+            if values is not None and reject_non_finite(values, q_prev)[1]:
+                self._record("non_finite", f"non-finite {name} {values}")
+                return self.hold()  # a controlled stop, not a jump to the fallback
+        q = self._step("position", clamp_joint_positions(q, lim.joint_lower, lim.joint_upper), q)
         if measured is not None:
-            q = self._step("relative_target", _move_within(q, measured, lim.max_relative_target), q)
-        q = self._step("velocity", _move_within(q, q_prev, lim.max_step), q)
-        q = self._step("acceleration", _acceleration(q, q_prev, self._v, lim.max_dv, dt), q)
+            q = self._step("relative_target", clamp_relative_target(q, measured, lim.max_relative_target), q)
+        q = self._step("velocity", clamp_joint_velocity(q, q_prev, lim.max_velocity, dt), q)
+        q = self._step("acceleration", clamp_joint_acceleration(q, q_prev, self._v, lim.max_acceleration, dt), q)
         p_new = None  # fk(q), kept while q is unchanged
         fk = self._fk
         if fk is not None:
-            if self._p is None:
+            if self._p is None or not self._fast_path:  # the reference computes everything afresh
                 self._p = fk(q_prev)
             p_new = fk(q)
-            moved = self._step("workspace", _workspace(q, q_prev, fk, lim.workspace_low, lim.workspace_high,
-                                                       lim.box_tolerance, p_new=p_new, p_prev=self._p), q)
+            moved = self._step("workspace", clamp_to_workspace(
+                q, q_prev, fk, lim.workspace_low, lim.workspace_high, tolerance=lim.box_tolerance,
+                p_new=p_new, p_prev=self._p), q)
             if moved is not q:
                 q, p_new = moved, None
-            moved = self._step("tool_speed", _tool_speed(q, q_prev, fk, self.tool_speed_limit, dt, p_new=p_new, p_prev=self._p), q)
+            moved = self._step("tool_speed", limit_tool_speed(
+                q, q_prev, fk, self.tool_speed_limit, dt, p_new=p_new, p_prev=self._p), q)
             if moved is not q:
                 q, p_new = moved, None
-        moved = self._step("position", _positions(q, lim.joint_lower, lim.joint_upper), q)
+        moved = self._step("position", clamp_joint_positions(q, lim.joint_lower, lim.joint_upper), q)
         return self._commit(moved, p_new if moved is q else None)
 
-    def _tool_position_if_untouched(self, q: Vec, measured: Vec | None) -> Vec | None | object:
+    def _tool_position_if_untouched(self, q: list, measured: list | None) -> list | None | object:
         """fk(q) (None without kinematics) when no clamp of apply() would change q; else _CLAMPED.
 
         One pass over the joints instead of a pass per clamp. Each test is the strict form of its
@@ -487,7 +480,7 @@ class SafetyFilter:
 
     # ------------------------------------------------------------------ internals
 
-    def _step(self, kind: str, result: tuple[Vec, bool], before: Vec) -> Vec:
+    def _step(self, kind: str, result: Clamped, before: list) -> list:
         value, intervened = result
         if intervened:
             self._record(kind, f"{kind}: {before} -> {value}")
@@ -498,7 +491,7 @@ class SafetyFilter:
         self.events.append((kind, text))
         log.debug("safety %s", text)
 
-    def _commit(self, q: Vec, p: Vec | None) -> np.ndarray:
+    def _commit(self, q: list, p: list | None) -> np.ndarray:
         """Make q the applied command (p: its tool position, if known); returns it as a new array."""
         dt = self._dt
         self._v = [(a - b) / dt for a, b in zip(q, self._q)]

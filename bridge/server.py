@@ -42,12 +42,12 @@ import numpy as np
 import zmq
 
 from bridge import protocol as wire
+from bridge.errors import BridgeError
 from bridge.inference import BatchRunner, InferenceWorker, StepRequest
 from bridge.keys import ServerKeys, load_secret_keypair
 from bridge.policy import PolicyEntry, ServedPolicy
 from bridge.protocol import ErrorCode, MsgType, ProtocolError
 from bridge.telemetry import ServerStats, TelemetryPublisher
-from bridge.errors import BridgeError
 
 log = logging.getLogger(__name__)
 
@@ -263,7 +263,7 @@ class BridgeServer:
             MsgType.HEARTBEAT.value: self._on_heartbeat,
             MsgType.BYE.value: self._on_bye,
         }
-        router, results, poller, sessions = self._router, self._results, self._poller, self.sessions
+        router, poller, sessions = self._router, self._poller, self.sessions
         period_ns = int(self.config.telemetry_period_s * 1e9)
         next_tick = time.monotonic_ns() + period_ns
         max_batch = self.config.max_batch
@@ -371,7 +371,7 @@ class BridgeServer:
                 self._accept_step(identity, index, seq, deadline_us, body[1], now, pending)
                 return
             wire.check_frames(body, self.config.max_message_bytes)
-            header = wire.decode_header(body[0])
+            header = wire.decode_header(body[0], wire.SERVER_ACCEPTS, "a server")
             kind = header["type"]
             if kind == "step":
                 self._on_step(identity, header, body, now, pending)
@@ -405,7 +405,7 @@ class BridgeServer:
         self.stats.count(f"errors.{exc.code.name}")
         self._rate_log.warn(exc.code, exc.text)
         self.telemetry.publish("error", {"code": int(exc.code), "name": exc.code.name, "text": exc.text, "re": exc.seq})
-        self._send(identity, wire.error_frames(exc.code, exc.text, next(self._seq), exc.seq))
+        self._send(identity, wire.error_frames(exc.code, exc.text, next(self._seq), exc.seq, exc.version))
 
     def _session_for(self, identity: bytes, seq: int, now: int) -> Session:
         session = self.sessions.get(identity)
@@ -439,24 +439,46 @@ class BridgeServer:
             raise ProtocolError(ErrorCode.MALFORMED, f"deadline_us must be positive, got {deadline_us}", seq)
         pending.append(StepRequest(identity, seq, index, frame, now, now + deadline_us * 1000))
 
+    def _served(self) -> str:
+        """The served bundles for error texts: name and spec hash prefix of each."""
+        return ", ".join(f"{e.name!r} (spec {e.spec_hash[:16]}...)" for e in self.entries)
+
+    def _hello_bundle(self, header: dict[str, Any], seq: int) -> int:
+        """The index of the bundle a hello asks for: by name, or without one by its spec hash."""
+        wanted = header["spec_hash"]
+        name = header.get("bundle")
+        if name is None:
+            matches = [i for i, e in enumerate(self.entries) if e.spec_hash == wanted]
+            if not matches:
+                raise ProtocolError(ErrorCode.SPEC_MISMATCH, f"no served bundle has spec hash {wanted[:16]}...; served: {self._served()}", seq)
+            if len(matches) > 1:
+                raise ProtocolError(ErrorCode.UNKNOWN_BUNDLE, f"{len(matches)} served bundles have spec hash {wanted[:16]}...: "
+                                    f"name one in hello.bundle: {[self.entries[i].name for i in matches]}", seq)
+            return matches[0]
+        index = self._by_name.get(name)
+        if index is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_BUNDLE, f"bundle {name!r} not served here (use the manifest name, not "
+                                f"the directory); served: {self._served()}", seq)
+        entry = self.entries[index]
+        if wanted != entry.spec_hash:
+            raise ProtocolError(ErrorCode.SPEC_MISMATCH, f"spec hash {wanted[:16]}... differs from bundle {entry.name!r} "
+                                f"({entry.spec_hash[:16]}...)", seq)
+        return index
+
     def _on_hello(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int) -> None:
         seq = header["seq"]
-        index = self._by_name.get(header["bundle"])
-        if index is None:
-            raise ProtocolError(ErrorCode.UNKNOWN_BUNDLE, f"bundle {header['bundle']!r} not served here; served: {sorted(self._by_name)}", seq)
+        index = self._hello_bundle(header, seq)
         entry = self.entries[index]
-        if header["spec_hash"] != entry.spec_hash:
-            raise ProtocolError(
-                ErrorCode.SPEC_MISMATCH,
-                f"spec hash {header['spec_hash'][:16]}... differs from bundle {entry.name!r} ({entry.spec_hash[:16]}...)",
-                seq,
-            )
         robot = header.get("robot")
         if robot is not None:
             model, joints = robot.get("model"), robot.get("joint_names")
+            if model is not None and type(model) is not str:
+                raise ProtocolError(ErrorCode.MALFORMED, f"robot.model must be str, got {type(model).__name__}", seq)
+            if joints is not None and not (type(joints) is list and all(type(j) is str for j in joints)):
+                raise ProtocolError(ErrorCode.MALFORMED, "robot.joint_names must be an array of str", seq)
             if model and entry.limits.model and model != entry.limits.model:
                 raise ProtocolError(ErrorCode.ROBOT_MISMATCH, f"robot model {model!r} differs from the bundle's {entry.limits.model!r}", seq)
-            if joints is not None and list(joints) != list(entry.limits.joint_names):
+            if joints is not None and joints != list(entry.limits.joint_names):
                 raise ProtocolError(ErrorCode.ROBOT_MISMATCH, f"joint names {joints!r} differ from the bundle's {list(entry.limits.joint_names)}", seq)
         if identity not in self.sessions and len(self.sessions) >= self.config.max_sessions:
             self._expire(now)
@@ -477,6 +499,8 @@ class BridgeServer:
             action_kind=entry.action_kind,
             action_low=entry.action_low,
             action_high=entry.action_high,
+            observation=entry.observation,
+            action=entry.action,
             limits=entry.limits.to_robot_spec(),
             max_message_bytes=self.config.max_message_bytes,
             protocol=list(wire.SUPPORTED_VERSIONS),

@@ -5,6 +5,7 @@ that segment ends without a newer setpoint is a missed cycle; after ``hold_after
 loop starts a controlled deceleration to hold, and after ``drop_after_s`` without any setpoint
 the session is dropped (the client reconnects). Counting cycles, not wall time, makes the
 "hold within 2 servo cycles" guarantee independent of how late the loop itself runs.
+``bridge.servo.ServoPipeline`` ticks it once per servo cycle and acts on its state.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 class ServoState(enum.Enum):
     RUN = "run"  # fresh setpoint: follow it
-    COAST = "coast"  # segment ended, within the grace cycles: stay at its end point
+    COAST = "coast"  # segment ended, within the grace cycles: stay at the last applied command
     HOLD = "hold"  # too many missed cycles: controlled deceleration, then stand still
 
 

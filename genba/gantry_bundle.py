@@ -16,8 +16,18 @@ import torch
 from gymnasium import spaces
 from stable_baselines3 import PPO
 
-from bridge.gantry import (ACT_DIM, JOINT_LOWER, JOINT_UPPER, OBS_DIM, WORKSPACE_HIGH, WORKSPACE_LOW, action_scale,
-                           feature_spec, forward_kinematics)
+from bridge.gantry import (
+    ACT_DIM,
+    JOINT_LOWER,
+    JOINT_UPPER,
+    OBS_DIM,
+    WORKSPACE_HIGH,
+    WORKSPACE_LOW,
+    action_scale,
+    feature_spec,
+    forward_kinematics,
+)
+from policies.bundle_format import is_bundle
 from policies.export import export_bundle
 
 
@@ -68,6 +78,6 @@ def export_gantry_bundle(out_dir, name: str = "gantry-reach", seed: int = 0) -> 
 def cached_gantry_bundle(directory, name: str = "gantry-reach") -> Path:
     """``export_gantry_bundle`` into directory/name unless a bundle is already there (test sessions)."""
     path = Path(directory) / name
-    if not (path / "manifest.json").is_file():
+    if not is_bundle(path):
         export_gantry_bundle(path, name=name)
     return path

@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from tqdm import tqdm
 
 from policies.callbacks import ProgressBar, state_of
 from policies.config import TrainConfig

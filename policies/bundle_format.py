@@ -3,6 +3,11 @@
 Shared by the writer (policies.export) and the loader (policies.bundle), so neither imports the other.
 `read_manifest` is the one way to read a manifest: it checks the format, its version, the required
 keys, the spec hash and every file's sha256 before anything else is trusted.
+
+Format 2 changed only how `spec_hash` is computed (`bridge.spec.spec_hash`: a text controllers can
+build in any language, control rate included); format 1 wrote the sha256 of canonical JSON. A format-1
+manifest is still read: its hash is verified with the old formula, then replaced by the format-2 hash
+in the returned manifest, so everything downstream (the bridge, controllers) sees one kind of hash.
 """
 
 from __future__ import annotations
@@ -12,11 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bridge.spec import SpecError, spec_hash
 from policies.errors import PolicyError
-from policies.spec import spec_hash
 
 FORMAT = "genba-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "policy.onnx"
 TORCHSCRIPT_FILE = "policy.pt"
@@ -79,8 +84,20 @@ def _check_spec(manifest: dict, mpath: Path) -> None:
     if not ok:
         raise BundleError(f"{mpath}: observation features add up to {obs_sizes} but dim is {obs['dim']}, "
                           f"or action low/high do not have {act_dim} entries")
-    if spec_hash(obs, act) != manifest["spec_hash"]:
+    try:
+        current = spec_hash(obs, act, manifest["control_hz"])
+    except SpecError as exc:
+        raise BundleError(f"{mpath}: observation/action spec cannot be hashed: {exc}") from None
+    written = current if manifest["format_version"] >= 2 else _format1_spec_hash(obs, act)
+    if written != manifest["spec_hash"]:
         raise BundleError(f"{mpath}: observation/action spec does not match its spec_hash (manifest edited?)")
+    manifest["spec_hash"] = current  # format 1: from here on, the hash every reader and controller uses
+
+
+def _format1_spec_hash(observation: Any, action: Any) -> str:
+    """Format 1's spec hash: sha256 of the canonical JSON (sorted keys, no spaces) of both sections."""
+    text = json.dumps({"observation": observation, "action": action}, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _check_files(manifest: dict, root: Path) -> None:

@@ -7,7 +7,6 @@ one block per algorithm; the resolved config is written to the run directory and
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 from policies.errors import PolicyError
+from scenarios.naming import did_you_mean
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ALGOS = ("ppo", "sac", "td3", "tqc", "bc")
@@ -96,7 +96,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         if self.algo not in ALGOS:
-            raise ConfigError(f"--algo {self.algo!r} is not supported; use one of {', '.join(ALGOS)}" + _suggest(self.algo, ALGOS))
+            raise ConfigError(f"--algo {self.algo!r} is not supported; use one of {', '.join(ALGOS)}" + did_you_mean(self.algo, ALGOS))
         if self.her and self.algo not in OFF_POLICY:
             raise ConfigError(f"--her needs an off-policy algorithm ({', '.join(OFF_POLICY)}), not {self.algo}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -132,12 +132,7 @@ def _check_keys(data: dict, cls, source: str) -> None:
     names = _field_names(cls)
     for key in data:
         if key not in names:
-            raise ConfigError(f"{source}: unknown key {key!r}{_suggest(key, names)}; valid keys: {', '.join(names)}")
-
-
-def _suggest(value: str, choices) -> str:
-    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{did_you_mean(key, names)}; valid keys: {', '.join(names)}")
 
 
 def preset_path(scenario: str) -> Path | None:
@@ -189,7 +184,7 @@ def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, 
     source = str(path) if path else "<defaults>"
     algo = algo or (overrides or {}).get("algo") or preset.get("default_algo") or "sac"
     if algo not in ALGOS:
-        raise ConfigError(f"--algo {algo!r} is not supported; use one of {', '.join(ALGOS)}" + _suggest(algo, ALGOS))
+        raise ConfigError(f"--algo {algo!r} is not supported; use one of {', '.join(ALGOS)}" + did_you_mean(algo, ALGOS))
     algos = preset.get("algos") or {}  # an algorithm without a block runs on SB3's defaults + common
     data = _merge(_merge({"scenario": scenario, "algo": algo}, preset.get("common") or {}), algos.get(algo) or {})
     data = _merge(data, overrides or {})

@@ -23,12 +23,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from bridge.spec import spec_hash
 from policies.bundle_format import FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_IO, sha256_file
 from policies.envs import feature_spec, make_env, scenario_info
 from policies.graph import ExportError, ObsLayout, PolicyGraph
 from policies.rundir import RunDir
 from policies.snapshot import run_snapshot
-from policies.spec import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound, spec_hash
+from policies.spec import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound
 from scenarios import Scenario, load_scenario, scenario_hash
 
 ONNX_OPSET = 17
@@ -79,7 +80,7 @@ def export_bundle(
             "name": name or out_dir.name,
             "observation": observation,
             "action": action,
-            "spec_hash": spec_hash(observation, action),
+            "spec_hash": spec_hash(observation, action, _float_or_none(feature_spec.get("control_hz"))),
             "control_hz": _float_or_none(feature_spec.get("control_hz")),
             "robot": _robot_section(feature_spec.get("robot")),
             "scenario": _scenario_section(scenario if scenario is not None else feature_spec.get("scenario")),

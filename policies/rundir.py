@@ -31,8 +31,8 @@ from typing import Any, Iterator
 
 import yaml
 
-from policies.errors import PolicyError
 from policies.config import ConfigError, TrainConfig
+from policies.errors import PolicyError
 
 CONFIG_FILE, META_FILE, EVAL_LOG, SUMMARY_FILE = "config.yaml", "meta.json", "eval.jsonl", "summary.json"
 LATEST = "LATEST"

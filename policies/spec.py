@@ -1,13 +1,12 @@
 """The observation/action description shared by bundles, the bridge and the sim (numpy only).
 
-A bundle's `spec_hash` lets a controller check, before the first step, that it sends the
-observation layout and expects the action meaning the policy was trained with.
+A bundle's `spec_hash` (computed by `bridge.spec.spec_hash`, which controllers share) lets a controller
+check, before the first step, that it sends the observation layout and expects the action meaning the
+policy was trained with.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from typing import Any, Mapping
 
@@ -29,16 +28,6 @@ ACTION_MEANINGS = {
     ),
     "absolute": "Absolute command in the units given by action.features, within action.low/high.",
 }
-
-
-def canonical_json(obj: Any) -> bytes:
-    """Stable JSON bytes: sorted keys, no whitespace, so the same content always hashes the same."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-
-
-def spec_hash(observation: Mapping[str, Any], action: Mapping[str, Any]) -> str:
-    """sha256 hex of the canonical JSON of {"observation": ..., "action": ...} manifest sections."""
-    return hashlib.sha256(canonical_json({"observation": observation, "action": action})).hexdigest()
 
 
 def flatten_obs(obs: Any, order: tuple[str, ...] = DICT_OBS_ORDER) -> np.ndarray:

@@ -5,7 +5,6 @@ Errors name the file, the key path, the bad value and, where a name was expected
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import typing
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from scenarios.naming import did_you_mean
 from scenarios.schema import Scenario
 
 BUILTIN_DIR = Path(__file__).resolve().parent
@@ -39,7 +39,7 @@ def resolve_path(name_or_path: str | Path) -> Path:
     path = BUILTIN_DIR / f"{text}.yaml"
     if not path.is_file():
         names = builtin_names()
-        raise ScenarioError(f"unknown scenario {text!r}; built-in: {', '.join(names)}" + _suggest(text, names))
+        raise ScenarioError(f"unknown scenario {text!r}; built-in: {', '.join(names)}" + did_you_mean(text, names))
     return path
 
 
@@ -80,10 +80,10 @@ def _format_error(err: dict[str, Any], data: dict[str, Any]) -> str:
     value = err.get("input")
     if kind == "extra_forbidden":
         allowed = _fields_at(Scenario, clean[:-1], data)
-        return f"{path}: unknown key{_suggest(str(clean[-1]), allowed)}; valid keys here: {', '.join(allowed)}"
+        return f"{path}: unknown key{did_you_mean(str(clean[-1]), allowed)}; valid keys here: {', '.join(allowed)}"
     if kind == "union_tag_invalid":
         tags = [t.strip(" '") for t in err.get("ctx", {}).get("expected_tags", "").split(",")]
-        return f"{path}.type: unknown task type {err['ctx'].get('tag')!r}{_suggest(str(err['ctx'].get('tag')), tags)}; valid: {', '.join(tags)}"
+        return f"{path}.type: unknown task type {err['ctx'].get('tag')!r}{did_you_mean(str(err['ctx'].get('tag')), tags)}; valid: {', '.join(tags)}"
     msg = err["msg"].removeprefix("Value error, ")
     shown = "" if kind == "missing" else f" (got {value!r})"
     return f"{path}: {msg}{shown}"
@@ -129,7 +129,3 @@ def _pick_union_member(tp: Any, node: Any) -> Any:
             return member
     return members[0]
 
-
-def _suggest(value: str, choices) -> str:
-    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""

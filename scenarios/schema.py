@@ -10,6 +10,9 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
+from scenarios.naming import ROBOT_MODELS, did_you_mean
+from scenarios.naming import env_id as make_env_id
+
 # Numbers are strict (a quoted "0.5" is an error, not a float); containers stay lax so YAML lists
 # fill tuples.
 Float = Annotated[float, Strict()]
@@ -21,8 +24,6 @@ Size3 = tuple[PosFloat, PosFloat, PosFloat]
 Range = tuple[Float, Float]
 Unit = Annotated[float, Strict(), Field(ge=0, le=1)]
 RGBA = tuple[Unit, Unit, Unit, Unit]
-
-ROBOT_MODELS = ("panda", "gp7")
 
 
 class Strict_(BaseModel):
@@ -57,7 +58,7 @@ class RobotConfig(Strict_):
     @classmethod
     def _known_model(cls, v: str) -> str:
         if v not in ROBOT_MODELS:
-            raise ValueError(f"unknown robot model {v!r}; valid: {', '.join(ROBOT_MODELS)}" + _did_you_mean(v, ROBOT_MODELS))
+            raise ValueError(f"unknown robot model {v!r}; valid: {', '.join(ROBOT_MODELS)}" + did_you_mean(v, ROBOT_MODELS))
         return v
 
 
@@ -224,18 +225,10 @@ class Scenario(Strict_):
             bin_names = [b.name for b in self.bins]
             if self.task.bin not in bin_names:
                 raise ValueError(
-                    f"task.bin {self.task.bin!r} is not a bin of this scenario; bins: {bin_names}" + _did_you_mean(self.task.bin, bin_names)
+                    f"task.bin {self.task.bin!r} is not a bin of this scenario; bins: {bin_names}" + did_you_mean(self.task.bin, bin_names)
                 )
         return self
 
     @property
     def env_id(self) -> str:
-        camel = "".join(part.capitalize() for part in self.name.split("-"))
-        return f"genba/{camel}-v{self.version}"
-
-
-def _did_you_mean(value: str, choices) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+        return make_env_id(self.name, self.version)

@@ -10,14 +10,7 @@ from __future__ import annotations
 import gymnasium as gym
 
 from scenarios import builtin_names, load_scenario
-from scenarios.schema import ROBOT_MODELS
-
-ROBOT_SUFFIX = {"panda": "Panda", "gp7": "GP7"}
-
-
-def env_id(scenario_name: str, version: int, robot: str | None = None) -> str:
-    camel = "".join(part.capitalize() for part in scenario_name.split("-"))
-    return f"genba/{camel}{ROBOT_SUFFIX[robot] if robot else ''}-v{version}"
+from scenarios.naming import ROBOT_MODELS, env_id
 
 
 def _register_all() -> list[str]:
@@ -38,7 +31,7 @@ ENV_IDS: list[str] = _register_all()
 
 def make_env(scenario: str = "conveyor-pick", robot: str | None = None, **kwargs):
     """A FactoryEnv from a built-in scenario name or a YAML path (no registration needed)."""
-    from sim.env import make_factory_env
+    from sim.env import make_factory_env  # lazy: PyBullet loads with the first env, not with the registry or sim.errors
 
     return make_factory_env(scenario, robot=robot, **kwargs)
 

@@ -6,7 +6,10 @@ import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import pybullet as pb
+from pydantic import ValidationError
 
+from scenarios.schema import CameraConfig
 from sim.errors import SimError
 
 
@@ -31,10 +34,6 @@ def choose_camera(
     Angles are radians, as in scenario files. The result is re-validated, so an out-of-range pitch or
     a 10-pixel frame is refused with the schema's own message.
     """
-    from pydantic import ValidationError
-
-    from scenarios.schema import CameraConfig
-
     scenario = base_env(env).scenario
     cameras = {c.name: c for c in scenario.cameras}
     if name is None:
@@ -60,8 +59,6 @@ def render(env: Any, camera) -> np.ndarray:
 
 def aim_gui(env: Any, camera) -> None:
     """Point the PyBullet GUI's own camera like `camera`, so --gui opens on the same view."""
-    import pybullet as pb
-
     sim = base_env(env).sim
     pb.resetDebugVisualizerCamera(camera.distance, math.degrees(camera.yaw), math.degrees(camera.pitch),
                                   list(camera.target), physicsClientId=sim.cid)

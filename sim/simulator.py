@@ -16,8 +16,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pybullet as pb
 
-from sim.errors import SimError
 from scenarios.schema import CameraConfig, PhysicsConfig
+from sim.errors import SimError
 
 
 class NoDisplayError(SimError):

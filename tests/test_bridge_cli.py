@@ -13,19 +13,12 @@ import numpy as np
 import pytest
 import zmq
 
-from bridge import gantry
-from genba.gantry_bundle import cached_gantry_bundle
 from bridge.client import BridgeClient, ClientConfig
 from policies.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
 
 
 def genba(*args, timeout=60):

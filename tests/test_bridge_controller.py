@@ -1,24 +1,23 @@
-"""Controller runtime: watchdog and interpolation units, then a server killed and restarted mid-session."""
+"""Controller runtime: watchdog and servo pipeline units, then a server killed and restarted mid-session."""
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from bridge_support import wait_for
 
 from bridge import gantry
-from genba.gantry_bundle import cached_gantry_bundle
 from bridge.client import BridgeClient, ClientConfig
-from bridge.controller import Controller, ControllerConfig, _Segment, joint_delta_mapper
+from bridge.controller import Controller, ControllerConfig, joint_delta_mapper
 from bridge.limits import SafetyLimits
+from bridge.safety import SafetyFilter
+from bridge.servo import ServoPipeline
 from bridge.watchdog import ServoState, Watchdog
-from bridge_support import wait_for
+from genba.server_process import ServerProcess
+from policies.bundle_format import read_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 MS = 1_000_000
@@ -49,12 +48,19 @@ def test_watchdog_requests_a_session_drop_once_after_a_second_of_silence():
     assert not dog.drop_requested
 
 
-def test_segment_interpolates_linearly_and_stops_at_the_target():
-    segment = _Segment(np.array([0.0, 1.0]), np.array([1.0, 0.0]), start_ns=0, end_ns=8 * MS)
-    np.testing.assert_array_equal(segment.at(2 * MS), [0.25, 0.75])
-    np.testing.assert_array_equal(segment.at(8 * MS), [1.0, 0.0])
-    np.testing.assert_array_equal(segment.at(20 * MS), [1.0, 0.0])
-    np.testing.assert_array_equal(segment.at(-MS), [0.0, 1.0])
+def test_servo_pipeline_interpolates_linearly_and_stops_at_the_target():
+    # Two joints with limits far beyond these moves: no clamp acts, the values are the interpolation's.
+    limits = SafetyLimits.from_robot_spec({
+        "joint_names": ["a", "b"], "joint_lower": [-5.0, -5.0], "joint_upper": [5.0, 5.0], "joint_max_velocity": [1e3] * 2,
+        "joint_max_acceleration": [1e9] * 2, "max_relative_target": [5.0] * 2, "max_ee_speed": 1.0,
+        "workspace_low": [-1.0] * 3, "workspace_high": [1.0] * 3})
+    servo = ServoPipeline(SafetyFilter(limits, 0.002, np.array([0.0, 1.0])), Watchdog(hold_after=2))
+    servo.feed(np.array([1.0, 0.0]), start_ns=0, end_ns=8 * MS)
+    np.testing.assert_array_equal(servo.cycle(-MS), [0.0, 1.0])  # not started yet: the start
+    np.testing.assert_array_equal(servo.cycle(2 * MS), [0.25, 0.75])
+    np.testing.assert_array_equal(servo.cycle(8 * MS), [1.0, 0.0])
+    np.testing.assert_array_equal(servo.cycle(20 * MS), [1.0, 0.0])  # ended: stays at the last command
+    assert servo.state is ServoState.COAST and not servo.changed
 
 
 def test_joint_delta_mapper_adds_scaled_actions_to_the_previous_target():
@@ -72,24 +78,14 @@ def test_servo_rate_outside_125_to_1000_hz_is_refused(hz):
 # ------------------------------------------------------------------ kill and restart the server
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
-
-
-def start_server(bundle_dir, bind="tcp://127.0.0.1:*"):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "genba", "bridge", "serve", str(bundle_dir), "--bind", bind, "--telemetry", "off", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    line = proc.stdout.readline()
-    assert line, "server exited before it was ready"
-    return proc, json.loads(line)["endpoint"]
+def start_server(bundle_dir, bind="tcp://127.0.0.1:*") -> ServerProcess:
+    return ServerProcess([bundle_dir], "--bind", bind, "--telemetry", "off", "--device", "cpu")
 
 
 def test_server_killed_mid_session_holds_within_two_cycles_then_reconnects(bundle_dir):
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
-    server, endpoint = start_server(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    server = start_server(bundle_dir)
+    endpoint = server.endpoint
     robot = gantry.SimulatedGantry(goal=np.array([0.3, 0.2, 0.1]))
     client = BridgeClient(ClientConfig(endpoint, manifest["name"], manifest["spec_hash"], robot={"model": "gantry-3", "joint_names": ["x", "y", "z"]}))
     controller = Controller(
@@ -101,8 +97,8 @@ def test_server_killed_mid_session_holds_within_two_cycles_then_reconnects(bundl
         controller.start()
         assert wait_for(lambda: controller.report.actions_applied >= 10, 10), "no actions before the kill"
         applied_before_kill = controller.report.actions_applied
-        server.send_signal(signal.SIGKILL)
-        server.wait(5)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(5)
         assert wait_for(lambda: controller.events("hold"), 2), "watchdog never held"
         assert wait_for(lambda: controller.events("session_dropped"), 3), "session never dropped"
         hold = controller.events("hold")[0]
@@ -110,16 +106,15 @@ def test_server_killed_mid_session_holds_within_two_cycles_then_reconnects(bundl
         commands_at_hold = len(robot.commands)
         assert wait_for(lambda: len(robot.commands) >= commands_at_hold + 100, 5)
         held = np.array(robot.commands[commands_at_hold + 60 : commands_at_hold + 100])  # after the deceleration
-        restarted, _ = start_server(bundle_dir, bind=endpoint)
+        restarted = start_server(bundle_dir, bind=endpoint)
         assert wait_for(lambda: controller.events("resumed"), 10), "never resumed after the restart"
         assert wait_for(lambda: controller.report.actions_applied >= applied_before_kill + 10, 10)
     finally:
         report = controller.stop()
         client.close()
         for proc in (server, restarted):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
+            if proc is not None:
+                proc.stop()
 
     # Held within 2 servo cycles of the missing setpoint, reported, and counted by the safety layer.
     assert hold.detail == "no fresh setpoint for 2 servo cycles: decelerating to hold"

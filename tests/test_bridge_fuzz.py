@@ -7,10 +7,6 @@ good controller must keep getting correct actions throughout.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,39 +17,25 @@ import psutil
 import pytest
 import zmq
 
-from bridge import gantry
-from genba.gantry_bundle import cached_gantry_bundle
 from bridge import protocol as wire
 from bridge.client import BridgeClient, ClientConfig
 from bridge.protocol import ErrorCode
+from genba.server_process import ServerProcess, stop_process
 from policies.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 TOTAL = 10_000
 WINDOW = 50  # messages in flight per fuzzing socket
 OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
+V = wire.PROTOCOL_VERSION
 
 
 @pytest.fixture
 def server(bundle_dir, tmp_path):
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "genba", "bridge", "serve", str(bundle_dir), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
-         "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=log, text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    line = proc.stdout.readline()
-    assert line, "server exited before it was ready"
-    yield proc, json.loads(line), tmp_path / "server.log"
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(10)
-    log.close()
+    with open(tmp_path / "server.log", "w") as log:
+        server = ServerProcess([bundle_dir], "--telemetry", "off", "--device", "cpu", stderr=log)
+    with server:
+        yield server.proc, server.ready, tmp_path / "server.log"
 
 
 class Fuzzer:
@@ -73,7 +55,7 @@ class Fuzzer:
         return self.seq
 
     def step_header(self, seq=None, **change):
-        return {"v": 1, "type": "step", "seq": self.next_seq() if seq is None else seq, "t_ns": 0, "deadline_us": 100_000, **change}
+        return {"v": V, "type": "step", "seq": self.next_seq() if seq is None else seq, "t_ns": 0, "deadline_us": 100_000, **change}
 
     def make(self, kind: str) -> tuple[list[bytes], set[int]]:
         frames, codes = self._make(kind)
@@ -113,12 +95,15 @@ class Fuzzer:
         if kind == "oversized":
             return [msgpack.packb(self.step_header()), b"\0" * int(rng.integers(70_000, 200_000))], {ErrorCode.TOO_LARGE}
         if kind == "wrong_version":
-            return wire.encode({**self.step_header(), "v": int(rng.integers(2, 100))}, [OBS]), {ErrorCode.VERSION_MISMATCH}
+            version = int(rng.integers(1, 100))
+            return wire.encode({**self.step_header(), "v": version if version != V else 1}, [OBS]), {ErrorCode.VERSION_MISMATCH}
         if kind == "unknown_bundle":
-            header = {"v": 1, "type": "hello", "seq": self.next_seq(), "bundle": f"nope-{rng.integers(1000)}", "spec_hash": "0" * 64}
+            header = {"v": V, "type": "hello", "seq": self.next_seq(), "bundle": f"nope-{rng.integers(1000)}", "spec_hash": "0" * 64}
             return wire.encode(header), {ErrorCode.UNKNOWN_BUNDLE}
         if kind == "spec_mismatch":
-            header = {"v": 1, "type": "hello", "seq": self.next_seq(), "bundle": self.bundle.name, "spec_hash": "f" * 64}
+            header = {"v": V, "type": "hello", "seq": self.next_seq(), "bundle": self.bundle.name, "spec_hash": "f" * 64}
+            if rng.integers(2):  # without a bundle name: no served bundle has that hash
+                del header["bundle"]
             return wire.encode(header), {ErrorCode.SPEC_MISMATCH}
         if kind == "replayed_seq":
             old = int(rng.integers(1, self.seen + 1))
@@ -136,7 +121,17 @@ class Fuzzer:
         if kind == "fixed_zero_deadline":
             return [self.fixed.pack(self.next_seq(), 0, 0), OBS.tobytes()], {ErrorCode.MALFORMED}
         if kind == "unknown_type":
-            return wire.encode({"v": 1, "type": "rm -rf", "seq": self.next_seq()}), {ErrorCode.UNKNOWN_TYPE}
+            return wire.encode({"v": V, "type": "rm -rf", "seq": self.next_seq()}), {ErrorCode.UNKNOWN_TYPE}
+        if kind == "controller_sent_server_type":  # a type only a server sends, fields missing: the type is refused first
+            kind_sent = ["welcome", "action", "error"][int(rng.integers(3))]
+            return [msgpack.packb({"v": V, "type": kind_sent, "seq": self.next_seq()})], {ErrorCode.UNKNOWN_TYPE}
+        if kind == "extension_value":
+            value = [msgpack.ExtType(int(rng.integers(0, 128)), rng.bytes(int(rng.integers(0, 9)))), msgpack.Timestamp(1, 2)][
+                int(rng.integers(2))]
+            return wire.encode({**self.step_header(), "future": value}, [OBS]), {ErrorCode.MALFORMED}
+        if kind == "trailing_bytes":
+            frames = wire.encode(self.step_header(), [OBS])
+            return [frames[0] + rng.bytes(int(rng.integers(1, 9))), frames[1]], {ErrorCode.MALFORMED}
         raise ValueError(kind)
 
 
@@ -144,7 +139,20 @@ PASS_THE_SEQUENCE_CHECK = {"wrong_frame_count", "wrong_size", "lying_descriptor"
                            "fixed_non_finite", "fixed_wrong_size", "fixed_zero_deadline"}
 KINDS = ["random_bytes", "wrong_frame_count", "too_many_frames", "wrong_types", "wrong_size", "lying_descriptor",
          "wrong_dtype", "non_finite", "oversized", "wrong_version", "unknown_bundle", "spec_mismatch", "replayed_seq",
-         "unknown_type", "fixed_non_finite", "fixed_replayed_seq", "fixed_wrong_size", "fixed_zero_deadline"]
+         "unknown_type", "fixed_non_finite", "fixed_replayed_seq", "fixed_wrong_size", "fixed_zero_deadline",
+         "controller_sent_server_type", "extension_value", "trailing_bytes"]
+# Kinds whose header seq is readable although the message is refused: the error must answer it (re).
+ANSWERS_SEQ = {"wrong_frame_count", "too_many_frames", "wrong_size", "lying_descriptor", "wrong_dtype", "non_finite",
+               "oversized", "wrong_version", "unknown_bundle", "spec_mismatch", "replayed_seq", "unknown_type",
+               "fixed_non_finite", "fixed_replayed_seq", "fixed_wrong_size", "fixed_zero_deadline",
+               "controller_sent_server_type", "extension_value", "trailing_bytes"}
+
+
+def header_seq(frame: bytes) -> int:
+    """The seq of a header frame as a reader that tolerates anything would find it (test side)."""
+    unpacker = msgpack.Unpacker(ext_hook=lambda code, data: None)
+    unpacker.feed(frame)
+    return next(unpacker)["seq"]
 
 
 def good_controller(endpoint, bundle, stop: threading.Event, results: list) -> None:
@@ -180,7 +188,7 @@ def test_ten_thousand_malformed_messages(server, bundle_dir):
     controller.start()
 
     session_sock = dealer(context, endpoint)  # has a session: replays, NaN and bad arrays reach the checks
-    session_sock.send_multipart(wire.encode({"v": 1, "type": "hello", "seq": 1, "bundle": bundle.name, "spec_hash": bundle.spec_hash}))
+    session_sock.send_multipart(wire.encode({"v": V, "type": "hello", "seq": 1, "bundle": bundle.name, "spec_hash": bundle.spec_hash}))
     assert wire.decode(session_sock.recv_multipart()).header["type"] == "welcome"
     anonymous = dealer(context, endpoint)  # never says hello: a well-formed step gets NO_SESSION
     over_cap = dealer(context, endpoint, rcvtimeo=300)
@@ -197,13 +205,20 @@ def test_ten_thousand_malformed_messages(server, bundle_dir):
                 kind = KINDS[int(rng.integers(len(KINDS)))]
                 frames, codes = fuzzer.make(kind)
                 session_sock.send_multipart(frames)
-                batch.append((kind, codes))
+                batch.append((kind, codes, header_seq(frames[0]) if kind in ANSWERS_SEQ else None))
             sent += len(batch)
             anonymous.send_multipart(wire.encode(fuzzer.step_header(seq=sent), [OBS]))
-            for kind, codes in batch:
-                reply = wire.decode(session_sock.recv_multipart())
+            for kind, codes, re in batch:
+                frames = session_sock.recv_multipart()
+                if kind == "wrong_version":  # answered in the refused message's version: read it with plain msgpack
+                    reply = wire.Message(msgpack.unpackb(frames[0]), ())
+                    assert reply.header["v"] != V, reply.header
+                else:
+                    reply = wire.decode(frames)
                 assert reply.header["type"] == "error", (kind, reply.header)
                 assert reply.header["code"] in codes, (kind, reply.header)
+                if re is not None:
+                    assert reply.header.get("re") == re, (kind, reply.header)
                 answered[kind] = answered.get(kind, 0) + 1
             no_session = wire.decode(anonymous.recv_multipart()).header
             assert (no_session["code"], no_session["re"]) == (ErrorCode.NO_SESSION, sent)
@@ -241,7 +256,6 @@ def test_ten_thousand_malformed_messages(server, bundle_dir):
     times = [t for t, _, _ in served]
     assert max(np.diff(times)) < 1.0
     # Bad messages are logged, rate-limited to about one line per error code per second.
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
     log_lines = [line for line in log_path.read_text().splitlines() if "rejected message" in line]
     assert 0 < len(log_lines) < 300

@@ -6,25 +6,16 @@ import time
 
 import numpy as np
 import pytest
-import zmq
+from bridge_support import GatedPolicy, context, dealer, serving  # noqa: F401 (context: a fixture)
 
-from bridge import gantry
-from genba.gantry_bundle import cached_gantry_bundle
 from bridge import protocol as wire
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
-from bridge_support import GatedPolicy, context, dealer, serving  # noqa: F401 (context: a fixture)
-from policies.bundle import load_bundle
 
 OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles"), backend="onnx", device="cpu")
-
-
 def request(sock, header, arrays=()):
-    sock.send_multipart(wire.encode({"v": 1, "t_ns": 0, **header}, arrays))
+    sock.send_multipart(wire.encode({"v": wire.PROTOCOL_VERSION, "t_ns": 0, **header}, arrays))
     return wire.decode(sock.recv_multipart())
 
 
@@ -33,7 +24,7 @@ def hello(sock, policy):
 
 
 def send_step(sock, seq, obs=OBS):
-    sock.send_multipart(wire.encode({"v": 1, "t_ns": 0, "type": "step", "seq": seq, "deadline_us": 5_000_000}, [obs]))
+    sock.send_multipart(wire.encode({"v": wire.PROTOCOL_VERSION, "t_ns": 0, "type": "step", "seq": seq, "deadline_us": 5_000_000}, [obs]))
 
 
 def test_auto_runs_a_fast_cpu_bundle_inline_and_other_policies_on_the_thread(bundle):

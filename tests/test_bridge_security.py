@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
+from bridge_support import serving
 
-from bridge import gantry
-from genba.gantry_bundle import cached_gantry_bundle
 from bridge.client import BridgeClient, BridgeUnavailable, ClientConfig
 from bridge.keys import ClientKeys, KeyFileError, ServerKeys, generate_keypair, load_public_key, load_secret_keypair
-from bridge_support import serving
-from policies.bundle import load_bundle
 
 OBS = np.array([0.1, -0.2, 0.3, 0.2, -0.1, 0.2], dtype=np.float32)
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return load_bundle(cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles"))
 
 
 @pytest.fixture
@@ -109,6 +103,63 @@ def test_key_loading_errors_name_the_fix(tmp_path, make, message):
     with pytest.raises(KeyFileError) as info:
         load_secret_keypair(make(tmp_path))
     assert message in str(info.value)
+
+
+def doc_key_files() -> dict[str, str]:
+    """The example certificate bodies in docs/bridge-protocol.md (```text key / ```text key_secret)."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "bridge-protocol.md").read_text()
+    return dict(re.findall(r"```text (key|key_secret)\n(.*?)```", doc, flags=re.S))
+
+
+def write_per_doc(path: Path, public: bytes, secret: bytes | None = None) -> Path:
+    """A certificate as the doc describes it, written by hand (no pyzmq writer) with fresh keys."""
+    examples = doc_key_files()
+    example_public = re.search(r'public-key = "(.*)"', examples["key"]).group(1)
+    body = examples["key" if secret is None else "key_secret"].replace(example_public, public.decode())
+    if secret is not None:
+        body = body.replace(re.search(r'secret-key = "(.*)"', body).group(1), secret.decode())
+    path.write_text(body)
+    return path
+
+
+def test_doc_example_key_files_load_and_form_a_pair(tmp_path):
+    examples = doc_key_files()
+    public_file, secret_file = tmp_path / "example.key", tmp_path / "example.key_secret"
+    public_file.write_text(examples["key"])
+    secret_file.write_text(examples["key_secret"])
+    public, secret = load_secret_keypair(secret_file)
+    assert load_public_key(public_file) == public and len(public) == len(secret) == 40
+    assert zmq.curve_public(secret) == public  # the example's public key is its secret key's
+
+
+def test_a_controller_with_key_files_written_per_the_doc_is_served(bundle, keys, tmp_path):
+    public, secret = zmq.curve_keypair()
+    mine = tmp_path / "vendor"
+    mine.mkdir()
+    write_per_doc(mine / "cell-c.key_secret", public, secret)
+    write_per_doc(keys / "allowed" / "cell-c.key", public)  # the server's allow-list
+    with curve_server(bundle, keys) as server:
+        client_keys = ClientKeys(mine / "cell-c.key_secret", keys / "server" / "server.key")
+        with BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash, keys=client_keys)) as client:
+            client.connect(5.0)
+            result = client.step(OBS, deadline_s=2.0)
+    assert load_secret_keypair(mine / "cell-c.key_secret") == (public, secret)
+    assert result.status == "ok"
+
+
+@pytest.mark.parametrize("key", [b"tooshort", b'"' * 40, b"#" * 40], ids=["length", "not-z85", "overflow"])
+def test_a_key_that_is_not_40_z85_characters_is_refused(tmp_path, key):
+    path = write_per_doc(tmp_path / "bad.key", key)
+    with pytest.raises(KeyFileError, match=r"bad.key: public-key is not a CURVE key \(\d+ characters; expected 40 "
+                                           r"Z85 characters encoding 32 bytes\)") as info:
+        load_public_key(path)
+    assert key.decode() not in str(info.value)  # key material never goes into messages
+
+
+def test_a_bad_file_in_the_allow_list_stops_the_server_at_start(tmp_path, keys):
+    (keys / "allowed" / "notes.key").write_text("just some notes\n")
+    with pytest.raises(KeyFileError, match="notes.key: not a ZeroMQ certificate"):
+        ServerKeys(keys / "server" / "server.key_secret", keys / "allowed")
 
 
 def test_keygen_rejects_odd_names(tmp_path):

@@ -13,37 +13,36 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from bridge_support import TIMEOUT_MS, GatedPolicy, context, dealer, serving, wait_for  # noqa: F401 (context: a fixture)
 
 from bridge import gantry
-from genba.gantry_bundle import cached_gantry_bundle
 from bridge import protocol as wire
 from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
 from bridge.limits import SafetyLimits
-from bridge.protocol import ErrorCode
 from bridge.policy import BundleSpecError
+from bridge.protocol import ErrorCode
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
-from bridge_support import TIMEOUT_MS, GatedPolicy, context, dealer, serving, wait_for  # noqa: F401 (context: a fixture)
-from policies.bundle import load_bundle
+from bridge.spec import spec_hash
 
 GANTRY_ROBOT = {"model": "gantry-3", "joint_names": ["x", "y", "z"]}
+GANTRY = gantry.feature_spec()
+GANTRY_HASH = spec_hash(GANTRY["observation"], GANTRY["action"], GANTRY["control_hz"])
 
 
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
-    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
-
-
-@pytest.fixture(scope="module")
-def bundle(bundle_dir):
-    return load_bundle(bundle_dir, backend="onnx", device="cpu")
+V = wire.PROTOCOL_VERSION
 
 
 def send(sock, header, arrays=()):
-    sock.send_multipart(wire.encode({"v": 1, "t_ns": 0, **header}, arrays))
+    sock.send_multipart(wire.encode({"v": V, "t_ns": 0, **header}, arrays))
 
 
 def recv(sock):
     return wire.decode(sock.recv_multipart())
+
+
+def recv_error(sock):
+    """An error reply read with plain msgpack: a VERSION_MISMATCH answer is in the refused message's version."""
+    return wire.Message(msgpack.unpackb(sock.recv_multipart()[0]), ())
 
 
 def hello(sock, bundle, seq=1, **extra):
@@ -71,8 +70,14 @@ def test_welcome_describes_the_bundle(bundle, context):
     assert (welcome["bundle"], welcome["spec_hash"]) == ("gantry-reach", bundle.spec_hash)
     assert (welcome["obs_dim"], welcome["act_dim"], welcome["control_hz"], welcome["action_kind"]) == (6, 3, 20.0, "joint_delta")
     assert welcome["limits"] == SafetyLimits.from_robot_spec(gantry.robot_spec()).to_robot_spec()
-    assert welcome["max_message_bytes"] == 65536 and welcome["protocol"] == [1]
+    assert welcome["max_message_bytes"] == 65536 and welcome["protocol"] == [2]
     assert len(welcome["session"]) == 16
+    # The layout itself, as the manifest states it, and the hash it stands for.
+    assert (welcome["observation"], welcome["action"]) == (bundle.manifest["observation"], bundle.manifest["action"])
+    assert [(f["name"], f["size"], f["unit"]) for f in welcome["observation"]["features"]] == [
+        ("joint_position", 3, "m"), ("goal_tool_position", 3, "m")]
+    assert welcome["action"]["features"][0]["scale"] == [0.025] * 3
+    assert spec_hash(welcome["observation"], welcome["action"], welcome["control_hz"]) == welcome["spec_hash"]
 
 
 def test_step_returns_the_bundles_action_for_that_observation(bundle, context):
@@ -162,22 +167,22 @@ def test_each_bad_message_gets_its_typed_error_and_the_session_survives(bundle, 
         cases = [
             ([b"\xc1"], ErrorCode.MALFORMED, "not valid msgpack", None),
             ([msgpack.packb({"v": 9, "type": "step", "seq": 3})], ErrorCode.VERSION_MISMATCH, "version 9", 3),
-            ([msgpack.packb({"v": 1, "type": "teleport", "seq": 4})], ErrorCode.UNKNOWN_TYPE, "'teleport'", 4),
-            ([msgpack.packb({"v": 1, "type": "welcome", "seq": 5})], ErrorCode.MALFORMED, "'re' is missing", 5),
-            (wire.encode({"v": 1, "type": "action", "seq": 6, "re": 1}, [OBS]), ErrorCode.UNKNOWN_TYPE, "does not accept 'action'", 6),
-            (wire.encode({"v": 1, "type": "step", "seq": 7, "deadline_us": 1000}, [OBS[:4]]), ErrorCode.BAD_ARRAY, "<f4 (6,)", 7),
-            (wire.encode({"v": 1, "type": "step", "seq": 8, "deadline_us": 1000}, [OBS.astype(np.float64)]), ErrorCode.BAD_ARRAY, "got <f8(6,)", 8),
-            (wire.encode({"v": 1, "type": "step", "seq": 9, "deadline_us": 1000}, [np.where(np.arange(6) == 4, np.nan, OBS).astype(np.float32)]),
+            ([msgpack.packb({"v": V, "type": "teleport", "seq": 4})], ErrorCode.UNKNOWN_TYPE, "'teleport'", 4),
+            ([msgpack.packb({"v": V, "type": "welcome", "seq": 5})], ErrorCode.UNKNOWN_TYPE, "does not accept 'welcome'", 5),
+            (wire.encode({"v": V, "type": "action", "seq": 6, "re": 1}, [OBS]), ErrorCode.UNKNOWN_TYPE, "does not accept 'action'", 6),
+            (wire.encode({"v": V, "type": "step", "seq": 7, "deadline_us": 1000}, [OBS[:4]]), ErrorCode.BAD_ARRAY, "<f4 (6,)", 7),
+            (wire.encode({"v": V, "type": "step", "seq": 8, "deadline_us": 1000}, [OBS.astype(np.float64)]), ErrorCode.BAD_ARRAY, "got <f8(6,)", 8),
+            (wire.encode({"v": V, "type": "step", "seq": 9, "deadline_us": 1000}, [np.where(np.arange(6) == 4, np.nan, OBS).astype(np.float32)]),
              ErrorCode.NON_FINITE, "at [4]", 9),
-            (wire.encode({"v": 1, "type": "step", "seq": 10, "deadline_us": 0}, [OBS]), ErrorCode.MALFORMED, "deadline_us must be positive", 10),
-            (wire.encode({"v": 1, "type": "step", "seq": 10, "deadline_us": 1000}, [OBS]), ErrorCode.STALE_SEQUENCE, "not above the last seen 10", 10),
-            ([msgpack.packb({"v": 1, "type": "reset", "seq": 11}), b"junk"], ErrorCode.MALFORMED, "carries 0 array frame", 11),
+            (wire.encode({"v": V, "type": "step", "seq": 10, "deadline_us": 0}, [OBS]), ErrorCode.MALFORMED, "deadline_us must be positive", 10),
+            (wire.encode({"v": V, "type": "step", "seq": 10, "deadline_us": 1000}, [OBS]), ErrorCode.STALE_SEQUENCE, "not above the last seen 10", 10),
+            ([msgpack.packb({"v": V, "type": "reset", "seq": 11}), b"junk"], ErrorCode.MALFORMED, "carries 0 array frame", 11),
             ([b"x" * 70_000], ErrorCode.TOO_LARGE, "70000 bytes; the cap is 65536", None),
             ([b"a"] * 12, ErrorCode.MALFORMED, "12 frames", None),
         ]
         for frames, code, fragment, re in cases:
             sock.send_multipart(frames)
-            expect_error(recv(sock), code, fragment, re)
+            expect_error(recv_error(sock), code, fragment, re)
         good = step(sock, 12, OBS)
         sock.close()
     assert good.header["type"] == "action"
@@ -221,26 +226,28 @@ def test_a_fixed_layout_step_over_the_message_cap_is_too_large(bundle, context):
         hello(sock, bundle)  # ~120 bytes: a cap that lets it through is above a step's 101, so lower it now
         server.config.max_message_bytes = 100
         sock.send_multipart(fixed_layout_step(2, OBS))
-        expect_error(recv(sock), ErrorCode.TOO_LARGE, "101 bytes; the cap is 100", None)
+        expect_error(recv(sock), ErrorCode.TOO_LARGE, "101 bytes; the cap is 100", 2)  # its 77-byte header is readable
         sock.close()
 
 
 @pytest.mark.parametrize(
     "change, code, fragment",
     [
-        ({"bundle": "welder"}, ErrorCode.UNKNOWN_BUNDLE, "bundle 'welder' not served here; served: ['gantry-reach']"),
+        ({"bundle": "welder"}, ErrorCode.UNKNOWN_BUNDLE, "bundle 'welder' not served here (use the manifest name, not the "
+                                                         f"directory); served: 'gantry-reach' (spec {GANTRY_HASH[:16]}...)"),
         ({"spec_hash": "0" * 64}, ErrorCode.SPEC_MISMATCH, "spec hash 0000000000000000... differs"),
         ({"robot": {"model": "ur5", "joint_names": ["x", "y", "z"]}}, ErrorCode.ROBOT_MISMATCH, "robot model 'ur5'"),
         ({"robot": {"model": "gantry-3", "joint_names": ["x", "y"]}}, ErrorCode.ROBOT_MISMATCH, "joint names ['x', 'y']"),
-        ({"v": 2}, ErrorCode.VERSION_MISMATCH, "this peer speaks [1]"),
+        ({"v": 1}, ErrorCode.VERSION_MISMATCH, "protocol version 1 not supported; this peer speaks [2]"),
     ],
 )
 def test_handshake_mismatches_are_rejected(bundle, context, change, code, fragment):
     with serving(bundle) as server:
         sock = dealer(context, server.endpoint)
         send(sock, {"type": "hello", "seq": 1, "bundle": bundle.name, "spec_hash": bundle.spec_hash, **change})
-        reply = recv(sock)
+        reply = recv_error(sock)
         expect_error(reply, code, fragment, 1)
+        assert reply.header["v"] == change.get("v", V)  # a version-1 peer gets its answer in version 1
         expect_error(step(sock, 2, OBS), ErrorCode.NO_SESSION, "send hello first", 2)
         sock.close()
         assert server.sessions == {}
@@ -264,9 +271,10 @@ def test_client_reads_replies_in_any_msgpack_encoding_and_checks_them(context):
 
     def fake_server():
         identity, hello_frame = router.recv_multipart()
-        welcome = {"v": 1, "type": "welcome", "seq": 1, "re": msgpack.unpackb(hello_frame)["seq"], "bundle": "b",
-                   "spec_hash": "h", "session": "s", "obs_dim": 6, "act_dim": 3, "control_hz": 20.0,
-                   "action_kind": "joint_delta", "limits": limits, "max_message_bytes": 65536}
+        welcome = {"v": V, "type": "welcome", "seq": 1, "re": msgpack.unpackb(hello_frame)["seq"], "bundle": "b",
+                   "spec_hash": GANTRY_HASH, "session": "s", "obs_dim": 6, "act_dim": 3, "control_hz": 20.0,
+                   "action_kind": "joint_delta", "observation": {"features": GANTRY["observation"]},
+                   "action": GANTRY["action"], "limits": limits, "max_message_bytes": 65536}
         router.send_multipart([identity, *wire.encode(welcome)])
         for k in range(3):
             identity, header, obs = router.recv_multipart()
@@ -274,7 +282,7 @@ def test_client_reads_replies_in_any_msgpack_encoding_and_checks_them(context):
             seq = msgpack.unpackb(header)["seq"]
             action = np.full(3, 0.25 * k, dtype=np.float32)
             if k == 0:  # shortest form
-                router.send_multipart([identity, *wire.encode({"v": 1, "type": "action", "seq": 2, "re": seq}, [action])])
+                router.send_multipart([identity, *wire.encode({"v": V, "type": "action", "seq": 2, "re": seq}, [action])])
             elif k == 1:  # fixed layout, after a stale one
                 router.send_multipart([identity, fixed.pack(3, seq - 1, 0, 0.0, 0.0, 1), action.tobytes()])
                 router.send_multipart([identity, fixed.pack(4, seq, 0, 1.5, 2.5, 1), action.tobytes()])
@@ -285,7 +293,7 @@ def test_client_reads_replies_in_any_msgpack_encoding_and_checks_them(context):
 
     thread = threading.Thread(target=fake_server, daemon=True)
     thread.start()
-    with BridgeClient(ClientConfig(f"tcp://127.0.0.1:{port}", "b", "h")) as client:
+    with BridgeClient(ClientConfig(f"tcp://127.0.0.1:{port}", "b", GANTRY_HASH)) as client:
         client.connect(5.0)
         results = [client.step(OBS, deadline_s=2.0) for _ in range(3)]
     thread.join(5)
@@ -453,6 +461,15 @@ def test_refuses_a_bundle_without_robot_limits(bundle):
     bare.manifest = {**bundle.manifest, "robot": {"model": "toy"}}
     with pytest.raises(BundleSpecError, match="manifest robot.joint_names: expected a non-empty list .* safety limits"):
         BridgeServer([bare], ServerConfig(bind="tcp://127.0.0.1:*"))
+
+
+def test_refuses_a_bundle_whose_spec_hash_is_not_its_manifests(bundle):
+    """Controllers recompute the hash from the welcome's sections: a server must never announce another."""
+    stale = GatedPolicy(bundle)
+    stale.spec_hash = "0" * 64
+    with pytest.raises(BundleSpecError, match=r"spec_hash 0000000000000000\.\.\. is not the hash of its manifest's "
+                                              r"observation/action and control_hz \(470556e8"):
+        BridgeServer([stale], ServerConfig(bind="tcp://127.0.0.1:*"))
 
 
 def test_client_bye_ends_the_session_on_the_server(bundle):

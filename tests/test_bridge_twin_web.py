@@ -11,7 +11,6 @@ import time
 import urllib.request
 
 import pytest
-
 from twin_support import ENV, ROOT, bridge_server, untrained_reach_bundle
 
 

@@ -8,10 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bridge import gantry
-from genba.gantry_bundle import cached_gantry_bundle
-from policies.bundle import BundleError, load_bundle
 from policies import graph_executors
+from policies.bundle import BundleError, load_bundle
 from policies.graph_executors import (
     executor_matches,
     fastest_matching_executor,
@@ -21,11 +19,6 @@ from policies.graph_executors import (
     read_plain_graph,
     with_output_bounds,
 )
-
-
-@pytest.fixture(scope="module")
-def gantry_dir(tmp_path_factory):
-    return cached_gantry_bundle(tmp_path_factory.getbasetemp() / "bundles")
 
 
 def ort_run(path):
@@ -42,23 +35,23 @@ def test_the_kernel_is_compiled():
     assert graph_executors._mlp_kernel is not None, "policies._mlp_kernel is not built: run scripts/setup.sh (needs a C compiler)"
 
 
-def test_onnxruntime_by_default_the_kernel_when_asked(gantry_dir):
-    assert load_bundle(gantry_dir, backend="onnx", device="cpu").executor == "onnxruntime"
+def test_onnxruntime_by_default_the_kernel_when_asked(bundle_dir):
+    assert load_bundle(bundle_dir, backend="onnx", device="cpu").executor == "onnxruntime"
     with pytest.raises(BundleError, match="unknown executor 'fast'"):
-        load_bundle(gantry_dir, executor="fast")
+        load_bundle(bundle_dir, executor="fast")
 
 
-def test_gantry_bundle_runs_on_the_kernel_and_matches_onnxruntime_on_1000_observations(gantry_dir):
-    bundle = load_bundle(gantry_dir, backend="onnx", device="cpu", executor="kernel")
+def test_gantry_bundle_runs_on_the_kernel_and_matches_onnxruntime_on_1000_observations(bundle_dir):
+    bundle = load_bundle(bundle_dir, backend="onnx", device="cpu", executor="kernel")
     assert bundle.executor == "native"
     obs = observations(1000, bundle.obs_dim)
-    reference = np.clip(ort_run(gantry_dir / "policy.onnx")(obs), -1.0, 1.0)
+    reference = np.clip(ort_run(bundle_dir / "policy.onnx")(obs), -1.0, 1.0)
     kept = obs.copy()
     np.testing.assert_allclose(bundle.act(obs), reference, rtol=0, atol=1e-6)
     np.testing.assert_array_equal(obs, kept)  # the caller's observations are never written to
     for row in (0, 17, 999):  # one at a time, as the server's inline path mostly runs
         np.testing.assert_allclose(bundle.act(obs[row]), reference[row], rtol=0, atol=1e-6)
-    numpy = numpy_executor(gantry_dir / "policy.onnx")  # the fallback computes the same
+    numpy = numpy_executor(bundle_dir / "policy.onnx")  # the fallback computes the same
     np.testing.assert_allclose(np.clip(numpy(obs), -1.0, 1.0), reference, rtol=0, atol=1e-6)
 
 
@@ -167,8 +160,8 @@ def test_the_kernel_tanh_is_within_3_ulp_of_float64_tanh():
     assert out[-3, 0] == 1.0 and out[-2, 0] == -1.0 and np.isnan(out[-1, 0])
 
 
-def test_output_bounds_in_the_kernel_clamp_exactly_as_numpy(gantry_dir):
-    graph = read_plain_graph(gantry_dir / "policy.onnx")
+def test_output_bounds_in_the_kernel_clamp_exactly_as_numpy(bundle_dir):
+    graph = read_plain_graph(bundle_dir / "policy.onnx")
     native = native_run(graph)
     low, high = np.array([-0.3, 0.0, -np.inf], np.float32), np.array([0.3, 0.0, 0.1], np.float32)
     bounded = with_output_bounds(native, low, high)
@@ -210,8 +203,8 @@ def test_graphs_with_other_ops_stay_on_onnxruntime(tmp_path):
     assert numpy_executor(_mlp_graph(tmp_path / "add.onnx", two_inputs)) is None
 
 
-def test_an_executor_that_disagrees_is_not_used(gantry_dir):
-    reference = ort_run(gantry_dir / "policy.onnx")
-    assert executor_matches(numpy_executor(gantry_dir / "policy.onnx"), reference, 6)
+def test_an_executor_that_disagrees_is_not_used(bundle_dir):
+    reference = ort_run(bundle_dir / "policy.onnx")
+    assert executor_matches(numpy_executor(bundle_dir / "policy.onnx"), reference, 6)
     assert not executor_matches(lambda x: reference(x) + 1e-3, reference, 6)
     assert not executor_matches(lambda x: reference(x)[:, :2], reference, 6)

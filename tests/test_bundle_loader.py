@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,17 +14,17 @@ import numpy as np
 import pytest
 from stable_baselines3 import TD3
 
-from policies.errors import PolicyError
+from bridge.spec import spec_hash
 from policies.bundle import BundleError, load_bundle
+from policies.errors import PolicyError
 from policies.export import export_bundle
-from policies.spec import spec_hash
 from policies.toy_envs import PointReachEnv
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
+def point_bundle_dir(tmp_path_factory) -> Path:
     env = PointReachEnv()
     model = TD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [16]}, seed=0, device="cpu")
     return export_bundle(model, tmp_path_factory.mktemp("b") / "point", feature_spec=env.feature_spec(),
@@ -31,8 +32,8 @@ def bundle_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def copy(bundle_dir, tmp_path) -> Path:
-    return Path(shutil.copytree(bundle_dir, tmp_path / "copy"))
+def copy(point_bundle_dir, tmp_path) -> Path:
+    return Path(shutil.copytree(point_bundle_dir, tmp_path / "copy"))
 
 
 def _edit_manifest(path: Path, change) -> None:
@@ -41,11 +42,12 @@ def _edit_manifest(path: Path, change) -> None:
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_bundle_contract_fields(bundle_dir):
-    b = load_bundle(bundle_dir)
+def test_bundle_contract_fields(point_bundle_dir):
+    b = load_bundle(point_bundle_dir)
     m = b.manifest
     assert (b.name, b.obs_dim, b.act_dim, b.control_hz) == ("point", 6, 2, 10.0)
-    assert b.spec_hash == m["spec_hash"] == spec_hash(m["observation"], m["action"])
+    assert m["format_version"] == 2
+    assert b.spec_hash == m["spec_hash"] == spec_hash(m["observation"], m["action"], m["control_hz"])
     assert m["observation"]["layout"]["order"] == ["observation", "achieved_goal", "desired_goal"]
     assert [f["name"] for f in m["observation"]["features"][:3]] == ["observation.x", "observation.y", "achieved_goal.x"]
     assert m["action"]["kind"] == "ee_delta" and m["action"]["low"] == [-1.0, -1.0]
@@ -54,12 +56,12 @@ def test_bundle_contract_fields(bundle_dir):
     assert issubclass(BundleError, PolicyError)
 
 
-def test_loader_runs_without_sb3_or_torch(bundle_dir):
+def test_loader_runs_without_sb3_or_torch(point_bundle_dir):
     """A controller host needs only numpy + onnxruntime: importing and running a bundle loads neither SB3 nor torch."""
     code = textwrap.dedent(f"""
         import sys, numpy as np
         from policies.bundle import load_bundle
-        b = load_bundle({str(bundle_dir)!r}, backend="onnx")
+        b = load_bundle({str(point_bundle_dir)!r}, backend="onnx")
         a = b.act(np.zeros(6, np.float32))
         assert a.shape == (2,) and np.all(np.abs(a) <= 1), a
         leaked = [m for m in ("stable_baselines3", "torch", "gymnasium") if m in sys.modules]
@@ -70,10 +72,10 @@ def test_loader_runs_without_sb3_or_torch(bundle_dir):
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-def test_backends_agree(bundle_dir):
+def test_backends_agree(point_bundle_dir):
     obs = np.random.default_rng(0).uniform(-1, 1, (256, 6)).astype(np.float32)
-    np.testing.assert_allclose(load_bundle(bundle_dir, backend="onnx").act(obs),
-                               load_bundle(bundle_dir, backend="torchscript").act(obs), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(load_bundle(point_bundle_dir, backend="onnx").act(obs),
+                               load_bundle(point_bundle_dir, backend="torchscript").act(obs), atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("victim", ["policy.onnx", "policy.pt"])
@@ -112,8 +114,56 @@ def test_refuses_edited_spec(copy):
 
 
 def test_refuses_newer_format(copy):
-    _edit_manifest(copy, lambda m: m.update(format_version=2))
-    with pytest.raises(BundleError, match="format_version 2 is newer than this loader supports"):
+    _edit_manifest(copy, lambda m: m.update(format_version=3))
+    with pytest.raises(BundleError, match="format_version 3 is newer than this loader supports"):
+        load_bundle(copy)
+
+
+def test_refuses_edited_control_rate(copy):
+    """Format 2 hashes the control rate too: a policy run at another rate is another spec."""
+    _edit_manifest(copy, lambda m: m.update(control_hz=20.0))
+    with pytest.raises(BundleError, match="does not match its spec_hash"):
+        load_bundle(copy)
+
+
+def _format1_hash(m) -> str:
+    """Format 1's formula, written out here: sha256 of canonical JSON of both sections."""
+    text = json.dumps({"observation": m["observation"], "action": m["action"]}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _as_format1(m) -> None:
+    m["format_version"] = 1
+    m["spec_hash"] = _format1_hash(m)
+
+
+def test_reads_a_format_1_bundle_and_reports_the_format_2_hash(copy, point_bundle_dir):
+    _edit_manifest(copy, _as_format1)
+    on_disk = json.loads((copy / "manifest.json").read_text())
+    b = load_bundle(copy)
+    current = load_bundle(point_bundle_dir)
+    assert b.manifest["format_version"] == 1 and on_disk["spec_hash"] == _format1_hash(on_disk)
+    assert b.spec_hash == b.manifest["spec_hash"] == current.spec_hash  # what the bridge and controllers compare
+    assert b.spec_hash == spec_hash(on_disk["observation"], on_disk["action"], on_disk["control_hz"])
+
+
+def test_refuses_an_edited_format_1_bundle(copy):
+    def edit(m):
+        _as_format1(m)
+        m["action"]["kind"] = "joint_delta"  # after the hash was written
+
+    _edit_manifest(copy, edit)
+    with pytest.raises(BundleError, match="does not match its spec_hash"):
+        load_bundle(copy)
+    # A format-1 manifest carrying a format-2 hash is no more valid than the reverse.
+    _edit_manifest(copy, lambda m: m.update(spec_hash=spec_hash(m["observation"], m["action"], m["control_hz"])))
+    with pytest.raises(BundleError, match="does not match its spec_hash"):
+        load_bundle(copy)
+
+
+def test_refuses_a_feature_name_the_spec_text_cannot_hold(copy):
+    _edit_manifest(copy, lambda m: m["observation"]["features"][0].update(name="observation x"))
+    with pytest.raises(BundleError, match=r"cannot be hashed: observation feature 0 name 'observation x' contains whitespace"):
         load_bundle(copy)
 
 
@@ -131,7 +181,7 @@ def test_refuses_graph_that_does_not_fit_the_manifest(copy):
     def grow(m):
         m["observation"]["dim"] = 7
         m["observation"]["features"].append({"name": "extra", "size": 1, "unit": "", "low": [None], "high": [None]})
-        m["spec_hash"] = spec_hash(m["observation"], m["action"])
+        m["spec_hash"] = spec_hash(m["observation"], m["action"], m["control_hz"])
 
     _edit_manifest(copy, grow)
     for backend in ("onnx", "torchscript"):
@@ -145,35 +195,35 @@ def test_refuses_path_escape(copy):
         load_bundle(copy)
 
 
-def test_infer_refuses_bad_observations(bundle_dir):
-    b = load_bundle(bundle_dir)
+def test_infer_refuses_bad_observations(point_bundle_dir):
+    b = load_bundle(point_bundle_dir)
     with pytest.raises(BundleError, match=r"expects observations of shape \(6,\) or \(B, 6\), got \(5,\)"):
         b.act(np.zeros(5, np.float32))
     with pytest.raises(BundleError, match="non-finite observation"):
         b.act(np.array([0, 0, 0, np.nan, 0, 0], np.float32))
 
 
-def test_infer_accepts_dict_observation(bundle_dir):
-    b = load_bundle(bundle_dir)
+def test_infer_accepts_dict_observation(point_bundle_dir):
+    b = load_bundle(point_bundle_dir)
     obs = {"observation": np.array([0.1, 0.2]), "achieved_goal": np.array([0.1, 0.2]), "desired_goal": np.array([-0.5, 0.9])}
     flat = np.array([0.1, 0.2, 0.1, 0.2, -0.5, 0.9], np.float32)
     assert np.array_equal(b.act(obs), b.act(flat))
 
 
-def test_unknown_backend_and_unavailable_cuda(bundle_dir):
+def test_unknown_backend_and_unavailable_cuda(point_bundle_dir):
     with pytest.raises(BundleError, match="unknown backend 'tflite'"):
-        load_bundle(bundle_dir, backend="tflite")
+        load_bundle(point_bundle_dir, backend="tflite")
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(BundleError, match="no CUDA provider"):
-            load_bundle(bundle_dir, backend="onnx", device="cuda")
+            load_bundle(point_bundle_dir, backend="onnx", device="cuda")
 
 
-def test_export_refuses_to_overwrite(bundle_dir):
+def test_export_refuses_to_overwrite(point_bundle_dir):
     model = TD3("MultiInputPolicy", PointReachEnv(), policy_kwargs={"net_arch": [8]}, device="cpu")
     with pytest.raises(PolicyError, match="already exists and is not empty"):
-        export_bundle(model, bundle_dir, feature_spec=None)
+        export_bundle(model, point_bundle_dir, feature_spec=None)
 
 
 def test_export_refuses_mismatched_feature_spec(tmp_path):

@@ -4,7 +4,6 @@ replay buffer and LR schedule intact; a snapshot write killed halfway is never v
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -10,9 +10,9 @@ import pytest
 import torch
 import yaml
 
-from policies.errors import PolicyError
 from policies.bundle import load_bundle
 from policies.config import ConfigError, parse_overrides, resolve_config
+from policies.errors import PolicyError
 from policies.evaluate import evaluate, wilson_interval
 from policies.export import export_run
 from policies.snapshot import run_snapshot

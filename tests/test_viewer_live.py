@@ -157,9 +157,9 @@ def test_a_busy_port_is_a_clear_error():
 def test_the_view_loop_obeys_pause_step_and_reset(view):
     """A real reach cell, held paused: three step clicks make three steps, reset starts episode 2."""
     import sim
-    from sim.experts import make_expert
-    from sim.camera import choose_camera
     from genba.viewer.loop import LoopOptions, ViewLoop
+    from sim.camera import choose_camera
+    from sim.experts import make_expert
 
     view.command("pause")
     env = sim.make_env("reach", render_mode="rgb_array")

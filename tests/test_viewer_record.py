@@ -11,10 +11,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from twin_support import untrained_reach_bundle
 
 from scenarios import load_scenario
 from sim.video import RecorderError, VideoRecorder
-from twin_support import untrained_reach_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
+
+from genba.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -31,8 +30,8 @@ def untrained_reach_bundle(root: Path) -> Path:
     episodes run to the step limit (for tests that need an episode to last)."""
     from stable_baselines3 import SAC
 
-    from policies.export import export_bundle
     from policies.envs import feature_spec, make_env, scenario_info
+    from policies.export import export_bundle
 
     env = make_env("reach")
     model = SAC("MultiInputPolicy", env, policy_kwargs={"net_arch": [16]}, buffer_size=10, seed=0, device="cpu")
@@ -44,19 +43,5 @@ def untrained_reach_bundle(root: Path) -> Path:
 @contextlib.contextmanager
 def bridge_server(bundle: Path) -> Iterator[str]:
     """`genba bridge serve BUNDLE` on a free loopback port; yields its endpoint, always stops it."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "genba", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off",
-         "--device", "cpu", "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT, env=ENV,
-    )
-    try:
-        line = proc.stdout.readline()  # the JSON 'ready' line
-        assert line, "server exited before it was ready"
-        yield json.loads(line)["endpoint"]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    with ServerProcess([bundle], "--telemetry", "off", "--device", "cpu", "--log-level", "WARNING") as server:
+        yield server.endpoint

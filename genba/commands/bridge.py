@@ -137,7 +137,9 @@ def keygen(
 def twin(
     scenario: str = typer.Argument(..., help="Cell to run as the controller (built-in name or YAML path)."),
     connect: str = typer.Option(..., help="Endpoint of `genba bridge serve`, e.g. tcp://127.0.0.1:5555."),
-    bundle: Path = typer.Option(..., help="Bundle directory (or manifest.json) the server serves: name, spec hash, action scale."),
+    bundle: Optional[str] = typer.Option(
+        None, help="Name of the served bundle to use (a bundle directory works too: its manifest name is read). "
+        "Default: the server picks the one trained for this cell (same observation/action spec hash)."),
     episodes: int = typer.Option(20, help="Episodes, seeded like `genba eval`."),
     seed: int = typer.Option(0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
     servo_hz: float = typer.Option(250.0, help="Servo rate of the setpoint stream (125-1000 Hz)."),
@@ -175,7 +177,7 @@ def twin(
         raise TwinError("CURVE needs both --curve-secret (this controller's key) and --server-key")
     keys = ClientKeys(curve_secret, server_key) if curve_secret is not None and server_key is not None else None
     config = TwinConfig(
-        scenario=scenario, endpoint=connect, bundle=bundle, episodes=episodes, seed=seed, servo_hz=servo_hz, speed=speed,
+        scenario=scenario, endpoint=connect, bundle=_bundle_name(bundle), episodes=episodes, seed=seed, servo_hz=servo_hz, speed=speed,
         latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
         faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed), keys=keys,
         web=WebOptions(host, port, fps) if web else None,
@@ -187,6 +189,15 @@ def twin(
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+
+
+def _bundle_name(bundle: Optional[str]) -> Optional[str]:
+    """--bundle as the name the server knows: a bundle directory gives its (verified) manifest name."""
+    from policies.bundle_format import is_bundle, read_manifest
+
+    if bundle is not None and is_bundle(bundle):
+        return str(read_manifest(bundle)["name"])
+    return bundle
 
 
 app = typer.Typer(help="Serve policy bundles to robot controllers over ZeroMQ.", no_args_is_help=True)

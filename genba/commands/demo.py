@@ -19,6 +19,7 @@ from typing import List, Optional
 import typer
 
 from genba.errors import AppError
+from genba.server_process import ServerProcess, ServerStartError, child_env
 
 
 class DemoError(AppError):
@@ -72,7 +73,7 @@ def demo(
     server = _start_server(bundle, out)
     try:
         _stage(5, "twin", f"{twin_episodes} episodes of the PyBullet controller through the bridge")
-        _genba(["bridge", "twin", scenario, "--connect", server.endpoint, "--bundle", str(bundle), "--episodes",
+        _genba(["bridge", "twin", scenario, "--connect", server.endpoint, "--episodes",
                 str(twin_episodes), "--speed", str(speed), "--json", str(out / "twin.json"), *robot_args], out)
     finally:
         _stage(6, "stop", "bridge server")
@@ -93,48 +94,23 @@ def _stage(n: int, name: str, what: str) -> None:
     typer.secho(f"[{n}/6] {name}: {what}", fg=typer.colors.CYAN, err=True)
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
 def _genba(args: list[str], out: Path) -> float:
     """Run one CLI verb in its own process; its progress shows live. Returns its wall-clock seconds."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "genba.cli", *args], env=_env())
+    result = subprocess.run([sys.executable, "-m", "genba", *args], env=child_env())
     if result.returncode != 0:
         raise DemoError(f"`genba {' '.join(args[:2])}` failed (exit {result.returncode}); outputs so far are in {out}")
     return time.perf_counter() - start
 
 
-class _Server:
-    def __init__(self, proc: subprocess.Popen, endpoint: str):
-        self.proc, self.endpoint = proc, endpoint
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: the server says bye to controllers and exits
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-
-def _start_server(bundle: Path, out: Path) -> _Server:
-    log = open(out / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "genba.cli", "bridge", "serve", str(bundle), "--bind", "tcp://127.0.0.1:*",
-         "--telemetry", "off", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=log, text=True, env=_env(),
-    )
-    line = proc.stdout.readline()  # the server prints one JSON 'ready' line once it listens
-    try:
-        endpoint = json.loads(line)["endpoint"]
-    except (json.JSONDecodeError, KeyError):
-        _Server(proc, "").stop()
-        raise DemoError(f"the bridge server did not start; see {out / 'server.log'}") from None
-    typer.echo(f"      serving {bundle.name} at {endpoint} (pid {proc.pid})", err=True)
-    return _Server(proc, endpoint)
+def _start_server(bundle: Path, out: Path) -> ServerProcess:
+    with open(out / "server.log", "w") as log:  # the child keeps its own copy of the descriptor
+        try:
+            server = ServerProcess([bundle], "--telemetry", "off", "--device", "cpu", stderr=log)
+        except ServerStartError:
+            raise DemoError(f"the bridge server did not start; see {out / 'server.log'}") from None
+    typer.echo(f"      serving {bundle.name} at {server.endpoint} (pid {server.proc.pid})", err=True)
+    return server
 
 
 def _summary(scenario, train_wall, train_fig, sim_fig, twin_fig, total_wall, bundle) -> dict:

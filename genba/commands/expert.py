@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from scenarios.schema import ROBOT_MODELS
+from scenarios.naming import ROBOT_MODELS
 
 
 def register(app: typer.Typer) -> None:

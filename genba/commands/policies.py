@@ -1,6 +1,6 @@
 """`genba train | eval | export | demos`: parse flags, call the library function, print one result.
 
-`register(app)` adds the verbs to the `genba` command; `python -m policies.cli` runs them alone.
+`register(app)` adds the verbs to the `genba` command.
 """
 
 from __future__ import annotations

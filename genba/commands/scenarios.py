@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from scenarios.loader import ScenarioError, builtin_names, load_scenario, scenario_hash
+from scenarios.naming import ROBOT_MODELS, env_id
+from scenarios.schema import Scenario
 
 app = typer.Typer(help="List, show and validate scenario files (factory cells).", no_args_is_help=True)
 console = Console()
@@ -20,14 +22,12 @@ console = Console()
 @app.command("list")
 def list_scenarios() -> None:
     """List the built-in scenarios with their env ids."""
-    from sim import ROBOT_SUFFIX, env_id
-
     table = Table(title="built-in scenarios")
     for col in ("name", "env ids", "robot", "task", "description"):
         table.add_column(col)
     for name in builtin_names():
         s = load_scenario(name)
-        ids = [env_id(s.name, s.version)] + [env_id(s.name, s.version, r) for r in ROBOT_SUFFIX if r != s.robot.model]
+        ids = [env_id(s.name, s.version)] + [env_id(s.name, s.version, r) for r in ROBOT_MODELS if r != s.robot.model]
         table.add_row(name, "\n".join(ids), s.robot.model, s.task.type, s.description)
     console.print(table)
 
@@ -59,6 +59,4 @@ def validate(files: List[Path] = typer.Argument(..., help="scenario YAML files")
 @app.command("schema")
 def schema() -> None:
     """Print the JSON Schema of scenario files (every key, its unit and its bounds)."""
-    from scenarios.schema import Scenario
-
     typer.echo(json.dumps(Scenario.model_json_schema(), indent=2))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import importlib
 
-from scenarios.schema import ROBOT_MODELS, RobotConfig
+from scenarios.naming import ROBOT_MODELS
+from scenarios.schema import RobotConfig
 from sim.robots.base import Robot, RobotModel
 
 # name -> "module:Class"; imported on demand so a scenario pays only for the robot it uses.

@@ -43,6 +43,10 @@ class RobotModel:
 
 # How many control periods of rated joint travel a command may lead the measured joints by.
 LAG_PERIODS = 1.0
+# The tool target (ee_delta control) stays within this of the measured tool, so a blocked arm does not wind up.
+TOOL_TARGET_MAX_LAG = 0.08  # m
+# The tool target's yaw stays within +-this: the tool turns a quarter either way from its home yaw.
+TOOL_YAW_LIMIT = math.pi / 2  # rad
 
 
 class ArmReading(NamedTuple):
@@ -189,9 +193,9 @@ class Robot:
         """Move the tool target by a Cartesian delta (world frame, m / rad) and set the gripper.
 
         The target integrates the deltas (so small steps accumulate exactly) but stays within the
-        workspace box and within `max_lag` of the measured tool, so a blocked arm does not wind up.
+        workspace box and within TOOL_TARGET_MAX_LAG of the measured tool, so a blocked arm does not wind up.
         """
-        max_lag = 0.08  # m
+        max_lag = TOOL_TARGET_MAX_LAG
         self._ensure_fresh()
         px, py, pz = self.reading.tool_pos
         (tx, ty, tz), (dx, dy, dz) = self._target, delta_pos
@@ -203,7 +207,7 @@ class Robot:
             tx, ty, tz = px + lx * f, py + ly * f, pz + lz * f
         self._target = (tx, ty, tz)
         yaw = self.target_yaw + delta_yaw
-        self.target_yaw = -math.pi / 2 if yaw < -math.pi / 2 else math.pi / 2 if yaw > math.pi / 2 else yaw
+        self.target_yaw = -TOOL_YAW_LIMIT if yaw < -TOOL_YAW_LIMIT else TOOL_YAW_LIMIT if yaw > TOOL_YAW_LIMIT else yaw
         self.command_joint_positions(self.inverse_kinematics((tx, ty, tz), self.target_yaw), grip)
 
     def command_tool_pose(self, position: Sequence[float], yaw: float, grip: float) -> None:
@@ -298,6 +302,8 @@ class Robot:
             # World-frame box around the (possibly turned) base-frame workspace, for controllers' safety layers.
             "workspace_low": self._workspace_world_box()[0].tolist(),
             "workspace_high": self._workspace_world_box()[1].tolist(),
+            "tool_target_max_lag": TOOL_TARGET_MAX_LAG,
+            "tool_yaw_limit": TOOL_YAW_LIMIT,
             "finger_travel": self.model.finger_travel,
             "rated_payload": self.model.rated_payload,
             "source": self.model.source,

@@ -10,8 +10,8 @@ import pybullet as pb
 
 from scenarios.schema import ConveyorPickTask
 from sim.props.parts import Part
-from sim.tasks.collisions import CollisionCounter
 from sim.tasks.base import Feature, Task
+from sim.tasks.collisions import CollisionCounter
 
 # Constant stand-in for the part-to-bin distance while no part is on the belt, so the reward does
 # not jump when a part arrives (m; about the largest part-to-bin distance in the shipped cells).

@@ -13,7 +13,6 @@ from scenarios.schema import ReachTask as ReachConfig
 from sim.tasks.base import Feature, GoalTask
 from sim.tasks.collisions import CollisionCounter
 
-
 # Rounding to float32 through struct: for three numbers far cheaper than numpy.
 FLOAT32, FLOAT32_X3 = struct.Struct("f"), struct.Struct("3f")
 

@@ -1,0 +1,49 @@
+"""What a twin run is asked to do: the cell, the server, pacing, faults to inject, the live page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.keys import ClientKeys
+from genba.errors import AppError
+
+
+class TwinError(AppError):
+    """A twin that cannot run: a cell the twin cannot drive, a bundle for another cell, a bad option."""
+
+
+@dataclass
+class Faults:
+    latency_ms: float = 0.0  # added before each request is sent
+    jitter_ms: float = 0.0  # plus uniform [0, jitter_ms)
+    drop_rate: float = 0.0  # fraction of replies thrown away as if lost
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.latency_ms < 0 or self.jitter_ms < 0 or not 0.0 <= self.drop_rate <= 1.0:
+            raise TwinError(f"faults must be non-negative and drop rate in [0, 1], got {self}")
+
+
+@dataclass
+class WebOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000  # 0: any free port
+    fps: float = 10.0
+
+
+@dataclass
+class TwinConfig:
+    scenario: str
+    endpoint: str
+    bundle: str | None = None  # served bundle name; None: the server picks the one whose spec hash matches the cell's
+    episodes: int = 20
+    seed: int = 0
+    servo_hz: float = 250.0
+    speed: float = 1.0  # 1 = real time, 2 = twice as fast, 0 = as fast as possible
+    latency_budget: float = 0.5  # fraction of the control period a reply may take
+    reduced_speed: bool = False
+    max_tool_accel: float | None = None  # m/s^2 on the tool target; None: see tool_target_limits
+    robot: str | None = None
+    faults: Faults = field(default_factory=Faults)
+    keys: ClientKeys | None = None
+    web: WebOptions | None = None  # serve the live page (needs the viewer's aiohttp)

@@ -1,0 +1,180 @@
+"""The twin's run: episodes of a PyBullet cell driven through the bridge, as a robot controller would be.
+
+Each control period (paced by the wall clock, ``speed`` times real time) the twin observes the
+cell, asks the server for an action through ``BridgeClient`` (optionally through injected faults:
+added latency, jitter, dropped replies), and turns it into tool-target setpoints at ``servo_hz``
+through the controller's own servo pipeline (bridge.servo.ServoPipeline: interpolation, the
+watchdog that holds after 2 servo cycles without a fresh setpoint, and the SafetyFilter with the
+tool workspace box, per-axis speed and acceleration, tool speed and the reduced-speed mode).
+The cell takes one command per control period, so it is driven to the last applied setpoint of
+each period; when the safety layer changed nothing, the env gets the policy's action bit for
+bit, so with no faults the twin reproduces ``genba eval`` episode by episode.
+
+The twin needs no bundle file: it describes its cell (bridge.spec.spec_hash of the cell's
+feature_spec()) in its hello, and the server picks the bundle trained for it, or refuses.
+Episodes use the same seeds as ``genba eval`` (policies.evaluate.EVAL_SEED_OFFSET + seed + i).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+
+import numpy as np
+
+import sim
+from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
+from bridge.safety import SafetyFilter
+from bridge.servo import ServoPipeline
+from bridge.spec import spec_hash
+from bridge.watchdog import Watchdog
+from genba.twin.config import TwinConfig, TwinError
+from genba.twin.faults import FaultyLink
+from genba.twin.live_page import LivePage
+from genba.twin.report import TwinReport
+from genba.twin.tool_limits import tool_target_limits, tool_xyz
+from policies.evaluate import EVAL_SEED_OFFSET, wilson_interval
+from policies.spec import flatten_obs
+
+
+def run_twin(config: TwinConfig, log=print) -> TwinReport:
+    """Run the episodes and return the report (the server must already be serving a bundle for this cell)."""
+    with ExitStack() as stack:
+        env = sim.make_env(config.scenario, robot=config.robot, render_mode="rgb_array" if config.web else None)
+        stack.callback(env.close)
+        spec = env.unwrapped.feature_spec()
+        if spec["action"]["kind"] != "ee_delta":
+            raise TwinError(f"the twin drives ee_delta cells; {config.scenario} uses {spec['action']['kind']!r} actions")
+        control_hz = float(spec["control_hz"])
+        if not config.servo_hz >= control_hz:
+            raise TwinError(f"--servo-hz {config.servo_hz:g} must be at least the control rate {control_hz:g} Hz")
+        robot = spec["robot"]
+        client = BridgeClient(ClientConfig(
+            config.endpoint, config.bundle, spec_hash(spec["observation"], spec["action"], control_hz),
+            robot={"model": robot["model"], "joint_names": robot["joint_names"]}, name=f"twin-{config.scenario}",
+            keys=config.keys,
+        ))
+        stack.callback(client.close)
+        try:
+            welcome = client.connect(10.0)
+        except HandshakeRejected as exc:
+            raise TwinError(f"{config.endpoint} serves no bundle for {config.scenario} with the {robot['model']}: {exc}") from None
+        page = None
+        if config.web is not None:
+            from genba.viewer.live import LiveView, is_loopback  # aiohttp: only when the page is asked for
+
+            web = config.web
+            view = stack.enter_context(LiveView(web.host, web.port, web.fps, f"twin {config.scenario} ({welcome.bundle})"))
+            page = LivePage(view, env, {"scenario": config.scenario, "driver": f"bridge {welcome.bundle}"})
+            if not is_loopback(web.host):
+                log(f"warning: the live view listens on {web.host}: anyone on that network can pause and reset the twin")
+            log(f"live view: {view.url}")
+        return _episodes(config, env, spec, FaultyLink(client, config.faults), client, welcome.bundle, log, page)
+
+
+def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: BridgeClient, bundle_name: str, log,
+              page: LivePage | None) -> TwinReport:
+    control_hz = float(spec["control_hz"])
+    scales = {f["name"]: f.get("scale") for f in spec["action"]["features"]}
+    pos_scale, yaw_scale = float(scales["tool_delta_position"]), float(scales["tool_delta_yaw"])
+    scale = np.array([pos_scale] * 3 + [yaw_scale])
+    cycles = max(1, int(round(config.servo_hz / control_hz)))  # whole servo cycles per control period
+    limits = tool_target_limits(spec["robot"], yaw_scale * control_hz, cycles * control_hz, config.max_tool_accel)
+    layout = spec["observation"]["layout"]  # the order a Dict observation is flattened in
+    period_s = 1.0 / control_hz
+    wall_period = period_s / config.speed if config.speed > 0 else 0.0
+    budget_s = period_s * config.latency_budget / (config.speed if config.speed > 0 else 1.0)
+    step_ns = int(period_s * 1e9) // cycles
+    robot = env.unwrapped.robot
+    successes, cycle_times, steps_total, overruns, steps_changed = 0, [], 0, 0, 0
+    outcomes: list[bool] = []
+    lengths: list[int] = []
+    status: dict[str, int] = {}
+    safety_total: dict[str, int] = {}
+    holds = 0
+    started = time.monotonic()
+    for episode in range(config.episodes):
+        obs, info = env.reset(seed=EVAL_SEED_OFFSET + config.seed + episode)
+        client.reset(1.0, episode=episode)
+        safety = SafetyFilter(limits, period_s / cycles, np.array([*robot.target_pos, robot.target_yaw]), tool_xyz)
+        if config.reduced_speed:
+            safety.set_reduced_speed(True)
+        servo = ServoPipeline(safety, Watchdog(hold_after=2, drop_after_s=1.0))
+        grip, done, sim_ns, steps = -1.0, False, 0, 0
+        reward, ret, env_action, result = 0.0, 0.0, None, None
+
+        def publish() -> None:
+            counts = {k: safety_total.get(k, 0) + v for k, v in safety.report().items()}
+            page.publish((episode, steps), page.status(
+                episode=episode, step=steps, reward=reward, ret=ret, info=info, action=env_action, robot=robot,
+                client=client, result=result, safety_counts=counts, holds=holds + servo.holds, step_status=status))
+
+        if page is not None:
+            publish()
+        tick = time.monotonic()
+        while not done:
+            if page is not None:
+                controls = page.wait_while_paused(client, (episode, steps))
+                if controls.reset:
+                    log(f"episode {episode}: reset from the live view")
+                    break
+                if controls.paused:  # time spent paused is not a late control period
+                    tick = time.monotonic()
+            if wall_period:
+                now = time.monotonic()
+                if now < tick:
+                    time.sleep(tick - now)
+                elif now - tick > wall_period:
+                    overruns += 1
+                    tick = now
+            result = link.step(flatten_obs(obs, layout), budget_s)
+            status[result.status] = status.get(result.status, 0) + 1
+            current = np.array([*robot.target_pos, robot.target_yaw])
+            measured = np.array([*robot.tool_pos, robot.tool_yaw])
+            safety.q = current  # the cell's own target is the truth (it clips to its workspace too)
+            action = None
+            if result.action is not None:
+                action = np.asarray(result.action, dtype=np.float64)
+                grip = float(np.clip(action[4], -1.0, 1.0)) if math.isfinite(action[4]) else grip
+                servo.feed(current + action[:4] * scale, sim_ns, sim_ns + cycles * step_ns)
+            changed = False
+            for i in range(1, cycles + 1):
+                servo.cycle(sim_ns + i * step_ns, measured)
+                changed |= servo.changed
+            if action is not None and not changed:
+                env_action = action  # bit for bit what the policy said
+            else:
+                env_action = np.append(np.clip((safety.q - current) / scale, -1.0, 1.0), grip)
+                steps_changed += 1
+            obs, reward, terminated, truncated, info = env.step(env_action.astype(np.float32))
+            done = terminated or truncated
+            sim_ns += cycles * step_ns
+            steps += 1
+            ret += float(reward)
+            if page is not None:
+                publish()
+            tick += wall_period
+        steps_total += steps
+        holds += servo.holds
+        for kind, count in safety.report().items():
+            safety_total[kind] = safety_total.get(kind, 0) + count
+        success = bool(info.get("is_success", False))
+        successes += success
+        outcomes.append(success)
+        lengths.append(steps)
+        if success:
+            cycle_times.append(float(info.get("cycle_time", steps / control_hz)))
+        log(f"episode {episode}: {'success' if success else 'failure'} after {steps} steps")
+    n = config.episodes
+    return TwinReport(
+        scenario=config.scenario, bundle=bundle_name, episodes=n, successes=successes,
+        success_rate=successes / n if n else 0.0, success_ci95=wilson_interval(successes, n),
+        mean_cycle_time_s=float(np.mean(cycle_times)) if cycle_times else None, control_steps=steps_total,
+        round_trip=client.stats.summary(), deadline_misses=client.stats.deadline_misses, step_status=status,
+        safety_interventions=safety_total, steps_changed_by_safety=steps_changed, holds=holds,
+        faults={**asdict(config.faults), "dropped": link.dropped, "added_latency_ms_total": round(link.delayed_ms, 1)},
+        overruns=overruns, wall_s=time.monotonic() - started, servo_hz=cycles * control_hz, speed=config.speed,
+        episode_success=outcomes, episode_steps=lengths,
+    )
