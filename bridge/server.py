@@ -42,6 +42,7 @@ import numpy as np
 import zmq
 
 from bridge import protocol as wire
+from bridge.endpoints import check_endpoint, is_loopback_endpoint
 from bridge.errors import BridgeError
 from bridge.inference import BatchRunner, InferenceWorker, StepRequest
 from bridge.keys import ServerKeys, load_secret_keypair
@@ -51,29 +52,12 @@ from bridge.telemetry import ServerStats, TelemetryPublisher
 
 log = logging.getLogger(__name__)
 
-_LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 _F4 = np.dtype("<f4")
 INFERENCE_MODES = ("auto", "inline", "thread")
 
 
 class ServerConfigError(BridgeError):
     """A server setting that cannot work (duplicate bundle names, unsafe bind, ...)."""
-
-
-def check_endpoint(endpoint: str, flag: str) -> None:
-    scheme, sep, rest = endpoint.partition("://")
-    ok = sep and (scheme in ("ipc", "inproc") and rest or scheme == "tcp" and ":" in rest and rest.rsplit(":", 1)[1])
-    if not ok:
-        raise ServerConfigError(
-            f"{flag} {endpoint!r}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555, port * for any), ipc://PATH or inproc://NAME"
-        )
-
-
-def is_loopback(endpoint: str) -> bool:
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    host = endpoint.split("://", 1)[-1].rsplit(":", 1)[0]
-    return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
 @dataclass
@@ -144,7 +128,7 @@ class BridgeServer:
         if self.config.telemetry:
             check_endpoint(self.config.telemetry, "--telemetry")
         for endpoint in (self.config.bind, self.config.telemetry):
-            if endpoint and not is_loopback(endpoint) and self.config.keys is None and not self.config.allow_insecure_remote:
+            if endpoint and not is_loopback_endpoint(endpoint) and self.config.keys is None and not self.config.allow_insecure_remote:
                 raise ServerConfigError(
                     f"{endpoint} is not loopback: pass --curve-secret/--allow to encrypt and authenticate "
                     "controllers, or --insecure to serve unauthenticated on the network"

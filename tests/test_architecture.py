@@ -33,7 +33,7 @@ ALLOWED = {  # package -> the other genba packages (or single modules) it may im
     "genba": {"scenarios", "sim", "policies", "bridge"},
 }
 CONTROLLER_SIDE = (
-    "bridge.client", "bridge.controller", "bridge.docgen", "bridge.errors", "bridge.gantry", "bridge.keys",
+    "bridge.client", "bridge.controller", "bridge.docgen", "bridge.endpoints", "bridge.errors", "bridge.gantry", "bridge.keys",
     "bridge.latency", "bridge.limits", "bridge.protocol", "bridge.realtime", "bridge.safety", "bridge.servo",
     "bridge.spec", "bridge.watchdog",
 )

@@ -18,6 +18,7 @@ from bridge_support import TIMEOUT_MS, GatedPolicy, context, dealer, serving, wa
 from bridge import gantry
 from bridge import protocol as wire
 from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
+from bridge.endpoints import is_loopback_endpoint
 from bridge.limits import SafetyLimits
 from bridge.policy import BundleSpecError
 from bridge.protocol import ErrorCode
@@ -479,3 +480,12 @@ def test_client_bye_ends_the_session_on_the_server(bundle):
         assert len(server.sessions) == 1
         client.close()
         assert wait_for(lambda: not server.sessions, 3)
+
+
+@pytest.mark.parametrize("endpoint, loopback", [
+    ("tcp://127.0.0.1:5555", True), ("tcp://127.3.2.1:*", True), ("tcp://localhost:5555", True), ("tcp://[::1]:5555", True),
+    ("ipc:///tmp/genba.sock", True), ("inproc://bridge", True),
+    ("tcp://0.0.0.0:5555", False), ("tcp://192.168.1.20:5555", False), ("tcp://[::]:5555", False), ("tcp://cell-7:5555", False),
+])
+def test_what_counts_as_loopback(endpoint, loopback):
+    assert is_loopback_endpoint(endpoint) is loopback

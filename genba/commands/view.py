@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 
 import typer
 
+from bridge.endpoints import is_loopback_host
 from genba.errors import AppError
 
 
@@ -126,11 +127,11 @@ def view_cmd(
             stack.callback(recorder.close)
         view = None
         if web:
-            from genba.viewer.live import LiveView, is_loopback
+            from genba.viewer.live import LiveView
 
             title = f"{env.unwrapped.scenario.name} ({label})"
             view = stack.enter_context(LiveView(host=host, port=port, fps=fps, title=title))
-            if not is_loopback(host):
+            if not is_loopback_host(host):
                 typer.secho(f"warning: the viewer listens on {host}: anyone on that network can pause and reset it",
                             fg=typer.colors.YELLOW, err=True)
             typer.echo(f"live view: {view.url} (Ctrl-C to stop)")

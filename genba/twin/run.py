@@ -25,6 +25,7 @@ from dataclasses import asdict
 import numpy as np
 
 import sim
+from bridge.endpoints import is_loopback_host
 from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
 from bridge.safety import SafetyFilter
 from bridge.servo import ServoPipeline
@@ -63,12 +64,12 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
             raise TwinError(f"{config.endpoint} serves no bundle for {config.scenario} with the {robot['model']}: {exc}") from None
         page = None
         if config.web is not None:
-            from genba.viewer.live import LiveView, is_loopback  # aiohttp: only when the page is asked for
+            from genba.viewer.live import LiveView  # aiohttp: only when the page is asked for
 
             web = config.web
             view = stack.enter_context(LiveView(web.host, web.port, web.fps, f"twin {config.scenario} ({welcome.bundle})"))
             page = LivePage(view, env, {"scenario": config.scenario, "driver": f"bridge {welcome.bundle}"})
-            if not is_loopback(web.host):
+            if not is_loopback_host(web.host):
                 log(f"warning: the live view listens on {web.host}: anyone on that network can pause and reset the twin")
             log(f"live view: {view.url}")
         return _episodes(config, env, spec, FaultyLink(client, config.faults), client, welcome.bundle, log, page)

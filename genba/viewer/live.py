@@ -23,7 +23,6 @@ Endpoints: `/` page, `/ws` (JSON status as text, JPEG frames as binary; accepts 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import math
 import threading
@@ -36,6 +35,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from bridge.endpoints import is_loopback_host
 from genba.errors import AppError
 
 STATIC = Path(__file__).parent / "static"
@@ -55,15 +55,6 @@ class Controls:
     paused: bool = False
     step: bool = False
     reset: bool = False
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class LiveView:
@@ -244,10 +235,10 @@ class LiveView:
     # Requests must name this server as their host (blocks DNS rebinding onto a loopback viewer), and
     # a control request from a browser must come from this page (blocks other sites' form posts).
     def _host_ok(self, host_header: str) -> bool:
-        if not is_loopback(self.host):
+        if not is_loopback_host(self.host):
             return True
         host = urlsplit(f"//{host_header}").hostname or ""
-        return is_loopback(host)
+        return is_loopback_host(host)
 
     @staticmethod
     def _same_origin(request) -> bool:
