@@ -220,6 +220,7 @@ class Bridge:
     def info(self) -> dict:
         queue_us, infer_us = zip(*self.server_us) if self.server_us else ((), ())
         return {"device": self.ready["device"], "backend": self.ready["backend"], "inference": self.ready.get("inference"),
+                "executor": self.ready["executors"][self.manifest["name"]],
                 "bundle": self.manifest["name"], "round_trip": self.round_trip.summary(),
                 "safety_interventions": self.safety.report(),
                 "server_queue_p50_us": float(np.median(queue_us)) if queue_us else None,
@@ -321,7 +322,8 @@ def main() -> None:
         print(f"inside the server (p50): {info['server_queue_p50_us']:.1f} us from receipt to inference start, "
               f"{info['server_infer_p50_us']:.1f} us inference")
     print(f"targets (bridge incl. safety vs echo): p50 <= 1.5x {met[0]}, p99 <= 2x {met[1]} "
-          f"(server device {info.get('device')}, backend {info.get('backend')}, inference {info.get('inference')}, "
+          f"(server device {info.get('device')}, backend {info.get('backend')}, executor {info.get('executor')}, "
+          f"inference {info.get('inference')}, "
           f"{os.cpu_count()} CPUs)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
-"""Policies: train with SB3, imitate scripted experts, export and load deployable bundles.
+"""Policies: one `Policy` shape, training with SB3 or by imitation, evaluation, and deployable bundles.
 
-Import-light on purpose: `policies.bundle` (the loader a controller uses) pulls in numpy and
-onnxruntime only; training modules import SB3 and torch themselves.
+Imports sim and scenarios below it, and the bridge's wire contract (`bridge.spec`) for the spec
+hash a bundle carries. `policies.bundle` (the loader) needs numpy and onnxruntime only; training
+modules import SB3 and torch.
 """

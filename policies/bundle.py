@@ -23,8 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from policies.bundle_format import BACKEND_FILES, TORCHSCRIPT_IO, BundleError, read_manifest
+from policies.features import flatten_obs
 from policies.graph_executors import fastest_matching_executor, with_output_bounds
-from policies.spec import flatten_obs
 
 EXECUTORS = ("onnxruntime", "kernel")
 

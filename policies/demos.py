@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from policies.envs import feature_spec, make_env, make_expert, scenario_info
 from policies.errors import PolicyError
+from policies.features import DICT_OBS_ORDER, flatten_obs
 from policies.policy import Policy
-from policies.spec import DICT_OBS_ORDER, flatten_obs
 
 
 class DemoError(PolicyError):

@@ -26,10 +26,10 @@ import torch
 from bridge.spec import spec_hash
 from policies.bundle_format import FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_IO, sha256_file
 from policies.envs import feature_spec, make_env, scenario_info
+from policies.features import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound
 from policies.graph import ExportError, ObsLayout, PolicyGraph
 from policies.rundir import RunDir
 from policies.snapshot import run_snapshot
-from policies.spec import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound
 from scenarios import Scenario, load_scenario, scenario_hash
 
 ONNX_OPSET = 17

@@ -15,7 +15,7 @@ from gymnasium import spaces
 from torch import nn
 
 from policies.errors import PolicyError
-from policies.spec import DICT_OBS_ORDER
+from policies.features import DICT_OBS_ORDER
 
 # Clip used for observation keys VecNormalize leaves alone: large enough to be a no-op in float32.
 _NO_CLIP = 3.0e38

@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 from bridge.client import BridgeClient, ClientConfig
+from genba.server_process import stop_process
 from policies.bundle import load_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,7 @@ def test_serve_answers_then_shuts_down_cleanly_on_signal(bundle_dir, signum):
     try:
         assert ready["event"] == "ready" and ready["bundles"] == ["gantry-reach"]
         assert (ready["device"], ready["backend"], ready["curve"]) == ("cpu", "onnx", False)
+        assert ready["executors"] == {"gantry-reach": "onnxruntime"}  # the default; --executor kernel opts in
         assert ready["endpoint"].startswith("tcp://127.0.0.1:") and ready["telemetry"].startswith("tcp://127.0.0.1:")
         bundle = load_bundle(bundle_dir)
         with BridgeClient(ClientConfig(ready["endpoint"], bundle.name, bundle.spec_hash)) as client:
@@ -94,6 +96,22 @@ def test_serve_on_a_port_in_use_says_so(bundle_dir):
         ctx.term()
     assert result.returncode == 1
     assert f"error: cannot bind {endpoint}: Address already in use (is another server using it?)" in result.stderr
+
+
+def test_serve_with_the_kernel_opted_in_gives_onnxruntimes_actions(bundle_dir):
+    proc, ready = start_server(str(bundle_dir), "--bind", "tcp://127.0.0.1:*", "--telemetry", "off", "--device", "cpu",
+                               "--executor", "kernel")
+    try:
+        assert ready["executors"] == {"gantry-reach": "native"}  # the compiled kernel (tests/test_bundle_executor.py)
+        reference = load_bundle(bundle_dir)  # onnxruntime
+        with BridgeClient(ClientConfig(ready["endpoint"], reference.name, reference.spec_hash)) as client:
+            client.connect(10.0)
+            for k in range(5):
+                result = client.step(OBS * k, deadline_s=5.0)
+                assert result.status == "ok"
+                np.testing.assert_allclose(result.action, reference.act(OBS * k), rtol=0, atol=1e-6)
+    finally:
+        stop_process(proc)
 
 
 def test_keygen_cli(tmp_path):

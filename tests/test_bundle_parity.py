@@ -18,7 +18,7 @@ from stable_baselines3.her import HerReplayBuffer
 
 from policies.bundle import load_bundle
 from policies.export import export_bundle
-from policies.spec import DICT_OBS_ORDER, flatten_obs
+from policies.features import DICT_OBS_ORDER, flatten_obs
 from policies.toy_envs import PointReachEnv, TargetEnv
 
 torch.set_num_threads(1)

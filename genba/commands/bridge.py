@@ -99,7 +99,8 @@ def serve(
     _emit({
         "event": "ready", "endpoint": server.endpoint, "telemetry": server.telemetry_endpoint,
         "bundles": [e.name for e in server.entries], "device": used_device, "backend": used_backend,
-        "inference": server.inference_mode, "curve": keys is not None,
+        "inference": server.inference_mode,
+        "executors": {bundle.name: bundle.executor for bundle in loaded}, "curve": keys is not None,
     })
     server.serve_forever()
     _emit({"event": "stopped", "totals": dict(server.stats.totals)})

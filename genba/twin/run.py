@@ -25,8 +25,8 @@ from dataclasses import asdict
 import numpy as np
 
 import sim
-from bridge.endpoints import is_loopback_host
 from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
+from bridge.endpoints import is_loopback_host
 from bridge.safety import SafetyFilter
 from bridge.servo import ServoPipeline
 from bridge.spec import spec_hash
@@ -37,7 +37,7 @@ from genba.twin.live_page import LivePage
 from genba.twin.report import TwinReport
 from genba.twin.tool_limits import tool_target_limits, tool_xyz
 from policies.evaluate import EVAL_SEED_OFFSET, wilson_interval
-from policies.spec import flatten_obs
+from policies.features import flatten_obs
 
 
 def run_twin(config: TwinConfig, log=print) -> TwinReport:

@@ -1,8 +1,8 @@
-"""The observation/action description shared by bundles, the bridge and the sim (numpy only).
+"""How a bundle lays out observations and what its actions mean (numpy only).
 
-A bundle's `spec_hash` (computed by `bridge.spec.spec_hash`, which controllers share) lets a controller
-check, before the first step, that it sends the observation layout and expects the action meaning the
-policy was trained with.
+A bundle takes one flat float32 vector: a Dict observation is flattened in DICT_OBS_ORDER. Its
+manifest states each action kind's meaning and every bound as JSON. (The spec hash over these
+features, which controllers compute too, is bridge.spec.)
 """
 
 from __future__ import annotations
