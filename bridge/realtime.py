@@ -1,7 +1,8 @@
 """Process settings for the latency-critical processes: the policy server and the controller side.
 
-Both are applied by the `genba bridge` commands and by bench/bridge_latency.py; library code never
-changes process-wide state on its own.
+The `genba` command applies limit_threads() before anything loads numpy, and freeze_heap() once a
+server or controller has started; bench/bridge_latency.py does the same. Library code never changes
+process-wide state on its own.
 """
 
 from __future__ import annotations

@@ -6,10 +6,14 @@ and genba.runner turns every library's expected errors into one line and exit co
 
 from __future__ import annotations
 
-import typer
+from bridge.realtime import limit_threads
 
-from genba.commands import bridge, demo, expert, policies, scenarios, view
-from genba.runner import run_app
+limit_threads()  # before numpy loads with the commands below: its BLAS reads the thread settings then
+
+import typer  # noqa: E402
+
+from genba.commands import bridge, demo, expert, policies, scenarios, view  # noqa: E402
+from genba.runner import run_app  # noqa: E402
 
 app = typer.Typer(
     name="genba",

@@ -12,7 +12,11 @@ from typing import List, Optional
 
 import typer
 
-from bridge.realtime import freeze_heap, limit_threads
+from bridge.controller import SERVO_HZ_RANGE
+from bridge.keys import ClientKeys, ServerKeys, generate_keypair
+from bridge.realtime import freeze_heap
+from bridge.server import BridgeServer, ServerConfig, ServerConfigError
+from policies.bundle_format import is_bundle, read_manifest
 
 
 class Device(str, Enum):
@@ -66,11 +70,7 @@ def serve(
     log_level: str = typer.Option("INFO", help="Python logging level for the server log on stderr."),
 ) -> None:
     """Serve policy bundles over ZeroMQ until SIGINT/SIGTERM; prints a JSON 'ready' line when listening."""
-    limit_threads()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    from bridge.keys import ServerKeys
-    from bridge.server import BridgeServer, ServerConfig, ServerConfigError
-
     if (curve_secret is None) != (allow is None):
         raise ServerConfigError("CURVE needs both --curve-secret (server key) and --allow (controller keys directory)")
     keys = ServerKeys(curve_secret, allow) if curve_secret is not None and allow is not None else None
@@ -129,8 +129,6 @@ def keygen(
     The server gets its .key_secret (--curve-secret) and a directory with each allowed
     controller's .key (--allow); each controller gets its own .key_secret and the server's .key.
     """
-    from bridge.keys import generate_keypair
-
     public, secret = generate_keypair(directory, name, overwrite=force)
     typer.echo(f"public key: {public}\nsecret key: {secret} (keep private)")
 
@@ -164,10 +162,7 @@ def twin(
     """Run a PyBullet cell as the robot controller through the bridge client and safety layer.
 
     With --web: pause freezes the cell (heartbeats keep the session), step runs one period, reset ends the episode."""
-    limit_threads()
-    from bridge.controller import SERVO_HZ_RANGE
-    from bridge.keys import ClientKeys
-    from genba.twin import Faults, TwinConfig, TwinError, WebOptions, run_twin
+    from genba.twin import Faults, TwinConfig, TwinError, WebOptions, run_twin  # lazy: PyBullet, OpenCV
 
     low, high = SERVO_HZ_RANGE
     if not low <= servo_hz <= high:
@@ -178,8 +173,8 @@ def twin(
         raise TwinError("CURVE needs both --curve-secret (this controller's key) and --server-key")
     keys = ClientKeys(curve_secret, server_key) if curve_secret is not None and server_key is not None else None
     config = TwinConfig(
-        scenario=scenario, endpoint=connect, bundle=_bundle_name(bundle), episodes=episodes, seed=seed, servo_hz=servo_hz, speed=speed,
-        latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
+        scenario=scenario, endpoint=connect, bundle=_bundle_name(bundle), episodes=episodes, seed=seed, servo_hz=servo_hz,
+        speed=speed, latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
         faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed), keys=keys,
         web=WebOptions(host, port, fps) if web else None,
     )
@@ -194,8 +189,6 @@ def twin(
 
 def _bundle_name(bundle: Optional[str]) -> Optional[str]:
     """--bundle as the name the server knows: a bundle directory gives its (verified) manifest name."""
-    from policies.bundle_format import is_bundle, read_manifest
-
     if bundle is not None and is_bundle(bundle):
         return str(read_manifest(bundle)["name"])
     return bundle

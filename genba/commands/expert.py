@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -23,8 +24,7 @@ def expert(
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the figures to this JSON file"),
 ) -> None:
     """Run the scripted expert and print success rate (95% CI), mean cycle time and collisions."""
-    import time
-
+    # Imported on use: PyBullet and SB3 are not needed to parse flags or print --help.
     from policies.evaluate import run_episodes
     from sim import make_env
     from sim.experts import make_expert

@@ -61,7 +61,8 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
         try:
             welcome = client.connect(10.0)
         except HandshakeRejected as exc:
-            raise TwinError(f"{config.endpoint} serves no bundle for {config.scenario} with the {robot['model']}: {exc}") from None
+            raise TwinError(f"{config.endpoint} serves no bundle for {config.scenario} with the {robot['model']}: "
+                            f"{exc}") from None
         page = None
         if config.web is not None:
             from genba.viewer.live import LiveView  # aiohttp: only when the page is asked for
