@@ -3,11 +3,12 @@
 Read from the source (every import statement, at any depth of a module), so an import hidden in a
 function counts as much as one at the top. The rules:
 
-- `scenarios` imports no other genba package; `sim` only `scenarios`; `policies` only `sim`,
-  `scenarios` and the bridge's wire contract (`bridge.spec`, `bridge.errors`); `bridge` no other
-  genba package. Only the app (`genba`) imports everything, and no library imports the app.
-- The controller side of the bridge imports only the standard library, numpy, pyzmq, msgpack,
-  OpenCV and itself: a robot PC runs it without torch, PyBullet or SB3.
+- `scenarios` imports no other genba package; `perception` none either; `sim` only `scenarios` and
+  `perception`; `policies` only `sim`, `scenarios`, `perception` and the bridge's wire contract
+  (`bridge.spec`, `bridge.errors`); `bridge` no other genba package. Only the app (`genba`) imports
+  everything, and no library imports the app.
+- The controller side of the bridge, and perception, import only the standard library, numpy, pyzmq,
+  msgpack, OpenCV and themselves: a robot or cell PC runs them without torch, PyBullet or SB3.
 - No two modules import each other, directly or through others.
 - A library imports its in-repo dependencies at the top of the module, where a reader sees them,
   unless the import line says why it waits (a `# lazy:` comment: a heavy dependency loaded on use).
@@ -24,13 +25,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("scenarios", "sim", "policies", "bridge", "genba")
+PACKAGES = ("scenarios", "perception", "sim", "policies", "bridge", "genba")
 ALLOWED = {  # package -> the other genba packages (or single modules) it may import
     "scenarios": set(),
-    "sim": {"scenarios"},
-    "policies": {"sim", "scenarios", "bridge.spec", "bridge.errors"},
+    "perception": set(),
+    "sim": {"scenarios", "perception"},
+    "policies": {"sim", "scenarios", "perception", "bridge.spec", "bridge.errors"},
     "bridge": set(),
-    "genba": {"scenarios", "sim", "policies", "bridge"},
+    "genba": {"scenarios", "perception", "sim", "policies", "bridge"},
 }
 CONTROLLER_SIDE = (
     "bridge.client", "bridge.controller", "bridge.docgen", "bridge.endpoints", "bridge.errors", "bridge.gantry", "bridge.keys",
@@ -146,17 +148,26 @@ def hidden_imports(graph) -> list[str]:
                    if not module.startswith("genba.") for target, top in targets if not top})
 
 
+def deployable_modules(root: Path) -> list[str]:
+    """The controller side of the bridge, and every module of perception/."""
+    perception = root / "perception"
+    return list(CONTROLLER_SIDE) + sorted(module_name(p, root) for p in perception.rglob("*.py")) if perception.is_dir() else list(CONTROLLER_SIDE)
+
+
 def controller_side_violations(root: Path) -> list[str]:
     stdlib = set(sys.stdlib_module_names)
-    modules = {module_name(p, root) for p in (root / "bridge").rglob("*.py")}
+    deployable = deployable_modules(root)
+    modules = {module_name(p, root) for pkg in ("bridge", "perception") if (root / pkg).is_dir() for p in (root / pkg).rglob("*.py")}
     bad = []
-    for name in CONTROLLER_SIDE:
+    for name in deployable:
         path = root / (name.replace(".", "/") + ".py")
         if not path.is_file():
-            continue
+            path = root / name.replace(".", "/") / "__init__.py"
+            if not path.is_file():
+                continue
         for target, _ in imports_of(path, root, modules):
             head = target.split(".")[0]
-            if head in stdlib or head in CONTROLLER_THIRD_PARTY or target in CONTROLLER_SIDE:
+            if head in stdlib or head in CONTROLLER_THIRD_PARTY or target in deployable:
                 continue
             bad.append(f"{name} imports {target}")
     return sorted(set(bad))
@@ -177,15 +188,15 @@ def test_libraries_import_their_in_repo_dependencies_at_the_top():
     assert hidden_imports(GRAPH) == []
 
 
-def test_controller_side_imports_only_numpy_pyzmq_msgpack_opencv_and_itself():
+def test_controller_side_and_perception_import_only_numpy_pyzmq_msgpack_opencv_and_themselves():
     assert set(CONTROLLER_SIDE) <= set(GRAPH), "a controller-side module listed here no longer exists"
     assert controller_side_violations(ROOT) == []
 
 
-def test_controller_side_modules_load_without_heavy_packages():
+def test_controller_side_and_perception_load_without_heavy_packages():
     code = (
         "import importlib, json, sys\n"
-        f"for name in {list(CONTROLLER_SIDE)!r}: importlib.import_module(name)\n"
+        f"for name in {deployable_modules(ROOT)!r}: importlib.import_module(name)\n"
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
