@@ -24,6 +24,10 @@ from perception.errors import PerceptionError
 
 # OpenGL's camera looks down its -z axis with y up; OpenCV's looks down +z with y down.
 _GL_FROM_CV = np.diag([1.0, -1.0, -1.0])
+# Where a renderer samples pixel (u, v), relative to its centre (pixels, v down): TinyRenderer
+# rasterises at integer window coordinates, i.e. pixel corners (measured: plate centroids sit
+# +0.5 px in u and -0.5 px in v from project() without this).
+_PIXEL_SAMPLE_OFFSET = {"tiny": (-0.5, 0.5), "opengl": (0.0, 0.0)}
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,20 +146,26 @@ class PinholeCamera:
         view[:3, 3] = _GL_FROM_CV @ self.t
         return view.T.reshape(-1).tolist()
 
-    def opengl_projection_matrix(self, near: float, far: float) -> list[float]:
+    def opengl_projection_matrix(self, near: float, far: float, renderer: str = "tiny") -> list[float]:
         """The projection matching these intrinsics (no distortion) for a width x height image, column-major.
 
         Pixel (u, v) of this model, v down, lands on pixel (u, v) of the rendered image, whose first
-        row PyBullet returns at the top.
+        row PyBullet returns at the top. renderer: "tiny" for PyBullet's CPU renderer
+        (ER_TINY_RENDERER, what headless runs use), which samples each pixel half a pixel left of and
+        below its centre, so the matrix shifts the image to match; "opengl" for a rasteriser that
+        samples pixel centres (ER_BULLET_HARDWARE_OPENGL).
         """
         if not 0.0 < near < far:
             raise PerceptionError(f"clipping planes must satisfy 0 < near < far, got {near}, {far}")
+        if renderer not in _PIXEL_SAMPLE_OFFSET:
+            raise PerceptionError(f"renderer must be one of {', '.join(_PIXEL_SAMPLE_OFFSET)}, got {renderer!r}")
+        du, dv = _PIXEL_SAMPLE_OFFSET[renderer]
         w, h = self.width, self.height
         proj = np.zeros((4, 4))
         proj[0, 0] = 2.0 * self.fx / w
         proj[1, 1] = 2.0 * self.fy / h
-        proj[0, 2] = 1.0 - 2.0 * (self.cx + 0.5) / w
-        proj[1, 2] = 2.0 * (self.cy + 0.5) / h - 1.0
+        proj[0, 2] = 1.0 - 2.0 * (self.cx + 0.5 + du) / w
+        proj[1, 2] = 2.0 * (self.cy + 0.5 + dv) / h - 1.0
         proj[2, 2] = -(far + near) / (far - near)
         proj[2, 3] = -2.0 * far * near / (far - near)
         proj[3, 2] = -1.0

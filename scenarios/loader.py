@@ -15,7 +15,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from scenarios.naming import did_you_mean
-from scenarios.schema import Scenario
+from scenarios.schema import Scenario, Task
+
+# The `type:` tag of every task kind (the members of the Task union).
+TASK_TYPES = tuple(typing.get_args(m.model_fields["type"].annotation)[0] for m in typing.get_args(typing.get_args(Task)[0]))
 
 BUILTIN_DIR = Path(__file__).resolve().parent
 
@@ -74,7 +77,7 @@ def scenario_hash(scenario: Scenario) -> str:
 def _format_error(err: dict[str, Any], data: dict[str, Any]) -> str:
     loc = tuple(err["loc"])
     # Union members appear in the location as the tag ('reach'); drop them so the key path is the file's own.
-    clean = tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "task" and p in ("reach", "conveyor_pick")))
+    clean = tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[i - 1] == "task" and p in TASK_TYPES))
     path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in clean).replace(".[", "[") or "<top>"
     kind = err["type"]
     value = err.get("input")

@@ -6,6 +6,7 @@ unknown keys, so a typo in a YAML file is an error with a suggestion rather than
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
@@ -131,15 +132,140 @@ class BinConfig(Strict_):
     color: RGBA = (0.2, 0.4, 0.8, 1.0)
 
 
+CAMERA_MODALITIES = ("rgb", "depth", "segmentation")
+CAMERA_USES = ("view", "pixels", "perception")
+# The orbit form's defaults: a camera placed by position/look_at or a mount must leave them as they are.
+_ORBIT_DEFAULTS = {"target": (0.4, 0.0, 0.1), "distance": 1.4, "yaw": 0.8, "pitch": -0.5}
+
+
+def _check_aim(position: tuple, look_at: tuple, up: tuple, what: str) -> None:
+    """A look-at pose needs a viewing direction and an `up` that is not along it."""
+    forward = [b - a for a, b in zip(position, look_at)]
+    norm = sum(v * v for v in forward) ** 0.5
+    if norm < 1e-9:
+        raise ValueError(f"{what}: look_at must differ from position, both are {list(position)}")
+    cross = (forward[1] * up[2] - forward[2] * up[1], forward[2] * up[0] - forward[0] * up[2], forward[0] * up[1] - forward[1] * up[0])
+    up_norm = sum(v * v for v in up) ** 0.5
+    if up_norm < 1e-9 or sum(v * v for v in cross) ** 0.5 < 1e-6 * norm * up_norm:
+        raise ValueError(f"{what}: up {list(up)} is zero or parallel to the viewing direction {[round(v, 6) for v in forward]}; "
+                         "give an `up` across it (e.g. [1, 0, 0] for a camera looking straight down)")
+
+
+def _check_choices(values: tuple[str, ...], valid: tuple[str, ...], what: str, one: str) -> tuple[str, ...]:
+    if not values:
+        raise ValueError(f"{what} must list at least one of {', '.join(valid)}")
+    for v in values:
+        if v not in valid:
+            raise ValueError(f"unknown {one} {v!r}; valid: {', '.join(valid)}" + did_you_mean(v, valid))
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} lists an entry twice: {list(values)}")
+    return values
+
+
+class CameraIntrinsics(Strict_):
+    """Pinhole intrinsics in OpenCV's convention: pixels, (0, 0) the centre of the top-left pixel, v down."""
+
+    fx: PosFloat = Field(description="focal length along u (pixels)")
+    fy: PosFloat = Field(description="focal length along v (pixels)")
+    cx: Optional[Float] = Field(None, description="principal point u (pixels); default the image centre, (width - 1) / 2")
+    cy: Optional[Float] = Field(None, description="principal point v (pixels); default the image centre, (height - 1) / 2")
+
+
+class CameraMount(Strict_):
+    """A camera carried by a robot link: it moves and turns with the link.
+
+    Coordinates are in the link's URDF frame (where its joint places it; not its centre of mass).
+    The defaults put the camera on the link origin looking along the link's +z, with its +x up in the
+    image: for `tool` (z along the approach direction, x along the tool's yaw) that looks where the
+    fingers point.
+    """
+
+    link: str = Field(description="a link of the robot's URDF, or 'tool' for the model's tool link (the point IK places)")
+    position: Vec3 = Field((0.0, 0.0, 0.0), description="camera centre in the link frame (m)")
+    look_at: Vec3 = Field((0.0, 0.0, 1.0), description="a point on the optical axis in the link frame (m)")
+    up: Vec3 = Field((1.0, 0.0, 0.0), description="direction in the link frame that points up in the image")
+
+    @model_validator(mode="after")
+    def _aim(self) -> "CameraMount":
+        _check_aim(self.position, self.look_at, self.up, "mount")
+        return self
+
+
+class CameraNoise(Strict_):
+    """Gaussian noise on every rendered frame, drawn from the env's seeded RNG."""
+
+    rgb_std: NonNegFloat = Field(0.0, le=255.0, description="std per RGB channel (intensity units, 0-255)")
+    depth_std: NonNegFloat = Field(0.0, le=1.0, description="std of depth (m)")
+
+
 class CameraConfig(Strict_):
+    """A camera: the viewer's eye, a pixel observation and/or perception's sensor (`use`).
+
+    Placed one of three ways: the orbit form (target, distance, yaw, pitch: the default), `position` +
+    `look_at` (+ `up`) in the world, or `mount` on a robot link. Intrinsics: `fov` (square pixels,
+    principal point at the image centre) or `intrinsics` (fx, fy, cx, cy in pixels), not both.
+    """
+
     name: str
-    target: Vec3 = (0.4, 0.0, 0.1)
-    distance: PosFloat = 1.4
-    yaw: Float = Field(0.8, description="rad about z")
-    pitch: Float = Field(-0.5, ge=-1.5708, le=1.5708, description="rad")
+    target: Vec3 = Field(_ORBIT_DEFAULTS["target"], description="orbit form: the point looked at (m, world)")
+    distance: PosFloat = Field(_ORBIT_DEFAULTS["distance"], description="orbit form: camera to target (m)")
+    yaw: Float = Field(_ORBIT_DEFAULTS["yaw"], description="orbit form: rad about z")
+    pitch: Float = Field(_ORBIT_DEFAULTS["pitch"], ge=-1.5708, le=1.5708, description="orbit form: rad, negative looks down")
+    position: Optional[Vec3] = Field(None, description="camera centre (m, world); with look_at, instead of the orbit form")
+    look_at: Optional[Vec3] = Field(None, description="a point on the optical axis (m, world)")
+    up: Vec3 = Field((0.0, 0.0, 1.0), description="world direction that points up in the image (with position/look_at)")
+    mount: Optional[CameraMount] = Field(None, description="on a robot link, instead of a fixed pose")
     fov: PosFloat = Field(0.87, le=3.0, description="vertical field of view (rad)")
-    width: Int = Field(320, ge=16, le=4096)
-    height: Int = Field(240, ge=16, le=4096)
+    intrinsics: Optional[CameraIntrinsics] = Field(None, description="fx, fy, cx, cy (pixels), instead of fov")
+    width: Int = Field(320, ge=16, le=4096, description="pixels")
+    height: Int = Field(240, ge=16, le=4096, description="pixels")
+    near: PosFloat = Field(0.02, le=100.0, description="near clip plane (m along the optical axis)")
+    far: PosFloat = Field(10.0, le=1000.0, description="far clip plane (m along the optical axis); nothing beyond reads as far")
+    modalities: tuple[str, ...] = Field(
+        ("rgb",), description="any of rgb (uint8), depth (m along the optical axis), segmentation (Bullet body id, -1 none)"
+    )
+    rate_hz: Optional[PosFloat] = Field(None, description="frames per second (Hz); must divide physics.control_hz; default: the control rate")
+    noise: CameraNoise = Field(CameraNoise(), description="rgb_std (intensity units, 0-255), depth_std (m); default none")
+    use: tuple[str, ...] = Field(
+        ("view",), description="any of view (the viewer's camera), pixels (an image observation), perception (what perception sees)"
+    )
+
+    _modalities = field_validator("modalities")(lambda v: _check_choices(v, CAMERA_MODALITIES, "modalities", "modality"))
+    _uses = field_validator("use")(lambda v: _check_choices(v, CAMERA_USES, "use", "use"))
+
+    @model_validator(mode="after")
+    def _one_pose(self) -> "CameraConfig":
+        if (self.position is None) != (self.look_at is None):
+            raise ValueError("position and look_at go together: give both (a fixed camera) or neither")
+        if self.position is not None and self.mount is not None:
+            raise ValueError("give either position/look_at (a fixed camera) or mount (on a robot link), not both")
+        changed = [k for k, v in _ORBIT_DEFAULTS.items() if getattr(self, k) != v]
+        if changed and (self.position is not None or self.mount is not None):
+            raise ValueError(f"orbit-form fields ({', '.join(changed)}) do not apply: this camera is placed by "
+                             f"{'position/look_at' if self.position is not None else 'mount'}: drop them")
+        if self.position is not None:
+            _check_aim(self.position, self.look_at, self.up, "camera")
+        if self.intrinsics is not None and self.fov != 0.87:
+            raise ValueError("give either fov or intrinsics, not both")
+        if self.near >= self.far:
+            raise ValueError(f"near ({self.near} m) must be less than far ({self.far} m)")
+        return self
+
+    @property
+    def placement(self) -> str:
+        """How the camera is placed: 'orbit', 'look_at' or 'mount'."""
+        return "mount" if self.mount is not None else "look_at" if self.position is not None else "orbit"
+
+
+def check_camera_rates(cameras: tuple[CameraConfig, ...], control_hz: float) -> None:
+    """A camera renders on control steps only: its rate must divide the control rate."""
+    for cam in cameras:
+        if cam.rate_hz is None:
+            continue
+        ratio = control_hz / cam.rate_hz
+        if ratio < 1 - 1e-9 or abs(ratio - round(ratio)) > 1e-6:
+            raise ValueError(f"camera {cam.name!r}: rate_hz {cam.rate_hz} must divide physics.control_hz {control_hz} "
+                             f"(a whole number of control steps per frame, e.g. {control_hz}, {control_hz / 2}, {control_hz / 4})")
 
 
 class RandomizationConfig(Strict_):
@@ -191,7 +317,88 @@ class ConveyorPickTask(Strict_):
     reward: ConveyorPickReward = ConveyorPickReward()
 
 
-Task = Annotated[Union[ReachTask, ConveyorPickTask], Field(discriminator="type")]
+class ToteConfig(Strict_):
+    """An open-top tote parts arrive in. Its walls are a fixture; its floor is where parts are picked."""
+
+    name: str = "infeed_tote"
+    position: Vec3 = Field(description="centre of the tote's inner floor surface (m)")
+    size: tuple[PosFloat, PosFloat] = Field(description="inner x, y (m)")
+    wall_height: PosFloat = Field(0.05, le=0.5, description="m above the floor")
+    wall_thickness: PosFloat = Field(0.01, le=0.1, description="m")
+    color: RGBA = (0.55, 0.55, 0.58, 1.0)  # neutral grey: no part colour blends into it
+
+
+class PartTypeConfig(Strict_):
+    """One class of part: how it looks and weighs, and which bin it is sorted into."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    shape: Literal["box", "cylinder"]
+    size: Size3 = Field(description="full extents x, y, z (m); a cylinder's x and y are its diameter, z its height")
+    color: RGBA
+    mass: PosFloat = Field(0.1, le=20.0, description="kg")
+    friction: PosFloat = Field(1.0, le=5.0)
+    bin: str = Field(description="name of the bin parts of this type belong in")
+
+    @model_validator(mode="after")
+    def _round_cylinder(self) -> "PartTypeConfig":
+        if self.shape == "cylinder" and self.size[0] != self.size[1]:
+            raise ValueError(f"part type {self.name!r}: a cylinder's size x and y are its diameter and must be equal, got {list(self.size)}")
+        return self
+
+
+class PlacementConfig(Strict_):
+    """How parts are laid into the tote at reset, drawn uniformly from the env's seeded RNG."""
+
+    min_spacing: PosFloat = Field(0.1, le=1.0, description="m between part centres, so the open jaws fit between neighbours")
+    wall_margin: NonNegFloat = Field(0.07, le=1.0, description="m from a part centre to the inner walls, so the open jaws clear them")
+    yaw: Range = Field((-3.1416, 3.1416), description="rad about z")
+
+    _yaw = field_validator("yaw")(lambda v: _check_range(v, "yaw"))
+
+
+class BinSortReward(Strict_):
+    tool_to_part: Float = Field(-1.0, description="weight on tool-to-target-part distance (m) before the grasp")
+    part_to_bin: Float = Field(-1.0, description="weight on target-part-to-its-bin drop point distance (m)")
+    grasped: Float = Field(0.5, description="weight on the target-held indicator")
+    sorted: Float = Field(10.0, description="weight on a part coming to rest in its own bin (once per part)")
+    wrong_bin: Float = Field(-10.0, description="weight on a part coming to rest in another bin (once per part)")
+    dropped: Float = Field(-5.0, description="weight on a part coming to rest outside the tote and every bin (once per part)")
+    collision: Float = Field(-1.0, description="weight per new collision with a fixture")
+
+
+class BinSortTask(Strict_):
+    type: Literal["bin_sort"]
+    tote: ToteConfig
+    part_types: tuple[PartTypeConfig, ...] = Field(min_length=1, description="the classes of part; each names its bin")
+    parts_per_episode: Int = Field(3, ge=1, le=20)
+    placement: PlacementConfig = PlacementConfig()
+    settle_speed: PosFloat = Field(0.05, le=1.0, description="m/s below which a released part counts as resting")
+    settle_time: NonNegFloat = Field(0.2, le=5.0, description="s of rest before a part's outcome counts")
+    reward: BinSortReward = BinSortReward()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "BinSortTask":
+        names = [t.name for t in self.part_types]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"part_types names must be unique; repeated: {dupes}")
+        p = self.placement
+        free = [s - 2 * p.wall_margin for s in self.tote.size]
+        if min(free) < 0:
+            raise ValueError(
+                f"placement.wall_margin {p.wall_margin} m leaves no room in a tote of inner size {list(self.tote.size)} m"
+            )
+        # A grid at min_spacing always fits this many parts; the random draw falls back to it.
+        fits = math.prod(int(math.floor(f / p.min_spacing + 1e-9)) + 1 for f in free)
+        if self.parts_per_episode > fits:
+            raise ValueError(
+                f"parts_per_episode {self.parts_per_episode} do not fit {p.min_spacing} m apart in the tote's "
+                f"{free[0]:.3f} x {free[1]:.3f} m free area (at most {fits}); enlarge the tote or lower placement.min_spacing"
+            )
+        return self
+
+
+Task = Annotated[Union[ReachTask, ConveyorPickTask, BinSortTask], Field(discriminator="type")]
 
 
 class Scenario(Strict_):
@@ -227,6 +434,21 @@ class Scenario(Strict_):
                 raise ValueError(
                     f"task.bin {self.task.bin!r} is not a bin of this scenario; bins: {bin_names}" + did_you_mean(self.task.bin, bin_names)
                 )
+        if isinstance(self.task, BinSortTask):
+            bin_names = [b.name for b in self.bins]
+            for i, part_type in enumerate(self.task.part_types):
+                if part_type.bin not in bin_names:
+                    raise ValueError(
+                        f"task.part_types[{i}].bin {part_type.bin!r} (type {part_type.name!r}) is not a bin of this scenario; "
+                        f"bins: {bin_names}" + did_you_mean(part_type.bin, bin_names)
+                    )
+            if self.task.tote.name in names:
+                raise ValueError(f"task.tote.name {self.task.tote.name!r} is already the name of a table, fixture, bin or camera")
+        return self
+
+    @model_validator(mode="after")
+    def _camera_rates(self) -> "Scenario":
+        check_camera_rates(self.cameras, self.physics.control_hz)
         return self
 
     @property

@@ -10,11 +10,10 @@ import pybullet as pb
 from pydantic import ValidationError
 
 from scenarios.schema import CameraConfig
-from sim.errors import SimError
+from sim.camera_pose import CameraError
+from sim.sensors import CameraSensor, render_view
 
-
-class CameraError(SimError):
-    """A camera that does not exist or cannot render."""
+__all__ = ["CameraError", "aim_gui", "base_env", "choose_camera", "render"]
 
 
 def base_env(env: Any) -> Any:
@@ -29,15 +28,17 @@ def choose_camera(
     yaw: Optional[float] = None, pitch: Optional[float] = None, fov: Optional[float] = None,
     width: Optional[int] = None, height: Optional[int] = None,
 ):
-    """The scenario's camera `name` (default: its first) with any pose or size field overridden.
+    """The scenario's camera `name` (default: its first with `use: view`, else its first) with any pose or
+    size field overridden.
 
-    Angles are radians, as in scenario files. The result is re-validated, so an out-of-range pitch or
-    a 10-pixel frame is refused with the schema's own message.
+    Angles are radians, as in scenario files. The result is re-validated, so an out-of-range pitch, a
+    10-pixel frame or an orbit override of a camera placed by position/look_at or a mount is refused
+    with the schema's own message.
     """
     scenario = base_env(env).scenario
     cameras = {c.name: c for c in scenario.cameras}
     if name is None:
-        camera = scenario.cameras[0]
+        camera = ([c for c in scenario.cameras if "view" in c.use] or list(scenario.cameras))[0]
     elif name in cameras:
         camera = cameras[name]
     else:
@@ -53,12 +54,24 @@ def choose_camera(
 
 
 def render(env: Any, camera) -> np.ndarray:
-    """RGB uint8 (H, W, 3) of the cell as `camera` sees it now (CPU renderer when headless)."""
-    return base_env(env).sim.render(camera, camera.width, camera.height)
+    """RGB uint8 (H, W, 3) of the cell as `camera` sees it now (CPU renderer when headless); any placement."""
+    base = base_env(env)
+    return render_view(base.sim, camera, base.robot)
 
 
 def aim_gui(env: Any, camera) -> None:
-    """Point the PyBullet GUI's own camera like `camera`, so --gui opens on the same view."""
-    sim = base_env(env).sim
-    pb.resetDebugVisualizerCamera(camera.distance, math.degrees(camera.yaw), math.degrees(camera.pitch),
-                                  list(camera.target), physicsClientId=sim.cid)
+    """Point the PyBullet GUI's own camera like `camera`, so --gui opens on the same view.
+
+    The GUI's camera orbits a target without roll: a camera placed by position/look_at or a mount is
+    matched in position and viewing direction.
+    """
+    base = base_env(env)
+    if camera.placement == "orbit":
+        distance, yaw, pitch, target = camera.distance, camera.yaw, camera.pitch, list(camera.target)
+    else:
+        model = CameraSensor(camera, base.sim, base.robot).model()
+        forward = model.R[2]  # the optical axis in the world
+        distance = float(np.linalg.norm(np.subtract(camera.look_at, camera.position))) if camera.position else 1.0
+        target = (model.position + distance * forward).tolist()
+        yaw, pitch = math.atan2(-forward[0], forward[1]), math.asin(float(np.clip(forward[2], -1.0, 1.0)))
+    pb.resetDebugVisualizerCamera(distance, math.degrees(yaw), math.degrees(pitch), target, physicsClientId=base.sim.cid)

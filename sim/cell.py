@@ -1,13 +1,13 @@
-"""Builds the physical cell of a scenario: ground, tables, fixtures, bins, conveyor, robot, parts."""
+"""Builds the physical cell of a scenario: ground, tables, fixtures, bins, conveyor, tote, robot, parts."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scenarios.schema import Scenario
-from sim.props.boxes import Bin, add_box_prop
+from scenarios.schema import BinSortTask, Scenario
+from sim.props.boxes import Bin, Tote, add_box_prop
 from sim.props.conveyor import Conveyor
-from sim.props.parts import PartPool
+from sim.props.parts import PartPool, TypedPartPool
 from sim.robots import make_robot
 from sim.robots.base import Robot
 from sim.simulator import Simulator
@@ -20,6 +20,8 @@ class Cell:
     bins: dict[str, Bin] = field(default_factory=dict)
     conveyor: Conveyor | None = None
     parts: PartPool | None = None
+    tote: Tote | None = None
+    typed_parts: TypedPartPool | None = None  # bin sort: parts_per_episode bodies of every type
     # Bodies the robot must not touch; a touch counts as a collision in the KPIs.
     fixture_names: list[str] = field(default_factory=list)
 
@@ -42,5 +44,10 @@ def build_cell(sim: Simulator, scenario: Scenario) -> Cell:
             cell.conveyor = Conveyor(sim, scenario.conveyor)
         if scenario.parts is not None:
             cell.parts = PartPool(sim, scenario.parts)
+        if isinstance(scenario.task, BinSortTask):
+            cell.tote = Tote(sim, scenario.task.tote)
+            cell.fixture_names.append(scenario.task.tote.name)  # the walls; the floor body is not a fixture
+            # Any episode may draw every part of one type: keep that many of each.
+            cell.typed_parts = TypedPartPool(sim, scenario.task.part_types, scenario.task.parts_per_episode)
     return cell
 

@@ -10,11 +10,16 @@ import numpy as np
 from gymnasium import spaces
 
 from scenarios import Scenario, load_scenario, scenario_hash
+from sim.camera_pose import CameraError
 from sim.cell import build_cell
+from sim.pixel_obs import capture_images, describe_images, image_spaces
+from sim.sensors import build_sensors, render_view
 from sim.simulator import Simulator
 from sim.tasks import TASKS, GoalTask
 
 RENDER_MODES = ["rgb_array", "human"]
+OBS_MODES = ("state", "pixels", "perceived")
+VECTOR_KEYS = ("proprio", "achieved_goal", "desired_goal")  # the pixels observation's non-image keys
 # Observation bounds per unit: generous physical limits of a cell (parts lie within 5 m, nothing moves
 # at 10 m/s, angles wrap within a turn). Observations are clipped into them so the space always holds.
 UNIT_BOUNDS = {"m": (-5.0, 5.0), "m/s": (-10.0, 10.0), "rad": (-2 * np.pi, 2 * np.pi), "bool": (0.0, 1.0)}
@@ -31,17 +36,48 @@ def clip_into(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarr
     return np.minimum(np.maximum(values, low, out=values), high, out=values)
 
 
+def check_observation_cameras(spec: Scenario, obs_mode: str) -> None:
+    """Before anything is built: the cameras an observation mode needs exist, and their keys are free."""
+    use = {"pixels": "pixels", "perceived": "perception"}.get(obs_mode)
+    if use is None:
+        return
+    names = [c.name for c in spec.cameras if use in c.use]
+    if not names:
+        raise CameraError(f"obs_mode {obs_mode!r} needs a camera with `use: [{use}]` in scenario {spec.name!r}; "
+                          f"its cameras: {', '.join(c.name for c in spec.cameras)}")
+    keys = [k for c in spec.cameras if use in c.use for k in (c.name, f"{c.name}_depth")]
+    clash = sorted(set(keys) & set(VECTOR_KEYS)) if obs_mode == "pixels" else []
+    if clash:
+        raise CameraError(f"camera names {clash} clash with the observation keys {list(VECTOR_KEYS)}; rename the cameras")
+
+
 class FactoryEnv(gym.Env):
     """A scenario as an env. Actions are normalised to [-1, 1]:
 
     - `ee_delta` (default): (dx, dy, dz, dyaw, grip), scaled by robot.max_ee_speed (m/s) and
       robot.max_yaw_rate (rad/s) over one control period; grip -1 = open, +1 = closed.
     - `joint_delta`: one value per arm joint, scaled by max_joint_speed_fraction of its rated speed, then grip.
+
+    Observations (`obs_mode`):
+
+    - `state` (default): float32 robot features (tool position, yaw, velocity, gripper opening, joints)
+      then the task's features; a goal task splits off achieved_goal / desired_goal (see feature_spec).
+    - `pixels`: a Dict with, per camera whose `use` lists pixels, `<name>`: RGB uint8 (H, W, 3) and, if
+      it lists depth, `<name>_depth`: uint8 (H, W, 1) linear over the camera's [near, far] (0 = near,
+      255 = far or beyond); `proprio`: float32 robot features as in state; a goal task adds
+      achieved_goal / desired_goal.
+    - `perceived` (a hook, not implemented yet): the state layout with the task's privileged part features
+      replaced by what perception measures from the `use: perception` camera; see `_perceived_task_features`.
+
+    `visual_detail` ("full" / "low") picks the robot's visual meshes; default "low" whenever cameras feed
+    observations (several times faster to render, same physics), "full" in state mode (the viewer's).
+    `env.sensors` holds a CameraSensor for every scenario camera.
     """
 
     def __init__(
         self, scenario: str | Scenario = "conveyor-pick", robot: str | None = None, control: str | None = None,
-        render_mode: str | None = None, camera: str | None = None,
+        render_mode: str | None = None, camera: str | None = None, obs_mode: str = "state",
+        visual_detail: str | None = None,
     ):
         spec = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         updates = {k: v for k, v in (("model", robot), ("control", control)) if v is not None}
@@ -50,16 +86,36 @@ class FactoryEnv(gym.Env):
             spec = Scenario.model_validate(spec.model_dump())  # re-validate the overridden values
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
         self.scenario = spec
         self.render_mode = render_mode
+        self.obs_mode = obs_mode
         self.metadata = {"render_modes": RENDER_MODES, "render_fps": spec.physics.control_hz}
         cameras = {c.name: c for c in spec.cameras}
-        self.camera = cameras[camera] if camera else spec.cameras[0]
+        if camera is not None and camera not in cameras:
+            raise CameraError(f"scenario {spec.name!r} has no camera {camera!r}; cameras: {', '.join(cameras)}")
+        viewers = [c for c in spec.cameras if "view" in c.use]
+        self.camera = cameras[camera] if camera else (viewers or list(spec.cameras))[0]
+        check_observation_cameras(spec, obs_mode)
+        if obs_mode == "perceived":
+            # The hook: fill `_perceived_task_features`, route `_observation` through it for this mode
+            # (self._perception = the first `use: perception` sensor), then drop this raise.
+            raise NotImplementedError(
+                "obs_mode 'perceived' is a hook that is not filled yet: FactoryEnv._perceived_task_features "
+                "must turn a frame of the perception camera into the task's features"
+            )
 
-        self.sim = Simulator(spec.physics, gui=render_mode == "human")
+        detail = visual_detail or ("full" if obs_mode == "state" else "low")
+        self.sim = Simulator(spec.physics, gui=render_mode == "human", visual_detail=detail)
         self.cell = build_cell(self.sim, spec)
         self.robot = self.cell.robot
         self.task = TASKS[spec.task.type](self.cell, spec)
+        try:
+            self.sensors = build_sensors(self.sim, spec.cameras, self.robot)  # checks mount links now
+        except CameraError:
+            self.sim.close()
+            raise
         self.robot.reset()
         self._initial_state = self.sim.save_state()
         self._steps = 0
@@ -88,6 +144,8 @@ class FactoryEnv(gym.Env):
         else:
             self.observation_space = flat
         self._n_joints = n_joints
+        if obs_mode == "pixels":
+            self.observation_space = self._pixel_space()
 
     # --- Gymnasium API --------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -96,6 +154,8 @@ class FactoryEnv(gym.Env):
         self.robot.reset(self.scenario.randomization.joint_noise, self.np_random)
         self.task.reset(self.np_random)
         self._steps = 0
+        for sensor in self.sensors.values():
+            sensor.reset()
         return self._observation(), self.task.info()
 
     def step(self, action):
@@ -126,7 +186,7 @@ class FactoryEnv(gym.Env):
 
     def render(self):
         if self.render_mode == "rgb_array":
-            return self.sim.render(self.camera)
+            return render_view(self.sim, self.camera, self.robot)
         return None
 
     def close(self) -> None:
@@ -140,6 +200,8 @@ class FactoryEnv(gym.Env):
         ]
 
     def _observation(self):
+        if self.obs_mode == "pixels":
+            return self._pixel_observation()
         r, task = self.robot.reading, self.task
         if self._splits is None:
             values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task.observation()], dtype=np.float32)
@@ -152,6 +214,33 @@ class FactoryEnv(gym.Env):
         a, b = self._splits
         return {"observation": values[:a], "achieved_goal": values[a:b], "desired_goal": values[b:]}
 
+    # --- camera observations -------------------------------------------------------------------
+    def _pixel_space(self) -> spaces.Dict:
+        self._pixel_sensors = [s for s in self.sensors.values() if "pixels" in s.config.use]
+        images = image_spaces(self._pixel_sensors)
+        self._proprio_low, self._proprio_high = feature_bounds(self._robot_features())
+        vectors = {"proprio": spaces.Box(self._proprio_low, self._proprio_high, dtype=np.float32)}
+        if self._splits is not None:
+            vectors.update(achieved_goal=self.observation_space["achieved_goal"], desired_goal=self.observation_space["desired_goal"])
+        return spaces.Dict({**images, **vectors})
+
+    def _pixel_observation(self) -> dict[str, np.ndarray]:
+        obs = capture_images(self._pixel_sensors, self.np_random)
+        r = self.robot.reading
+        proprio = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q], dtype=np.float32)
+        obs["proprio"] = clip_into(proprio, self._proprio_low, self._proprio_high)
+        if self._splits is not None:
+            a, b = self._splits
+            goals = np.array([*self.task.achieved_goal(), *self.task.desired_goal()], dtype=np.float32)
+            clip_into(goals, self._obs_low[a:], self._obs_high[a:])
+            obs["achieved_goal"], obs["desired_goal"] = goals[: b - a], goals[b - a:]
+        return obs
+
+    def _perceived_task_features(self, frame) -> np.ndarray:
+        """The hook of obs_mode 'perceived': the task's features (same layout and units as task.features())
+        measured from a CameraFrame of `self._perception`, in place of the task's privileged state."""
+        raise NotImplementedError("obs_mode 'perceived': perception is not wired in yet")
+
     # --- description ----------------------------------------------------------------------------
     def feature_spec(self) -> dict[str, Any]:
         """What observations and actions mean, readable by a bundle manifest or a controller."""
@@ -159,11 +248,17 @@ class FactoryEnv(gym.Env):
             lo, hi = UNIT_BOUNDS[unit]
             return {"name": name, "size": size, "unit": unit, "low": lo, "high": hi}
 
-        obs_features = [describe(*f) for f in self._robot_features() + self.task.features()]
-        layout = ["observation"]
+        images = []
+        if self.obs_mode == "pixels":  # the vectors are the robot features; the images are described apart
+            obs_features = [describe(*f) for f in self._robot_features()]
+            layout = [k for k in self.observation_space.spaces if k not in ("achieved_goal", "desired_goal")]
+            images = describe_images(self._pixel_sensors)
+        else:
+            obs_features = [describe(*f) for f in self._robot_features() + self.task.features()]
+            layout = ["observation"]
         if isinstance(self.task, GoalTask):
-            layout = ["observation", "achieved_goal", "desired_goal"]
-            for key in layout[1:]:
+            layout = layout + ["achieved_goal", "desired_goal"]
+            for key in layout[-2:]:
                 obs_features += [describe(f"{key}.{n}", s, u) for n, s, u in self.task.goal_features]
         cfg = self.scenario.robot
         if cfg.control == "ee_delta":
@@ -179,11 +274,11 @@ class FactoryEnv(gym.Env):
             meaning = "delta of each arm joint's position target per control period: value * scale radians"
         act_features.append({"name": "grip", "size": 1, "unit": "1", "scale": 1.0})
         meaning += "; grip -1 = fully open .. +1 = fully closed (proportional opening)"
+        observation = {"dim": int(sum(f["size"] for f in obs_features)), "dtype": "float32", "layout": layout, "features": obs_features}
+        if self.obs_mode != "state":  # state mode's description (and so every bundle's spec hash) stays as it was
+            observation.update(mode=self.obs_mode, images=images)
         return {
-            "observation": {
-                "dim": int(sum(f["size"] for f in obs_features)), "dtype": "float32", "layout": layout,
-                "features": obs_features,
-            },
+            "observation": observation,
             "action": {
                 "dim": int(self.action_space.shape[0]), "dtype": "float32", "kind": cfg.control,
                 "low": [-1.0] * self.action_space.shape[0], "high": [1.0] * self.action_space.shape[0],

@@ -9,12 +9,21 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import sim
+from scenarios import load_scenario
 from sim.simulator import NoDisplayError
 
 
-@pytest.mark.parametrize("env_id", sim.ENV_IDS)
-def test_env_checkers_pass_without_warnings(env_id):
-    env = gym.make(env_id, render_mode="rgb_array")
+def _has_pixel_camera(env_id: str) -> bool:
+    return any("pixels" in c.use for c in load_scenario(gym.spec(env_id).kwargs["scenario"]).cameras)
+
+
+# Every registered env in state mode; in pixels mode, those whose scenario declares a `use: pixels` camera.
+MODES = [(i, "state") for i in sim.ENV_IDS] + [(i, "pixels") for i in sim.ENV_IDS if _has_pixel_camera(i)]
+
+
+@pytest.mark.parametrize("env_id, obs_mode", MODES)
+def test_env_checkers_pass_without_warnings(env_id, obs_mode):
+    env = gym.make(env_id, render_mode="rgb_array", obs_mode=obs_mode)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # The render check would also instantiate render_mode="human" (a GUI); rgb_array is tested below.
@@ -25,32 +34,57 @@ def test_env_checkers_pass_without_warnings(env_id):
 
 
 def flat(obs):
-    return np.concatenate([obs[k] for k in ("observation", "achieved_goal", "desired_goal")]) if isinstance(obs, dict) else obs
+    """The float part of an observation as one vector: a state vector, or a Dict's float arrays by key."""
+    if not isinstance(obs, dict):
+        return obs
+    return np.concatenate([np.ravel(obs[k]) for k in sorted(obs) if obs[k].dtype != np.uint8])
+
+
+def images(obs):
+    """The uint8 images of a pixels observation as one vector (empty for a state observation)."""
+    arrays = [np.ravel(obs[k]) for k in sorted(obs) if obs[k].dtype == np.uint8] if isinstance(obs, dict) else []
+    return np.concatenate(arrays) if arrays else np.zeros(0, np.uint8)
+
+
+def record(obs, reward=None):
+    return (flat(obs) if reward is None else np.append(flat(obs), reward), images(obs))
 
 
 def rollout(env, seed, steps=200):
     rng = np.random.default_rng(123)
     obs, _ = env.reset(seed=seed)
-    out = [flat(obs)]
+    out = [record(obs)]
     for _ in range(steps):
         obs, reward, terminated, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
-        out.append(np.append(flat(obs), reward))
+        out.append(record(obs, reward))
         if terminated or truncated:
             obs, _ = env.reset()
-            out.append(flat(obs))
+            out.append(record(obs))
     return out
 
 
 def same(a, b):
-    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    return len(a) == len(b) and all(np.array_equal(x, y) for r, q in zip(a, b) for x, y in zip(r, q))
 
 
-@pytest.mark.parametrize("env_id", sim.ENV_IDS)
-def test_same_seed_same_rollout_with_two_instances_alive(env_id):
-    a, b = gym.make(env_id).unwrapped, gym.make(env_id).unwrapped
+def same_up_to_render_noise(a, b):
+    """Identical float parts; images within one intensity level, in under 0.1% of the pixels. TinyRenderer
+    keeps per-connection state that flips an edge pixel's shading by one level now and then, depending on
+    how many frames that connection rendered before (measured: ~1 frame in 400, one pixel); two instances
+    with the same history render identically."""
+    if len(a) != len(b) or not all(np.array_equal(x[0], y[0]) for x, y in zip(a, b)):
+        return False
+    diff = np.concatenate([np.abs(x[1].astype(int) - y[1].astype(int)) for x, y in zip(a, b)])
+    return diff.max(initial=0) <= 1 and np.count_nonzero(diff) <= 1e-3 * max(diff.size, 1)
+
+
+@pytest.mark.parametrize("env_id, obs_mode", MODES)
+def test_same_seed_same_rollout_with_two_instances_alive(env_id, obs_mode):
+    a, b = gym.make(env_id, obs_mode=obs_mode).unwrapped, gym.make(env_id, obs_mode=obs_mode).unwrapped
     first = rollout(a, seed=7)
     assert same(first, rollout(b, seed=7))
-    assert same(first, rollout(a, seed=7))
+    again = rollout(a, seed=7)  # the same instance, after a history of renders
+    assert same(first, again) if obs_mode == "state" else same_up_to_render_noise(first, again)
     assert not same(first, rollout(a, seed=8))
     a.close(), b.close()
 
@@ -61,14 +95,14 @@ def test_interleaved_instances_do_not_disturb_each_other():
     rng = np.random.default_rng(123)
     obs, _ = a.reset(seed=3)
     b.reset(seed=99)
-    mixed = [flat(obs)]
+    mixed = [record(obs)]
     for _ in range(100):
         b.step(b.action_space.sample())  # stepping another world in between must change nothing here
         obs, reward, terminated, truncated, _ = a.step(rng.uniform(-1, 1, a.action_space.shape))
-        mixed.append(np.append(flat(obs), reward))
+        mixed.append(record(obs, reward))
         if terminated or truncated:
             obs, _ = a.reset()
-            mixed.append(flat(obs))
+            mixed.append(record(obs))
     assert same(alone, mixed)
 
 
@@ -142,7 +176,7 @@ def test_collision_with_fixture_is_counted():
     assert info["collisions"] >= 1
 
 
-@pytest.mark.parametrize("scenario", ["reach", "conveyor-pick"])
+@pytest.mark.parametrize("scenario", ["reach", "conveyor-pick", "bin-sort"])
 @pytest.mark.parametrize("robot", ["panda", "gp7"])
 def test_scripted_expert_succeeds(scenario, robot):
     from sim.experts import make_expert

@@ -182,3 +182,79 @@ def test_user_file_works_where_builtin_name_does(tmp_path):
     assert env.scenario.name == "my-cell"
     assert env.task.conveyor.speed == pytest.approx(0.05)
     env.close()
+
+
+def bin_sort() -> dict:
+    return yaml.safe_load((BUILTIN_DIR / "bin-sort.yaml").read_text())
+
+
+def test_bin_sort_part_type_bin_must_exist(tmp_path):
+    data = bin_sort()
+    data["task"]["part_types"][1]["bin"] = "gren_bin"
+    msg = error_of(tmp_path, data)
+    assert "task.part_types[1].bin 'gren_bin' (type 'green_cube') is not a bin" in msg and "did you mean 'green_bin'?" in msg
+
+
+def test_bin_sort_part_type_names_unique(tmp_path):
+    data = bin_sort()
+    data["task"]["part_types"].append(dict(data["task"]["part_types"][0]))
+    msg = error_of(tmp_path, data)
+    assert "part_types names must be unique; repeated: ['red_cube']" in msg
+
+
+def test_bin_sort_needs_a_part_type(tmp_path):
+    data = bin_sort()
+    data["task"]["part_types"] = []
+    msg = error_of(tmp_path, data)
+    assert "part_types: Tuple should have at least 1 item" in msg
+
+
+def test_bin_sort_unknown_shape(tmp_path):
+    data = bin_sort()
+    data["task"]["part_types"][0]["shape"] = "sphere"
+    msg = error_of(tmp_path, data)
+    assert "part_types[0].shape: Input should be 'box' or 'cylinder' (got 'sphere')" in msg
+
+
+def test_bin_sort_cylinder_must_be_round(tmp_path):
+    data = bin_sort()
+    data["task"]["part_types"][2]["size"] = [0.04, 0.05, 0.05]
+    msg = error_of(tmp_path, data)
+    assert "part_types[2]: part type 'green_cylinder': a cylinder's size x and y are its diameter and must be equal, got [0.04, 0.05, 0.05]" in msg
+
+
+def test_bin_sort_parts_must_fit_the_tote(tmp_path):
+    data = bin_sort()
+    data["task"]["parts_per_episode"] = 10
+    msg = error_of(tmp_path, data)
+    assert "parts_per_episode 10 do not fit 0.11 m apart in the tote's 0.200 x 0.200 m free area (at most 4)" in msg
+    data = bin_sort()
+    data["task"]["placement"]["wall_margin"] = 0.25
+    msg = error_of(tmp_path, data)
+    assert "placement.wall_margin 0.25 m leaves no room in a tote of inner size [0.44, 0.44] m" in msg
+
+
+def test_bin_sort_tote_name_unique(tmp_path):
+    data = bin_sort()
+    data["task"]["tote"]["name"] = "red_bin"
+    msg = error_of(tmp_path, data)
+    assert "task.tote.name 'red_bin' is already the name of a table, fixture, bin or camera" in msg
+
+
+def test_bin_sort_inverted_yaw_range_and_quoted_mass(tmp_path):
+    data = bin_sort()
+    data["task"]["placement"]["yaw"] = [1.0, -1.0]
+    data["task"]["part_types"][3]["mass"] = "0.1"
+    msg = error_of(tmp_path, data)
+    assert "2 errors" in msg
+    assert "placement.yaw: Value error, yaw must be [low, high]" not in msg and "yaw must be [low, high] with low <= high, got [1.0, -1.0]" in msg
+    assert "part_types[3].mass:" in msg and "'0.1'" in msg
+
+
+def test_bin_sort_errors_name_the_files_own_key_path_with_a_suggestion(tmp_path):
+    data = bin_sort()
+    data["task"]["reward"]["sortd"] = 10.0
+    data["task"]["part_types"][0]["shape"] = "sphere"
+    msg = error_of(tmp_path, data)
+    assert "task.reward.sortd: unknown key (did you mean 'sorted'?); valid keys here: tool_to_part" in msg  # not task.bin_sort.reward
+    assert "task.part_types[0].shape: Input should be 'box' or 'cylinder'" in msg

@@ -1,10 +1,10 @@
-"""Static props made of boxes: tables, fixtures and open-top bins."""
+"""Static props made of boxes: tables, fixtures, open-top bins and the infeed tote."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from scenarios.schema import BinConfig, BoxConfig
+from scenarios.schema import BinConfig, BoxConfig, ToteConfig
 from sim.simulator import Simulator
 
 
@@ -12,21 +12,27 @@ def add_box_prop(sim: Simulator, config: BoxConfig) -> int:
     return sim.create_box(config.name, config.size, config.position, yaw=config.yaw, color=config.color)
 
 
+def open_box_parts(size, wall_thickness: float, wall_height: float):
+    """(floor, walls) of an open-top box as (size, centre offset) pairs; the floor's top at z = 0."""
+    sx, sy = size
+    t, h = wall_thickness, wall_height
+    floor = ((sx + 2 * t, sy + 2 * t, t), (0, 0, -t / 2))
+    walls = [
+        ((t, sy + 2 * t, h), (sx / 2 + t / 2, 0, h / 2)),
+        ((t, sy + 2 * t, h), (-sx / 2 - t / 2, 0, h / 2)),
+        ((sx, t, h), (0, sy / 2 + t / 2, h / 2)),
+        ((sx, t, h), (0, -sy / 2 - t / 2, h / 2)),
+    ]
+    return floor, walls
+
+
 class Bin:
     """An open-top box; `contains` tells whether a point lies inside its walls."""
 
     def __init__(self, sim: Simulator, config: BinConfig):
         self.config = config
-        sx, sy = config.size
-        t, h = config.wall_thickness, config.wall_height
-        boxes = [
-            ((sx + 2 * t, sy + 2 * t, t), (0, 0, -t / 2)),  # floor, its top at the bin position
-            ((t, sy + 2 * t, h), (sx / 2 + t / 2, 0, h / 2)),
-            ((t, sy + 2 * t, h), (-sx / 2 - t / 2, 0, h / 2)),
-            ((sx, t, h), (0, sy / 2 + t / 2, h / 2)),
-            ((sx, t, h), (0, -sy / 2 - t / 2, h / 2)),
-        ]
-        self.body = sim.create_compound(config.name, boxes, config.position, color=config.color)
+        floor, walls = open_box_parts(config.size, config.wall_thickness, config.wall_height)
+        self.body = sim.create_compound(config.name, [floor, *walls], config.position, color=config.color)
         self.floor = np.asarray(config.position, dtype=float)
 
     @property
@@ -39,3 +45,14 @@ class Bin:
         fx, fy, fz = self.config.position
         return abs(point[0] - fx) <= sx / 2 and abs(point[1] - fy) <= sy / 2 and -0.01 <= point[2] - fz <= self.config.wall_height
 
+
+class Tote:
+    """The infeed tote: walls (body `name`, a fixture) and floor (body `name_floor`, where parts are
+    picked from above: touching it is not a collision) as two bodies, so contacts tell them apart."""
+
+    def __init__(self, sim: Simulator, config: ToteConfig):
+        self.config = config
+        floor, walls = open_box_parts(config.size, config.wall_thickness, config.wall_height)
+        self.body = sim.create_compound(config.name, walls, config.position, color=config.color)
+        self.floor_body = sim.create_compound(f"{config.name}_floor", [floor], config.position, color=config.color)
+        self.floor = np.asarray(config.position, dtype=float)

@@ -39,6 +39,9 @@ class RobotModel:
     tool_down_ik: Callable[[float, float, float, float, list[float]], list[float]] | None = None
     tool_yaw_offset: float = 0.0  # rad: tool yaw reported when the last joint sits at its home angle
     link_friction: dict[str, float] = field(default_factory=dict)
+    # The same robot with cheap visuals (same links, joints, inertials and collisions), loaded when the
+    # simulator asks for low visual detail (camera observations); None: urdf_path is already cheap to draw.
+    low_detail_urdf: Callable[[], Path] | None = None
 
 
 # How many control periods of rated joint travel a command may lead the measured joints by.
@@ -68,7 +71,8 @@ class Robot:
     def __init__(self, sim: Simulator, model: RobotModel, config: RobotConfig, name: str = "robot"):
         self.sim, self.model, self.config, self.name = sim, model, config, name
         self.home = np.asarray(config.home if config.home is not None else model.home, dtype=float)
-        self.body = sim.load_urdf(name, model.urdf_path, config.base_position, config.base_yaw, fixed=True)
+        low = sim.visual_detail == "low" and model.low_detail_urdf is not None
+        self.body = sim.load_urdf(name, model.low_detail_urdf() if low else model.urdf_path, config.base_position, config.base_yaw, fixed=True)
         cid = sim.cid
         index = {pb.getJointInfo(self.body, j, physicsClientId=cid)[1].decode(): j for j in range(pb.getNumJoints(self.body, physicsClientId=cid))}
         links = {pb.getJointInfo(self.body, j, physicsClientId=cid)[12].decode(): j for j in range(pb.getNumJoints(self.body, physicsClientId=cid))}

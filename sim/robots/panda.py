@@ -8,6 +8,7 @@ from pathlib import Path
 import pybullet_data
 
 from sim.robots.base import Robot, RobotModel
+from sim.robots.low_detail import collision_visual_urdf
 from sim.robots.tool_down_ik import PlanarArm, nearest_turn
 
 # The tool-down plane of pybullet_data's panda.urdf with joints 3 and 5 at zero: joint 2 at 0.333 m,
@@ -23,9 +24,19 @@ def panda_tool_down_ik(x: float, y: float, z: float, yaw: float, previous: list[
     return [base, upper, 0.0, upper - fore, 0.0, fore, nearest_turn(base + math.pi / 4 - yaw, previous[6])]
 
 
+PANDA_URDF = Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf"
+# Low-detail colours: white links, the dark flange and fingers of the real arm (RGBA 0-1).
+PANDA_LOW_DETAIL_COLORS = {"panda_link7": (0.25, 0.25, 0.25, 1.0), "panda_leftfinger": (0.25, 0.25, 0.25, 1.0),
+                           "panda_rightfinger": (0.25, 0.25, 0.25, 1.0)}
+
+
+def panda_low_detail_urdf() -> Path:
+    return collision_visual_urdf(PANDA_URDF, PANDA_LOW_DETAIL_COLORS, default_color=(0.92, 0.92, 0.92, 1.0))
+
+
 PANDA = RobotModel(
     name="panda",
-    urdf_path=Path(pybullet_data.getDataPath()) / "franka_panda" / "panda.urdf",
+    urdf_path=PANDA_URDF,
     arm_joints=tuple(f"panda_joint{i}" for i in range(1, 8)),
     finger_joints=("panda_finger_joint1", "panda_finger_joint2"),
     tool_link="panda_grasptarget",
@@ -40,6 +51,7 @@ PANDA = RobotModel(
     source="pybullet_data franka_panda/panda.urdf; payload and grasp force from the Franka Emika Panda datasheet",
     link_friction={"panda_leftfinger": 1.5, "panda_rightfinger": 1.5},
     tool_down_ik=panda_tool_down_ik,
+    low_detail_urdf=panda_low_detail_urdf,
 )
 
 

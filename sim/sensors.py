@@ -1,0 +1,142 @@
+"""Cameras as sensors: a scenario camera rendered through its `PinholeCamera` (OpenCV convention) at its rate.
+
+A frame holds RGB (uint8), depth (float32 metres along the optical axis) and segmentation (int32 Bullet
+body ids, -1 where nothing was hit), each only if the camera lists that modality, with the camera model
+it was taken from (`camera.to_dict()` exports K, dist, R, t as OpenCV's calibration gives them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pybullet as pb
+
+from perception.camera_model import PinholeCamera
+from scenarios.naming import did_you_mean
+from scenarios.schema import CameraConfig
+from sim.camera_pose import CameraError, fixed_model, intrinsics, mount_in_link, mounted_model
+from sim.robots.base import Robot
+from sim.simulator import Simulator
+
+
+@dataclass(frozen=True, eq=False)
+class CameraFrame:
+    rgb: Optional[np.ndarray]  # uint8 (H, W, 3)
+    depth: Optional[np.ndarray]  # float32 (H, W), m along the optical axis, within [near, far]
+    segmentation: Optional[np.ndarray]  # int32 (H, W), Bullet body unique id, -1 = background
+    camera: PinholeCamera  # intrinsics and the pose the frame was taken from
+    time: float  # s of simulated time at the render
+
+
+class CameraSensor:
+    """One scenario camera in one simulator. A mounted camera needs the robot that carries it.
+
+    `capture(rng)` renders when a new frame is due at `rate_hz` (every control step by default) and
+    returns the last frame otherwise; noise is drawn from `rng` (the env's np_random) per rendered frame.
+    Call `reset()` when the world is reset, so the first capture of an episode renders.
+    """
+
+    def __init__(self, config: CameraConfig, sim: Simulator, robot: Robot | None = None):
+        self.config, self.sim = config, sim
+        self.period = 1.0 / config.rate_hz if config.rate_hz else sim.physics.control_period  # s between frames
+        self._intrinsics = intrinsics(config)
+        self._fixed = None if config.mount else fixed_model(config)
+        self._mount = None
+        if config.mount is not None:
+            if robot is None:
+                raise CameraError(f"camera {config.name!r} is mounted on link {config.mount.link!r} but no robot was given")
+            self._robot, self._link = robot, _link_index(robot, config.name, config.mount.link)
+            self._mount = mount_in_link(config.mount)
+        mods = config.modalities
+        self._rgb, self._depth, self._seg = "rgb" in mods, "depth" in mods, "segmentation" in mods
+        self._last: CameraFrame | None = None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def model(self) -> PinholeCamera:
+        """The camera now: a mounted one where its link is at this moment."""
+        if self._mount is None:
+            return self._fixed
+        cid, body = self.sim.cid, self._robot.body
+        if self._link < 0:  # the base's URDF frame: Bullet reports the base's centre of mass
+            com_pos, com_orn = pb.getBasePositionAndOrientation(body, physicsClientId=cid)
+            local_pos, local_orn = pb.getDynamicsInfo(body, -1, physicsClientId=cid)[3:5]
+            pos, orn = pb.multiplyTransforms(com_pos, com_orn, *pb.invertTransform(local_pos, local_orn))
+        else:
+            state = pb.getLinkState(body, self._link, computeForwardKinematics=1, physicsClientId=cid)
+            pos, orn = state[4], state[5]
+        return mounted_model(self._intrinsics, *self._mount, pos, orn)
+
+    def reset(self) -> None:
+        self._last = None
+
+    def due(self) -> bool:
+        """Whether the next capture renders: no frame yet, time went back (a reset), or a period has passed."""
+        last, now = self._last, self.sim.time
+        return last is None or now < last.time - 1e-9 or now - last.time >= self.period - 1e-9
+
+    def capture(self, rng: np.random.Generator | None = None) -> CameraFrame:
+        if not self.due():
+            return self._last
+        cfg = self.config
+        noise = cfg.noise
+        if rng is None and (noise.rgb_std > 0 or noise.depth_std > 0):
+            raise CameraError(f"camera {cfg.name!r} adds noise: capture() needs the env's random generator")
+        cam = self.model()
+        rgb, buffer, seg = self.sim.render_image(cam, cfg.near, cfg.far, segmentation=self._seg)
+        depth = None
+        if self._depth:
+            depth = depth_metres(buffer, cfg.near, cfg.far)
+            if noise.depth_std > 0:
+                depth = np.clip(depth + rng.normal(0.0, noise.depth_std, depth.shape), cfg.near, cfg.far).astype(np.float32)
+        if not self._rgb:
+            rgb = None
+        elif noise.rgb_std > 0:
+            rgb = np.clip(np.rint(rgb + rng.normal(0.0, noise.rgb_std, rgb.shape)), 0, 255).astype(np.uint8)
+        self._last = CameraFrame(rgb, depth, seg, cam, self.sim.time)
+        return self._last
+
+
+def build_sensors(sim: Simulator, cameras: tuple[CameraConfig, ...] | list[CameraConfig], robot: Robot | None = None) -> dict[str, CameraSensor]:
+    return {c.name: CameraSensor(c, sim, robot) for c in cameras}
+
+
+def depth_metres(buffer: np.ndarray, near: float, far: float) -> np.ndarray:
+    """OpenGL depth buffer values in [0, 1] -> float32 metres along the optical axis (1 -> far)."""
+    d = buffer.astype(np.float64)
+    return (far * near / (far - (far - near) * d)).astype(np.float32)
+
+
+def depth_uint8(depth: np.ndarray, near: float, far: float) -> np.ndarray:
+    """Depth in metres -> uint8 (H, W, 1), linear over [near, far]: 0 = near, 255 = far or beyond."""
+    scaled = (depth - near) * (255.0 / (far - near))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)[:, :, None]
+
+
+def link_names(robot: Robot) -> dict[str, int]:
+    """Every link of the robot's URDF -> its Bullet link index (-1 for the base)."""
+    cid = robot.sim.cid
+    names = {pb.getBodyInfo(robot.body, physicsClientId=cid)[0].decode(): -1}
+    for j in range(pb.getNumJoints(robot.body, physicsClientId=cid)):
+        names[pb.getJointInfo(robot.body, j, physicsClientId=cid)[12].decode()] = j
+    return names
+
+
+def _link_index(robot: Robot, camera: str, link: str) -> int:
+    if link == "tool":
+        return robot.tool_id
+    names = link_names(robot)
+    if link not in names:
+        raise CameraError(f"camera {camera!r}: mount link {link!r} is not a link of robot {robot.model.name!r}; "
+                          f"links: tool, {', '.join(names)}" + did_you_mean(link, ["tool", *names]))
+    return names[link]
+
+
+def render_view(sim: Simulator, config: CameraConfig, robot: Robot | None = None) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of any scenario camera now, at its width x height: the viewer's path (no rate, no noise)."""
+    rgb, _, _ = sim.render_image(CameraSensor(config, sim, robot).model(), config.near, config.far)
+    return rgb

@@ -1,0 +1,308 @@
+"""Bin sort: typed parts lie in an infeed tote; pick each and drop it in the bin of its class.
+
+The robot works on one target part at a time: the first unresolved part in an order drawn at reset.
+Each part ends `sorted` (resting in its own bin), `wrong` (resting in another bin) or `dropped`
+(resting outside the tote and every bin); a wrong or dropped part fails the episode's success but
+the episode goes on with the next part. The target features are what a camera and a perception
+pipeline can also produce: where the part is, how it is turned, what class it is.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pybullet as pb
+
+from scenarios.schema import BinSortTask, PartTypeConfig
+from sim.props.parts import Part
+from sim.tasks.base import Feature, Task
+from sim.tasks.collisions import CollisionCounter
+
+PLACE_GAP = 0.001  # m between a laid part and the tote floor, so it starts without interpenetration
+# Rejection sampling of part positions: tries per part before starting over, and restarts before the
+# grid fallback (which the schema guarantees holds parts_per_episode at min_spacing).
+DRAW_TRIES_PER_PART = 30
+DRAW_RESTARTS = 20
+SETTLE_EPS = 1e-9  # s: settle_time compared on sums of float control periods
+# Drop points cycle through a bin's quadrants (fractions of its inner size from the centre), so parts
+# of one class land side by side instead of stacking on one spot.
+DROP_SLOTS = ((-0.25, -0.25), (0.25, 0.25), (-0.25, 0.25), (0.25, -0.25))
+BELOW_FLOOR = 0.01  # m under a floor a part centre may sink (contact penetration) and still be inside
+
+
+def yaw_period(part_type: PartTypeConfig) -> float:
+    """The turn after which a part looks the same from above (rad); 0 = any turn (a cylinder)."""
+    if part_type.shape == "cylinder":
+        return 0.0
+    sx, sy, _ = part_type.size
+    return math.pi / 2 if sx == sy else math.pi
+
+
+def wrap_to_period(angle: float, period: float) -> float:
+    """`angle` wrapped to [-period/2, period/2); 0 for a part that looks the same at every yaw."""
+    if period == 0.0:
+        return 0.0
+    return (angle + period / 2) % period - period / 2
+
+
+def draw_positions(rng: np.random.Generator, n: int, half: tuple[float, float], spacing: float) -> list[tuple[float, float]]:
+    """n points in [-half, half] at least `spacing` apart, offsets from the tote centre (m)."""
+    hx, hy = half
+    for _ in range(DRAW_RESTARTS):
+        points: list[tuple[float, float]] = []
+        for _ in range(DRAW_TRIES_PER_PART * n):
+            x, y = float(rng.uniform(-hx, hx)), float(rng.uniform(-hy, hy))
+            if all(math.hypot(x - px, y - py) >= spacing for px, py in points):
+                points.append((x, y))
+                if len(points) == n:
+                    return points
+    # Crowded tote: a random choice of grid points min_spacing apart (the schema checked they suffice).
+    grid = [(float(x), float(y)) for x in np.arange(-hx, hx + 1e-9, spacing) for y in np.arange(-hy, hy + 1e-9, spacing)]
+    return [grid[i] for i in rng.permutation(len(grid))[:n]]
+
+
+class BinSort(Task):
+    def __init__(self, cell, scenario):
+        super().__init__(cell, scenario)
+        if cell.tote is None or cell.typed_parts is None:
+            raise ValueError("bin_sort needs a tote and typed parts")
+        self.tote, self.pool = cell.tote, cell.typed_parts
+        self.types = self.config.part_types
+        self._type_index = {t.name: i for i, t in enumerate(self.types)}
+        self.bins = cell.bins
+        # A part resting on another part inside the walls is still inside: containers count up to
+        # their wall tops plus the tallest part.
+        self._stack_allowance = max(t.size[2] for t in self.types)
+        self._periods = {t.name: yaw_period(t) for t in self.types}
+        self._finger_links = frozenset(self.robot.finger_ids)
+        self._part_bodies = {p.body: p for p in self.pool.parts}
+        # Tote walls, table and bins are fixtures (cell.fixture_names); the tote floor is not: the jaws
+        # may touch it from above while grasping.
+        self._collisions = CollisionCounter(cell)
+        self.parts: list[Part] = []
+
+    @property
+    def config(self) -> BinSortTask:
+        return self.scenario.task  # type: ignore[return-value]
+
+    # --- episode ------------------------------------------------------------------------------
+    def reset(self, rng: np.random.Generator) -> None:
+        cfg, tote = self.config, self.tote.config
+        self.pool.reset()
+        n = cfg.parts_per_episode
+        # Everything is drawn up front, so the RNG stream does not depend on what the robot does.
+        kinds = rng.integers(0, len(self.types), size=n).tolist()
+        half = tuple(s / 2 - cfg.placement.wall_margin for s in tote.size)
+        offsets = draw_positions(rng, n, half, cfg.placement.min_spacing)
+        yaws = rng.uniform(*cfg.placement.yaw, size=n).tolist()
+        fx, fy, fz = tote.position
+        poses = [
+            (fx + dx, fy + dy, fz + self.types[k].size[2] / 2 + PLACE_GAP, yaw)
+            for k, (dx, dy), yaw in zip(kinds, offsets, yaws)
+        ]
+        self.parts = self.pool.lay_out(kinds, poses, self.sim.time)
+        self._collisions.reset()
+        self._holding: set[str] = set()
+        self._touching: set[str] = set()
+        self._events = {"sorted": 0, "wrong": 0, "dropped": 0, "collisions": 0}
+        self._last_outcome_time = self.sim.time
+        self._cycles: list[float] = []
+        self._bin_fill = {name: 0 for name in self.bins}  # parts resting in each bin this episode
+        self._poses: dict[str, tuple] = {}
+        self._update_target()
+
+    def after_physics(self) -> None:
+        # One query for every contact of the robot serves grasp detection, rest detection and collisions.
+        contacts = pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid)
+        self._read_contacts(contacts)
+        self._events = {"sorted": 0, "wrong": 0, "dropped": 0, "collisions": self._collisions.update(contacts)}
+        now, cfg = self.sim.time, self.config
+        self._poses = {}
+        for part in self.parts:
+            if part.state != "active":
+                continue
+            pos, _, vel = self._poses[part.name] = self._read_pose(part)
+            speed = math.sqrt(vel[0] ** 2 + vel[1] ** 2 + vel[2] ** 2)
+            # A part the robot touches is not resting, even when still (pressed, or hanging from one jaw).
+            if speed >= cfg.settle_speed or part.name in self._touching:
+                part.settle_since = None
+                continue
+            part.settle_since = now if part.settle_since is None else part.settle_since
+            if now - part.settle_since >= cfg.settle_time - SETTLE_EPS:
+                outcome, bin_name = self._outcome(part, pos)
+                if outcome is not None:
+                    self.resolve(part, outcome, now)
+                if bin_name is not None:
+                    self._bin_fill[bin_name] += 1
+        self._update_target()
+
+    def _inside(self, container, pos) -> bool:
+        """Whether a point lies within a bin's or the tote's inner walls, from its floor up to the wall
+        tops plus the tallest part."""
+        c = container.config
+        sx, sy = c.size
+        fx, fy, fz = c.position
+        return abs(pos[0] - fx) <= sx / 2 and abs(pos[1] - fy) <= sy / 2 and -BELOW_FLOOR <= pos[2] - fz <= c.wall_height + self._stack_allowance
+
+    def _bin_of(self, pos) -> str | None:
+        return next((name for name, b in self.bins.items() if self._inside(b, pos)), None)
+
+    def _outcome(self, part: Part, pos) -> tuple[str | None, str | None]:
+        """(outcome, bin) of a resting part: outcome None while it is still in the tote, to be picked."""
+        bin_name = self._bin_of(pos)
+        if bin_name is not None:
+            return ("sorted" if bin_name == part.type.bin else "wrong"), bin_name
+        return (None if self._inside(self.tote, pos) else "dropped"), None
+
+    def over_target_bin(self, pos) -> bool:
+        """Whether a point lies over the target part's own bin (within its inner walls, at any height)."""
+        c = self.bins[self.target.type.bin].config
+        return abs(pos[0] - c.position[0]) <= c.size[0] / 2 and abs(pos[1] - c.position[1]) <= c.size[1] / 2
+
+    def drop_point(self, bin_name: str) -> tuple[float, float, float]:
+        """Where the next part for a bin should be released: above the bin's next free quadrant."""
+        b = self.bins[bin_name]
+        fx, fy = DROP_SLOTS[self._bin_fill[bin_name] % len(DROP_SLOTS)]
+        x, y, z = b.drop_point.tolist()
+        sx, sy = b.config.size
+        return (x + fx * sx, y + fy * sy, z)
+
+    def resolve(self, part: Part, outcome: str, now: float) -> None:
+        """Record a part's outcome at sim time `now` (s): the events this step and the cycle KPIs."""
+        part.state, part.resolved_time = outcome, now
+        self._events[outcome] += 1
+        if outcome == "sorted":
+            # A sorted part's cycle: from the previous part's outcome (or the episode start) to its own.
+            self._cycles.append(now - self._last_outcome_time)
+        self._last_outcome_time = now
+
+    def _update_target(self) -> None:
+        self.target: Part | None = next((p for p in self.parts if p.state == "active"), None)
+        reading = self.robot.reading
+        self._tool, self._tool_yaw = reading.tool_pos, reading.tool_yaw
+        if self.target is None:
+            return
+        name = self.target.name
+        if name not in self._poses:
+            self._poses[name] = self._read_pose(self.target)
+        pos, orn, _ = self._poses[name]
+        self._part_pos, self._part_yaw = pos, _yaw(orn)
+        self._part_held = name in self._holding
+        self._part_in_bin = self._inside(self.bins[self.target.type.bin], pos)
+        self._drop = self.drop_point(self.target.type.bin)
+
+    def _read_pose(self, part: Part) -> tuple:
+        """(position, orientation, linear velocity) of a part, from Bullet."""
+        pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=self.sim.cid)
+        return pos, orn, pb.getBaseVelocity(part.body, physicsClientId=self.sim.cid)[0]
+
+    def _read_contacts(self, contacts) -> None:
+        """Parts touching the robot anywhere; of those, held = touched by every finger."""
+        fingers_on: dict[int, set[int]] = {}
+        touching = set()
+        for c in contacts:
+            part = self._part_bodies.get(c[2])
+            if part is not None:
+                touching.add(part.name)
+                if c[3] in self._finger_links:
+                    fingers_on.setdefault(c[2], set()).add(c[3])
+        self._touching = touching
+        self._holding = {self._part_bodies[b].name for b, links in fingers_on.items() if links == self._finger_links}
+
+    # --- observation ----------------------------------------------------------------------------
+    def features(self) -> list[Feature]:
+        return [
+            ("part_position", 3, "m"),
+            ("part_yaw_minus_tool_yaw", 1, "rad"),  # wrapped to the part's symmetry; 0 for a cylinder
+            ("part_class", len(self.types), "bool"),  # one-hot, in part_types order
+            ("part_present", 1, "bool"),
+            ("part_held", 1, "bool"),
+            ("part_minus_tool", 3, "m"),
+            ("bin_drop_point_minus_tool", 3, "m"),  # over the next free quadrant of the target's bin
+            # Thermometer code: element k is 1 while more than k parts are unresolved (a count within
+            # the [0, 1] bounds the feature units allow).
+            ("parts_remaining", self.config.parts_per_episode, "bool"),
+        ]
+
+    def observation(self) -> list[float]:
+        n_types, n_parts = len(self.types), self.config.parts_per_episode
+        remaining = sum(p.state == "active" for p in self.parts)
+        thermometer = [1.0 if k < remaining else 0.0 for k in range(n_parts)]
+        if self.target is None:
+            return [0.0] * (3 + 1 + n_types + 2 + 6) + thermometer
+        tx, ty, tz = self._tool
+        px, py, pz = self._part_pos
+        kind = self.target.type
+        dx, dy, dz = self._drop
+        one_hot = [0.0] * n_types
+        one_hot[self._type_index[kind.name]] = 1.0
+        rel_yaw = wrap_to_period(self._part_yaw - self._tool_yaw, self._periods[kind.name])
+        return [
+            px, py, pz, rel_yaw, *one_hot, 1.0, float(self._part_held),
+            px - tx, py - ty, pz - tz, dx - tx, dy - ty, dz - tz, *thermometer,
+        ]
+
+    # --- reward and outcome ---------------------------------------------------------------------
+    def reward(self) -> float:
+        w, ev = self.config.reward, self._events
+        r = w.sorted * ev["sorted"] + w.wrong_bin * ev["wrong"] + w.dropped * ev["dropped"] + w.collision * ev["collisions"]
+        if self.target is None:
+            return r
+        in_bin, held = self._part_in_bin, self._part_held
+        d_tool_part = math.dist(self._part_pos, self._tool)
+        d_part_bin = 0.0 if in_bin else math.dist(self._part_pos, self._drop)
+        return r + w.tool_to_part * d_tool_part * (not held and not in_bin) + w.part_to_bin * d_part_bin + w.grasped * (held or in_bin)
+
+    def is_success(self) -> bool:
+        return bool(self.parts) and all(p.state == "sorted" for p in self.parts)
+
+    def is_terminated(self) -> bool:
+        return all(p.state in ("sorted", "wrong", "dropped") for p in self.parts)
+
+    def info(self) -> dict[str, Any]:
+        counts = {s: sum(p.state == s for p in self.parts) for s in ("sorted", "wrong", "dropped")}
+        info: dict[str, Any] = {
+            "is_success": self.is_success(), "collisions": self._collisions.total,
+            "parts_sorted": counts["sorted"], "parts_wrong": counts["wrong"], "parts_dropped": counts["dropped"],
+        }
+        resolved = sum(counts.values())
+        # Absent (not NaN) until defined, so infos compare equal across identical runs.
+        if resolved:
+            info["sort_accuracy"] = counts["sorted"] / resolved
+        if self._cycles:
+            info["cycle_time"] = float(np.mean(self._cycles))
+            info["parts_per_minute"] = 60.0 * counts["sorted"] / self.sim.time
+        return info
+
+    # --- ground truth -----------------------------------------------------------------------------
+    def part_truth(self) -> list[dict[str, Any]]:
+        """Every part in the scene (not parked), read from Bullet now: what perception should detect."""
+        truth = []
+        for part in self.parts:
+            if part.state == "parked":
+                continue
+            pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=self.sim.cid)
+            kind = part.type
+            truth.append({
+                "name": part.name, "type": kind.name, "shape": kind.shape, "size": kind.size, "color": kind.color,
+                "position": np.array(pos), "yaw": _yaw(orn), "yaw_period": self._periods[kind.name], "state": part.state,
+            })
+        return truth
+
+    # --- for the scripted expert ----------------------------------------------------------------
+    def target_state(self) -> dict[str, Any] | None:
+        if self.target is None:
+            return None
+        kind = self.target.type
+        return {
+            "position": np.array(self._part_pos), "yaw": self._part_yaw, "yaw_period": self._periods[kind.name],
+            "size": kind.size, "held": self._part_held, "in_bin": self._part_in_bin,
+            "drop_point": np.array(self._drop), "type": kind.name,
+        }
+
+
+def _yaw(quat) -> float:
+    x, y, z, w = quat
+    return math.atan2(2 * (x * y + z * w), 1 - 2 * (y * y + z * z))

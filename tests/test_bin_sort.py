@@ -1,0 +1,238 @@
+"""The bin-sort cell: outcomes, KPIs, ground truth, reward terms and observation features, on real PyBullet."""
+
+import math
+
+import numpy as np
+import pybullet as pb
+import pytest
+
+import sim
+from sim.tasks.bin_sort import DROP_SLOTS, wrap_to_period
+
+STILL = np.array([0.0, 0.0, 0.0, 0.0, -1.0])  # no motion, gripper open
+
+
+@pytest.fixture(scope="module")
+def env():
+    e = sim.make_env("bin-sort")
+    yield e
+    e.close()
+
+
+def reset_with_first(env, shape: str, seed: int = 0):
+    """Reset with the first seed from `seed` whose target (first) part has this shape."""
+    for s in range(seed, seed + 100):
+        env.reset(seed=s)
+        if env.task.parts[0].type.shape == shape:
+            return s
+    raise AssertionError(f"no seed puts a {shape} first")
+
+
+def feature_slices(env) -> dict[str, slice]:
+    out, i = {}, 0
+    for f in env.feature_spec()["observation"]["features"]:
+        out[f["name"]] = slice(i, i + f["size"])
+        i += f["size"]
+    return out
+
+
+def put(env, part, bin_name: str, slot=(0.0, 0.0)) -> None:
+    """Set a part down at rest on a bin's floor (offset by a fraction of the inner size)."""
+    cfg = env.task.bins[bin_name].config
+    x, y, z = cfg.position
+    env.sim.set_base_pose(part.name, (x + slot[0] * cfg.size[0], y + slot[1] * cfg.size[1], z + part.type.size[2] / 2 + 0.001))
+
+
+def step_until_resolved(env, part, limit=40):
+    for _ in range(limit):
+        out = env.step(STILL)
+        if part.state != "active":
+            return out
+    raise AssertionError(f"{part.name} still {part.state} after {limit} steps")
+
+
+def test_part_in_its_own_bin_counts_sorted_and_the_next_part_becomes_the_target(env):
+    env.reset(seed=0)
+    first, second = env.task.parts[0], env.task.parts[1]
+    put(env, first, first.type.bin)
+    _, reward, terminated, _, info = step_until_resolved(env, first)
+    assert first.state == "sorted" and not terminated
+    assert (info["parts_sorted"], info["parts_wrong"], info["parts_dropped"]) == (1, 0, 0)
+    assert info["sort_accuracy"] == 1.0 and not info["is_success"]
+    assert env.task.target is second
+    assert reward > env.scenario.task.reward.sorted - 2.0  # the +10 event outweighs the distance terms (< 2 m)
+
+
+def test_part_in_a_wrong_bin_counts_wrong_and_fails_the_episode(env):
+    env.reset(seed=1)
+    parts = env.task.parts
+    wrong_bin = next(name for name in env.task.bins if name != parts[0].type.bin)
+    put(env, parts[0], wrong_bin)
+    _, reward, _, _, info = step_until_resolved(env, parts[0])
+    assert parts[0].state == "wrong" and info["parts_wrong"] == 1
+    assert reward < env.scenario.task.reward.wrong_bin + 2.0
+    # The episode goes on: the others sorted, it ends, unsuccessful, with 2 of 3 right.
+    for i, part in enumerate(parts[1:]):
+        put(env, part, part.type.bin, DROP_SLOTS[i + 1])
+    for _ in range(40):
+        _, _, terminated, _, info = env.step(STILL)
+        if terminated:
+            break
+    assert terminated and not info["is_success"]
+    assert (info["parts_sorted"], info["parts_wrong"]) == (2, 1)
+    assert info["sort_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_part_resting_outside_tote_and_bins_is_dropped(env):
+    env.reset(seed=2)
+    part = env.task.parts[0]
+    env.sim.set_base_pose(part.name, (0.9, 0.0, part.type.size[2] / 2 + 0.001))  # on the floor, beyond the table
+    _, reward, _, _, info = step_until_resolved(env, part)
+    assert part.state == "dropped" and info["parts_dropped"] == 1 and info["sort_accuracy"] == 0.0
+    assert "cycle_time" not in info and "parts_per_minute" not in info
+    assert reward < env.scenario.task.reward.dropped + 2.0
+
+
+def test_sort_accuracy_cycle_time_and_parts_per_minute_from_known_events(env):
+    env.reset(seed=3)
+    a, b, c = env.task.parts
+    for steps, part, outcome in ((40, a, "sorted"), (60, b, "wrong"), (80, c, "sorted")):  # at 2 s, 5 s and 9 s
+        for _ in range(steps):
+            env.step(STILL)
+        env.task.resolve(part, outcome, env.sim.time)
+    info = env.task.info()
+    assert env.sim.time == pytest.approx(9.0)
+    assert (info["parts_sorted"], info["parts_wrong"], info["parts_dropped"]) == (2, 1, 0)
+    assert info["sort_accuracy"] == pytest.approx(2 / 3)
+    assert info["cycle_time"] == pytest.approx(((2.0 - 0.0) + (9.0 - 5.0)) / 2)  # each from the previous outcome
+    assert info["parts_per_minute"] == pytest.approx(60.0 * 2 / 9.0)
+    assert env.task.is_terminated() and not env.task.is_success()
+
+
+def test_parts_are_laid_apart_inside_the_tote(env):
+    cfg = env.scenario.task
+    fx, fy, fz = cfg.tote.position
+    half = cfg.tote.size[0] / 2 - cfg.placement.wall_margin
+    kinds = set()
+    for seed in range(30):
+        env.reset(seed=seed)
+        truth = env.task.part_truth()
+        assert len(truth) == cfg.parts_per_episode  # parked parts are not in the scene
+        xy = np.array([t["position"][:2] for t in truth])
+        assert np.all(np.abs(xy - [fx, fy]) <= half + 1e-9)
+        gaps = [np.linalg.norm(p - q) for i, p in enumerate(xy) for q in xy[i + 1:]]
+        assert min(gaps) >= cfg.placement.min_spacing - 1e-9
+        kinds |= {t["type"] for t in truth}
+    assert kinds == {t.name for t in cfg.part_types}
+
+
+def test_part_truth_matches_bullet(env):
+    env.reset(seed=4)
+    for _ in range(5):
+        env.step(STILL)
+    put(env, env.task.parts[0], env.task.parts[0].type.bin)
+    step_until_resolved(env, env.task.parts[0])
+    truth = env.task.part_truth()
+    assert [t["name"] for t in truth] == [p.name for p in env.task.parts]
+    assert [t["state"] for t in truth] == ["sorted", "active", "active"]
+    for t, part in zip(truth, env.task.parts):
+        pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)
+        np.testing.assert_allclose(t["position"], pos, atol=1e-12)
+        assert t["yaw"] == pytest.approx(pb.getEulerFromQuaternion(orn)[2], abs=1e-9)
+        kind = part.type
+        assert (t["type"], t["shape"], t["size"], t["color"]) == (kind.name, kind.shape, kind.size, kind.color)
+        assert t["yaw_period"] == (0.0 if kind.shape == "cylinder" else math.pi / 2)
+
+
+def test_reward_terms_match_hand_computation(env):
+    env.reset(seed=5)
+    w = env.scenario.task.reward
+    _, reward, *_ = env.step(STILL)
+    part = env.task.parts[0]
+    tool = np.array(env.robot.reading.tool_pos)
+    pos = np.array(pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)[0])
+    bin_cfg = env.task.bins[part.type.bin].config
+    bx, by, bz = bin_cfg.position
+    # First part for this bin: its first quadrant, 0.06 m above the walls (Bin.drop_point).
+    drop = np.array([bx + DROP_SLOTS[0][0] * bin_cfg.size[0], by + DROP_SLOTS[0][1] * bin_cfg.size[1], bz + bin_cfg.wall_height + 0.06])
+    expected = w.tool_to_part * np.linalg.norm(pos - tool) + w.part_to_bin * np.linalg.norm(pos - drop)
+    assert reward == pytest.approx(expected, abs=1e-9)
+
+
+def test_held_part_earns_the_grasp_term_instead_of_the_reach_term():
+    from sim.experts import make_expert
+
+    env = sim.make_env("bin-sort")
+    env.reset(seed=6)
+    expert = make_expert(env)
+    reward = None
+    for _ in range(80):
+        _, reward, *_ = env.step(expert.act())
+        if env.task.target_state()["held"]:
+            break
+    state = env.task.target_state()
+    assert state["held"]
+    w = env.scenario.task.reward
+    expected = w.part_to_bin * np.linalg.norm(state["position"] - state["drop_point"]) + w.grasped
+    assert reward == pytest.approx(expected, abs=1e-9)
+    env.close()
+
+
+def test_observation_class_one_hot_and_yaw_relative_to_the_tool(env):
+    names = [t.name for t in env.scenario.task.part_types]
+    reset_with_first(env, "box")
+    part = env.task.parts[0]
+    x, y, z = pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)[0]
+    env.sim.set_base_pose(part.name, (x, y, z), 0.3 + math.pi / 2)  # a square box a quarter turn on looks the same
+    obs, *_ = env.step(STILL)
+    sl = feature_slices(env)
+    one_hot = np.zeros(len(names))
+    one_hot[names.index(part.type.name)] = 1.0
+    np.testing.assert_array_equal(obs[sl["part_class"]], one_hot)
+    tool_yaw = env.robot.reading.tool_yaw
+    assert obs[sl["part_yaw_minus_tool_yaw"]][0] == pytest.approx(wrap_to_period(0.3 - tool_yaw, math.pi / 2), abs=1e-4)
+    assert obs[sl["part_yaw_minus_tool_yaw"]][0] == pytest.approx(0.3, abs=0.01)  # the tool sits at yaw ~0
+    np.testing.assert_allclose(obs[sl["part_minus_tool"]], np.subtract(env.task.target_state()["position"], env.robot.reading.tool_pos), atol=1e-6)
+    assert obs[sl["part_present"]][0] == 1.0 and obs[sl["part_held"]][0] == 0.0
+    np.testing.assert_array_equal(obs[sl["parts_remaining"]], [1.0, 1.0, 1.0])
+
+    reset_with_first(env, "cylinder")
+    part = env.task.parts[0]
+    env.sim.set_base_pose(part.name, pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)[0], 1.2)
+    obs, *_ = env.step(STILL)
+    assert obs[sl["part_yaw_minus_tool_yaw"]][0] == 0.0  # a cylinder has no yaw to match
+    assert obs[sl["part_class"]][names.index(part.type.name)] == 1.0 and obs[sl["part_class"]].sum() == 1.0
+
+
+def test_remaining_parts_count_down(env):
+    env.reset(seed=7)
+    sl = feature_slices(env)
+    first = env.task.parts[0]
+    put(env, first, first.type.bin)
+    step_until_resolved(env, first)
+    obs, *_ = env.step(STILL)
+    np.testing.assert_array_equal(obs[sl["parts_remaining"]], [1.0, 1.0, 0.0])
+
+
+def test_tote_floor_may_be_touched_but_its_walls_are_fixtures():
+    env = sim.make_env("bin-sort")
+    env.reset(seed=8)
+    tote = env.task.tote
+    xy = np.array([t["position"][:2] for t in env.task.part_truth()])
+    # The free spot farthest from the parts on a grid inside the wall margin.
+    grid = [np.array([tote.floor[0] + dx, tote.floor[1] + dy]) for dx in np.linspace(-0.1, 0.1, 9) for dy in np.linspace(-0.1, 0.1, 9)]
+    spot = max(grid, key=lambda g: np.min(np.linalg.norm(xy - g, axis=1)))
+    info, floor_touched = {}, False
+    for _ in range(60):  # over the free spot, then straight down into the floor
+        tool = env.robot.reading.tool_pos
+        goal = np.array([spot[0], spot[1], tool[2] if np.linalg.norm(np.subtract(tool[:2], spot)) > 0.01 else 0.0])
+        _, _, _, _, info = env.step(np.append(np.clip((goal - tool) / 0.03, -1, 1), [0.0, -1.0]))
+        floor_touched |= bool(pb.getContactPoints(env.robot.body, tote.floor_body, physicsClientId=env.sim.cid))
+    assert floor_touched and info["collisions"] == 0
+    wall = np.array([tote.floor[0] + tote.config.size[0] / 2 + 0.005, spot[1], tote.floor[2] + 0.03])
+    wall_touched = False
+    for _ in range(60):  # sideways into the wall
+        _, _, _, _, info = env.step(np.append(np.clip((wall - env.robot.reading.tool_pos) / 0.03, -1, 1), [0.0, -1.0]))
+        wall_touched |= bool(pb.getContactPoints(env.robot.body, tote.body, physicsClientId=env.sim.cid))
+    assert wall_touched and info["collisions"] >= 1
+    env.close()
