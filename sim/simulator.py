@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,25 @@ class NoDisplayError(SimError):
     """A GUI was requested where no display exists."""
 
 
+@dataclass(frozen=True)
+class Lighting:
+    """How the CPU renderer lights a frame (PyBullet's getCameraImage light arguments).
+
+    direction: towards the light (m, world; any length); color: RGB 0-1; ambient, diffuse, specular:
+    the shading coefficients (0-1). PyBullet's own defaults apply where a Simulator has no Lighting.
+    """
+
+    direction: tuple[float, float, float] = (0.5, 0.3, 1.0)
+    color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    ambient: float = 0.6
+    diffuse: float = 0.35
+    specular: float = 0.05
+
+    def arguments(self) -> dict:
+        return {"lightDirection": list(self.direction), "lightColor": list(self.color), "lightAmbientCoeff": self.ambient,
+                "lightDiffuseCoeff": self.diffuse, "lightSpecularCoeff": self.specular}
+
+
 class Simulator:
     """Owns the Bullet connection, the body registry (by unique name) and the stepping clock.
 
@@ -42,6 +62,7 @@ class Simulator:
         self.physics = physics
         self.gui = gui
         self.visual_detail = visual_detail
+        self.lighting: Lighting | None = None  # None: PyBullet's default light (set to vary it)
         # The CPU renderer works headless; with a window, its OpenGL renderer is there (and faster).
         self.renderer = pb.ER_BULLET_HARDWARE_OPENGL if gui else pb.ER_TINY_RENDERER
         if gui and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
@@ -180,8 +201,10 @@ class Simulator:
         w, h = camera.width, camera.height
         flags = 0 if segmentation else pb.ER_NO_SEGMENTATION_MASK
         proj = camera.opengl_projection_matrix(near, far, renderer="opengl" if self.gui else "tiny")  # where each samples a pixel
+        light = self.lighting.arguments() if self.lighting is not None else {}
         _, _, rgba, depth, seg = pb.getCameraImage(
             w, h, camera.opengl_view_matrix(), proj, shadow=0, flags=flags, renderer=self.renderer, physicsClientId=self.cid,
+            **light,
         )
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[:, :, :3].copy()
         depth = np.asarray(depth, dtype=np.float32).reshape(h, w)

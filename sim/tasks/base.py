@@ -7,10 +7,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from perception.localize import PartClass
 from scenarios.schema import Scenario
 from sim.cell import Cell
+from sim.errors import SimError
 
 Feature = tuple[str, int, str]  # name, size, unit
+# A part in the scene as the simulator knows it (what perception should find): name, type, shape,
+# size (m), color (RGBA 0-1), position (m, centre), yaw (rad), yaw_period (rad; 0 = any turn), state.
+PartTruth = dict[str, Any]
 
 
 class Task(ABC):
@@ -49,6 +54,19 @@ class Task(ABC):
 
     def info(self) -> dict[str, Any]:
         return {"is_success": self.is_success()}
+
+    # --- what cameras see -----------------------------------------------------------------------
+    def perception_classes(self) -> list[PartClass]:
+        """The kinds of part a camera of this cell should find (perception.localize), in a fixed order."""
+        raise SimError(f"task {self.scenario.task.type!r} has no parts for a camera to find")
+
+    def support_z(self) -> float:
+        """Height (m) of the surface the parts lie on: where localisation without depth puts their bottoms."""
+        raise SimError(f"task {self.scenario.task.type!r} has no parts for a camera to find")
+
+    def part_truth(self) -> list[PartTruth]:
+        """Every part in the scene now (not parked off-stage), read from the simulator."""
+        raise SimError(f"task {self.scenario.task.type!r} has no parts for a camera to find")
 
 
 class GoalTask(Task):

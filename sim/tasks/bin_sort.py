@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pybullet as pb
 
+from perception.localize import PartClass
 from scenarios.schema import BinSortTask, PartTypeConfig
 from sim.props.parts import Part
-from sim.tasks.base import Feature, Task
+from sim.tasks.base import Feature, PartTruth, Task
 from sim.tasks.collisions import CollisionCounter
 
 PLACE_GAP = 0.001  # m between a laid part and the tote floor, so it starts without interpenetration
@@ -277,7 +278,13 @@ class BinSort(Task):
         return info
 
     # --- ground truth -----------------------------------------------------------------------------
-    def part_truth(self) -> list[dict[str, Any]]:
+    def perception_classes(self) -> list[PartClass]:
+        return [PartClass(t.name, tuple(t.color[:3]), t.shape, tuple(t.size)) for t in self.types]
+
+    def support_z(self) -> float:
+        return float(self.tote.config.position[2])  # the tote floor's top
+
+    def part_truth(self) -> list[PartTruth]:
         """Every part in the scene (not parked), read from Bullet now: what perception should detect."""
         truth = []
         for part in self.parts:

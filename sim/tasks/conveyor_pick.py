@@ -8,15 +8,17 @@ from typing import Any
 import numpy as np
 import pybullet as pb
 
+from perception.localize import PartClass
 from scenarios.schema import ConveyorPickTask
 from sim.props.parts import Part
-from sim.tasks.base import Feature, Task
+from sim.tasks.base import Feature, PartTruth, Task
 from sim.tasks.collisions import CollisionCounter
 
 # Constant stand-in for the part-to-bin distance while no part is on the belt, so the reward does
 # not jump when a part arrives (m; about the largest part-to-bin distance in the shipped cells).
 IDLE_BIN_DISTANCE = 1.0
 SPAWN_MARGIN = 0.03  # m between the belt's upstream end and a spawned part
+PART_CLASS = "part"  # conveyor-pick's one kind of part, as the camera names it
 
 
 class ConveyorPick(Task):
@@ -175,6 +177,27 @@ class ConveyorPick(Task):
         if cycles:  # absent (not NaN) until a part is placed, so infos compare equal across identical runs
             info["cycle_time"] = float(np.mean(cycles))
         return info
+
+    # --- what cameras see -----------------------------------------------------------------------
+    def perception_classes(self) -> list[PartClass]:
+        pc = self.parts.config
+        return [PartClass(PART_CLASS, tuple(pc.color[:3]), "box", tuple(pc.size))]
+
+    def support_z(self) -> float:
+        return float(self.conveyor.top_z)
+
+    def part_truth(self) -> list[PartTruth]:
+        truth = []
+        pc = self.parts.config
+        for part in self.parts.parts:
+            if part.state == "parked":
+                continue
+            pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=self.sim.cid)
+            square = pc.size[0] == pc.size[1]
+            truth.append({"name": part.name, "type": PART_CLASS, "shape": "box", "size": tuple(pc.size),
+                          "color": tuple(pc.color), "position": np.array(pos), "yaw": _yaw(orn),
+                          "yaw_period": math.pi / 2 if square else math.pi, "state": part.state})
+        return truth
 
     # --- for the scripted expert ----------------------------------------------------------------
     def part_state(self) -> dict[str, Any] | None:
