@@ -184,7 +184,7 @@ def test_pixel_observations_match_the_declared_space():
         assert {i["key"]: tuple(i["shape"]) for i in described["images"]} == {"pick_zone": (84, 84, 3), "pick_zone_depth": (84, 84, 1)}
         assert described["images"][0]["camera"] == env.sensors["pick_zone"].model().to_dict()
         hd = env.sensors["pick_zone_hd"].model().to_dict()  # perception's camera, exported in OpenCV's convention
-        assert hd["K"] == [[480.0, 0.0, 159.5], [0.0, 480.0, 119.5], [0.0, 0.0, 1.0]]
+        assert hd["K"] == [[240.0, 0.0, 79.5], [0.0, 240.0, 59.5], [0.0, 0.0, 1.0]]
         np.testing.assert_allclose(-np.array(hd["R"]).T @ hd["t"], [0.5, -0.25, 1.0], atol=1e-12)
     finally:
         env.close()
