@@ -108,8 +108,13 @@ class ConveyorPickObserver:
         self._grasp: Optional[tuple[np.ndarray, float]] = None  # part - tool offset, tool yaw at the grasp
         self._time: Optional[float] = None
 
-    def observe(self, detections: Sequence[Detection], robot: RobotState, belt_velocity: Sequence[float], time: float) -> list[float]:
-        """The task features now (CONVEYOR_PICK_FEATURES' order and units)."""
+    def observe(self, detections: Optional[Sequence[Detection]], robot: RobotState, belt_velocity: Sequence[float],
+                time: float) -> list[float]:
+        """The task features now (CONVEYOR_PICK_FEATURES' order and units).
+
+        detections: what perception found in a frame taken now, or None when no new frame came this
+        period (a camera slower than the control rate): the part then rides on as predicted.
+        """
         self._update(detections, robot, np.asarray(belt_velocity, dtype=np.float64), time)
         tool = np.asarray(robot.tool_position, dtype=np.float64)
         drop = (np.asarray(self.bin.drop_point) - tool).tolist()
@@ -131,7 +136,7 @@ class ConveyorPickObserver:
 
     # ------------------------------------------------------------------ internals
 
-    def _update(self, detections: Sequence[Detection], robot: RobotState, belt_velocity: np.ndarray, time: float) -> None:
+    def _update(self, detections: Optional[Sequence[Detection]], robot: RobotState, belt_velocity: np.ndarray, time: float) -> None:
         dt = 0.0 if self._time is None else max(0.0, time - self._time)
         self._time = time
         tool = np.asarray(robot.tool_position, dtype=np.float64)
@@ -153,8 +158,11 @@ class ConveyorPickObserver:
             if self.bin.contains(est.position) or self._over_bin(est.position):
                 self.estimate = None  # dropped into its bin: done with this part
                 return
-        candidates = [d for d in detections if d.class_name == self.part.name and not self._over_bin(d.position)]
-        seen = self._match(candidates, dt)
+        if detections is None:  # no new frame: predict
+            seen = None
+        else:
+            candidates = [d for d in detections if d.class_name == self.part.name and not self._over_bin(d.position)]
+            seen = self._match(candidates, dt)
         if seen is not None:
             position = np.asarray(seen.position, dtype=np.float64)
             on_belt = abs(position[2] - self.resting_z) <= ON_SUPPORT_TOLERANCE
@@ -165,7 +173,7 @@ class ConveyorPickObserver:
             else:
                 velocity = np.zeros(3)
             self.estimate = PartEstimate(position, velocity, float(seen.yaw), False, time, self.bin.contains(position))
-        elif est is not None and time - est.seen_at <= self.max_blind_s:  # hidden (under the arm): it rides on
+        elif est is not None and (detections is None or time - est.seen_at <= self.max_blind_s):  # not seen now: it rides on
             est.position = est.position + est.velocity * dt
             est.in_bin = self.bin.contains(est.position)
         else:
@@ -183,3 +191,172 @@ class ConveyorPickObserver:
 
     def _over_bin(self, position: Sequence[float]) -> bool:
         return all(lo <= p <= hi for p, lo, hi in zip(position[:2], self.bin.low[:2], self.bin.high[:2]))
+
+
+# bin-sort: parts of one class land side by side in their bin: the n-th release goes over quadrant
+# n mod 4 (offsets as fractions of the bin's inner size from its centre).
+DROP_SLOTS = ((-0.25, -0.25), (0.25, 0.25), (-0.25, 0.25), (0.25, -0.25))
+
+
+def yaw_period(part: PartClass) -> float:
+    """The turn after which a part looks the same from above (rad); 0 = any turn (a cylinder)."""
+    if part.shape == "cylinder":
+        return 0.0
+    return math.pi / 2 if part.square else math.pi
+
+
+def wrap_to_period(angle: float, period: float) -> float:
+    """angle wrapped to [-period/2, period/2); 0 for a part that looks the same at every yaw."""
+    return 0.0 if period == 0.0 else wrap_angle(angle, period)
+
+
+@dataclass(frozen=True)
+class SortBin:
+    """One bin of a sorting cell: its name, its inside (m, world) and the height to release over it."""
+
+    name: str
+    box: BinBox
+    size: tuple[float, float]  # inner x, y (m)
+
+    def drop_point(self, fill: int) -> tuple[float, float, float]:
+        """Where the next part goes, `fill` parts released into this bin before it."""
+        fx, fy = DROP_SLOTS[fill % len(DROP_SLOTS)]
+        x, y, z = self.box.drop_point
+        return (x + fx * self.size[0], y + fy * self.size[1], z)
+
+
+def bin_sort_features(n_classes: int, parts_per_episode: int) -> list[Feature]:
+    """The task features of bin-sort, in order (sim/tasks/bin_sort.py observes the same from the truth)."""
+    return [
+        ("part_position", 3, "m"),
+        ("part_yaw_minus_tool_yaw", 1, "rad"),  # wrapped to the part's symmetry; 0 for a cylinder
+        ("part_class", n_classes, "bool"),  # one-hot, in the cell's class order
+        ("part_present", 1, "bool"),
+        ("part_held", 1, "bool"),
+        ("part_minus_tool", 3, "m"),
+        ("bin_drop_point_minus_tool", 3, "m"),  # over the next free quadrant of the target's bin
+        # Thermometer code: element k is 1 while more than k parts are left (a count within the
+        # [0, 1] bounds the feature units allow).
+        ("parts_remaining", parts_per_episode, "bool"),
+    ]
+
+
+@dataclass
+class TargetEstimate:
+    """The part the robot sorts now, as the observer believes it is."""
+
+    part: PartClass
+    position: np.ndarray  # m, centre, world
+    yaw: float  # rad, world
+    held: bool
+    seen_at: float  # s
+
+
+class BinSortObserver:
+    """bin-sort's task features from the tote camera's detections and the robot's own sensors.
+
+    The target is the part nearest the tool among those seen in the tote, kept until it is released
+    over a bin; a part hidden under the arm stays where it was last seen (parts in the tote lie still)
+    for `max_blind_s`. Parts left = parts seen in the tote, plus the target when it is hidden or held.
+    """
+
+    def __init__(self, classes: Sequence[PartClass], class_bins: Sequence[str], bins: Sequence[SortBin], tote: BinBox,
+                 parts_per_episode: int, max_blind_s: float = 3.0) -> None:
+        if len(classes) != len(class_bins) or not classes:
+            raise PerceptionError(f"bin-sort needs one bin per class: {len(classes)} classes, {len(class_bins)} bins")
+        self.classes = list(classes)
+        self.bins = {b.name: b for b in bins}
+        unknown = sorted(set(class_bins) - set(self.bins))
+        if unknown:
+            raise PerceptionError(f"bin-sort classes name bins {unknown} that are not in {sorted(self.bins)}")
+        self.class_bin = {c.name: b for c, b in zip(classes, class_bins)}
+        self.index = {c.name: i for i, c in enumerate(classes)}
+        self.tote, self.parts_per_episode, self.max_blind_s = tote, parts_per_episode, max_blind_s
+        self.reset()
+
+    def features(self) -> list[Feature]:
+        return bin_sort_features(len(self.classes), self.parts_per_episode)
+
+    def reset(self) -> None:
+        self.estimate: Optional[TargetEstimate] = None  # the part being sorted
+        self.fill = {name: 0 for name in self.bins}  # parts released over each bin so far
+        self._grasp: Optional[tuple[np.ndarray, float]] = None
+        self._remaining = 0
+
+    def observe(self, detections: Optional[Sequence[Detection]], robot: RobotState, time: float) -> list[float]:
+        """The task features now (bin_sort_features' order and units); detections None: no new frame this period."""
+        self._update(detections, robot, time)
+        n = len(self.classes)
+        thermometer = [1.0 if k < self._remaining else 0.0 for k in range(self.parts_per_episode)]
+        est = self.estimate
+        if est is None:
+            return [0.0] * (3 + 1 + n + 2 + 6) + thermometer
+        tool = np.asarray(robot.tool_position, dtype=np.float64)
+        one_hot = [0.0] * n
+        one_hot[self.index[est.part.name]] = 1.0
+        rel_yaw = wrap_to_period(est.yaw - robot.tool_yaw, yaw_period(est.part))
+        drop = np.asarray(self.drop_point(), dtype=np.float64)
+        return [*est.position.tolist(), rel_yaw, *one_hot, 1.0, float(est.held), *(est.position - tool).tolist(),
+                *(drop - tool).tolist(), *thermometer]
+
+    def drop_point(self) -> tuple[float, float, float]:
+        """Where the target goes: over the next free quadrant of its class's bin."""
+        name = self.class_bin[self.estimate.part.name]
+        return self.bins[name].drop_point(self.fill[name])
+
+    def target_state(self) -> Optional[dict]:
+        """The target as the scripted expert reads the simulator's truth."""
+        est = self.estimate
+        if est is None:
+            return None
+        bin_name = self.class_bin[est.part.name]
+        return {"position": est.position.copy(), "yaw": est.yaw, "yaw_period": yaw_period(est.part), "size": est.part.size,
+                "held": est.held, "in_bin": self.bins[bin_name].box.contains(est.position),
+                "drop_point": np.array(self.drop_point()), "type": est.part.name, "bin": bin_name}
+
+    # ------------------------------------------------------------------ internals
+
+    def _update(self, detections: Optional[Sequence[Detection]], robot: RobotState, time: float) -> None:
+        tool = np.asarray(robot.tool_position, dtype=np.float64)
+        fresh = detections is not None
+        in_tote = [d for d in detections if d.class_name in self.index and _over(self.tote, d.position)] if fresh else []
+        est = self.estimate
+        if est is not None:
+            width = min(est.part.size[0], est.part.size[1])
+            closed_on_something = robot.grip_command > 0.0 and robot.gripper_opening > HELD_OPENING_FRACTION * width
+            if closed_on_something and (self._grasp is not None or np.linalg.norm(est.position - tool) <= GRASP_RADIUS):
+                if self._grasp is None:
+                    self._grasp = (est.position - tool, robot.tool_yaw)
+                offset, yaw_before = self._grasp
+                est.position, est.yaw, est.held = tool + offset, est.yaw + (robot.tool_yaw - yaw_before), True
+                self._grasp = (offset, robot.tool_yaw)
+                if fresh:
+                    self._remaining = len(in_tote) + 1
+                return
+            if est.held:  # just let go
+                self._grasp, est.held = None, False
+                over = next((b for b in self.bins.values() if _over(b.box, est.position)), None)
+                if over is not None:  # released over a bin: done with it
+                    self.fill[over.name] += 1
+                    self.estimate = est = None
+        if not fresh:  # no new frame: the parts lie where they were seen
+            return
+        if est is not None:
+            same = [d for d in in_tote if d.class_name == est.part.name
+                    and np.linalg.norm(np.asarray(d.position) - est.position) <= TRACK_GATE]
+            if same:
+                seen = min(same, key=lambda d: float(np.linalg.norm(np.asarray(d.position) - est.position)))
+                est.position, est.yaw, est.seen_at = np.asarray(seen.position, dtype=np.float64), float(seen.yaw), time
+            elif time - est.seen_at > self.max_blind_s:
+                self.estimate = est = None
+        if est is None and in_tote:
+            seen = min(in_tote, key=lambda d: (float(np.linalg.norm(np.asarray(d.position) - tool)), d.class_name))
+            part = self.classes[self.index[seen.class_name]]
+            self.estimate = est = TargetEstimate(part, np.asarray(seen.position, dtype=np.float64), float(seen.yaw), False, time)
+        hidden = est is not None and est.seen_at < time
+        self._remaining = len(in_tote) + (1 if hidden else 0)
+
+
+def _over(box: BinBox, position: Sequence[float]) -> bool:
+    """Whether a point lies over a box's inside (any height)."""
+    return all(lo <= p <= hi for p, lo, hi in zip(position[:2], box.low[:2], box.high[:2]))

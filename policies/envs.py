@@ -22,14 +22,19 @@ class EnvError(PolicyError):
     """A scenario or robot that cannot be built into an env."""
 
 
-def make_env(scenario: str, robot: str | None = None, render_mode: str | None = None) -> gym.Env:
-    """One env with a TimeLimit-free FactoryEnv (the scenario's own episode limit) or a toy env."""
+def make_env(scenario: str, robot: str | None = None, render_mode: str | None = None, obs_mode: str = "state") -> gym.Env:
+    """One env with a TimeLimit-free FactoryEnv (the scenario's own episode limit) or a toy env.
+
+    obs_mode: state | perceived | pixels (sim.env.FactoryEnv); a state policy runs on perceived observations.
+    """
     if scenario in TOY_ENVS:
         if robot is not None:
             raise EnvError(f"toy env {scenario!r} has no robot; drop --robot")
+        if obs_mode != "state":
+            raise EnvError(f"toy env {scenario!r} has no cameras; drop --obs {obs_mode}")
         return TOY_ENVS[scenario]()
     try:
-        return sim.make_env(scenario, robot=robot, render_mode=render_mode)
+        return sim.make_env(scenario, robot=robot, render_mode=render_mode, obs_mode=obs_mode)
     except ValueError as exc:  # pydantic / sim validation of a robot override
         raise EnvError(f"cannot build scenario {scenario!r} with robot {robot!r}: {exc}") from None
 

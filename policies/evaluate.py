@@ -105,13 +105,16 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
 
 def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | None = None, robot: str | None = None,
              video: str | Path | None = None, video_episodes: int = 3, which: str = "best", device: str = "cpu",
-             executor: str = "onnxruntime") -> tuple[EvalResult, dict]:
-    """Evaluate a run/bundle on its scenario (or `scenario`), optionally recording a video."""
+             executor: str = "onnxruntime", obs_mode: str = "state") -> tuple[EvalResult, dict]:
+    """Evaluate a run/bundle on its scenario (or `scenario`), optionally recording a video.
+
+    obs_mode "perceived": the policy sees the cell through its camera and perception (same layout as state).
+    """
     loaded = load_policy(target, which, device, executor)
     scenario = scenario or loaded.scenario
     if not scenario:
         raise EvalError(f"{target}: does not name its scenario; pass --scenario")
-    env = make_env(scenario, robot or loaded.robot, render_mode="rgb_array" if video else None)
+    env = make_env(scenario, robot or loaded.robot, render_mode="rgb_array" if video else None, obs_mode=obs_mode)
     recorder = None
     try:
         hz = control_hz(env)
@@ -123,5 +126,5 @@ def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | No
         if recorder is not None:
             recorder.close()
         env.close()
-    return result, {**loaded.describe(), "scenario": scenario}
+    return result, {**loaded.describe(), "scenario": scenario, "obs_mode": obs_mode}
 

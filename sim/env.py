@@ -9,9 +9,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from perception.localize import Detection, PartLocator
 from scenarios import Scenario, load_scenario, scenario_hash
 from sim.camera_pose import CameraError
 from sim.cell import build_cell
+from sim.errors import SimError
 from sim.pixel_obs import capture_images, describe_images, image_spaces
 from sim.sensors import build_sensors, render_view
 from sim.simulator import Simulator
@@ -66,8 +68,11 @@ class FactoryEnv(gym.Env):
       it lists depth, `<name>_depth`: uint8 (H, W, 1) linear over the camera's [near, far] (0 = near,
       255 = far or beyond); `proprio`: float32 robot features as in state; a goal task adds
       achieved_goal / desired_goal.
-    - `perceived` (a hook, not implemented yet): the state layout with the task's privileged part features
-      replaced by what perception measures from the `use: perception` camera; see `_perceived_task_features`.
+    - `perceived`: the state layout, with the task's features (the part's pose, class, held...) taken from
+      what perception.localize finds in the `use: perception` camera's frames and from the robot's own
+      sensors (perception.observers, the code a real cell runs), instead of the simulator's exact poses.
+      A bundle trained on state runs unchanged; the scripted expert reads the same estimate. Rewards,
+      success and KPIs stay the simulator's truth.
 
     `visual_detail` ("full" / "low") picks the robot's visual meshes; default "low" whenever cameras feed
     observations (several times faster to render, same physics), "full" in state mode (the viewer's).
@@ -98,13 +103,6 @@ class FactoryEnv(gym.Env):
         viewers = [c for c in spec.cameras if "view" in c.use]
         self.camera = cameras[camera] if camera else (viewers or list(spec.cameras))[0]
         check_observation_cameras(spec, obs_mode)
-        if obs_mode == "perceived":
-            # The hook: fill `_perceived_task_features`, route `_observation` through it for this mode
-            # (self._perception = the first `use: perception` sensor), then drop this raise.
-            raise NotImplementedError(
-                "obs_mode 'perceived' is a hook that is not filled yet: FactoryEnv._perceived_task_features "
-                "must turn a frame of the perception camera into the task's features"
-            )
 
         detail = visual_detail or ("full" if obs_mode == "state" else "low")
         self.sim = Simulator(spec.physics, gui=render_mode == "human", visual_detail=detail)
@@ -146,6 +144,9 @@ class FactoryEnv(gym.Env):
         self._n_joints = n_joints
         if obs_mode == "pixels":
             self.observation_space = self._pixel_space()
+        self.detections: list[Detection] | None = None  # obs_mode "perceived": what the camera found last
+        if obs_mode == "perceived":
+            self._start_perception()
 
     # --- Gymnasium API --------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -156,6 +157,9 @@ class FactoryEnv(gym.Env):
         self._steps = 0
         for sensor in self.sensors.values():
             sensor.reset()
+        if self.task.observer is not None:
+            self.task.observer.reset()
+            self._frame_time, self.detections = None, None
         return self._observation(), self.task.info()
 
     def step(self, action):
@@ -203,11 +207,12 @@ class FactoryEnv(gym.Env):
         if self.obs_mode == "pixels":
             return self._pixel_observation()
         r, task = self.robot.reading, self.task
+        task_features = self._perceived_task_features() if self.obs_mode == "perceived" else task.observation()
         if self._splits is None:
-            values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task.observation()], dtype=np.float32)
+            values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task_features], dtype=np.float32)
             return clip_into(values, self._obs_low, self._obs_high)
         values = np.array([
-            *r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task.observation(),
+            *r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task_features,
             *task.achieved_goal(), *task.desired_goal(),
         ], dtype=np.float32)
         clip_into(values, self._obs_low, self._obs_high)
@@ -236,10 +241,30 @@ class FactoryEnv(gym.Env):
             obs["achieved_goal"], obs["desired_goal"] = goals[: b - a], goals[b - a:]
         return obs
 
-    def _perceived_task_features(self, frame) -> np.ndarray:
-        """The hook of obs_mode 'perceived': the task's features (same layout and units as task.features())
-        measured from a CameraFrame of `self._perception`, in place of the task's privileged state."""
-        raise NotImplementedError("obs_mode 'perceived': perception is not wired in yet")
+    # --- perceived observations ---------------------------------------------------------------
+    def _start_perception(self) -> None:
+        """obs_mode "perceived": the task's features from the perception camera and the robot's own sensors."""
+        task = self.task
+        self._perception = next(s for s in self.sensors.values() if "perception" in s.config.use)
+        self._locator = PartLocator(task.perception_classes(), support_z=task.support_z())
+        task.observer = task.make_observer()
+        if task.observer.features() != task.features():  # the layout a state bundle was trained on
+            raise SimError(f"the perceived features of {self.scenario.name!r} differ from its state features: "
+                           f"{task.observer.features()} vs {task.features()}")
+        self._frame_time: float | None = None
+
+    def _perceived_task_features(self) -> list[float]:
+        """The task's features (task.features()' layout and units) as the camera and the robot's sensors tell them.
+
+        The locator runs on each new frame; between frames (a camera slower than the control rate) the
+        observer predicts, as it is told by getting no detections.
+        """
+        frame = self._perception.capture(self.np_random)
+        detections = None
+        if frame.time != self._frame_time:
+            self._frame_time = frame.time
+            detections = self.detections = self._locator.locate(frame.rgb, frame.camera, frame.depth)
+        return self.task.perceive(detections)
 
     # --- description ----------------------------------------------------------------------------
     def feature_spec(self) -> dict[str, Any]:

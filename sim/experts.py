@@ -10,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from perception.localize import wrap_angle
+from perception.observers import wrap_to_period
 from sim.env import FactoryEnv
-from sim.tasks.bin_sort import BinSort, wrap_to_period
-from sim.tasks.conveyor_pick import ConveyorPick, _wrap_quarter
+from sim.tasks.bin_sort import BinSort
+from sim.tasks.conveyor_pick import QUARTER_TURN, ConveyorPick
 from sim.tasks.reach import Reach
 
 
@@ -81,7 +83,7 @@ class ConveyorPickExpert(Expert):
             wait = self.task.conveyor.point(-0.15, 0.0, self.HOVER + 0.05)
             return self._toward(wait, 0.0, -1.0)
         pos = part["position"]
-        yaw_err = _wrap_quarter(part["yaw"] - self.robot.target_yaw)
+        yaw_err = wrap_angle(part["yaw"] - self.robot.target_yaw, QUARTER_TURN)
         lead = pos + belt * 0.1  # where the part will be when the arm gets there
         if self.phase == "approach":
             target = lead + np.array([0, 0, self.HOVER])
@@ -206,7 +208,7 @@ class BinSortExpert(Expert):
             # Down into the bin gently: a loaded arm stopping a fast descent overshoots toward the walls.
             speed = self.DESCEND_SPEED if height < self.CARRY_Z - drop[2] else 1.0
             return self._toward(np.array([drop[0], drop[1], drop[2] + height]), unturn, -1.0 if release else 1.0, speed=speed)
-        if self.task.over_target_bin(pos):  # released (falling or resting): wait above, open
+        if self.task.over_bin(part["bin"], pos):  # released (falling or resting): wait above, open
             return self._toward(np.array([drop[0], drop[1], self.CARRY_Z]), unturn, -1.0)
         yaw_err = wrap_to_period(part["yaw"] - self.robot.target_yaw, part["yaw_period"])
         xy_err = float(np.linalg.norm(command[:2] - pos[:2]))

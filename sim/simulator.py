@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 

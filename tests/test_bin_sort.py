@@ -7,7 +7,7 @@ import pybullet as pb
 import pytest
 
 import sim
-from sim.tasks.bin_sort import DROP_SLOTS, wrap_to_period
+from perception.observers import DROP_SLOTS, wrap_to_period
 
 STILL = np.array([0.0, 0.0, 0.0, 0.0, -1.0])  # no motion, gripper open
 

@@ -13,12 +13,14 @@ from scenarios import load_scenario
 from sim.simulator import NoDisplayError
 
 
-def _has_pixel_camera(env_id: str) -> bool:
-    return any("pixels" in c.use for c in load_scenario(gym.spec(env_id).kwargs["scenario"]).cameras)
+def _has_camera(env_id: str, use: str) -> bool:
+    return any(use in c.use for c in load_scenario(gym.spec(env_id).kwargs["scenario"]).cameras)
 
 
-# Every registered env in state mode; in pixels mode, those whose scenario declares a `use: pixels` camera.
-MODES = [(i, "state") for i in sim.ENV_IDS] + [(i, "pixels") for i in sim.ENV_IDS if _has_pixel_camera(i)]
+# Every registered env in state mode; in pixels (perceived) mode, those whose scenario declares a
+# `use: pixels` (`use: perception`) camera.
+MODES = ([(i, "state") for i in sim.ENV_IDS] + [(i, "pixels") for i in sim.ENV_IDS if _has_camera(i, "pixels")]
+         + [(i, "perceived") for i in sim.ENV_IDS if _has_camera(i, "perception")])
 
 
 @pytest.mark.parametrize("env_id, obs_mode", MODES)
@@ -67,12 +69,13 @@ def same(a, b):
     return len(a) == len(b) and all(np.array_equal(x, y) for r, q in zip(a, b) for x, y in zip(r, q))
 
 
-def same_up_to_render_noise(a, b):
+def same_up_to_render_noise(a, b, float_tolerance=0.0):
     """Identical float parts; images within one intensity level, in under 0.1% of the pixels. TinyRenderer
     keeps per-connection state that flips an edge pixel's shading by one level now and then, depending on
     how many frames that connection rendered before (measured: ~1 frame in 400, one pixel); two instances
-    with the same history render identically."""
-    if len(a) != len(b) or not all(np.array_equal(x[0], y[0]) for x, y in zip(a, b)):
+    with the same history render identically. Measured from images (perceived mode), the floats may move
+    by `float_tolerance` where such a pixel lies on a part's outline."""
+    if len(a) != len(b) or not all(np.allclose(x[0], y[0], rtol=0, atol=float_tolerance) for x, y in zip(a, b)):
         return False
     diff = np.concatenate([np.abs(x[1].astype(int) - y[1].astype(int)) for x, y in zip(a, b)])
     return diff.max(initial=0) <= 1 and np.count_nonzero(diff) <= 1e-3 * max(diff.size, 1)
@@ -84,7 +87,10 @@ def test_same_seed_same_rollout_with_two_instances_alive(env_id, obs_mode):
     first = rollout(a, seed=7)
     assert same(first, rollout(b, seed=7))
     again = rollout(a, seed=7)  # the same instance, after a history of renders
-    assert same(first, again) if obs_mode == "state" else same_up_to_render_noise(first, again)
+    if obs_mode == "state":
+        assert same(first, again)
+    else:  # perceived: one shading level on an outline pixel moves a sub-pixel edge, well under a millimetre
+        assert same_up_to_render_noise(first, again, float_tolerance=1e-3 if obs_mode == "perceived" else 0.0)
     assert not same(first, rollout(a, seed=8))
     a.close(), b.close()
 

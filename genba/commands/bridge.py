@@ -16,6 +16,7 @@ from bridge.controller import SERVO_HZ_RANGE
 from bridge.keys import ClientKeys, ServerKeys, generate_keypair
 from bridge.realtime import freeze_heap
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
+from genba.commands.options import Observe, obs_option
 from policies.bundle_format import is_bundle, read_manifest
 
 
@@ -151,6 +152,7 @@ def twin(
     reduced_speed: bool = typer.Option(False, help="Cap the tool at 250 mm/s (reduced-speed mode)."),
     max_tool_accel: Optional[float] = typer.Option(None, help="Tool-target acceleration limit (m/s^2)."),
     robot: Optional[str] = typer.Option(None, help="Robot model override (as for `genba eval --robot`)."),
+    obs: Observe = obs_option(),
     curve_secret: Optional[Path] = typer.Option(None, help="This controller's .key_secret (CURVE)."),
     server_key: Optional[Path] = typer.Option(None, help="The server's public .key (CURVE)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
@@ -175,6 +177,7 @@ def twin(
     config = TwinConfig(
         scenario=scenario, endpoint=connect, bundle=_bundle_name(bundle), episodes=episodes, seed=seed, servo_hz=servo_hz,
         speed=speed, latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
+        obs_mode=obs.value,
         faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed), keys=keys,
         web=WebOptions(host, port, fps) if web else None,
     )

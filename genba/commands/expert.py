@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from genba.commands.options import Observe, obs_option
 from scenarios.naming import ROBOT_MODELS
 
 
@@ -21,6 +22,7 @@ def expert(
     episodes: int = typer.Option(100, "-n", "--episodes", min=1, help="number of episodes"),
     seed: int = typer.Option(0, help="seed of the first episode; episode i uses seed + i"),
     robot: Optional[str] = typer.Option(None, help=f"override the scenario's robot: {', '.join(ROBOT_MODELS)}"),
+    obs: Observe = obs_option(),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the figures to this JSON file"),
 ) -> None:
     """Run the scripted expert and print success rate (95% CI), mean cycle time and collisions."""
@@ -31,7 +33,7 @@ def expert(
 
     if robot is not None and robot not in ROBOT_MODELS:
         raise typer.BadParameter(f"unknown robot {robot!r}; valid: {', '.join(ROBOT_MODELS)}", param_hint="--robot")
-    env = make_env(scenario, robot=robot)
+    env = make_env(scenario, robot=robot, obs_mode=obs.value)
     bot = make_expert(env)
     progress = _Progress(episodes)
     start = time.perf_counter()
@@ -39,11 +41,11 @@ def expert(
     wall = time.perf_counter() - start
     progress.close()
     figures = {
-        "scenario": env.scenario.name, "robot": env.scenario.robot.model, "seed": seed, **result.to_dict(),
+        "scenario": env.scenario.name, "robot": env.scenario.robot.model, "obs_mode": obs.value, "seed": seed, **result.to_dict(),
         "wall_clock_s": wall, "env_steps_per_s": result.env_steps / wall,
     }
     env.close()
-    typer.echo(f"expert on {figures['scenario']} ({figures['robot']}): {result.line()}")
+    typer.echo(f"expert on {figures['scenario']} ({figures['robot']}, {obs.value}): {result.line()}")
     typer.echo(f"{result.env_steps} env steps in {wall:.1f} s ({figures['env_steps_per_s']:.0f} steps/s)")
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 
+from genba.commands.options import Observe, obs_option
 from genba.errors import AppError
 
 
@@ -85,6 +86,7 @@ def eval_cmd(
     robot: Optional[str] = typer.Option(None, help="robot model override"),
     which: str = typer.Option("best", help="for a run directory: best | final | latest"),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
+    obs: Observe = obs_option(),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON"),
 ) -> None:
     """Success rate (95% Wilson interval), mean return, cycle time and collisions of a policy."""
@@ -96,7 +98,7 @@ def eval_cmd(
     if n < 1:
         raise AppError(f"-n must be >= 1, got {n}")
     result, desc = evaluate(target, n=n, seed=seed, scenario=scenario, robot=robot, video=video,
-                            video_episodes=video_episodes, which=which, device=device)
+                            video_episodes=video_episodes, which=which, device=device, obs_mode=obs.value)
     _write_json(json_path, {"target": str(target), **desc, "seed": seed, **result.to_dict(),
                             "video": str(video) if video else None})
     typer.echo(f"{desc['scenario']}: {result.line()}")

@@ -44,6 +44,7 @@ class TwinConfig:
     reduced_speed: bool = False
     max_tool_accel: float | None = None  # m/s^2 on the tool target; None: see tool_target_limits
     robot: str | None = None
+    obs_mode: str = "state"  # perceived: the twin renders its camera and runs perception itself, as a cell PC would
     faults: Faults = field(default_factory=Faults)
     keys: ClientKeys | None = None
     web: WebOptions | None = None  # serve the live page (needs the viewer's aiohttp)

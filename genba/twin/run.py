@@ -10,6 +10,10 @@ The cell takes one command per control period, so it is driven to the last appli
 each period; when the safety layer changed nothing, the env gets the policy's action bit for
 bit, so with no faults the twin reproduces ``genba eval`` episode by episode.
 
+With ``obs_mode="perceived"`` (``--obs perceived``) the twin observes the cell as a real cell PC does: it
+renders its perception camera and runs perception.localize and perception.observers on the controller
+side, and sends the perceived state; the bundle the server serves is the state bundle, unchanged.
+
 The twin needs no bundle file: it describes its cell (bridge.spec.spec_hash of the cell's
 feature_spec()) in its hello, and the server picks the bundle trained for it, or refuses.
 Episodes use the same seeds as ``genba eval`` (policies.evaluate.EVAL_SEED_OFFSET + seed + i).
@@ -43,7 +47,8 @@ from policies.features import flatten_obs
 def run_twin(config: TwinConfig, log=print) -> TwinReport:
     """Run the episodes and return the report (the server must already be serving a bundle for this cell)."""
     with ExitStack() as stack:
-        env = sim.make_env(config.scenario, robot=config.robot, render_mode="rgb_array" if config.web else None)
+        env = sim.make_env(config.scenario, robot=config.robot, render_mode="rgb_array" if config.web else None,
+                           obs_mode=config.obs_mode)
         stack.callback(env.close)
         spec = env.unwrapped.feature_spec()
         if spec["action"]["kind"] != "ee_delta":

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from perception.observers import BinBox
 from scenarios.schema import BinConfig, BoxConfig, ToteConfig
 from sim.simulator import Simulator
+
+BELOW_FLOOR = 0.01  # m under a floor a part centre may sink (contact penetration) and still be inside
 
 
 def add_box_prop(sim: Simulator, config: BoxConfig) -> int:
@@ -41,9 +44,15 @@ class Bin:
         return self.floor + np.array([0.0, 0.0, self.config.wall_height + 0.06])
 
     def contains(self, point) -> bool:
+        return self.inside().contains(point)
+
+    def inside(self, above_walls: float = 0.0) -> BinBox:
+        """The bin as a controller knows it: its drop point and the box of its inside, up to `above_walls` (m)
+        over the wall tops (a part resting on another still counts as in)."""
         sx, sy = self.config.size
         fx, fy, fz = self.config.position
-        return abs(point[0] - fx) <= sx / 2 and abs(point[1] - fy) <= sy / 2 and -0.01 <= point[2] - fz <= self.config.wall_height
+        top = fz + self.config.wall_height + above_walls
+        return BinBox(tuple(self.drop_point.tolist()), (fx - sx / 2, fy - sy / 2, fz - BELOW_FLOOR), (fx + sx / 2, fy + sy / 2, top))
 
 
 class Tote:
@@ -56,3 +65,10 @@ class Tote:
         self.body = sim.create_compound(config.name, walls, config.position, color=config.color)
         self.floor_body = sim.create_compound(f"{config.name}_floor", [floor], config.position, color=config.color)
         self.floor = np.asarray(config.position, dtype=float)
+
+    def inside(self, above_walls: float = 0.0) -> BinBox:
+        """The box of the tote's inside, up to `above_walls` (m) over its wall tops (its centre as drop point)."""
+        sx, sy = self.config.size
+        fx, fy, fz = self.config.position
+        top = fz + self.config.wall_height + above_walls
+        return BinBox((fx, fy, top), (fx - sx / 2, fy - sy / 2, fz - BELOW_FLOOR), (fx + sx / 2, fy + sy / 2, top))

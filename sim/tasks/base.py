@@ -7,7 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from perception.localize import PartClass
+from perception.localize import Detection, PartClass
+from perception.observers import RobotState
 from scenarios.schema import Scenario
 from sim.cell import Cell
 from sim.errors import SimError
@@ -18,12 +19,21 @@ Feature = tuple[str, int, str]  # name, size, unit
 PartTruth = dict[str, Any]
 
 
+def robot_state(robot) -> RobotState:
+    """What a controller reads of its robot now, as perception.observers takes it."""
+    r = robot.reading
+    return RobotState(r.tool_pos, r.tool_yaw, r.tool_vel, r.opening, robot.grip_command)
+
+
 class Task(ABC):
     goal_conditioned = False
 
     def __init__(self, cell: Cell, scenario: Scenario):
         self.cell, self.scenario = cell, scenario
         self.sim, self.robot = cell.sim, cell.robot
+        # obs_mode "perceived": what the camera and the robot's own sensors tell (perception.observers),
+        # in place of the exact part poses, for the observation and the scripted expert alike.
+        self.observer = None
 
     @abstractmethod
     def reset(self, rng: np.random.Generator) -> None:
@@ -67,6 +77,14 @@ class Task(ABC):
     def part_truth(self) -> list[PartTruth]:
         """Every part in the scene now (not parked off-stage), read from the simulator."""
         raise SimError(f"task {self.scenario.task.type!r} has no parts for a camera to find")
+
+    def make_observer(self):
+        """The perception.observers observer of this cell, built from the cell's fixed facts."""
+        raise SimError(f"task {self.scenario.task.type!r} has no perceived observation")
+
+    def perceive(self, detections: list[Detection] | None) -> list[float]:
+        """The task features from the observer (`observation()`'s layout); detections None: no new frame."""
+        raise SimError(f"task {self.scenario.task.type!r} has no perceived observation")
 
 
 class GoalTask(Task):

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import pybullet as pb
 
-from perception.localize import PartClass
+from perception.localize import Detection, PartClass
+from perception.observers import BinSortObserver, SortBin, bin_sort_features, wrap_to_period, yaw_period
 from scenarios.schema import BinSortTask, PartTypeConfig
 from sim.props.parts import Part
-from sim.tasks.base import Feature, PartTruth, Task
+from sim.tasks.base import Feature, PartTruth, Task, robot_state
 from sim.tasks.collisions import CollisionCounter
 
 PLACE_GAP = 0.001  # m between a laid part and the tote floor, so it starts without interpenetration
@@ -27,25 +28,11 @@ PLACE_GAP = 0.001  # m between a laid part and the tote floor, so it starts with
 DRAW_TRIES_PER_PART = 30
 DRAW_RESTARTS = 20
 SETTLE_EPS = 1e-9  # s: settle_time compared on sums of float control periods
-# Drop points cycle through a bin's quadrants (fractions of its inner size from the centre), so parts
-# of one class land side by side instead of stacking on one spot.
-DROP_SLOTS = ((-0.25, -0.25), (0.25, 0.25), (-0.25, 0.25), (0.25, -0.25))
-BELOW_FLOOR = 0.01  # m under a floor a part centre may sink (contact penetration) and still be inside
 
 
-def yaw_period(part_type: PartTypeConfig) -> float:
-    """The turn after which a part looks the same from above (rad); 0 = any turn (a cylinder)."""
-    if part_type.shape == "cylinder":
-        return 0.0
-    sx, sy, _ = part_type.size
-    return math.pi / 2 if sx == sy else math.pi
-
-
-def wrap_to_period(angle: float, period: float) -> float:
-    """`angle` wrapped to [-period/2, period/2); 0 for a part that looks the same at every yaw."""
-    if period == 0.0:
-        return 0.0
-    return (angle + period / 2) % period - period / 2
+def part_class(part_type: PartTypeConfig) -> PartClass:
+    """A part type as the camera knows it."""
+    return PartClass(part_type.name, tuple(part_type.color[:3]), part_type.shape, tuple(part_type.size))
 
 
 def draw_positions(rng: np.random.Generator, n: int, half: tuple[float, float], spacing: float) -> list[tuple[float, float]]:
@@ -76,7 +63,7 @@ class BinSort(Task):
         # A part resting on another part inside the walls is still inside: containers count up to
         # their wall tops plus the tallest part.
         self._stack_allowance = max(t.size[2] for t in self.types)
-        self._periods = {t.name: yaw_period(t) for t in self.types}
+        self._periods = {t.name: yaw_period(part_class(t)) for t in self.types}
         self._finger_links = frozenset(self.robot.finger_ids)
         self._part_bodies = {p.body: p for p in self.pool.parts}
         # Tote walls, table and bins are fixtures (cell.fixture_names); the tote floor is not: the jaws
@@ -142,10 +129,7 @@ class BinSort(Task):
     def _inside(self, container, pos) -> bool:
         """Whether a point lies within a bin's or the tote's inner walls, from its floor up to the wall
         tops plus the tallest part."""
-        c = container.config
-        sx, sy = c.size
-        fx, fy, fz = c.position
-        return abs(pos[0] - fx) <= sx / 2 and abs(pos[1] - fy) <= sy / 2 and -BELOW_FLOOR <= pos[2] - fz <= c.wall_height + self._stack_allowance
+        return container.inside(self._stack_allowance).contains(pos)
 
     def _bin_of(self, pos) -> str | None:
         return next((name for name, b in self.bins.items() if self._inside(b, pos)), None)
@@ -157,18 +141,18 @@ class BinSort(Task):
             return ("sorted" if bin_name == part.type.bin else "wrong"), bin_name
         return (None if self._inside(self.tote, pos) else "dropped"), None
 
-    def over_target_bin(self, pos) -> bool:
-        """Whether a point lies over the target part's own bin (within its inner walls, at any height)."""
-        c = self.bins[self.target.type.bin].config
+    def over_bin(self, bin_name: str, pos) -> bool:
+        """Whether a point lies over a bin (within its inner walls, at any height)."""
+        c = self.bins[bin_name].config
         return abs(pos[0] - c.position[0]) <= c.size[0] / 2 and abs(pos[1] - c.position[1]) <= c.size[1] / 2
+
+    def sort_bin(self, bin_name: str) -> SortBin:
+        b = self.bins[bin_name]
+        return SortBin(bin_name, b.inside(self._stack_allowance), tuple(b.config.size))
 
     def drop_point(self, bin_name: str) -> tuple[float, float, float]:
         """Where the next part for a bin should be released: above the bin's next free quadrant."""
-        b = self.bins[bin_name]
-        fx, fy = DROP_SLOTS[self._bin_fill[bin_name] % len(DROP_SLOTS)]
-        x, y, z = b.drop_point.tolist()
-        sx, sy = b.config.size
-        return (x + fx * sx, y + fy * sy, z)
+        return self.sort_bin(bin_name).drop_point(self._bin_fill[bin_name])
 
     def resolve(self, part: Part, outcome: str, now: float) -> None:
         """Record a part's outcome at sim time `now` (s): the events this step and the cycle KPIs."""
@@ -214,18 +198,7 @@ class BinSort(Task):
 
     # --- observation ----------------------------------------------------------------------------
     def features(self) -> list[Feature]:
-        return [
-            ("part_position", 3, "m"),
-            ("part_yaw_minus_tool_yaw", 1, "rad"),  # wrapped to the part's symmetry; 0 for a cylinder
-            ("part_class", len(self.types), "bool"),  # one-hot, in part_types order
-            ("part_present", 1, "bool"),
-            ("part_held", 1, "bool"),
-            ("part_minus_tool", 3, "m"),
-            ("bin_drop_point_minus_tool", 3, "m"),  # over the next free quadrant of the target's bin
-            # Thermometer code: element k is 1 while more than k parts are unresolved (a count within
-            # the [0, 1] bounds the feature units allow).
-            ("parts_remaining", self.config.parts_per_episode, "bool"),
-        ]
+        return bin_sort_features(len(self.types), self.config.parts_per_episode)
 
     def observation(self) -> list[float]:
         n_types, n_parts = len(self.types), self.config.parts_per_episode
@@ -279,7 +252,15 @@ class BinSort(Task):
 
     # --- ground truth -----------------------------------------------------------------------------
     def perception_classes(self) -> list[PartClass]:
-        return [PartClass(t.name, tuple(t.color[:3]), t.shape, tuple(t.size)) for t in self.types]
+        return [part_class(t) for t in self.types]
+
+    def make_observer(self) -> BinSortObserver:
+        return BinSortObserver(self.perception_classes(), [t.bin for t in self.types],
+                               [self.sort_bin(name) for name in self.bins], self.tote.inside(self._stack_allowance),
+                               self.config.parts_per_episode)
+
+    def perceive(self, detections: list[Detection] | None) -> list[float]:
+        return self.observer.observe(detections, robot_state(self.robot), self.sim.time)
 
     def support_z(self) -> float:
         return float(self.tote.config.position[2])  # the tote floor's top
@@ -300,13 +281,16 @@ class BinSort(Task):
 
     # --- for the scripted expert ----------------------------------------------------------------
     def target_state(self) -> dict[str, Any] | None:
+        """The target as the expert sees it: the truth, or in obs_mode "perceived" the observer's estimate."""
+        if self.observer is not None:
+            return self.observer.target_state()
         if self.target is None:
             return None
         kind = self.target.type
         return {
             "position": np.array(self._part_pos), "yaw": self._part_yaw, "yaw_period": self._periods[kind.name],
             "size": kind.size, "held": self._part_held, "in_bin": self._part_in_bin,
-            "drop_point": np.array(self._drop), "type": kind.name,
+            "drop_point": np.array(self._drop), "type": kind.name, "bin": kind.bin,
         }
 
 

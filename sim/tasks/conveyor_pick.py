@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 import pybullet as pb
 
-from perception.localize import PartClass
+from perception.localize import Detection, PartClass, wrap_angle
+from perception.observers import CONVEYOR_PICK_FEATURES, ConveyorPickObserver, yaw_period
 from scenarios.schema import ConveyorPickTask
 from sim.props.parts import Part
-from sim.tasks.base import Feature, PartTruth, Task
+from sim.tasks.base import Feature, PartTruth, Task, robot_state
 from sim.tasks.collisions import CollisionCounter
 
 # Constant stand-in for the part-to-bin distance while no part is on the belt, so the reward does
@@ -19,6 +20,7 @@ from sim.tasks.collisions import CollisionCounter
 IDLE_BIN_DISTANCE = 1.0
 SPAWN_MARGIN = 0.03  # m between the belt's upstream end and a spawned part
 PART_CLASS = "part"  # conveyor-pick's one kind of part, as the camera names it
+QUARTER_TURN = math.pi / 2  # rad: a square part looks the same every quarter turn
 
 
 class ConveyorPick(Task):
@@ -125,16 +127,7 @@ class ConveyorPick(Task):
 
     # --- observation ----------------------------------------------------------------------------
     def features(self) -> list[Feature]:
-        return [
-            ("part_position", 3, "m"),
-            ("part_velocity", 3, "m/s"),
-            ("part_minus_tool", 3, "m"),
-            ("part_yaw_minus_tool_yaw", 1, "rad"),
-            ("part_held", 1, "bool"),
-            ("part_present", 1, "bool"),
-            ("bin_drop_point_minus_tool", 3, "m"),
-            ("belt_velocity", 3, "m/s"),
-        ]
+        return list(CONVEYOR_PICK_FEATURES)
 
     def observation(self) -> list[float]:
         tx, ty, tz = self._tool
@@ -143,7 +136,7 @@ class ConveyorPick(Task):
         if self.current is None:
             return [0.0] * 12 + drop + self._belt
         px, py, pz = self._part_pos
-        rel_yaw = _wrap_quarter(self._part_yaw - self._tool_yaw)
+        rel_yaw = wrap_angle(self._part_yaw - self._tool_yaw, QUARTER_TURN)
         return [
             px, py, pz, *self._part_vel, px - tx, py - ty, pz - tz, rel_yaw,
             float(self._part_held), 1.0, *drop, *self._belt,
@@ -193,14 +186,24 @@ class ConveyorPick(Task):
             if part.state == "parked":
                 continue
             pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=self.sim.cid)
-            square = pc.size[0] == pc.size[1]
             truth.append({"name": part.name, "type": PART_CLASS, "shape": "box", "size": tuple(pc.size),
                           "color": tuple(pc.color), "position": np.array(pos), "yaw": _yaw(orn),
-                          "yaw_period": math.pi / 2 if square else math.pi, "state": part.state})
+                          "yaw_period": yaw_period(self.perception_classes()[0]), "state": part.state})
         return truth
+
+    def make_observer(self) -> ConveyorPickObserver:
+        c = self.conveyor.config
+        direction = (math.cos(c.yaw), math.sin(c.yaw), 0.0)
+        return ConveyorPickObserver(self.perception_classes()[0], self.support_z(), direction, self.bin.inside())
+
+    def perceive(self, detections: list[Detection] | None) -> list[float]:
+        return self.observer.observe(detections, robot_state(self.robot), self._belt, self.sim.time)
 
     # --- for the scripted expert ----------------------------------------------------------------
     def part_state(self) -> dict[str, Any] | None:
+        """The current part as the expert sees it: the truth, or in obs_mode "perceived" the observer's estimate."""
+        if self.observer is not None:
+            return self.observer.part_state()
         if self.current is None:
             return None
         return {
@@ -212,9 +215,3 @@ class ConveyorPick(Task):
 def _yaw(quat) -> float:
     x, y, z, w = quat
     return math.atan2(2 * (x * y + z * w), 1 - 2 * (y * y + z * z))
-
-
-def _wrap_quarter(angle: float) -> float:
-    """A square part looks the same every quarter turn: wrap to [-pi/4, pi/4)."""
-    q = math.pi / 2
-    return (angle + q / 2) % q - q / 2

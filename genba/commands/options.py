@@ -1,0 +1,22 @@
+"""Flags more than one verb takes, defined once."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import typer
+
+
+class Observe(str, Enum):
+    """What a state policy or the scripted expert is given: the simulator's truth, or what a camera sees."""
+
+    state = "state"
+    perceived = "perceived"
+
+
+OBS_HELP = ("state: the simulator's exact part poses; perceived: the same features as the cell's camera and perception "
+            "measure them (what a real cell provides)")
+
+
+def obs_option() -> Observe:
+    return typer.Option(Observe.state, "--obs", help=OBS_HELP)
