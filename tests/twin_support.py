@@ -13,16 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def clone_reach_bundle(root: Path, demo_episodes: int, iterations: int, eval_episodes: int) -> Path:
-    """Behaviour cloning of the Reach expert (no extra rounds), exported as a bundle under `root`."""
+def clone_bundle(scenario: str, root: Path, demo_episodes: int, iterations: int, eval_episodes: int) -> Path:
+    """Behaviour cloning of a cell's expert (its preset, no extra rounds), exported as a bundle under `root`."""
     from policies.config import resolve_config
     from policies.export import export_run
     from policies.train import train
 
-    cfg = resolve_config("reach", "bc", {"seed": 0, "eval_episodes": eval_episodes,
-                                         "bc": {"demo_episodes": demo_episodes, "iterations": iterations, "rounds": 0}})
+    cfg = resolve_config(scenario, "bc", {"seed": 0, "eval_episodes": eval_episodes,
+                                          "bc": {"demo_episodes": demo_episodes, "iterations": iterations, "rounds": 0}})
     train(cfg, root / "run", progress=False)
-    return export_run(root / "run", root / "reach-bc")
+    return export_run(root / "run", root / f"{scenario}-bc")
+
+
+def clone_reach_bundle(root: Path, demo_episodes: int, iterations: int, eval_episodes: int) -> Path:
+    return clone_bundle("reach", root, demo_episodes, iterations, eval_episodes)
 
 
 def untrained_reach_bundle(root: Path) -> Path:

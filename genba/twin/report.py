@@ -30,6 +30,7 @@ class TwinReport:
     speed: float
     episode_success: list[bool]
     episode_steps: list[int]
+    episode_returns: list[float]  # summed rewards, as `genba eval` sums them (mean_return there)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

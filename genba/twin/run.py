@@ -98,6 +98,7 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
     successes, cycle_times, steps_total, overruns, steps_changed = 0, [], 0, 0, 0
     outcomes: list[bool] = []
     lengths: list[int] = []
+    returns: list[float] = []
     status: dict[str, int] = {}
     safety_total: dict[str, int] = {}
     holds = 0
@@ -171,6 +172,7 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
         successes += success
         outcomes.append(success)
         lengths.append(steps)
+        returns.append(ret)
         if success:
             cycle_times.append(float(info.get("cycle_time", steps / control_hz)))
         log(f"episode {episode}: {'success' if success else 'failure'} after {steps} steps")
@@ -183,5 +185,5 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
         safety_interventions=safety_total, steps_changed_by_safety=steps_changed, holds=holds,
         faults={**asdict(config.faults), "dropped": link.dropped, "added_latency_ms_total": round(link.delayed_ms, 1)},
         overruns=overruns, wall_s=time.monotonic() - started, servo_hz=cycles * control_hz, speed=config.speed,
-        episode_success=outcomes, episode_steps=lengths,
+        episode_success=outcomes, episode_steps=lengths, episode_returns=returns,
     )
