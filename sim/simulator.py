@@ -34,10 +34,11 @@ class Lighting:
     """How the CPU renderer lights a frame (PyBullet's getCameraImage light arguments).
 
     direction: towards the light (m, world; any length); color: RGB 0-1; ambient, diffuse, specular:
-    the shading coefficients (0-1). PyBullet's own defaults apply where a Simulator has no Lighting.
+    the shading coefficients (0-1). The defaults are PyBullet's own (a fresh client's default render,
+    to the grey level); every render passes them, because PyBullet keeps the last light it was given.
     """
 
-    direction: tuple[float, float, float] = (0.5, 0.3, 1.0)
+    direction: tuple[float, float, float] = (-50.0, 30.0, 100.0)
     color: tuple[float, float, float] = (1.0, 1.0, 1.0)
     ambient: float = 0.6
     diffuse: float = 0.35
@@ -62,7 +63,7 @@ class Simulator:
         self.physics = physics
         self.gui = gui
         self.visual_detail = visual_detail
-        self.lighting: Lighting | None = None  # None: PyBullet's default light (set to vary it)
+        self.lighting = Lighting()  # PyBullet's default light; assign another to vary it
         # The CPU renderer works headless; with a window, its OpenGL renderer is there (and faster).
         self.renderer = pb.ER_BULLET_HARDWARE_OPENGL if gui else pb.ER_TINY_RENDERER
         if gui and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
@@ -201,7 +202,7 @@ class Simulator:
         w, h = camera.width, camera.height
         flags = 0 if segmentation else pb.ER_NO_SEGMENTATION_MASK
         proj = camera.opengl_projection_matrix(near, far, renderer="opengl" if self.gui else "tiny")  # where each samples a pixel
-        light = self.lighting.arguments() if self.lighting is not None else {}
+        light = self.lighting.arguments()
         _, _, rgba, depth, seg = pb.getCameraImage(
             w, h, camera.opengl_view_matrix(), proj, shadow=0, flags=flags, renderer=self.renderer, physicsClientId=self.cid,
             **light,

@@ -185,7 +185,7 @@ def test_pixel_observations_match_the_declared_space():
         assert described["images"][0]["camera"] == env.sensors["pick_zone"].model().to_dict()
         hd = env.sensors["pick_zone_hd"].model().to_dict()  # perception's camera, exported in OpenCV's convention
         assert hd["K"] == [[240.0, 0.0, 79.5], [0.0, 240.0, 59.5], [0.0, 0.0, 1.0]]
-        np.testing.assert_allclose(-np.array(hd["R"]).T @ hd["t"], [0.5, -0.25, 1.0], atol=1e-12)
+        np.testing.assert_allclose(-np.array(hd["R"]).T @ hd["t"], [0.5, -0.33, 1.0], atol=1e-12)
     finally:
         env.close()
 
@@ -261,8 +261,6 @@ def test_observation_modes_refuse_what_they_cannot_build():
         sim.make_env(only_view, obs_mode="pixels")
     with pytest.raises(CameraError, match=r"obs_mode 'perceived' needs a camera with `use: \[perception\]`"):
         sim.make_env(only_view, obs_mode="perceived")
-    with pytest.raises(NotImplementedError, match=r"_perceived_task_features"):
-        sim.make_env("conveyor-pick", obs_mode="perceived")
     clash = with_cameras("reach", {**NOISY, "name": "proprio"}, keep=False)
     with pytest.raises(CameraError, match=r"camera names \['proprio'\] clash with the observation keys"):
         sim.make_env(clash, obs_mode="pixels")

@@ -1,4 +1,5 @@
-"""`genba view`: watch a cell in the PyBullet GUI, record it to a video, or follow it live in a browser.
+"""`genba view`: watch a cell in the PyBullet GUI, record it to a video, or follow it live in a browser;
+`--overlay` draws what perception finds on the recorded and streamed frames (genba/viewer/overlay.py).
 
 `register(app)` adds the verb to the `genba` command.
 """
@@ -77,6 +78,8 @@ def view_cmd(
     cam_yaw: Optional[float] = typer.Option(None, help="camera yaw about z (rad)"),
     cam_pitch: Optional[float] = typer.Option(None, help="camera pitch (rad, negative looks down)"),
     fov: Optional[float] = typer.Option(None, help="vertical field of view (rad)"),
+    overlay: bool = typer.Option(False, "--overlay", help="draw what perception finds on the cell's perception camera "
+                                                          "(box, class, pose axes) on the --record/--web frames"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the run summary as JSON"),
 ) -> None:
     """Watch a cell: --gui window, --record video, or --web live page (any combination)."""
@@ -90,6 +93,8 @@ def view_cmd(
         raise ViewUsageError("--policy and --expert exclude each other; pick one")
     if not (gui or record or web):
         raise ViewUsageError("nothing to show: add --gui, --record PATH or --web")
+    if overlay and not (record or web):
+        raise ViewUsageError("--overlay draws on the frames of --record or --web; the --gui window shows PyBullet's own view")
     if episodes is not None and episodes < 1:
         raise ViewUsageError(f"--episodes must be >= 1, got {episodes}")
     if seconds is not None and not seconds > 0:
@@ -117,6 +122,7 @@ def view_cmd(
                             fov=fov, width=width, height=height)
         if gui:
             aim_gui(env, cam)
+        decorate = _overlay(env, cam) if overlay else None
         control_hz = env.unwrapped.scenario.physics.control_hz
         every, rec_fps = record_every_for(control_hz, video_fps)
         recorder = None
@@ -141,11 +147,12 @@ def view_cmd(
             speed=speed if speed is not None else (1.0 if gui or web else 0.0), record_every=every,
         )
         labels = {"scenario": env.unwrapped.scenario.name, "driver": label}
-        summary = ViewLoop(env, driver, cam, options=options, view=view, recorder=recorder, labels=labels).run()
+        summary = ViewLoop(env, driver, cam, options=options, view=view, recorder=recorder, labels=labels,
+                           decorate=decorate).run()
         video = recorder.close() if recorder is not None else None
 
     result = summary.to_dict()
-    result.update(scenario=env.unwrapped.scenario.name, driver=label,
+    result.update(scenario=env.unwrapped.scenario.name, driver=label, overlay=decorate.camera_name if decorate else None,
                   video=str(video) if video else None, video_fps=rec_fps if video else None,
                   frame_size=[cam.width, cam.height])
     if json_path is not None:
@@ -168,6 +175,16 @@ def _expert(env):
         return make_expert(env)
     except (KeyError, ValueError) as exc:
         raise ViewUsageError(f"no scripted expert for this scenario: {exc}; use --policy RUN_OR_BUNDLE") from None
+
+
+def _overlay(env, cam):
+    """The perception overlay for the view camera `cam`, or a clear error where the cell has no perception camera."""
+    from genba.viewer.overlay import OverlayError, PerceptionOverlay
+
+    try:
+        return PerceptionOverlay(env, cam)
+    except OverlayError as exc:
+        raise ViewUsageError(str(exc)) from None
 
 
 def register(app: typer.Typer) -> None:

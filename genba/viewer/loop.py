@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -61,9 +61,13 @@ class LoopSummary:
 
 
 class ViewLoop:
+    """`decorate`, if given, turns each rendered frame into the one shown and recorded (e.g. an overlay); it
+    is called once per frame, right after the render, while the scene is as the frame shows it."""
+
     def __init__(self, env, policy: Policy, camera=None, *, options: LoopOptions | None = None,
-                 view: LiveView | None = None, recorder: VideoRecorder | None = None, labels: dict[str, Any] | None = None):
-        self.env, self.policy, self.camera = env, policy, camera
+                 view: LiveView | None = None, recorder: VideoRecorder | None = None, labels: dict[str, Any] | None = None,
+                 decorate: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.env, self.policy, self.camera, self.decorate = env, policy, camera, decorate
         self.opt = options or LoopOptions()
         self.view, self.recorder = view, recorder
         self.labels = labels or {}  # constant status fields (scenario, policy) shown on the page
@@ -147,7 +151,7 @@ class ViewLoop:
         self.summary.sim_time_s += self.dt
         self._rate.tick()
         if self.recorder is not None and self.summary.steps % self.opt.record_every == 0:
-            frame = render(self.env, self.camera)
+            frame = self._render()
             self.recorder.add(frame)
             self.summary.frames_recorded += 1
             self._recorded = ((self._episode, self._step), frame)
@@ -162,7 +166,7 @@ class ViewLoop:
         frame = None
         if self.view.wants_frame(changed=key != self._rendered_key):
             recorded = self._recorded
-            frame = recorded[1] if recorded is not None and recorded[0] == key else render(self.env, self.camera)
+            frame = recorded[1] if recorded is not None and recorded[0] == key else self._render()
             self._rendered_key = key
             self.summary.frames_streamed += 1
         # A paused loop publishes every few ms; only a new step is worth a new status message.
@@ -170,6 +174,10 @@ class ViewLoop:
         self._published_key = key
         if frame is not None or status is not None:
             self.view.push(frame, status)
+
+    def _render(self) -> np.ndarray:
+        frame = render(self.env, self.camera)
+        return frame if self.decorate is None else self.decorate(frame)
 
     def status(self) -> dict[str, Any]:
         """What the page shows: the core fields, the info scalars, joints and the latest action."""
