@@ -1,6 +1,7 @@
 """The app's own errors, and every library's base error: what the CLI reports as one line."""
 
 from bridge.errors import BridgeError
+from perception.errors import PerceptionError
 from policies.errors import PolicyError
 from scenarios.loader import ScenarioError
 from sim.errors import SimError
@@ -11,4 +12,4 @@ class AppError(Exception):
 
 
 # Expected failures of any package: one red line and exit 1, never a traceback.
-USER_ERRORS = (AppError, ScenarioError, SimError, PolicyError, BridgeError)
+USER_ERRORS = (AppError, ScenarioError, PerceptionError, SimError, PolicyError, BridgeError)

@@ -20,9 +20,13 @@ from perception.calibration import (
 )
 from perception.camera_model import PinholeCamera
 from perception.errors import CalibrationError, PerceptionError
+from scenarios.schema import PhysicsConfig
+from sim.props.checkerboard import CheckerboardProp, photograph
+from sim.simulator import Simulator
 
 BOARD = Checkerboard(7, 6, 0.03)  # 8 x 7 squares of 3 cm
 PIXELS_PER_SQUARE, MARGIN = 32, 32
+SUPERSAMPLE = 2  # each pixel the mean of 2x2 samples: edges blend as on a sensor, not alias to whole pixels
 # The truth the calibration must find: fx != fy and an off-centre principal point, so nothing is assumed.
 TRUE_CAMERA = PinholeCamera(320, 240, 300.0, 303.0, 161.3, 118.2).looking_at([0.05, -0.25, 0.4], [0.0, 0.0, 0.0], up=(0, 1, 0))
 
@@ -46,44 +50,20 @@ POSES = [board_pose(*p) for p in [
 ]]
 
 
-def board_mesh(R: np.ndarray, t: np.ndarray):
-    """The board image as a textured quad at pose (R, t): vertices (world), triangle indices, texture coordinates, normals.
-
-    Mapped explicitly rather than as a textured GEOM_BOX: PyBullet's TinyRenderer draws a createVisualShape box
-    untextured, and a URDF box repeats the texture on every face in an orientation of its own. The image's
-    top-left corner has texture coordinate (0, 1): texture v runs up the image (checked by the corner test below).
-    """
-    top_left, top_right, bottom_right, bottom_left = BOARD.image_outline(PIXELS_PER_SQUARE, MARGIN) @ R.T + t
-    vertices = [top_left, top_right, bottom_right, bottom_left]
-    uvs = [[0, 1], [1, 1], [1, 0], [0, 0]]
-    indices = [0, 2, 1, 0, 3, 2]  # counter-clockwise seen from the printed side (board -z), or it is culled
-    normal = R @ np.array([0.0, 0.0, -1.0])
-    return [v.tolist() for v in vertices], indices, uvs, [normal.tolist()] * 4
-
-
 @pytest.fixture(scope="module")
-def views(tmp_path_factory):
-    """One rendered RGB frame of the board per pose in POSES, through TRUE_CAMERA."""
-    texture = tmp_path_factory.mktemp("board") / "board.png"
-    cv2.imwrite(str(texture), cv2.cvtColor(BOARD.image(PIXELS_PER_SQUARE, MARGIN), cv2.COLOR_GRAY2BGR))
-    cid = pb.connect(pb.DIRECT)
+def views():
+    """One rendered RGB frame of the board per pose in POSES, through TRUE_CAMERA: the sim's checkerboard prop."""
+    sim = Simulator(PhysicsConfig())
     try:
-        texture_id = pb.loadTexture(str(texture), physicsClientId=cid)
-        floor = pb.createVisualShape(pb.GEOM_BOX, halfExtents=[2, 2, 0.01], rgbaColor=[0.35, 0.35, 0.35, 1], physicsClientId=cid)
-        pb.createMultiBody(0, -1, floor, [0, 0, -0.3], physicsClientId=cid)  # dark, well below: the white margin stands out
+        # Dark, well below the board: its white margin stands out.
+        sim.create_box("floor", [4, 4, 0.02], [0, 0, -0.3], color=[0.35, 0.35, 0.35, 1])
+        board = CheckerboardProp(sim, BOARD, pixels_per_square=PIXELS_PER_SQUARE, margin=MARGIN)
         frames = []
-        for R, t in POSES:
-            vertices, indices, uvs, normals = board_mesh(R, t)
-            shape = pb.createVisualShape(pb.GEOM_MESH, vertices=vertices, indices=indices, uvs=uvs, normals=normals, physicsClientId=cid)
-            body = pb.createMultiBody(0, -1, shape, [0, 0, 0], physicsClientId=cid)
-            pb.changeVisualShape(body, -1, textureUniqueId=texture_id, rgbaColor=[1, 1, 1, 1], physicsClientId=cid)
-            cam = TRUE_CAMERA
-            _, _, rgba, _, _ = pb.getCameraImage(cam.width, cam.height, cam.opengl_view_matrix(), cam.opengl_projection_matrix(0.05, 3.0),
-                                                 renderer=pb.ER_TINY_RENDERER, physicsClientId=cid)
-            frames.append(np.asarray(rgba, np.uint8).reshape(cam.height, cam.width, 4)[..., :3].copy())
-            pb.removeBody(body, physicsClientId=cid)
+        for pose in POSES:
+            board.place(*pose)
+            frames.append(photograph(sim, TRUE_CAMERA, 0.05, 3.0, supersample=SUPERSAMPLE))
     finally:
-        pb.disconnect(physicsClientId=cid)
+        sim.close()
     return frames
 
 

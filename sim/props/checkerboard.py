@@ -31,7 +31,7 @@ class CheckerboardProp:
     """The board image (`board.image(pixels_per_square, margin)`) on a quad of its printed size."""
 
     def __init__(self, sim: Simulator, board: Checkerboard, pose: Optional[tuple[np.ndarray, np.ndarray]] = None, *,
-                 pixels_per_square: int = 32, margin: Optional[int] = None, cells: int = 8):
+                 pixels_per_square: int = 32, margin: Optional[int] = None):
         self.sim, self.board = sim, board
         cid = sim.cid
         with tempfile.TemporaryDirectory(prefix="genba-board-") as folder:  # Bullet reads the PNG once, at load
@@ -40,11 +40,13 @@ class CheckerboardProp:
             self._texture = pb.loadTexture(str(texture), physicsClientId=cid)
         if self._texture < 0:
             raise SimError("PyBullet could not load the checkerboard texture")
-        # An explicit mesh with texture coordinates: the CPU renderer draws a textured GEOM_BOX untextured.
+        # An explicit mesh with texture coordinates: the CPU renderer draws a textured GEOM_BOX untextured, and a
+        # URDF box repeats the texture on every face in an orientation of its own. The image's top-left corner has
+        # texture coordinate (0, 1) (texture v runs up the image), and the triangles wind counter-clockwise seen
+        # from the printed side (board -z), or the renderer culls them.
         outline = board.image_outline(pixels_per_square, margin)  # top-left, top-right, bottom-right, bottom-left
-        vertices, indices, uvs = _sheet_mesh(outline, cells)
-        shape = pb.createVisualShape(pb.GEOM_MESH, vertices=vertices, indices=indices, uvs=uvs,
-                                     normals=[[0.0, 0.0, -1.0]] * len(vertices), physicsClientId=cid)
+        shape = pb.createVisualShape(pb.GEOM_MESH, vertices=outline.tolist(), indices=[0, 2, 1, 0, 3, 2],
+                                     uvs=[[0, 1], [1, 1], [1, 0], [0, 0]], normals=[[0.0, 0.0, -1.0]] * 4, physicsClientId=cid)
         R, t = pose if pose is not None else lying_flat(board, (0.0, 0.0, -1.0))  # out of sight until placed
         self.body = pb.createMultiBody(0.0, -1, shape, list(map(float, t)), _quaternion(R), physicsClientId=cid)
         pb.changeVisualShape(self.body, -1, textureUniqueId=self._texture, rgbaColor=[1, 1, 1, 1], physicsClientId=cid)
@@ -71,27 +73,6 @@ class CheckerboardProp:
             raise SimError("the checkerboard was removed from the cell")
 
 
-def _sheet_mesh(outline: np.ndarray, cells: int) -> tuple[list, list, list]:
-    """The sheet as cells x cells quads (two triangles each): vertices (board frame), triangle indices, texture coordinates.
-
-    The image's top-left corner has texture coordinate (0, 1): texture v runs up the image. Triangles wind
-    counter-clockwise seen from the printed side (board -z), or the renderer culls them.
-    """
-    n = int(cells)
-    s = np.linspace(0.0, 1.0, n + 1)
-    a, b = (g.ravel() for g in np.meshgrid(s, s))  # a along the image's rows (x), b down its columns (y)
-    top_left, top_right, _, bottom_left = outline
-    vertices = top_left + a[:, None] * (top_right - top_left) + b[:, None] * (bottom_left - top_left)
-    uvs = np.stack([a, 1.0 - b], axis=1)
-    indices = []
-    for row in range(n):
-        for col in range(n):
-            tl = row * (n + 1) + col
-            tr, bl, br = tl + 1, tl + n + 1, tl + n + 2
-            indices += [tl, br, tr, tl, bl, br]
-    return vertices.tolist(), indices, uvs.tolist()
-
-
 def _quaternion(R: np.ndarray) -> list[float]:
     """(x, y, z, w) of a rotation matrix, via OpenCV's axis-angle (no branch cases to get wrong)."""
     rvec, _ = cv2.Rodrigues(np.asarray(R, dtype=np.float64))
@@ -102,6 +83,7 @@ def _quaternion(R: np.ndarray) -> list[float]:
 
 
 def rotation_about(axis, angle: float) -> np.ndarray:
+    """The 3x3 rotation by `angle` rad about `axis` (any length)."""
     rvec = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis) * angle
     return cv2.Rodrigues(rvec)[0]
 
@@ -160,18 +142,22 @@ def in_clear_view(camera: PinholeCamera, points: np.ndarray, scene_depth: np.nda
 
 def held_pose(camera: PinholeCamera, board: Checkerboard, outline: np.ndarray, scene_depth: np.ndarray,
               rng: np.random.Generator, *, tilt: tuple[float, float] = (0.25, 0.7), spin: float = 0.5,
-              distance: tuple[float, float] = (0.75, 1.5), clearance: float = 0.03, tries: int = 2000
-              ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+              distance: tuple[float, float] = (1.1, 1.6), clearance: float = 0.03, tries: int = 2000,
+              tilt_axis: tuple[float, float] = (0.0, 2.0 * math.pi)) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """A random pose of the board held up to `camera` as a technician does for calibration: tilted `tilt` rad
-    (any axis), turned up to `spin` rad, anywhere in the image, at `distance` times the distance where the
-    upright board just fills the view; wholly in view and `clearance` m in front of the scene. None when
-    `tries` draws found no such pose (a board too big for the camera, or the cell too close to it)."""
+    about an in-plane axis at `tilt_axis` rad from the image's x axis, turned up to `spin` rad, at `distance`
+    times the distance where the upright board just fills the view, off the middle of the image as far as that
+    leaves room; wholly in view and `clearance` m in front of the scene. Each range is drawn from uniformly.
+    None when `tries` draws found no such pose (a board too big for the camera, or the cell too close to it)."""
     width, height = np.linalg.norm(outline[1] - outline[0]), np.linalg.norm(outline[3] - outline[0])
     fills = max(camera.fx * width / camera.width, camera.fy * height / camera.height)
+    half = np.array([(camera.width - 1) / 2.0, (camera.height - 1) / 2.0])
     for _ in range(tries):
-        pixel = rng.uniform([0.0, 0.0], [camera.width - 1.0, camera.height - 1.0])
-        pose = facing(camera, board, pixel, fills * rng.uniform(*distance), tilt=rng.uniform(*tilt),
-                      tilt_axis=rng.uniform(0.0, 2.0 * math.pi), spin=rng.uniform(-spin, spin))
+        scale = rng.uniform(*distance)
+        room = max(0.0, 1.0 - 0.9 / scale)  # of the half-image, left beside a board this far away (a little more: tilt)
+        pixel = half + rng.uniform(-room, room, 2) * half
+        pose = facing(camera, board, pixel, fills * scale, tilt=rng.uniform(*tilt),
+                      tilt_axis=rng.uniform(*tilt_axis), spin=rng.uniform(-spin, spin))
         if in_clear_view(camera, surface_points(board, pose, outline), scene_depth, clearance):
             return pose
     return None
@@ -196,3 +182,19 @@ def surveyed_place(camera: PinholeCamera, board: Checkerboard, outline: np.ndarr
             if in_clear_view(camera, surface_points(board, pose, outline), scene_depth, clearance=-0.005):
                 return pose
     return None
+
+
+def photograph(sim: Simulator, camera: PinholeCamera, near: float, far: float, supersample: int = 4) -> np.ndarray:
+    """RGB uint8 (H, W, 3) through `camera` (no lens distortion), each pixel the mean over supersample x
+    supersample samples. The CPU renderer samples one point a pixel, so a board's sharp edges alias to whole
+    pixels; a real sensor integrates the light over each pixel, and so does this (1: the renderer's own frame)."""
+    k = int(supersample)
+    if k < 1:
+        raise SimError(f"supersample must be a whole number >= 1, got {supersample}")
+    if k == 1:
+        return sim.render_image(camera, near, far)[0]
+    # Pixel centres sit at integer coordinates, so k-times finer pixels map u -> (u + 0.5) * k - 0.5.
+    fine = PinholeCamera(camera.width * k, camera.height * k, camera.fx * k, camera.fy * k, (camera.cx + 0.5) * k - 0.5,
+                         (camera.cy + 0.5) * k - 0.5, camera.R, camera.t)
+    rgb = sim.render_image(fine, near, far)[0]
+    return cv2.resize(rgb, (camera.width, camera.height), interpolation=cv2.INTER_AREA)  # block means at a whole factor
