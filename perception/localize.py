@@ -99,6 +99,8 @@ class Detection:
     symmetry (box: [-pi/4, pi/4) if square in x-y, else [-pi/2, pi/2); cylinder: 0.0).
     pixel: (u, v) of the top face's centre. box: (x, y, w, h) pixel bounding box of the blob.
     area_px: the blob's pixel count. score: 0-1 colour match (1 = exactly the class's hue).
+    fit: 0-1 overlap (IoU) of the measured top face with the class's footprint at that pose: near 1
+    for a part seen whole, lower for one partly hidden (whose centre is then less sure).
     """
 
     class_name: str
@@ -109,6 +111,7 @@ class Detection:
     box: tuple[int, int, int, int]
     area_px: int
     score: float
+    fit: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -278,7 +281,7 @@ class PartLocator:
         u, v = camera.project(centre[None])[0]
         score = 1.0 - float(np.mean(angle[crop][blob])) / self.max_color_distance
         return Detection(part.name, part.shape, centre - np.array([0.0, 0.0, part.size[2] / 2.0]), yaw,
-                         (float(u), float(v)), (x, y, w, h), area, float(np.clip(score, 0.0, 1.0)))
+                         (float(u), float(v)), (x, y, w, h), area, float(np.clip(score, 0.0, 1.0)), float(best[1]))
 
     def _top_height(self, blob: np.ndarray, heights: np.ndarray) -> Optional[float]:
         """The median height (m) of the blob's pixels within top_tolerance of its highest surface."""

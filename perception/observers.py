@@ -9,9 +9,11 @@ bundle trained on state runs unchanged. The simulator's `perceived` observation 
 this code on its rendered camera frames.
 
 What the camera cannot tell is inferred as a controller would:
-- a part is held while the gripper is commanded closed and stays open wider than half the part
-  (its fingers rest on something), after closing next to the part's last seen place; it then moves
-  with the tool;
+- a part is held while the gripper is commanded closed and its fingers rest on something the part's
+  width apart (closed to within GRIP_MARGIN of the width, yet open wider than half of it), after
+  closing next to the part's last seen place; it then sits centred between the jaws (parallel jaws
+  centre what they close on) at the height it had when they closed, and moves with the tool, but never
+  below where it would rest on its support (jaws pressing a part onto a belt or floor do not push it through);
 - a part hidden under the arm keeps moving with the belt it lies on, for `max_blind_s`;
 - a part let go over its bin is done.
 """
@@ -41,7 +43,8 @@ CONVEYOR_PICK_FEATURES: list[Feature] = [
     ("belt_velocity", 3, "m/s"),
 ]
 
-HELD_OPENING_FRACTION = 0.5  # held: fingers stay open wider than this share of the part's narrower side
+HELD_OPENING_FRACTION = 0.5  # held: fingers stay open wider than this share of the part's narrower side ...
+GRIP_MARGIN = 0.01  # m: ... and have closed to within this of it (still closing, they do not hold it yet)
 GRASP_RADIUS = 0.06  # m: the gripper closes on a part only if the part was last seen this close to the tool
 TRACK_GATE = 0.05  # m: a detection this close to where the part should be is that part
 ON_SUPPORT_TOLERANCE = 0.015  # m: a part whose centre is this close to resting height lies on its support
@@ -56,6 +59,17 @@ class RobotState:
     tool_velocity: tuple[float, float, float]  # m/s, world
     gripper_opening: float  # m between the fingers
     grip_command: float  # -1 fully open .. +1 fully closed
+
+
+def grasp_offset(part: np.ndarray, tool: np.ndarray) -> np.ndarray:
+    """Where a part just grasped sits relative to the tool point: centred between the jaws, at its height."""
+    return np.array([0.0, 0.0, part[2] - tool[2]])
+
+
+def gripping(robot: RobotState, width: float) -> bool:
+    """Whether the gripper, commanded closed, rests on something `width` wide (m) between its fingers."""
+    opening = robot.gripper_opening
+    return robot.grip_command > 0.0 and HELD_OPENING_FRACTION * width < opening < width + GRIP_MARGIN
 
 
 @dataclass(frozen=True)
@@ -96,7 +110,7 @@ class ConveyorPickObserver:
         self.resting_z = belt_top_z + part.size[2] / 2.0  # a part's centre height while it rides the belt
         self.belt_direction = direction / np.linalg.norm(direction)
         self.max_blind_s = max_blind_s
-        self.held_min_opening = HELD_OPENING_FRACTION * min(part.size[0], part.size[1])
+        self.part_width = min(part.size[0], part.size[1])
         self.reset()
 
     @staticmethod
@@ -141,13 +155,14 @@ class ConveyorPickObserver:
         self._time = time
         tool = np.asarray(robot.tool_position, dtype=np.float64)
         est = self.estimate
-        closed_on_something = robot.grip_command > 0.0 and robot.gripper_opening > self.held_min_opening
-        if est is not None and closed_on_something:
+        if est is not None and gripping(robot, self.part_width):
             if self._grasp is None and np.linalg.norm(est.position - tool) <= GRASP_RADIUS:
-                self._grasp = (est.position - tool, robot.tool_yaw)
+                self._grasp = (grasp_offset(est.position, tool), robot.tool_yaw)
             if self._grasp is not None:  # it moves with the tool
                 offset, yaw_at_grasp = self._grasp
                 est.position, est.velocity = tool + offset, np.asarray(robot.tool_velocity, dtype=np.float64)
+                if not self._over_bin(est.position) and est.position[2] < self.resting_z:  # pressed onto the belt
+                    est.position[2], est.velocity[2] = self.resting_z, 0.0
                 est.yaw = est.yaw + (robot.tool_yaw - yaw_at_grasp)
                 self._grasp = (offset, robot.tool_yaw)
                 est.held, est.in_bin = True, self.bin.contains(est.position)
@@ -261,7 +276,7 @@ class BinSortObserver:
     """
 
     def __init__(self, classes: Sequence[PartClass], class_bins: Sequence[str], bins: Sequence[SortBin], tote: BinBox,
-                 parts_per_episode: int, max_blind_s: float = 3.0) -> None:
+                 support_z: float, parts_per_episode: int, max_blind_s: float = 3.0) -> None:
         if len(classes) != len(class_bins) or not classes:
             raise PerceptionError(f"bin-sort needs one bin per class: {len(classes)} classes, {len(class_bins)} bins")
         self.classes = list(classes)
@@ -271,7 +286,8 @@ class BinSortObserver:
             raise PerceptionError(f"bin-sort classes name bins {unknown} that are not in {sorted(self.bins)}")
         self.class_bin = {c.name: b for c, b in zip(classes, class_bins)}
         self.index = {c.name: i for i, c in enumerate(classes)}
-        self.tote, self.parts_per_episode, self.max_blind_s = tote, parts_per_episode, max_blind_s
+        self.tote, self.support_z = tote, support_z  # the tote, and the height of its floor (m)
+        self.parts_per_episode, self.max_blind_s = parts_per_episode, max_blind_s
         self.reset()
 
     def features(self) -> list[Feature]:
@@ -323,12 +339,14 @@ class BinSortObserver:
         est = self.estimate
         if est is not None:
             width = min(est.part.size[0], est.part.size[1])
-            closed_on_something = robot.grip_command > 0.0 and robot.gripper_opening > HELD_OPENING_FRACTION * width
-            if closed_on_something and (self._grasp is not None or np.linalg.norm(est.position - tool) <= GRASP_RADIUS):
+            if gripping(robot, width) and (self._grasp is not None or np.linalg.norm(est.position - tool) <= GRASP_RADIUS):
                 if self._grasp is None:
-                    self._grasp = (est.position - tool, robot.tool_yaw)
+                    self._grasp = (grasp_offset(est.position, tool), robot.tool_yaw)
                 offset, yaw_before = self._grasp
                 est.position, est.yaw, est.held = tool + offset, est.yaw + (robot.tool_yaw - yaw_before), True
+                resting_z = self.support_z + est.part.size[2] / 2.0
+                if _over(self.tote, est.position) and est.position[2] < resting_z:  # pressed onto the tote floor
+                    est.position[2] = resting_z
                 self._grasp = (offset, robot.tool_yaw)
                 if fresh:
                     self._remaining = len(in_tote) + 1

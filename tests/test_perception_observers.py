@@ -113,7 +113,7 @@ TOTE = BinBox((0.5, 0.0, 0.15), (0.28, -0.22, 0.04), (0.72, 0.22, 0.15))
 
 
 def sorter() -> BinSortObserver:
-    return BinSortObserver([RED, DISC], ["red_bin", "round_bin"], [RED_BIN, ROUND_BIN], TOTE, parts_per_episode=3)
+    return BinSortObserver([RED, DISC], ["red_bin", "round_bin"], [RED_BIN, ROUND_BIN], TOTE, support_z=0.05, parts_per_episode=3)
 
 
 def test_bin_sort_targets_the_part_nearest_the_tool_with_its_class_and_bin():
@@ -155,12 +155,32 @@ def test_bin_sort_keeps_a_hidden_target_where_it_was_seen_and_counts_it_left():
 
 def test_bin_sort_refuses_a_class_without_its_bin():
     with pytest.raises(PerceptionError, match="one bin per class"):
-        BinSortObserver([RED, DISC], ["red_bin"], [RED_BIN], TOTE, 3)
+        BinSortObserver([RED, DISC], ["red_bin"], [RED_BIN], TOTE, 0.05, 3)
     with pytest.raises(PerceptionError, match=r"name bins \['green_bin'\]"):
-        BinSortObserver([RED], ["green_bin"], [RED_BIN], TOTE, 3)
+        BinSortObserver([RED], ["green_bin"], [RED_BIN], TOTE, 0.05, 3)
 
 
 def test_yaw_relative_to_the_tool_wraps_by_the_parts_symmetry():
     obs = sorter()
     f = obs.observe([seen(RED, 0.5, 0.0, 0.07, yaw=0.7)], robot(tool=(0.5, 0.0, 0.3), yaw=-0.2), time=0.0)
     assert f[3] == pytest.approx(0.9 - math.pi / 2)  # a square box looks the same every quarter turn
+
+
+def test_a_grasp_is_read_from_the_jaws_resting_the_parts_width_apart():
+    from perception.observers import gripping
+
+    width = 0.04
+    assert not gripping(robot(opening=0.07, grip=1.0), width)  # still closing: nothing between the jaws yet
+    assert gripping(robot(opening=0.041, grip=1.0), width)  # resting on the part
+    assert not gripping(robot(opening=0.005, grip=1.0), width)  # closed on nothing
+    assert not gripping(robot(opening=0.041, grip=-1.0), width)  # opening
+
+
+def test_a_held_part_sits_centred_in_the_jaws_and_is_never_pushed_through_the_belt():
+    obs = conveyor()
+    obs.observe([seen(CUBE, 0.503, -0.198, 0.12)], robot(tool=(0.5, -0.2, 0.125)), BELT, time=0.0)
+    obs.observe([], robot(tool=(0.5, -0.2, 0.125), opening=0.041, grip=1.0), BELT, time=DT)
+    np.testing.assert_allclose(obs.part_state()["position"], [0.5, -0.2, 0.12], atol=1e-9)  # centred, at its height
+    # The jaws press on down: the part stays on the belt (its centre at belt top + half its height).
+    obs.observe([], robot(tool=(0.5, -0.2, 0.1), opening=0.041, grip=1.0), BELT, time=2 * DT)
+    np.testing.assert_allclose(obs.part_state()["position"], [0.5, -0.2, BELT_TOP + 0.02], atol=1e-9)

@@ -257,7 +257,7 @@ class BinSort(Task):
     def make_observer(self) -> BinSortObserver:
         return BinSortObserver(self.perception_classes(), [t.bin for t in self.types],
                                [self.sort_bin(name) for name in self.bins], self.tote.inside(self._stack_allowance),
-                               self.config.parts_per_episode)
+                               self.support_z(), self.config.parts_per_episode)
 
     def perceive(self, detections: list[Detection] | None) -> list[float]:
         return self.observer.observe(detections, robot_state(self.robot), self.sim.time)
