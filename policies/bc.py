@@ -100,7 +100,7 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
     device = resolve_device(cfg.device)
     set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    env = make_env(cfg.scenario, cfg.robot)
+    env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode)
     hz = control_hz(env)
     env_steps = 0
     try:

@@ -19,6 +19,7 @@ from scenarios.naming import did_you_mean
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ALGOS = ("ppo", "sac", "td3", "tqc", "bc")
 OFF_POLICY = ("sac", "td3", "tqc")
+OBS_MODES = ("state", "perceived")  # what a policy with a flat observation can train on
 
 
 class ConfigError(PolicyError):
@@ -67,6 +68,9 @@ class TrainConfig:
     n_envs: int = 1
     """parallel envs; more than one run in subprocesses"""
     seed: int = 0
+    obs_mode: str = "state"
+    """observations to train on: state (the simulator's exact part poses) or perceived (the same features through
+    the cell's camera and perception, as a deployed cell gives them); the bundle is the same either way"""
     device: str = "auto"
     """auto | cpu | cuda"""
     normalize: bool = False
@@ -99,6 +103,8 @@ class TrainConfig:
             raise ConfigError(f"--algo {self.algo!r} is not supported; use one of {', '.join(ALGOS)}" + did_you_mean(self.algo, ALGOS))
         if self.her and self.algo not in OFF_POLICY:
             raise ConfigError(f"--her needs an off-policy algorithm ({', '.join(OFF_POLICY)}), not {self.algo}")
+        if self.obs_mode not in OBS_MODES:
+            raise ConfigError(f"obs_mode {self.obs_mode!r}: use one of {', '.join(OBS_MODES)}" + did_you_mean(self.obs_mode, OBS_MODES))
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}: use auto, cpu or cuda")
         for name in ("steps", "n_envs", "eval_freq", "eval_episodes", "checkpoint_freq", "keep_checkpoints"):

@@ -39,13 +39,14 @@ def make_env(scenario: str, robot: str | None = None, render_mode: str | None = 
         raise EnvError(f"cannot build scenario {scenario!r} with robot {robot!r}: {exc}") from None
 
 
-def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_keywords=("is_success",)) -> Callable[[], gym.Env]:
+def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_keywords=("is_success",),
+                obs_mode: str = "state") -> Callable[[], gym.Env]:
     """A picklable thunk for (Subproc|Dummy)VecEnv: env `rank` seeded `seed + rank`, with a Monitor."""
 
     def _init() -> gym.Env:
         from stable_baselines3.common.monitor import Monitor  # SB3 (1 s to import) only where training builds envs
 
-        env = Monitor(make_env(scenario, robot), info_keywords=info_keywords)
+        env = Monitor(make_env(scenario, robot, obs_mode=obs_mode), info_keywords=info_keywords)
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
         return env
@@ -53,11 +54,12 @@ def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_key
     return _init
 
 
-def make_vec_env(scenario: str, robot: str | None, n_envs: int, seed: int, subprocess: bool | None = None):
+def make_vec_env(scenario: str, robot: str | None, n_envs: int, seed: int, subprocess: bool | None = None,
+                 obs_mode: str = "state"):
     """K envs; more than one runs each in its own process (SubprocVecEnv), so physics steps in parallel."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv  # SB3 only where training builds envs
 
-    fns = [env_factory(scenario, robot, seed, rank) for rank in range(n_envs)]
+    fns = [env_factory(scenario, robot, seed, rank, obs_mode=obs_mode) for rank in range(n_envs)]
     use_subproc = n_envs > 1 if subprocess is None else subprocess
     if use_subproc:
         # forkserver: children do not inherit torch threads or a Bullet client from the parent.

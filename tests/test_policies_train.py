@@ -152,3 +152,11 @@ def test_ppo_in_subprocess_envs_with_normalization_exports_exactly(tmp_path):
     obs = np.random.default_rng(2).uniform(-1, 1, (1000, 1)).astype(np.float32)
     expected = snap.load_model().predict(vn.normalize_obs(obs), deterministic=True)[0]
     np.testing.assert_allclose(bundle.act(obs), expected, atol=1e-5, rtol=0)
+
+
+def test_the_observation_mode_is_checked_and_reaches_the_training_env(tmp_path):
+    with pytest.raises(PolicyError, match=r"obs_mode 'percieved': use one of state, perceived \(did you mean 'perceived'\?\)"):
+        resolve_config("toy-target", "ppo", {"obs_mode": "percieved"})
+    cfg = resolve_config("toy-target", "ppo", {"obs_mode": "perceived", "steps": 64})
+    with pytest.raises(PolicyError, match="toy env 'toy-target' has no cameras; drop --obs perceived"):
+        train(cfg, tmp_path / "run", progress=False)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from genba.commands.options import Observe, obs_option
+from genba.commands.options import OBS_HELP, Observe, obs_option
 from genba.errors import AppError
 
 
@@ -36,6 +36,7 @@ def train_cmd(
     init: Optional[str] = typer.Option(None, help="run directory whose policy initialises the actor (BC warm start)"),
     demos: Optional[Path] = typer.Option(None, help="demonstrations .npz (from `genba demos`)"),
     robot: Optional[str] = typer.Option(None, help="robot model override (panda, gp7)"),
+    obs: Optional[Observe] = typer.Option(None, "--obs", help=OBS_HELP + " (default: the preset's, else state)"),
     stop_at_success: Optional[float] = typer.Option(None, help="stop once an evaluation reaches this success rate"),
     set_: list[str] = typer.Option([], "--set", help="override any config key: --set hyperparams.batch_size=512"),
     progress: bool = typer.Option(True, help="show the progress bar"),
@@ -53,7 +54,7 @@ def train_cmd(
         cfg_on_disk = RunDir.open(out).config()
         if cfg_on_disk.scenario != scenario:
             raise AppError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
-        fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos,
+        fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos, "--obs": obs,
                  "--robot": robot, "--stop-at-success": stop_at_success, "--set": set_ or None}
         given = [flag for flag, value in fixed.items() if value is not None]
         if given:
@@ -63,6 +64,7 @@ def train_cmd(
     else:
         overrides = parse_overrides(set_)
         flags = {"her": her, "steps": steps, "n_envs": envs, "device": device, "seed": seed, "init": init,
+                 "obs_mode": obs.value if obs is not None else None,
                  "demos": str(demos) if demos else None, "robot": robot, "stop_at_success": stop_at_success}
         overrides.update({k: v for k, v in flags.items() if v is not None})
         cfg = resolve_config(scenario, algo, overrides)
