@@ -1,13 +1,14 @@
 """Evaluate a policy (run directory, snapshot or bundle) on fixed-seed episodes.
 
 Reports the success rate with a 95% Wilson interval, mean return, mean cycle time of successful
-episodes and collisions per episode; optionally writes a video of the first episodes.
+episodes, collisions per episode and the task's own KPIs (Task.episode_kpis, e.g. bin-sort's sort
+accuracy and parts per minute); optionally writes a video of the first episodes.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,6 +49,8 @@ class EvalResult:
     collisions_per_episode: float | None
     mean_episode_steps: float
     env_steps: int
+    # The task's own KPIs: each a mean over the episodes whose final info defines it.
+    task_kpis: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -58,8 +61,9 @@ class EvalResult:
         lo, hi = self.success_ci95
         ct = "n/a" if self.mean_cycle_time_s is None else f"{self.mean_cycle_time_s:.2f} s"
         col = "n/a" if self.collisions_per_episode is None else f"{self.collisions_per_episode:.2f}"
+        kpis = "".join(f" | {name.replace('_', ' ')} {value:.3g}" for name, value in self.task_kpis.items())
         return (f"success {self.success_rate:.1%} [{lo:.1%}, {hi:.1%}] over {self.episodes} episodes | "
-                f"return {self.mean_return:.2f} | cycle time {ct} | collisions/episode {col}")
+                f"return {self.mean_return:.2f} | cycle time {ct} | collisions/episode {col}{kpis}")
 
 
 def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
@@ -67,6 +71,8 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
     """Run `n` episodes with seeds seed, seed+1, ...; the policy is reset at each start and acts each step."""
     returns, cycle_times, collisions, lengths, successes = [], [], [], [], 0
     collisions_reported = True
+    kpi_names = getattr(getattr(env.unwrapped, "task", None), "episode_kpis", ())
+    kpi_values: dict[str, list[float]] = {name: [] for name in kpi_names}
     for i in range(n):
         obs, info = env.reset(seed=seed + i)
         policy.reset()
@@ -94,12 +100,16 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
             collisions.append(float(info["collisions"]))
         else:
             collisions_reported = False
+        for name in kpi_names:
+            if name in info:
+                kpi_values[name].append(float(info[name]))
     return EvalResult(
         episodes=n, successes=successes, success_rate=successes / n if n else 0.0,
         success_ci95=wilson_interval(successes, n), mean_return=float(np.mean(returns)) if returns else 0.0,
         mean_cycle_time_s=float(np.mean(cycle_times)) if cycle_times else None,
         collisions_per_episode=float(np.mean(collisions)) if collisions_reported and collisions else None,
         mean_episode_steps=float(np.mean(lengths)) if lengths else 0.0, env_steps=int(sum(lengths)),
+        task_kpis={name: float(np.mean(values)) for name, values in kpi_values.items() if values},
     )
 
 

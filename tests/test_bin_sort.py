@@ -109,6 +109,32 @@ def test_sort_accuracy_cycle_time_and_parts_per_minute_from_known_events(env):
     assert env.task.is_terminated() and not env.task.is_success()
 
 
+def test_evaluation_averages_the_cells_kpis_over_episodes():
+    from policies.evaluate import run_episodes
+    from sim.experts import make_expert
+
+    env = sim.make_env("bin-sort")
+    expert = make_expert(env)
+    finals = []
+    try:
+        result = run_episodes(env, expert, 2, seed=5, control_hz=20.0)
+        for seed in (5, 6):  # the same episodes again, for their final infos
+            obs, info = env.reset(seed=seed)
+            expert.reset()
+            done = False
+            while not done:
+                obs, _, terminated, truncated, info = env.step(expert.act(obs))
+                done = terminated or truncated
+            finals.append(info)
+    finally:
+        env.close()
+    assert set(result.task_kpis) == {"sort_accuracy", "parts_per_minute"}
+    assert result.task_kpis["sort_accuracy"] == pytest.approx(np.mean([i["sort_accuracy"] for i in finals]))
+    assert result.task_kpis["parts_per_minute"] == pytest.approx(np.mean([i["parts_per_minute"] for i in finals]))
+    assert result.task_kpis["parts_per_minute"] > 10  # three parts in well under 18 s
+    assert "parts per minute" in result.line()
+
+
 def test_parts_are_laid_apart_inside_the_tote(env):
     cfg = env.scenario.task
     fx, fy, fz = cfg.tote.position

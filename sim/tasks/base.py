@@ -27,6 +27,9 @@ def robot_state(robot) -> RobotState:
 
 class Task(ABC):
     goal_conditioned = False
+    # Numeric keys of the final step's info that evaluation averages over episodes (beyond success,
+    # cycle time and collisions, which every task reports).
+    episode_kpis: tuple[str, ...] = ()
 
     def __init__(self, cell: Cell, scenario: Scenario):
         self.cell, self.scenario = cell, scenario

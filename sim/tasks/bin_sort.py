@@ -52,6 +52,8 @@ def draw_positions(rng: np.random.Generator, n: int, half: tuple[float, float], 
 
 
 class BinSort(Task):
+    episode_kpis = ("sort_accuracy", "parts_per_minute")
+
     def __init__(self, cell, scenario):
         super().__init__(cell, scenario)
         if cell.tote is None or cell.typed_parts is None:
