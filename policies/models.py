@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gymnasium import spaces
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.her import HerReplayBuffer
 
 from policies.config import ConfigError, TrainConfig
@@ -24,10 +25,18 @@ def build_model(cfg: TrainConfig, env, device: str, tensorboard: Path | None):
         kwargs["replay_buffer_kwargs"] = dict(cfg.her_kwargs)
     algo = cfg.bc.host_algo if cfg.algo == "bc" else cfg.algo
     try:
-        return algo_class(algo)(policy, env, seed=cfg.seed, device=device, verbose=0,
-                                tensorboard_log=str(tensorboard) if tensorboard else None, **kwargs)
+        model = algo_class(algo)(policy, env, seed=cfg.seed, device=device, verbose=0,
+                                 tensorboard_log=str(tensorboard) if tensorboard else None, **kwargs)
     except TypeError as exc:
         raise ConfigError(f"hyperparams for {algo}: {exc}") from None
+    if tensorboard is None:
+        model.set_logger(silent_logger())
+    return model
+
+
+def silent_logger() -> Logger:
+    """A logger that writes nowhere: SB3's default with no tensorboard leaves an empty SB3-<time> folder in /tmp."""
+    return Logger(folder=None, output_formats=[])
 
 
 class LinearSchedule:

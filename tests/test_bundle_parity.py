@@ -19,6 +19,7 @@ from stable_baselines3.her import HerReplayBuffer
 from policies.bundle import load_bundle
 from policies.export import export_bundle
 from policies.features import DICT_OBS_ORDER, flatten_obs
+from policies.models import silent_logger
 from policies.toy_envs import PointReachEnv, TargetEnv
 
 torch.set_num_threads(1)
@@ -85,6 +86,7 @@ def test_bundle_matches_sb3_deterministic_actions(tmp_path, algo, obs_kind):
     venv = _vecnormalized(env_fn)
     model = _make(algo, venv, her=obs_kind == "her")
     if algo != "ppo":
+        model.set_logger(silent_logger())
         model.learn(100)  # a few gradient steps move the weights off their initialisation
     bundle_dir = export_bundle(model, tmp_path / "b", feature_spec=venv.envs[0].unwrapped.feature_spec(), vecnormalize=venv)
 
