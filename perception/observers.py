@@ -15,7 +15,9 @@ What the camera cannot tell is inferred as a controller would:
   centre what they close on) at the height it had when they closed, and moves with the tool, but never
   below where it would rest on its support (jaws pressing a part onto a belt or floor do not push it through);
 - a part hidden under the arm keeps moving with the belt it lies on, for `max_blind_s`;
-- a part let go over its bin is done.
+- a part let go over its bin falls onto the bin's floor and stays the part worked on until it has lain
+  still there as long as the task's `settle_s` asks, as the simulator's truth does (a policy trained on
+  the truth lifts away from a part it has just released, not past it).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ GRIP_MARGIN = 0.01  # m: ... and have closed to within this of it (still closing
 GRASP_RADIUS = 0.06  # m: the gripper closes on a part only if the part was last seen this close to the tool
 TRACK_GATE = 0.05  # m: a detection this close to where the part should be is that part
 ON_SUPPORT_TOLERANCE = 0.015  # m: a part whose centre is this close to resting height lies on its support
+GRAVITY = 9.81  # m/s^2
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,34 @@ class BinBox:
     drop_point: tuple[float, float, float]
     low: tuple[float, float, float]
     high: tuple[float, float, float]
+    floor_z: Optional[float] = None  # m: the top of its floor; None: the inside's low z
 
     def contains(self, point: Sequence[float]) -> bool:
         return all(lo <= p <= hi for p, lo, hi in zip(point, self.low, self.high))
+
+    def resting_z(self, part_height: float) -> float:
+        """The centre height of a part lying on this bin's floor (m)."""
+        return (self.low[2] if self.floor_z is None else self.floor_z) + part_height / 2.0
+
+
+@dataclass(frozen=True)
+class Release:
+    """A part let go over a bin: it falls straight onto the floor, then lies still for `settle_s`."""
+
+    time: float  # s
+    height: float  # m: the part's centre when let go
+    resting_z: float  # m: its centre once on the floor
+    settle_s: float
+
+    def z_and_vz(self, now: float) -> tuple[float, float]:
+        """Centre height (m) and vertical speed (m/s) at `now`."""
+        t = max(0.0, now - self.time)
+        z = self.height - 0.5 * GRAVITY * t * t
+        return (self.resting_z, 0.0) if z <= self.resting_z else (z, -GRAVITY * t)
+
+    def settled(self, now: float) -> bool:
+        fall_s = math.sqrt(2.0 * max(0.0, self.height - self.resting_z) / GRAVITY)
+        return now - self.time >= fall_s + self.settle_s - 1e-9
 
 
 @dataclass
@@ -100,7 +128,7 @@ class ConveyorPickObserver:
     """conveyor-pick's task features from the belt camera's detections and the robot's own sensors."""
 
     def __init__(self, part: PartClass, belt_top_z: float, belt_direction: Sequence[float], bin_box: BinBox,
-                 max_blind_s: float = 1.5) -> None:
+                 max_blind_s: float = 1.5, settle_s: float = 0.0) -> None:
         if part.shape != "box":
             raise PerceptionError(f"conveyor-pick's parts are boxes; class {part.name!r} is a {part.shape}")
         direction = np.asarray(belt_direction, dtype=np.float64)
@@ -109,7 +137,7 @@ class ConveyorPickObserver:
         self.part, self.bin = part, bin_box
         self.resting_z = belt_top_z + part.size[2] / 2.0  # a part's centre height while it rides the belt
         self.belt_direction = direction / np.linalg.norm(direction)
-        self.max_blind_s = max_blind_s
+        self.max_blind_s, self.settle_s = max_blind_s, settle_s
         self.part_width = min(part.size[0], part.size[1])
         self.reset()
 
@@ -120,6 +148,7 @@ class ConveyorPickObserver:
     def reset(self) -> None:
         self.estimate: Optional[PartEstimate] = None
         self._grasp: Optional[tuple[np.ndarray, float]] = None  # part - tool offset, tool yaw at the grasp
+        self._release: Optional[Release] = None  # the part was let go over the bin
         self._time: Optional[float] = None
 
     def observe(self, detections: Optional[Sequence[Detection]], robot: RobotState, belt_velocity: Sequence[float],
@@ -155,6 +184,13 @@ class ConveyorPickObserver:
         self._time = time
         tool = np.asarray(robot.tool_position, dtype=np.float64)
         est = self.estimate
+        if est is not None and self._release is not None:  # falling into the bin, then lying still
+            if not self._release.settled(time):
+                est.position[2], vz = self._release.z_and_vz(time)
+                est.velocity = np.array([0.0, 0.0, vz])
+                est.in_bin = self.bin.contains(est.position)
+                return
+            self.estimate = est = self._release = None  # placed: done with this part
         if est is not None and gripping(robot, self.part_width):
             if self._grasp is None and np.linalg.norm(est.position - tool) <= GRASP_RADIUS:
                 self._grasp = (grasp_offset(est.position, tool), robot.tool_yaw)
@@ -171,7 +207,8 @@ class ConveyorPickObserver:
             self._grasp = None
             est.held = False
             if self.bin.contains(est.position) or self._over_bin(est.position):
-                self.estimate = None  # dropped into its bin: done with this part
+                self._release = Release(time, float(est.position[2]), self.bin.resting_z(self.part.size[2]), self.settle_s)
+                est.velocity = np.zeros(3)
                 return
         if detections is None:  # no new frame: predict
             seen = None
@@ -270,13 +307,14 @@ class TargetEstimate:
 class BinSortObserver:
     """bin-sort's task features from the tote camera's detections and the robot's own sensors.
 
-    The target is the part nearest the tool among those seen in the tote, kept until it is released
-    over a bin; a part hidden under the arm stays where it was last seen (parts in the tote lie still)
-    for `max_blind_s`. Parts left = parts seen in the tote, plus the target when it is hidden or held.
+    The target is the part nearest the tool among those seen in the tote, kept until it has come to rest
+    in the bin it was released over (`settle_s` after landing); a part hidden under the arm stays where it
+    was last seen (parts in the tote lie still) for `max_blind_s`. Parts left = parts seen in the tote,
+    plus the target when it is hidden, held or falling into its bin.
     """
 
     def __init__(self, classes: Sequence[PartClass], class_bins: Sequence[str], bins: Sequence[SortBin], tote: BinBox,
-                 support_z: float, parts_per_episode: int, max_blind_s: float = 3.0) -> None:
+                 support_z: float, parts_per_episode: int, max_blind_s: float = 3.0, settle_s: float = 0.0) -> None:
         if len(classes) != len(class_bins) or not classes:
             raise PerceptionError(f"bin-sort needs one bin per class: {len(classes)} classes, {len(class_bins)} bins")
         self.classes = list(classes)
@@ -287,7 +325,7 @@ class BinSortObserver:
         self.class_bin = {c.name: b for c, b in zip(classes, class_bins)}
         self.index = {c.name: i for i, c in enumerate(classes)}
         self.tote, self.support_z = tote, support_z  # the tote, and the height of its floor (m)
-        self.parts_per_episode, self.max_blind_s = parts_per_episode, max_blind_s
+        self.parts_per_episode, self.max_blind_s, self.settle_s = parts_per_episode, max_blind_s, settle_s
         self.reset()
 
     def features(self) -> list[Feature]:
@@ -297,6 +335,7 @@ class BinSortObserver:
         self.estimate: Optional[TargetEstimate] = None  # the part being sorted
         self.fill = {name: 0 for name in self.bins}  # parts released over each bin so far
         self._grasp: Optional[tuple[np.ndarray, float]] = None
+        self._release: Optional[tuple[Release, str]] = None  # the target was let go over this bin
         self._remaining = 0
 
     def observe(self, detections: Optional[Sequence[Detection]], robot: RobotState, time: float) -> list[float]:
@@ -337,6 +376,15 @@ class BinSortObserver:
         fresh = detections is not None
         in_tote = [d for d in detections if d.class_name in self.index and _over(self.tote, d.position)] if fresh else []
         est = self.estimate
+        if est is not None and self._release is not None:  # falling into a bin, then lying still
+            release, bin_name = self._release
+            if not release.settled(time):
+                est.position[2] = release.z_and_vz(time)[0]
+                if fresh:
+                    self._remaining = len(in_tote) + 1
+                return
+            self.fill[bin_name] += 1  # done with it: the bin's next part goes beside it
+            self.estimate = est = self._release = None
         if est is not None:
             width = min(est.part.size[0], est.part.size[1])
             if gripping(robot, width) and (self._grasp is not None or np.linalg.norm(est.position - tool) <= GRASP_RADIUS):
@@ -354,9 +402,12 @@ class BinSortObserver:
             if est.held:  # just let go
                 self._grasp, est.held = None, False
                 over = next((b for b in self.bins.values() if _over(b.box, est.position)), None)
-                if over is not None:  # released over a bin: done with it
-                    self.fill[over.name] += 1
-                    self.estimate = est = None
+                if over is not None:  # released over a bin: it falls in
+                    resting_z = over.box.resting_z(est.part.size[2])
+                    self._release = (Release(time, float(est.position[2]), resting_z, self.settle_s), over.name)
+                    if fresh:
+                        self._remaining = len(in_tote) + 1
+                    return
         if not fresh:  # no new frame: the parts lie where they were seen
             return
         if est is not None:

@@ -21,7 +21,7 @@ from perception.observers import (
 )
 
 CUBE = PartClass("part", (0.9, 0.45, 0.1), "box", (0.04, 0.04, 0.04))
-BIN = BinBox(drop_point=(0.25, 0.45, 0.14), low=(0.14, 0.34, -0.01), high=(0.36, 0.56, 0.08))
+BIN = BinBox(drop_point=(0.25, 0.45, 0.14), low=(0.14, 0.34, -0.01), high=(0.36, 0.56, 0.08), floor_z=0.0)
 BELT_TOP = 0.1
 BELT = (0.0, 0.08, 0.0)  # m/s along +y
 DT = 0.05
@@ -36,7 +36,7 @@ def robot(tool=(0.5, 0.0, 0.3), yaw=0.0, vel=(0.0, 0.0, 0.0), opening=0.08, grip
 
 
 def conveyor() -> ConveyorPickObserver:
-    return ConveyorPickObserver(CUBE, BELT_TOP, (0.0, 1.0, 0.0), BIN)
+    return ConveyorPickObserver(CUBE, BELT_TOP, (0.0, 1.0, 0.0), BIN, settle_s=0.2)
 
 
 def test_conveyor_features_follow_the_detection_and_keep_the_states_layout():
@@ -91,10 +91,17 @@ def test_conveyor_part_is_held_when_the_gripper_closes_on_it_and_moves_with_the_
     state = obs.part_state()
     np.testing.assert_allclose(state["position"], [0.45, 0.1, 0.3 - 0.005], atol=1e-9)  # the offset at the grasp
     np.testing.assert_allclose(state["velocity"], [0.0, 0.2, 0.1])
-    # Carried over the bin, then let go: done with it.
+    # Carried over the bin, then let go: it falls onto the bin's floor and lies still, then it is done.
     obs.observe([], robot(tool=(0.25, 0.45, 0.14), opening=0.04, grip=1.0), BELT, time=4 * DT)
     assert obs.part_state()["in_bin"] is False  # over it, not yet down in it
     obs.observe([], robot(tool=(0.25, 0.45, 0.14), opening=0.08, grip=-1.0), BELT, time=5 * DT)
+    assert obs.part_state()["held"] is False and obs.part_state()["position"][2] == pytest.approx(0.135)
+    f = obs.observe([], robot(tool=(0.25, 0.45, 0.2)), BELT, time=5 * DT + 0.1)  # 0.1 s later: falling
+    assert f[2] == pytest.approx(0.135 - 0.5 * 9.81 * 0.01) and f[5] == pytest.approx(-0.981)
+    fall_s = math.sqrt(2 * (0.135 - 0.02) / 9.81)  # onto the floor (z = 0): its centre 2 cm up
+    f = obs.observe([], robot(tool=(0.25, 0.45, 0.2)), BELT, time=5 * DT + fall_s + 0.05)
+    assert f[2] == pytest.approx(0.02) and f[5] == 0.0 and f[11] == 1.0 and obs.part_state()["in_bin"] is True
+    obs.observe([], robot(), BELT, time=5 * DT + fall_s + 0.25)  # lain still longer than settle_s
     assert obs.part_state() is None
 
 
@@ -107,13 +114,15 @@ def test_conveyor_refuses_a_round_part_and_a_zero_belt_direction():
 
 RED = PartClass("red_cube", (0.85, 0.15, 0.1), "box", (0.04, 0.04, 0.04))
 DISC = PartClass("blue_cylinder", (0.15, 0.3, 0.9), "cylinder", (0.04, 0.04, 0.05))
-RED_BIN = SortBin("red_bin", BinBox((0.25, 0.42, 0.14), (0.15, 0.32, -0.01), (0.35, 0.52, 0.13)), (0.2, 0.2))
-ROUND_BIN = SortBin("round_bin", BinBox((0.42, -0.42, 0.14), (0.32, -0.52, -0.01), (0.52, -0.32, 0.13)), (0.2, 0.2))
+RED_BIN = SortBin("red_bin", BinBox((0.25, 0.42, 0.14), (0.15, 0.32, -0.01), (0.35, 0.52, 0.13), floor_z=0.0), (0.2, 0.2))
+ROUND_BIN = SortBin("round_bin", BinBox((0.42, -0.42, 0.14), (0.32, -0.52, -0.01), (0.52, -0.32, 0.13), floor_z=0.0),
+                    (0.2, 0.2))
 TOTE = BinBox((0.5, 0.0, 0.15), (0.28, -0.22, 0.04), (0.72, 0.22, 0.15))
 
 
 def sorter() -> BinSortObserver:
-    return BinSortObserver([RED, DISC], ["red_bin", "round_bin"], [RED_BIN, ROUND_BIN], TOTE, support_z=0.05, parts_per_episode=3)
+    return BinSortObserver([RED, DISC], ["red_bin", "round_bin"], [RED_BIN, ROUND_BIN], TOTE, support_z=0.05, parts_per_episode=3,
+                           settle_s=0.2)
 
 
 def test_bin_sort_targets_the_part_nearest_the_tool_with_its_class_and_bin():
@@ -137,9 +146,15 @@ def test_bin_sort_counts_releases_per_bin_to_place_the_next_part_beside_the_last
     assert obs.target_state()["held"] is True
     over_bin = robot(tool=(0.2, 0.37, 0.16), opening=0.04, grip=1.0)
     obs.observe([], over_bin, time=0.1)
-    obs.observe([], robot(tool=(0.2, 0.37, 0.16), opening=0.08, grip=-1.0), time=0.15)  # let go over the red bin
-    assert obs.target_state() is None and obs.fill == {"red_bin": 1, "round_bin": 0}
-    obs.observe([seen(RED, 0.55, 0.05, 0.07)], robot(), time=0.2)
+    f = obs.observe([seen(RED, 0.55, 0.05, 0.07)], robot(tool=(0.2, 0.37, 0.16), opening=0.08, grip=-1.0), time=0.15)
+    # Let go over the red bin: until it has lain still there it is still the target, still to be sorted,
+    # and the bin's next quadrant is still its own.
+    assert obs.target_state()["type"] == "red_cube" and obs.target_state()["held"] is False
+    assert f[14:] == [1.0, 1.0, 0.0] and obs.fill == {"red_bin": 0, "round_bin": 0}
+    f = obs.observe([seen(RED, 0.55, 0.05, 0.07)], robot(), time=0.15 + 0.3)  # on the floor (fallen ~0.14 m in 0.17 s)
+    assert f[2] == pytest.approx(0.02) and obs.target_state()["in_bin"] is True
+    obs.observe([seen(RED, 0.55, 0.05, 0.07)], robot(), time=0.15 + 0.4)  # and lain still 0.2 s: done
+    assert obs.fill == {"red_bin": 1, "round_bin": 0} and obs.target_state()["position"][1] == pytest.approx(0.05)
     dx, dy = DROP_SLOTS[1]  # the second red part goes over the next quadrant
     np.testing.assert_allclose(obs.target_state()["drop_point"], [0.25 + dx * 0.2, 0.42 + dy * 0.2, 0.14])
 

@@ -52,7 +52,8 @@ class Bin:
         sx, sy = self.config.size
         fx, fy, fz = self.config.position
         top = fz + self.config.wall_height + above_walls
-        return BinBox(tuple(self.drop_point.tolist()), (fx - sx / 2, fy - sy / 2, fz - BELOW_FLOOR), (fx + sx / 2, fy + sy / 2, top))
+        return BinBox(tuple(self.drop_point.tolist()), (fx - sx / 2, fy - sy / 2, fz - BELOW_FLOOR), (fx + sx / 2, fy + sy / 2, top),
+                      floor_z=fz)
 
 
 class Tote:

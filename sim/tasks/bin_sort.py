@@ -259,7 +259,8 @@ class BinSort(Task):
     def make_observer(self) -> BinSortObserver:
         return BinSortObserver(self.perception_classes(), [t.bin for t in self.types],
                                [self.sort_bin(name) for name in self.bins], self.tote.inside(self._stack_allowance),
-                               self.support_z(), self.config.parts_per_episode)
+                               self.support_z(), self.config.parts_per_episode,
+                               settle_s=self.config.settle_time)
 
     def perceive(self, detections: list[Detection] | None) -> list[float]:
         return self.observer.observe(detections, robot_state(self.robot), self.sim.time)

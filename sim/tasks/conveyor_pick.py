@@ -194,7 +194,8 @@ class ConveyorPick(Task):
     def make_observer(self) -> ConveyorPickObserver:
         c = self.conveyor.config
         direction = (math.cos(c.yaw), math.sin(c.yaw), 0.0)
-        return ConveyorPickObserver(self.perception_classes()[0], self.support_z(), direction, self.bin.inside())
+        return ConveyorPickObserver(self.perception_classes()[0], self.support_z(), direction, self.bin.inside(),
+                                    settle_s=self.config.settle_time)
 
     def perceive(self, detections: list[Detection] | None) -> list[float]:
         return self.observer.observe(detections, robot_state(self.robot), self._belt, self.sim.time)
