@@ -147,3 +147,8 @@ class MoveSpeed:
         if speed_class not in scale:
             raise HsesValueError(f"speed class {speed_class}: expected 0 (%), 1 (mm/s) or 2 (deg/s)")
         return cls(SpeedClass(speed_class), word / scale[speed_class])
+
+
+# Torque words (0x77) are a ratio to the axis's rated torque. The manual's unit is taken as 1 % per unit;
+# no public source we could read states the scale, so genba's emulator and docs name this one constant.
+TORQUE_UNITS_PER_PERCENT = 1
