@@ -18,8 +18,8 @@ the same bytes within 2 s is a client's retry: it gets the first answer again an
 twice. A client must change the request ID for a new command, as the manual asks.
 
 Fault injection for tests: ``Faults(drop_rate=...)`` drops that fraction of replies (the command
-still takes effect, as when a reply is lost on the wire); ``outage(seconds)`` ignores every datagram
-for a while; ``raise_alarm``, ``servo_off``, ``set_mode`` and ``set_remote`` play the pendant.
+still takes effect, as when a reply is lost on the wire); ``drop_next_replies(n)`` drops the next n;
+``outage(seconds)`` ignores every datagram for a while; ``raise_alarm``, ``servo_off``, ``set_mode`` and ``set_remote`` play the pendant.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class HsesEmulator:
         self.lock = threading.RLock()
         self._rng = random.Random(faults.seed)
         self._outage_until = 0.0
+        self._drop_next = 0
         self._recent: dict[tuple, tuple[bytes, bytes, float]] = {}  # address -> (request, reply, when)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -127,6 +128,11 @@ class HsesEmulator:
         self.close()
 
     # --- faults and the pendant ---------------------------------------------------------------
+    def drop_next_replies(self, count: int) -> None:
+        """Do not send the next ``count`` replies (their commands still take effect): a deterministic lost reply."""
+        with self.lock:
+            self._drop_next = count
+
     def outage(self, seconds: float) -> None:
         """Ignore every datagram for ``seconds`` (a cable pulled; the cell keeps running)."""
         with self.lock:
@@ -226,7 +232,10 @@ class HsesEmulator:
         return reply
 
     def _send(self, reply: bytes, address: tuple) -> None:
-        if self.faults.drop_rate and self._rng.random() < self.faults.drop_rate:
+        with self.lock:
+            dropped = self._drop_next > 0 or bool(self.faults.drop_rate and self._rng.random() < self.faults.drop_rate)
+            self._drop_next = max(0, self._drop_next - 1)
+        if dropped:
             self.stats["replies_dropped"] += 1
             return
         try:
