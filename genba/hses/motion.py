@@ -33,6 +33,7 @@ SETTLE_TIMEOUT_S = 2.0  # ... or this long after its interpolation ended
 REACH_TOLERANCE_M = 1e-4  # a planned tool point the IK misses by more is out of reach
 LINEAR_SAMPLE_M = 0.005  # a linear path is checked every 5 mm ...
 YAW_SAMPLE_RAD = math.radians(2.0)  # ... and every 2 deg of turn
+SETTLE_AT_START = 5  # control periods stepped when the cell is built
 GRIP_OPEN = -1.0  # the gripper is I/O on a real cell, not HSES: it stays open
 
 
@@ -64,6 +65,8 @@ class CellMotion:
         self._hold = list(self.robot.reading.q)  # what the motors hold between moves
         self._move: _Move | None = None
         self.time = 0.0  # sim seconds stepped
+        for _ in range(SETTLE_AT_START):  # the arm takes its own weight before the first reading
+            self.step()
 
     def close(self) -> None:
         self.kinematics.close()
