@@ -278,6 +278,16 @@ def test_move_needs_command_remote_and_control_group_one(emulator, robot):
         robot.move_cartesian([0.45, 0.0, 0.3], [*DOWN, 0.0], MoveSpeed.linear_mm_s(100.0))
 
 
+def test_an_internal_failure_costs_one_request_not_the_server(emulator, robot):
+    robot.servo(True)
+    with emulator.lock:
+        emulator.motion.kinematics.close()  # the Bullet client that checks targets is gone: planning fails inside
+    with pytest.raises(errors.HsesStatusError) as caught:
+        robot.move_cartesian([0.45, 0.0, 0.3], [*DOWN, 0.0], MoveSpeed.linear_mm_s(100.0))
+    assert caught.value.added_status == 0xCFFF and "Other error" in str(caught.value)
+    assert robot.read_status().servo_on and emulator.stats["crashed"] == 0
+
+
 # --- alarms -----------------------------------------------------------------------------------------
 
 

@@ -106,7 +106,8 @@ def test_read_position_pulse(controller_socket, client):
     expected = request_hex("0000", "7500 0100 00 01 0000")  # instance 1: robot 1, pulses
     data = ("00000000 00000000 00000000 00000000 00000000"  # data type 0 (pulse), form, tool, user frame, ext form
             "e8030000 30f8ffff b80b0000 00000000 00000000 00000000 00000000 00000000")  # 1000, -2000, 3000, 0 ...
-    sent, position = exchange(controller_socket, lambda: client.read_position("pulse"), reply_hex("3400", "81 00 00 00 0000 0000", data))
+    sent, position = exchange(controller_socket, lambda: client.read_position("pulse"),
+                              reply_hex("3400", "81 00 00 00 0000 0000", data))
     assert sent == expected
     assert position == Position(0, (1000, -2000, 3000, 0, 0, 0, 0, 0))
 
@@ -210,7 +211,8 @@ def test_move_pulse_joint(controller_socket, client):
 
 
 def test_move_pulse_linear_instance(controller_socket, client):
-    sent, _ = exchange(controller_socket, lambda: client.move_pulse([0] * 6, MoveSpeed.linear_mm_s(50.0), motion=PulseMotion.LINEAR),
+    sent, _ = exchange(controller_socket,
+                       lambda: client.move_pulse([0] * 6, MoveSpeed.linear_mm_s(50.0), motion=PulseMotion.LINEAR),
                        reply_hex("0000", "82 00 00 00 0000 0000"))
     assert sent[24:30] == h("8b00 0200 01 02") and sent[40:48] == h("01000000 f4010000")
 

@@ -96,7 +96,10 @@ class HsesClient:
             for attempt in range(tries):
                 if attempt:
                     self.stats["retries"] += 1
-                self._sock.send(data)
+                try:
+                    self._sock.send(data)
+                except ConnectionRefusedError:  # an ICMP "port unreachable" from an earlier try, reported now
+                    self._sock.send(data)
                 self.stats["sent"] += 1
                 reply, bad = self._await(request_id, service)
                 last_bad = bad or last_bad

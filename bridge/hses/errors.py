@@ -129,6 +129,7 @@ ADDED_STATUS: dict[int, tuple[str, str]] = {
     0xB00C: ("TYPE_SETTING", "Type setting error"),
     0xB00D: ("TOOL_NUMBER", "Tool No. setting error"),
     0xB00E: ("USER_NUMBER", "User No. setting error"),
+    0xCFFF: ("OTHER_ERROR", "Other error"),
     0xE49E: ("FRAME_SIZE_OVER", "Format error (frame size over)"),
     0xE4A1: ("BLOCK_NUMBER", "Format error (block number error)"),
     0xE4A2: ("ACK_ERROR", "Format error (ACK error)"),

@@ -14,6 +14,7 @@ alarm: 0x3450 here); docs/hses.md lists these choices.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -57,7 +58,10 @@ from genba.hses.kinematics import tool_down_yaw
 from genba.hses.motion import DATA_RANGE, CellMotion
 from genba.hses.refusal import Refusal
 
+log = logging.getLogger("genba.hses")
+
 STATUS_NOT_SUPPORTED = 0x08  # the command has no such service (stand-alone status byte)
+OTHER_ERROR = 0xCFFF  # the manual's "Other error": what an internal failure answers
 MAX_ALARMS, MAX_HISTORY = 4, 100
 # Speed ranges genba's controller accepts, in wire units: 0.01-100 %, 0.1-2000 mm/s, 0.1-360 deg/s.
 SPEED_RANGE = {SpeedClass.PERCENT: (1, 10_000), SpeedClass.LINEAR: (1, 20_000), SpeedClass.ANGULAR: (1, 3_600)}
@@ -103,8 +107,12 @@ class Controller:
             return error_reply(request, STATUS_ADDED, 0xA000)
         try:
             return reply_to(request, handler(request))
-        except Refusal as refusal:
+        except Refusal as refusal:  # the detail stays here: the wire has room for the code only
+            log.debug("refused command 0x%02X instance %d: %s", request.command, request.instance, refusal)
             return error_reply(request, refusal.status, refusal.added_status)
+        except Exception:  # a bug must cost one request, not the server: "other error", logged with its trace
+            log.exception("command 0x%02X instance %d failed", request.command, request.instance)
+            return error_reply(request, STATUS_ADDED, OTHER_ERROR)
 
     # --- fault injection and the pendant ----------------------------------------------------------
     def raise_alarm(self, code: int, name: str, data: int = 0, kind: int = 0) -> Alarm:

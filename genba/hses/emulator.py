@@ -19,7 +19,8 @@ twice. A client must change the request ID for a new command, as the manual asks
 
 Fault injection for tests: ``Faults(drop_rate=...)`` drops that fraction of replies (the command
 still takes effect, as when a reply is lost on the wire); ``drop_next_replies(n)`` drops the next n;
-``outage(seconds)`` ignores every datagram for a while; ``raise_alarm``, ``servo_off``, ``set_mode`` and ``set_remote`` play the pendant.
+``outage(seconds)`` ignores every datagram for a while; ``raise_alarm``, ``servo_off``, ``set_mode`` and
+``set_remote`` play the pendant.
 """
 
 from __future__ import annotations
@@ -47,8 +48,8 @@ log = logging.getLogger("genba.hses")
 IDLE_POLL_S = 0.05  # how long the thread waits for a datagram when nothing else is due
 DUPLICATE_WINDOW_S = 2.0  # a repeated write within this is a retry, answered from the cache
 _RECV_BYTES = 65535  # whole datagrams: an oversize one must be seen whole to be called oversize
-_BURST = 64
-MAX_CLIENTS_REMEMBERED = 256  # addresses whose last write is kept for retries  # datagrams answered per wake-up before the cell is stepped again
+_BURST = 64  # datagrams answered per wake-up before the cell is stepped again
+MAX_CLIENTS_REMEMBERED = 256  # addresses whose last write is kept for retries
 
 
 class EmulatorError(AppError):
