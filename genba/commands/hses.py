@@ -38,8 +38,7 @@ def hses_sim(
                "robot": robot, "speed": speed})
         while not stop.wait(0.2):
             pass
-        stats = dict(emulator.stats)
-    _emit({"event": "stopped", "stats": stats})
+    _emit({"event": "stopped", "stats": dict(emulator.stats)})  # after close: the thread has finished counting
 
 
 def _parse_bind(bind: str) -> tuple[str, int]:
