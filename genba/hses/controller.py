@@ -2,7 +2,7 @@
 
 State: the mode key (play / teach), command remote, servo power, command hold, HLOCK, the cycle mode,
 the active alarms (up to 4, newest first), the major-alarm history (up to 100) and an error code.
-Requests are checked in the order a controller would: instance (0xA001), service (status 0x08),
+Requests are checked in this order (genba's; the manual gives none): instance (0xA001), service (status 0x08),
 attribute (0xA002), data size (0xB003); then, for commands that act, the controller's state (see
 `_check_may_move`); then the values (speed 0xB009, control group 0xB008, frame 0xB00B, tool 0xB00D,
 user frame 0xB00E, anything else out of range 0xB004). A command this controller does not know gets
