@@ -38,6 +38,7 @@ CONTROLLER_SIDE = (
     "bridge.client", "bridge.controller", "bridge.docgen", "bridge.endpoints", "bridge.errors", "bridge.gantry", "bridge.keys",
     "bridge.latency", "bridge.limits", "bridge.protocol", "bridge.realtime", "bridge.safety", "bridge.servo",
     "bridge.spec", "bridge.watchdog",
+    "bridge.hses", "bridge.hses.client", "bridge.hses.errors", "bridge.hses.packets", "bridge.hses.payloads", "bridge.hses.units",
 )
 CONTROLLER_THIRD_PARTY = {"numpy", "zmq", "msgpack", "cv2"}
 HEAVY = ["torch", "pybullet", "gymnasium", "onnxruntime", "stable_baselines3", "pydantic", "typer",
