@@ -1,4 +1,4 @@
-"""bench/perception.py: a real (small) measurement of the part locator on both vision cells, and its report."""
+"""bench/perception_accuracy.py: a real (small) measurement of the part locator on both vision cells, and its report."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH = REPO / "bench" / "perception.py"
+BENCH = REPO / "bench" / "perception_accuracy.py"
 CELLS = ("bin-sort", "conveyor-pick")
 # 60 frames (6 s of each cell): conveyor-pick's first episode (seed 50,000,000) has the robot cover the part
 # from the moment it enters the view; the second holds the robot back while the part rides in.

@@ -17,7 +17,7 @@ found with the right class / visible parts), detection rate (visible parts found
 false detections per frame (detections on no part), and locate() CPU time per frame.
 Targets: position error p95 <= 5 mm, class accuracy >= 99%.
 
-    python bench/perception.py [--frames 1000] [--cells bin-sort conveyor-pick] [--robot gp7 panda]
+    python bench/perception_accuracy.py [--frames 1000] [--cells bin-sort conveyor-pick] [--robot gp7 panda]
                                [--seed 50000000] [--max-hold 5] [--json PATH]
 """
 
@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# The repository first: run as a script, this file's folder leads sys.path and its name would shadow the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, when run as a script
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
