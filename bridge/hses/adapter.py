@@ -6,13 +6,16 @@ Each policy period (1 / control_hz, paced on the wall clock) the adapter:
    stops the policy (the run ends: a person must look at the cell) and reports why, with the added status
    the controller would answer a move with (0x2060, 0x2070, 0x2080, 0x2100, 0x2050);
 2. reads the arm over HSES, pulses and Cartesian (0x75), and the task from the cell PC (CellLink), and
-   builds the observation in the bundle's layout; the robot's own features (tool pose, yaw, velocity from
-   two readings, joints) come from HSES only;
+   builds the observation in the bundle's layout; the tool pose, yaw and joints come from HSES, the
+   gripper opening and (HSES has no velocity read) the tool velocity from the cell (``velocity_source``);
 3. asks the policy server (BridgeClient.step, deadline ``latency_budget`` of the period);
 4. moves the tool target by the action (the action scales of the cell's spec) through the SafetyFilter
    the twin uses (workspace box, yaw limit, tool speed, lag behind the measured tool);
 5. sends it as a linear absolute move (0x8A instance 2, base frame) at the speed that covers the segment
    in one period, and the gripper's output (0x78) when it changes.
+
+A target the controller refuses as out of range (0xB004: beyond the arm's reach inside the safety box)
+is counted and skipped: the arm keeps the last target and the next period tries again.
 
 Lost replies: a period whose reads do not all come back is held (no move is sent; the last segment ends
 on its target within one period, so the arm stands; no HOLD command is needed) and counted; the next
@@ -37,7 +40,7 @@ import numpy as np
 from bridge.client import BridgeClient
 from bridge.hses.cell_link import CellLink, CellLinkError
 from bridge.hses.client import HsesClient
-from bridge.hses.errors import HsesStatusError, HsesTimeout
+from bridge.hses.errors import DataRangeError, HsesStatusError, HsesTimeout
 from bridge.hses.payloads import CartesianMotion, Frame, StatusBits
 from bridge.hses.units import HsesAxes, MoveSpeed, pose_from_wire
 from bridge.latency import LatencyStats
@@ -59,6 +62,10 @@ class AdapterConfig:
     reconnect_s: float = 10.0  # after a lost link, how long to wait for the controller before the run stops
     hses_timeout_s: float = 0.02  # per try; loopback or a cell LAN answers in well under a millisecond
     speed: float = 1.0  # 1 = real time; the emulator must run at the same speed
+    # HSES reads positions only. "cell": the tool velocity the cell measures (the bundle's feature is the
+    # sim's instantaneous link velocity); "hses": the mean over the period from two HSES readings (about 8x
+    # larger at the end of a period, when the arm's PD has nearly settled on its target: policies fail on it).
+    velocity_source: str = "cell"
 
 
 @dataclass
@@ -96,7 +103,8 @@ class AdapterStats:
     overruns: int = 0  # periods that started late
     policy_status: dict[str, int] = field(default_factory=dict)
     safety: dict[str, int] = field(default_factory=dict)
-    stale_reads: int = 0  # periods whose cell reading was of the same step as the one before
+    stale_reads: int = 0
+    refused_moves: int = 0  # targets the controller refused as out of range (0xB004): the arm kept the last one  # periods whose cell reading was of the same step as the one before
 
 
 def status_fault(status: StatusBits) -> Stop | None:
@@ -254,7 +262,10 @@ class HsesAdapter:
                 target = measured.copy()
                 safety = SafetyFilter(self.limits, self.period, target, _tool_xyz)
                 previous_pos = position
-            velocity = (position - previous_pos) / self.period
+            if cfg.velocity_source == "cell":
+                velocity = np.asarray(sense["tool_velocity"], dtype=float)
+            else:  # two HSES readings one period apart: the mean velocity over the period
+                velocity = (position - previous_pos) / self.period
             previous_pos = position
             obs = np.array([*position, yaw, *velocity, sense["gripper_opening"], *joints, *sense["task"]], dtype=np.float32)
             np.clip(obs, self.obs_low, self.obs_high, out=obs)
@@ -270,6 +281,8 @@ class HsesAdapter:
                 self._move(target, new_target)
                 target = new_target
                 self._grip(float(action[4]))
+            except DataRangeError:  # a target the arm cannot reach (its IK, not the safety box): keep the last one
+                stats.refused_moves += 1
             except HsesStatusError as exc:  # the state changed since the status read: the reply says why
                 stop = Stop(f"move refused: {exc.name or exc}", exc.added_status)
                 break

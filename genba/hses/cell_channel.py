@@ -7,7 +7,7 @@ request, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``; a bad reque
 - ``{"op": "describe"}``: the cell's feature_spec() (observation layout, action scales, control rate, robot);
 - ``{"op": "reset", "seed": S}``: start an episode as ``env.reset(seed=S)`` (gripper output cleared);
 - ``{"op": "sense"}``: ``task`` (the env's task features, plus the goals of a goal task), ``gripper_opening``
-  (m), ``step``, ``done``, ``success``, ``cycle_time`` (s, None until a part is done);
+  (m), ``tool_velocity`` (m/s, world; HSES has no velocity read), ``step``, ``done``, ``success``, ``cycle_time`` (s, None until a part is done);
 - ``{"op": "fault", "kind": K, ...}``: the harness plays the pendant or the cable: ``servo_off``,
   ``alarm`` (``code``), ``outage`` (``seconds``), ``drop_rate`` (``rate``).
 
@@ -111,7 +111,9 @@ class CellChannel:
         if op == "sense":
             with emu.lock:
                 episode = motion.episode
-                return {"task": motion.task_features(), "gripper_opening": float(motion.robot.reading.opening),
+                reading = motion.robot.reading
+                return {"task": motion.task_features(), "gripper_opening": float(reading.opening),
+                        "tool_velocity": [float(v) for v in reading.tool_vel],
                         "step": episode.steps, "done": episode.done, "success": bool(episode.info.get("is_success", False)),
                         "cycle_time": episode.info.get("cycle_time")}
         if op == "fault":

@@ -62,6 +62,7 @@ class HsesRunReport:
     lost_replies: int
     overruns: int
     stale_reads: int
+    refused_moves: int
     policy_status: dict[str, int]
     safety_interventions: dict[str, int]
     episode_stops: list[dict[str, Any]]
@@ -85,7 +86,8 @@ class HsesRunReport:
             f"over {self.episodes} episodes, cycle time {ct}",
             f"HSES round trip p50 {rtt['p50']:.3f} ms, p99 {rtt['p99']:.3f} ms over {rtt['count']} exchanges; "
             f"policy p50 {self.policy_round_trip.get('p50_us', float('nan')) / 1e3:.2f} ms",
-            f"held periods {self.held_periods} (lost replies {self.lost_replies}); late periods {self.overruns}; "
+            f"held periods {self.held_periods} (lost replies {self.lost_replies}); moves refused {self.refused_moves}; "
+            f"late periods {self.overruns}; stale cell readings {self.stale_reads}; "
             f"policy statuses {self.policy_status}; safety {({k: v for k, v in self.safety_interventions.items() if v}) or 'none'}",
         ]
         for stop in self.episode_stops:
@@ -137,7 +139,7 @@ def run_hses(controller: str, cell: str, connect: str, episodes: int, seed: int 
             hses_rtt_ms={"p50": summary["p50_us"] / 1e3, "p99": summary["p99_us"] / 1e3,
                          "max": summary["max_us"] / 1e3, "count": int(summary["count"])},
             policy_round_trip=client.stats.summary(), held_periods=stats.held_periods, lost_replies=stats.lost_replies,
-            overruns=stats.overruns, stale_reads=stats.stale_reads, policy_status=stats.policy_status,
+            overruns=stats.overruns, stale_reads=stats.stale_reads, refused_moves=stats.refused_moves, policy_status=stats.policy_status,
             safety_interventions=stats.safety,
             episode_stops=[r.stop.to_dict() for r in results if r.stop is not None],
             stop=stop.to_dict() if stop is not None else None, hses_client=dict(robot.stats), wall_s=wall,
