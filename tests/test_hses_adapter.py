@@ -125,7 +125,7 @@ def reach_gp7_server(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("hses-reach")
     cfg = resolve_config("reach", "bc", {"seed": 0, "robot": "gp7", "eval_episodes": 2,
-                                         "bc": {"demo_episodes": 30, "iterations": 1500, "rounds": 0}})
+                                         "bc": {"demo_episodes": 40, "iterations": 4000, "rounds": 0}})
     train(cfg, root / "run", progress=False)
     bundle = export_run(root / "run", root / "reach-gp7-bc")
     with bridge_server(bundle) as endpoint:
@@ -175,7 +175,8 @@ def test_adapter_reaches_over_hses(cell, reach_gp7_server):
     assert report.held_periods == 0 and report.policy_status.get("ok", 0) > 0
 
 
-@pytest.mark.parametrize("cell", [Faults(drop_rate=0.01, seed=3)], indirect=True)
+# 1% of the replies, with a seed whose drops fall early (replies 13, 16, 60, 81, 108, ...): a short run sees them.
+@pytest.mark.parametrize("cell", [Faults(drop_rate=0.01, seed=32)], indirect=True)
 def test_adapter_holds_through_dropped_replies(cell, reach_gp7_server):
     emu, channel = cell
     report, _ = _run(emu, channel, reach_gp7_server, 4)

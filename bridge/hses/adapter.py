@@ -191,8 +191,15 @@ class HsesAdapter:
         dx, dy, dz = target[:3] - self.base_xyz
         base = [c * dx + s * dy, -s * dx + c * dy, dz]
         rz = _wrap(float(target[3]) - self.base_yaw)
-        self._timed(self.robot.move_cartesian, base, [*DOWN, rz], speed, motion=CartesianMotion.LINEAR_ABSOLUTE,
-                    frame=Frame.BASE)
+        for attempt in (1, 2):  # an absolute move twice is the same move: one more try after a lost reply
+            try:
+                self._timed(self.robot.move_cartesian, base, [*DOWN, rz], speed, motion=CartesianMotion.LINEAR_ABSOLUTE,
+                            frame=Frame.BASE)
+                return
+            except HsesTimeout:
+                self.stats.lost_replies += 1
+                if attempt == 2:
+                    raise
 
     def _grip(self, grip: float) -> None:
         byte = 1 if grip > 0 else 0  # the action's meaning: grip > 0 closes, <= 0 opens
@@ -286,8 +293,7 @@ class HsesAdapter:
             except HsesStatusError as exc:  # the state changed since the status read: the reply says why
                 stop = Stop(f"move refused: {exc.name or exc}", exc.added_status)
                 break
-            except HsesTimeout:
-                stats.lost_replies += 1
+            except HsesTimeout:  # the move's tries both went unanswered (counted in _move)
                 held += 1
                 stats.held_periods += 1
         if safety is not None:

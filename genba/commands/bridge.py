@@ -199,7 +199,7 @@ def run(
     seed: int = typer.Option(0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
     latency_budget: float = typer.Option(0.5, help="Fraction of the control period the policy server may take."),
     outage_limit: float = typer.Option(1.0, help="Seconds without a complete HSES exchange before an episode stops."),
-    hses_timeout: float = typer.Option(0.02, help="Seconds per HSES try (one retry follows)."),
+    hses_timeout: float = typer.Option(0.02, help="Seconds an HSES reply may take; a lost read holds the period, a lost move is sent once more."),
     speed: float = typer.Option(1.0, help="1 = real time; must match the emulator's --speed."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
 ) -> None:

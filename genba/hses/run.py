@@ -119,7 +119,7 @@ def run_hses(controller: str, cell: str, connect: str, episodes: int, seed: int 
             welcome = client.connect(10.0)
         except HandshakeRejected as exc:
             raise HsesRunError(f"{connect} serves no bundle for {spec['scenario']['name']} with the GP7: {exc}") from None
-        robot = stack.enter_context(HsesClient(host, port, timeout=config.hses_timeout_s, retries=1))
+        robot = stack.enter_context(HsesClient(host, port, timeout=config.hses_timeout_s, retries=0))
         yaw_scale = next(f["scale"] for f in spec["action"]["features"] if f["name"] == "tool_delta_yaw")
         limits = tool_target_limits(spec["robot"], float(yaw_scale) * control_hz, control_hz)
         adapter = HsesAdapter(robot, link, client, spec, limits, GP7_AXES, config, log)
