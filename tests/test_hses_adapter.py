@@ -13,6 +13,7 @@ import time
 import msgpack
 import pytest
 import zmq
+from twin_support import bridge_server
 
 from bridge.hses import errors
 from bridge.hses.adapter import AdapterConfig
@@ -24,8 +25,6 @@ from genba.hses import Faults, HsesEmulator
 from genba.hses.cell_channel import CellChannel
 from genba.hses.motion import GRIP_CLOSED, GRIP_OPEN
 from genba.hses.run import HsesRunError, parse_controller, run_hses
-from twin_support import bridge_server
-
 
 # --- 0x78 I/O data: bytes ------------------------------------------------------------------------------
 

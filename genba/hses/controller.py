@@ -30,6 +30,7 @@ from bridge.hses.payloads import (
     ON,
     POSITION_CARTESIAN_R1,
     POSITION_PULSE_R1,
+    WRITABLE_IO,
     Alarm,
     CartesianMotion,
     CycleMode,
@@ -39,14 +40,13 @@ from bridge.hses.payloads import (
     Position,
     PowerSwitch,
     PulseMotion,
-    WRITABLE_IO,
     ResetKind,
     SpeedClass,
     StatusBits,
     decode_io_write,
     decode_u32,
-    io_group_kind,
     encode_torque,
+    io_group_kind,
 )
 from bridge.hses.units import (
     TORQUE_UNITS_PER_PERCENT,

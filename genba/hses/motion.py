@@ -24,9 +24,9 @@ import numpy as np
 import pybullet as pb
 
 import sim
-from sim.tasks.base import GoalTask
 from genba.hses.kinematics import ArmKinematics, measured_tool_pose, rotation_to_rxyz, tool_down_yaw
 from genba.hses.refusal import Refusal
+from sim.tasks.base import GoalTask
 
 DATA_RANGE = 0xB004  # "Out of range the data": a target outside the limits or the arm's reach
 SETTLED_RAD = 5e-5  # a move ends when every axis is this close to its target ...
