@@ -39,6 +39,7 @@ CONTROLLER_SIDE = (
     "bridge.latency", "bridge.limits", "bridge.protocol", "bridge.realtime", "bridge.safety", "bridge.servo",
     "bridge.spec", "bridge.watchdog",
     "bridge.hses", "bridge.hses.client", "bridge.hses.errors", "bridge.hses.packets", "bridge.hses.payloads", "bridge.hses.units",
+    "bridge.hses.adapter", "bridge.hses.cell_link",
 )
 CONTROLLER_THIRD_PARTY = {"numpy", "zmq", "msgpack", "cv2"}
 HEAVY = ["torch", "pybullet", "gymnasium", "onnxruntime", "stable_baselines3", "pydantic", "typer",

@@ -44,7 +44,9 @@ from bridge.hses.payloads import (
     PulseMotion,
     ResetKind,
     StatusBits,
+    decode_io_read,
     decode_torque,
+    encode_io_write,
     encode_u32,
 )
 from bridge.hses.units import HsesAxes, MoveSpeed, pose_from_wire, pose_to_wire
@@ -169,6 +171,10 @@ class HsesClient:
         """0x71: history entry ``number`` (1-100 major failure, 1001-1100 monitor, 2001-/3001- user, 4001- offline)."""
         return Alarm.decode(self.request(Command.READ_ALARM_HISTORY, number, 0, Service.GET_ALL).payload)
 
+    def read_io(self, group: int) -> int:
+        """0x78: the byte of I/O group ``group`` (8 signals; e.g. 1001 = universal outputs 10010-10017)."""
+        return decode_io_read(self.request(Command.IO_DATA, group, 1, Service.GET_SINGLE).payload)
+
     # --- writes ---------------------------------------------------------------------------------
     def alarm_reset(self, kind: ResetKind = ResetKind.ALARM) -> None:
         """0x82: reset the alarms (instance 1) or cancel the errors (instance 2)."""
@@ -184,6 +190,10 @@ class HsesClient:
 
     def _switch(self, which: PowerSwitch, on: bool) -> None:
         self.request(Command.HOLD_SERVO, int(which), 1, Service.SET_SINGLE, encode_u32(ON if on else OFF))
+
+    def write_io(self, group: int, value: int) -> None:
+        """0x78: set the 8 signals of an output group (bit 0 = the group's first signal)."""
+        self.request(Command.IO_DATA, group, 1, Service.SET_SINGLE, encode_io_write(value))
 
     def cycle_mode(self, mode: CycleMode) -> None:
         """0x84: step, one cycle or continuous."""

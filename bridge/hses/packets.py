@@ -59,6 +59,7 @@ class Command(IntEnum):
     READ_STATUS = 0x72
     READ_POSITION = 0x75
     READ_TORQUE = 0x77
+    IO_DATA = 0x78
     ALARM_RESET = 0x82
     HOLD_SERVO = 0x83
     CYCLE_MODE = 0x84

@@ -8,6 +8,9 @@ All words are 32-bit little-endian. Sources, per layout:
 - torque (0x77): axis 1-8, one signed word each (dissector, "Torque (77)").
 - alarm (0x70/0x71): code, data, type, 16 bytes of time, 32 bytes of name: 60 bytes (dissector,
   "Alarm Data (70)"; the 0x30A/0x30B variants with sub-code strings are not implemented).
+- I/O data (0x78): instance = the I/O group number (8 signals), attribute 1, one byte of data, bit 0
+  the group's first signal; the group ranges are moto-hses's (docs/specs/hses-protocol.md, io.rs), the
+  write padded to 4 bytes as moto-hses sends it.
 - move (0x8A, 0x8B): the field order of the manual's move instruction commands, as fs100.py
   (hsinkoyu/fs100: mov, pmov) and a Delphi client (TPositionData) both lay them out.
 """
@@ -295,3 +298,42 @@ class MovePulseData:
     def decode(cls, payload: bytes) -> MovePulseData:
         w = _words(payload, "move (pulse) data", _MOVE_PULSE.format[1:])
         return cls(w[2], w[3], tuple(w[4:12]), w[0], w[1], w[12], tuple(w[13:16]), tuple(w[16:22]))
+
+
+# --- 0x78 I/O data ---------------------------------------------------------------------------------
+
+# I/O groups by instance (8 signals a group; the pendant's logical signal number is the group's number
+# times 10 plus the bit, e.g. group 1001 holds universal outputs 10010-10017, OT#1-8).
+IO_GROUPS = {
+    "robot user input": (1, 512), "robot user output": (1001, 1512), "external input": (2001, 2128),
+    "network input": (2701, 2956), "external output": (3001, 3128), "network output": (3701, 3956),
+    "robot system input": (4001, 4256), "robot system output": (5001, 5512), "interface panel input": (6001, 6064),
+    "auxiliary relay": (7001, 7999), "robot control status signal": (8001, 8512), "pseudo input": (8701, 8720),
+}
+WRITABLE_IO = ("robot user output", "network input")  # what HSES may write; the rest is the controller's own
+IO_WRITE_SIZE = 4  # one data byte, padded to a word
+
+
+def io_group_kind(group: int) -> str | None:
+    """The kind of an I/O group number (instance of 0x78), None when it is no group."""
+    return next((kind for kind, (lo, hi) in IO_GROUPS.items() if lo <= group <= hi), None)
+
+
+def encode_io_write(value: int) -> bytes:
+    if not 0 <= value <= 0xFF:
+        raise BadPayload("I/O data", 32, f"{value}: one byte, 0-255")
+    return bytes([value, 0, 0, 0])
+
+
+def decode_io_write(payload: bytes) -> int:
+    """The byte of a 0x78 write: 1 byte (the manual's size) or 4 (padded, as moto-hses sends it)."""
+    if len(payload) not in (1, IO_WRITE_SIZE) or any(payload[1:]):
+        raise BadPayload("I/O data", 32, f"{len(payload)} bytes {payload.hex()}: one byte, optionally padded with "
+                                         "3 zero bytes")
+    return payload[0]
+
+
+def decode_io_read(payload: bytes) -> int:
+    if len(payload) not in (1, IO_WRITE_SIZE):
+        raise BadPayload("I/O data", 32, f"{len(payload)} bytes, expected 1 (or 4, padded)")
+    return payload[0]

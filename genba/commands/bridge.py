@@ -190,6 +190,40 @@ def twin(
         json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
 
 
+def run(
+    controller: str = typer.Option(..., help="The robot controller: hses://HOST[:PORT] (Yaskawa HSES, port 10040 by default)."),
+    cell: str = typer.Option(..., help="The cell PC's endpoint (`genba hses-sim --cell-bind`), e.g. tcp://127.0.0.1:5590."),
+    connect: str = typer.Option(..., help="Endpoint of `genba bridge serve`, e.g. tcp://127.0.0.1:5555."),
+    bundle: Optional[str] = typer.Option(None, help="Served bundle name; default: the one trained for the cell."),
+    episodes: int = typer.Option(20, help="Episodes, seeded like `genba eval`."),
+    seed: int = typer.Option(0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
+    latency_budget: float = typer.Option(0.5, help="Fraction of the control period the policy server may take."),
+    outage_limit: float = typer.Option(1.0, help="Seconds without a complete HSES exchange before an episode stops."),
+    hses_timeout: float = typer.Option(0.02, help="Seconds an HSES reply may take; a lost read holds the period, a lost move is sent once more."),
+    speed: float = typer.Option(1.0, help="1 = real time; must match the emulator's --speed."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+) -> None:
+    """Drive a robot controller with the policy server: each period read it, ask the policy, check safety, move."""
+    from bridge.hses.adapter import AdapterConfig  # lazy: the HSES stack only for this verb
+    from genba.hses.run import HsesRunError, run_hses  # lazy: the twin's limits, policies' evaluation helpers
+
+    if episodes < 1 or speed <= 0 or not 0 < latency_budget <= 1 or outage_limit <= 0 or hses_timeout <= 0:
+        raise HsesRunError("--episodes must be at least 1, --speed and --outage-limit and --hses-timeout positive, "
+                           "--latency-budget in (0, 1]")
+    config = AdapterConfig(latency_budget=latency_budget, outage_limit_s=outage_limit, hses_timeout_s=hses_timeout,
+                           speed=speed)
+    freeze_heap()
+    report = run_hses(controller, cell, connect, episodes, seed, _bundle_name(bundle), config,
+                      log=lambda line: typer.echo(line, err=True))
+    for line in report.lines():
+        typer.echo(line)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if report.stop is not None:
+        raise typer.Exit(2)  # the run was stopped: scripts must see it
+
+
 def _bundle_name(bundle: Optional[str]) -> Optional[str]:
     """--bundle as the name the server knows: a bundle directory gives its (verified) manifest name."""
     if bundle is not None and is_bundle(bundle):
@@ -201,3 +235,4 @@ app = typer.Typer(help="Serve policy bundles to robot controllers over ZeroMQ.",
 app.command("serve")(serve)
 app.command("keygen")(keygen)
 app.command("twin")(twin)
+app.command("run")(run)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bridge.hses.errors import STATUS_ADDED
+from bridge.hses.errors import STATUS_ADDED, PacketError
 from bridge.hses.packets import DIVISION_ROBOT, Command, Reply, Request, Service, error_reply, reply_to
 from bridge.hses.payloads import (
     CYCLE_MODE_INSTANCE,
@@ -30,6 +30,7 @@ from bridge.hses.payloads import (
     ON,
     POSITION_CARTESIAN_R1,
     POSITION_PULSE_R1,
+    WRITABLE_IO,
     Alarm,
     CartesianMotion,
     CycleMode,
@@ -42,8 +43,10 @@ from bridge.hses.payloads import (
     ResetKind,
     SpeedClass,
     StatusBits,
+    decode_io_write,
     decode_u32,
     encode_torque,
+    io_group_kind,
 )
 from bridge.hses.units import (
     TORQUE_UNITS_PER_PERCENT,
@@ -80,6 +83,8 @@ class ControllerState:
     alarms: list[Alarm] = field(default_factory=list)  # active, newest first
     history: list[Alarm] = field(default_factory=list)  # major failures, newest first
     error: int = 0  # an operator error code; 0 none
+    io: dict[int, int] = field(default_factory=dict)  # I/O group -> its byte (absent: 0)
+    replace_moves: bool = False  # a move while one runs: refused (0x2010), or replaces it (streaming; docs/hses.md)
 
 
 class Controller:
@@ -96,6 +101,7 @@ class Controller:
             Command.READ_TORQUE: self._read_torque, Command.ALARM_RESET: self._alarm_reset,
             Command.HOLD_SERVO: self._hold_servo, Command.CYCLE_MODE: self._cycle_mode,
             Command.MOVE_CARTESIAN: self._move_cartesian, Command.MOVE_PULSE: self._move_pulse,
+            Command.IO_DATA: self._io_data,
         }
 
     # --- the one entry point --------------------------------------------------------------------
@@ -168,6 +174,30 @@ class Controller:
         history = self.state.history  # only major failures are kept; the other lists stay empty
         found = history[request.instance - 1] if request.instance <= len(history) else Alarm()
         return _select(request, found.fields())
+
+    def _io_data(self, request: Request) -> bytes:
+        """0x78: read any I/O group's byte; write the groups HSES may write (universal outputs, network inputs)."""
+        kind = io_group_kind(request.instance)
+        if kind is None:
+            raise Refusal(0xA001, f"I/O group {request.instance}: no such group")
+        if request.attribute != 1:
+            raise Refusal(0xA002, f"attribute {request.attribute}: use 1")
+        if request.service == Service.GET_SINGLE:
+            if request.payload:
+                raise Refusal(0xB003, f"a read carries no data, got {len(request.payload)} bytes")
+            return bytes([self.state.io.get(request.instance, 0)])
+        if request.service != Service.SET_SINGLE:
+            raise Refusal(0, f"service 0x{request.service:02X}: I/O takes 0x0E or 0x10", status=STATUS_NOT_SUPPORTED)
+        try:
+            value = decode_io_write(request.payload)
+        except PacketError as exc:
+            raise Refusal(0xB003, exc.detail) from None
+        if kind not in WRITABLE_IO:
+            raise Refusal(0xA001, f"I/O group {request.instance} ({kind}) is not writable over HSES")
+        self._need_remote()
+        self.state.io[request.instance] = value
+        self.motion.set_outputs(self.state.io)
+        return b""
 
     # --- switches ---------------------------------------------------------------------------------
     def _alarm_reset(self, request: Request) -> bytes:
@@ -285,7 +315,7 @@ class Controller:
             raise Refusal(0x2070, "servo power is off")
         if s.hold:
             raise Refusal(0x2050, "command hold is on")
-        if self.motion.busy:
+        if self.motion.busy and not s.replace_moves:
             raise Refusal(0x2010, "the previous move has not ended (poll the running bit)")
 
     def _need_remote(self) -> None:

@@ -73,7 +73,8 @@ class HsesEmulator:
 
     def __init__(self, scenario: str = "conveyor-pick", robot: str = "gp7", host: str = "127.0.0.1",
                  port: int = ROBOT_PORT, speed: float = 1.0, faults: Faults = Faults(), allow_remote: bool = False,
-                 axes: HsesAxes = GP7_AXES, state: ControllerState | None = None, seed: int = 0) -> None:
+                 axes: HsesAxes = GP7_AXES, state: ControllerState | None = None, seed: int = 0,
+                 replace_moves: bool = False) -> None:
         if robot != "gp7":
             raise EmulatorError(f"robot {robot!r}: the HSES emulator drives Yaskawa's GP7 only (--robot gp7)")
         if not is_loopback_host(host) and not allow_remote:
@@ -90,9 +91,11 @@ class HsesEmulator:
         self._recent: dict[tuple, tuple[bytes, bytes, float]] = {}  # address -> (request, reply, when)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_step = 0.0  # when the thread steps the cell next (monotonic s)
         self.motion = CellMotion(scenario, robot, seed)
         try:
             self.controller = Controller(self.motion, axes, state)
+            self.controller.state.replace_moves = replace_moves or self.controller.state.replace_moves
             family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
             self._sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
@@ -160,14 +163,19 @@ class HsesEmulator:
             self.controller.state.remote = remote
 
     # --- the thread -----------------------------------------------------------------------------
+    def realign(self) -> None:
+        """Restart the step clock now (call under ``lock``): after an episode reset the first step comes a
+        full control period later, as the env's first step follows its reset."""
+        self._next_step = time.monotonic() + self.motion.period / (self.speed or 1.0)
+
     def _run(self) -> None:
         period = self.motion.period
-        next_step = time.monotonic()
+        self._next_step = time.monotonic()
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if self.speed > 0:
-                    wait = max(0.0, min(next_step - now, IDLE_POLL_S))
+                    wait = max(0.0, min(self._next_step - now, IDLE_POLL_S))
                 else:
                     wait = 0.0 if self.motion.busy else IDLE_POLL_S
                 readable, _, _ = select.select([self._sock], [], [], wait)
@@ -176,12 +184,12 @@ class HsesEmulator:
                 with self.lock:
                     if self.speed > 0:
                         now = time.monotonic()
-                        if now >= next_step:
+                        if now >= self._next_step:
                             self.motion.step()
-                            next_step += period / self.speed
-                            if now - next_step > 1.0:  # fell far behind (a stall): do not race to catch up
+                            self._next_step += period / self.speed
+                            if now - self._next_step > 1.0:  # fell far behind (a stall): do not race to catch up
                                 self.stats["overruns"] += 1
-                                next_step = now
+                                self._next_step = now
                     elif self.motion.busy:
                         self.motion.step()
         except Exception:  # the thread must not die silently: a test or the CLI sees it in the log and stats

@@ -17,7 +17,7 @@ Ry 0, any Rz), and so must the start of a linear move; the posture words (form) 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -26,6 +26,7 @@ import pybullet as pb
 import sim
 from genba.hses.kinematics import ArmKinematics, measured_tool_pose, rotation_to_rxyz, tool_down_yaw
 from genba.hses.refusal import Refusal
+from sim.tasks.base import GoalTask
 
 DATA_RANGE = 0xB004  # "Out of range the data": a target outside the limits or the arm's reach
 SETTLED_RAD = 5e-5  # a move ends when every axis is this close to its target ...
@@ -34,7 +35,20 @@ REACH_TOLERANCE_M = 1e-4  # a planned tool point the IK misses by more is out of
 LINEAR_SAMPLE_M = 0.005  # a linear path is checked every 5 mm ...
 YAW_SAMPLE_RAD = math.radians(2.0)  # ... and every 2 deg of turn
 SETTLE_AT_START = 5  # control periods stepped when the cell is built
-GRIP_OPEN = -1.0  # the gripper is I/O on a real cell, not HSES: it stays open
+# The gripper hangs on a controller output, as on a real cell: universal output OT#1 (signal 10010, bit 0
+# of I/O group 1001) on closes it, off opens it (the env's grip +1 / -1).
+GRIPPER_GROUP, GRIPPER_BIT = 1001, 0
+GRIP_OPEN, GRIP_CLOSED = -1.0, 1.0
+
+
+@dataclass
+class Episode:
+    """The env's bookkeeping while the arm moves under HSES: steps at the control rate, done, success, KPIs."""
+
+    seed: int | None = None
+    steps: int = 0
+    done: bool = False
+    info: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +78,8 @@ class CellMotion:
         self.max_velocity = self.robot.max_velocity
         self._hold = list(self.robot.reading.q)  # what the motors hold between moves
         self._move: _Move | None = None
+        self.grip = GRIP_OPEN
+        self.episode = Episode()
         self.time = 0.0  # sim seconds stepped
         for _ in range(SETTLE_AT_START):  # the arm takes its own weight before the first reading
             self.step()
@@ -101,12 +117,37 @@ class CellMotion:
                 if np.abs(self.joints() - move.target).max() < SETTLED_RAD or move.settling >= SETTLE_TIMEOUT_S:
                     self._move = None
                 move.settling += self.period
-        self.robot.command_joint_positions(self._hold, GRIP_OPEN)
+        self.robot.command_joint_positions(self._hold, self.grip)
         self._task.before_physics(self._rng)
         self._sim.step()
         self.robot.refresh()
         self._task.after_physics()
         self.time += self.period
+        episode = self.episode
+        if episode.seed is not None and not episode.done:  # as env.step counts: one step per control period
+            episode.steps += 1
+            terminated = self._task.is_terminated()
+            episode.done = terminated or episode.steps >= self.env.unwrapped.scenario.max_episode_steps
+            episode.info = self._task.info()
+
+    def reset_episode(self, seed: int) -> None:
+        """Start an episode as ``env.reset(seed=seed)`` does (the same parts, times and arm start as `genba eval`)."""
+        self.env.reset(seed=seed)
+        self._rng = self.env.unwrapped.np_random  # reset made a new generator
+        self._move = None
+        self._hold = list(self.robot.reading.q)
+        self.grip = GRIP_OPEN
+        self.episode = Episode(seed, info=self._task.info())
+
+    def set_outputs(self, io: dict[int, int]) -> None:
+        """The controller's outputs changed: the gripper follows its output."""
+        self.grip = GRIP_CLOSED if io.get(GRIPPER_GROUP, 0) >> GRIPPER_BIT & 1 else GRIP_OPEN
+
+    def task_features(self) -> list[float]:
+        """What the cell PC senses of the task: the env's task features (its observation minus the robot's)."""
+        task = self._task
+        goals = [*task.achieved_goal(), *task.desired_goal()] if isinstance(task, GoalTask) else []
+        return [float(v) for v in (*task.observation(), *goals)]
 
     def stop(self) -> None:
         """End any move where the arm is now (hold, servo off, alarm): the motors hold the measured joints."""
