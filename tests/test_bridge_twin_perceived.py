@@ -29,10 +29,11 @@ def genba(*args):
 
 def test_twin_on_perceived_state_reproduces_eval_on_perceived_state(bin_sort_bundle, tmp_path):
     with bridge_server(bin_sort_bundle) as endpoint:
-        # A reply may take the whole control period: on a loaded host a late reply would hold the robot, and the
-        # episode would part from eval's (the twin's own holds are tested in test_bridge_twin.py).
+        # As fast as possible, a reply may take 5 control periods: on a loaded host (CI, a benchmark beside it) a
+        # late reply would hold the robot, and the episode would part from eval's (the twin's own holds are
+        # tested in test_bridge_twin.py).
         genba("bridge", "twin", "bin-sort", "--connect", endpoint, "--obs", "perceived", "--episodes", str(EPISODES),
-              "--speed", "0", "--latency-budget", "1.0", "--json", str(tmp_path / "twin.json"))
+              "--speed", "0", "--latency-budget", "5.0", "--json", str(tmp_path / "twin.json"))
     genba("eval", str(bin_sort_bundle), "-n", str(EPISODES), "--obs", "perceived", "--json", str(tmp_path / "eval.json"))
     twin = json.loads((tmp_path / "twin.json").read_text())
     evaluation = json.loads((tmp_path / "eval.json").read_text())

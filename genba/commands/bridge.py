@@ -144,7 +144,7 @@ def twin(
     seed: int = typer.Option(0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
     servo_hz: float = typer.Option(250.0, help="Servo rate of the setpoint stream (125-1000 Hz)."),
     speed: float = typer.Option(1.0, help="1 = real time, 2 = twice as fast, 0 = as fast as possible."),
-    latency_budget: float = typer.Option(0.5, help="Fraction of the control period a reply may take."),
+    latency_budget: float = typer.Option(0.5, help="Fraction of the control period a reply may take (above 1 with --speed 0: a slow host)."),
     latency_ms: float = typer.Option(0.0, help="Fault: added latency before each request (ms)."),
     jitter_ms: float = typer.Option(0.0, help="Fault: plus uniform random latency up to this (ms)."),
     drop_rate: float = typer.Option(0.0, help="Fault: fraction of replies lost."),
@@ -169,8 +169,8 @@ def twin(
     low, high = SERVO_HZ_RANGE
     if not low <= servo_hz <= high:
         raise TwinError(f"--servo-hz {servo_hz:g}: use {low:g}-{high:g} Hz")
-    if episodes < 1 or speed < 0:
-        raise TwinError("--episodes must be at least 1 and --speed not negative")
+    if episodes < 1 or speed < 0 or not latency_budget > 0:
+        raise TwinError("--episodes must be at least 1, --speed not negative and --latency-budget positive")
     if (curve_secret is None) != (server_key is None):
         raise TwinError("CURVE needs both --curve-secret (this controller's key) and --server-key")
     keys = ClientKeys(curve_secret, server_key) if curve_secret is not None and server_key is not None else None
