@@ -48,6 +48,38 @@ class SB3Policy:
         return action
 
 
+class ChunkedPolicy:
+    """A policy that gives a chunk of `length` actions per observation, executed open loop `execute` at a time.
+
+    What a controller's chunk executor does with no delay: act on a fresh chunk's first `execute`
+    actions, then observe again. Wraps any policy whose act returns length * act_dim values, flat.
+    """
+
+    def __init__(self, policy, length: int, execute: int | None = None) -> None:
+        self.policy, self.length = policy, length
+        self.execute = min(length, execute or length)
+        self._queue: list[np.ndarray] = []
+
+    def reset(self) -> None:
+        self._queue = []
+        self.policy.reset()
+
+    def act(self, obs: Any) -> np.ndarray:
+        if not self._queue:
+            chunk = np.asarray(self.policy.act(obs))
+            self._queue = list(chunk.reshape(self.length, -1)[: self.execute])
+        return self._queue.pop(0)
+
+
+def replan_after(length: int) -> int:
+    """Actions of a chunk executed before the next observation, by default: half the chunk.
+
+    Half leaves the other half to hide a round trip (at 20 Hz, 5 of 10 actions: 250 ms) while the
+    loop still closes every few periods; the training evaluation and the twin's executor use the same.
+    """
+    return max(1, length // 2)
+
+
 class LoadedPolicy(NamedTuple):
     policy: Policy
     kind: str  # "bundle" | "run"
