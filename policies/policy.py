@@ -49,26 +49,36 @@ class SB3Policy:
 
 
 class ChunkedPolicy:
-    """A policy that gives a chunk of `length` actions per observation, executed open loop `execute` at a time.
+    """A policy that gives a chunk of `length` actions per observation, executed as the bridge's chunk executor does.
 
-    What a controller's chunk executor does with no delay: act on a fresh chunk's first `execute`
-    actions, then observe again. Wraps any policy whose act returns length * act_dim values, flat.
+    The executor sends the observation of period k with its request and executes the queued action of
+    period k meanwhile; the new chunk takes over from its row for period k + 1 (one period late at best,
+    the fastest link). So here: after `execute` actions of a chunk, observe again, act on the old chunk
+    this period and on the new chunk's rows 1, 2, ... after it. Wraps any policy whose act returns
+    length * act_dim values, flat. (The first chunk of an episode starts at its row 0: nothing is queued.)
     """
 
     def __init__(self, policy, length: int, execute: int | None = None) -> None:
         self.policy, self.length = policy, length
-        self.execute = min(length, execute or length)
+        self.execute = min(length - 1, execute or length - 1) if length > 1 else 1
         self._queue: list[np.ndarray] = []
+        self._used = 0
 
     def reset(self) -> None:
-        self._queue = []
+        self._queue, self._used = [], 0
         self.policy.reset()
 
     def act(self, obs: Any) -> np.ndarray:
-        if not self._queue:
-            chunk = np.asarray(self.policy.act(obs))
-            self._queue = list(chunk.reshape(self.length, -1)[: self.execute])
-        return self._queue.pop(0)
+        if not self._queue:  # the episode's first period (or a chunk of 1): the fresh chunk's own row
+            self._queue, self._used = list(self._chunk(obs)), 0
+        action = self._queue.pop(0)
+        self._used += 1
+        if self._used >= self.execute and self.length > 1:
+            self._queue, self._used = list(self._chunk(obs)[1:]), 0
+        return action
+
+    def _chunk(self, obs: Any) -> np.ndarray:
+        return np.asarray(self.policy.act(obs)).reshape(self.length, -1)
 
 
 def replan_after(length: int) -> int:
