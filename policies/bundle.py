@@ -189,11 +189,13 @@ def _check_io(bundle: Bundle, sizes: dict) -> None:
     if sizes.get("obs_dim") != bundle.obs_dim:
         raise BundleError(f"{where} does not accept observations of size {bundle.obs_dim} from the manifest "
                           f"(it takes {sizes.get('obs_dim')})")
+    width = bundle.act_dim * bundle.chunk_length
+    chunk = f" x chunk.length {bundle.chunk_length}" if bundle.chunk_length > 1 else ""
+    if sizes.get("act_dim") != width:  # before running it: a chunk length that does not fit fails there obscurely
+        raise BundleError(f"{where} returns actions of shape ({sizes.get('act_dim')},), manifest says ({bundle.act_dim}{chunk},)")
     try:
         out = np.asarray(bundle._run(np.zeros((1, bundle.obs_dim), dtype=np.float32)))
     except Exception as exc:  # the runtime's own error types
         raise BundleError(f"{where} fails on a zero observation ({exc})") from None
-    width = bundle.act_dim * bundle.chunk_length
-    if out.shape != (1, width) or sizes.get("act_dim") != width:
-        chunk = f" x chunk.length {bundle.chunk_length}" if bundle.chunk_length > 1 else ""
+    if out.shape != (1, width):
         raise BundleError(f"{where} returns actions of shape {out.shape[1:]}, manifest says ({bundle.act_dim}{chunk},)")
