@@ -38,3 +38,20 @@ def test_a_single_action_controller_drives_the_chunked_bundle_and_holds_through_
                     log=lambda line: None)
     # 30-40 ms exceeds its deadline, half the 50 ms period: every step missed, held (what the issue started from).
     assert late.step_status == {"deadline": late.control_steps} and late.successes == 0
+
+
+def test_losses_come_at_the_set_rate_alone_or_in_bursts_of_the_set_mean_length():
+    import numpy as np
+
+    from genba.twin.faults import LossChannel
+
+    def runs(channel, n=200_000):
+        lost = np.array([channel.lose() for _ in range(n)])
+        starts = np.flatnonzero(lost[1:] & ~lost[:-1])
+        return lost.mean(), lost.sum() / max(1, len(starts))
+
+    rate, burst = runs(LossChannel(0.05, 1.0, np.random.default_rng(0)))
+    assert abs(rate - 0.05) < 0.005 and burst < 1.1
+    rate, burst = runs(LossChannel(0.05, 4.0, np.random.default_rng(0)))
+    assert abs(rate - 0.05) < 0.01 and 3.5 < burst < 4.5
+    assert not LossChannel(0.0, 4.0, np.random.default_rng(0)).lose()
