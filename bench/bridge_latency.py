@@ -24,6 +24,20 @@ Without --bundle, a freshly initialised SB3 PPO MLP for the gantry robot is expo
 the observation size, action kind and robot limits from the server's welcome. The children (echo
 server, bridge server) end with this process, however it ends: on SIGTERM/SIGINT it stops them, and
 they get SIGTERM from the kernel if it is killed outright (PR_SET_PDEATHSIG).
+
+    python bench/bridge_latency.py --chunks [--delays 30,50] [--jitter 10] [--drop 0.01] [--seconds 30]
+                                   [--chunk 10] [--bundle DIR] [--json PATH]
+
+--chunks measures the controller-side chunk executor instead (bridge/executor.py): a chunked bundle
+served by `genba bridge serve`, a control loop at the bundle's control rate on the wall clock (the
+gantry of bridge/gantry.py integrating the executed actions, so observations move), and the twin's
+non-blocking fault injection adding each delay (plus uniform jitter and lost replies) to every
+request. Per delay it reports the fraction of control periods served from the queue, the hold
+fraction (queue dry), and the action discontinuity at chunk boundaries (mean max-abs difference
+between a new chunk's first executed action and the action before it) beside the mean step within
+a chunk. Without --bundle a fresh (untrained) chunked gantry MLP is exported: the timing figures
+are the mechanism's; a trained policy's discontinuities come from `genba bridge twin` (its report
+has the same figures).
 """
 
 from __future__ import annotations
@@ -52,7 +66,7 @@ from bridge.client import BridgeClient, ClientConfig  # noqa: E402
 from bridge.latency import LatencyStats  # noqa: E402
 from bridge.realtime import freeze_heap  # noqa: E402
 from bridge.safety import SafetyFilter  # noqa: E402
-from genba.gantry_bundle import export_gantry_bundle  # noqa: E402
+from genba.gantry_bundle import GantryReachEnv, export_gantry_bundle, export_gantry_chunk_bundle  # noqa: E402
 from genba.server_process import ServerProcess, child_env, die_with_parent, stop_process  # noqa: E402
 from policies.bundle_format import read_manifest  # noqa: E402
 
@@ -259,8 +273,67 @@ def run_interleaved(variants: dict, hz: float, seconds: float, block_s: float) -
     return {name: (stats[name].summary(), late[name], block_p50s[name]) for name in variants}
 
 
+def chunk_run(bundle: Path, delay_ms: float, jitter_ms: float, drop: float, seconds: float, seed: int) -> dict:
+    """One delay: the gantry driven through the chunk executor for `seconds` of control periods."""
+    from bridge.chunks import ChunkQueueConfig
+    from bridge.executor import ChunkExecutor
+    from genba.twin.config import Faults
+    from genba.twin.faults import FaultyChunkLink
+    from policies.policy import replan_after
+
+    manifest = read_manifest(bundle)
+    with ServerProcess([bundle], "--telemetry", "off", "--device", "cpu", "--log-level", "WARNING",
+                       die_with_this_process=True) as server:
+        client = BridgeClient(ClientConfig(server.endpoint, manifest["name"], manifest["spec_hash"], name="bench-chunks"))
+        try:
+            welcome = client.connect(10.0)
+            period_ns = int(1e9 / welcome.control_hz)
+            link = FaultyChunkLink(client, Faults(delay_ms, jitter_ms, drop, seed))
+            executor = ChunkExecutor(link, ChunkQueueConfig(period_ns, welcome.chunk, replan_after=replan_after(welcome.chunk)))
+            env = GantryReachEnv(episode_steps=10**9)
+            obs, _ = env.reset(seed=seed)
+            late, tick = 0, time.monotonic_ns()
+            for _ in range(int(seconds * welcome.control_hz)):
+                if time.monotonic_ns() > tick + period_ns // 2:
+                    late += 1
+                action = executor.tick(obs)
+                if action is not None:
+                    obs, *_ = env.step(np.asarray(action, np.float32))
+                tick += period_ns
+                executor.wait(tick)
+            summary = executor.summary()
+        finally:
+            client.close()
+    return {"delay_ms": delay_ms, "jitter_ms": jitter_ms, "drop_rate": drop, "dropped": link.dropped, "late_ticks": late,
+            "chunk": welcome.chunk, "control_hz": welcome.control_hz, "round_trip": client.stats.summary(), **summary}
+
+
+def chunks_main(args) -> None:
+    delays = [float(d) for d in args.delays.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle or export_gantry_chunk_bundle(Path(tmp) / "gantry-chunk", chunk=args.chunk)
+        runs = [chunk_run(Path(bundle), d, args.jitter, args.drop, args.seconds, i) for i, d in enumerate(delays)]
+    print(f"{'delay ms':>9}{'jitter':>8}{'drop':>7}{'periods':>9}{'served':>9}{'hold':>8}{'requests':>10}{'lost':>6}"
+          f"{'boundary':>10}{'step':>8}")
+    for r in runs:
+        jump = lambda v: float("nan") if v is None else v  # noqa: E731
+        print(f"{r['delay_ms']:9.0f}{r['jitter_ms']:8.0f}{r['drop_rate']:7.2f}{r['periods']:9d}{r['served_fraction']:9.1%}"
+              f"{r['hold_fraction']:8.1%}{r['requests']:10d}{r['lost']:6d}{jump(r['boundary_jump_mean']):10.3f}"
+              f"{jump(r['step_jump_mean']):8.3f}")
+    print(f"chunk {runs[0]['chunk']} actions at {runs[0]['control_hz']:g} Hz; served = control periods with an action from "
+          "the queue, hold = queue dry; boundary/step = mean max|a - a_prev| at chunk boundaries / within a chunk")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"mode": "chunks", "seconds": args.seconds, "runs": runs}, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", action="store_true", help="measure the chunk executor under added delay instead")
+    parser.add_argument("--delays", default="30,50", help="--chunks: added delays in ms, comma-separated")
+    parser.add_argument("--jitter", type=float, default=10.0, help="--chunks: plus uniform jitter up to this (ms)")
+    parser.add_argument("--drop", type=float, default=0.01, help="--chunks: fraction of replies lost")
+    parser.add_argument("--chunk", type=int, default=10, help="--chunks: chunk length of the default gantry bundle")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--seconds", type=float, default=30.0, help="measured seconds per variant")
     parser.add_argument("--hz", type=float, default=1000.0, help="request rate")
@@ -274,6 +347,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.echo_server:
         echo_server()
+        return
+    if args.chunks:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        chunks_main(args)
         return
     # SIGTERM ends the run like Ctrl-C: the finally blocks below stop the children.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -89,6 +89,7 @@ class Welcome:
     observation: dict[str, Any]  # the bundle manifest's sections: features (name, size, unit, low, high), layout
     action: dict[str, Any]  # kind, low, high, features (with scale), meaning
     header: dict[str, Any] = field(repr=False)
+    chunk: int = 1  # actions per chunk the bundle gives (welcome.chunk; absent: 1)
 
 
 class StepResult(NamedTuple):
@@ -103,6 +104,20 @@ class StepResult(NamedTuple):
     server_queue_us: float = 0.0
     server_infer_us: float = 0.0
     batch: int = 0
+
+
+class ChunkReply(NamedTuple):
+    """A chunk the server sent for one of our chunk requests (``send_chunk_request``)."""
+
+    seq: int  # the request's seq
+    actions: np.ndarray  # float32 (n, act_dim): row i for the period starting start_ns + i * period_ns
+    start_ns: int  # when the observation was taken (this controller's clock)
+    period_ns: int
+    sent_ns: int  # when the request went out
+    received_ns: int
+    obs_age_us: float  # the server's view of the observation's age when inference started
+    server_queue_us: float = 0.0
+    server_infer_us: float = 0.0
 
 
 class _FixedAction(NamedTuple):
@@ -139,6 +154,7 @@ class BridgeClient:
         self._obs_shape: tuple[int] | None = None
         self._step_layout: wire.FixedHeader | None = None
         self._action_layout: wire.FixedHeader | None = None
+        self._chunk_sent: dict[int, int] = {}  # seq -> send time (monotonic ns) of chunk requests not yet answered
 
     # ------------------------------------------------------------------ public API
 
@@ -263,6 +279,77 @@ class BridgeClient:
         get = header.get  # positional arguments below: a NamedTuple built from keywords costs twice as much
         return StepResult("ok", reply.arrays[0], seq, rtt, 0, "", get("queue_us", 0.0), get("infer_us", 0.0), get("batch", 0))
 
+    # ------------------------------------------------------------------ chunks (bridge.executor drives these)
+
+    def send_chunk_request(self, observation: np.ndarray, obs_t_ns: int, deadline_s: float, max_actions: int) -> int | None:
+        """Send a step asking for up to max_actions actions; returns its seq, or None if nothing was sent.
+
+        Does not wait for the reply: ``poll_chunks`` collects replies as they come. obs_t_ns: when the
+        observation was taken (time.monotonic_ns), the chunk's start.
+        """
+        now = time.monotonic_ns()
+        if self._waiting_since_ns is not None:
+            self._drop_if_silent(now)
+        if self.welcome is None and not self.ensure_session(0.0):
+            return None
+        seq = self._next_seq()
+        obs = np.asarray(observation, _F4)
+        header = wire.make_header(MsgType.STEP, seq, deadline_us=max(1, int(deadline_s * 1e6)), chunk=int(max_actions),
+                                  obs_t_ns=int(obs_t_ns))
+        if not self._send(wire.encode(header, [obs]), now + int(deadline_s * 1e9)):
+            return None
+        self._chunk_sent[seq] = now
+        # Requests never answered (lost) are forgotten after the silence limit: their replies would be stale.
+        while self._chunk_sent and now - next(iter(self._chunk_sent.values())) > self.config.silence_s * 1e9:
+            self._chunk_sent.pop(next(iter(self._chunk_sent)))
+        return seq
+
+    def poll_chunks(self, timeout_s: float) -> list[ChunkReply]:
+        """Chunk replies received within timeout_s (returns at the first, then takes what is queued).
+
+        Errors answering a chunk request end that request (counted as errors.<NAME>); a single
+        action (a server without chunks) is a chunk of one, starting at the observation's time.
+        """
+        replies: list[ChunkReply] = []
+        end = time.monotonic_ns() + int(timeout_s * 1e9)
+        while self._socket is not None:
+            message = self._receive_reply(None, end if not replies else 0)
+            if message is None:
+                break
+            header = message.header
+            seq = header.get("re")
+            sent = self._chunk_sent.pop(seq, None)
+            if sent is None:
+                self.counts["stale_replies"] += 1
+                continue
+            if header["type"] == _ERROR:
+                self.stats.miss()
+                continue
+            reply = self._chunk_reply(message, seq, sent)
+            if reply is not None:
+                replies.append(reply)
+        return replies
+
+    def _chunk_reply(self, message: wire.Message, seq: int, sent: int) -> ChunkReply | None:
+        header, arrays = message.header, message.arrays
+        act_dim = self.welcome.act_dim if self.welcome is not None else -1
+        actions = arrays[0] if header["type"] == _ACTION and arrays else None
+        if actions is not None and actions.ndim == 1:
+            actions = actions.reshape(1, -1)
+        if actions is None or actions.dtype != _F4 or actions.ndim != 2 or actions.shape[1] != act_dim or not len(actions):
+            self.counts["bad_replies"] += 1
+            log.warning("dropping a chunk reply that is not <f4 (n >= 1, %d): %s", act_dim,
+                        None if actions is None else (actions.dtype.str, actions.shape))
+            return None
+        now = time.monotonic_ns()
+        self.stats.record(now - sent)
+        period_ns = int(header.get("period_us", 1e6 / self.welcome.control_hz) * 1000)
+        if period_ns <= 0:
+            self.counts["bad_replies"] += 1
+            return None
+        return ChunkReply(seq, actions, header.get("chunk_start_ns", sent), period_ns, sent, now,
+                          float(header.get("obs_age_us", 0.0)), header.get("queue_us", 0.0), header.get("infer_us", 0.0))
+
     def reset(self, timeout_s: float, episode: int | None = None) -> bool:
         """Tell the server an episode starts (policy state cleared); True if acknowledged."""
         return self._request(MsgType.RESET, timeout_s, {} if episode is None else {"episode": episode})
@@ -378,8 +465,8 @@ class BridgeClient:
             self._waiting_since_ns = time.monotonic_ns()
         return True
 
-    def _receive_reply(self, seq: int, end_ns: int, fixed_action: bool = False) -> wire.Message | _FixedAction | None:
-        """The reply echoing ``seq``, or None at end_ns. Stale and malformed replies are dropped.
+    def _receive_reply(self, seq: int | None, end_ns: int, fixed_action: bool = False) -> wire.Message | _FixedAction | None:
+        """The reply echoing ``seq`` (None: any reply), or None at end_ns. Stale and malformed replies are dropped.
 
         With fixed_action, an action of the welcomed size whose header is in the server's fixed
         layout (wire.FixedHeader) comes back as a _FixedAction, without the general decoding.
@@ -428,7 +515,7 @@ class BridgeClient:
                 if code == ErrorCode.NO_SESSION and self.welcome is not None and (re or 0) >= self._session_seq0:
                     self.drop_session("server has no session for us")
                     return message if re == seq else None
-            if re == seq:
+            if re == seq or seq is None:
                 return message
             self.counts["stale_replies"] += 1
         return None
@@ -491,4 +578,5 @@ class BridgeClient:
             observation=header["observation"],
             action=header["action"],
             header=header,
+            chunk=header.get("chunk", 1) if header.get("chunk", 1) >= 1 else 1,
         )

@@ -74,8 +74,17 @@ def example_messages() -> dict[str, list[bytes]]:
     # The same step and action as the reference client and server write them (fixed-width slots).
     step_fixed = [wire.step_header_layout(6).pack(2, T0, 25_000), step[1]]
     action_fixed = [wire.action_header_layout(3).pack(2, 2, 5_210_000, 21.5, 18.0, 1), action[1]]
+    # A chunk request (observation taken 2 ms before sending, at most 4 actions) and its chunk of 2 x 3
+    # actions from a bundle whose chunk.length is 2 (a reply never has more rows than either asks or has).
+    step_chunk = wire.encode({"v": V, "type": "step", "seq": 4, "t_ns": T0 + 50_000_000, "deadline_us": 100_000, "chunk": 4,
+                              "obs_t_ns": T0 + 48_000_000}, [obs])
+    action_chunk = wire.encode(
+        {"v": V, "type": "action", "seq": 5, "re": 4, "t_ns": 5_270_000, "queue_us": 20.0, "infer_us": 19.5, "batch": 1,
+         "chunk_start_ns": T0 + 48_000_000, "period_us": 50_000.0, "obs_age_us": 2_020.0},
+        [np.array([[0.5, -0.25, -1.0], [0.25, 0.0, -0.5]], dtype=np.float32)],
+    )
     return {"hello": hello, "welcome": welcome, "step": step, "action": action, "error": error,
-            "step-fixed": step_fixed, "action-fixed": action_fixed}
+            "step-fixed": step_fixed, "action-fixed": action_fixed, "step-chunk": step_chunk, "action-chunk": action_chunk}
 
 
 def hex_block(name: str, frames: list[bytes], width: int = 16) -> str:

@@ -46,6 +46,14 @@ class StepRequest(NamedTuple):
     obs: bytes | np.ndarray  # the observation frame: float32 (obs_dim,), validated finite
     recv_ns: int
     deadline_ns: int
+    chunk: int = 0  # actions asked for: 0 a single action (1-D reply), n >= 1 a chunk of at most n rows (2-D)
+    obs_t_ns: int = 0  # when the controller took the observation (its clock): the chunk's start
+    age_us: float = 0.0  # the observation's age when the step was sent: (t_ns - obs_t_ns) / 1000, both controller clock
+
+
+# A chunk reply's header: the general encoder (chunks are asked for once per several control periods,
+# so the fixed layout's ~2 us matter less than one layout per chunk size).
+_ACTION = wire.MsgType.ACTION.value
 
 
 class BatchRunner:
@@ -77,6 +85,7 @@ class BatchRunner:
         self._rows = [memoryview(b).cast("B") for b in self._buffers]
         self._row_bytes = [e.obs_dim * 4 for e in self._entries]
         self._action_layouts = [wire.action_header_layout(e.act_dim) for e in self._entries]
+        self._widths = [e.act_dim * e.chunk_length for e in self._entries]
         # Observations reach the runner validated (float32, shape, finite), so a bundle's unchecked
         # entry point is safe here and skips checks that cost as much as the forward pass itself.
         self._forward_fns = [getattr(e.policy, "act_batch_unchecked", None) or e.policy.act for e in self._entries]
@@ -98,8 +107,8 @@ class BatchRunner:
         actions = self._forward_fns[index](self._buffers[index][:n])
         if type(actions) is not np.ndarray or actions.dtype != np.float32:
             actions = np.asarray(actions, dtype=np.float32)
-        if actions.shape != (n, self._entries[index].act_dim):
-            raise ValueError(f"infer returned shape {actions.shape}, expected {(n, self._entries[index].act_dim)}")
+        if actions.shape != (n, self._widths[index]):
+            raise ValueError(f"infer returned shape {actions.shape}, expected {(n, self._widths[index])}")
         return actions
 
     def _forward(self, index: int, requests: list[StepRequest]) -> None:
@@ -144,15 +153,33 @@ class BatchRunner:
                 self._send_error(request, ErrorCode.INTERNAL, "policy produced a non-finite action")
                 continue
             sent = time.monotonic_ns()
-            # seq, re, t_ns, queue_us, infer_us, batch (wire.action_header_layout)
-            header = pack_header(next(self._seq), request.seq, sent, (start - request.recv_ns) / 1e3, infer_us, n)
-            reply(request.identity, [header, actions[row].tobytes()])
+            if request.chunk:
+                reply(request.identity, self._chunk_frames(entry, request, actions[row], sent, start, infer_us, n))
+            else:
+                # seq, re, t_ns, queue_us, infer_us, batch (wire.action_header_layout); a chunked bundle's
+                # first action is the one for this control period: what a single-action controller gets.
+                header = pack_header(next(self._seq), request.seq, sent, (start - request.recv_ns) / 1e3, infer_us, n)
+                reply(request.identity, [header, actions[row, :entry.act_dim].tobytes()])
             sent_at.append((row, request, sent))
         # Replies first, book-keeping after: over 7 rounds of 10 s with two servers served on
         # alternate ticks, this order was faster in 6 (p50 by 15 us on average).
         for row, request, sent in sent_at:
             served((sent - request.recv_ns) / 1e3, infer_us, n)
-            last_actions[request.identity] = (request.seq, actions[row])  # a row of this batch's own array
+            last_actions[request.identity] = (request.seq, actions[row, :entry.act_dim])  # a view of this batch's own array
+
+    def _chunk_frames(self, entry: PolicyEntry, request: StepRequest, row: np.ndarray, sent: int, start: int,
+                      infer_us: float, n: int) -> list[bytes]:
+        """An action reply carrying the chunk: at most request.chunk rows of act_dim, row i for period i after the observation."""
+        rows = min(request.chunk, entry.chunk_length)
+        chunk = row.reshape(entry.chunk_length, entry.act_dim)[:rows]
+        queue_us = (start - request.recv_ns) / 1e3
+        header = {"v": wire.PROTOCOL_VERSION, "type": _ACTION, "seq": next(self._seq), "re": request.seq, "t_ns": sent,
+                  "queue_us": queue_us, "infer_us": infer_us, "batch": n, "chunk_start_ns": request.obs_t_ns,
+                  "period_us": 1e6 / entry.control_hz,
+                  # What the server can tell of the observation's age: controller-side age at sending (both
+                  # stamps on the controller's clock) plus the time queued here; the network's share is not known.
+                  "obs_age_us": request.age_us + queue_us}
+        return wire.encode(header, [chunk])
 
     def _send_error(self, request: StepRequest, code: ErrorCode, text: str) -> None:
         self._stats.count(f"errors.{code.name}")

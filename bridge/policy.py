@@ -32,6 +32,8 @@ class ServedPolicy(Protocol):
     act_dim: int
     control_hz: float
     manifest: dict[str, Any]
+    # Optional: chunk_length (int, default 1). A chunked policy's act returns (B, chunk_length * act_dim):
+    # the actions for this control period and the chunk_length - 1 after it, one period apart.
 
     def reset(self) -> None:
         """A controller's episode starts (the `reset` message)."""
@@ -54,6 +56,7 @@ class PolicyEntry:
     limits: SafetyLimits
     observation: dict[str, Any]  # the manifest's sections, as the welcome carries them
     action: dict[str, Any]
+    chunk_length: int = 1  # actions per forward pass, one control period apart (1: a single-action policy)
 
     @classmethod
     def describe(cls, policy: ServedPolicy) -> PolicyEntry:
@@ -87,6 +90,9 @@ class PolicyEntry:
         if computed != policy.spec_hash:
             raise BundleSpecError(f"{where}: spec_hash {str(policy.spec_hash)[:16]}... is not the hash of its manifest's "
                                   f"observation/action and control_hz ({computed[:16]}...); re-export the bundle")
+        chunk = getattr(policy, "chunk_length", 1)
+        if type(chunk) is not int or chunk < 1:
+            raise BundleSpecError(f"{where}: chunk_length must be an int >= 1, got {chunk!r}")
         low = np.broadcast_to(np.asarray(action.get("low", -1.0), dtype=float), (policy.act_dim,))
         high = np.broadcast_to(np.asarray(action.get("high", 1.0), dtype=float), (policy.act_dim,))
         return cls(
@@ -102,4 +108,5 @@ class PolicyEntry:
             limits=limits,
             observation=observation,
             action=action,
+            chunk_length=chunk,
         )

@@ -18,6 +18,9 @@ from typing import Any, NamedTuple, Sequence
 import msgpack
 import numpy as np
 
+# Action chunks (step.chunk, step.obs_t_ns; action.chunk_start_ns, period_us, obs_age_us; welcome.chunk)
+# are optional fields within version 2: a peer that does not know them ignores them, and a server sends
+# a 2-D chunk only to a step that asked for one, so single-action controllers see no change.
 # Version 2: the spec hash is bridge.spec's text hash (version 1 hashed canonical JSON), hello's
 # bundle is optional, welcome carries the observation/action sections.
 PROTOCOL_VERSION = 2
@@ -159,9 +162,12 @@ SCHEMA: dict[str, tuple[tuple[str, frozenset, bool], ...]] = {
         ("limits", _MAP, True),
         ("max_message_bytes", _INT, True),
         ("protocol", _LIST, False),
+        ("chunk", _INT, False),
     ),
-    MsgType.STEP.value: (("deadline_us", _INT, True), ("episode", _UINT, False)),
-    MsgType.ACTION.value: (("re", _UINT, True), ("queue_us", _NUM, False), ("infer_us", _NUM, False), ("batch", _INT, False)),
+    MsgType.STEP.value: (("deadline_us", _INT, True), ("episode", _UINT, False), ("chunk", _INT, False),
+                         ("obs_t_ns", _UINT, False)),
+    MsgType.ACTION.value: (("re", _UINT, True), ("queue_us", _NUM, False), ("infer_us", _NUM, False), ("batch", _INT, False),
+                           ("chunk_start_ns", _UINT, False), ("period_us", _NUM, False), ("obs_age_us", _NUM, False)),
     MsgType.RESET.value: (("episode", _UINT, False),),
     MsgType.HEARTBEAT.value: (("stats", _MAP, False),),
     MsgType.ERROR.value: (("code", _INT, True), ("text", _STR, True), ("name", _STR, False)),
@@ -376,6 +382,15 @@ def action_header_layout(act_dim: int) -> FixedHeader:
          "infer_us": 0.0, "batch": 0, "arrays": [["<f4", [act_dim]]]},
         {"seq": "Q", "re": "Q", "t_ns": "Q", "queue_us": "d", "infer_us": "d", "batch": "Q"},
     )
+
+
+def check_chunk_request(header: dict[str, Any]) -> int:
+    """The number of actions a step asks for: 0 for a single-action step (no ``chunk``), else >= 1."""
+    chunk = header.get("chunk", 0)
+    if "chunk" in header and chunk < 1:
+        raise ProtocolError(ErrorCode.MALFORMED, f"chunk must be at least 1 (the most actions the controller takes), got {chunk}",
+                            header.get("seq"))
+    return chunk
 
 
 def check_frames(frames: Sequence[bytes], max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:

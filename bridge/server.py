@@ -411,17 +411,28 @@ class BridgeServer:
             entry = self.entries[index]
             if obs.dtype != _F4 or obs.shape != (entry.obs_dim,):
                 raise ProtocolError(ErrorCode.BAD_ARRAY, f"observation must be <f4 ({entry.obs_dim},), got {obs.dtype.str}{obs.shape}", seq)
-        self._accept_step(identity, index, seq, header["deadline_us"], frames[0], now, pending)
+        chunk = wire.check_chunk_request(header)
+        if not chunk:
+            self._accept_step(identity, index, seq, header["deadline_us"], frames[0], now, pending)
+            return
+        # A chunk request: its start is when the observation was taken (obs_t_ns), else when it was sent.
+        sent_ns = header.get("t_ns", 0)
+        obs_t_ns = header.get("obs_t_ns", sent_ns)
+        if obs_t_ns > sent_ns > 0:
+            raise ProtocolError(ErrorCode.MALFORMED, f"obs_t_ns {obs_t_ns} is after the step's t_ns {sent_ns}: an observation "
+                                "is taken before it is sent", seq)
+        self._accept_step(identity, index, seq, header["deadline_us"], frames[0], now, pending,
+                          (chunk, obs_t_ns, (sent_ns - obs_t_ns) / 1e3 if sent_ns else 0.0))
 
     def _accept_step(self, identity: bytes, index: int, seq: int, deadline_us: int, frame: bytes, now: int,
-                     pending: list[StepRequest]) -> None:
+                     pending: list[StepRequest], chunk: tuple[int, int, float] = (0, 0, 0.0)) -> None:
         """The checks on a step request's values (its form is checked): finite observation, positive deadline."""
         if not all(map(isfinite, self._obs_structs[index].unpack(frame))):  # struct + math: a third of numpy's cost here
             finite = np.isfinite(np.frombuffer(frame, dtype=_F4))
             raise ProtocolError(ErrorCode.NON_FINITE, f"observation has non-finite values at {np.flatnonzero(~finite).tolist()}", seq)
         if deadline_us <= 0:
             raise ProtocolError(ErrorCode.MALFORMED, f"deadline_us must be positive, got {deadline_us}", seq)
-        pending.append(StepRequest(identity, seq, index, frame, now, now + deadline_us * 1000))
+        pending.append(StepRequest(identity, seq, index, frame, now, now + deadline_us * 1000, *chunk))
 
     def _served(self) -> str:
         """The served bundles for error texts: name and spec hash prefix of each."""
@@ -488,6 +499,7 @@ class BridgeServer:
             limits=entry.limits.to_robot_spec(),
             max_message_bytes=self.config.max_message_bytes,
             protocol=list(wire.SUPPORTED_VERSIONS),
+            chunk=entry.chunk_length,
         )
         self._send(identity, wire.encode(welcome))
         self.telemetry.publish("session", {"event": "hello", "session": session.session_id, "bundle": entry.name, "client": session.client})

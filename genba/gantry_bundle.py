@@ -81,3 +81,16 @@ def cached_gantry_bundle(directory, name: str = "gantry-reach") -> Path:
     if not is_bundle(path):
         export_gantry_bundle(path, name=name)
     return path
+
+
+def export_gantry_chunk_bundle(out_dir, chunk: int = 4, name: str = "gantry-chunk", seed: int = 0) -> Path:
+    """A real chunked bundle for the gantry: a fresh PPO MLP giving ``chunk`` actions per observation.
+
+    Same observation, action and spec hash as the single-action gantry bundle; the graph's output is
+    chunk x 3 values (bridge tests of chunk requests and of single-action controllers against it).
+    """
+    torch.manual_seed(seed)
+    env = GantryReachEnv()
+    env.action_space = spaces.Box(-1.0, 1.0, (chunk * ACT_DIM,), dtype=np.float32)  # the model's output only
+    model = PPO("MlpPolicy", env, seed=seed, device="cpu", n_steps=64, batch_size=64)
+    return export_bundle(model, out_dir, feature_spec=env.feature_spec(), name=name, overwrite=True, chunk_length=chunk)

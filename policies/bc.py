@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3.common.running_mean_std import RunningMeanStd
@@ -30,7 +31,7 @@ from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_expert
 from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
 from policies.models import build_model
-from policies.policy import SB3Policy
+from policies.policy import ChunkedPolicy, SB3Policy, replan_after
 from policies.rundir import RunDir
 from policies.snapshot import save_snapshot
 
@@ -64,15 +65,34 @@ def deterministic_action(actor, obs) -> torch.Tensor:
     return actor(obs)
 
 
+def chunk_labels(actions: np.ndarray, episode: np.ndarray, length: int) -> np.ndarray:
+    """(N, length * act_dim): for each step, the expert's actions at it and the length - 1 steps after it
+    in the same episode (episodes are contiguous runs); past an episode's end its last action repeats."""
+    n = len(actions)
+    ends = np.append(np.flatnonzero(np.diff(episode)), n - 1)  # last index of each run
+    last = ends[np.searchsorted(ends, np.arange(n))]
+    index = np.minimum(np.arange(n)[:, None] + np.arange(length)[None, :], last[:, None])
+    return actions[index].reshape(n, -1)
+
+
+class _ChunkActions(gym.Wrapper):
+    """The env with an action space of `length` actions, flat: what the host model is built on (it never steps it)."""
+
+    def __init__(self, env, length: int) -> None:
+        super().__init__(env)
+        low, high = env.action_space.low, env.action_space.high
+        self.action_space = gym.spaces.Box(np.tile(low, length), np.tile(high, length), dtype=env.action_space.dtype)
+
+
 def fit(model, vecnorm, demos: Demos, iterations: int, batch_size: int, lr: float, rng: np.random.Generator,
-        progress: bool = False, desc: str = "bc fit") -> float:
-    """Regress the actor's deterministic action on the expert actions; returns the last batch's MSE."""
+        progress: bool = False, desc: str = "bc fit", chunk: int = 1) -> float:
+    """Regress the actor's deterministic action (chunk) on the expert's; returns the last batch's MSE."""
     actor, device = model.actor, model.device
     layout = demos.meta["obs_layout"]
     x = vecnorm.normalize_obs(unflatten(demos.obs, layout))
     to_t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=device)  # noqa: E731
     x = {k: to_t(v) for k, v in x.items()} if isinstance(x, dict) else to_t(x)
-    y = to_t(demos.actions)
+    y = to_t(demos.actions if chunk == 1 else chunk_labels(demos.actions, demos.episode, chunk))
     opt = torch.optim.Adam(actor.parameters(), lr=lr)
     actor.train()
     loss = torch.zeros(())
@@ -112,7 +132,8 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
             demos = _record(env, expert, None, bc.demo_episodes, cfg.seed * 100_000, bc.demo_noise, progress, "demos")
             demos.meta = {"obs_layout": obs_layout(env.observation_space)}
             env_steps += len(demos)
-        vecnorm = demo_vecnormalize(env, demos)
+        # A chunked clone is the actor of a host model whose action is bc.chunk actions (flat).
+        vecnorm = demo_vecnormalize(env if bc.chunk == 1 else _ChunkActions(env, bc.chunk), demos)
         hyper = {"buffer_size": 1, "learning_starts": 0, "policy_kwargs": {"net_arch": list(bc.net_arch)}}
         host_cfg = TrainConfig(**{**cfg.to_dict(), "bc": bc, "her": False, "hyperparams": hyper})
         model = build_model(host_cfg, vecnorm, device, tensorboard=None)
@@ -122,7 +143,7 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
         def evaluate(round_: int) -> float:
             nonlocal best, last
             seed = EVAL_SEED_OFFSET + cfg.seed * 100 * EVAL_SEED_STRIDE + round_ * EVAL_SEED_STRIDE
-            result = run_episodes(env, SB3Policy(model, vecnorm), cfg.eval_episodes, seed, hz)
+            result = run_episodes(env, learner(), cfg.eval_episodes, seed, hz)
             last = result
             record_ = {"steps": env_steps, "wall_s": round(time.monotonic() - t0, 3), "round": round_,
                        "demo_transitions": len(demos), "bc_loss": loss, **result.to_dict()}
@@ -135,23 +156,29 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
                 save_snapshot(run.best, model, vecnorm, state=state_of(cfg, env_steps, time.monotonic() - t0, {"eval": record_}))
             return result.success_rate
 
-        loss = fit(model, vecnorm, demos, bc.iterations, bc.batch_size, bc.learning_rate, rng, progress)
+        def learner():
+            """The clone as it acts: a chunk executed replan_after(chunk) actions at a time (as the twin does)."""
+            policy = SB3Policy(model, vecnorm)
+            return policy if bc.chunk == 1 else ChunkedPolicy(policy, bc.chunk, replan_after(bc.chunk))
+
+        loss = fit(model, vecnorm, demos, bc.iterations, bc.batch_size, bc.learning_rate, rng, progress, chunk=bc.chunk)
         success = evaluate(0)
         for r in range(1, bc.rounds + 1):
             if cfg.stop_at_success is not None and success >= cfg.stop_at_success:
                 break
-            driver = SB3Policy(model, vecnorm) if bc.round_driver == "learner" else None
+            driver = learner() if bc.round_driver == "learner" else None
             fresh = _record(env, expert, driver, bc.round_episodes, ROUND_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000,
                             bc.demo_noise if driver is None else 0.0, progress, f"round {r}")
             fresh.meta = demos.meta
             env_steps += len(fresh)
             demos = demos.extend(fresh)
-            loss = fit(model, vecnorm, demos, bc.round_iterations or bc.iterations, bc.batch_size, bc.learning_rate, rng, progress)
+            loss = fit(model, vecnorm, demos, bc.round_iterations or bc.iterations, bc.batch_size, bc.learning_rate, rng, progress,
+                       chunk=bc.chunk)
             success = evaluate(r)
         bar.close()
         save_snapshot(run.final, model, vecnorm, state=state_of(cfg, env_steps, time.monotonic() - t0, {}))
         summary = {"scenario": cfg.scenario, "robot": cfg.robot, "algo": "bc", "host_algo": bc.host_algo, "seed": cfg.seed,
-                   "device": device, "num_timesteps": env_steps, "demo_transitions": len(demos),
+                   "device": device, "num_timesteps": env_steps, "chunk": bc.chunk, "demo_transitions": len(demos),
                    "stopped_early": cfg.stop_at_success is not None and success >= cfg.stop_at_success,
                    "wall_s": round(time.monotonic() - t0, 3), "best_success": best,
                    "final_eval": last.to_dict() if last else None}

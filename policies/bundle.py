@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from policies.bundle_format import BACKEND_FILES, TORCHSCRIPT_IO, BundleError, read_manifest
+from policies.bundle_format import BACKEND_FILES, TORCHSCRIPT_IO, BundleError, chunk_length, read_manifest
 from policies.features import flatten_obs
 from policies.graph_executors import fastest_matching_executor, with_output_bounds
 
@@ -47,6 +47,9 @@ class Bundle:
         self._order = tuple(manifest["observation"].get("layout", {}).get("order", ()))
         self._low = np.array([-np.inf if v is None else v for v in manifest["action"]["low"]], dtype=np.float32)
         self._high = np.array([np.inf if v is None else v for v in manifest["action"]["high"]], dtype=np.float32)
+        # A chunked graph gives chunk_length actions per observation, flat: action i at [i * act_dim, (i + 1) * act_dim).
+        self.chunk_length: int = chunk_length(manifest, path)
+        self._low, self._high = np.tile(self._low, self.chunk_length), np.tile(self._high, self.chunk_length)
         # The graph already keeps actions in [low, high]; the clamp again guards float edge cases (a
         # squashed action rescaled to [low, high] may round past a bound). Native: inside the kernel.
         self._run = with_output_bounds(run, self._low, self._high)
@@ -67,12 +70,23 @@ class Bundle:
             raise BundleError(f"bundle {self.name!r} expects observations of shape ({self.obs_dim},) or (B, {self.obs_dim}), got {np.shape(obs)}")
         if not np.all(np.isfinite(x)):
             raise BundleError(f"bundle {self.name!r} got a non-finite observation (NaN or inf); refusing to act on it")
-        action = self.act_batch_unchecked(np.ascontiguousarray(x))
+        # A chunk's first action is the one for this control period: what a single-action caller gets.
+        action = self.act_batch_unchecked(np.ascontiguousarray(x))[:, :self.act_dim]
         return action[0] if single else action
 
-    def act_batch_unchecked(self, x: np.ndarray) -> np.ndarray:
-        """act() without its input checks: x must be float32, C-contiguous, (B, obs_dim) and finite.
+    def act_chunk(self, obs: Any) -> np.ndarray:
+        """The chunk(s): (obs_dim,) -> (chunk_length, act_dim), (B, obs_dim) -> (B, chunk_length, act_dim)."""
+        x = np.asarray(flatten_obs(obs, self._order) if isinstance(obs, Mapping) else obs, dtype=np.float32)
+        single = x.ndim == 1
+        self.act(x)  # the input checks
+        chunks = self.act_batch_unchecked(np.ascontiguousarray(x[None] if single else x))
+        chunks = chunks.reshape(len(chunks), self.chunk_length, self.act_dim)
+        return chunks[0] if single else chunks
 
+    def act_batch_unchecked(self, x: np.ndarray) -> np.ndarray:
+        """act() without its input checks, the whole chunk: (B, obs_dim) -> (B, chunk_length * act_dim).
+
+        x must be float32, C-contiguous, (B, obs_dim) and finite.
         For callers that have checked that already (the bridge server validates every observation it
         receives): the checks cost as much as a small MLP's forward pass.
         """
@@ -175,9 +189,13 @@ def _check_io(bundle: Bundle, sizes: dict) -> None:
     if sizes.get("obs_dim") != bundle.obs_dim:
         raise BundleError(f"{where} does not accept observations of size {bundle.obs_dim} from the manifest "
                           f"(it takes {sizes.get('obs_dim')})")
+    width = bundle.act_dim * bundle.chunk_length
+    chunk = f" x chunk.length {bundle.chunk_length}" if bundle.chunk_length > 1 else ""
+    if sizes.get("act_dim") != width:  # before running it: a chunk length that does not fit fails there obscurely
+        raise BundleError(f"{where} returns actions of shape ({sizes.get('act_dim')},), manifest says ({bundle.act_dim}{chunk},)")
     try:
         out = np.asarray(bundle._run(np.zeros((1, bundle.obs_dim), dtype=np.float32)))
     except Exception as exc:  # the runtime's own error types
         raise BundleError(f"{where} fails on a zero observation ({exc})") from None
-    if out.shape != (1, bundle.act_dim) or sizes.get("act_dim") != bundle.act_dim:
-        raise BundleError(f"{where} returns actions of shape {out.shape[1:]}, manifest says ({bundle.act_dim},)")
+    if out.shape != (1, width):
+        raise BundleError(f"{where} returns actions of shape {out.shape[1:]}, manifest says ({bundle.act_dim}{chunk},)")

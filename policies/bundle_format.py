@@ -54,8 +54,32 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise BundleError(f"{mpath}: not valid JSON, the file may be truncated ({exc})") from None
     _check_format(manifest, mpath)
     _check_spec(manifest, mpath)
+    chunk_length(manifest, mpath)
     _check_files(manifest, root)
     return manifest
+
+
+def chunk_length(manifest: dict, where: Any = "manifest") -> int:
+    """Actions per forward pass the manifest declares (``chunk.length``; absent: 1), checked.
+
+    A chunk's actions are one control period apart: ``chunk.period_s`` must be 1 / control_hz, so a
+    controller that executes them at its control rate executes them as trained.
+    """
+    chunk = manifest.get("chunk")
+    if chunk is None:
+        return 1
+    if not isinstance(chunk, dict):
+        raise BundleError(f"{where}: chunk must be a mapping with length and period_s, got {type(chunk).__name__}")
+    length, period = chunk.get("length"), chunk.get("period_s")
+    if type(length) is not int or length < 1:
+        raise BundleError(f"{where}: chunk.length must be an integer >= 1, got {length!r}")
+    hz = manifest.get("control_hz")
+    if length > 1 and not (isinstance(hz, (int, float)) and hz > 0):
+        raise BundleError(f"{where}: a chunked bundle (chunk.length {length}) needs a positive control_hz, got {hz!r}")
+    if length > 1 and not (isinstance(period, (int, float)) and abs(period * hz - 1.0) < 1e-9):
+        raise BundleError(f"{where}: chunk.period_s {period!r} is not the control period 1/control_hz = {1 / hz:g} s: "
+                          "a chunk's actions are one control period apart")
+    return length
 
 
 def _check_format(manifest: Any, mpath: Path) -> None:

@@ -49,6 +49,9 @@ class BCConfig:
     """who drives the extra episodes: expert (more DART demos) or learner (DAgger: the expert labels the learner's states)"""
     round_iterations: int | None = None
     """gradient steps per refit (None: same as iterations)"""
+    chunk: int = 1
+    """actions per observation (an action chunk, one control period apart; 1: a single action). The label of
+    step t is the expert's actions t..t+chunk-1 of that episode (its last action repeated past the end)"""
 
 
 @dataclass
@@ -110,6 +113,8 @@ class TrainConfig:
         for name in ("steps", "n_envs", "eval_freq", "eval_episodes", "checkpoint_freq", "keep_checkpoints"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if type(self.bc.chunk) is not int or self.bc.chunk < 1:
+            raise ConfigError(f"bc.chunk must be an integer >= 1, got {self.bc.chunk!r}")
         if self.bc.round_driver not in ("expert", "learner"):
             raise ConfigError(f"bc.round_driver must be expert or learner, got {self.bc.round_driver!r}")
         if self.bc.host_algo not in OFF_POLICY:

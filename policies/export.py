@@ -49,6 +49,7 @@ def export_bundle(
     vecnormalize=None,
     name: str | None = None,
     overwrite: bool = False,
+    chunk_length: int = 1,
 ) -> Path:
     """Export `model` (SB3 PPO/A2C/SAC/TQC/TD3/DDPG) as a bundle directory and return its path.
 
@@ -56,6 +57,8 @@ def export_bundle(
         None derives plain features from the model's spaces.
     scenario: a `scenarios.Scenario`, a scenario name/path, a {"name", "sha256"} dict, or None.
     vecnormalize: the VecNormalize the model was trained behind; its observation statistics are folded in.
+    chunk_length: actions per observation the model outputs (its action space is chunk_length actions
+        of the env's, flat); the manifest's action section describes one action, ``chunk`` the chunk.
     The directory appears complete or not at all (written beside it, then renamed).
     """
     out_dir = Path(out_dir)
@@ -65,7 +68,11 @@ def export_bundle(
     graph = PolicyGraph(_cpu_model(model), vecnormalize).eval()
     feature_spec = dict(feature_spec or {})
     observation = _observation_section(graph.layout, model.observation_space, feature_spec.get("observation"))
-    action = _action_section(model.action_space, feature_spec.get("action"))
+    action = _action_section(_one_action_space(model.action_space, chunk_length), feature_spec.get("action"))
+    hz = _float_or_none(feature_spec.get("control_hz"))
+    if chunk_length > 1 and hz is None:
+        raise ExportError(f"a chunked policy (chunk_length {chunk_length}) needs the control rate: its actions are one "
+                          "control period apart; give feature_spec control_hz")
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -82,6 +89,7 @@ def export_bundle(
             "action": action,
             "spec_hash": spec_hash(observation, action, _float_or_none(feature_spec.get("control_hz"))),
             "control_hz": _float_or_none(feature_spec.get("control_hz")),
+            "chunk": {"length": int(chunk_length), "period_s": None if hz is None else 1.0 / hz},
             "robot": _robot_section(feature_spec.get("robot")),
             "scenario": _scenario_section(scenario if scenario is not None else feature_spec.get("scenario")),
             "policy": {"algo": type(model).__name__.lower(), "input": "obs", "output": "action",
@@ -98,6 +106,22 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _one_action_space(space, chunk_length: int):
+    """The space of one action of a model whose action is chunk_length actions, flat."""
+    if type(chunk_length) is not int or chunk_length < 1:
+        raise ExportError(f"chunk_length must be an integer >= 1, got {chunk_length!r}")
+    if chunk_length == 1:
+        return space
+    width = int(np.prod(space.shape))
+    if width % chunk_length:
+        raise ExportError(f"the model acts with {width} values, not a whole number of chunk_length {chunk_length} actions")
+    dim = width // chunk_length
+    low, high = space.low.reshape(chunk_length, dim), space.high.reshape(chunk_length, dim)
+    if not (np.all(low == low[0]) and np.all(high == high[0])):
+        raise ExportError("the actions of a chunk must share one action space (bounds differ between rows)")
+    return type(space)(low[0], high[0], (dim,), dtype=space.dtype)
 
 
 def _cpu_model(model):
@@ -288,5 +312,6 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
         "summary": run.summary(),
     }
     model = snap.load_model(device="cpu")
+    chunk = cfg.bc.chunk if cfg.algo == "bc" else 1
     return export_bundle(model, out_dir, feature_spec=spec, scenario=scenario, training=training,
-                         vecnormalize=snap.load_vecnormalize(), name=name, overwrite=overwrite)
+                         vecnormalize=snap.load_vecnormalize(), name=name, overwrite=overwrite, chunk_length=chunk)

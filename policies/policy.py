@@ -48,6 +48,48 @@ class SB3Policy:
         return action
 
 
+class ChunkedPolicy:
+    """A policy that gives a chunk of `length` actions per observation, executed as the bridge's chunk executor does.
+
+    The executor sends the observation of period k with its request and executes the queued action of
+    period k meanwhile; the new chunk takes over from its row for period k + 1 (one period late at best,
+    the fastest link). So here: after `execute` actions of a chunk, observe again, act on the old chunk
+    this period and on the new chunk's rows 1, 2, ... after it. Wraps any policy whose act returns
+    length * act_dim values, flat. (The first chunk of an episode starts at its row 0: nothing is queued.)
+    """
+
+    def __init__(self, policy, length: int, execute: int | None = None) -> None:
+        self.policy, self.length = policy, length
+        self.execute = min(length - 1, execute or length - 1) if length > 1 else 1
+        self._queue: list[np.ndarray] = []
+        self._used = 0
+
+    def reset(self) -> None:
+        self._queue, self._used = [], 0
+        self.policy.reset()
+
+    def act(self, obs: Any) -> np.ndarray:
+        if not self._queue:  # the episode's first period (or a chunk of 1): the fresh chunk's own row
+            self._queue, self._used = list(self._chunk(obs)), 0
+        action = self._queue.pop(0)
+        self._used += 1
+        if self._used >= self.execute and self.length > 1:
+            self._queue, self._used = list(self._chunk(obs)[1:]), 0
+        return action
+
+    def _chunk(self, obs: Any) -> np.ndarray:
+        return np.asarray(self.policy.act(obs)).reshape(self.length, -1)
+
+
+def replan_after(length: int) -> int:
+    """Actions of a chunk executed before the next observation, by default: half the chunk.
+
+    Half leaves the other half to hide a round trip (at 20 Hz, 5 of 10 actions: 250 ms) while the
+    loop still closes every few periods; the training evaluation and the twin's executor use the same.
+    """
+    return max(1, length // 2)
+
+
 class LoadedPolicy(NamedTuple):
     policy: Policy
     kind: str  # "bundle" | "run"

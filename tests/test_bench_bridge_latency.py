@@ -66,3 +66,15 @@ def test_killed_mid_run_the_bench_leaves_no_child_behind(reach_bundle, sig):
         for child in children:  # never leak a server into other tests, even when the assertion failed
             if child.is_running():
                 child.kill()
+
+
+def test_the_chunk_bench_reports_served_hold_and_boundary_figures_per_delay(tmp_path):
+    out = tmp_path / "chunks.json"
+    proc = subprocess.run([*BENCH, "--chunks", "--delays", "30", "--jitter", "10", "--drop", "0", "--seconds", "3",
+                           "--chunk", "6", "--json", str(out)], capture_output=True, text=True, env=ENV, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["delay_ms"] == 30.0 and run["chunk"] == 6 and run["periods"] == 60
+    # 30-40 ms of added delay is within one 50 ms period: after the first chunk every period is served.
+    assert run["served_fraction"] >= 0.95 and run["served_fraction"] + run["hold_fraction"] == 1.0
+    assert run["boundaries"] > 3 and run["boundary_jump_mean"] is not None and run["stale_chunks"] == 0

@@ -237,7 +237,8 @@ def _doc_examples() -> dict[str, list[bytes]]:
 
 def test_doc_worked_example_bytes_still_decode_to_what_the_doc_says():
     examples = _doc_examples()
-    assert set(examples) == {"hello", "welcome", "step", "action", "error", "step-fixed", "action-fixed"}
+    assert set(examples) == {"hello", "welcome", "step", "action", "error", "step-fixed", "action-fixed", "step-chunk",
+                             "action-chunk"}
     step = wire.decode(examples["step"])
     assert step.header == {"v": V, "type": "step", "seq": 2, "t_ns": 1_000_000_000, "deadline_us": 25_000,
                            "arrays": [["<f4", [6]]]}
@@ -257,6 +258,12 @@ def test_doc_worked_example_bytes_still_decode_to_what_the_doc_says():
     assert [f["name"] for f in w["observation"]["features"]] == ["joint_position", "goal_tool_position"]
     error = wire.decode(examples["error"])
     assert (error.header["code"], error.header["name"], error.header["re"]) == (10, "STALE_SEQUENCE", 2)
+    step_chunk = wire.decode(examples["step-chunk"]).header
+    assert (step_chunk["chunk"], step_chunk["t_ns"] - step_chunk["obs_t_ns"]) == (4, 2_000_000)
+    chunk = wire.decode(examples["action-chunk"])
+    assert (chunk.header["re"], chunk.header["chunk_start_ns"], chunk.header["period_us"]) == (4, step_chunk["obs_t_ns"], 50_000.0)
+    np.testing.assert_array_equal(chunk.arrays[0], np.array([[0.5, -0.25, -1.0], [0.25, 0.0, -0.5]], dtype=np.float32))
+    assert chunk.header["obs_age_us"] == 2_020.0
     for name in ("step", "action"):
         fixed = wire.decode(examples[f"{name}-fixed"])
         assert fixed.header == wire.decode(examples[name]).header and fixed.arrays[0].tobytes() == examples[name][1]

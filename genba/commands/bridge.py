@@ -148,6 +148,14 @@ def twin(
     latency_ms: float = typer.Option(0.0, help="Fault: added latency before each request (ms)."),
     jitter_ms: float = typer.Option(0.0, help="Fault: plus uniform random latency up to this (ms)."),
     drop_rate: float = typer.Option(0.0, help="Fault: fraction of replies lost."),
+    random_delay_ms: float = typer.Option(0.0, help="Fault: plus exponential random latency with this mean (ms)."),
+    loss_burst: float = typer.Option(1.0, help="Fault: mean length of a run of lost replies (1: independent)."),
+    chunks: bool | None = typer.Option(None, "--chunks/--no-chunks", help="Execute action chunks from a queue "
+                                       "(default: when the served bundle gives chunks)."),
+    replan_after: int | None = typer.Option(None, help="Chunks: re-observe after this many actions (default: half the chunk)."),
+    blend: int = typer.Option(0, help="Chunks: control periods crossfaded at a chunk boundary."),
+    max_age_ms: float | None = typer.Option(None, help="Chunks: never execute an action from an observation older "
+                                            "than this (default: the chunk's horizon)."),
     fault_seed: int = typer.Option(0, help="Seed of the fault generator."),
     reduced_speed: bool = typer.Option(False, help="Cap the tool at 250 mm/s (reduced-speed mode)."),
     max_tool_accel: Optional[float] = typer.Option(None, help="Tool-target acceleration limit (m/s^2)."),
@@ -178,7 +186,8 @@ def twin(
         scenario=scenario, endpoint=connect, bundle=_bundle_name(bundle), episodes=episodes, seed=seed, servo_hz=servo_hz,
         speed=speed, latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
         obs_mode=obs.value,
-        faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed), keys=keys,
+        faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed, random_delay_ms, loss_burst), keys=keys,
+        chunks=chunks, replan_after=replan_after, blend=blend, max_age_ms=max_age_ms,
         web=WebOptions(host, port, fps) if web else None,
     )
     freeze_heap()

@@ -16,12 +16,15 @@ class TwinError(AppError):
 class Faults:
     latency_ms: float = 0.0  # added before each request is sent
     jitter_ms: float = 0.0  # plus uniform [0, jitter_ms)
-    drop_rate: float = 0.0  # fraction of replies thrown away as if lost
+    drop_rate: float = 0.0  # fraction of replies thrown away as if lost (long-run)
     seed: int = 0
+    random_delay_ms: float = 0.0  # plus exponential random delay with this mean
+    loss_burst: float = 1.0  # mean length of a run of lost replies (1: independent losses)
 
     def __post_init__(self) -> None:
-        if self.latency_ms < 0 or self.jitter_ms < 0 or not 0.0 <= self.drop_rate <= 1.0:
-            raise TwinError(f"faults must be non-negative and drop rate in [0, 1], got {self}")
+        if min(self.latency_ms, self.jitter_ms, self.random_delay_ms) < 0 or not 0.0 <= self.drop_rate <= 1.0 \
+                or self.loss_burst < 1.0:
+            raise TwinError(f"faults must be non-negative, drop rate in [0, 1] and loss burst >= 1, got {self}")
 
 
 @dataclass
@@ -46,5 +49,9 @@ class TwinConfig:
     robot: str | None = None
     obs_mode: str = "state"  # perceived: the twin renders its camera and runs perception itself, as a cell PC would
     faults: Faults = field(default_factory=Faults)
+    chunks: bool | None = None  # execute chunks from a queue (bridge.executor); None: when the bundle gives chunks
+    replan_after: int | None = None  # chunk executor: re-observe after this many actions (None: half the chunk)
+    blend: int = 0  # chunk executor: periods crossfaded at a chunk boundary
+    max_age_ms: float | None = None  # chunk executor: stale limit (None: the chunk's horizon)
     keys: ClientKeys | None = None
     web: WebOptions | None = None  # serve the live page (needs the viewer's aiohttp)

@@ -31,6 +31,7 @@ class TwinReport:
     episode_success: list[bool]
     episode_steps: list[int]
     episode_returns: list[float]  # summed rewards, as `genba eval` sums them (mean_return there)
+    chunks: dict[str, Any] | None = None  # the chunk executor's figures (bridge.chunks.ChunkQueue.summary), if it ran
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -51,4 +52,9 @@ class TwinReport:
             f"safety interventions {changed or 'none'} ({self.steps_changed_by_safety} of {self.control_steps} steps changed); "
             f"watchdog holds {self.holds}; late control periods {self.overruns}",
             f"faults {self.faults}",
+            *([] if self.chunks is None else [
+                f"chunks: {self.chunks['served_fraction']:.1%} of control periods served from the queue, "
+                f"{self.chunks['hold_fraction']:.1%} dry (hold); {self.chunks['requests']} requests, {self.chunks['lost']} lost, "
+                f"{self.chunks['stale_chunks']} stale chunks refused; boundary jump {self.chunks['boundary_jump_mean']} "
+                f"vs step {self.chunks['step_jump_mean']}"]),
         ]

@@ -29,19 +29,22 @@ from dataclasses import asdict
 import numpy as np
 
 import sim
-from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
+from bridge.chunks import ChunkQueueConfig
+from bridge.client import BridgeClient, ClientConfig, HandshakeRejected, StepResult
 from bridge.endpoints import is_loopback_host
+from bridge.executor import ChunkExecutor
 from bridge.safety import SafetyFilter
 from bridge.servo import ServoPipeline
 from bridge.spec import spec_hash
 from bridge.watchdog import Watchdog
 from genba.twin.config import TwinConfig, TwinError
-from genba.twin.faults import FaultyLink
+from genba.twin.faults import FaultyChunkLink, FaultyLink
 from genba.twin.live_page import LivePage
 from genba.twin.report import TwinReport
 from genba.twin.tool_limits import tool_target_limits, tool_xyz
 from policies.evaluate import EVAL_SEED_OFFSET, wilson_interval
 from policies.features import flatten_obs
+from policies.policy import replan_after
 
 
 def run_twin(config: TwinConfig, log=print) -> TwinReport:
@@ -78,11 +81,30 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
             if not is_loopback_host(web.host):
                 log(f"warning: the live view listens on {web.host}: anyone on that network can pause and reset the twin")
             log(f"live view: {view.url}")
-        return _episodes(config, env, spec, FaultyLink(client, config.faults), client, welcome.bundle, log, page)
+        executor = _chunk_executor(config, client, welcome, float(spec["control_hz"]))
+        if executor is not None:
+            log(f"chunks: {welcome.chunk} actions per request from {welcome.bundle}, executed from a queue "
+                f"(re-observing after {executor.queue.config.replan_after}, stale after "
+                f"{executor.queue.config.stale_ns / 1e6:g} ms)")
+        return _episodes(config, env, spec, FaultyLink(client, config.faults), client, welcome.bundle, log, page, executor)
+
+
+def _chunk_executor(config: TwinConfig, client: BridgeClient, welcome, control_hz: float) -> ChunkExecutor | None:
+    """The chunk executor for a bundle that gives chunks (or when asked: --chunks), else None (one action a period)."""
+    use = welcome.chunk > 1 if config.chunks is None else config.chunks
+    if not use:
+        return None
+    if config.speed <= 0:
+        raise TwinError("chunks are executed on the wall clock: run the twin paced (--speed > 0)")
+    period_ns = int(1e9 / control_hz / config.speed)
+    queue = ChunkQueueConfig(
+        period_ns, welcome.chunk, max_age_ns=None if config.max_age_ms is None else int(config.max_age_ms * 1e6 / config.speed),
+        blend=config.blend, replan_after=config.replan_after or replan_after(welcome.chunk))
+    return ChunkExecutor(FaultyChunkLink(client, config.faults), queue)
 
 
 def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: BridgeClient, bundle_name: str, log,
-              page: LivePage | None) -> TwinReport:
+              page: LivePage | None, executor: ChunkExecutor | None = None) -> TwinReport:
     control_hz = float(spec["control_hz"])
     scales = {f["name"]: f.get("scale") for f in spec["action"]["features"]}
     pos_scale, yaw_scale = float(scales["tool_delta_position"]), float(scales["tool_delta_yaw"])
@@ -106,6 +128,8 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
     for episode in range(config.episodes):
         obs, info = env.reset(seed=EVAL_SEED_OFFSET + config.seed + episode)
         client.reset(1.0, episode=episode)
+        if executor is not None:
+            executor.reset()
         safety = SafetyFilter(limits, period_s / cycles, np.array([*robot.target_pos, robot.target_yaw]), tool_xyz)
         if config.reduced_speed:
             safety.set_reduced_speed(True)
@@ -132,12 +156,18 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
                     tick = time.monotonic()
             if wall_period:
                 now = time.monotonic()
-                if now < tick:
+                if now < tick and executor is not None:
+                    executor.wait(int(tick * 1e9))  # the loop's sleep: chunks are merged as they arrive
+                elif now < tick:
                     time.sleep(tick - now)
                 elif now - tick > wall_period:
                     overruns += 1
                     tick = now
-            result = link.step(flatten_obs(obs, layout), budget_s)
+            if executor is None:
+                result = link.step(flatten_obs(obs, layout), budget_s)
+            else:  # an action from the queue (through the servo pipeline and safety filter below), or none: hold
+                queued = executor.tick(flatten_obs(obs, layout))
+                result = StepResult("queue" if queued is not None else "dry", queued, 0)
             status[result.status] = status.get(result.status, 0) + 1
             current = np.array([*robot.target_pos, robot.target_yaw])
             measured = np.array([*robot.tool_pos, robot.tool_yaw])
@@ -183,7 +213,9 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
         mean_cycle_time_s=float(np.mean(cycle_times)) if cycle_times else None, control_steps=steps_total,
         round_trip=client.stats.summary(), deadline_misses=client.stats.deadline_misses, step_status=status,
         safety_interventions=safety_total, steps_changed_by_safety=steps_changed, holds=holds,
-        faults={**asdict(config.faults), "dropped": link.dropped, "added_latency_ms_total": round(link.delayed_ms, 1)},
+        faults={**asdict(config.faults), "dropped": (executor.link if executor else link).dropped,
+                "added_latency_ms_total": round((executor.link if executor else link).delayed_ms, 1)},
+        chunks=executor.summary() if executor is not None else None,
         overruns=overruns, wall_s=time.monotonic() - started, servo_hz=cycles * control_hz, speed=config.speed,
         episode_success=outcomes, episode_steps=lengths, episode_returns=returns,
     )
