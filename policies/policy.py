@@ -103,21 +103,44 @@ class LoadedPolicy(NamedTuple):
 
 
 def load_policy(target: str | Path, which: str = "best", device: str = "cpu", executor: str = "onnxruntime") -> LoadedPolicy:
-    """The policy in a bundle, a run directory (its `which` snapshot: best | final | latest) or a snapshot."""
+    """The policy in a bundle, a run directory (its `which` snapshot: best | final | latest) or a snapshot.
+
+    A chunked policy is executed as the bridge's chunk executor executes it (ChunkedPolicy).
+    """
     path = Path(target)
     if is_bundle(path):
         bundle = load_bundle(path, device=device, executor=executor)
         scenario = bundle.manifest.get("scenario", {}).get("name")
         robot = (bundle.manifest.get("training") or {}).get("robot")
-        return LoadedPolicy(bundle, "bundle", str(path), scenario, robot, {"name": bundle.name})
+        policy = bundle if bundle.chunk_length == 1 else ChunkedPolicy(_FlatChunks(bundle), bundle.chunk_length,
+                                                                       replan_after(bundle.chunk_length))
+        return LoadedPolicy(policy, "bundle", str(path), scenario, robot, {"name": bundle.name})
+    chunk = 1
     if (path / "config.yaml").is_file():
         snap = run_snapshot(path, which)
         cfg = RunDir.open(path).config()
         scenario, robot = cfg.scenario, cfg.robot
+        chunk = cfg.bc.chunk if cfg.algo == "bc" else 1
     elif (path / "state.json").is_file():
         snap = open_snapshot(path)
         scenario, robot = snap.state.get("scenario"), snap.state.get("robot")
+        chunk = int(snap.state.get("chunk", 1))
     else:
         raise PolicyLoadError(f"{path}: not a run directory, snapshot or bundle")
     policy = SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
+    if chunk > 1:
+        policy = ChunkedPolicy(policy, chunk, replan_after(chunk))
     return LoadedPolicy(policy, "run", str(snap.path), scenario, robot, {"steps": snap.state.get("num_timesteps")})
+
+
+class _FlatChunks:
+    """A chunked bundle as ChunkedPolicy takes it: every action of the chunk, flat."""
+
+    def __init__(self, bundle) -> None:
+        self.bundle = bundle
+
+    def reset(self) -> None:
+        self.bundle.reset()
+
+    def act(self, obs: Any) -> np.ndarray:
+        return self.bundle.act_chunk(obs).ravel()

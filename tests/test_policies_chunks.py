@@ -74,3 +74,17 @@ def test_the_loader_refuses_a_chunk_that_cannot_be_right(chunk_bundle_dir, tmp_p
     with pytest.raises(BundleError) as info:
         load_bundle(copy)
     assert fragment in str(info.value)
+
+
+def test_eval_runs_a_chunked_bundle_as_the_executor_does(chunk_bundle_dir):
+    from policies.policy import load_policy
+
+    loaded = load_policy(chunk_bundle_dir)
+    bundle = load_bundle(chunk_bundle_dir)
+    first, second = (np.array([0.1 * k, 0.2, 0.3, -0.1, 0.0, 0.2], np.float32) for k in (1, 2))
+    loaded.policy.reset()
+    # Chunk of 3, re-observed after 1 action (replan_after(3)): period 0 runs the first chunk's row 0, period 1
+    # the chunk observed at period 0 from its row 1.
+    a0, a1 = loaded.policy.act(first), loaded.policy.act(second)
+    assert a0.tobytes() == bundle.act_chunk(first)[0].tobytes()
+    assert a1.tobytes() == bundle.act_chunk(first)[1].tobytes()
