@@ -44,6 +44,16 @@ def robot(emulator):
         yield client
 
 
+@pytest.fixture
+def paced_robot():
+    """A client of an emulator paced at 4x real time: for tests that must see a move while it runs (as fast as
+    possible, an idle host finishes a 6-s move before the next datagram is read)."""
+    with HsesEmulator("conveyor-pick", port=0, speed=4.0) as emu:
+        with HsesClient(*emu.address, timeout=1.0, retries=1) as client:
+            yield emu, client
+        assert emu.stats["crashed"] == 0
+
+
 def sim_joints(emulator) -> np.ndarray:
     with emulator.lock:
         return emulator.motion.joints()
@@ -134,11 +144,12 @@ def test_move_cartesian_joint_absolute_reaches_the_pose(emulator, robot):
     assert rotation[2] == pytest.approx(-0.3, abs=1e-4)
 
 
-def test_move_cartesian_linear_runs_a_straight_line(emulator, robot):
+def test_move_cartesian_linear_runs_a_straight_line(paced_robot):
+    emulator, robot = paced_robot
     robot.servo(True)
     move_tool_down(robot, [0.45, -0.15, 0.30])
     start, end = np.array([0.45, -0.15, 0.30]), np.array([0.50, 0.15, 0.35])
-    robot.move_cartesian(end, [*DOWN, 0.5], MoveSpeed.linear_mm_s(50.0))  # 6.2 s of sim time: many samples
+    robot.move_cartesian(end, [*DOWN, 0.5], MoveSpeed.linear_mm_s(50.0))  # 6.2 s of sim time, 1.6 s here: many samples
     samples = []
     while robot.read_status().running:
         samples.append(robot.read_tool_pose()[0])
@@ -169,7 +180,8 @@ def test_move_cartesian_incremental_and_pulse_linear(emulator, robot):
     assert robot.read_tool_pose()[0].tolist() == pytest.approx([0.5, -0.05, 0.3], abs=5e-5)
 
 
-def test_hold_stops_a_move_and_blocks_the_next(emulator, robot):
+def test_hold_stops_a_move_and_blocks_the_next(paced_robot):
+    emulator, robot = paced_robot
     robot.servo(True)
     robot.move_pulse(GP7_AXES.radians_to_pulses(TARGET_Q), MoveSpeed.joint_percent(1.0))  # a slow move: ~6 s sim
     robot.hold(True)
@@ -237,7 +249,8 @@ def test_targets_outside_limits_or_reach_are_refused_before_moving(emulator, rob
     assert np.abs(sim_joints(emulator) - before).max() < 1e-3
 
 
-def test_a_second_move_while_running_is_refused(robot):
+def test_a_second_move_while_running_is_refused(paced_robot):
+    _, robot = paced_robot
     robot.servo(True)
     robot.move_pulse(GP7_AXES.radians_to_pulses(TARGET_Q), MoveSpeed.joint_percent(1.0))
     with pytest.raises(errors.ManipulatorOperating):
