@@ -14,7 +14,7 @@ add episodes driven by the expert (more DART data) or by the learner (DAgger), r
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -114,7 +114,8 @@ def _record(env, expert, driver, n: int, seed: int, noise: float, progress: bool
     return demos
 
 
-def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, Any]:
+def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True,
+             on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     bc = cfg.bc
     device = resolve_device(cfg.device)
@@ -154,6 +155,8 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True) -> dict[str, 
             if result.success_rate > best:
                 best = result.success_rate
                 save_snapshot(run.best, model, vecnorm, state=state_of(cfg, env_steps, time.monotonic() - t0, {"eval": record_}))
+            if on_eval is not None:
+                on_eval(record_)  # after the snapshot: a run a sweep prunes here still has its best policy
             return result.success_rate
 
         def learner():

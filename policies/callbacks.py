@@ -52,7 +52,7 @@ def state_of(cfg: TrainConfig, num_timesteps: int, wall_s: float, counters: dict
 
 class TrainingMonitor(BaseCallback):
     def __init__(self, run: RunDir, cfg: TrainConfig, eval_env, control_hz: float, vecnormalize=None,
-                 resume_state: dict[str, Any] | None = None, progress: bool = True):
+                 resume_state: dict[str, Any] | None = None, progress: bool = True, on_eval=None):
         super().__init__()
         self.run, self.cfg, self.eval_env, self.control_hz, self.vecnormalize = run, cfg, eval_env, control_hz, vecnormalize
         s = resume_state or {}
@@ -62,6 +62,7 @@ class TrainingMonitor(BaseCallback):
         self.best_success = float(s.get("best_success", -1.0))
         self.n_evals = int(s.get("n_evals", 0))
         self.progress_enabled = progress
+        self.on_eval = on_eval  # sees each evaluation record; what it raises ends training (a pruned sweep trial)
         self.stopped_early = False
         self.last_eval: EvalResult | None = None
         self.last_eval_step = -1
@@ -120,6 +121,8 @@ class TrainingMonitor(BaseCallback):
             self.best_success = result.success_rate
             save_snapshot(self.run.best, self.model, self.vecnormalize,
                           state=state_of(self.cfg, self.num_timesteps, self.elapsed(), {**self.counters(), "eval": record}))
+        if self.on_eval is not None:
+            self.on_eval(record)
         return result
 
     def checkpoint(self) -> None:

@@ -151,11 +151,19 @@ def preset_path(scenario: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_preset(scenario: str) -> tuple[dict[str, Any], Path | None]:
-    path = preset_path(scenario)
+def load_preset(scenario: str, preset_file: str | Path | None = None) -> tuple[dict[str, Any], Path | None]:
+    """The scenario's shipped preset, or `preset_file` (e.g. the best preset a sweep wrote) in its place."""
+    path = Path(preset_file) if preset_file is not None else preset_path(scenario)
     if path is None:
         return {}, None
-    data = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise ConfigError(f"--preset {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a preset is a mapping with default_algo, common and algos")
     unknown = set(data) - {"default_algo", "common", "algos"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; valid: default_algo, common, algos")
@@ -189,9 +197,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults, then the scenario's preset (common + the algorithm's block), then `overrides`."""
-    preset, path = load_preset(scenario)
+def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, Any] | None = None,
+                   preset_file: str | Path | None = None) -> TrainConfig:
+    """Defaults, then the scenario's preset (or `preset_file`: common + the algorithm's block), then `overrides`."""
+    preset, path = load_preset(scenario, preset_file)
     source = str(path) if path else "<defaults>"
     algo = algo or (overrides or {}).get("algo") or preset.get("default_algo") or "sac"
     if algo not in ALGOS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from stable_baselines3.common.callbacks import CallbackList
@@ -29,11 +29,13 @@ from policies.snapshot import open_snapshot, run_snapshot, save_snapshot
 
 
 def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
-          argv: list[str] | None = None, max_steps: int | None = None, device: str | None = None) -> dict[str, Any]:
+          argv: list[str] | None = None, max_steps: int | None = None, device: str | None = None,
+          on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train (or resume) the run at `out`; returns the summary also written to out/summary.json.
 
     cfg is None on resume (the run's own config.yaml is used); `max_steps` extends a resumed run and
-    `device` moves it (e.g. continue a CPU run on a GPU).
+    `device` moves it (e.g. continue a CPU run on a GPU). `on_eval` sees every evaluation's record (as
+    written to eval.jsonl); an exception it raises ends the run (a sweep prunes a trial that way).
     """
     torch.set_num_threads(1)  # small MLPs on shared cores: more threads only add contention
     if resume:
@@ -50,11 +52,11 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
             raise ConfigError("a new run needs a config")
         run = RunDir.create(out, cfg, argv)
     if cfg.algo == "bc":
-        return train_bc(cfg, run, progress=progress)
-    return _train_rl(cfg, run, resume, progress)
+        return train_bc(cfg, run, progress=progress, on_eval=on_eval)
+    return _train_rl(cfg, run, resume, progress, on_eval)
 
 
-def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> dict[str, Any]:
+def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_eval=None) -> dict[str, Any]:
     t0 = time.monotonic()
     device = resolve_device(cfg.device)
     ckpt_path = run.latest_checkpoint() if resume else None
@@ -87,7 +89,8 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool) -> di
             if cfg.demos and cfg.algo in OFF_POLICY:
                 prefill_replay_buffer(model, load_demos(cfg.demos), eval_env)
             state = None
-        monitor = TrainingMonitor(run, cfg, eval_env, control_hz(eval_env), vecnorm, resume_state=state, progress=progress)
+        monitor = TrainingMonitor(run, cfg, eval_env, control_hz(eval_env), vecnorm, resume_state=state, progress=progress,
+                                  on_eval=on_eval)
         callbacks = [monitor]
         if cfg.init and cfg.init_actor_freeze > model.num_timesteps:
             callbacks.append(FreezeActor(cfg.init_actor_freeze))

@@ -39,6 +39,8 @@ def train_cmd(
     obs: Optional[Observe] = typer.Option(None, "--obs", help=OBS_HELP + " (default: the preset's, else state)"),
     stop_at_success: Optional[float] = typer.Option(None, help="stop once an evaluation reaches this success rate"),
     set_: list[str] = typer.Option([], "--set", help="override any config key: --set hyperparams.batch_size=512"),
+    preset: Optional[Path] = typer.Option(None, help="preset YAML to use instead of the scenario's shipped one "
+                                          "(e.g. the best.yaml a `genba sweep` wrote)"),
     progress: bool = typer.Option(True, help="show the progress bar"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the training summary as JSON"),
 ) -> None:
@@ -55,7 +57,7 @@ def train_cmd(
         if cfg_on_disk.scenario != scenario:
             raise AppError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
         fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos, "--obs": obs,
-                 "--robot": robot, "--stop-at-success": stop_at_success, "--set": set_ or None}
+                 "--robot": robot, "--stop-at-success": stop_at_success, "--set": set_ or None, "--preset": preset}
         given = [flag for flag, value in fixed.items() if value is not None]
         if given:
             raise AppError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
@@ -67,7 +69,7 @@ def train_cmd(
                  "obs_mode": obs.value if obs is not None else None,
                  "demos": str(demos) if demos else None, "robot": robot, "stop_at_success": stop_at_success}
         overrides.update({k: v for k, v in flags.items() if v is not None})
-        cfg = resolve_config(scenario, algo, overrides)
+        cfg = resolve_config(scenario, algo, overrides, preset_file=preset)
         if out is None:
             out = Path("runs") / f"{Path(scenario).stem}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         typer.echo(f"run directory: {out}", err=True)

@@ -1,0 +1,139 @@
+"""`genba sweep`: hyperparameter and seed sweeps on Optuna (policies.sweep), local or on a shared database.
+
+    genba sweep CELL --algo ALGO --trials N --workers K [--space FILE] [--storage URL] [--study NAME]
+    genba sweep CELL --seeds S                    the preset over S seeds: mean and 95% interval
+    genba sweep --worker --study NAME --storage URL   join a study from any node (docs/sweeps.md)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from genba.errors import AppError
+
+DEFAULT_HEARTBEAT_S = 30.0
+
+
+def sweep_cmd(
+    cell: Optional[str] = typer.Argument(None, help="scenario to sweep (as `genba train` takes it); not with --worker"),
+    algo: Optional[str] = typer.Option(None, help="ppo | sac | td3 | tqc | bc (default: the preset's)"),
+    trials: int = typer.Option(20, help="finished (complete or pruned) trials the study runs to"),
+    workers: int = typer.Option(1, help="worker processes on this machine (0: only create the study and watch; "
+                                        "workers elsewhere run it)"),
+    space: Optional[Path] = typer.Option(None, help="search space YAML (default: policies/sweep_spaces/ALGO.yaml)"),
+    storage: Optional[str] = typer.Option(None, help="postgresql://USER:PW@HOST:PORT/DB, sqlite:///FILE.db or a journal file "
+                                                     "(default: journal.log in the sweep directory)"),
+    study: Optional[str] = typer.Option(None, help="study name (default: the sweep directory's name)"),
+    worker: bool = typer.Option(False, "--worker", help="join --study in --storage and run its trials until it is done"),
+    seeds: Optional[int] = typer.Option(None, help="run the preset (no search) over this many seeds, from --seed on"),
+    preset: Optional[Path] = typer.Option(None, help="preset YAML instead of the cell's shipped one"),
+    set_: list[str] = typer.Option([], "--set", help="fixed config override for every trial: --set steps=20000"),
+    out: Optional[Path] = typer.Option(None, help="sweep directory (default sweeps/CELL-ALGO-TIME); with --worker, "
+                                                  "where this worker's trial runs go (default: the study's)"),
+    heartbeat: float = typer.Option(DEFAULT_HEARTBEAT_S, help="seconds between a running trial's heartbeats on a database; "
+                                                              "a trial silent for twice that is failed and retried"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the sweep's results as JSON"),
+) -> None:
+    """Tune a preset with Optuna (TPE + median pruning), or check it across seeds."""
+    from policies.sweep_storage import open_storage
+
+    if heartbeat < 1:
+        raise AppError(f"--heartbeat must be >= 1 s, got {heartbeat}")
+    if worker:
+        if not (study and storage):
+            raise AppError("--worker needs --study NAME and --storage URL (the study to join)")
+        if cell or seeds or space or set_ or preset:
+            raise AppError("--worker takes its cell, space and trials from the study; drop CELL, --seeds, --space, --set, --preset")
+        from policies.sweep import load_study, run_worker
+
+        ran = run_worker(load_study(open_storage(storage, heartbeat), study), out)
+        typer.echo(f"worker done: ran {ran} trial(s) of study {study}")
+        return
+    if not cell:
+        raise AppError("give the CELL to sweep (or --worker --study NAME --storage URL to join a study)")
+    if trials < 1 or workers < 0 or (seeds is not None and seeds < 1):
+        raise AppError("--trials and --seeds must be >= 1, --workers >= 0")
+    _coordinate(cell, algo, trials, workers, space, storage, study, seeds, preset, set_, out, heartbeat, json_path)
+
+
+def _coordinate(cell, algo, trials, workers, space, storage, study_name, seeds, preset, set_, out, heartbeat, json_path) -> None:
+    from genba.sweep_workers import LocalWorkers
+    from policies.config import parse_overrides, resolve_config
+    from policies.sweep import create_study
+    from policies.sweep_space import load_space
+    from policies.sweep_storage import open_storage
+
+    overrides = parse_overrides(set_)
+    cfg = resolve_config(cell, algo, overrides, preset)
+    space_data = {} if seeds else load_space(space, cfg.algo)
+    if out is None:
+        out = Path("sweeps") / f"{Path(cell).stem}-{cfg.algo}-{'seeds-' if seeds else ''}{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and any(out.iterdir()):
+        raise AppError(f"{out} already exists; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or str(out.resolve() / "journal.log")
+    name = study_name or out.name
+    study = create_study(open_storage(storage, heartbeat), name, cell=cell, algo=cfg.algo, space=space_data,
+                         trials=seeds or trials, sweep_dir=out, overrides=overrides, preset_file=str(preset) if preset else None,
+                         seeds=seeds)
+    typer.echo(f"sweep {out}: study {name!r}, {seeds or trials} trials, {workers} local worker(s)", err=True)
+    if workers == 0:
+        typer.echo(f"join from any node: genba sweep --worker --study {name} --storage '{storage}'", err=True)
+    t0 = time.monotonic()
+    LocalWorkers(study, storage, heartbeat, out / "workers", workers, lambda line: typer.echo(line, err=True)).run()
+    _report(study, out, time.monotonic() - t0, json_path)
+
+
+def _report(study, out: Path, wall_s: float, json_path: Optional[Path]) -> None:
+    from policies.sweep import best_trial, plot_history, seed_summary, trial_rows, write_best_preset
+
+    rows = trial_rows(study)
+    typer.echo(trials_table(rows))
+    result: dict[str, Any] = {"study": study.study_name, "cell": study.user_attrs["cell"], "algo": study.user_attrs["algo"],
+                              "mode": study.user_attrs["mode"], "wall_s": round(wall_s, 1), "trials": rows}
+    if study.user_attrs["mode"] == "seeds":
+        result["seed_summary"] = s = seed_summary(study)
+        typer.echo(f"over {s['success']['n']} seeds: success {_mean_ci(s['success'], '.1%')}; "
+                   f"cycle time {_mean_ci(s['cycle_time_s'], '.2f')} s")
+    else:
+        best = best_trial(study)
+        preset = write_best_preset(study, out / "best.yaml")
+        plot = plot_history(study, out / "history.png")
+        result.update(best_trial=best.number if best else None, best_params=best.params if best else None,
+                      best_preset=str(preset) if preset else None, history_png=str(plot) if plot else None)
+        if best is not None:
+            typer.echo(f"best: trial {best.number}, success {best.user_attrs['success']:.1%}; preset {preset}"
+                       + (f"; history {plot}" if plot else ""))
+    (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    typer.echo(f"{len(rows)} trials in {wall_s:.0f} s; results: {out / 'sweep.json'}")
+
+
+def _mean_ci(stat: dict, fmt: str) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    ci = stat["ci95"]
+    return f"{stat['mean']:{fmt}}" + (f" [{ci[0]:{fmt}}, {ci[1]:{fmt}}]" if ci else "")
+
+
+def trials_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'#':>4} {'state':<9} {'success':>8} {'cycle s':>8} {'wall s':>7} {'retry of':>8}  params"]
+    for r in rows:
+        success = f"{r['success']:.1%}" if r["success"] is not None else "-"
+        cycle = f"{r['cycle_time_s']:.2f}" if r["cycle_time_s"] is not None else "-"
+        wall = f"{r['wall_s']:.1f}" if r["wall_s"] is not None else "-"
+        retry = str(r["retry_of"]) if r["retry_of"] is not None else ""
+        params = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["params"].items())
+        lines.append(f"{r['number']:>4} {r['state']:<9} {success:>8} {cycle:>8} {wall:>7} {retry:>8}  {params}")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep_cmd)
