@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from policies.config import _merge, resolve_config
 from policies.rundir import RunDir
 from policies.sweep_space import SweepError, set_nested, suggest
+from policies.sweep_storage import MAX_RETRY
 from policies.train import train
 
 # Success rates differ by at least 1/eval_episodes (>= 0.001); 1e-6 x a cycle of even 100 s stays below that.
@@ -144,7 +145,7 @@ def _record_best(trial: optuna.Trial, run: RunDir) -> None:
 
 def fail_trials_of(study: optuna.Study, pid: int) -> list[int]:
     """Fail the running trials of a dead local worker and enqueue them again (what a heartbeat does on a database)."""
-    retry = optuna.storages.RetryFailedTrialCallback(max_retry=3)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if t.user_attrs.get("worker_pid") == pid and t.user_attrs.get("worker", "").startswith(platform.node() + ":"):

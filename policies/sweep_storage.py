@@ -6,17 +6,18 @@
 
 On a database, each running trial sends a heartbeat; a trial whose heartbeat stops (its worker was
 killed, its node lost) is failed by the next worker that looks, and RetryFailedTrialCallback enqueues it
-again with the same parameters. The journal has no heartbeat: the local coordinator, which owns the
+again with the same parameters (RetryHeartbeatStaleTrialCallback). The journal has no heartbeat: the local coordinator, which owns the
 worker processes, fails and re-enqueues the trials of a worker that died (policies.sweep.fail_trials_of).
 """
 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from policies.sweep_space import SweepError
@@ -44,18 +45,24 @@ def open_storage(spec: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSt
         raise SweepError(f"--storage {redact(spec)}: unsupported scheme {scheme!r}; use postgresql://USER:PASSWORD@HOST:PORT/DB, "
                          "sqlite:///FILE.db, or a journal file path")
     engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if scheme.startswith("postgresql") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental" since v2.8
+        return _rdb(spec, heartbeat_s, engine_kwargs)
+
+
+def _rdb(spec: str, heartbeat_s: float, engine_kwargs: dict) -> RDBStorage:
     import sqlalchemy.exc  # lazy: optuna's own dependency, only needed to name its errors
 
     try:
         return RDBStorage(spec, engine_kwargs=engine_kwargs, heartbeat_interval=max(1, round(heartbeat_s)),
                           grace_period=max(2, round(2 * heartbeat_s)),
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY))
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
     except sqlalchemy.exc.ArgumentError as exc:
         raise SweepError(f"--storage {redact(spec)}: not a valid database URL ({_first_line(exc)})") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
         raise SweepError(f"--storage {redact(spec)}: cannot reach the database ({_first_line(getattr(exc, 'orig', exc))})") from None
     except ImportError as exc:
-        raise SweepError(f"--storage {redact(spec)}: the database driver is not installed ({exc})") from None
+        raise SweepError(f"--storage {redact(spec)}: the database driver is not installed ({exc.__cause__ or exc})") from None
 
 
 def _journal(path: Path) -> JournalStorage:
