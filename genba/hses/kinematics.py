@@ -16,6 +16,7 @@ import numpy as np
 import pybullet as pb
 
 from sim.robots.base import Robot
+from sim.robots.ik import KinematicCopy
 from sim.simulator import yaw_quat
 
 TOOL_DOWN_TOLERANCE = math.radians(0.5)  # how far from tool-down Rx/Ry a target may be and still count
@@ -54,31 +55,16 @@ class ArmKinematics:
     """Forward kinematics of one loaded robot on a private copy, in that robot's base frame."""
 
     def __init__(self, robot: Robot) -> None:
-        self._robot = robot
-        self.cid = pb.connect(pb.DIRECT)
-        if self.cid < 0:
-            raise RuntimeError("could not open a PyBullet client for forward kinematics")
         # The copy sits at the base frame's origin, unturned: its link poses are base-frame poses.
-        self._body = pb.loadURDF(str(robot.model.urdf_path), [0.0, 0.0, 0.0], yaw_quat(0.0), useFixedBase=True,
-                                 physicsClientId=self.cid)
+        self._copy = KinematicCopy(robot.model.urdf_path, (0.0, 0.0, 0.0), yaw_quat(0.0), robot.arm_ids, robot.tool_id)
         self._arm = list(robot.arm_ids)
-        self._tool = robot.tool_id
 
     def tool_pose(self, q: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
         """(position m, rotation matrix) of the tool for arm joints q, in the base frame."""
-        for j, angle in zip(self._arm, q):
-            pb.resetJointState(self._body, j, float(angle), 0.0, physicsClientId=self.cid)
-        state = pb.getLinkState(self._body, self._tool, computeForwardKinematics=1, physicsClientId=self.cid)
-        matrix = np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
-        return np.array(state[4]), matrix
+        return self._copy.tool_pose(self._arm, q)
 
     def close(self) -> None:
-        if self.cid >= 0:
-            try:
-                pb.disconnect(physicsClientId=self.cid)
-            except pb.error:
-                pass
-            self.cid = -1
+        self._copy.close()
 
 
 def world_to_base(robot: Robot, position: Sequence[float], matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

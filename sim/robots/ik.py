@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pybullet as pb
 
 # Iterations per control step from the last command: the tracking and grasping tests hold with 1.
@@ -26,7 +27,7 @@ JOINT_DAMPING = 1e-3
 
 
 class KinematicCopy:
-    """A collision-free, never-stepped copy of one robot, used only to solve IK."""
+    """A collision-free, never-stepped copy of one robot, for IK and forward kinematics."""
 
     def __init__(self, urdf_path: Path, base_position: Sequence[float], base_orientation: Sequence[float],
                  movable: Sequence[int], tool_link: int) -> None:
@@ -46,6 +47,12 @@ class KinematicCopy:
             self.body, self._tool, position, orientation, jointDamping=self._damping, maxNumIterations=IK_ITERATIONS,
             residualThreshold=1e-6, physicsClientId=self.cid,
         )
+
+    def tool_pose(self, joints: Sequence[int], q: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """Forward kinematics on the copy: (position m, rotation matrix) of the tool link with `joints` at q."""
+        pb.resetJointStatesMultiDof(self.body, list(joints), [[float(a)] for a in q], physicsClientId=self.cid)
+        state = pb.getLinkState(self.body, self._tool, computeForwardKinematics=1, physicsClientId=self.cid)
+        return np.array(state[4]), np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
 
     def close(self) -> None:
         if self.cid >= 0:
