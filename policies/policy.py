@@ -115,19 +115,17 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
         policy = bundle if bundle.chunk_length == 1 else ChunkedPolicy(_FlatChunks(bundle), bundle.chunk_length,
                                                                        replan_after(bundle.chunk_length))
         return LoadedPolicy(policy, "bundle", str(path), scenario, robot, {"name": bundle.name})
-    chunk = 1
     if (path / "config.yaml").is_file():
         snap = run_snapshot(path, which)
         cfg = RunDir.open(path).config()
         scenario, robot = cfg.scenario, cfg.robot
-        chunk = cfg.bc.chunk if cfg.algo == "bc" else 1
     elif (path / "state.json").is_file():
         snap = open_snapshot(path)
         scenario, robot = snap.state.get("scenario"), snap.state.get("robot")
-        chunk = int(snap.state.get("chunk", 1))
     else:
         raise PolicyLoadError(f"{path}: not a run directory, snapshot or bundle")
     policy = SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
+    chunk = int(snap.state.get("chunk", 1))  # snapshots from before chunks: single actions
     if chunk > 1:
         policy = ChunkedPolicy(policy, chunk, replan_after(chunk))
     return LoadedPolicy(policy, "run", str(snap.path), scenario, robot, {"steps": snap.state.get("num_timesteps")})
