@@ -19,7 +19,7 @@ from scenarios.naming import did_you_mean
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ALGOS = ("ppo", "sac", "td3", "tqc", "bc")
 OFF_POLICY = ("sac", "td3", "tqc")
-OBS_MODES = ("state", "perceived")  # what a policy with a flat observation can train on
+OBS_MODES = ("state", "perceived", "pixels")  # pixels: a CNN student, taught by the expert (--algo bc)
 
 
 class ConfigError(PolicyError):
@@ -52,6 +52,14 @@ class BCConfig:
     chunk: int = 1
     """actions per observation (an action chunk, one control period apart; 1: a single action). The label of
     step t is the expert's actions t..t+chunk-1 of that episode (its last action repeated past the end)"""
+    encoder_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
+    """obs_mode pixels: channels of the student's conv layers (policies.pixel_net)"""
+    augment_shift: int = 2
+    """obs_mode pixels: random image shift of up to this many pixels while fitting"""
+    augment_brightness: float = 0.1
+    """obs_mode pixels: colour channels get a random offset of up to this (images in [0, 1]) while fitting"""
+    augment_contrast: float = 0.1
+    """obs_mode pixels: colour channels get a random contrast factor 1 +- this while fitting"""
 
 
 @dataclass
@@ -108,6 +116,8 @@ class TrainConfig:
             raise ConfigError(f"--her needs an off-policy algorithm ({', '.join(OFF_POLICY)}), not {self.algo}")
         if self.obs_mode not in OBS_MODES:
             raise ConfigError(f"obs_mode {self.obs_mode!r}: use one of {', '.join(OBS_MODES)}" + did_you_mean(self.obs_mode, OBS_MODES))
+        if self.obs_mode == "pixels" and self.algo != "bc":
+            raise ConfigError(f"obs_mode pixels trains a CNN student from the scripted expert: use --algo bc, not {self.algo}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device {self.device!r}: use auto, cpu or cuda")
         for name in ("steps", "n_envs", "eval_freq", "eval_episodes", "checkpoint_freq", "keep_checkpoints"):

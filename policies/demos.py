@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 from tqdm import tqdm
@@ -78,25 +78,35 @@ def unflatten(flat: np.ndarray, layout: dict[str, Any]) -> np.ndarray | dict[str
     return out
 
 
-def record(env, driver: Policy | None, expert: Policy, n_episodes: int, seed: int,
-           on_episode: Callable[[int, bool], None] | None = None, noise: float = 0.0) -> Demos:
+class Step(NamedTuple):
+    """One labelled transition of `labelled_steps`."""
+
+    obs: Any
+    label: np.ndarray
+    next_obs: Any
+    reward: float
+    terminated: bool
+    truncated: bool
+    episode: int
+
+
+def labelled_steps(env, driver: Policy | None, expert: Policy, n_episodes: int, seed: int,
+                   on_episode: Callable[[int, bool], None] | None = None, noise: float = 0.0) -> Iterator[Step]:
     """Run `n_episodes`; the env executes the driver's actions while the expert labels every state.
 
     With driver None the expert drives (demonstrations); with a learner it is a DAgger round. The
     expert is asked exactly once per step: its state machine keeps timers that each call advances.
     noise > 0 (DART): the executed motion is the expert's plus Gaussian noise of that std (the last
     action component, the gripper, stays clean), while the label stays the clean expert action, so the
-    data shows how to correct small deviations.
+    data shows how to correct small deviations. on_episode(index, success) follows each episode.
     """
     rng = np.random.default_rng(seed)
-    cols: dict[str, list] = {k: [] for k in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "episode")}
-    successes = []
     for ep in range(n_episodes):
         obs, _ = env.reset(seed=seed + ep)
         expert.reset()
         if driver is not None:
             driver.reset()
-        done = False
+        done, info = False, {}
         while not done:
             label = np.asarray(expert.act(obs), dtype=np.float32)
             action = label if driver is None else np.asarray(driver.act(obs), dtype=np.float32)
@@ -104,17 +114,31 @@ def record(env, driver: Policy | None, expert: Policy, n_episodes: int, seed: in
                 action = action.copy()
                 action[:-1] = np.clip(action[:-1] + rng.normal(0.0, noise, action.size - 1), -1.0, 1.0)
             next_obs, reward, terminated, truncated, info = env.step(action)
-            cols["obs"].append(flatten_obs(obs))
-            cols["next_obs"].append(flatten_obs(next_obs))
-            cols["actions"].append(label)
-            cols["rewards"].append(float(reward))
-            cols["terminated"].append(bool(terminated))
-            cols["truncated"].append(bool(truncated))
-            cols["episode"].append(ep)
+            yield Step(obs, label, next_obs, float(reward), bool(terminated), bool(truncated), ep)
             obs, done = next_obs, terminated or truncated
-        successes.append(bool(info.get("is_success", False)))
         if on_episode is not None:
-            on_episode(ep, successes[-1])
+            on_episode(ep, bool(info.get("is_success", False)))
+
+
+def record(env, driver: Policy | None, expert: Policy, n_episodes: int, seed: int,
+           on_episode: Callable[[int, bool], None] | None = None, noise: float = 0.0) -> Demos:
+    """`labelled_steps` as Demos (flat observations)."""
+    cols: dict[str, list] = {k: [] for k in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated", "episode")}
+    successes: list[bool] = []
+
+    def ended(ep: int, success: bool) -> None:
+        successes.append(success)
+        if on_episode is not None:
+            on_episode(ep, success)
+
+    for step in labelled_steps(env, driver, expert, n_episodes, seed, ended, noise):
+        cols["obs"].append(flatten_obs(step.obs))
+        cols["next_obs"].append(flatten_obs(step.next_obs))
+        cols["actions"].append(step.label)
+        cols["rewards"].append(step.reward)
+        cols["terminated"].append(step.terminated)
+        cols["truncated"].append(step.truncated)
+        cols["episode"].append(step.episode)
     return Demos(np.asarray(cols["obs"], np.float32), np.asarray(cols["next_obs"], np.float32),
                  np.asarray(cols["actions"], np.float32), np.asarray(cols["rewards"], np.float32),
                  np.asarray(cols["terminated"], bool), np.asarray(cols["truncated"], bool),

@@ -14,6 +14,7 @@ from typing import Any
 from policies.rundir import RunDir, RunError, atomic_dir, recover_dir
 
 MODEL, BUFFER, VECNORM, STATE = "model.zip", "replay_buffer.pkl", "vecnormalize.pkl", "state.json"
+PIXEL_MODEL = "pixel_policy.pt"  # a pixel student (policies.pixel_net): its config and state dict, torch.save
 
 
 def algo_class(algo: str):
@@ -30,6 +31,16 @@ def save_snapshot(target: Path, model, vecnormalize=None, *, with_buffer: bool =
             model.save_replay_buffer(tmp / BUFFER)
         if vecnormalize is not None:
             vecnormalize.save(str(tmp / VECNORM))
+        (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n")
+    return target
+
+
+def save_pixel_snapshot(target: Path, net, *, state: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """A pixel student's snapshot; `extra` (optimiser, counters) makes it a resumable checkpoint."""
+    import torch
+
+    with atomic_dir(target) as tmp:
+        torch.save({"config": net.config(), "state_dict": net.state_dict(), **(extra or {})}, tmp / PIXEL_MODEL)
         (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n")
     return target
 

@@ -24,6 +24,7 @@ from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_vec_env
 from policies.models import LinearSchedule, build_model  # noqa: F401 (saved models pickle policies.train.LinearSchedule)
 from policies.policy import SB3Policy
+from policies.pixel_bc import train_pixel_bc
 from policies.rundir import RunDir, RunError
 from policies.snapshot import open_snapshot, run_snapshot, save_snapshot
 
@@ -51,6 +52,8 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
         if cfg is None:
             raise ConfigError("a new run needs a config")
         run = RunDir.create(out, cfg, argv)
+    if cfg.algo == "bc" and cfg.obs_mode == "pixels":
+        return train_pixel_bc(cfg, run, progress=progress, resume=resume, on_eval=on_eval)
     if cfg.algo == "bc":
         return train_bc(cfg, run, progress=progress, on_eval=on_eval)
     return _train_rl(cfg, run, resume, progress, on_eval)

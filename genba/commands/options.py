@@ -12,10 +12,12 @@ class Observe(str, Enum):
 
     state = "state"
     perceived = "perceived"
+    pixels = "pixels"
 
 
 OBS_HELP = ("state: the simulator's exact part poses; perceived: the same features as the cell's camera and perception "
-            "measure them (what a real cell provides)")
+            "measure them (what a real cell provides); pixels: camera images and the robot's readings (a CNN student "
+            "taught by the scripted expert)")
 
 
 def obs_option() -> Observe:

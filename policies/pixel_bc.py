@@ -1,0 +1,274 @@
+"""Teacher-student behaviour cloning from pixels (`genba train CELL --obs pixels`).
+
+The teacher is the scripted expert, which reads the simulator's exact state; the student is a CNN
+(policies.pixel_net) that sees only what a real cell gives it: camera images and the robot's own
+readings. Round 0 records the expert with DART noise on its executed motion (labels stay clean), then
+each extra round records more episodes, driven by the expert again or by the student (DAgger: the
+expert labels the states the student visits), refits on everything and evaluates on fresh seeds. The
+best evaluation is the run's `best` snapshot.
+
+Images stay uint8 in memory (a float copy of 20k 84x84 RGB-D frames would be 2 GB); each batch is
+gathered, moved (pinned memory, non-blocking, on CUDA), converted and augmented on the device. Mixed
+precision (bfloat16 autocast) on CUDA. Every round leaves its data (`data/round_<r>.npz`) and a
+checkpoint (network + optimiser), so an interrupted run resumes at the round after the last complete one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from policies.bc import EVAL_SEED_STRIDE, ROUND_SEED_OFFSET, chunk_labels
+from policies.callbacks import ProgressBar, state_of
+from policies.config import TrainConfig
+from policies.demos import labelled_steps
+from policies.device import resolve_device
+from policies.envs import control_hz, make_env, make_expert
+from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
+from policies.pixel_net import PixelPolicy, PixelPolicyNet, augment, colour_channels, split_keys
+from policies.policy import ChunkedPolicy, replan_after
+from policies.rundir import RunDir, atomic_dir, recover_dir
+from policies.snapshot import PIXEL_MODEL, STATE, save_pixel_snapshot
+
+MIN_VECTOR_STD = 1e-2  # floor: a reading (nearly) constant in the demos must not blow up when it moves
+DATA_DIR = "data"
+
+
+@dataclass
+class PixelData:
+    """Labelled steps: uint8 images per key, float32 vectors (the robot's readings), the expert's actions."""
+
+    images: dict[str, np.ndarray]  # key -> (N, H, W, C) uint8
+    vectors: np.ndarray  # (N, P) float32
+    actions: np.ndarray  # (N, A) float32, the expert's labels
+    episode: np.ndarray  # (N,) int32, contiguous runs
+    successes: np.ndarray  # (E,) bool, whether each episode succeeded
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def extend(self, other: "PixelData") -> "PixelData":
+        cat = np.concatenate
+        offset = len(self.successes)
+        return PixelData({k: cat([v, other.images[k]]) for k, v in self.images.items()}, cat([self.vectors, other.vectors]),
+                         cat([self.actions, other.actions]), cat([self.episode, other.episode + offset]),
+                         cat([self.successes, other.successes]))
+
+    def save(self, path: Path) -> None:
+        with atomic_dir(path) as tmp:  # a directory, so a crash mid-write leaves nothing that looks complete
+            np.savez(tmp / "steps.npz", vectors=self.vectors, actions=self.actions, episode=self.episode,
+                     successes=self.successes, **{f"image.{k}": v for k, v in self.images.items()})
+
+    @staticmethod
+    def load(path: Path) -> "PixelData":
+        with np.load(path / "steps.npz", allow_pickle=False) as z:
+            images = {k[len("image."):]: z[k] for k in z.files if k.startswith("image.")}
+            return PixelData(images, z["vectors"], z["actions"], z["episode"], z["successes"])
+
+
+def record_pixels(env, driver, expert, n_episodes: int, seed: int, noise: float, on_episode=None) -> PixelData:
+    image_keys, vector_keys = split_keys(env.observation_space)
+    images: dict[str, list] = {k: [] for k in image_keys}
+    vectors, actions, episode, successes = [], [], [], []
+
+    def ended(ep: int, success: bool) -> None:
+        successes.append(success)
+        if on_episode is not None:
+            on_episode(ep, success)
+
+    for step in labelled_steps(env, driver, expert, n_episodes, seed, ended, noise):
+        for k in image_keys:
+            images[k].append(step.obs[k])
+        vectors.append(np.concatenate([step.obs[k] for k in vector_keys]))
+        actions.append(step.label)
+        episode.append(step.episode)
+    return PixelData({k: np.stack(v) for k, v in images.items()}, np.asarray(vectors, np.float32),
+                     np.asarray(actions, np.float32), np.asarray(episode, np.int32), np.asarray(successes, bool))
+
+
+class Fitter:
+    """The student, its optimiser, and the regression of its actions onto the expert's labels."""
+
+    def __init__(self, net: PixelPolicyNet, cfg: TrainConfig, device: str, writer=None) -> None:
+        bc = cfg.bc
+        self.net, self.bc, self.device, self.writer = net.to(device), bc, device, writer
+        self.opt = torch.optim.Adam(net.parameters(), lr=bc.learning_rate)
+        self.rng = torch.Generator().manual_seed(cfg.seed)
+        self.colour = colour_channels(net.image_shapes)
+        self.iterations_done = 0
+
+    def fit(self, data: PixelData, iterations: int, progress: bool, desc: str) -> float:
+        bc, net, device = self.bc, self.net, self.device
+        keys = list(data.images)
+        labels = data.actions if bc.chunk == 1 else chunk_labels(data.actions, data.episode, bc.chunk)
+        cuda = device.startswith("cuda")
+        net.train()
+        loss = torch.zeros(())
+        for _ in tqdm(range(iterations), desc=desc, unit="it", disable=not progress, mininterval=1.0, leave=False):
+            idx = torch.randint(0, len(labels), (min(bc.batch_size, len(labels)),), generator=self.rng).numpy()
+            batch = [torch.from_numpy(data.images[k][idx]) for k in keys] + [torch.from_numpy(data.vectors[idx]),
+                                                                              torch.from_numpy(labels[idx])]
+            if cuda:
+                batch = [t.pin_memory().to(device, non_blocking=True) for t in batch]
+            *images, vectors, target = batch
+            pixels = augment(net.images_to_float(images), self.rng, bc.augment_shift, bc.augment_brightness,
+                             bc.augment_contrast, self.colour)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                action = net.act_on_floats(pixels, vectors)
+            loss = torch.mean((action.float() - target) ** 2)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.iterations_done += 1
+            if self.writer is not None and self.iterations_done % 100 == 0:
+                self.writer.add_scalar("bc/loss", loss.item(), self.iterations_done)
+        net.eval()
+        return float(loss.detach().cpu())
+
+    def state(self) -> dict[str, Any]:
+        return {"optimizer": self.opt.state_dict(), "rng": self.rng.get_state(), "iterations_done": self.iterations_done}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        self.rng.set_state(state["rng"])
+        self.iterations_done = int(state["iterations_done"])
+
+
+def new_student(env, data: PixelData, cfg: TrainConfig) -> PixelPolicyNet:
+    """The CNN for this env's images and readings, its vector normalisation taken from the first data."""
+    act_dim = int(np.prod(env.action_space.shape)) * cfg.bc.chunk
+    shapes = [data.images[k].shape[1:] for k in data.images]
+    std = np.maximum(data.vectors.std(0), MIN_VECTOR_STD)
+    return PixelPolicyNet(shapes, data.vectors.shape[1], act_dim, data.vectors.mean(0), std,
+                          cfg.bc.encoder_channels, cfg.bc.net_arch)
+
+
+def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool = False,
+                   on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    bc = cfg.bc
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels")
+    hz = control_hz(env)
+    writer = _tensorboard(run)
+    try:
+        expert = make_expert(env)
+        image_keys, vector_keys = split_keys(env.observation_space)
+        done = _completed_rounds(run) if resume else []
+        if done:
+            last = done[-1]
+            data = PixelData.load(run.path / DATA_DIR / "round_0")
+            for r in range(1, last + 1):
+                data = data.extend(PixelData.load(run.path / DATA_DIR / f"round_{r}"))
+            ckpt = torch.load(_round_checkpoint(run, last) / PIXEL_MODEL, map_location="cpu", weights_only=False)
+            net = PixelPolicyNet.from_config(ckpt["config"])
+            net.load_state_dict(ckpt["state_dict"])
+            fitter = Fitter(net, cfg, device, writer)
+            fitter.restore(ckpt["trainer"])
+            counters = ckpt["counters"]
+            run.log_resume(counters["env_steps"])
+        else:
+            data = _record(env, expert, None, bc.demo_episodes, cfg.seed * 100_000, bc.demo_noise, progress, "demos")
+            fitter, counters = None, {"env_steps": len(data), "wall_s": 0.0, "best": -1.0}
+        t0 = time.monotonic() - counters["wall_s"]
+        bar = ProgressBar(total=1 + bc.rounds, initial=len(done), enabled=progress)
+
+        def learner():
+            policy = PixelPolicy(fitter.net, image_keys, vector_keys, device)
+            return policy if bc.chunk == 1 else ChunkedPolicy(policy, bc.chunk, replan_after(bc.chunk))
+
+        def finish_round(r: int, fresh: PixelData, loss: float) -> float:
+            seed = EVAL_SEED_OFFSET + cfg.seed * 100 * EVAL_SEED_STRIDE + r * EVAL_SEED_STRIDE
+            result = run_episodes(env, learner(), cfg.eval_episodes, seed, hz)
+            counters["wall_s"] = round(time.monotonic() - t0, 3)
+            record = {"steps": counters["env_steps"], "wall_s": counters["wall_s"], "round": r, "demo_transitions": len(data),
+                      "bc_loss": loss, **result.to_dict()}
+            run.append_eval(record)
+            if writer is not None:
+                writer.add_scalar("eval/success_rate", result.success_rate, r)
+                writer.flush()
+            bar.write(f"[round {r}, {counters['env_steps']:,d} env steps, {counters['wall_s']:.0f} s] loss {loss:.4f} | eval: {result.line()}")
+            bar.show_eval(result.success_rate)
+            bar.update(1)
+            state = state_of(cfg, counters["env_steps"], counters["wall_s"], {"eval": record, "student": "pixels"})
+            if result.success_rate > counters["best"]:
+                counters["best"] = result.success_rate
+                save_pixel_snapshot(run.best, fitter.net, state=state)
+            fresh.save(run.path / DATA_DIR / f"round_{r}")
+            save_pixel_snapshot(_round_checkpoint(run, r), fitter.net, state=state,
+                                extra={"trainer": fitter.state(), "counters": counters})
+            if on_eval is not None:
+                on_eval(record)
+            return result.success_rate
+
+        if fitter is None:
+            fitter = Fitter(new_student(env, data, cfg), cfg, device, writer)
+            loss = fitter.fit(data, bc.iterations, progress, "fit")
+            success = finish_round(0, data, loss)
+        else:
+            success = json_eval_success(run)
+        for r in range((done[-1] + 1) if done else 1, bc.rounds + 1):
+            if cfg.stop_at_success is not None and success >= cfg.stop_at_success:
+                break
+            driver = learner() if bc.round_driver == "learner" else None
+            fresh = _record(env, expert, driver, bc.round_episodes, ROUND_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000,
+                            bc.demo_noise if driver is None else 0.0, progress, f"round {r}")
+            counters["env_steps"] += len(fresh)
+            data = data.extend(fresh)
+            loss = fitter.fit(data, bc.round_iterations or bc.iterations, progress, f"fit {r}")
+            success = finish_round(r, fresh, loss)
+        bar.close()
+        wall = time.monotonic() - t0
+        save_pixel_snapshot(run.final, fitter.net, state=state_of(cfg, counters["env_steps"], wall, {"student": "pixels"}))
+        last = run.eval_history()[-1] if run.eval_history() else None
+        summary = {"scenario": cfg.scenario, "robot": cfg.robot, "algo": "bc", "obs_mode": "pixels", "seed": cfg.seed,
+                   "device": device, "num_timesteps": counters["env_steps"], "chunk": bc.chunk, "demo_transitions": len(data),
+                   "stopped_early": cfg.stop_at_success is not None and success >= cfg.stop_at_success,
+                   "wall_s": round(wall, 3), "best_success": counters["best"], "final_eval": last}
+        run.write_summary(summary)
+        return summary
+    finally:
+        env.close()
+        if writer is not None:
+            writer.close()
+
+
+def json_eval_success(run: RunDir) -> float:
+    history = run.eval_history()
+    return float(history[-1]["success_rate"]) if history else 0.0
+
+
+def _record(env, expert, driver, n: int, seed: int, noise: float, progress: bool, desc: str) -> PixelData:
+    bar = tqdm(total=n, unit="ep", desc=desc, disable=not progress, mininterval=1.0, leave=False)
+    data = record_pixels(env, driver, expert, n, seed, noise, on_episode=lambda ep, ok: bar.update(1))
+    bar.close()
+    return data
+
+
+def _round_checkpoint(run: RunDir, r: int) -> Path:
+    return run.checkpoints / f"round_{r}"
+
+
+def _completed_rounds(run: RunDir) -> list[int]:
+    """Rounds whose checkpoint and data both finished writing, in order, without gaps from round 0."""
+    rounds = []
+    while True:
+        r = len(rounds)
+        ckpt, data = recover_dir(_round_checkpoint(run, r)), recover_dir(run.path / DATA_DIR / f"round_{r}")
+        if ckpt is None or data is None or not (ckpt / STATE).is_file() or not (data / "steps.npz").is_file():
+            return rounds
+        rounds.append(r)
+
+
+def _tensorboard(run: RunDir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional, as for the SB3 algorithms
+        return None
+    return SummaryWriter(str(run.tensorboard / "pixel_bc"))

@@ -1,0 +1,164 @@
+"""The student network of pixel policies: camera images and the robot's own readings in, actions out.
+
+Inputs are what a cell PC has: uint8 images (B, H, W, C) as the camera gives them, one per image key,
+and float32 vectors (B, P) of the robot's readings (proprio, and a goal task's goals). Preprocessing is
+part of the network (uint8 -> [0, 1], HWC -> CHW, vector normalisation), so an exported graph takes
+the raw arrays and nothing outside it can preprocess differently.
+
+Encoder: a small conv stack ending in a spatial softmax (Levine et al., 2016, "End-to-End Training of
+Deep Visuomotor Policies"): each feature map becomes the expected image position of its activation,
+which is what a pick needs (where the part is), plus each map's maximum (whether and what it sees).
+Images of one size share the encoder, stacked on channels (an RGB image and its depth: 4 channels).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from policies.errors import PolicyError
+
+
+class PixelNetError(PolicyError):
+    """Image inputs the network cannot take (no image, images of different sizes, a bad shape)."""
+
+
+class SpatialSoftmax(nn.Module):
+    """(B, C, H, W) -> (B, 3C): per channel the softmax-weighted mean x and y in [-1, 1], then its max."""
+
+    def __init__(self, height: int, width: int) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+        self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1))  # (H*W, 2)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        b, c = features.shape[0], features.shape[1]
+        flat = features.reshape(b, c, -1)
+        keypoints = torch.softmax(flat, dim=-1) @ self.grid  # (B, C, 2)
+        return torch.cat([keypoints.reshape(b, 2 * c), flat.amax(dim=-1)], dim=1)
+
+
+def conv_out(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+class PixelPolicyNet(nn.Module):
+    """forward(*images_uint8, vector_float32) -> actions in [-1, 1], (B, act_dim)."""
+
+    def __init__(self, image_shapes: Sequence[Sequence[int]], vector_dim: int, act_dim: int,
+                 vector_mean: np.ndarray, vector_std: np.ndarray, channels: Sequence[int] = (32, 32, 32),
+                 hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        shapes = [tuple(int(v) for v in s) for s in image_shapes]
+        if not shapes:
+            raise PixelNetError("a pixel policy needs at least one image input")
+        if any(len(s) != 3 for s in shapes) or len({s[:2] for s in shapes}) != 1:
+            raise PixelNetError(f"image inputs must be (H, W, C) of one size; got {shapes}")
+        self.image_shapes, self.vector_dim, self.act_dim = shapes, int(vector_dim), int(act_dim)
+        height, width = shapes[0][:2]
+        layers: list[nn.Module] = []
+        c_in = sum(s[2] for s in shapes)
+        for i, c_out in enumerate(channels):
+            kernel, stride = (5, 2) if i == 0 else (3, 2) if i == 1 else (3, 1)
+            layers += [nn.Conv2d(c_in, c_out, kernel, stride), nn.ReLU()]
+            height, width, c_in = conv_out(height, kernel, stride), conv_out(width, kernel, stride), c_out
+        if height < 2 or width < 2:
+            raise PixelNetError(f"images of {shapes[0][:2]} are too small for the encoder (>= 21 x 21 pixels)")
+        self.encoder = nn.Sequential(*layers)
+        self.pool = SpatialSoftmax(height, width)
+        self.register_buffer("vector_mean", torch.as_tensor(np.asarray(vector_mean, np.float32)).reshape(1, -1))
+        self.register_buffer("vector_std", torch.as_tensor(np.asarray(vector_std, np.float32)).reshape(1, -1))
+        head: list[nn.Module] = []
+        width_in = 3 * c_in + self.vector_dim
+        for h in hidden:
+            head += [nn.Linear(width_in, h), nn.ReLU()]
+            width_in = h
+        head += [nn.Linear(width_in, self.act_dim), nn.Tanh()]
+        self.head = nn.Sequential(*head)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """Raw inputs: each image uint8 (B, H, W, C) in image_shapes order, then the vector float32 (B, P)."""
+        *images, vector = inputs
+        return self.act_on_floats(self.images_to_float(images), vector)
+
+    @staticmethod
+    def images_to_float(images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """uint8 (B, H, W, C) images -> one float (B, sum C, H, W) in [0, 1]: the network's preprocessing."""
+        return torch.cat([img.permute(0, 3, 1, 2).float() for img in images], dim=1) / 255.0
+
+    def act_on_floats(self, pixels: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """The network after preprocessing: training augments `pixels` ([0, 1], (B, C, H, W)) in between."""
+        features = self.pool(self.encoder(pixels))
+        return self.head(torch.cat([features, (vector - self.vector_mean) / self.vector_std], dim=1))
+
+    def config(self) -> dict:
+        """What rebuilds the architecture (weights and normalisation come from the state dict)."""
+        return {"image_shapes": [list(s) for s in self.image_shapes], "vector_dim": self.vector_dim, "act_dim": self.act_dim,
+                "channels": [m.out_channels for m in self.encoder if isinstance(m, nn.Conv2d)],
+                "hidden": [m.out_features for m in self.head if isinstance(m, nn.Linear)][:-1]}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PixelPolicyNet":
+        zeros, ones = np.zeros(config["vector_dim"]), np.ones(config["vector_dim"])
+        return cls(config["image_shapes"], config["vector_dim"], config["act_dim"], zeros, ones,
+                   config["channels"], config["hidden"])
+
+
+def colour_channels(image_shapes: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(sum C,) bool: which stacked channels are colour (a 3-channel image's), not depth."""
+    return torch.cat([torch.full((int(s[2]),), int(s[2]) == 3) for s in image_shapes])
+
+
+def augment(pixels: torch.Tensor, rng: torch.Generator, shift: int, brightness: float, contrast: float,
+            colour: torch.Tensor) -> torch.Tensor:
+    """Training-time augmentation of (B, C, H, W) floats in [0, 1]: random shifts of up to `shift` pixels
+    (pad by edge replication, crop back; DrQ, Kostrikov et al. 2020) and, on the colour channels only (depth
+    keeps its metric meaning), brightness (added, +-brightness) and contrast (about the mean, 1 +- contrast)."""
+    b, _, h, w = pixels.shape
+    out = pixels
+    if shift > 0:
+        padded = nn.functional.pad(pixels, (shift, shift, shift, shift), mode="replicate")
+        dx = torch.randint(0, 2 * shift + 1, (b,), generator=rng)
+        dy = torch.randint(0, 2 * shift + 1, (b,), generator=rng)
+        rows = (dy[:, None] + torch.arange(h)[None, :]).to(pixels.device)  # (B, H)
+        cols = (dx[:, None] + torch.arange(w)[None, :]).to(pixels.device)  # (B, W)
+        index = torch.arange(b, device=pixels.device)[:, None, None]
+        out = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    if brightness > 0 or contrast > 0:
+        shape = (b, 1, 1, 1)
+        add = (torch.rand(shape, generator=rng) * 2 - 1).to(pixels.device) * brightness
+        scale = 1 + (torch.rand(shape, generator=rng) * 2 - 1).to(pixels.device) * contrast
+        mask = colour.to(pixels.device)
+        rgb = out[:, mask]
+        mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
+        out = out.clone()
+        out[:, mask] = ((rgb - mean) * scale + mean + add).clamp(0.0, 1.0)
+    return out
+
+
+def split_keys(space) -> tuple[list[str], list[str]]:
+    """(image keys, vector keys) of a pixels observation space (sim.env: obs_mode pixels), in the network's order."""
+    from sim.env import VECTOR_KEYS
+
+    vectors = [k for k in VECTOR_KEYS if k in space.spaces]
+    return [k for k in space.spaces if k not in vectors], vectors
+
+
+class PixelPolicy:
+    """A student network acting on single pixels observations (policies.policy.Policy)."""
+
+    def __init__(self, net: PixelPolicyNet, image_keys: Sequence[str], vector_keys: Sequence[str], device: str = "cpu") -> None:
+        self.net, self.image_keys, self.vector_keys, self.device = net.eval(), list(image_keys), list(vector_keys), device
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs) -> np.ndarray:
+        images = [torch.from_numpy(np.ascontiguousarray(obs[k])[None]).to(self.device) for k in self.image_keys]
+        vector = np.concatenate([np.asarray(obs[k], np.float32) for k in self.vector_keys])[None]
+        with torch.inference_mode():
+            action = self.net(*images, torch.from_numpy(vector).to(self.device))
+        return action[0].float().cpu().numpy()
