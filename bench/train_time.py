@@ -1,7 +1,7 @@
 """Time-to-success of the shipped training preset: wall-clock and env steps until evaluation first
 reaches a target success rate (50 evaluation episodes each time).
 
-    python bench/train_time.py reach [--seeds 3] [--target 0.95] [--device cpu] [--json PATH]
+    python bench/train_time.py reach [--seeds 3] [--target 0.95] [--device cpu] [--obs pixels] [--json PATH]
 
 Each seed trains in its own process (`genba train SCENARIO --stop-at-success TARGET`, the preset as
 shipped, evaluation on 50 fresh episodes). Reported per seed:
@@ -28,16 +28,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # (success target, wall-clock budget in seconds) on the 2-core reference machine
-TARGETS = {"reach": (0.95, 30.0), "conveyor-pick": (0.90, 20 * 60.0), "bin-sort": (0.90, 10 * 60.0)}
+TARGETS = {"reach": (0.95, 30.0), "conveyor-pick": (0.90, 20 * 60.0), "bin-sort": (0.90, 10 * 60.0),
+           ("conveyor-pick", "pixels"): (0.90, 60 * 60.0), ("bin-sort", "pixels"): (0.90, 60 * 60.0)}
 EVAL_EPISODES = 50
 
 
-def run_seed(scenario: str, seed: int, target: float, device: str, algo: str | None, timeout: float, workdir: Path) -> dict:
-    out = workdir / f"{scenario}-s{seed}"
+def run_seed(scenario: str, seed: int, target: float, device: str, algo: str | None, obs: str | None, timeout: float,
+             workdir: Path) -> dict:
+    out = workdir / f"{scenario}{'-' + obs if obs else ''}-s{seed}"
     cmd = [sys.executable, "-m", "genba", "train", scenario, "--seed", str(seed), "--out", str(out),
            "--device", device, "--stop-at-success", str(target), "--set", f"eval_episodes={EVAL_EPISODES}", "--no-progress"]
     if algo:
         cmd += ["--algo", algo]
+    if obs:
+        cmd += ["--obs", obs]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.monotonic()
     try:
@@ -69,18 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget to judge against (default per scenario)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--algo", default=None, help="preset block to run (default: the preset's default_algo)")
+    p.add_argument("--obs", default=None, help="observation mode: state | perceived | pixels (default: the preset's)")
     p.add_argument("--keep", type=Path, default=None, help="keep run directories here (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
 
-    target, budget = TARGETS.get(args.scenario, (0.9, 600.0))
+    target, budget = TARGETS.get((args.scenario, args.obs), TARGETS.get(args.scenario, (0.9, 600.0)))
     target = args.target if args.target is not None else target
     budget = args.budget_s if args.budget_s is not None else budget
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="train_time."))
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in range(args.seeds):
-        row = run_seed(args.scenario, seed, target, args.device, args.algo, timeout=max(3 * budget, 120), workdir=workdir)
+        row = run_seed(args.scenario, seed, target, args.device, args.algo, args.obs, timeout=max(3 * budget, 120), workdir=workdir)
         rows.append(row)
         shown = f"{row['wall_s']:.1f} s, {row['env_steps']:,} env steps, success {row['success_rate']:.0%}" if row["reached"] else \
             f"not reached (best {row['best_success']}, rc {row['returncode']}, {row['error']})"
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     walls = [r["wall_s"] for r in reached]
     summary = {
         "scenario": args.scenario, "target_success": target, "budget_s": budget, "eval_episodes": EVAL_EPISODES,
-        "device": args.device, "seeds": args.seeds, "reached": len(reached),
+        "device": args.device, "obs": args.obs, "seeds": args.seeds, "reached": len(reached),
         "median_wall_s": statistics.median(walls) if walls else None, "max_wall_s": max(walls) if walls else None,
         "median_env_steps": statistics.median([r["env_steps"] for r in reached]) if reached else None,
         "all_within_budget": len(reached) == len(rows) and max(walls) <= budget, "runs": rows,

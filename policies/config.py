@@ -216,7 +216,18 @@ def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, 
     if algo not in ALGOS:
         raise ConfigError(f"--algo {algo!r} is not supported; use one of {', '.join(ALGOS)}" + did_you_mean(algo, ALGOS))
     algos = preset.get("algos") or {}  # an algorithm without a block runs on SB3's defaults + common
-    data = _merge(_merge({"scenario": scenario, "algo": algo}, preset.get("common") or {}), algos.get(algo) or {})
+    block = dict(algos.get(algo) or {})
+    by_obs = block.pop("by_obs", None) or {}
+    data = _merge(_merge({"scenario": scenario, "algo": algo}, preset.get("common") or {}), block)
+    # An algorithm's block may hold settings per observation mode (a pixel student needs other data and
+    # batch sizes than a state clone): `by_obs: {pixels: {...}}` applies when training on that mode.
+    obs_mode = (overrides or {}).get("obs_mode") or data.get("obs_mode") or "state"
+    if not isinstance(by_obs, dict) or not all(isinstance(v, dict) for v in by_obs.values()):
+        raise ConfigError(f"{source}: algos.{algo}.by_obs must map observation modes to settings")
+    for mode in by_obs:
+        if mode not in OBS_MODES:
+            raise ConfigError(f"{source}: algos.{algo}.by_obs: unknown observation mode {mode!r}; use {', '.join(OBS_MODES)}")
+    data = _merge(data, {**by_obs.get(obs_mode, {}), "obs_mode": obs_mode} if obs_mode in by_obs else {})
     data = _merge(data, overrides or {})
     data["scenario"], data["algo"] = scenario, algo
     return TrainConfig.from_dict(data, source).validate()

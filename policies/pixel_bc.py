@@ -172,6 +172,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             fitter = Fitter(net, cfg, device, writer)
             fitter.restore(ckpt["trainer"])
             counters = ckpt["counters"]
+            run.keep_evals(lambda record: record.get("round", 0) <= last)  # a round a crash cut short is redone
             run.log_resume(counters["env_steps"])
         else:
             data = _record(env, expert, None, bc.demo_episodes, cfg.seed * 100_000, bc.demo_noise, progress, "demos")

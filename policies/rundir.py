@@ -226,6 +226,11 @@ class RunDir:
                 continue
         return out
 
+    def keep_evals(self, keep) -> None:
+        """Drop the evaluation records `keep(record)` rejects (a resumed run redoing work a crash cut short)."""
+        kept = [r for r in self.eval_history() if keep(r)]
+        atomic_write_text(self.path / EVAL_LOG, "".join(json.dumps(r) + "\n" for r in kept))
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 

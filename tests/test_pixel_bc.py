@@ -1,0 +1,103 @@
+"""Pixel students: the network learns where things are in an image, augmentation leaves depth alone,
+and a teacher-student run on a real cell trains, checkpoints every round and resumes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from policies.config import ConfigError, resolve_config
+from policies.pixel_bc import Fitter, PixelData
+from policies.pixel_net import PixelNetError, PixelPolicyNet, augment, colour_channels
+from policies.train import train
+
+
+def _square_images(rng: np.random.Generator, n: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Grey images with a bright 4x4 square at a random place; the label is its centre in [-1, 1]."""
+    images = np.full((n, size, size, 3), 60, np.uint8)
+    corners = rng.integers(0, size - 4, (n, 2))
+    for image, (row, col) in zip(images, corners):
+        image[row:row + 4, col:col + 4] = 230
+    centre = (corners + 1.5) / (size - 1) * 2 - 1  # (row, col) -> [-1, 1]
+    return images, centre[:, ::-1].astype(np.float32)  # (x, y)
+
+
+def test_the_student_learns_where_a_part_is_in_the_image():
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    images, labels = _square_images(rng, 2000)
+    vectors = np.zeros((len(images), 2), np.float32)
+    data = PixelData({"cam": images}, vectors, labels, np.arange(len(images), dtype=np.int32), np.ones(len(images), bool))
+    cfg = resolve_config("toy-target", "bc", {"bc": {"batch_size": 64, "learning_rate": 3e-3, "augment_shift": 0,
+                                                     "augment_brightness": 0.0, "augment_contrast": 0.0}})
+    net = PixelPolicyNet([images.shape[1:]], 2, 2, np.zeros(2), np.ones(2), channels=(16, 16, 16), hidden=(64,))
+    fitter = Fitter(net, cfg, "cpu")
+    test_images, test_labels = _square_images(np.random.default_rng(1), 200)
+    with torch.inference_mode():
+        before = net(torch.from_numpy(test_images), torch.zeros(200, 2)).numpy()
+    fitter.fit(data, 600, progress=False, desc="fit")
+    with torch.inference_mode():
+        after = net(torch.from_numpy(test_images), torch.zeros(200, 2)).numpy()
+    err_before, err_after = np.abs(before - test_labels).mean(), np.abs(after - test_labels).mean()
+    # 0.08 of the half-width is about 1.2 pixels of a 32-pixel image
+    assert err_after < 0.08 < err_before, (err_before, err_after)
+
+
+def test_augmentation_shifts_the_image_and_leaves_depth_values_alone():
+    pixels = torch.zeros(16, 4, 16, 16)
+    pixels[:, :, 8, 8] = 1.0  # one bright pixel in RGB and in depth, 16 times
+    colour = colour_channels([(16, 16, 3), (16, 16, 1)])
+    assert colour.tolist() == [True, True, True, False]
+    shifted = augment(pixels, torch.Generator().manual_seed(3), shift=2, brightness=0.0, contrast=0.0, colour=colour)
+    places = {tuple(p) for p in (shifted[:, 0] == 1.0).nonzero()[:, 1:].tolist()}
+    assert len(places) > 1 and all(abs(r - 8) <= 2 and abs(c - 8) <= 2 for r, c in places)
+    assert torch.equal(shifted[:, 3] == 1.0, shifted[:, 0] == 1.0)  # depth moves with the image
+    jittered = augment(pixels, torch.Generator().manual_seed(4), shift=0, brightness=0.3, contrast=0.3, colour=colour)
+    assert torch.equal(jittered[:, 3], pixels[:, 3])  # depth keeps its metric meaning
+    assert not torch.equal(jittered[:, :3], pixels[:, :3])
+
+
+def test_images_of_different_sizes_are_refused():
+    with pytest.raises(PixelNetError, match="one size"):
+        PixelPolicyNet([(84, 84, 3), (64, 64, 1)], 4, 2, np.zeros(4), np.ones(4))
+
+
+def test_pixels_needs_behaviour_cloning_and_by_obs_names_known_modes(tmp_path):
+    with pytest.raises(ConfigError, match="use --algo bc"):
+        resolve_config("bin-sort", "sac", {"obs_mode": "pixels"})
+    preset = tmp_path / "p.yaml"
+    preset.write_text("algos:\n  bc:\n    bc: {iterations: 10}\n    by_obs:\n      pixel: {bc: {iterations: 5}}\n")
+    with pytest.raises(ConfigError, match="unknown observation mode 'pixel'"):
+        resolve_config("bin-sort", "bc", {}, preset_file=preset)
+    preset.write_text("algos:\n  bc:\n    bc: {iterations: 10}\n    by_obs:\n      pixels: {bc: {iterations: 5}}\n")
+    assert resolve_config("bin-sort", "bc", {}, preset_file=preset).bc.iterations == 10
+    assert resolve_config("bin-sort", "bc", {"obs_mode": "pixels"}, preset_file=preset).bc.iterations == 5
+
+
+TINY = {"seed": 0, "eval_episodes": 1, "obs_mode": "pixels",
+        "bc": {"demo_episodes": 2, "iterations": 5, "batch_size": 8, "rounds": 2, "round_episodes": 1}}
+
+
+def test_a_pixel_run_checkpoints_every_round_and_resumes_after_the_last_complete_one(tmp_path):
+    cfg = resolve_config("bin-sort", "bc", TINY)
+    out = tmp_path / "run"
+    summary = train(cfg, out, progress=False)
+    assert summary["obs_mode"] == "pixels" and summary["num_timesteps"] > 0
+    rounds = [json.loads(line)["round"] for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert rounds == [0, 1, 2]
+    assert (out / "best" / "pixel_policy.pt").is_file() and (out / "final" / "pixel_policy.pt").is_file()
+    kept = PixelData.load(out / "data" / "round_0")
+    assert kept.images["infeed_px"].dtype == np.uint8 and len(kept) == len(kept.actions) > 0
+
+    # A crash during round 2 after its evaluation was logged: its checkpoint never completed. Resume redoes
+    # round 2 only, from round 1's state, and its evaluation is not logged twice.
+    shutil.rmtree(out / "checkpoints" / "round_2")
+    resumed = train(None, out, resume=True, progress=False)
+    rounds = [json.loads(line)["round"] for line in (out / "eval.jsonl").read_text().splitlines()]
+    assert rounds == [0, 1, 2]
+    assert resumed["num_timesteps"] == summary["num_timesteps"]  # the same data again, not recorded twice
+    assert "resumes" in (out / "meta.json").read_text()
