@@ -68,7 +68,7 @@ class Snapshot:
 
         if not self.is_pixel:
             raise RunError(f"{self.path}: not a pixel policy snapshot ({PIXEL_MODEL} missing)")
-        saved = torch.load(self.path / PIXEL_MODEL, map_location=device, weights_only=False)  # our own run artefact
+        saved = torch.load(self.path / PIXEL_MODEL, map_location=device, weights_only=True)  # tensors and plain data only
         net = PixelPolicyNet.from_config(saved["config"])
         net.load_state_dict(saved["state_dict"])
         return net.to(device).eval()
