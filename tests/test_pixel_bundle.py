@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +29,7 @@ from policies.train import train
 SCENARIO = "bin-sort"
 PARITY_STEPS = 1000
 PARITY_TOLERANCE = 1e-5
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +148,23 @@ def test_the_loader_refuses_a_manifest_whose_image_shape_is_not_the_graphs(bundl
     for backend in ("onnx", "torchscript"):
         with pytest.raises(BundleError, match=r"takes input 'infeed_px' as uint8 \(B, 84, 84, 3\); the manifest says uint8 \(B, 64, 64, 3\)"):
             load_bundle(copy, backend=backend)
+
+
+def test_a_pixel_bundle_runs_on_onnxruntime_without_torch(bundle_dir):
+    """A cell PC needs only numpy + onnxruntime for a pixel bundle too."""
+    code = textwrap.dedent(f"""
+        import sys, numpy as np
+        from policies.bundle import load_bundle
+        b = load_bundle({str(bundle_dir)!r})
+        obs = {{"infeed_px": np.zeros((84, 84, 3), np.uint8), "infeed_px_depth": np.zeros((84, 84, 1), np.uint8),
+               "proprio": np.zeros(14, np.float32)}}
+        assert b.act(obs).shape == (5,)
+        leaked = [m for m in ("torch", "stable_baselines3", "gymnasium", "sim") if m in sys.modules]
+        assert not leaked, leaked
+        print("ok")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_a_format_2_manifest_with_images_is_refused(bundle_dir, tmp_path):
