@@ -1,7 +1,8 @@
 """The spec hash: what a controller and a bundle must agree on before the first step.
 
-A bundle's ``spec_hash`` is the sha256 of a short text listing the observation features, the
-action kind and features and the control rate (docs/bridge-protocol.md, "Spec hash"). The text is
+A bundle's ``spec_hash`` is the sha256 of a short text listing the observation features, the camera
+images a pixel policy takes (if any), the action kind and features and the control rate
+(docs/bridge-protocol.md, "Spec hash"). The text is
 made of names, integers and numbers printed as C's ``printf("%.9g")`` prints them, so a controller
 written in any language can build it from its own description of the cell and compare hashes; no
 JSON, no float-to-text round trips that differ between libraries.
@@ -21,6 +22,7 @@ from bridge.errors import BridgeError
 
 SPEC_TEXT_HEADER = "genba-spec 1"
 NONE = "-"  # written for an empty unit, an absent scale, an unknown control rate
+IMAGE_MODALITIES = {"rgb": 3, "depth": 1}  # modality -> channels of its uint8 (H, W, C) image
 
 
 class SpecError(BridgeError):
@@ -33,6 +35,9 @@ def spec_text(observation: Mapping[str, Any] | Sequence[Mapping[str, Any]], acti
 
     observation: a mapping with "features" (a manifest's "observation" section), or the feature
         list itself; each feature a mapping with "name", "size" and "unit" (other keys ignored).
+        A mapping's non-empty "images" (a pixel policy's camera inputs: "key", "shape" [H, W, C],
+        "dtype", "modality", a depth image's "depth" {"near_m", "far_m"}) add an images block,
+        sorted by key; without images the text is what it always was.
     action: a mapping with "kind" and "features" (features may also carry "scale").
     control_hz: the policy rate, or None where it is unknown (toy envs): written "-".
     """
@@ -46,6 +51,9 @@ def spec_text(observation: Mapping[str, Any] | Sequence[Mapping[str, Any]], acti
     act_lines = [_feature_line(f, "action", i, with_scale=True) for i, f in enumerate(act_features)]
     lines.append(f"observation {sum(size for size, _ in obs_lines)}")
     lines += [line for _, line in obs_lines]
+    images = observation.get("images") if isinstance(observation, Mapping) else None
+    if images:
+        lines += _image_lines(images)
     lines.append(f"action {kind} {sum(size for size, _ in act_lines)}")
     lines += [line for _, line in act_lines]
     return "\n".join(lines) + "\n"
@@ -108,6 +116,42 @@ def _feature_line(feature: Any, where: str, index: int, with_scale: bool) -> tup
     if with_scale:
         line += " " + _scale(feature.get("scale"), size, label)
     return size, line
+
+
+def _image_lines(images: Any) -> list[str]:
+    """`images <count>`, then per image (sorted by key) `<key> <H> <W> <C> <dtype> <modality>[ <near> <far>]`."""
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        raise SpecError(f"observation images must be a list of image descriptions, got {type(images).__name__}")
+    lines = {}
+    for index, image in enumerate(images):
+        if not isinstance(image, Mapping):
+            raise SpecError(f"observation image {index} must be a mapping with key, shape, dtype, modality; got {type(image).__name__}")
+        key = _word(image.get("key"), f"observation image {index} key", allow_empty=False)
+        label = f"observation image {key!r}"
+        if key in lines:
+            raise SpecError(f"{label} is listed twice")
+        shape = image.get("shape")
+        try:
+            if isinstance(shape, (str, bytes)) or len(shape) != 3 or any(isinstance(v, bool) for v in shape):
+                raise TypeError
+            height, width, channels = (operator.index(v) for v in shape)
+        except TypeError:
+            raise SpecError(f"{label}: shape must be three integers [H, W, C], got {shape!r}") from None
+        if min(height, width, channels) < 1:
+            raise SpecError(f"{label}: shape {list(shape)} must be positive")
+        dtype = _word(image.get("dtype"), f"{label} dtype", allow_empty=False)
+        modality = _word(image.get("modality"), f"{label} modality", allow_empty=False)
+        if IMAGE_MODALITIES.get(modality, channels) != channels:
+            raise SpecError(f"{label}: a {modality} image has {IMAGE_MODALITIES[modality]} channels, shape says {channels}")
+        line = f"{key} {height} {width} {channels} {dtype} {modality}"
+        if modality == "depth":
+            depth = image.get("depth")
+            if not isinstance(depth, Mapping):
+                raise SpecError(f"{label}: a depth image needs depth {{near_m, far_m}} (the range its 0..255 spans)")
+            line += f" {format_number(depth.get('near_m'), f'{label} depth near_m')} {format_number(depth.get('far_m'), f'{label} depth far_m')}"
+        lines[key] = line
+    # Sorted by key (code point order, as strcmp orders UTF-8): inputs are named, their order is not part of the spec.
+    return [f"images {len(lines)}"] + [lines[k] for k in sorted(lines)]
 
 
 def _scale(scale: Any, size: int, label: str) -> str:

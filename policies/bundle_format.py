@@ -8,6 +8,11 @@ Format 2 changed only how `spec_hash` is computed (`bridge.spec.spec_hash`: a te
 build in any language, control rate included); format 1 wrote the sha256 of canonical JSON. A format-1
 manifest is still read: its hash is verified with the old formula, then replaced by the format-2 hash
 in the returned manifest, so everything downstream (the bridge, controllers) sees one kind of hash.
+
+Format 3 adds image inputs (a pixel policy: `observation.images`, one uint8 (B, H, W, C) graph input
+per image, the readings vector as input "vector"). A bundle without images is still written as format
+2, which it is, so a genba that reads format 2 loads it; a format-2 reader refuses a pixel bundle as
+too new instead of feeding its graph one flat vector.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from bridge.spec import SpecError, spec_hash
 from policies.errors import PolicyError
 
 FORMAT = "genba-bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest format this code reads
+VECTOR_FORMAT_VERSION = 2  # what a bundle without image inputs is written as
+IMAGES_FORMAT_VERSION = 3  # the first format with image inputs
+VECTOR_INPUT = "vector"  # a pixel graph's input for the robot's readings (float32, (B, observation.dim))
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "policy.onnx"
 TORCHSCRIPT_FILE = "policy.pt"
@@ -54,6 +62,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         raise BundleError(f"{mpath}: not valid JSON, the file may be truncated ({exc})") from None
     _check_format(manifest, mpath)
     _check_spec(manifest, mpath)
+    image_inputs(manifest, mpath)
     chunk_length(manifest, mpath)
     _check_files(manifest, root)
     return manifest
@@ -80,6 +89,35 @@ def chunk_length(manifest: dict, where: Any = "manifest") -> int:
         raise BundleError(f"{where}: chunk.period_s {period!r} is not the control period 1/control_hz = {1 / hz:g} s: "
                           "a chunk's actions are one control period apart")
     return length
+
+
+def image_inputs(manifest: dict, where: Any = "manifest") -> list[dict]:
+    """The manifest's image inputs (``observation.images``; none for a vector bundle), checked.
+
+    Each names its graph input (``key``), a positive ``shape`` [H, W, C] and dtype uint8; keys are unique
+    and not the vector input's name. Images need format 3: older readers would not feed them.
+    """
+    images = manifest["observation"].get("images") or []
+    if not images:
+        return []
+    if not isinstance(images, list):
+        raise BundleError(f"{where}: observation.images must be a list, got {type(images).__name__}")
+    version = manifest["format_version"]
+    if version < IMAGES_FORMAT_VERSION:
+        raise BundleError(f"{where}: observation.images (image inputs) need format_version {IMAGES_FORMAT_VERSION}, "
+                          f"the manifest says {version}")
+    seen = set()
+    for i, image in enumerate(images):
+        key = image.get("key") if isinstance(image, dict) else None
+        shape = image.get("shape") if isinstance(image, dict) else None
+        if not isinstance(key, str) or not key or key == VECTOR_INPUT or key in seen:
+            raise BundleError(f"{where}: observation.images[{i}] key {key!r} must be a unique name other than {VECTOR_INPUT!r}")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(type(v) is int and v > 0 for v in shape)):
+            raise BundleError(f"{where}: observation image {key!r} shape {shape!r} is not [H, W, C] of positive integers")
+        if image.get("dtype") != "uint8":
+            raise BundleError(f"{where}: observation image {key!r} dtype {image.get('dtype')!r} is not 'uint8'")
+        seen.add(key)
+    return images
 
 
 def _check_format(manifest: Any, mpath: Path) -> None:

@@ -118,9 +118,13 @@ def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | No
              executor: str = "onnxruntime", obs_mode: str = "state") -> tuple[EvalResult, dict]:
     """Evaluate a run/bundle on its scenario (or `scenario`), optionally recording a video.
 
-    obs_mode "perceived": the policy sees the cell through its camera and perception (same layout as state).
+    obs_mode "perceived": the policy sees the cell through its camera and perception (same layout as state);
+    "pixels": camera images and the robot's readings, for a pixel policy (and only for one).
     """
     loaded = load_policy(target, which, device, executor)
+    if (loaded.obs_mode == "pixels") != (obs_mode == "pixels"):
+        raise EvalError(f"{target}: a policy on camera images needs --obs pixels" if loaded.obs_mode == "pixels" else
+                        f"{target}: a policy on state features cannot act on camera images; use --obs state or --obs perceived")
     scenario = scenario or loaded.scenario
     if not scenario:
         raise EvalError(f"{target}: does not name its scenario; pass --scenario")

@@ -17,14 +17,22 @@ import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
 from bridge.spec import spec_hash
-from policies.bundle_format import FORMAT, FORMAT_VERSION, MANIFEST_FILE, ONNX_FILE, TORCHSCRIPT_FILE, TORCHSCRIPT_IO, sha256_file
+from policies.bundle_format import (
+    FORMAT,
+    MANIFEST_FILE,
+    ONNX_FILE,
+    TORCHSCRIPT_FILE,
+    TORCHSCRIPT_IO,
+    VECTOR_FORMAT_VERSION,
+    sha256_file,
+)
 from policies.envs import feature_spec, make_env, scenario_info
 from policies.features import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound
 from policies.graph import ExportError, ObsLayout, PolicyGraph
@@ -62,38 +70,53 @@ def export_bundle(
     The directory appears complete or not at all (written beside it, then renamed).
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise ExportError(f"{out_dir} already exists and is not empty; choose another -o or pass --force")
+    refuse_existing(out_dir, overwrite)
     torch.set_num_threads(1)
     graph = PolicyGraph(_cpu_model(model), vecnormalize).eval()
     feature_spec = dict(feature_spec or {})
     observation = _observation_section(graph.layout, model.observation_space, feature_spec.get("observation"))
     action = _action_section(_one_action_space(model.action_space, chunk_length), feature_spec.get("action"))
+    sample = _sample_observations(model.observation_space, graph.layout, n=64)
+    policy = {"algo": type(model).__name__.lower(), "input": "obs", "output": "action", "onnx_opset": ONNX_OPSET, **graph.describe()}
+    return write_bundle(out_dir, lambda tmp: _write_graphs(graph, tmp, sample), format_version=VECTOR_FORMAT_VERSION,
+                        name=name, observation=observation, action=action, feature_spec=feature_spec, chunk_length=chunk_length,
+                        scenario=scenario, policy=policy, training=training)
+
+
+def refuse_existing(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise ExportError(f"{out_dir} already exists and is not empty; choose another -o or pass --force")
+
+
+def write_bundle(out_dir: Path, write_graphs: Callable[[Path], dict], *, format_version: int, name: str | None,
+                 observation: dict, action: dict, feature_spec: Mapping[str, Any], chunk_length: int, scenario: Any,
+                 policy: dict, training: Mapping[str, Any] | None) -> Path:
+    """The bundle directory: graphs that `write_graphs(dir)` writes (returning its export check), and the manifest.
+
+    The directory appears complete or not at all (written beside it, then renamed).
+    """
     hz = _float_or_none(feature_spec.get("control_hz"))
     if chunk_length > 1 and hz is None:
         raise ExportError(f"a chunked policy (chunk_length {chunk_length}) needs the control rate: its actions are one "
                           "control period apart; give feature_spec control_hz")
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         tmp.chmod(0o755)  # mkdtemp makes 0700
-        sample = _sample_observations(model.observation_space, graph.layout, n=64)
-        check = _write_graphs(graph, tmp, sample)
+        check = write_graphs(tmp)
         files = {f: sha256_file(tmp / f) for f in (ONNX_FILE, TORCHSCRIPT_FILE)}
         manifest = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": format_version,
             "name": name or out_dir.name,
             "observation": observation,
             "action": action,
-            "spec_hash": spec_hash(observation, action, _float_or_none(feature_spec.get("control_hz"))),
-            "control_hz": _float_or_none(feature_spec.get("control_hz")),
+            "spec_hash": spec_hash(observation, action, hz),
+            "control_hz": hz,
             "chunk": {"length": int(chunk_length), "period_s": None if hz is None else 1.0 / hz},
             "robot": _robot_section(feature_spec.get("robot")),
             "scenario": _scenario_section(scenario if scenario is not None else feature_spec.get("scenario")),
-            "policy": {"algo": type(model).__name__.lower(), "input": "obs", "output": "action",
-                       "onnx_opset": ONNX_OPSET, **graph.describe(), "export_check": check},
+            "policy": {**policy, "export_check": check},
             "training": dict(training or {}),
             "versions": _versions(),
             "files": files,
@@ -131,33 +154,39 @@ def _cpu_model(model):
     return clone
 
 
-def _write_graphs(graph: PolicyGraph, out: Path, sample: np.ndarray) -> dict[str, float]:
-    """Write ONNX and TorchScript, then prove both reproduce the torch graph on `sample`."""
-    x = torch.as_tensor(sample)
+def write_graphs(graph: torch.nn.Module, out: Path, inputs: Mapping[str, np.ndarray], io_info: Mapping[str, Any]) -> dict[str, float]:
+    """Write ONNX and TorchScript of graph(*inputs) (named inputs, output "action", dynamic batch), then prove
+    both reproduce the torch graph on `inputs`. io_info goes into policy.pt: a trace has no declared inputs."""
+    names = list(inputs)
+    xs = tuple(torch.as_tensor(v) for v in inputs.values())
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notices
-        expected = graph(x).numpy()
+        expected = graph(*xs).numpy()
         buf = io.BytesIO()
-        torch.onnx.export(graph, (x,), buf, dynamo=False, opset_version=ONNX_OPSET, input_names=["obs"],
-                          output_names=["action"], dynamic_axes={"obs": {0: "batch"}, "action": {0: "batch"}})
+        torch.onnx.export(graph, xs, buf, dynamo=False, opset_version=ONNX_OPSET, input_names=names, output_names=["action"],
+                          dynamic_axes={name: {0: "batch"} for name in names + ["action"]})
         (out / ONNX_FILE).write_bytes(buf.getvalue())
-        traced = torch.jit.trace(graph, (x,), check_trace=False)
-        # A traced graph may silently accept extra columns; the loader checks these recorded sizes instead.
-        io_sizes = json.dumps({"obs_dim": graph.layout.dim, "act_dim": int(graph.act_low.numel())})
-        torch.jit.save(traced, str(out / TORCHSCRIPT_FILE), _extra_files={TORCHSCRIPT_IO: io_sizes})
+        traced = torch.jit.trace(graph, xs, check_trace=False)
+        torch.jit.save(traced, str(out / TORCHSCRIPT_FILE), _extra_files={TORCHSCRIPT_IO: json.dumps(dict(io_info))})
 
     session = ort.InferenceSession(str(out / ONNX_FILE), providers=["CPUExecutionProvider"])
-    got_onnx = session.run(["action"], {"obs": sample})[0]
+    got_onnx = session.run(["action"], dict(inputs))[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        got_ts = torch.jit.load(str(out / TORCHSCRIPT_FILE))(x).detach().numpy()
-    check = {"samples": int(len(sample)),
+        got_ts = torch.jit.load(str(out / TORCHSCRIPT_FILE))(*xs).detach().numpy()
+    check = {"samples": int(len(xs[0])),
              "max_abs_diff_onnx": float(np.max(np.abs(got_onnx - expected))),
              "max_abs_diff_torchscript": float(np.max(np.abs(got_ts - expected)))}
     worst = max(check["max_abs_diff_onnx"], check["max_abs_diff_torchscript"])
     if not worst <= EXPORT_TOLERANCE:
         raise ExportError(f"exported graph differs from the model by {worst:.3g} (> {EXPORT_TOLERANCE}); refusing to write the bundle")
     return check
+
+
+def _write_graphs(graph: PolicyGraph, out: Path, sample: np.ndarray) -> dict[str, float]:
+    # A traced graph may silently accept extra columns; the loader checks these recorded sizes instead.
+    io_sizes = {"obs_dim": graph.layout.dim, "act_dim": int(graph.act_low.numel())}
+    return write_graphs(graph, out, {"obs": sample}, io_sizes)
 
 
 def _sample_observations(space, layout: ObsLayout, n: int) -> np.ndarray:
@@ -299,18 +328,24 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
     run = RunDir.open(run_path)
     cfg = run.config()
     snap = run_snapshot(run.path, which)
-    env = make_env(cfg.scenario, cfg.robot)
+    obs_mode = "pixels" if snap.is_pixel else "state"
+    env = make_env(cfg.scenario, cfg.robot, obs_mode=obs_mode)
     try:
         spec, scenario = feature_spec(env), scenario_info(cfg.scenario, env)
+        meta = run.meta()
+        training = {
+            "algo": cfg.algo, "policy_algo": snap.algo, "her": cfg.her, "seed": cfg.seed, "robot": cfg.robot,
+            "steps": snap.state.get("num_timesteps"), "snapshot": which, "eval": snap.state.get("eval"),
+            "run": str(run.path), "git_revision": meta.get("git_revision"), "created": meta.get("created"),
+            "summary": run.summary(),
+        }
+        if snap.is_pixel:
+            from policies.pixel_export import export_pixel_snapshot  # imports this module: import on use
+
+            return export_pixel_snapshot(snap, out_dir, env=env, scenario=scenario, training={**training, "obs_mode": obs_mode},
+                                         name=name, overwrite=overwrite)
     finally:
         env.close()
-    meta = run.meta()
-    training = {
-        "algo": cfg.algo, "policy_algo": snap.algo, "her": cfg.her, "seed": cfg.seed, "robot": cfg.robot,
-        "steps": snap.state.get("num_timesteps"), "snapshot": which, "eval": snap.state.get("eval"),
-        "run": str(run.path), "git_revision": meta.get("git_revision"), "created": meta.get("created"),
-        "summary": run.summary(),
-    }
     model = snap.load_model(device="cpu")
     chunk = cfg.bc.chunk if cfg.algo == "bc" else 1
     return export_bundle(model, out_dir, feature_spec=spec, scenario=scenario, training=training,

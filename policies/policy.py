@@ -1,7 +1,7 @@
 """The one shape of a policy: `reset()` when an episode starts, then `act(obs) -> action` each step.
 
-Scripted experts (sim.experts), SB3 models (`SB3Policy`) and bundles (policies.bundle.Bundle) all
-have it, so evaluation, demonstration recording, the viewer and the bridge drive any of them alike.
+Scripted experts (sim.experts), SB3 models (`SB3Policy`), pixel students (policies.pixel_net.PixelPolicy)
+and bundles (policies.bundle.Bundle) all have it, so evaluation, demonstration recording, the viewer and the bridge drive any of them alike.
 A bundle also takes a batch of observations in `act`, which is what the bridge server uses.
 """
 
@@ -97,6 +97,7 @@ class LoadedPolicy(NamedTuple):
     scenario: str | None  # the scenario it was trained on, if it says
     robot: str | None
     details: dict[str, Any]  # bundle name, or training steps
+    obs_mode: str = "state"  # "pixels" for a policy on camera images (it needs an env in obs_mode pixels)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "scenario": self.scenario, "robot": self.robot, **self.details}
@@ -114,7 +115,8 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
         robot = (bundle.manifest.get("training") or {}).get("robot")
         policy = bundle if bundle.chunk_length == 1 else ChunkedPolicy(_FlatChunks(bundle), bundle.chunk_length,
                                                                        replan_after(bundle.chunk_length))
-        return LoadedPolicy(policy, "bundle", str(path), scenario, robot, {"name": bundle.name})
+        return LoadedPolicy(policy, "bundle", str(path), scenario, robot, {"name": bundle.name},
+                            "pixels" if bundle.images else "state")
     if (path / "config.yaml").is_file():
         snap = run_snapshot(path, which)
         cfg = RunDir.open(path).config()
@@ -124,11 +126,35 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
         scenario, robot = snap.state.get("scenario"), snap.state.get("robot")
     else:
         raise PolicyLoadError(f"{path}: not a run directory, snapshot or bundle")
-    policy = SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
+    if snap.is_pixel:
+        policy = _pixel_policy(snap, scenario, robot, device)
+    else:
+        policy = SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
     chunk = int(snap.state.get("chunk", 1))  # snapshots from before chunks: single actions
     if chunk > 1:
         policy = ChunkedPolicy(policy, chunk, replan_after(chunk))
-    return LoadedPolicy(policy, "run", str(snap.path), scenario, robot, {"steps": snap.state.get("num_timesteps")})
+    return LoadedPolicy(policy, "run", str(snap.path), scenario, robot, {"steps": snap.state.get("num_timesteps")},
+                        "pixels" if snap.is_pixel else "state")
+
+
+def _pixel_policy(snap, scenario: str | None, robot: str | None, device: str):
+    """A pixel student acting on its scenario's pixels observations (the env tells the image and vector keys)."""
+    from policies.envs import make_env  # the physics and torch, only where a pixel run is loaded
+    from policies.pixel_net import PixelPolicy, split_keys
+
+    if not scenario:
+        raise PolicyLoadError(f"{snap.path}: a pixel policy snapshot must name its scenario (its cameras give the inputs)")
+    net = snap.load_pixel_net(device)
+    env = make_env(scenario, robot, obs_mode="pixels")
+    try:
+        image_keys, vector_keys = split_keys(env.observation_space)
+        shapes = [list(env.observation_space[k].shape) for k in image_keys]
+    finally:
+        env.close()
+    if shapes != [list(s) for s in net.image_shapes]:
+        raise PolicyLoadError(f"{snap.path}: the network takes images {net.image_shapes}, but {scenario!r} gives "
+                              f"{dict(zip(image_keys, shapes))}")
+    return PixelPolicy(net, image_keys, vector_keys, device)
 
 
 class _FlatChunks:

@@ -1,4 +1,5 @@
-"""Save and load model snapshots (checkpoint, best, final): SB3 model + replay buffer + VecNormalize.
+"""Save and load model snapshots (checkpoint, best, final): SB3 model + replay buffer + VecNormalize,
+or a pixel student's network (pixel_policy.pt).
 
 A snapshot directory is written atomically (see rundir.atomic_dir); state.json is its last file.
 """
@@ -54,7 +55,27 @@ class Snapshot:
     def algo(self) -> str:
         return self.state["algo"]
 
+    @property
+    def is_pixel(self) -> bool:
+        """Whether this is a pixel student's snapshot (a network on images), not an SB3 model's."""
+        return (self.path / PIXEL_MODEL).is_file()
+
+    def load_pixel_net(self, device: str = "cpu"):
+        """The pixel student (policies.pixel_net.PixelPolicyNet), in eval mode."""
+        import torch
+
+        from policies.pixel_net import PixelPolicyNet
+
+        if not self.is_pixel:
+            raise RunError(f"{self.path}: not a pixel policy snapshot ({PIXEL_MODEL} missing)")
+        saved = torch.load(self.path / PIXEL_MODEL, map_location=device, weights_only=True)  # tensors and plain data only
+        net = PixelPolicyNet.from_config(saved["config"])
+        net.load_state_dict(saved["state_dict"])
+        return net.to(device).eval()
+
     def load_model(self, env=None, device: str = "cpu", **kwargs):
+        if self.is_pixel:
+            raise RunError(f"{self.path}: a pixel policy snapshot holds no SB3 model; use load_pixel_net")
         cls = algo_class(self.algo)
         if env is None and self.algo != "ppo":
             # Acting only: no env to give a HER buffer and no need for a full-size one.
@@ -84,7 +105,7 @@ class Snapshot:
 
 def open_snapshot(path: Path) -> Snapshot:
     found = recover_dir(path)
-    if found is None or not (found / STATE).is_file() or not (found / MODEL).is_file():
+    if found is None or not (found / STATE).is_file() or not ((found / MODEL).is_file() or (found / PIXEL_MODEL).is_file()):
         raise RunError(f"{path}: no complete model snapshot")
     return Snapshot(found, json.loads((found / STATE).read_text()))
 

@@ -36,14 +36,22 @@ def capture_images(sensors: list[CameraSensor], rng: np.random.Generator) -> dic
 
 
 def describe_images(sensors: list[CameraSensor]) -> list[dict]:
-    """Key, shape and meaning of each image, with a fixed camera's calibration (OpenCV: K, dist, R, t)."""
+    """Key, shape, modality and meaning of each image, with the camera's calibration (OpenCV: K, dist, R, t).
+
+    A fixed camera gives its whole model ("camera"); a mounted one moves, so it gives its intrinsics and
+    its mount on the robot link ("mount"). A depth image gives the range its 0..255 spans ("depth").
+    """
     out = []
     for sensor in sensors:
         cfg = sensor.config
-        where = {"camera": sensor.model().to_dict()} if cfg.mount is None else {"mount": cfg.mount.model_dump()}
+        lens = sensor.model().to_dict()
+        where = {"camera": lens} if cfg.mount is None else {"mount": cfg.mount.model_dump()}
+        common = {"dtype": "uint8", "intrinsics": {k: lens[k] for k in ("width", "height", "K", "dist")}, **where}
         if "rgb" in cfg.modalities:
-            out.append({"key": cfg.name, "shape": [cfg.height, cfg.width, 3], "dtype": "uint8", "meaning": "RGB", **where})
+            out.append({"key": cfg.name, "shape": [cfg.height, cfg.width, 3], "modality": "rgb", "channel_order": "RGB",
+                        "meaning": "RGB", **common})
         if "depth" in cfg.modalities:
-            out.append({"key": f"{cfg.name}_depth", "shape": [cfg.height, cfg.width, 1], "dtype": "uint8", **where,
+            out.append({"key": f"{cfg.name}_depth", "shape": [cfg.height, cfg.width, 1], "modality": "depth", "channel_order": "D",
+                        "depth": {"encoding": "linear", "near_m": cfg.near, "far_m": cfg.far}, **common,
                         "meaning": f"depth along the optical axis, linear: 0 = {cfg.near} m, 255 = {cfg.far} m or beyond"})
     return out

@@ -16,6 +16,7 @@ from stable_baselines3 import TD3
 
 from bridge.spec import spec_hash
 from policies.bundle import BundleError, load_bundle
+from policies.bundle_format import FORMAT_VERSION
 from policies.errors import PolicyError
 from policies.export import export_bundle
 from policies.toy_envs import PointReachEnv
@@ -114,8 +115,8 @@ def test_refuses_edited_spec(copy):
 
 
 def test_refuses_newer_format(copy):
-    _edit_manifest(copy, lambda m: m.update(format_version=3))
-    with pytest.raises(BundleError, match="format_version 3 is newer than this loader supports"):
+    _edit_manifest(copy, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    with pytest.raises(BundleError, match=f"format_version {FORMAT_VERSION + 1} is newer than this loader supports"):
         load_bundle(copy)
 
 

@@ -123,7 +123,8 @@ def export_cmd(
     path = export_run(run, out, which=which, name=name, overwrite=force)
     manifest = json.loads((path / "manifest.json").read_text())
     check = manifest["policy"]["export_check"]
-    typer.echo(f"bundle {path}: obs {manifest['observation']['dim']} -> action {manifest['action']['dim']} "
+    images = "".join(f"{i['key']} {'x'.join(map(str, i['shape']))} + " for i in manifest["observation"].get("images") or [])
+    typer.echo(f"bundle {path}: {images}obs {manifest['observation']['dim']} -> action {manifest['action']['dim']} "
                f"({manifest['action']['kind']}), spec {manifest['spec_hash'][:12]}, max |onnx - torch| "
                f"{check['max_abs_diff_onnx']:.1e}")
 
