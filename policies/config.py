@@ -54,6 +54,9 @@ class BCConfig:
     step t is the expert's actions t..t+chunk-1 of that episode (its last action repeated past the end)"""
     encoder_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
     """obs_mode pixels: channels of the student's conv layers (policies.pixel_net)"""
+    aux_weight: float = 1.0
+    """obs_mode pixels: weight of the auxiliary loss (the student also regresses the expert's privileged task
+    features, standardised, from what it sees)"""
     augment_shift: int = 2
     """obs_mode pixels: random image shift of up to this many pixels while fitting"""
     augment_brightness: float = 0.1

@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -88,17 +88,20 @@ class Step(NamedTuple):
     terminated: bool
     truncated: bool
     episode: int
+    privileged: Sequence[float] | None = None
 
 
 def labelled_steps(env, driver: Policy | None, expert: Policy, n_episodes: int, seed: int,
-                   on_episode: Callable[[int, bool], None] | None = None, noise: float = 0.0) -> Iterator[Step]:
+                   on_episode: Callable[[int, bool], None] | None = None, noise: float = 0.0,
+                   privileged: Callable[[], Sequence[float]] | None = None) -> Iterator[Step]:
     """Run `n_episodes`; the env executes the driver's actions while the expert labels every state.
 
     With driver None the expert drives (demonstrations); with a learner it is a DAgger round. The
     expert is asked exactly once per step: its state machine keeps timers that each call advances.
     noise > 0 (DART): the executed motion is the expert's plus Gaussian noise of that std (the last
     action component, the gripper, stays clean), while the label stays the clean expert action, so the
-    data shows how to correct small deviations. on_episode(index, success) follows each episode.
+    data shows how to correct small deviations. on_episode(index, success) follows each episode;
+    privileged() is read with each observation (what the simulator knows then, for a student to learn).
     """
     rng = np.random.default_rng(seed)
     for ep in range(n_episodes):
@@ -108,13 +111,14 @@ def labelled_steps(env, driver: Policy | None, expert: Policy, n_episodes: int, 
             driver.reset()
         done, info = False, {}
         while not done:
+            known = None if privileged is None else privileged()
             label = np.asarray(expert.act(obs), dtype=np.float32)
             action = label if driver is None else np.asarray(driver.act(obs), dtype=np.float32)
             if noise > 0:
                 action = action.copy()
                 action[:-1] = np.clip(action[:-1] + rng.normal(0.0, noise, action.size - 1), -1.0, 1.0)
             next_obs, reward, terminated, truncated, info = env.step(action)
-            yield Step(obs, label, next_obs, float(reward), bool(terminated), bool(truncated), ep)
+            yield Step(obs, label, next_obs, float(reward), bool(terminated), bool(truncated), ep, known)
             obs, done = next_obs, terminated or truncated
         if on_episode is not None:
             on_episode(ep, bool(info.get("is_success", False)))

@@ -49,6 +49,7 @@ class PixelData:
     actions: np.ndarray  # (N, A) float32, the expert's labels
     episode: np.ndarray  # (N,) int32, contiguous runs
     successes: np.ndarray  # (E,) bool, whether each episode succeeded
+    privileged: np.ndarray  # (N, F) float32, the task's state features the expert knew (auxiliary targets)
 
     def __len__(self) -> int:
         return len(self.actions)
@@ -58,38 +59,41 @@ class PixelData:
         offset = len(self.successes)
         return PixelData({k: cat([v, other.images[k]]) for k, v in self.images.items()}, cat([self.vectors, other.vectors]),
                          cat([self.actions, other.actions]), cat([self.episode, other.episode + offset]),
-                         cat([self.successes, other.successes]))
+                         cat([self.successes, other.successes]), cat([self.privileged, other.privileged]))
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:  # a directory, so a crash mid-write leaves nothing that looks complete
             np.savez(tmp / "steps.npz", vectors=self.vectors, actions=self.actions, episode=self.episode,
-                     successes=self.successes, **{f"image.{k}": v for k, v in self.images.items()})
+                     successes=self.successes, privileged=self.privileged, **{f"image.{k}": v for k, v in self.images.items()})
 
     @staticmethod
     def load(path: Path) -> "PixelData":
         with np.load(path / "steps.npz", allow_pickle=False) as z:
             images = {k[len("image."):]: z[k] for k in z.files if k.startswith("image.")}
-            return PixelData(images, z["vectors"], z["actions"], z["episode"], z["successes"])
+            return PixelData(images, z["vectors"], z["actions"], z["episode"], z["successes"], z["privileged"])
 
 
 def record_pixels(env, driver, expert, n_episodes: int, seed: int, noise: float, on_episode=None) -> PixelData:
     image_keys, vector_keys = split_keys(env.observation_space)
     images: dict[str, list] = {k: [] for k in image_keys}
-    vectors, actions, episode, successes = [], [], [], []
+    vectors, actions, episode, successes, privileged = [], [], [], [], []
 
     def ended(ep: int, success: bool) -> None:
         successes.append(success)
         if on_episode is not None:
             on_episode(ep, success)
 
-    for step in labelled_steps(env, driver, expert, n_episodes, seed, ended, noise):
+    task = env.unwrapped.task
+    for step in labelled_steps(env, driver, expert, n_episodes, seed, ended, noise, privileged=task.observation):
+        privileged.append(step.privileged)
         for k in image_keys:
             images[k].append(step.obs[k])
         vectors.append(np.concatenate([step.obs[k] for k in vector_keys]))
         actions.append(step.label)
         episode.append(step.episode)
     return PixelData({k: np.stack(v) for k, v in images.items()}, np.asarray(vectors, np.float32),
-                     np.asarray(actions, np.float32), np.asarray(episode, np.int32), np.asarray(successes, bool))
+                     np.asarray(actions, np.float32), np.asarray(episode, np.int32), np.asarray(successes, bool),
+                     np.asarray(privileged, np.float32))
 
 
 class Fitter:
@@ -107,21 +111,27 @@ class Fitter:
         bc, net, device = self.bc, self.net, self.device
         keys = list(data.images)
         labels = data.actions if bc.chunk == 1 else chunk_labels(data.actions, data.episode, bc.chunk)
+        # The auxiliary targets, standardised: each privileged feature counts alike, whatever its unit.
+        known = (data.privileged - data.privileged.mean(0)) / np.maximum(data.privileged.std(0), MIN_VECTOR_STD)
+        known = known.astype(np.float32)
         cuda = device.startswith("cuda")
         net.train()
         loss = torch.zeros(())
         for _ in tqdm(range(iterations), desc=desc, unit="it", disable=not progress, mininterval=1.0, leave=False):
             idx = torch.randint(0, len(labels), (min(bc.batch_size, len(labels)),), generator=self.rng).numpy()
-            batch = [torch.from_numpy(data.images[k][idx]) for k in keys] + [torch.from_numpy(data.vectors[idx]),
-                                                                              torch.from_numpy(labels[idx])]
+            batch = [torch.from_numpy(data.images[k][idx]) for k in keys] + [
+                torch.from_numpy(a[idx]) for a in (data.vectors, labels, known)]
             if cuda:
                 batch = [t.pin_memory().to(device, non_blocking=True) for t in batch]
-            *images, vectors, target = batch
+            *images, vectors, target, target_known = batch
             pixels = augment(net.images_to_float(images), self.rng, bc.augment_shift, bc.augment_brightness,
                              bc.augment_contrast, self.colour)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                action = net.act_on_floats(pixels, vectors)
+                features = net.features(pixels, vectors)
+                action = net.head(features)
             loss = torch.mean((action.float() - target) ** 2)
+            if net.aux_head is not None and bc.aux_weight > 0:
+                loss = loss + bc.aux_weight * torch.mean((net.aux_head(features).float() - target_known) ** 2)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
@@ -146,7 +156,7 @@ def new_student(env, data: PixelData, cfg: TrainConfig) -> PixelPolicyNet:
     shapes = [data.images[k].shape[1:] for k in data.images]
     std = np.maximum(data.vectors.std(0), MIN_VECTOR_STD)
     return PixelPolicyNet(shapes, data.vectors.shape[1], act_dim, data.vectors.mean(0), std,
-                          cfg.bc.encoder_channels, cfg.bc.net_arch)
+                          cfg.bc.encoder_channels, cfg.bc.net_arch, aux_dim=data.privileged.shape[1])
 
 
 def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool = False,

@@ -33,11 +33,13 @@ class SpatialSoftmax(nn.Module):
         super().__init__()
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
         self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1))  # (H*W, 2)
+        # Learned sharpness: at initialisation the maps are too flat for the softmax to point anywhere.
+        self.log_temperature = nn.Parameter(torch.zeros(()))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         b, c = features.shape[0], features.shape[1]
         flat = features.reshape(b, c, -1)
-        keypoints = torch.softmax(flat, dim=-1) @ self.grid  # (B, C, 2)
+        keypoints = torch.softmax(flat / self.log_temperature.exp(), dim=-1) @ self.grid  # (B, C, 2)
         return torch.cat([keypoints.reshape(b, 2 * c), flat.amax(dim=-1)], dim=1)
 
 
@@ -50,7 +52,7 @@ class PixelPolicyNet(nn.Module):
 
     def __init__(self, image_shapes: Sequence[Sequence[int]], vector_dim: int, act_dim: int,
                  vector_mean: np.ndarray, vector_std: np.ndarray, channels: Sequence[int] = (32, 32, 32),
-                 hidden: Sequence[int] = (256, 256)) -> None:
+                 hidden: Sequence[int] = (256, 256), aux_dim: int = 0) -> None:
         super().__init__()
         shapes = [tuple(int(v) for v in s) for s in image_shapes]
         if not shapes:
@@ -65,6 +67,7 @@ class PixelPolicyNet(nn.Module):
             kernel, stride = (5, 2) if i == 0 else (3, 2) if i == 1 else (3, 1)
             layers += [nn.Conv2d(c_in, c_out, kernel, stride), nn.ReLU()]
             height, width, c_in = conv_out(height, kernel, stride), conv_out(width, kernel, stride), c_out
+        layers.pop()  # the last maps go to the softmax signed: a ReLU would flatten everything below zero
         if height < 2 or width < 2:
             raise PixelNetError(f"images of {shapes[0][:2]} are too small for the encoder (>= 21 x 21 pixels)")
         self.encoder = nn.Sequential(*layers)
@@ -73,6 +76,10 @@ class PixelPolicyNet(nn.Module):
         self.register_buffer("vector_std", torch.as_tensor(np.asarray(vector_std, np.float32)).reshape(1, -1))
         head: list[nn.Module] = []
         width_in = 3 * c_in + self.vector_dim
+        # Training only (not in forward, so not exported): the teacher's privileged task features, regressed
+        # from what the student sees, make the encoder learn where the parts are before the actions do.
+        self.aux_dim = int(aux_dim)
+        self.aux_head = nn.Linear(width_in, self.aux_dim) if self.aux_dim else None
         for h in hidden:
             head += [nn.Linear(width_in, h), nn.ReLU()]
             width_in = h
@@ -91,20 +98,23 @@ class PixelPolicyNet(nn.Module):
 
     def act_on_floats(self, pixels: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
         """The network after preprocessing: training augments `pixels` ([0, 1], (B, C, H, W)) in between."""
-        features = self.pool(self.encoder(pixels))
-        return self.head(torch.cat([features, (vector - self.vector_mean) / self.vector_std], dim=1))
+        return self.head(self.features(pixels, vector))
+
+    def features(self, pixels: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+        """What the action head (and the training-only auxiliary head) reads: keypoints, maxima, readings."""
+        return torch.cat([self.pool(self.encoder(pixels)), (vector - self.vector_mean) / self.vector_std], dim=1)
 
     def config(self) -> dict:
         """What rebuilds the architecture (weights and normalisation come from the state dict)."""
         return {"image_shapes": [list(s) for s in self.image_shapes], "vector_dim": self.vector_dim, "act_dim": self.act_dim,
                 "channels": [m.out_channels for m in self.encoder if isinstance(m, nn.Conv2d)],
-                "hidden": [m.out_features for m in self.head if isinstance(m, nn.Linear)][:-1]}
+                "hidden": [m.out_features for m in self.head if isinstance(m, nn.Linear)][:-1], "aux_dim": self.aux_dim}
 
     @classmethod
     def from_config(cls, config: dict) -> "PixelPolicyNet":
         zeros, ones = np.zeros(config["vector_dim"]), np.ones(config["vector_dim"])
         return cls(config["image_shapes"], config["vector_dim"], config["act_dim"], zeros, ones,
-                   config["channels"], config["hidden"])
+                   config["channels"], config["hidden"], config.get("aux_dim", 0))
 
 
 def colour_channels(image_shapes: Sequence[Sequence[int]]) -> torch.Tensor:

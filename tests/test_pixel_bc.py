@@ -31,7 +31,8 @@ def test_the_student_learns_where_a_part_is_in_the_image():
     torch.manual_seed(0)
     images, labels = _square_images(rng, 2000)
     vectors = np.zeros((len(images), 2), np.float32)
-    data = PixelData({"cam": images}, vectors, labels, np.arange(len(images), dtype=np.int32), np.ones(len(images), bool))
+    data = PixelData({"cam": images}, vectors, labels, np.arange(len(images), dtype=np.int32),
+                     np.ones(len(images), bool), np.zeros((len(images), 0), np.float32))
     cfg = resolve_config("toy-target", "bc", {"bc": {"batch_size": 64, "learning_rate": 3e-3, "augment_shift": 0,
                                                      "augment_brightness": 0.0, "augment_contrast": 0.0}})
     net = PixelPolicyNet([images.shape[1:]], 2, 2, np.zeros(2), np.ones(2), channels=(16, 16, 16), hidden=(64,))
