@@ -60,6 +60,9 @@ _ACTION = wire.MsgType.ACTION.value
 class BatchRunner:
     """Runs batches of step requests and hands each reply (or typed error) to ``reply``.
 
+    A pixel bundle's frames (decoded and checked by the server) are copied into one buffer per camera,
+    row by row like the observations, so the policy gets (n, obs_dim) and {key: (n, H, W, C)}.
+
     Used by one thread at a time: the I/O thread (inline mode) or the worker (thread mode).
     ``slow_forwards`` counts forward passes longer than ``budget_ns``; the server watches it.
     """

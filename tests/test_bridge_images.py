@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 
 import cv2
 import numpy as np
@@ -106,6 +107,19 @@ def test_raw_and_png_frames_arrive_bit_exact(encoding):
     for got, frames in zip(policy.frames, sent):
         for key in RGBD:
             np.testing.assert_array_equal(got[key], frames[key])
+
+
+def test_a_chunk_request_carries_frames_too():
+    policy = pixel_policy()
+    frames = scene(5)
+    with serving(policy, inference="inline") as server, client(server, policy, ("png",)) as controller:
+        controller.connect(5.0)
+        seq = controller.send_chunk_request(OBS, time.monotonic_ns(), 2.0, 4, images=frames)
+        replies = controller.poll_chunks(2.0)
+    assert [r.seq for r in replies] == [seq] and replies[0].actions.shape == (1, 3)  # a single-action bundle: a chunk of one
+    assert replies[0].actions[0, :2].tolist() == pytest.approx([mean_action(frames["cam"]), mean_action(frames["cam_depth"])],
+                                                               abs=1e-6)
+    np.testing.assert_array_equal(policy.frames[0]["cam"], frames["cam"])
 
 
 def test_noise_goes_raw_when_png_would_be_larger_and_still_arrives_exact():
