@@ -60,6 +60,8 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pacing import paced  # noqa: E402  (bench/pacing.py: this script's folder is on the path)
+
 from bridge import gantry  # noqa: E402
 from bridge import protocol as wire  # noqa: E402
 from bridge.client import BridgeClient, ClientConfig  # noqa: E402
@@ -108,21 +110,10 @@ def spawn_echo() -> tuple[subprocess.Popen, dict]:
 def pace(hz: float, seconds: float, once, stats: LatencyStats, warmup: int = 0) -> int:
     """Call once(deadline_s, stats) on every tick for `seconds` (after `warmup` unmeasured calls); returns late ticks."""
     period_ns = int(1e9 / hz)
-    late = 0
     for i in range(warmup):  # connection set-up, allocator and cache warm-up: not measured
         once(period_ns / 1e9, None)
-    next_tick = time.monotonic_ns()
-    end = next_tick + int(seconds * 1e9)
-    while next_tick < end:
-        now = time.monotonic_ns()
-        if now < next_tick:
-            time.sleep((next_tick - now) / 1e9)
-        elif now - next_tick > period_ns:
-            late += 1
-            next_tick = now  # we fell behind: skip ahead rather than bursting
-        once(period_ns / 1e9, stats)
-        next_tick += period_ns
-    return late
+    start = time.monotonic_ns()
+    return paced(period_ns, start, start + int(seconds * 1e9), lambda: once(period_ns / 1e9, stats))
 
 
 class Echo:

@@ -6,7 +6,11 @@ capped exponential backoff. ZMTP heartbeats (HEARTBEAT_IVL/TIMEOUT) let libzmq n
 peer within ``heartbeat_timeout_ms`` even while the controller is idle. Replies are matched by
 the sequence number they echo; anything else is stale and counted, never returned.
 
-Imports numpy, pyzmq and msgpack only (through bridge.protocol): controllers must not need torch.
+A pixel bundle's camera frames go with each step (``step(obs, deadline, images={key: uint8 (H, W, C)})``),
+in the encoding the welcome agreed per camera (bridge.images).
+
+Imports numpy, pyzmq and msgpack only (through bridge.protocol; OpenCV once frames are PNG or JPEG):
+controllers must not need torch.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import zmq
 
+from bridge import images as cameras
 from bridge import protocol as wire
 from bridge.errors import BridgeError
 from bridge.keys import ClientKeys
@@ -69,11 +74,23 @@ class ClientConfig:
     hwm: int = 16
     max_message_bytes: int = wire.DEFAULT_TRANSPORT_MAX_BYTES
     keys: ClientKeys | None = None
+    # Camera frames (pixel bundles): the encodings offered at hello, preferred first; none offered: raw.
+    image_encodings: tuple[str, ...] = ()
+    jpeg_quality: int = 90  # 0-100
+    png_compression: int = 1  # 0-9: zlib level; 1 is fast and already shrinks rendered frames several times
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec_hash, str) or not self.spec_hash:
             raise ClientConfigError("ClientConfig.spec_hash is required: the bundle manifest's spec_hash, or "
                                     "bridge.spec.spec_hash(observation, action, control_hz) of the cell")
+        self.image_encodings = tuple(self.image_encodings)
+        unusable = [e for e in self.image_encodings if e not in cameras.supported_encodings()]
+        if unusable:
+            raise ClientConfigError(f"image encodings {unusable} cannot be offered here: use "
+                                    f"{list(cameras.supported_encodings())} (png and jpeg need OpenCV)")
+        if not (0 <= self.jpeg_quality <= 100 and 0 <= self.png_compression <= 9):
+            raise ClientConfigError(f"jpeg_quality must be 0-100 and png_compression 0-9, got {self.jpeg_quality}, "
+                                    f"{self.png_compression}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,7 @@ class Welcome:
     action: dict[str, Any]  # kind, low, high, features (with scale), meaning
     header: dict[str, Any] = field(repr=False)
     chunk: int = 1  # actions per chunk the bundle gives (welcome.chunk; absent: 1)
+    images: tuple[cameras.ImageSpec, ...] = ()  # a pixel bundle's cameras, each with its agreed encoding (welcome.images)
 
 
 class StepResult(NamedTuple):
@@ -202,6 +220,8 @@ class BridgeClient:
                 header["bundle"] = self.config.bundle
             if self.config.robot is not None:
                 header["robot"] = self.config.robot
+            if self.config.image_encodings:
+                header["image_encodings"] = list(self.config.image_encodings)
             if self._send(wire.encode(header), end):
                 self._hello_seq = seq
         if self._hello_seq is not None:
@@ -232,8 +252,11 @@ class BridgeClient:
             self._fail_attempt("no welcome")
         return False
 
-    def step(self, observation: np.ndarray, deadline_s: float) -> StepResult:
-        """Ask for one action; returns by the deadline whatever happens (never raises on timeouts)."""
+    def step(self, observation: np.ndarray, deadline_s: float, images: dict[str, np.ndarray] | None = None) -> StepResult:
+        """Ask for one action; returns by the deadline whatever happens (never raises on timeouts).
+
+        images: a pixel bundle's frames, key -> uint8 (H, W, C) as welcome.images lists them.
+        """
         start = time.monotonic_ns()
         end = start + int(deadline_s * 1e9)
         # Whatever arrived since the last call (a late reply, a bye) is read, and dealt with, by
@@ -246,7 +269,11 @@ class BridgeClient:
         seq = self._next_seq()  # after any handshake: the server rejects seqs at or below the hello's
         obs = observation if type(observation) is np.ndarray and observation.dtype == _F4 else np.asarray(observation, _F4)
         budget_us = max(1, int(deadline_s * 1e6))
-        if obs.shape == self._obs_shape:
+        if images is not None or self.welcome.images:  # frames go in the header: no fixed layout
+            header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": start,
+                                         "deadline_us": budget_us, "images": self._frames(images),
+                                         "arrays": [["<f4", list(obs.shape)]]})
+        elif obs.shape == self._obs_shape:
             header = self._step_layout.pack(seq, start, budget_us)
         else:  # the server will refuse it (BAD_ARRAY), with a message that says why
             header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": start,
@@ -281,11 +308,12 @@ class BridgeClient:
 
     # ------------------------------------------------------------------ chunks (bridge.executor drives these)
 
-    def send_chunk_request(self, observation: np.ndarray, obs_t_ns: int, deadline_s: float, max_actions: int) -> int | None:
+    def send_chunk_request(self, observation: np.ndarray, obs_t_ns: int, deadline_s: float, max_actions: int,
+                           images: dict[str, np.ndarray] | None = None) -> int | None:
         """Send a step asking for up to max_actions actions; returns its seq, or None if nothing was sent.
 
         Does not wait for the reply: ``poll_chunks`` collects replies as they come. obs_t_ns: when the
-        observation was taken (time.monotonic_ns), the chunk's start.
+        observation (and its camera frames, ``images``) was taken (time.monotonic_ns), the chunk's start.
         """
         now = time.monotonic_ns()
         if self._waiting_since_ns is not None:
@@ -296,6 +324,8 @@ class BridgeClient:
         obs = np.asarray(observation, _F4)
         header = wire.make_header(MsgType.STEP, seq, deadline_us=max(1, int(deadline_s * 1e6)), chunk=int(max_actions),
                                   obs_t_ns=int(obs_t_ns))
+        if images is not None or self.welcome.images:
+            header["images"] = self._frames(images)
         if not self._send(wire.encode(header, [obs]), now + int(deadline_s * 1e9)):
             return None
         self._chunk_sent[seq] = now
@@ -392,6 +422,12 @@ class BridgeClient:
         self.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _frames(self, images: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
+        """A step's ``images`` entries, each in its camera's agreed encoding (raw where that is smaller)."""
+        cfg = self.config
+        specs = self.welcome.images if self.welcome is not None else ()
+        return cameras.encode_frames(images or {}, specs, cfg.jpeg_quality, cfg.png_compression)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -564,8 +600,13 @@ class BridgeClient:
                          f"{header['action_kind']!r}")
         try:
             limits = SafetyLimits.from_robot_spec(header["limits"], where="welcome.limits")
+            images = cameras.image_specs(header.get("images"), "welcome.images")
         except BridgeError as exc:
             raise HandshakeRejected(int(ErrorCode.MALFORMED), str(exc)) from None
+        unoffered = [(s.key, s.encoding) for s in images if s.encoding not in ("raw", *self.config.image_encodings)]
+        if unoffered:
+            raise HandshakeRejected(int(ErrorCode.MALFORMED), f"welcome picks encodings this controller did not offer "
+                                    f"{list(self.config.image_encodings) or ['raw']}: {unoffered}")
         return Welcome(
             bundle=header["bundle"],
             spec_hash=header["spec_hash"],
@@ -579,4 +620,5 @@ class BridgeClient:
             action=header["action"],
             header=header,
             chunk=header.get("chunk", 1) if header.get("chunk", 1) >= 1 else 1,
+            images=images,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from bridge import gantry
+from bridge import images as cameras
 from bridge import protocol as wire
 from bridge.limits import SafetyLimits
 from bridge.protocol import ErrorCode
@@ -83,8 +84,15 @@ def example_messages() -> dict[str, list[bytes]]:
          "chunk_start_ns": T0 + 48_000_000, "period_us": 50_000.0, "obs_age_us": 2_020.0},
         [np.array([[0.5, -0.25, -1.0], [0.25, 0.0, -0.5]], dtype=np.float32)],
     )
+    # A pixel bundle's step: the same observation plus one 2 x 2 RGB camera "cam", raw, as the reference
+    # client writes it (red, green / blue, white).
+    frame = np.array([[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]], dtype=np.uint8)
+    cam = cameras.ImageSpec("cam", (2, 2, 3), "rgb", "RGB")
+    step_image = wire.encode({"v": V, "type": "step", "seq": 6, "t_ns": T0 + 100_000_000, "deadline_us": 25_000,
+                              "images": cameras.encode_frames({"cam": frame}, [cam])}, [obs])
     return {"hello": hello, "welcome": welcome, "step": step, "action": action, "error": error,
-            "step-fixed": step_fixed, "action-fixed": action_fixed, "step-chunk": step_chunk, "action-chunk": action_chunk}
+            "step-fixed": step_fixed, "action-fixed": action_fixed, "step-chunk": step_chunk, "action-chunk": action_chunk,
+            "step-image": step_image}
 
 
 def hex_block(name: str, frames: list[bytes], width: int = 16) -> str:

@@ -26,7 +26,8 @@ from bridge.chunks import ChunkQueue, ChunkQueueConfig
 
 
 class ChunkLink(Protocol):
-    def send_chunk_request(self, observation: np.ndarray, obs_t_ns: int, deadline_s: float, max_actions: int) -> int | None: ...
+    def send_chunk_request(self, observation: np.ndarray, obs_t_ns: int, deadline_s: float, max_actions: int,
+                           images: dict[str, np.ndarray] | None = None) -> int | None: ...
 
     def poll_chunks(self, timeout_s: float) -> list: ...
 
@@ -40,13 +41,18 @@ class ChunkExecutor:
         self._deadline_s = config.stale_ns / 1e9
         self.obs_ages_us: list[float] = []  # the server's view of each merged chunk's observation age
 
-    def tick(self, observation: np.ndarray) -> np.ndarray | None:
-        """The action for the control period starting now (None: the queue is dry; hold)."""
+    def tick(self, observation: np.ndarray, images: dict[str, np.ndarray] | None = None) -> np.ndarray | None:
+        """The action for the control period starting now (None: the queue is dry; hold).
+
+        images: a pixel bundle's camera frames taken with the observation (sent only with a request).
+        """
         self._merge(self.link.poll_chunks(0.0))
         now = self.clock()
         queue = self.queue
         if queue.request_due(now):
-            seq = self.link.send_chunk_request(observation, now, self._deadline_s, queue.config.chunk_length)
+            args = (observation, now, self._deadline_s, queue.config.chunk_length)
+            # Frames only when there are some: a link for state bundles need not take them.
+            seq = self.link.send_chunk_request(*args) if images is None else self.link.send_chunk_request(*args, images)
             if seq is not None:
                 queue.requested(now)
         return queue.take(now)

@@ -49,6 +49,7 @@ class StepRequest(NamedTuple):
     chunk: int = 0  # actions asked for: 0 a single action (1-D reply), n >= 1 a chunk of at most n rows (2-D)
     obs_t_ns: int = 0  # when the controller took the observation (its clock): the chunk's start
     age_us: float = 0.0  # the observation's age when the step was sent: (t_ns - obs_t_ns) / 1000, both controller clock
+    images: dict[str, np.ndarray] | None = None  # a pixel bundle's frames, decoded and checked: key -> uint8 (H, W, C)
 
 
 # A chunk reply's header: the general encoder (chunks are asked for once per several control periods,
@@ -58,6 +59,9 @@ _ACTION = wire.MsgType.ACTION.value
 
 class BatchRunner:
     """Runs batches of step requests and hands each reply (or typed error) to ``reply``.
+
+    A pixel bundle's frames (decoded and checked by the server) are copied into one buffer per camera,
+    row by row like the observations, so the policy gets (n, obs_dim) and {key: (n, H, W, C)}.
 
     Used by one thread at a time: the I/O thread (inline mode) or the worker (thread mode).
     ``slow_forwards`` counts forward passes longer than ``budget_ns``; the server watches it.
@@ -89,6 +93,9 @@ class BatchRunner:
         # Observations reach the runner validated (float32, shape, finite), so a bundle's unchecked
         # entry point is safe here and skips checks that cost as much as the forward pass itself.
         self._forward_fns = [getattr(e.policy, "act_batch_unchecked", None) or e.policy.act for e in self._entries]
+        # A pixel bundle's frames are stacked per camera into these (None: a bundle without image inputs).
+        self._image_buffers = [{s.key: np.zeros((max_batch, *s.shape), dtype=np.uint8) for s in e.images} if e.images else None
+                               for e in self._entries]
         self.last_actions: dict[bytes, tuple[int, np.ndarray]] = {}  # per controller, for telemetry
 
     def serve(self, batch: list[StepRequest]) -> None:
@@ -103,8 +110,12 @@ class BatchRunner:
                 self._forward(index, requests[start : start + self._max_batch])
 
     def infer(self, index: int, n: int) -> np.ndarray:
-        """The bundle's actions for the first n rows of its buffer (also used to time a bundle)."""
-        actions = self._forward_fns[index](self._buffers[index][:n])
+        """The bundle's actions for the first n rows of its buffers (also used to time a bundle)."""
+        images = self._image_buffers[index]
+        if images is None:
+            actions = self._forward_fns[index](self._buffers[index][:n])
+        else:  # one forward pass for the batch: the vectors (n, obs_dim) and per camera (n, H, W, C)
+            actions = self._forward_fns[index](self._buffers[index][:n], {key: frames[:n] for key, frames in images.items()})
         if type(actions) is not np.ndarray or actions.dtype != np.float32:
             actions = np.asarray(actions, dtype=np.float32)
         if actions.shape != (n, self._widths[index]):
@@ -124,6 +135,11 @@ class BatchRunner:
         rows, size = self._rows[index], self._row_bytes[index]
         for row, request in enumerate(live):
             rows[row * size : (row + 1) * size] = request.obs
+        images = self._image_buffers[index]
+        if images is not None:
+            for key, frames in images.items():
+                for row, request in enumerate(live):
+                    frames[row] = request.images[key]
         entry = self._entries[index]
         start = time.monotonic_ns()
         try:

@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from bridge.errors import BridgeError
+from bridge.images import ImageSpec, ImageSpecError, image_specs
 from bridge.limits import LimitsError, SafetyLimits
 from bridge.spec import SpecError, spec_hash
 
@@ -34,6 +35,9 @@ class ServedPolicy(Protocol):
     manifest: dict[str, Any]
     # Optional: chunk_length (int, default 1). A chunked policy's act returns (B, chunk_length * act_dim):
     # the actions for this control period and the chunk_length - 1 after it, one period apart.
+    # Optional: images (list of maps: key, shape [H, W, C], dtype uint8, modality rgb | depth, channel_order),
+    # default none. A pixel policy's act_batch_unchecked(x, images) (or act(x, images)) takes float32
+    # (B, obs_dim) and images {key: uint8 (B, H, W, C)}, views the server reuses after the call.
 
     def reset(self) -> None:
         """A controller's episode starts (the `reset` message)."""
@@ -57,6 +61,7 @@ class PolicyEntry:
     observation: dict[str, Any]  # the manifest's sections, as the welcome carries them
     action: dict[str, Any]
     chunk_length: int = 1  # actions per forward pass, one control period apart (1: a single-action policy)
+    images: tuple[ImageSpec, ...] = ()  # camera inputs besides the vector (a pixel bundle); encoding raw here
 
     @classmethod
     def describe(cls, policy: ServedPolicy) -> PolicyEntry:
@@ -93,6 +98,10 @@ class PolicyEntry:
         chunk = getattr(policy, "chunk_length", 1)
         if type(chunk) is not int or chunk < 1:
             raise BundleSpecError(f"{where}: chunk_length must be an int >= 1, got {chunk!r}")
+        try:
+            images = image_specs(getattr(policy, "images", None), where)
+        except ImageSpecError as exc:
+            raise BundleSpecError(str(exc)) from None
         low = np.broadcast_to(np.asarray(action.get("low", -1.0), dtype=float), (policy.act_dim,))
         high = np.broadcast_to(np.asarray(action.get("high", 1.0), dtype=float), (policy.act_dim,))
         return cls(
@@ -109,4 +118,5 @@ class PolicyEntry:
             observation=observation,
             action=action,
             chunk_length=chunk,
+            images=images,
         )

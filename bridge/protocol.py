@@ -18,6 +18,9 @@ from typing import Any, NamedTuple, Sequence
 import msgpack
 import numpy as np
 
+# Camera frames (hello.image_encodings, welcome.images, step.images: bridge/images.py) are optional fields
+# within version 2 too: a server answers welcome.images only for a bundle with image inputs, and only then
+# does a controller send step.images, so state-only peers see no change.
 # Action chunks (step.chunk, step.obs_t_ns; action.chunk_start_ns, period_us, obs_age_us; welcome.chunk)
 # are optional fields within version 2: a peer that does not know them ignores them, and a server sends
 # a 2-D chunk only to a step that asked for one, so single-action controllers see no change.
@@ -145,7 +148,8 @@ _UINT = frozenset({int})
 # (tolerant reader). Exact type checks keep bool out of int fields: on the wire they differ.
 _COMMON = (("v", _INT, True), ("type", _STR, True), ("seq", _INT, True), ("t_ns", _INT, False), ("re", _UINT, False))
 SCHEMA: dict[str, tuple[tuple[str, frozenset, bool], ...]] = {
-    MsgType.HELLO.value: (("bundle", _STR, False), ("spec_hash", _STR, True), ("robot", _MAP, False), ("client", _STR, False)),
+    MsgType.HELLO.value: (("bundle", _STR, False), ("spec_hash", _STR, True), ("robot", _MAP, False), ("client", _STR, False),
+                          ("image_encodings", _LIST, False)),
     MsgType.WELCOME.value: (
         ("re", _UINT, True),
         ("bundle", _STR, True),
@@ -163,9 +167,10 @@ SCHEMA: dict[str, tuple[tuple[str, frozenset, bool], ...]] = {
         ("max_message_bytes", _INT, True),
         ("protocol", _LIST, False),
         ("chunk", _INT, False),
+        ("images", _LIST, False),
     ),
     MsgType.STEP.value: (("deadline_us", _INT, True), ("episode", _UINT, False), ("chunk", _INT, False),
-                         ("obs_t_ns", _UINT, False)),
+                         ("obs_t_ns", _UINT, False), ("images", _LIST, False)),
     MsgType.ACTION.value: (("re", _UINT, True), ("queue_us", _NUM, False), ("infer_us", _NUM, False), ("batch", _INT, False),
                            ("chunk_start_ns", _UINT, False), ("period_us", _NUM, False), ("obs_age_us", _NUM, False)),
     MsgType.RESET.value: (("episode", _UINT, False),),

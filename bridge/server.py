@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import zmq
 
+from bridge import images as cameras
 from bridge import protocol as wire
 from bridge.endpoints import check_endpoint, is_loopback_endpoint
 from bridge.errors import BridgeError
@@ -64,7 +65,7 @@ class ServerConfigError(BridgeError):
 class ServerConfig:
     bind: str = "tcp://127.0.0.1:5555"
     telemetry: str | None = "tcp://127.0.0.1:5556"
-    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # larger messages: TOO_LARGE error
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # larger messages: TOO_LARGE (pixel bundles: at least their frames)
     transport_max_bytes: int = wire.DEFAULT_TRANSPORT_MAX_BYTES  # larger frames: libzmq drops the connection
     hwm: int = 256  # per-peer queue bound (messages) on the ROUTER
     max_sessions: int = 64
@@ -85,6 +86,7 @@ class Session:
     last_seq: int
     last_seen_ns: int
     client: str = ""
+    images: tuple[cameras.ImageSpec, ...] = ()  # a pixel bundle's cameras, with the encodings agreed at hello
 
 
 @dataclass
@@ -117,9 +119,12 @@ class BridgeServer:
         if duplicates:
             raise ServerConfigError(f"two bundles share the name {duplicates}; controllers pick bundles by name")
         self._by_name = {e.name: i for i, e in enumerate(self.entries)}
-        # What a well-formed step request of each bundle carries (the fast paths in _on_message and _on_step).
+        # What a well-formed step request of each bundle carries (the fast paths in _on_message and _on_step);
+        # a pixel bundle's steps carry frames in the header, so they have no fixed layout.
         self._step_arrays = [[["<f4", [e.obs_dim]]] for e in self.entries]
-        self._step_layouts = [wire.step_header_layout(e.obs_dim) for e in self.entries]
+        self._step_layouts = [None if e.images else wire.step_header_layout(e.obs_dim) for e in self.entries]
+        # What a pixel bundle's steps need (every frame raw); its cap is this or the configured one, the larger.
+        self._frames_bytes = [cameras.message_cap(e.obs_dim, e.images) if e.images else 0 for e in self.entries]
         self._obs_bytes = [e.obs_dim * _F4.itemsize for e in self.entries]
         self._obs_structs = [struct.Struct(f"<{e.obs_dim}f") for e in self.entries]
         if self.config.inference not in INFERENCE_MODES:
@@ -161,7 +166,9 @@ class BridgeServer:
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.sndhwm = cfg.hwm
         router.rcvhwm = cfg.hwm
-        router.setsockopt(zmq.MAXMSGSIZE, cfg.transport_max_bytes)
+        # Twice the largest message cap at least, so a message a little over its cap is answered TOO_LARGE
+        # instead of costing the controller its connection.
+        router.setsockopt(zmq.MAXMSGSIZE, max(cfg.transport_max_bytes, 2 * max(map(self._cap, range(len(self.entries))))))
         self._secure(router)
         self.endpoint = self._bind(router, cfg.bind)
         self._router = router
@@ -354,7 +361,8 @@ class BridgeServer:
                 self._session_for(identity, seq, now)
                 self._accept_step(identity, index, seq, deadline_us, body[1], now, pending)
                 return
-            wire.check_frames(body, self.config.max_message_bytes)
+            session = self.sessions.get(identity)
+            wire.check_frames(body, self.config.max_message_bytes if session is None else self._cap(session.policy))
             header = wire.decode_header(body[0], wire.SERVER_ACCEPTS, "a server")
             kind = header["type"]
             if kind == "step":
@@ -380,10 +388,16 @@ class BridgeServer:
             return None
         index = session.policy
         header, observation = body
-        if len(observation) != self._obs_bytes[index] or len(header) + len(observation) > self.config.max_message_bytes:
+        layout = self._step_layouts[index]  # None: a pixel bundle (frames in the header)
+        if layout is None or len(observation) != self._obs_bytes[index] \
+                or len(header) + len(observation) > self.config.max_message_bytes:
             return None
-        slots = self._step_layouts[index].read(header)
+        slots = layout.read(header)
         return None if slots is None else (index, slots[0], slots[2])
+
+    def _cap(self, index: int) -> int:
+        """The message cap of a session of bundle ``index``: the configured one, or what its frames need."""
+        return max(self.config.max_message_bytes, self._frames_bytes[index])
 
     def _reject(self, identity: bytes, exc: ProtocolError) -> None:
         self.stats.count(f"errors.{exc.code.name}")
@@ -403,7 +417,8 @@ class BridgeServer:
 
     def _on_step(self, identity: bytes, header: dict[str, Any], body: list[bytes], now: int, pending: list[StepRequest]) -> None:
         seq = header["seq"]
-        index = self._session_for(identity, seq, now).policy
+        session = self._session_for(identity, seq, now)
+        index = session.policy
         frames = body[1:]
         if header.get("arrays") != self._step_arrays[index] or len(frames) != 1 or len(frames[0]) != self._obs_bytes[index]:
             # Not the one well-formed observation: the general decoder names the problem.
@@ -411,9 +426,15 @@ class BridgeServer:
             entry = self.entries[index]
             if obs.dtype != _F4 or obs.shape != (entry.obs_dim,):
                 raise ProtocolError(ErrorCode.BAD_ARRAY, f"observation must be <f4 ({entry.obs_dim},), got {obs.dtype.str}{obs.shape}", seq)
+        images = None
+        if session.images:
+            images = cameras.decode_frames(header.get("images", []), session.images, seq)
+        elif header.get("images"):
+            raise ProtocolError(ErrorCode.BAD_ARRAY, f"bundle {self.entries[index].name!r} takes no camera frames; the step "
+                                f"carries {[i.get('key') for i in header['images'] if type(i) is dict][:8]}", seq)
         chunk = wire.check_chunk_request(header)
         if not chunk:
-            self._accept_step(identity, index, seq, header["deadline_us"], frames[0], now, pending)
+            self._accept_step(identity, index, seq, header["deadline_us"], frames[0], now, pending, images=images)
             return
         # A chunk request: its start is when the observation was taken (obs_t_ns), else when it was sent.
         sent_ns = header.get("t_ns", 0)
@@ -422,17 +443,18 @@ class BridgeServer:
             raise ProtocolError(ErrorCode.MALFORMED, f"obs_t_ns {obs_t_ns} is after the step's t_ns {sent_ns}: an observation "
                                 "is taken before it is sent", seq)
         self._accept_step(identity, index, seq, header["deadline_us"], frames[0], now, pending,
-                          (chunk, obs_t_ns, (sent_ns - obs_t_ns) / 1e3 if sent_ns else 0.0))
+                          (chunk, obs_t_ns, (sent_ns - obs_t_ns) / 1e3 if sent_ns else 0.0), images)
 
     def _accept_step(self, identity: bytes, index: int, seq: int, deadline_us: int, frame: bytes, now: int,
-                     pending: list[StepRequest], chunk: tuple[int, int, float] = (0, 0, 0.0)) -> None:
+                     pending: list[StepRequest], chunk: tuple[int, int, float] = (0, 0, 0.0),
+                     images: dict[str, np.ndarray] | None = None) -> None:
         """The checks on a step request's values (its form is checked): finite observation, positive deadline."""
         if not all(map(isfinite, self._obs_structs[index].unpack(frame))):  # struct + math: a third of numpy's cost here
             finite = np.isfinite(np.frombuffer(frame, dtype=_F4))
             raise ProtocolError(ErrorCode.NON_FINITE, f"observation has non-finite values at {np.flatnonzero(~finite).tolist()}", seq)
         if deadline_us <= 0:
             raise ProtocolError(ErrorCode.MALFORMED, f"deadline_us must be positive, got {deadline_us}", seq)
-        pending.append(StepRequest(identity, seq, index, frame, now, now + deadline_us * 1000, *chunk))
+        pending.append(StepRequest(identity, seq, index, frame, now, now + deadline_us * 1000, *chunk, images))
 
     def _served(self) -> str:
         """The served bundles for error texts: name and spec hash prefix of each."""
@@ -479,7 +501,11 @@ class BridgeServer:
             self._expire(now)
             if len(self.sessions) >= self.config.max_sessions:
                 raise ProtocolError(ErrorCode.BUSY, f"{self.config.max_sessions} controllers connected; try later", seq)
-        session = Session(identity, secrets.token_hex(8), index, seq, now, str(header.get("client", "")))
+        offered = header.get("image_encodings", ["raw"])
+        if not all(type(e) is str for e in offered):
+            raise ProtocolError(ErrorCode.MALFORMED, "image_encodings must be an array of str (e.g. [\"png\", \"raw\"])", seq)
+        images = cameras.negotiate(entry.images, offered)
+        session = Session(identity, secrets.token_hex(8), index, seq, now, str(header.get("client", "")), images)
         self.sessions[identity] = session
         welcome = wire.make_header(
             MsgType.WELCOME,
@@ -497,10 +523,12 @@ class BridgeServer:
             observation=entry.observation,
             action=entry.action,
             limits=entry.limits.to_robot_spec(),
-            max_message_bytes=self.config.max_message_bytes,
+            max_message_bytes=self._cap(index),
             protocol=list(wire.SUPPORTED_VERSIONS),
             chunk=entry.chunk_length,
         )
+        if images:
+            welcome["images"] = [spec.to_wire() for spec in images]
         self._send(identity, wire.encode(welcome))
         self.telemetry.publish("session", {"event": "hello", "session": session.session_id, "bundle": entry.name, "client": session.client})
 

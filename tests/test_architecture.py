@@ -35,7 +35,8 @@ ALLOWED = {  # package -> the other genba packages (or single modules) it may im
     "genba": {"scenarios", "perception", "sim", "policies", "bridge"},
 }
 CONTROLLER_SIDE = (
-    "bridge.client", "bridge.controller", "bridge.docgen", "bridge.endpoints", "bridge.errors", "bridge.gantry", "bridge.keys",
+    "bridge.client", "bridge.controller", "bridge.docgen", "bridge.endpoints", "bridge.errors", "bridge.gantry", "bridge.images",
+    "bridge.keys",
     "bridge.latency", "bridge.limits", "bridge.protocol", "bridge.realtime", "bridge.safety", "bridge.servo",
     "bridge.spec", "bridge.watchdog",
     "bridge.hses", "bridge.hses.client", "bridge.hses.errors", "bridge.hses.packets", "bridge.hses.payloads", "bridge.hses.units",

@@ -238,7 +238,7 @@ def _doc_examples() -> dict[str, list[bytes]]:
 def test_doc_worked_example_bytes_still_decode_to_what_the_doc_says():
     examples = _doc_examples()
     assert set(examples) == {"hello", "welcome", "step", "action", "error", "step-fixed", "action-fixed", "step-chunk",
-                             "action-chunk"}
+                             "action-chunk", "step-image"}
     step = wire.decode(examples["step"])
     assert step.header == {"v": V, "type": "step", "seq": 2, "t_ns": 1_000_000_000, "deadline_us": 25_000,
                            "arrays": [["<f4", [6]]]}
@@ -282,6 +282,23 @@ def test_doc_reading_guide_quotes_bytes_of_the_step_example():
         position = header.index(run, position)
     assert quoted[-1] in observation
     assert header.startswith("86 a1 76 02") and "the value 2" in guide
+
+
+def test_doc_camera_frame_example_is_a_2x2_rgb_frame_and_its_guide_quotes_its_bytes():
+    step = wire.decode(_doc_examples()["step-image"])
+    (camera,) = step.header["images"]
+    assert {k: v for k, v in camera.items() if k != "data"} == {"key": "cam", "shape": [2, 2, 3], "dtype": "|u1", "encoding": "raw"}
+    np.testing.assert_array_equal(np.frombuffer(camera["data"], np.uint8).reshape(2, 2, 3),
+                                  [[[255, 0, 0], [0, 255, 0]], [[0, 0, 255], [255, 255, 255]]])  # red, green / blue, white
+    np.testing.assert_array_equal(step.arrays[0], np.array([0.0, 0.0, 0.3, 0.2, -0.1, 0.2], dtype=np.float32))
+    doc = DOC.read_text()
+    guide = doc[doc.index("Reading it: `87`"):doc.index("### `reset`")]
+    header = _doc_examples()["step-image"][0].hex(" ")
+    quoted = re.findall(r"`([0-9a-f]{2}(?: [0-9a-f]{2})*)`", guide)
+    assert len(quoted) >= 14 and header.startswith("87 a1 76 02")
+    position = 0
+    for run in quoted:  # every run the guide quotes is in the header, in the order it reads them
+        position = header.index(run, position)
 
 
 def test_doc_welcome_example_carries_a_real_gantry_bundles_sections(bundle):

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from bridge.controller import SERVO_HZ_RANGE
+from bridge.images import ENCODINGS
 from bridge.keys import ClientKeys, ServerKeys, generate_keypair
 from bridge.realtime import freeze_heap
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
@@ -65,7 +66,8 @@ def serve(
     curve_secret: Optional[Path] = typer.Option(None, help="Server secret key file (.key_secret) from `genba bridge keygen`."),
     allow: Optional[Path] = typer.Option(None, help="Directory of allowed controller public keys (*.key)."),
     insecure: bool = typer.Option(False, help="Allow a non-loopback bind without CURVE (trusted networks only)."),
-    max_message_bytes: int = typer.Option(65536, help="Larger messages get a TOO_LARGE error."),
+    max_message_bytes: int = typer.Option(
+        65536, help="Larger messages get a TOO_LARGE error; a pixel bundle's cap grows to what its camera frames need, sent raw."),
     max_sessions: int = typer.Option(64, help="Controllers served at once."),
     session_timeout: float = typer.Option(10.0, help="Seconds of silence before a controller's session is dropped."),
     log_level: str = typer.Option("INFO", help="Python logging level for the server log on stderr."),
@@ -161,6 +163,9 @@ def twin(
     max_tool_accel: Optional[float] = typer.Option(None, help="Tool-target acceleration limit (m/s^2)."),
     robot: Optional[str] = typer.Option(None, help="Robot model override (as for `genba eval --robot`)."),
     obs: Observe = obs_option(),
+    image_encodings: str = typer.Option(
+        "raw", help="--obs pixels: camera frame encodings to offer, preferred first, comma-separated: raw, png (lossless), "
+        "jpeg (lossy: colour cameras only, depth goes png or raw)."),
     curve_secret: Optional[Path] = typer.Option(None, help="This controller's .key_secret (CURVE)."),
     server_key: Optional[Path] = typer.Option(None, help="The server's public .key (CURVE)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
@@ -182,10 +187,13 @@ def twin(
     if (curve_secret is None) != (server_key is None):
         raise TwinError("CURVE needs both --curve-secret (this controller's key) and --server-key")
     keys = ClientKeys(curve_secret, server_key) if curve_secret is not None and server_key is not None else None
+    offered = tuple(e.strip() for e in image_encodings.split(",") if e.strip())
+    if not offered or any(e not in ENCODINGS for e in offered):
+        raise TwinError(f"--image-encodings {image_encodings!r}: name one or more of {', '.join(ENCODINGS)}")
     config = TwinConfig(
         scenario=scenario, endpoint=connect, bundle=_bundle_name(bundle), episodes=episodes, seed=seed, servo_hz=servo_hz,
         speed=speed, latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
-        obs_mode=obs.value,
+        obs_mode=obs.value, image_encodings=offered,
         faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed, random_delay_ms, loss_burst), keys=keys,
         chunks=chunks, replan_after=replan_after, blend=blend, max_age_ms=max_age_ms,
         web=WebOptions(host, port, fps) if web else None,

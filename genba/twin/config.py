@@ -48,6 +48,7 @@ class TwinConfig:
     max_tool_accel: float | None = None  # m/s^2 on the tool target; None: see tool_target_limits
     robot: str | None = None
     obs_mode: str = "state"  # perceived: the twin renders its camera and runs perception itself, as a cell PC would
+    image_encodings: tuple[str, ...] = ()  # pixels: camera frame encodings offered at hello, preferred first (none: raw)
     faults: Faults = field(default_factory=Faults)
     chunks: bool | None = None  # execute chunks from a queue (bridge.executor); None: when the bundle gives chunks
     replan_after: int | None = None  # chunk executor: re-observe after this many actions (None: half the chunk)

@@ -62,14 +62,14 @@ class _Faults:
 class FaultyLink(_Faults):
     """Wraps a client's step with injected delay and lost replies (controller side)."""
 
-    def step(self, obs: np.ndarray, deadline_s: float) -> StepResult:
+    def step(self, obs: np.ndarray, deadline_s: float, images: dict[str, np.ndarray] | None = None) -> StepResult:
         delay = self.delay_s()
         if delay:
             time.sleep(min(delay, max(deadline_s, 0.0)))
         if deadline_s - delay <= 0:  # the injected delay alone used up the budget: nothing is sent
             self.client.stats.miss()
             return StepResult("deadline", None, 0)
-        result = self.client.step(obs, deadline_s - delay)
+        result = self.client.step(obs, deadline_s - delay, images)
         if result.status == "ok" and self.loss.lose():
             self.dropped += 1
             return result._replace(status="dropped", action=None)
@@ -81,13 +81,14 @@ class FaultyChunkLink(_Faults):
 
     def __init__(self, client: BridgeClient, faults: Faults) -> None:
         super().__init__(client, faults)
-        self._line: list[tuple[int, np.ndarray, int, float, int]] = []  # (due_ns, obs, obs_t_ns, deadline_s, n)
+        self._line: list[tuple] = []  # (due_ns, obs, obs_t_ns, deadline_s, n, images)
         self._ids = 0
 
-    def send_chunk_request(self, observation: np.ndarray, obs_t_ns: int, deadline_s: float, max_actions: int) -> int | None:
+    def send_chunk_request(self, observation: np.ndarray, obs_t_ns: int, deadline_s: float, max_actions: int,
+                           images: dict[str, np.ndarray] | None = None) -> int | None:
         delay = self.delay_s()
         self._line.append((time.monotonic_ns() + int(delay * 1e9), np.array(observation, np.float32), obs_t_ns,
-                           deadline_s - delay, max_actions))
+                           deadline_s - delay, max_actions, images))
         self._send_due()
         self._ids += 1
         return self._ids
@@ -111,6 +112,6 @@ class FaultyChunkLink(_Faults):
     def _send_due(self) -> None:
         now = time.monotonic_ns()
         while self._line and self._line[0][0] <= now:
-            _, obs, obs_t_ns, deadline_s, n = self._line.pop(0)
+            _, obs, obs_t_ns, deadline_s, n, images = self._line.pop(0)
             if deadline_s > 0:  # the delay alone used up the budget: nothing is sent (the queue counts it lost)
-                self.client.send_chunk_request(obs, obs_t_ns, deadline_s, n)
+                self.client.send_chunk_request(obs, obs_t_ns, deadline_s, n, images)

@@ -13,6 +13,9 @@ bit, so with no faults the twin reproduces ``genba eval`` episode by episode.
 With ``obs_mode="perceived"`` (``--obs perceived``) the twin observes the cell as a real cell PC does: it
 renders its perception camera and runs perception.localize and perception.observers on the controller
 side, and sends the perceived state; the bundle the server serves is the state bundle, unchanged.
+With ``obs_mode="pixels"`` (``--obs pixels``) it sends the robot's readings as the vector and each rendered
+camera image (the env's pixel observation) as a camera frame of the step, in the encoding agreed at hello
+(``image_encodings``), to a pixel bundle.
 
 The twin needs no bundle file: it describes its cell (bridge.spec.spec_hash of the cell's
 feature_spec()) in its hello, and the server picks the bundle trained for it, or refuses.
@@ -63,7 +66,7 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
         client = BridgeClient(ClientConfig(
             config.endpoint, config.bundle, spec_hash(spec["observation"], spec["action"], control_hz),
             robot={"model": robot["model"], "joint_names": robot["joint_names"]}, name=f"twin-{config.scenario}",
-            keys=config.keys,
+            keys=config.keys, image_encodings=config.image_encodings,
         ))
         stack.callback(client.close)
         try:
@@ -71,6 +74,7 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
         except HandshakeRejected as exc:
             raise TwinError(f"{config.endpoint} serves no bundle for {config.scenario} with the {robot['model']}: "
                             f"{exc}") from None
+        _check_cameras(spec, welcome, config.scenario)
         page = None
         if config.web is not None:
             from genba.viewer.live import LiveView  # aiohttp: only when the page is asked for
@@ -87,6 +91,15 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
                 f"(re-observing after {executor.queue.config.replan_after}, stale after "
                 f"{executor.queue.config.stale_ns / 1e6:g} ms)")
         return _episodes(config, env, spec, FaultyLink(client, config.faults), client, welcome.bundle, log, page, executor)
+
+
+def _check_cameras(spec: dict, welcome, scenario: str) -> None:
+    """The served bundle takes the images this cell renders (the spec hash covers the vector only)."""
+    rendered = {i["key"]: tuple(i["shape"]) for i in spec["observation"].get("images", [])}
+    taken = {s.key: s.shape for s in welcome.images}
+    if rendered != taken:
+        raise TwinError(f"bundle {welcome.bundle!r} takes camera images {taken or 'none'}; {scenario} renders "
+                        f"{rendered or 'none'} (use --obs pixels for a pixel bundle, the same cameras as in training)")
 
 
 def _chunk_executor(config: TwinConfig, client: BridgeClient, welcome, control_hz: float) -> ChunkExecutor | None:
@@ -112,6 +125,9 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
     cycles = max(1, int(round(config.servo_hz / control_hz)))  # whole servo cycles per control period
     limits = tool_target_limits(spec["robot"], yaw_scale * control_hz, cycles * control_hz, config.max_tool_accel)
     layout = spec["observation"]["layout"]  # the order a Dict observation is flattened in
+    image_keys = [i["key"] for i in spec["observation"].get("images", [])]  # pixels: sent as frames, not in the vector
+    if image_keys:
+        layout = [k for k in layout if k not in image_keys]
     period_s = 1.0 / control_hz
     wall_period = period_s / config.speed if config.speed > 0 else 0.0
     budget_s = period_s * config.latency_budget / (config.speed if config.speed > 0 else 1.0)
@@ -163,10 +179,11 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
                 elif now - tick > wall_period:
                     overruns += 1
                     tick = now
+            images = {k: obs[k] for k in image_keys} if image_keys else None
             if executor is None:
-                result = link.step(flatten_obs(obs, layout), budget_s)
+                result = link.step(flatten_obs(obs, layout), budget_s, images)
             else:  # an action from the queue (through the servo pipeline and safety filter below), or none: hold
-                queued = executor.tick(flatten_obs(obs, layout))
+                queued = executor.tick(flatten_obs(obs, layout), images)
                 result = StepResult("queue" if queued is not None else "dry", queued, 0)
             status[result.status] = status.get(result.status, 0) + 1
             current = np.array([*robot.target_pos, robot.target_yaw])

@@ -1,0 +1,221 @@
+"""Round trips of steps carrying 84x84 RGB-D camera frames: raw vs PNG vs JPEG, 1 and 8 controllers.
+
+    python bench/bridge_images.py [--json PATH] [--seconds 10] [--hz 50] [--controllers 1,8]
+                                  [--encodings raw,png,jpeg] [--inference auto|inline|thread]
+
+The frames are conveyor-pick's own (its `pick_zone` camera: 84x84 RGB and its 84x84 depth, rendered
+by the sim with obs_mode pixels over a few dozen steps of random actions), so PNG and JPEG compress
+them as they would a cell's. The server is a BridgeServer in its own process serving the TOY pixel
+policy of genba/pixel_toy.py (numpy: the mean of each frame; no network, so next to no inference
+time): the figures are the bridge's own cost of frames (encoding on the controller, transport,
+checks and decoding on the server, stacking for the batch), not a real model's. Each controller is
+a process of its own running the reference BridgeClient, paced at --hz with a deadline of one
+period; all of them start together. "jpeg" sends the colour frame JPEG and its depth PNG (depth is
+never JPEG); a frame whose encoding would be larger than raw goes raw ("sent as"). The round trip runs from step() being called (before the
+frames are encoded) to the action decoded. Every child process is stopped however this run ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: one thread per latency-critical process
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pacing import paced  # noqa: E402  (bench/pacing.py: this script's folder is on the path)
+
+from bridge import images as cameras  # noqa: E402
+from bridge.client import BridgeClient, ClientConfig  # noqa: E402
+from bridge.latency import LatencyStats  # noqa: E402
+from genba.pixel_toy import MeanPixelPolicy, gantry_pixel_spec  # noqa: E402
+from genba.server_process import child_env, die_with_parent, stop_process  # noqa: E402
+
+CAMERAS = {"pick_zone": [84, 84, 3], "pick_zone_depth": [84, 84, 1]}  # conveyor-pick's pixels camera
+TOY = "toy policy (genba/pixel_toy.py: each action is a frame's mean; no network)"
+# What a controller offers for each --encodings name: JPEG is for colour only, so its depth goes PNG.
+OFFERS = {"raw": ("raw",), "png": ("png",), "jpeg": ("jpeg", "png")}
+CHILDREN: list[subprocess.Popen] = []  # every process this bench started, stopped however it ends
+
+
+def toy_policy() -> MeanPixelPolicy:
+    return MeanPixelPolicy(gantry_pixel_spec(CAMERAS), name="toy-pixels-84")
+
+
+def render_frames(path: Path, steps: int = 40, seed: int = 0) -> None:
+    """conveyor-pick's pixel observations over `steps` random actions, saved as one .npz."""
+    import sim  # lazy: PyBullet only to render the frames once
+
+    env = sim.make_env("conveyor-pick", obs_mode="pixels")
+    try:
+        obs, _ = env.reset(seed=seed)
+        rng = np.random.default_rng(seed)
+        frames = {key: [] for key in CAMERAS}
+        for _ in range(steps):
+            for key in CAMERAS:
+                frames[key].append(obs[key])
+            obs, *_ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32))
+    finally:
+        env.close()
+    np.savez(path, **{key: np.stack(v) for key, v in frames.items()})
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=child_env(), text=True,
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+    CHILDREN.append(proc)
+    return proc
+
+
+# ------------------------------------------------------------------ child modes
+
+
+def serve_main(inference: str) -> None:
+    """Child: the toy pixel policy on a loopback port; prints its ready line, serves until stdin closes."""
+    import threading
+
+    from bridge.server import BridgeServer, ServerConfig
+
+    server = BridgeServer([toy_policy()], ServerConfig(bind="tcp://127.0.0.1:*", telemetry=None, inference=inference))
+    server.start()
+    print(json.dumps({"event": "ready", "endpoint": server.endpoint, "inference": server.inference_mode}), flush=True)
+    threading.Thread(target=lambda: (sys.stdin.read(), server.request_stop()), daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda signum, frame: server.request_stop())
+    server.serve_forever()
+
+
+def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, seconds: float, start_ns: int, index: int) -> None:
+    """Child: one controller stepping with frames at hz from start_ns for seconds; prints its results."""
+    data = np.load(frames_file)
+    frames = [{key: np.ascontiguousarray(data[key][i]) for key in CAMERAS} for i in range(len(data[next(iter(CAMERAS))]))]
+    policy = toy_policy()
+    client = BridgeClient(ClientConfig(endpoint, policy.name, policy.spec_hash, name=f"bench-{index}",
+                                       image_encodings=OFFERS[encoding]))
+    try:
+        welcome = client.connect(10.0)
+        obs = np.zeros(welcome.obs_dim, dtype=np.float32)
+        entries = [cameras.encode_frames(f, welcome.images) for f in frames[:10]]
+        sizes = [sum(len(e["data"]) for e in step) for step in entries]
+        sent_as = sorted({e["encoding"] for step in entries for e in step})
+        period_ns = int(1e9 / hz)
+        for i in range(20):  # warm-up: connection, allocator, OpenCV's first call
+            client.step(obs, 1.0, frames[i % len(frames)])
+        stats, batches, steps = LatencyStats(capacity=int(hz * seconds) + 16), [], iter(range(1 << 62))
+
+        def once() -> None:
+            result = client.step(obs, period_ns / 1e9, frames[next(steps) % len(frames)])
+            if result.status == "ok":
+                stats.record(result.rtt_ns)
+                batches.append(result.batch)
+            else:
+                stats.miss()
+
+        # Staggered phases, as independent cells would be.
+        late = paced(period_ns, start_ns + index * period_ns // 8, start_ns + int(seconds * 1e9), once)
+        print(json.dumps({"samples_us": (stats.samples_ns() / 1e3).round(1).tolist(), "misses": stats.deadline_misses,
+                          "batches": batches, "late": late, "bytes_per_step": float(np.mean(sizes)), "sent_as": sent_as,
+                          "counts": dict(client.counts)}), flush=True)
+    finally:
+        client.close()
+
+
+# ------------------------------------------------------------------ the run
+
+
+def run(endpoint: str, encoding: str, n: int, frames_file: Path, hz: float, seconds: float) -> dict:
+    start_ns = time.monotonic_ns() + int(4e9)  # time for every controller to connect and warm up first
+    procs = [spawn("--controller", endpoint, "--encoding", encoding, "--frames", str(frames_file), "--hz", str(hz),
+                   "--seconds", str(seconds), "--start-ns", str(start_ns), "--index", str(i)) for i in range(n)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=seconds + 60)
+        if proc.returncode != 0:
+            raise SystemExit(f"a controller failed (exit {proc.returncode}): {err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    samples = np.concatenate([np.asarray(r["samples_us"], dtype=float) for r in results])
+    batches = [b for r in results for b in r["batches"]]
+    return {
+        "encoding": encoding, "controllers": n, "replies": int(samples.size), "deadline_misses": sum(r["misses"] for r in results),
+        "p50_us": float(np.percentile(samples, 50)) if samples.size else None,
+        "p99_us": float(np.percentile(samples, 99)) if samples.size else None,
+        "max_us": float(samples.max()) if samples.size else None,
+        "batch_mean": float(np.mean(batches)) if batches else None, "batch_max": int(max(batches)) if batches else None,
+        "frame_bytes_per_step": float(np.mean([r["bytes_per_step"] for r in results])),
+        "sent_as": sorted({e for r in results for e in r["sent_as"]}), "late_ticks": sum(r["late"] for r in results),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per setting")
+    parser.add_argument("--hz", type=float, default=50.0, help="steps per second of each controller")
+    parser.add_argument("--controllers", default="1,8", help="controller counts, comma-separated")
+    parser.add_argument("--encodings", default="raw,png,jpeg", help="frame encodings, comma-separated")
+    parser.add_argument("--inference", default="auto", choices=["auto", "inline", "thread"], help="server: where forward passes run")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--controller", help=argparse.SUPPRESS)
+    parser.add_argument("--encoding", help=argparse.SUPPRESS)
+    parser.add_argument("--frames", help=argparse.SUPPRESS)
+    parser.add_argument("--start-ns", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_main(args.inference)
+        return
+    if args.controller:
+        controller_main(args.controller, args.encoding, args.frames, args.hz, args.seconds, args.start_ns, args.index)
+        return
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # the finally below stops the children
+    counts = [int(n) for n in args.controllers.split(",")]
+    encodings = args.encodings.split(",")
+    if any(e not in OFFERS for e in encodings):
+        raise SystemExit(f"--encodings {args.encodings!r}: name one or more of {', '.join(OFFERS)}")
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        frames_file = Path(tmp) / "frames.npz"
+        render_frames(frames_file)
+        server = spawn("--serve", "--inference", args.inference)
+        try:
+            ready = json.loads(server.stdout.readline() or "{}")
+            if "endpoint" not in ready:
+                raise SystemExit(f"the server exited before it was ready: {server.stderr.read()[-2000:]}")
+            for n in counts:
+                for encoding in encodings:
+                    runs.append(run(ready["endpoint"], encoding, n, frames_file, args.hz, args.seconds))
+                    print(f"  {encoding} x {n}: done", file=sys.stderr, flush=True)
+        finally:
+            for proc in CHILDREN:
+                if proc.stdin and not proc.stdin.closed:
+                    proc.stdin.close()
+                stop_process(proc)
+    print(f"{'encoding':10}{'ctrl':>5}{'p50 us':>10}{'p99 us':>10}{'max us':>10}{'misses':>8}{'replies':>9}{'batch':>7}"
+          f"{'kB/step':>9}  sent as")
+    for r in runs:
+        print(f"{r['encoding']:10}{r['controllers']:5d}{r['p50_us']:10.1f}{r['p99_us']:10.1f}{r['max_us']:10.1f}"
+              f"{r['deadline_misses']:8d}{r['replies']:9d}{r['batch_mean']:7.2f}{r['frame_bytes_per_step'] / 1e3:9.1f}  "
+              f"{','.join(r['sent_as'])}")
+    print(f"frames: conveyor-pick pick_zone 84x84 RGB + depth (jpeg: colour JPEG, depth PNG); {args.hz:g} Hz per controller, {args.seconds:g} s each; "
+          f"server inference {ready.get('inference')}; {os.cpu_count()} CPUs. Served by a {TOY}: the figures are the "
+          "bridge's cost of frames, not a model's.")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"policy": TOY, "frames": "conveyor-pick pick_zone 84x84 RGB + 84x84 depth",
+                                         "hz": args.hz, "seconds": args.seconds, "cpus": os.cpu_count(),
+                                         "inference": ready.get("inference"), "runs": runs}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

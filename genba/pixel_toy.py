@@ -1,0 +1,85 @@
+"""A toy pixel policy for the bridge's camera path: numpy only, its actions tell which frames arrived.
+
+Until pixel bundles are served from files, the bridge's image tests, its image bench and the twin's
+pixels test serve this object. It has what bridge.policy.ServedPolicy asks of a pixel bundle
+(``images``, ``act_batch_unchecked(x, images)``), and each action shows what it was given: component j
+(j < number of cameras) is camera j's mean intensity mapped to [-1, 1], the others tanh of the
+vector's values. It records the batch size of every forward pass, and on request copies of the
+frames and a gate that holds a pass until a test opens it. Not a network: latencies measured with it
+are the bridge's own, without a real model's inference time.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from bridge import gantry
+from bridge.images import image_specs
+from bridge.spec import spec_hash
+
+
+def gantry_pixel_spec(cameras: Mapping[str, Sequence[int]]) -> dict[str, Any]:
+    """The gantry's feature spec (bridge.gantry) with camera inputs: key -> [H, W, C] (C 1: depth)."""
+    spec = gantry.feature_spec()
+    features = spec["observation"]
+    spec["observation"] = {"dim": sum(f["size"] for f in features), "dtype": "float32", "features": features,
+                           "layout": {"type": "flat"}, "mode": "pixels",
+                           "images": [{"key": k, "shape": list(s), "dtype": "uint8"} for k, s in cameras.items()]}
+    return spec
+
+
+class MeanPixelPolicy:
+    """A ServedPolicy with image inputs whose actions are read-outs of the frames' means and the vector."""
+
+    device = "cpu"  # the server's auto mode may run it inline, as it would a small CPU bundle
+
+    def __init__(self, feature_spec: dict[str, Any], name: str = "toy-pixels", record_frames: int = 0) -> None:
+        """feature_spec: an env's (or gantry_pixel_spec's) description whose observation lists ``images``."""
+        observation, action = feature_spec["observation"], feature_spec["action"]
+        self.name = name
+        self.control_hz = float(feature_spec["control_hz"])
+        self.manifest = {"name": name, "observation": observation, "action": action, "robot": feature_spec["robot"]}
+        self.spec_hash = spec_hash(observation, action, self.control_hz)
+        self.obs_dim = sum(f["size"] for f in observation["features"])
+        self.act_dim = sum(f["size"] for f in action["features"])
+        # As a pixel Bundle lists them: modality and channel order spelled out (an env's description leaves them implicit).
+        self.images = [{"key": s.key, "shape": list(s.shape), "dtype": "uint8", "modality": s.modality,
+                        "channel_order": s.channel_order} for s in image_specs(observation["images"], name)]
+        self.record_frames = record_frames
+        self.batches: list[int] = []  # the batch size of each forward pass
+        self.frames: list[dict[str, np.ndarray]] = []  # copies of the first record_frames requests' frames
+        self.gate = threading.Event()  # a forward pass waits until this is set (set: no waiting)
+        self.gate.set()
+        self.entered = threading.Event()  # set by the first forward pass that starts
+
+    def reset(self) -> None:
+        pass
+
+    def act_batch_unchecked(self, x: np.ndarray, images: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        images = images or {}  # a spec without cameras makes a state policy: the vector alone
+        n = len(x)
+        self.batches.append(n)
+        self.entered.set()
+        if not self.gate.wait(30):
+            raise TimeoutError("the gate of the toy pixel policy was never opened")
+        for row in range(n):
+            if len(self.frames) < self.record_frames:
+                self.frames.append({key: np.array(frames[row]) for key, frames in images.items()})
+        actions = np.empty((n, self.act_dim), dtype=np.float32)
+        keys = [i["key"] for i in self.images]
+        for j in range(self.act_dim):
+            if j < len(keys):
+                actions[:, j] = images[keys[j]].reshape(n, -1).mean(axis=1) / 127.5 - 1.0
+            else:
+                actions[:, j] = np.tanh(x[:, (j - len(keys)) % max(1, self.obs_dim)]) if self.obs_dim else 0.0
+        return actions
+
+    act = act_batch_unchecked
+
+
+def mean_action(frame: np.ndarray) -> float:
+    """The action component a camera's frame gives (MeanPixelPolicy), float32 as the server computes it."""
+    return float(np.float32(frame.reshape(-1).mean(dtype=np.float64) / 127.5 - 1.0))
