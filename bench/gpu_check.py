@@ -25,7 +25,7 @@ for dev in ("cuda", "cpu"):
     res[f"train_{dev}"] = {"device": s["device"], "steps": s["num_timesteps"], "wall_s": s["wall_s"], "best_success": s["best_success"],
                            "final_return": s["final_eval"]["mean_return"]}
 from policies.bundle import BundleError, load_bundle
-from policies.export import export_run
+from policies.run_export import export_run
 from policies.snapshot import run_snapshot
 
 b = export_run(out / "run-cuda", out / "bundle", which="final")

@@ -99,7 +99,8 @@ class PolicyEntry:
         if type(chunk) is not int or chunk < 1:
             raise BundleSpecError(f"{where}: chunk_length must be an int >= 1, got {chunk!r}")
         try:
-            images = image_specs(getattr(policy, "images", None), where)
+            # A loaded Bundle lists ImageInput objects whose description is the manifest entry; other policies, maps.
+            images = image_specs([getattr(i, "description", i) for i in getattr(policy, "images", None) or ()], where)
         except ImageSpecError as exc:
             raise BundleSpecError(str(exc)) from None
         low = np.broadcast_to(np.asarray(action.get("low", -1.0), dtype=float), (policy.act_dim,))

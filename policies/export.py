@@ -33,11 +33,8 @@ from policies.bundle_format import (
     VECTOR_FORMAT_VERSION,
     sha256_file,
 )
-from policies.envs import feature_spec, make_env, scenario_info
 from policies.features import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound
 from policies.graph import ExportError, ObsLayout, PolicyGraph
-from policies.rundir import RunDir
-from policies.snapshot import run_snapshot
 from scenarios import Scenario, load_scenario, scenario_hash
 
 ONNX_OPSET = 17
@@ -320,33 +317,3 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
-
-
-def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best", name: str | None = None,
-               overwrite: bool = False) -> Path:
-    """Export a run directory's `which` snapshot (best | final | latest) as a bundle."""
-    run = RunDir.open(run_path)
-    cfg = run.config()
-    snap = run_snapshot(run.path, which)
-    obs_mode = "pixels" if snap.is_pixel else "state"
-    env = make_env(cfg.scenario, cfg.robot, obs_mode=obs_mode)
-    try:
-        spec, scenario = feature_spec(env), scenario_info(cfg.scenario, env)
-        meta = run.meta()
-        training = {
-            "algo": cfg.algo, "policy_algo": snap.algo, "her": cfg.her, "seed": cfg.seed, "robot": cfg.robot,
-            "steps": snap.state.get("num_timesteps"), "snapshot": which, "eval": snap.state.get("eval"),
-            "run": str(run.path), "git_revision": meta.get("git_revision"), "created": meta.get("created"),
-            "summary": run.summary(),
-        }
-        if snap.is_pixel:
-            from policies.pixel_export import export_pixel_snapshot  # imports this module: import on use
-
-            return export_pixel_snapshot(snap, out_dir, env=env, scenario=scenario, training={**training, "obs_mode": obs_mode},
-                                         name=name, overwrite=overwrite)
-    finally:
-        env.close()
-    model = snap.load_model(device="cpu")
-    chunk = cfg.bc.chunk if cfg.algo == "bc" else 1
-    return export_bundle(model, out_dir, feature_spec=spec, scenario=scenario, training=training,
-                         vecnormalize=snap.load_vecnormalize(), name=name, overwrite=overwrite, chunk_length=chunk)

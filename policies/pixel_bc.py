@@ -170,6 +170,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
     try:
         expert = make_expert(env)
         image_keys, vector_keys = split_keys(env.observation_space)
+        inputs = {"student": "pixels", "inputs": {"images": image_keys, "vector": vector_keys}}  # what load_pixel_policy reads
         done = _completed_rounds(run) if resume else []
         if done:
             last = done[-1]
@@ -207,7 +208,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             bar.write(f"[round {r}, {counters['env_steps']:,d} env steps, {counters['wall_s']:.0f} s] loss {loss:.4f} | eval: {result.line()}")
             bar.show_eval(result.success_rate)
             bar.update(1)
-            state = state_of(cfg, counters["env_steps"], counters["wall_s"], {"eval": record, "student": "pixels"})
+            state = state_of(cfg, counters["env_steps"], counters["wall_s"], {"eval": record, **inputs})
             if result.success_rate > counters["best"]:
                 counters["best"] = result.success_rate
                 save_pixel_snapshot(run.best, fitter.net, state=state)
@@ -236,7 +237,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             success = finish_round(r, fresh, loss)
         bar.close()
         wall = time.monotonic() - t0
-        save_pixel_snapshot(run.final, fitter.net, state=state_of(cfg, counters["env_steps"], wall, {"student": "pixels"}))
+        save_pixel_snapshot(run.final, fitter.net, state=state_of(cfg, counters["env_steps"], wall, inputs))
         last = run.eval_history()[-1] if run.eval_history() else None
         summary = {"scenario": cfg.scenario, "robot": cfg.robot, "algo": "bc", "obs_mode": "pixels", "seed": cfg.seed,
                    "device": device, "num_timesteps": counters["env_steps"], "chunk": bc.chunk, "demo_transitions": len(data),

@@ -20,7 +20,7 @@ from bridge.spec import IMAGE_MODALITIES
 from policies.bundle_format import IMAGES_FORMAT_VERSION, VECTOR_INPUT
 from policies.export import ONNX_OPSET, _action_section, _features, _one_action_space, refuse_existing, write_bundle, write_graphs
 from policies.graph import ExportError
-from policies.pixel_net import PixelPolicyNet, split_keys
+from policies.pixel_net import PixelPolicyNet, load_pixel_net, split_keys
 
 CHANNEL_ORDERS = {"rgb": "RGB", "depth": "D"}
 EXPORT_SAMPLES = 16  # random observations the export self-check runs when no recorded ones are given
@@ -79,7 +79,7 @@ def export_pixel_snapshot(snap, out_dir: str | Path, *, env, scenario: Any, trai
                           overwrite: bool) -> Path:
     """A run's pixel snapshot (policies.snapshot.Snapshot) as a bundle; `env` is the run's env in pixels mode."""
     chunk = int(snap.state.get("chunk", 1))
-    return export_pixel_bundle(snap.load_pixel_net("cpu"), out_dir, observation_space=env.observation_space,
+    return export_pixel_bundle(load_pixel_net(snap, "cpu"), out_dir, observation_space=env.observation_space,
                                action_space=_one_action_space(_tiled(env.action_space, chunk), chunk),
                                feature_spec=env.unwrapped.feature_spec(), scenario=scenario, training=training, name=name,
                                overwrite=overwrite, chunk_length=chunk)

@@ -20,6 +20,9 @@ import torch
 from torch import nn
 
 from policies.errors import PolicyError
+from policies.rundir import RunError
+from policies.snapshot import PIXEL_MODEL, Snapshot
+from sim.env import VECTOR_KEYS
 
 
 class PixelNetError(PolicyError):
@@ -151,8 +154,6 @@ def augment(pixels: torch.Tensor, rng: torch.Generator, shift: int, brightness: 
 
 def split_keys(space) -> tuple[list[str], list[str]]:
     """(image keys, vector keys) of a pixels observation space (sim.env: obs_mode pixels), in the network's order."""
-    from sim.env import VECTOR_KEYS
-
     vectors = [k for k in VECTOR_KEYS if k in space.spaces]
     return [k for k in space.spaces if k not in vectors], vectors
 
@@ -172,3 +173,21 @@ class PixelPolicy:
         with torch.inference_mode():
             action = self.net(*images, torch.from_numpy(vector).to(self.device))
         return action[0].float().cpu().numpy()
+
+
+def load_pixel_net(snapshot: Snapshot, device: str = "cpu") -> PixelPolicyNet:
+    """The pixel student of a snapshot (policies.snapshot: pixel_policy.pt), in eval mode."""
+    if not snapshot.is_pixel:
+        raise RunError(f"{snapshot.path}: not a pixel policy snapshot ({PIXEL_MODEL} missing)")
+    saved = torch.load(snapshot.path / PIXEL_MODEL, map_location=device, weights_only=True)  # tensors and plain data only
+    net = PixelPolicyNet.from_config(saved["config"])
+    net.load_state_dict(saved["state_dict"])
+    return net.to(device).eval()
+
+
+def load_pixel_policy(snapshot: Snapshot, device: str = "cpu") -> PixelPolicy:
+    """The student acting on its cell's pixels observations, with the keys its training run recorded."""
+    keys = snapshot.state.get("inputs") or {}
+    if not keys.get("images") or "vector" not in keys:
+        raise RunError(f"{snapshot.path}: state.json does not name the pixel policy's inputs (inputs.images, inputs.vector)")
+    return PixelPolicy(load_pixel_net(snapshot, device), keys["images"], keys["vector"], device)

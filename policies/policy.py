@@ -15,6 +15,7 @@ import numpy as np
 from policies.bundle import load_bundle
 from policies.bundle_format import is_bundle
 from policies.errors import PolicyError
+from policies.pixel_net import load_pixel_policy
 from policies.rundir import RunDir
 from policies.snapshot import open_snapshot, run_snapshot
 
@@ -127,7 +128,7 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
     else:
         raise PolicyLoadError(f"{path}: not a run directory, snapshot or bundle")
     if snap.is_pixel:
-        policy = _pixel_policy(snap, scenario, robot, device)
+        policy = load_pixel_policy(snap, device)
     else:
         policy = SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
     chunk = int(snap.state.get("chunk", 1))  # snapshots from before chunks: single actions
@@ -135,26 +136,6 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
         policy = ChunkedPolicy(policy, chunk, replan_after(chunk))
     return LoadedPolicy(policy, "run", str(snap.path), scenario, robot, {"steps": snap.state.get("num_timesteps")},
                         "pixels" if snap.is_pixel else "state")
-
-
-def _pixel_policy(snap, scenario: str | None, robot: str | None, device: str):
-    """A pixel student acting on its scenario's pixels observations (the env tells the image and vector keys)."""
-    from policies.envs import make_env  # the physics and torch, only where a pixel run is loaded
-    from policies.pixel_net import PixelPolicy, split_keys
-
-    if not scenario:
-        raise PolicyLoadError(f"{snap.path}: a pixel policy snapshot must name its scenario (its cameras give the inputs)")
-    net = snap.load_pixel_net(device)
-    env = make_env(scenario, robot, obs_mode="pixels")
-    try:
-        image_keys, vector_keys = split_keys(env.observation_space)
-        shapes = [list(env.observation_space[k].shape) for k in image_keys]
-    finally:
-        env.close()
-    if shapes != [list(s) for s in net.image_shapes]:
-        raise PolicyLoadError(f"{snap.path}: the network takes images {net.image_shapes}, but {scenario!r} gives "
-                              f"{dict(zip(image_keys, shapes))}")
-    return PixelPolicy(net, image_keys, vector_keys, device)
 
 
 class _FlatChunks:

@@ -60,22 +60,9 @@ class Snapshot:
         """Whether this is a pixel student's snapshot (a network on images), not an SB3 model's."""
         return (self.path / PIXEL_MODEL).is_file()
 
-    def load_pixel_net(self, device: str = "cpu"):
-        """The pixel student (policies.pixel_net.PixelPolicyNet), in eval mode."""
-        import torch
-
-        from policies.pixel_net import PixelPolicyNet
-
-        if not self.is_pixel:
-            raise RunError(f"{self.path}: not a pixel policy snapshot ({PIXEL_MODEL} missing)")
-        saved = torch.load(self.path / PIXEL_MODEL, map_location=device, weights_only=True)  # tensors and plain data only
-        net = PixelPolicyNet.from_config(saved["config"])
-        net.load_state_dict(saved["state_dict"])
-        return net.to(device).eval()
-
     def load_model(self, env=None, device: str = "cpu", **kwargs):
         if self.is_pixel:
-            raise RunError(f"{self.path}: a pixel policy snapshot holds no SB3 model; use load_pixel_net")
+            raise RunError(f"{self.path}: a pixel policy snapshot holds no SB3 model; use policies.pixel_net.load_pixel_net")
         cls = algo_class(self.algo)
         if env is None and self.algo != "ppo":
             # Acting only: no env to give a HER buffer and no need for a full-size one.

@@ -23,8 +23,8 @@ from policies.demos import load_demos, obs_layout, prefill_replay_buffer, record
 from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_vec_env
 from policies.models import LinearSchedule, build_model  # noqa: F401 (saved models pickle policies.train.LinearSchedule)
-from policies.policy import SB3Policy
 from policies.pixel_bc import train_pixel_bc
+from policies.policy import SB3Policy
 from policies.rundir import RunDir, RunError
 from policies.snapshot import open_snapshot, run_snapshot, save_snapshot
 

@@ -119,7 +119,7 @@ def test_controller_address_is_checked():
 @pytest.fixture(scope="module")
 def reach_gp7_server(tmp_path_factory):
     from policies.config import resolve_config
-    from policies.export import export_run
+    from policies.run_export import export_run
     from policies.train import train
 
     root = tmp_path_factory.mktemp("hses-reach")

@@ -19,10 +19,10 @@ from policies.bundle import BundleError, load_bundle
 from policies.config import parse_overrides, resolve_config
 from policies.envs import make_env, make_expert
 from policies.evaluate import EvalError, evaluate
-from policies.export import export_run
 from policies.pixel_export import export_pixel_bundle
-from policies.pixel_net import PixelPolicyNet, split_keys
+from policies.pixel_net import PixelPolicyNet, load_pixel_net, split_keys
 from policies.policy import ChunkedPolicy, load_policy
+from policies.run_export import export_run
 from policies.snapshot import run_snapshot
 from policies.train import train
 
@@ -80,7 +80,7 @@ def _edit_manifest(path, change) -> None:
 def test_onnx_torchscript_and_the_network_agree_on_recorded_observations(pixel_run, bundle_dir, recorded):
     import torch
 
-    net = run_snapshot(pixel_run).load_pixel_net()
+    net = load_pixel_net(run_snapshot(pixel_run))
     assert len(recorded["proprio"]) == PARITY_STEPS
     assert len({recorded["infeed_px"][i].tobytes() for i in range(0, PARITY_STEPS, 50)}) > 10  # the scene moves
     with torch.inference_mode():
@@ -234,3 +234,17 @@ def test_a_chunked_pixel_bundle_acts_with_the_first_action_of_its_chunk(tmp_path
     chunks = bundle.act_chunk(obs)
     assert chunks.shape == (3, 2, 5) and np.array_equal(bundle.act(obs), chunks[:, 0])
     assert isinstance(load_policy(out).policy, ChunkedPolicy)
+
+
+def test_the_bridge_serves_an_exported_pixel_bundle_to_the_twin_which_streams_its_frames(bundle_dir):
+    """The real bundle behind a real server: every step of the twin's episode is answered from its frames."""
+    from bridge_support import serving
+
+    from genba.twin import TwinConfig, run_twin
+
+    bundle = load_bundle(bundle_dir)
+    with serving(bundle, inference="inline") as server:
+        report = run_twin(TwinConfig(SCENARIO, server.endpoint, obs_mode="pixels", episodes=1, speed=0.0, latency_budget=20.0,
+                                     image_encodings=("png",)), log=lambda line: None)
+    assert report.control_steps > 0 and report.step_status == {"ok": report.control_steps}
+    assert report.episode_steps == [report.control_steps]

@@ -14,7 +14,7 @@ from policies.bundle import load_bundle
 from policies.config import ConfigError, parse_overrides, resolve_config
 from policies.errors import PolicyError
 from policies.evaluate import evaluate, wilson_interval
-from policies.export import export_run
+from policies.run_export import export_run
 from policies.snapshot import run_snapshot
 from policies.train import train
 

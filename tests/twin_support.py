@@ -16,7 +16,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 def clone_bundle(scenario: str, root: Path, demo_episodes: int, iterations: int, eval_episodes: int, **bc) -> Path:
     """Behaviour cloning of a cell's expert (its preset, no extra rounds, `bc` overrides), exported as a bundle under `root`."""
     from policies.config import resolve_config
-    from policies.export import export_run
+    from policies.run_export import export_run
     from policies.train import train
 
     cfg = resolve_config(scenario, "bc", {"seed": 0, "eval_episodes": eval_episodes,

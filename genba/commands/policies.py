@@ -118,7 +118,7 @@ def export_cmd(
     force: bool = typer.Option(False, help="replace an existing bundle directory"),
 ) -> None:
     """Write a policy bundle (policy.onnx, policy.pt, manifest.json) from a run."""
-    from policies.export import export_run
+    from policies.run_export import export_run
 
     path = export_run(run, out, which=which, name=name, overwrite=force)
     manifest = json.loads((path / "manifest.json").read_text())
