@@ -31,7 +31,7 @@ from policies.demos import labelled_steps
 from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_expert
 from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
-from policies.pixel_net import PixelPolicy, PixelPolicyNet, augment, colour_channels, split_keys
+from policies.pixel_net import PixelPolicy, PixelPolicyNet, augment, camera_groups, split_keys
 from policies.policy import ChunkedPolicy, replan_after
 from policies.rundir import RunDir, atomic_dir, recover_dir
 from policies.snapshot import PIXEL_MODEL, STATE, save_pixel_snapshot
@@ -104,7 +104,7 @@ class Fitter:
         self.net, self.bc, self.device, self.writer = net.to(device), bc, device, writer
         self.opt = torch.optim.Adam(net.parameters(), lr=bc.learning_rate)
         self.rng = torch.Generator().manual_seed(cfg.seed)
-        self.colour = colour_channels(net.image_shapes)
+        self.colours = net.colour_channels()
         self.iterations_done = 0
 
     def fit(self, data: PixelData, iterations: int, progress: bool, desc: str) -> float:
@@ -124,8 +124,8 @@ class Fitter:
             if cuda:
                 batch = [t.pin_memory().to(device, non_blocking=True) for t in batch]
             *images, vectors, target, target_known = batch
-            pixels = augment(net.images_to_float(images), self.rng, bc.augment_shift, bc.augment_brightness,
-                             bc.augment_contrast, self.colour)
+            pixels = [augment(p, self.rng, bc.augment_shift, bc.augment_brightness, bc.augment_contrast, colour)
+                      for p, colour in zip(net.images_to_float(images), self.colours)]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 features = net.features(pixels, vectors)
                 action = net.head(features)
@@ -155,8 +155,8 @@ def new_student(env, data: PixelData, cfg: TrainConfig) -> PixelPolicyNet:
     act_dim = int(np.prod(env.action_space.shape)) * cfg.bc.chunk
     shapes = [data.images[k].shape[1:] for k in data.images]
     std = np.maximum(data.vectors.std(0), MIN_VECTOR_STD)
-    return PixelPolicyNet(shapes, data.vectors.shape[1], act_dim, data.vectors.mean(0), std,
-                          cfg.bc.encoder_channels, cfg.bc.net_arch, aux_dim=data.privileged.shape[1])
+    return PixelPolicyNet(shapes, data.vectors.shape[1], act_dim, data.vectors.mean(0), std, cfg.bc.encoder_channels,
+                          cfg.bc.net_arch, aux_dim=data.privileged.shape[1], groups=camera_groups(list(data.images)))
 
 
 def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool = False,

@@ -50,39 +50,52 @@ def conv_out(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
 
 
+def camera_groups(image_keys: Sequence[str]) -> list[list[int]]:
+    """Input indices per camera: an RGB image and its depth (`<name>`, `<name>_depth`, sim.pixel_obs) share an encoder."""
+    cameras: dict[str, list[int]] = {}
+    for i, key in enumerate(image_keys):
+        cameras.setdefault(key[:-len("_depth")] if key.endswith("_depth") else key, []).append(i)
+    return list(cameras.values())
+
+
 class PixelPolicyNet(nn.Module):
-    """forward(*images_uint8, vector_float32) -> actions in [-1, 1], (B, act_dim)."""
+    """forward(*images_uint8, vector_float32) -> actions in [-1, 1], (B, act_dim).
+
+    One encoder per camera (`groups`: the input indices each one stacks on channels; default: all inputs
+    together), their features concatenated with the normalised readings, then the MLP head.
+    """
 
     def __init__(self, image_shapes: Sequence[Sequence[int]], vector_dim: int, act_dim: int,
                  vector_mean: np.ndarray, vector_std: np.ndarray, channels: Sequence[int] = (32, 32, 32),
-                 hidden: Sequence[int] = (256, 256), aux_dim: int = 0) -> None:
+                 hidden: Sequence[int] = (256, 256), aux_dim: int = 0, groups: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
         shapes = [tuple(int(v) for v in s) for s in image_shapes]
         if not shapes:
             raise PixelNetError("a pixel policy needs at least one image input")
-        if any(len(s) != 3 for s in shapes) or len({s[:2] for s in shapes}) != 1:
-            raise PixelNetError(f"image inputs must be (H, W, C) of one size; got {shapes}")
-        self.image_shapes, self.vector_dim, self.act_dim = shapes, int(vector_dim), int(act_dim)
-        height, width = shapes[0][:2]
-        layers: list[nn.Module] = []
-        c_in = sum(s[2] for s in shapes)
-        for i, c_out in enumerate(channels):
-            kernel, stride = (5, 2) if i == 0 else (3, 2) if i == 1 else (3, 1)
-            layers += [nn.Conv2d(c_in, c_out, kernel, stride), nn.ReLU()]
-            height, width, c_in = conv_out(height, kernel, stride), conv_out(width, kernel, stride), c_out
-        layers.pop()  # the last maps go to the softmax signed: a ReLU would flatten everything below zero
-        if height < 2 or width < 2:
-            raise PixelNetError(f"images of {shapes[0][:2]} are too small for the encoder (>= 21 x 21 pixels)")
-        self.encoder = nn.Sequential(*layers)
-        self.pool = SpatialSoftmax(height, width)
+        if any(len(s) != 3 for s in shapes):
+            raise PixelNetError(f"image inputs must be (H, W, C); got {shapes}")
+        groups = [list(range(len(shapes)))] if groups is None else [[int(i) for i in g] for g in groups]
+        if sorted(i for g in groups for i in g) != list(range(len(shapes))):
+            raise PixelNetError(f"camera groups {groups} must use each of the {len(shapes)} image inputs once")
+        self.image_shapes, self.groups = shapes, groups
+        self.vector_dim, self.act_dim = int(vector_dim), int(act_dim)
+        self.encoders, self.pools = nn.ModuleList(), nn.ModuleList()
+        width_in = self.vector_dim
+        for group in groups:
+            sizes = {shapes[i][:2] for i in group}
+            if len(sizes) != 1:
+                raise PixelNetError(f"the images of one camera must be of one size; got {[shapes[i] for i in group]}")
+            encoder, pool, n_features = _encoder(sizes.pop(), sum(shapes[i][2] for i in group), channels)
+            self.encoders.append(encoder)
+            self.pools.append(pool)
+            width_in += n_features
         self.register_buffer("vector_mean", torch.as_tensor(np.asarray(vector_mean, np.float32)).reshape(1, -1))
         self.register_buffer("vector_std", torch.as_tensor(np.asarray(vector_std, np.float32)).reshape(1, -1))
-        head: list[nn.Module] = []
-        width_in = 3 * c_in + self.vector_dim
         # Training only (not in forward, so not exported): the teacher's privileged task features, regressed
         # from what the student sees, make the encoder learn where the parts are before the actions do.
         self.aux_dim = int(aux_dim)
         self.aux_head = nn.Linear(width_in, self.aux_dim) if self.aux_dim else None
+        head: list[nn.Module] = []
         for h in hidden:
             head += [nn.Linear(width_in, h), nn.ReLU()]
             width_in = h
@@ -94,30 +107,49 @@ class PixelPolicyNet(nn.Module):
         *images, vector = inputs
         return self.act_on_floats(self.images_to_float(images), vector)
 
-    @staticmethod
-    def images_to_float(images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """uint8 (B, H, W, C) images -> one float (B, sum C, H, W) in [0, 1]: the network's preprocessing."""
-        return torch.cat([img.permute(0, 3, 1, 2).float() for img in images], dim=1) / 255.0
+    def images_to_float(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """uint8 (B, H, W, C) images -> per camera one float (B, C, H, W) in [0, 1]: the network's preprocessing."""
+        return [torch.cat([images[i].permute(0, 3, 1, 2).float() for i in group], dim=1) / 255.0 for group in self.groups]
 
-    def act_on_floats(self, pixels: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
-        """The network after preprocessing: training augments `pixels` ([0, 1], (B, C, H, W)) in between."""
+    def act_on_floats(self, pixels: Sequence[torch.Tensor], vector: torch.Tensor) -> torch.Tensor:
+        """The network after preprocessing: training augments `pixels` (per camera, [0, 1]) in between."""
         return self.head(self.features(pixels, vector))
 
-    def features(self, pixels: torch.Tensor, vector: torch.Tensor) -> torch.Tensor:
+    def features(self, pixels: Sequence[torch.Tensor], vector: torch.Tensor) -> torch.Tensor:
         """What the action head (and the training-only auxiliary head) reads: keypoints, maxima, readings."""
-        return torch.cat([self.pool(self.encoder(pixels)), (vector - self.vector_mean) / self.vector_std], dim=1)
+        seen = [pool(encoder(p)) for encoder, pool, p in zip(self.encoders, self.pools, pixels)]
+        return torch.cat([*seen, (vector - self.vector_mean) / self.vector_std], dim=1)
+
+    def colour_channels(self) -> list[torch.Tensor]:
+        """Per camera, which stacked channels are colour (augmentation jitters those only)."""
+        return [colour_channels([self.image_shapes[i] for i in group]) for group in self.groups]
 
     def config(self) -> dict:
         """What rebuilds the architecture (weights and normalisation come from the state dict)."""
         return {"image_shapes": [list(s) for s in self.image_shapes], "vector_dim": self.vector_dim, "act_dim": self.act_dim,
-                "channels": [m.out_channels for m in self.encoder if isinstance(m, nn.Conv2d)],
-                "hidden": [m.out_features for m in self.head if isinstance(m, nn.Linear)][:-1], "aux_dim": self.aux_dim}
+                "channels": [m.out_channels for m in self.encoders[0] if isinstance(m, nn.Conv2d)],
+                "hidden": [m.out_features for m in self.head if isinstance(m, nn.Linear)][:-1], "aux_dim": self.aux_dim,
+                "groups": self.groups}
 
     @classmethod
     def from_config(cls, config: dict) -> "PixelPolicyNet":
         zeros, ones = np.zeros(config["vector_dim"]), np.ones(config["vector_dim"])
         return cls(config["image_shapes"], config["vector_dim"], config["act_dim"], zeros, ones,
-                   config["channels"], config["hidden"], config.get("aux_dim", 0))
+                   config["channels"], config["hidden"], config.get("aux_dim", 0), config.get("groups"))
+
+
+def _encoder(size: tuple[int, int], c_in: int, channels: Sequence[int]) -> tuple[nn.Module, nn.Module, int]:
+    """A conv stack on (c_in, H, W) images, its spatial softmax, and how many features they give."""
+    height, width = size
+    layers: list[nn.Module] = []
+    for i, c_out in enumerate(channels):
+        kernel, stride = (5, 2) if i == 0 else (3, 2) if i == 1 else (3, 1)
+        layers += [nn.Conv2d(c_in, c_out, kernel, stride), nn.ReLU()]
+        height, width, c_in = conv_out(height, kernel, stride), conv_out(width, kernel, stride), c_out
+    layers.pop()  # the last maps go to the softmax signed: a ReLU would flatten everything below zero
+    if height < 2 or width < 2:
+        raise PixelNetError(f"images of {size} are too small for the encoder (>= 21 x 21 pixels)")
+    return nn.Sequential(*layers), SpatialSoftmax(height, width), 3 * c_in
 
 
 def colour_channels(image_shapes: Sequence[Sequence[int]]) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 
 from policies.config import ConfigError, resolve_config
 from policies.pixel_bc import Fitter, PixelData
-from policies.pixel_net import PixelNetError, PixelPolicyNet, augment, colour_channels
+from policies.pixel_net import PixelNetError, PixelPolicyNet, augment, camera_groups, colour_channels
 from policies.train import train
 
 
@@ -62,9 +62,16 @@ def test_augmentation_shifts_the_image_and_leaves_depth_values_alone():
     assert not torch.equal(jittered[:, :3], pixels[:, :3])
 
 
-def test_images_of_different_sizes_are_refused():
+def test_each_camera_has_its_own_encoder_and_its_images_must_be_of_one_size():
+    assert camera_groups(["wrist", "top", "wrist_depth", "top_depth"]) == [[0, 2], [1, 3]]
+    net = PixelPolicyNet([(84, 84, 3), (64, 64, 3), (84, 84, 1)], 4, 2, np.zeros(4), np.ones(4), groups=[[0, 2], [1]])
+    assert len(net.encoders) == 2
+    assert net(torch.zeros(2, 84, 84, 3, dtype=torch.uint8), torch.zeros(2, 64, 64, 3, dtype=torch.uint8),
+               torch.zeros(2, 84, 84, 1, dtype=torch.uint8), torch.zeros(2, 4)).shape == (2, 2)
     with pytest.raises(PixelNetError, match="one size"):
         PixelPolicyNet([(84, 84, 3), (64, 64, 1)], 4, 2, np.zeros(4), np.ones(4))
+    with pytest.raises(PixelNetError, match="each of the 2 image inputs once"):
+        PixelPolicyNet([(84, 84, 3), (84, 84, 1)], 4, 2, np.zeros(4), np.ones(4), groups=[[0]])
 
 
 def test_pixels_needs_behaviour_cloning_and_by_obs_names_known_modes(tmp_path):

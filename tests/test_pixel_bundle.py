@@ -83,10 +83,10 @@ def test_onnx_torchscript_and_the_network_agree_on_recorded_observations(pixel_r
     net = load_pixel_net(run_snapshot(pixel_run))
     assert len(recorded["proprio"]) == PARITY_STEPS
     assert len({recorded["infeed_px"][i].tobytes() for i in range(0, PARITY_STEPS, 50)}) > 10  # the scene moves
-    with torch.inference_mode():
-        expected = net(torch.from_numpy(recorded["infeed_px"]), torch.from_numpy(recorded["infeed_px_depth"]),
-                       torch.from_numpy(recorded["proprio"])).numpy()
     onnx, script = load_bundle(bundle_dir, backend="onnx"), load_bundle(bundle_dir, backend="torchscript")
+    with torch.inference_mode():
+        expected = net(*[torch.from_numpy(recorded[image.key]) for image in onnx.images],
+                       torch.from_numpy(recorded["proprio"])).numpy()
     diffs = {}
     for bundle in (onnx, script):
         got = bundle.act(recorded)
@@ -103,25 +103,29 @@ def test_the_manifest_describes_each_camera_input_and_the_graph_takes_them(bundl
     m = bundle.manifest
     assert m["format_version"] == 3
     assert [(i.key, i.shape, i.dtype, i.modality) for i in bundle.images] == [
-        ("infeed_px", (84, 84, 3), "uint8", "rgb"), ("infeed_px_depth", (84, 84, 1), "uint8", "depth")]
-    rgb, depth = m["observation"]["images"]
+        ("infeed_px", (84, 84, 3), "uint8", "rgb"), ("infeed_px_depth", (84, 84, 1), "uint8", "depth"),
+        ("wrist", (84, 84, 3), "uint8", "rgb"), ("wrist_depth", (84, 84, 1), "uint8", "depth")]
+    rgb, depth, wrist, _ = m["observation"]["images"]
+    assert wrist["mount"]["link"] == "tool" and "camera" not in wrist  # eye-in-hand: posed by the robot, not the cell
     assert rgb["channel_order"] == "RGB" and rgb["depth"] is None
     assert depth["channel_order"] == "D" and depth["depth"] == {"encoding": "linear", "near_m": 0.3, "far_m": 1.0}
     assert np.array(rgb["intrinsics"]["K"]).shape == (3, 3) and {"R", "t"} <= set(rgb["camera"])
     assert m["observation"]["layout"]["order"] == ["proprio"] and m["observation"]["dim"] == bundle.obs_dim == 14
-    assert m["policy"]["input"] == ["infeed_px", "infeed_px_depth", "vector"]
+    assert m["policy"]["input"] == ["infeed_px", "infeed_px_depth", "wrist", "wrist_depth", "vector"]
     import onnxruntime as ort
 
     inputs = ort.InferenceSession(str(bundle_dir / "policy.onnx"), providers=["CPUExecutionProvider"]).get_inputs()
     assert [(i.name, i.shape, i.type) for i in inputs] == [
         ("infeed_px", ["batch", 84, 84, 3], "tensor(uint8)"), ("infeed_px_depth", ["batch", 84, 84, 1], "tensor(uint8)"),
+        ("wrist", ["batch", 84, 84, 3], "tensor(uint8)"), ("wrist_depth", ["batch", 84, 84, 1], "tensor(uint8)"),
         ("vector", ["batch", 14], "tensor(float)")]
 
 
 def test_the_spec_hash_covers_the_cameras_and_is_what_the_cell_describes(bundle_dir):
     m = load_bundle(bundle_dir).manifest
     text = spec_text(m["observation"], m["action"], m["control_hz"])
-    assert "\nimages 2\ninfeed_px 84 84 3 uint8 rgb\ninfeed_px_depth 84 84 1 uint8 depth 0.3 1\naction ee_delta 5\n" in text
+    assert ("\nimages 4\ninfeed_px 84 84 3 uint8 rgb\ninfeed_px_depth 84 84 1 uint8 depth 0.3 1\n"
+            "wrist 84 84 3 uint8 rgb\nwrist_depth 84 84 1 uint8 depth 0.02 0.8\naction ee_delta 5\n") in text
     env = make_env(SCENARIO, obs_mode="pixels")
     try:
         cell = env.unwrapped.feature_spec()
@@ -129,7 +133,7 @@ def test_the_spec_hash_covers_the_cameras_and_is_what_the_cell_describes(bundle_
         env.close()
     assert spec_hash(cell["observation"], cell["action"], cell["control_hz"]) == m["spec_hash"]  # a controller's own hash
     other_camera = {**m["observation"], "images": [{**m["observation"]["images"][0], "shape": [96, 96, 3]},
-                                                   m["observation"]["images"][1]]}
+                                                   *m["observation"]["images"][1:]]}
     assert spec_hash(other_camera, m["action"], m["control_hz"]) != m["spec_hash"]
     without = {k: v for k, v in m["observation"].items() if k != "images"}  # the state text, as it always was
     assert "images" not in spec_text(without, m["action"], m["control_hz"])
@@ -156,8 +160,8 @@ def test_a_pixel_bundle_runs_on_onnxruntime_without_torch(bundle_dir):
         import sys, numpy as np
         from policies.bundle import load_bundle
         b = load_bundle({str(bundle_dir)!r})
-        obs = {{"infeed_px": np.zeros((84, 84, 3), np.uint8), "infeed_px_depth": np.zeros((84, 84, 1), np.uint8),
-               "proprio": np.zeros(14, np.float32)}}
+        obs = {{image.key: np.zeros(image.shape, np.uint8) for image in b.images}}
+        obs["proprio"] = np.zeros(14, np.float32)
         assert b.act(obs).shape == (5,)
         leaked = [m for m in ("torch", "stable_baselines3", "gymnasium", "sim") if m in sys.modules]
         assert not leaked, leaked
@@ -192,7 +196,7 @@ def test_act_refuses_a_missing_image_a_wrong_dtype_or_shape_and_bad_readings(bun
             bundle.act(bad)
     with pytest.raises(BundleError, match="takes camera images"):
         bundle.act_batch_unchecked(obs["proprio"][None])
-    images = {k: recorded[k][:4] for k in ("infeed_px", "infeed_px_depth")}
+    images = {image.key: recorded[image.key][:4] for image in bundle.images}
     np.testing.assert_array_equal(bundle.act_batch_unchecked(recorded["proprio"][:4], images),
                                   bundle.act({**images, "proprio": recorded["proprio"][:4]}))
 
