@@ -246,7 +246,8 @@ class FactoryEnv(gym.Env):
         """obs_mode "perceived": the task's features from the perception camera and the robot's own sensors."""
         task = self.task
         self._perception = next(s for s in self.sensors.values() if "perception" in s.config.use)
-        self._locator = PartLocator(task.perception_classes(), support_z=task.support_z())
+        # Public so a bench can time it (bench/obs_comparison.py wraps its locate()).
+        self.locator = PartLocator(task.perception_classes(), support_z=task.support_z())
         task.observer = task.make_observer()
         if task.observer.features() != task.features():  # the layout a state bundle was trained on
             raise SimError(f"the perceived features of {self.scenario.name!r} differ from its state features: "
@@ -263,7 +264,7 @@ class FactoryEnv(gym.Env):
         detections = None
         if frame.time != self._frame_time:
             self._frame_time = frame.time
-            detections = self.detections = self._locator.locate(frame.rgb, frame.camera, frame.depth)
+            detections = self.detections = self.locator.locate(frame.rgb, frame.camera, frame.depth)
         return self.task.perceive(detections)
 
     # --- description ----------------------------------------------------------------------------
