@@ -2,13 +2,15 @@
 
     python bench/bridge_images.py [--json PATH] [--seconds 10] [--hz 50] [--controllers 1,8]
                                   [--encodings raw,png,jpeg] [--inference auto|inline|thread]
+                                  [--bundle PIXEL_BUNDLE [--device cpu|cuda]]
 
-The frames are conveyor-pick's own (its `pick_zone` camera: 84x84 RGB and its 84x84 depth, rendered
-by the sim with obs_mode pixels over a few dozen steps of random actions), so PNG and JPEG compress
-them as they would a cell's. The server is a BridgeServer in its own process serving the TOY pixel
-policy of genba/pixel_toy.py (numpy: the mean of each frame; no network, so next to no inference
-time): the figures are the bridge's own cost of frames (encoding on the controller, transport,
-checks and decoding on the server, stacking for the batch), not a real model's. Each controller is
+The frames are the cell's own (conveyor-pick's `wrist` camera, or the bundle's cell: 84x84 RGB and
+84x84 depth per camera, rendered by the sim with obs_mode pixels over a few dozen steps of random
+actions), so PNG and JPEG compress them as they would a cell's. The server is a BridgeServer in its
+own process serving, by default, the TOY pixel policy of genba/pixel_toy.py (numpy: the mean of each
+frame; no network, so next to no inference time): then the figures are the bridge's own cost of frames
+(encoding on the controller, transport, checks and decoding on the server, stacking for the batch),
+not a model's. With --bundle it serves that pixel bundle (a real CNN, batched across controllers). Each controller is
 a process of its own running the reference BridgeClient, paced at --hz with a deadline of one
 period; all of them start together. "jpeg" sends the colour frame JPEG and its depth PNG (depth is
 never JPEG); a frame whose encoding would be larger than raw goes raw ("sent as"). The round trip runs from step() being called (before the
@@ -42,28 +44,40 @@ from bridge.latency import LatencyStats  # noqa: E402
 from genba.pixel_toy import MeanPixelPolicy, gantry_pixel_spec  # noqa: E402
 from genba.server_process import child_env, die_with_parent, stop_process  # noqa: E402
 
-CAMERAS = {"pick_zone": [84, 84, 3], "pick_zone_depth": [84, 84, 1]}  # conveyor-pick's pixels camera
+TOY_CELL = "conveyor-pick"  # the toy policy's frames
 TOY = "toy policy (genba/pixel_toy.py: each action is a frame's mean; no network)"
 # What a controller offers for each --encodings name: JPEG is for colour only, so its depth goes PNG.
 OFFERS = {"raw": ("raw",), "png": ("png",), "jpeg": ("jpeg", "png")}
 CHILDREN: list[subprocess.Popen] = []  # every process this bench started, stopped however it ends
 
 
-def toy_policy() -> MeanPixelPolicy:
-    return MeanPixelPolicy(gantry_pixel_spec(CAMERAS), name="toy-pixels-84")
+def toy_policy(cameras: dict[str, list[int]]) -> MeanPixelPolicy:
+    return MeanPixelPolicy(gantry_pixel_spec(cameras), name="toy-pixels-84")
 
 
-def render_frames(path: Path, steps: int = 40, seed: int = 0) -> None:
-    """conveyor-pick's pixel observations over `steps` random actions, saved as one .npz."""
+def served_name_and_hash(bundle: str | None, cameras: dict[str, list[int]]) -> tuple[str, str]:
+    """What a controller names in its hello: the bundle's manifest (no model loaded) or the toy's."""
+    if bundle is None:
+        policy = toy_policy(cameras)
+        return policy.name, policy.spec_hash
+    from policies.bundle_format import read_manifest
+
+    manifest = read_manifest(bundle)
+    return str(manifest["name"]), str(manifest["spec_hash"])
+
+
+def render_frames(path: Path, scenario: str, robot: str | None, steps: int = 40, seed: int = 0) -> None:
+    """The cell's pixel observations (its images) over `steps` random actions, saved as one .npz."""
     import sim  # lazy: PyBullet only to render the frames once
 
-    env = sim.make_env("conveyor-pick", obs_mode="pixels")
+    env = sim.make_env(scenario, robot=robot, obs_mode="pixels")
     try:
         obs, _ = env.reset(seed=seed)
         rng = np.random.default_rng(seed)
-        frames = {key: [] for key in CAMERAS}
+        keys = [k for k, space in env.observation_space.spaces.items() if space.dtype == np.uint8]
+        frames = {key: [] for key in keys}
         for _ in range(steps):
-            for key in CAMERAS:
+            for key in keys:
                 frames[key].append(obs[key])
             obs, *_ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32))
     finally:
@@ -82,13 +96,19 @@ def spawn(*args: str) -> subprocess.Popen:
 # ------------------------------------------------------------------ child modes
 
 
-def serve_main(inference: str) -> None:
-    """Child: the toy pixel policy on a loopback port; prints its ready line, serves until stdin closes."""
+def serve_main(inference: str, frames_file: str, bundle: str | None, device: str) -> None:
+    """Child: the toy pixel policy (or the bundle) on a loopback port; prints its ready line, serves until stdin closes."""
     import threading
 
     from bridge.server import BridgeServer, ServerConfig
 
-    server = BridgeServer([toy_policy()], ServerConfig(bind="tcp://127.0.0.1:*", telemetry=None, inference=inference))
+    if bundle is None:
+        policy = toy_policy(cameras_in(frames_file))
+    else:
+        from policies.bundle import default_backend, load_bundle
+
+        policy = load_bundle(bundle, backend=default_backend(device), device=device)
+    server = BridgeServer([policy], ServerConfig(bind="tcp://127.0.0.1:*", telemetry=None, inference=inference))
     server.start()
     print(json.dumps({"event": "ready", "endpoint": server.endpoint, "inference": server.inference_mode}), flush=True)
     threading.Thread(target=lambda: (sys.stdin.read(), server.request_stop()), daemon=True).start()
@@ -96,12 +116,18 @@ def serve_main(inference: str) -> None:
     server.serve_forever()
 
 
-def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, seconds: float, start_ns: int, index: int) -> None:
+def cameras_in(frames_file: str | Path) -> dict[str, list[int]]:
+    with np.load(frames_file) as data:
+        return {key: list(data[key].shape[1:]) for key in data.files}
+
+
+def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, seconds: float, start_ns: int, index: int,
+                    bundle: str | None) -> None:
     """Child: one controller stepping with frames at hz from start_ns for seconds; prints its results."""
     data = np.load(frames_file)
-    frames = [{key: np.ascontiguousarray(data[key][i]) for key in CAMERAS} for i in range(len(data[next(iter(CAMERAS))]))]
-    policy = toy_policy()
-    client = BridgeClient(ClientConfig(endpoint, policy.name, policy.spec_hash, name=f"bench-{index}",
+    frames = [{key: np.ascontiguousarray(data[key][i]) for key in data.files} for i in range(len(data[data.files[0]]))]
+    name, spec_hash = served_name_and_hash(bundle, cameras_in(frames_file))
+    client = BridgeClient(ClientConfig(endpoint, name, spec_hash, name=f"bench-{index}",
                                        image_encodings=OFFERS[encoding]))
     try:
         welcome = client.connect(10.0)
@@ -134,10 +160,11 @@ def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, s
 # ------------------------------------------------------------------ the run
 
 
-def run(endpoint: str, encoding: str, n: int, frames_file: Path, hz: float, seconds: float) -> dict:
+def run(endpoint: str, encoding: str, n: int, frames_file: Path, hz: float, seconds: float, bundle: str | None) -> dict:
     start_ns = time.monotonic_ns() + int(4e9)  # time for every controller to connect and warm up first
+    extra = ["--bundle", bundle] if bundle else []
     procs = [spawn("--controller", endpoint, "--encoding", encoding, "--frames", str(frames_file), "--hz", str(hz),
-                   "--seconds", str(seconds), "--start-ns", str(start_ns), "--index", str(i)) for i in range(n)]
+                   "--seconds", str(seconds), "--start-ns", str(start_ns), "--index", str(i), *extra) for i in range(n)]
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=seconds + 60)
@@ -165,6 +192,8 @@ def main() -> None:
     parser.add_argument("--controllers", default="1,8", help="controller counts, comma-separated")
     parser.add_argument("--encodings", default="raw,png,jpeg", help="frame encodings, comma-separated")
     parser.add_argument("--inference", default="auto", choices=["auto", "inline", "thread"], help="server: where forward passes run")
+    parser.add_argument("--bundle", help="serve this pixel bundle instead of the toy policy (frames from its cell)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the server runs the bundle")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--controller", help=argparse.SUPPRESS)
     parser.add_argument("--encoding", help=argparse.SUPPRESS)
@@ -173,10 +202,10 @@ def main() -> None:
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve_main(args.inference)
+        serve_main(args.inference, args.frames, args.bundle, args.device)
         return
     if args.controller:
-        controller_main(args.controller, args.encoding, args.frames, args.hz, args.seconds, args.start_ns, args.index)
+        controller_main(args.controller, args.encoding, args.frames, args.hz, args.seconds, args.start_ns, args.index, args.bundle)
         return
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # the finally below stops the children
     counts = [int(n) for n in args.controllers.split(",")]
@@ -186,15 +215,24 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         frames_file = Path(tmp) / "frames.npz"
-        render_frames(frames_file)
-        server = spawn("--serve", "--inference", args.inference)
+        scenario, robot, served = TOY_CELL, None, TOY
+        if args.bundle:
+            from policies.bundle_format import read_manifest
+
+            manifest = read_manifest(args.bundle)
+            scenario, robot = manifest["scenario"]["name"], (manifest.get("training") or {}).get("robot")
+            served = f"pixel bundle {manifest['name']!r} ({args.device})"
+        render_frames(frames_file, scenario, robot)
+        cameras_in_summary = cameras_in(frames_file)
+        server = spawn("--serve", "--inference", args.inference, "--frames", str(frames_file), "--device", args.device,
+                       *(["--bundle", args.bundle] if args.bundle else []))
         try:
             ready = json.loads(server.stdout.readline() or "{}")
             if "endpoint" not in ready:
                 raise SystemExit(f"the server exited before it was ready: {server.stderr.read()[-2000:]}")
             for n in counts:
                 for encoding in encodings:
-                    runs.append(run(ready["endpoint"], encoding, n, frames_file, args.hz, args.seconds))
+                    runs.append(run(ready["endpoint"], encoding, n, frames_file, args.hz, args.seconds, args.bundle))
                     print(f"  {encoding} x {n}: done", file=sys.stderr, flush=True)
         finally:
             for proc in CHILDREN:
@@ -207,13 +245,14 @@ def main() -> None:
         print(f"{r['encoding']:10}{r['controllers']:5d}{r['p50_us']:10.1f}{r['p99_us']:10.1f}{r['max_us']:10.1f}"
               f"{r['deadline_misses']:8d}{r['replies']:9d}{r['batch_mean']:7.2f}{r['frame_bytes_per_step'] / 1e3:9.1f}  "
               f"{','.join(r['sent_as'])}")
-    print(f"frames: conveyor-pick pick_zone 84x84 RGB + depth (jpeg: colour JPEG, depth PNG); {args.hz:g} Hz per controller, {args.seconds:g} s each; "
-          f"server inference {ready.get('inference')}; {os.cpu_count()} CPUs. Served by a {TOY}: the figures are the "
-          "bridge's cost of frames, not a model's.")
+    cameras = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in cameras_in_summary.items())
+    print(f"frames: {scenario} {cameras} (jpeg: colour JPEG, depth PNG); {args.hz:g} Hz per controller, {args.seconds:g} s each; "
+          f"server inference {ready.get('inference')}; {os.cpu_count()} CPUs. Served by a {served}"
+          + (": the figures are the bridge's cost of frames, not a model's." if served == TOY else "."))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"policy": TOY, "frames": "conveyor-pick pick_zone 84x84 RGB + 84x84 depth",
-                                         "hz": args.hz, "seconds": args.seconds, "cpus": os.cpu_count(),
+        args.json.write_text(json.dumps({"policy": served, "frames": f"{scenario}: {cameras}", "hz": args.hz,
+                                         "seconds": args.seconds, "cpus": os.cpu_count(), "device": args.device,
                                          "inference": ready.get("inference"), "runs": runs}, indent=2) + "\n")
 
 

@@ -27,8 +27,18 @@ def gantry_pixel_spec(cameras: Mapping[str, Sequence[int]]) -> dict[str, Any]:
     features = spec["observation"]
     spec["observation"] = {"dim": sum(f["size"] for f in features), "dtype": "float32", "features": features,
                            "layout": {"type": "flat"}, "mode": "pixels",
-                           "images": [{"key": k, "shape": list(s), "dtype": "uint8"} for k, s in cameras.items()]}
+                           "images": [_toy_image(k, s) for k, s in cameras.items()]}
     return spec
+
+
+TOY_DEPTH_RANGE = {"encoding": "linear", "near_m": 0.3, "far_m": 1.2}  # what the toy says its depth's 0..255 spans
+
+
+def _toy_image(key: str, shape: Sequence[int]) -> dict[str, Any]:
+    """A camera input as a manifest describes it (the spec hash covers modality, and a depth image's range)."""
+    depth = shape[2] == 1
+    return {"key": key, "shape": list(shape), "dtype": "uint8", "modality": "depth" if depth else "rgb",
+            "channel_order": "D" if depth else "RGB", "depth": TOY_DEPTH_RANGE if depth else None}
 
 
 class MeanPixelPolicy:
