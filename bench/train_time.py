@@ -11,6 +11,9 @@ shipped, evaluation on 50 fresh episodes). Reported per seed:
   process_s   the whole process, imports included;
   env_steps   env steps used for learning up to then (expert demos + DAgger rollouts for BC presets,
               training steps for RL presets; evaluation episodes are not counted).
+With --final-episodes N, each seed's best snapshot is then evaluated on N episodes that no training run
+saw (`genba eval --seed 59000000`: episode i on seed 60,000,000 + i, the episodes of bench/obs_comparison.py;
+training evaluates on 1,000,000 x (seed + 1) + ..., demos on seeds below 1,000,000).
 Timings depend on the machine and on whatever else runs on it; the targets below are for 2 cores.
 """
 
@@ -31,10 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"reach": (0.95, 30.0), "conveyor-pick": (0.90, 20 * 60.0), "bin-sort": (0.90, 10 * 60.0),
            ("conveyor-pick", "pixels"): (0.90, 60 * 60.0), ("bin-sort", "pixels"): (0.90, 60 * 60.0)}
 EVAL_EPISODES = 50
+FINAL_EVAL_SEED = 59_000_000  # genba eval --seed: episode i on 1,000,000 + this + i, beyond every training seed
 
 
 def run_seed(scenario: str, seed: int, target: float, device: str, algo: str | None, obs: str | None, timeout: float,
-             workdir: Path) -> dict:
+             workdir: Path, final_episodes: int = 0) -> dict:
     out = workdir / f"{scenario}{'-' + obs if obs else ''}-s{seed}"
     cmd = [sys.executable, "-m", "genba", "train", scenario, "--seed", str(seed), "--out", str(out),
            "--device", device, "--stop-at-success", str(target), "--set", f"eval_episodes={EVAL_EPISODES}", "--no-progress"]
@@ -55,14 +59,28 @@ def run_seed(scenario: str, seed: int, target: float, device: str, algo: str | N
     if log.is_file():
         evals = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     hit = next((e for e in evals if e["success_rate"] >= target), None)
+    final = final_eval(out, obs, final_episodes, env) if final_episodes and (out / "best").is_dir() else None
     return {
         "seed": seed, "reached": hit is not None, "wall_s": hit["wall_s"] if hit else None,
         "env_steps": hit["steps"] if hit else None, "success_rate": hit["success_rate"] if hit else None,
         "success_ci95": hit["success_ci95"] if hit else None,
         "best_success": max((e["success_rate"] for e in evals), default=None), "evaluations": len(evals),
         "process_s": round(process_s, 2), "returncode": rc, "error": None if rc == 0 else err.strip().splitlines()[-1:] ,
-        "run": str(out),
+        "run": str(out), "final_eval": final,
     }
+
+
+def final_eval(run: Path, obs: str | None, episodes: int, env: dict) -> dict:
+    """The run's best snapshot on `episodes` unseen episodes (success, interval, cycle time, collisions)."""
+    out = run / "final_eval.json"
+    cmd = [sys.executable, "-m", "genba", "eval", str(run), "-n", str(episodes), "--seed", str(FINAL_EVAL_SEED),
+           "--json", str(out)] + (["--obs", obs] if obs else [])
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:]}
+    result = json.loads(out.read_text())
+    keep = ("episodes", "success_rate", "success_ci95", "mean_cycle_time_s", "collisions_per_episode", "seed")
+    return {k: result.get(k) for k in keep}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--algo", default=None, help="preset block to run (default: the preset's default_algo)")
     p.add_argument("--obs", default=None, help="observation mode: state | perceived | pixels (default: the preset's)")
+    p.add_argument("--final-episodes", type=int, default=0, help="then evaluate each seed's best on this many unseen episodes")
     p.add_argument("--keep", type=Path, default=None, help="keep run directories here (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -85,11 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for seed in range(args.seeds):
-        row = run_seed(args.scenario, seed, target, args.device, args.algo, args.obs, timeout=max(3 * budget, 120), workdir=workdir)
+        row = run_seed(args.scenario, seed, target, args.device, args.algo, args.obs, timeout=max(3 * budget, 120), workdir=workdir,
+                       final_episodes=args.final_episodes)
         rows.append(row)
         shown = f"{row['wall_s']:.1f} s, {row['env_steps']:,} env steps, success {row['success_rate']:.0%}" if row["reached"] else \
             f"not reached (best {row['best_success']}, rc {row['returncode']}, {row['error']})"
         print(f"{args.scenario} seed {seed}: {shown} (process {row['process_s']:.1f} s)", flush=True)
+        final = row["final_eval"]
+        if final and "error" not in final:
+            low, high = final["success_ci95"]
+            print(f"  best snapshot on {final['episodes']} unseen episodes: success {final['success_rate']:.1%} "
+                  f"[{low:.1%}, {high:.1%}], cycle time {final['mean_cycle_time_s']} s", flush=True)
+        elif final:
+            print(f"  final evaluation failed: {final['error']}", flush=True)
     reached = [r for r in rows if r["reached"]]
     walls = [r["wall_s"] for r in reached]
     summary = {

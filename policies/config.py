@@ -57,6 +57,9 @@ class BCConfig:
     aux_weight: float = 1.0
     """obs_mode pixels: weight of the auxiliary loss (the student also regresses the expert's privileged task
     features, standardised, from what it sees)"""
+    collect_workers: int = 1
+    """obs_mode pixels: processes recording expert episodes; above 1, the first demos are split among them and
+    every expert-driven round is recorded ahead while the student fits (policies/pixel_collect.py)"""
     augment_shift: int = 2
     """obs_mode pixels: random image shift of up to this many pixels while fitting"""
     augment_brightness: float = 0.1
@@ -128,6 +131,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if type(self.bc.chunk) is not int or self.bc.chunk < 1:
             raise ConfigError(f"bc.chunk must be an integer >= 1, got {self.bc.chunk!r}")
+        if type(self.bc.collect_workers) is not int or self.bc.collect_workers < 1:
+            raise ConfigError(f"bc.collect_workers must be an integer >= 1, got {self.bc.collect_workers!r}")
         if self.bc.round_driver not in ("expert", "learner"):
             raise ConfigError(f"bc.round_driver must be expert or learner, got {self.bc.round_driver!r}")
         if self.bc.host_algo not in OFF_POLICY:

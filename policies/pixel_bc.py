@@ -16,7 +16,6 @@ checkpoint (network + optimiser), so an interrupted run resumes at the round aft
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,73 +26,18 @@ from tqdm import tqdm
 from policies.bc import EVAL_SEED_STRIDE, ROUND_SEED_OFFSET, chunk_labels
 from policies.callbacks import ProgressBar, state_of
 from policies.config import TrainConfig
-from policies.demos import labelled_steps
 from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_expert
 from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
+from policies.pixel_collect import Collector
+from policies.pixel_data import PixelData, record_pixels
 from policies.pixel_net import PixelPolicy, PixelPolicyNet, augment, camera_groups, split_keys
 from policies.policy import ChunkedPolicy, replan_after
-from policies.rundir import RunDir, atomic_dir, recover_dir
+from policies.rundir import RunDir, recover_dir
 from policies.snapshot import PIXEL_MODEL, STATE, save_pixel_snapshot
 
 MIN_VECTOR_STD = 1e-2  # floor: a reading (nearly) constant in the demos must not blow up when it moves
 DATA_DIR = "data"
-
-
-@dataclass
-class PixelData:
-    """Labelled steps: uint8 images per key, float32 vectors (the robot's readings), the expert's actions."""
-
-    images: dict[str, np.ndarray]  # key -> (N, H, W, C) uint8
-    vectors: np.ndarray  # (N, P) float32
-    actions: np.ndarray  # (N, A) float32, the expert's labels
-    episode: np.ndarray  # (N,) int32, contiguous runs
-    successes: np.ndarray  # (E,) bool, whether each episode succeeded
-    privileged: np.ndarray  # (N, F) float32, the task's state features the expert knew (auxiliary targets)
-
-    def __len__(self) -> int:
-        return len(self.actions)
-
-    def extend(self, other: "PixelData") -> "PixelData":
-        cat = np.concatenate
-        offset = len(self.successes)
-        return PixelData({k: cat([v, other.images[k]]) for k, v in self.images.items()}, cat([self.vectors, other.vectors]),
-                         cat([self.actions, other.actions]), cat([self.episode, other.episode + offset]),
-                         cat([self.successes, other.successes]), cat([self.privileged, other.privileged]))
-
-    def save(self, path: Path) -> None:
-        with atomic_dir(path) as tmp:  # a directory, so a crash mid-write leaves nothing that looks complete
-            np.savez(tmp / "steps.npz", vectors=self.vectors, actions=self.actions, episode=self.episode,
-                     successes=self.successes, privileged=self.privileged, **{f"image.{k}": v for k, v in self.images.items()})
-
-    @staticmethod
-    def load(path: Path) -> "PixelData":
-        with np.load(path / "steps.npz", allow_pickle=False) as z:
-            images = {k[len("image."):]: z[k] for k in z.files if k.startswith("image.")}
-            return PixelData(images, z["vectors"], z["actions"], z["episode"], z["successes"], z["privileged"])
-
-
-def record_pixels(env, driver, expert, n_episodes: int, seed: int, noise: float, on_episode=None) -> PixelData:
-    image_keys, vector_keys = split_keys(env.observation_space)
-    images: dict[str, list] = {k: [] for k in image_keys}
-    vectors, actions, episode, successes, privileged = [], [], [], [], []
-
-    def ended(ep: int, success: bool) -> None:
-        successes.append(success)
-        if on_episode is not None:
-            on_episode(ep, success)
-
-    task = env.unwrapped.task
-    for step in labelled_steps(env, driver, expert, n_episodes, seed, ended, noise, privileged=task.observation):
-        privileged.append(step.privileged)
-        for k in image_keys:
-            images[k].append(step.obs[k])
-        vectors.append(np.concatenate([step.obs[k] for k in vector_keys]))
-        actions.append(step.label)
-        episode.append(step.episode)
-    return PixelData({k: np.stack(v) for k, v in images.items()}, np.asarray(vectors, np.float32),
-                     np.asarray(actions, np.float32), np.asarray(episode, np.int32), np.asarray(successes, bool),
-                     np.asarray(privileged, np.float32))
 
 
 class Fitter:
@@ -167,6 +111,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
     env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels")
     hz = control_hz(env)
     writer = _tensorboard(run)
+    collector = Collector(cfg.scenario, cfg.robot, bc.collect_workers) if bc.collect_workers > 1 else None
     try:
         expert = make_expert(env)
         image_keys, vector_keys = split_keys(env.observation_space)
@@ -186,7 +131,9 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             run.keep_evals(lambda record: record.get("round", 0) <= last)  # a round a crash cut short is redone
             run.log_resume(counters["env_steps"])
         else:
-            data = _record(env, expert, None, bc.demo_episodes, cfg.seed * 100_000, bc.demo_noise, progress, "demos")
+            demos = (cfg.seed * 100_000, bc.demo_noise)
+            data = collector.record(bc.demo_episodes, *demos).result() if collector else \
+                _record(env, expert, None, bc.demo_episodes, *demos, progress, "demos")
             fitter, counters = None, {"env_steps": len(data), "wall_s": 0.0, "best": -1.0}
         t0 = time.monotonic() - counters["wall_s"]
         bar = ProgressBar(total=1 + bc.rounds, initial=len(done), enabled=progress)
@@ -219,18 +166,24 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
                 on_eval(record)
             return result.success_rate
 
+        rounds = range((done[-1] + 1) if done else 1, bc.rounds + 1)
+        round_seed = lambda r: ROUND_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000  # noqa: E731
+        # Recorded while the student fits (dropped at close if evaluation succeeds first).
+        ahead = {r: collector.record(bc.round_episodes, round_seed(r), bc.demo_noise) for r in rounds} \
+            if collector and bc.round_driver == "expert" else {}
         if fitter is None:
             fitter = Fitter(new_student(env, data, cfg), cfg, device, writer)
             loss = fitter.fit(data, bc.iterations, progress, "fit")
             success = finish_round(0, data, loss)
         else:
             success = json_eval_success(run)
-        for r in range((done[-1] + 1) if done else 1, bc.rounds + 1):
+        for r in rounds:
             if cfg.stop_at_success is not None and success >= cfg.stop_at_success:
                 break
             driver = learner() if bc.round_driver == "learner" else None
-            fresh = _record(env, expert, driver, bc.round_episodes, ROUND_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000,
-                            bc.demo_noise if driver is None else 0.0, progress, f"round {r}")
+            fresh = ahead[r].result() if r in ahead else \
+                _record(env, expert, driver, bc.round_episodes, round_seed(r), bc.demo_noise if driver is None else 0.0,
+                        progress, f"round {r}")
             counters["env_steps"] += len(fresh)
             data = data.extend(fresh)
             loss = fitter.fit(data, bc.round_iterations or bc.iterations, progress, f"fit {r}")
@@ -247,6 +200,8 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
         return summary
     finally:
         env.close()
+        if collector is not None:
+            collector.close()
         if writer is not None:
             writer.close()
 

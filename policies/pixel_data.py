@@ -1,0 +1,74 @@
+"""The pixel student's data: the expert's labelled steps with uint8 camera images (policies.pixel_bc).
+
+Images stay uint8 (a float copy of 20k 84x84 RGB-D frames would be 2 GB). Alongside each step: the
+robot's readings, the expert's action, and the task's privileged features the expert read (the
+student's auxiliary targets).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from policies.demos import labelled_steps
+from policies.pixel_net import split_keys
+from policies.rundir import atomic_dir
+
+
+@dataclass
+class PixelData:
+    """Labelled steps: uint8 images per key, float32 vectors (the robot's readings), the expert's actions."""
+
+    images: dict[str, np.ndarray]  # key -> (N, H, W, C) uint8
+    vectors: np.ndarray  # (N, P) float32
+    actions: np.ndarray  # (N, A) float32, the expert's labels
+    episode: np.ndarray  # (N,) int32, contiguous runs
+    successes: np.ndarray  # (E,) bool, whether each episode succeeded
+    privileged: np.ndarray  # (N, F) float32, the task's state features the expert knew (auxiliary targets)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def extend(self, other: "PixelData") -> "PixelData":
+        cat = np.concatenate
+        offset = len(self.successes)
+        return PixelData({k: cat([v, other.images[k]]) for k, v in self.images.items()}, cat([self.vectors, other.vectors]),
+                         cat([self.actions, other.actions]), cat([self.episode, other.episode + offset]),
+                         cat([self.successes, other.successes]), cat([self.privileged, other.privileged]))
+
+    def save(self, path: Path) -> None:
+        with atomic_dir(path) as tmp:  # a directory, so a crash mid-write leaves nothing that looks complete
+            np.savez(tmp / "steps.npz", vectors=self.vectors, actions=self.actions, episode=self.episode,
+                     successes=self.successes, privileged=self.privileged, **{f"image.{k}": v for k, v in self.images.items()})
+
+    @staticmethod
+    def load(path: Path) -> "PixelData":
+        with np.load(path / "steps.npz", allow_pickle=False) as z:
+            images = {k[len("image."):]: z[k] for k in z.files if k.startswith("image.")}
+            return PixelData(images, z["vectors"], z["actions"], z["episode"], z["successes"], z["privileged"])
+
+
+def record_pixels(env, driver, expert, n_episodes: int, seed: int, noise: float, on_episode=None) -> PixelData:
+    """Episode i on seed `seed + i`, its DART noise drawn from that seed too: any split of the episodes
+    among processes (policies.pixel_collect) records the same episodes (to the last digits: PyBullet's
+    solver warm start differs between a fresh env and one that ran earlier episodes)."""
+    image_keys, vector_keys = split_keys(env.observation_space)
+    images: dict[str, list] = {k: [] for k in image_keys}
+    vectors, actions, episode, successes, privileged = [], [], [], [], []
+    task = env.unwrapped.task
+    for ep in range(n_episodes):
+        for step in labelled_steps(env, driver, expert, 1, seed + ep, lambda _, ok: successes.append(ok), noise,
+                                   privileged=task.observation):
+            privileged.append(step.privileged)
+            for k in image_keys:
+                images[k].append(step.obs[k])
+            vectors.append(np.concatenate([step.obs[k] for k in vector_keys]))
+            actions.append(step.label)
+            episode.append(ep)
+        if on_episode is not None:
+            on_episode(ep, successes[-1])
+    return PixelData({k: np.stack(v) for k, v in images.items()}, np.asarray(vectors, np.float32),
+                     np.asarray(actions, np.float32), np.asarray(episode, np.int32), np.asarray(successes, bool),
+                     np.asarray(privileged, np.float32))
