@@ -74,7 +74,6 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
         except HandshakeRejected as exc:
             raise TwinError(f"{config.endpoint} serves no bundle for {config.scenario} with the {robot['model']}: "
                             f"{exc}") from None
-        _check_cameras(spec, welcome, config.scenario)
         page = None
         if config.web is not None:
             from genba.viewer.live import LiveView  # aiohttp: only when the page is asked for
@@ -91,15 +90,6 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
                 f"(re-observing after {executor.queue.config.replan_after}, stale after "
                 f"{executor.queue.config.stale_ns / 1e6:g} ms)")
         return _episodes(config, env, spec, FaultyLink(client, config.faults), client, welcome.bundle, log, page, executor)
-
-
-def _check_cameras(spec: dict, welcome, scenario: str) -> None:
-    """The served bundle takes the images this cell renders (the spec hash covers the vector only)."""
-    rendered = {i["key"]: tuple(i["shape"]) for i in spec["observation"].get("images", [])}
-    taken = {s.key: s.shape for s in welcome.images}
-    if rendered != taken:
-        raise TwinError(f"bundle {welcome.bundle!r} takes camera images {taken or 'none'}; {scenario} renders "
-                        f"{rendered or 'none'} (use --obs pixels for a pixel bundle, the same cameras as in training)")
 
 
 def _chunk_executor(config: TwinConfig, client: BridgeClient, welcome, control_hz: float) -> ChunkExecutor | None:
