@@ -143,7 +143,7 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path):
     (tmp_path / "notes.mp4").write_text("not a video")
     cases = [
         (["conveyor-pick", "--camera", "pick_zone_hdd"],
-         "scenario 'conveyor-pick' has no camera 'pick_zone_hdd'; cameras: overview, pick_zone, pick_zone_hd"),
+         "scenario 'conveyor-pick' has no camera 'pick_zone_hdd'; cameras: overview, pick_zone, wrist, pick_zone_hd"),
         (["--source", str(tmp_path / "missing.mp4")], "no video file at"),
         (["--source", str(tmp_path / "notes.mp4")], "cannot open video file"),
         (["--source", str(write_blank_video(tmp_path / "blank.mp4")), "--every", "1"],

@@ -155,7 +155,7 @@ def test_ppo_in_subprocess_envs_with_normalization_exports_exactly(tmp_path):
 
 
 def test_the_observation_mode_is_checked_and_reaches_the_training_env(tmp_path):
-    with pytest.raises(PolicyError, match=r"obs_mode 'percieved': use one of state, perceived \(did you mean 'perceived'\?\)"):
+    with pytest.raises(PolicyError, match=r"obs_mode 'percieved': use one of state, perceived, pixels \(did you mean 'perceived'\?\)"):
         resolve_config("toy-target", "ppo", {"obs_mode": "percieved"})
     cfg = resolve_config("toy-target", "ppo", {"obs_mode": "perceived", "steps": 64})
     with pytest.raises(PolicyError, match="toy env 'toy-target' has no cameras; drop --obs perceived"):

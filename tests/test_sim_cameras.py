@@ -167,22 +167,23 @@ def test_pixel_observations_match_the_declared_space():
     try:
         obs, _ = env.reset(seed=0)
         space = env.observation_space
-        assert set(space.spaces) == {"pick_zone", "pick_zone_depth", "proprio"}
-        assert space["pick_zone"].shape == (84, 84, 3) and space["pick_zone_depth"].shape == (84, 84, 1)
+        assert set(space.spaces) == {"wrist", "wrist_depth", "proprio"}  # the eye-in-hand camera is its `use: pixels`
+        assert space["wrist"].shape == (84, 84, 3) and space["wrist_depth"].shape == (84, 84, 1)
         for _ in range(3):
             assert space.contains(obs)
-            assert {k: v.dtype for k, v in obs.items()} == {"pick_zone": np.uint8, "pick_zone_depth": np.uint8, "proprio": np.float32}
+            assert {k: v.dtype for k, v in obs.items()} == {"wrist": np.uint8, "wrist_depth": np.uint8, "proprio": np.float32}
             obs, *_ = env.step(np.zeros(5))
-        # Straight down from 1.0 m onto the belt top at 0.1 m: 0.9 m, linear over [0.3, 1.2] m -> 170.
-        assert env.sensors["pick_zone"].model().project([[0.5, -0.2, 0.1]])[0] == pytest.approx([41.5, 41.5])
-        assert obs["pick_zone_depth"][41:43, 41:43, 0].tolist() == [[170, 170], [170, 170]]
+        # The top-down view camera, straight down from 1.0 m onto the belt top at 0.1 m: 0.9 m, linear over [0.3, 1.2] m -> 170.
+        top = env.sensors["pick_zone"]
+        assert top.model().project([[0.5, -0.2, 0.1]])[0] == pytest.approx([41.5, 41.5])
+        assert depth_uint8(top.capture(env.np_random).depth, 0.3, 1.2)[41:43, 41:43, 0].tolist() == [[170, 170], [170, 170]]
         np.testing.assert_array_equal(depth_uint8(np.array([[0.2, 0.3, 0.75, 1.2, 5.0]]), 0.3, 1.2)[0, :, 0], [0, 0, 128, 255, 255])
         r = env.robot.reading
         np.testing.assert_allclose(obs["proprio"], [*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q], rtol=1e-6)
         described = env.feature_spec()["observation"]
         assert described["mode"] == "pixels" and described["dim"] == space["proprio"].shape[0]
-        assert {i["key"]: tuple(i["shape"]) for i in described["images"]} == {"pick_zone": (84, 84, 3), "pick_zone_depth": (84, 84, 1)}
-        assert described["images"][0]["camera"] == env.sensors["pick_zone"].model().to_dict()
+        assert {i["key"]: tuple(i["shape"]) for i in described["images"]} == {"wrist": (84, 84, 3), "wrist_depth": (84, 84, 1)}
+        assert described["images"][0]["mount"]["link"] == "tool" and "camera" not in described["images"][0]
         hd = env.sensors["pick_zone_hd"].model().to_dict()  # perception's camera, exported in OpenCV's convention
         assert hd["K"] == [[240.0, 0.0, 79.5], [0.0, 240.0, 59.5], [0.0, 0.0, 1.0]]
         np.testing.assert_allclose(-np.array(hd["R"]).T @ hd["t"], [0.5, -0.33, 1.0], atol=1e-12)
@@ -210,12 +211,12 @@ def test_low_detail_visuals_leave_the_physics_as_it_was():
 
 
 def test_the_viewer_keeps_its_camera_and_renders_any_placement():
-    env = sim.make_env(with_cameras("conveyor-pick", WRIST), render_mode="rgb_array")
+    env = sim.make_env(with_cameras("conveyor-pick", {**WRIST, "name": "hand_cam"}), render_mode="rgb_array")
     try:
         env.reset(seed=0)
         assert choose_camera(env).name == "overview" and env.camera.name == "overview"  # the first `use: view` camera
         assert render(env, choose_camera(env, "pick_zone_hd", width=160, height=120)).shape == (120, 160, 3)
-        assert render(env, choose_camera(env, "wrist")).shape == (72, 96, 3)
+        assert render(env, choose_camera(env, "hand_cam")).shape == (72, 96, 3)
         with pytest.raises(CameraError, match=r"orbit-form fields \(yaw\) do not apply: this camera is placed by position/look_at"):
             choose_camera(env, "pick_zone", yaw=0.3)
     finally:
