@@ -118,18 +118,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
         inputs = {"student": "pixels", "inputs": {"images": image_keys, "vector": vector_keys}}  # what load_pixel_policy reads
         done = _completed_rounds(run) if resume else []
         if done:
-            last = done[-1]
-            data = PixelData.load(run.path / DATA_DIR / "round_0")
-            for r in range(1, last + 1):
-                data = data.extend(PixelData.load(run.path / DATA_DIR / f"round_{r}"))
-            ckpt = torch.load(_round_checkpoint(run, last) / PIXEL_MODEL, map_location="cpu", weights_only=False)
-            net = PixelPolicyNet.from_config(ckpt["config"])
-            net.load_state_dict(ckpt["state_dict"])
-            fitter = Fitter(net, cfg, device, writer)
-            fitter.restore(ckpt["trainer"])
-            counters = ckpt["counters"]
-            run.keep_evals(lambda record: record.get("round", 0) <= last)  # a round a crash cut short is redone
-            run.log_resume(counters["env_steps"])
+            data, fitter, counters = _resume(run, done[-1], cfg, device, writer)
         else:
             demos = (cfg.seed * 100_000, bc.demo_noise)
             data = collector.record(bc.demo_episodes, *demos).result() if collector else \
@@ -176,7 +165,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             loss = fitter.fit(data, bc.iterations, progress, "fit")
             success = finish_round(0, data, loss)
         else:
-            success = json_eval_success(run)
+            success = float(run.eval_history()[-1]["success_rate"])  # the last complete round's
         for r in rounds:
             if cfg.stop_at_success is not None and success >= cfg.stop_at_success:
                 break
@@ -206,9 +195,19 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             writer.close()
 
 
-def json_eval_success(run: RunDir) -> float:
-    history = run.eval_history()
-    return float(history[-1]["success_rate"]) if history else 0.0
+def _resume(run: RunDir, last: int, cfg: TrainConfig, device: str, writer) -> tuple[PixelData, Fitter, dict[str, Any]]:
+    """The data of rounds 0..last, and the student, optimiser and counters as round `last` left them."""
+    data = PixelData.load(run.path / DATA_DIR / "round_0")
+    for r in range(1, last + 1):
+        data = data.extend(PixelData.load(run.path / DATA_DIR / f"round_{r}"))
+    ckpt = torch.load(_round_checkpoint(run, last) / PIXEL_MODEL, map_location="cpu", weights_only=False)
+    net = PixelPolicyNet.from_config(ckpt["config"])
+    net.load_state_dict(ckpt["state_dict"])
+    fitter = Fitter(net, cfg, device, writer)
+    fitter.restore(ckpt["trainer"])
+    run.keep_evals(lambda record: record.get("round", 0) <= last)  # a round a crash cut short is redone
+    run.log_resume(ckpt["counters"]["env_steps"])
+    return data, fitter, ckpt["counters"]
 
 
 def _record(env, expert, driver, n: int, seed: int, noise: float, progress: bool, desc: str) -> PixelData:

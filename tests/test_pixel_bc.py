@@ -90,7 +90,8 @@ def test_pixels_needs_behaviour_cloning_and_by_obs_names_known_modes(tmp_path):
 
 
 TINY = {"seed": 0, "eval_episodes": 1, "obs_mode": "pixels",
-        "bc": {"demo_episodes": 2, "iterations": 5, "batch_size": 8, "rounds": 2, "round_episodes": 1, "collect_workers": 2}}
+        "bc": {"demo_episodes": 2, "iterations": 5, "round_iterations": 5, "batch_size": 8, "rounds": 2, "round_episodes": 1,
+               "collect_workers": 2}}
 
 
 def test_worker_processes_record_the_episodes_one_process_records():
