@@ -66,6 +66,8 @@ class BCConfig:
     """obs_mode pixels: colour channels get a random offset of up to this (images in [0, 1]) while fitting"""
     augment_contrast: float = 0.1
     """obs_mode pixels: colour channels get a random contrast factor 1 +- this while fitting"""
+    augment_tint: float = 0.0
+    """obs_mode pixels: each colour channel gets its own random gain 1 +- this while fitting (light colour, white balance)"""
 
 
 @dataclass

@@ -68,7 +68,7 @@ class Fitter:
             if cuda:
                 batch = [t.pin_memory().to(device, non_blocking=True) for t in batch]
             *images, vectors, target, target_known = batch
-            pixels = [augment(p, self.rng, bc.augment_shift, bc.augment_brightness, bc.augment_contrast, colour)
+            pixels = [augment(p, self.rng, bc.augment_shift, bc.augment_brightness, bc.augment_contrast, colour, bc.augment_tint)
                       for p, colour in zip(net.images_to_float(images), self.colours)]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 features = net.features(pixels, vectors)

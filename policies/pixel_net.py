@@ -158,10 +158,12 @@ def colour_channels(image_shapes: Sequence[Sequence[int]]) -> torch.Tensor:
 
 
 def augment(pixels: torch.Tensor, rng: torch.Generator, shift: int, brightness: float, contrast: float,
-            colour: torch.Tensor) -> torch.Tensor:
+            colour: torch.Tensor, tint: float = 0.0) -> torch.Tensor:
     """Training-time augmentation of (B, C, H, W) floats in [0, 1]: random shifts of up to `shift` pixels
     (pad by edge replication, crop back; DrQ, Kostrikov et al. 2020) and, on the colour channels only (depth
-    keeps its metric meaning), brightness (added, +-brightness) and contrast (about the mean, 1 +- contrast)."""
+    keeps its metric meaning), brightness (added, +-brightness) and contrast (about the mean, 1 +- contrast). `tint`: each colour
+    channel's own gain, 1 +- tint (a light's colour temperature, or a camera's white balance).
+    """
     b, _, h, w = pixels.shape
     out = pixels
     if shift > 0:
@@ -172,7 +174,7 @@ def augment(pixels: torch.Tensor, rng: torch.Generator, shift: int, brightness: 
         cols = (dx[:, None] + torch.arange(w)[None, :]).to(pixels.device)  # (B, W)
         index = torch.arange(b, device=pixels.device)[:, None, None]
         out = padded.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    if brightness > 0 or contrast > 0:
+    if brightness > 0 or contrast > 0 or tint > 0:
         shape = (b, 1, 1, 1)
         add = (torch.rand(shape, generator=rng) * 2 - 1).to(pixels.device) * brightness
         scale = 1 + (torch.rand(shape, generator=rng) * 2 - 1).to(pixels.device) * contrast
@@ -180,7 +182,8 @@ def augment(pixels: torch.Tensor, rng: torch.Generator, shift: int, brightness: 
         rgb = out[:, mask]
         mean = rgb.mean(dim=(1, 2, 3), keepdim=True)
         out = out.clone()
-        out[:, mask] = ((rgb - mean) * scale + mean + add).clamp(0.0, 1.0)
+        gains = 1 + (torch.rand((b, rgb.shape[1], 1, 1), generator=rng) * 2 - 1).to(pixels.device) * tint
+        out[:, mask] = ((rgb - mean) * scale * gains + mean * gains + add).clamp(0.0, 1.0)
     return out
 
 

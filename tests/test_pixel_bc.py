@@ -63,6 +63,11 @@ def test_augmentation_shifts_the_image_and_leaves_depth_values_alone():
     jittered = augment(pixels, torch.Generator().manual_seed(4), shift=0, brightness=0.3, contrast=0.3, colour=colour)
     assert torch.equal(jittered[:, 3], pixels[:, 3])  # depth keeps its metric meaning
     assert not torch.equal(jittered[:, :3], pixels[:, :3])
+    assert torch.equal(jittered[:, 0], jittered[:, 1])  # brightness and contrast keep a grey pixel grey
+    tinted = augment(pixels, torch.Generator().manual_seed(5), shift=0, brightness=0.0, contrast=0.0, colour=colour, tint=0.2)
+    assert torch.equal(tinted[:, 3], pixels[:, 3])
+    gains = tinted[:, :3, 8, 8] / pixels[:, :3, 8, 8].clamp(min=1e-6)  # the bright pixel, per colour channel
+    assert not torch.equal(gains[:, 0], gains[:, 1]) and bool(((gains > 0.79) & (gains <= 1.0)).all())
 
 
 def test_each_camera_has_its_own_encoder_and_its_images_must_be_of_one_size():
