@@ -6,14 +6,6 @@ set -euo pipefail
 if [ -x /usr/bin/chromium ] && command -v xvfb-run >/dev/null 2>&1; then
   exit 0
 fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
-    echo "[setup-browser] need root (or sudo) to apt-get install chromium; the browser tests will fail" >&2
-    exit 0
-  fi
-fi
-echo "[setup-browser] installing Debian's chromium and xvfb" >&2
-$SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium xvfb xauth
+bash "$(dirname "$0")/apt-install.sh" setup-browser "the browser tests will fail" chromium xvfb xauth || {
+  status=$?; [ "$status" -eq 3 ] && exit 0; exit "$status"; }
 /usr/bin/chromium --version >&2

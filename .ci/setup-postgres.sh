@@ -6,15 +6,7 @@ set -euo pipefail
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   exit 0
 fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  if command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else
-    echo "[setup-postgres] need root (or sudo) to apt-get install postgresql; the sweep tests will fail" >&2
-    exit 0
-  fi
-fi
-echo "[setup-postgres] installing Debian's postgresql" >&2
-$SUDO apt-get update -q
 # policy-rc.d-less containers may try to start the package's own cluster; the tests never use it.
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q postgresql
+bash "$(dirname "$0")/apt-install.sh" setup-postgres "the sweep tests will fail" postgresql || {
+  status=$?; [ "$status" -eq 3 ] && exit 0; exit "$status"; }
 ls /usr/lib/postgresql/*/bin/initdb >&2
