@@ -11,10 +11,12 @@ from gymnasium import spaces
 
 from perception.localize import Detection, PartLocator
 from scenarios import Scenario, load_scenario, scenario_hash
+from scenarios.randomization import Overlay, with_randomization, without_domain_randomization
 from sim.camera_pose import CameraError
 from sim.cell import build_cell
 from sim.errors import SimError
 from sim.pixel_obs import capture_images, describe_images, image_spaces
+from sim.randomization import DomainRandomizer, declared
 from sim.sensors import build_sensors, render_view
 from sim.simulator import Simulator
 from sim.tasks import TASKS, GoalTask
@@ -77,14 +79,22 @@ class FactoryEnv(gym.Env):
     `visual_detail` ("full" / "low") picks the robot's visual meshes; default "low" whenever cameras feed
     observations (several times faster to render, same physics), "full" in state mode (the viewer's).
     `env.sensors` holds a CameraSensor for every scenario camera.
+
+    Domain randomisation (the scenario's randomization.dynamics / sensing / visuals, sim.randomization):
+    `randomization` is an overlay deep-merged over that section (a dict, a YAML path or a shipped profile
+    name such as "shop-floor"); `play=True` turns every dynamics / sensing / visuals factor off and
+    keeps the task's draws, so one seed starts the same episode as in a randomised env.
     """
 
     def __init__(
         self, scenario: str | Scenario = "conveyor-pick", robot: str | None = None, control: str | None = None,
         render_mode: str | None = None, camera: str | None = None, obs_mode: str = "state",
-        visual_detail: str | None = None,
+        visual_detail: str | None = None, randomization: Overlay | None = None, play: bool = False,
     ):
         spec = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        spec = with_randomization(spec, randomization)
+        if play:
+            spec = without_domain_randomization(spec)
         updates = {k: v for k, v in (("model", robot), ("control", control)) if v is not None}
         if updates:
             spec = spec.model_copy(update={"robot": spec.robot.model_copy(update=updates)})
@@ -147,12 +157,23 @@ class FactoryEnv(gym.Env):
         self.detections: list[Detection] | None = None  # obs_mode "perceived": what the camera found last
         if obs_mode == "perceived":
             self._start_perception()
+        self._randomizer: DomainRandomizer | None = None
+        self._noise: np.ndarray | None = None  # std per observation value (feature_spec order), or None
+        if declared(spec.randomization):
+            try:
+                self._randomizer = DomainRandomizer(spec.randomization, self.sim, self.cell, self.sensors, self._observation_features())
+            except SimError:
+                self.sim.close()
+                raise
+            self._noise = self._randomizer.noise_std
 
     # --- Gymnasium API --------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         self.sim.restore_state(self._initial_state)
         self.robot.reset(self.scenario.randomization.joint_noise, self.np_random)
+        if self._randomizer is not None:  # before the task: parts laid out at reset draw theirs as they spawn
+            self._randomizer.begin_episode(self.np_random)
         self.task.reset(self.np_random)
         self._steps = 0
         for sensor in self.sensors.values():
@@ -203,18 +224,31 @@ class FactoryEnv(gym.Env):
             ("gripper_opening", 1, "m"), ("joint_positions", len(self.robot.arm_ids), "rad"),
         ]
 
+    def _observation_features(self) -> list[tuple[str, int, str]]:
+        """The observation's vector features in feature_spec() order (pixels: the robot's, then any goals)."""
+        features = self._robot_features() + (self.task.features() if self.obs_mode != "pixels" else [])
+        if isinstance(self.task, GoalTask):
+            features += [(f"{key}.{n}", s, u) for key in ("achieved_goal", "desired_goal") for n, s, u in self.task.goal_features]
+        return features
+
     def _observation(self):
-        if self.obs_mode == "pixels":
-            return self._pixel_observation()
+        obs = self._pixel_observation() if self.obs_mode == "pixels" else self._state_observation()
+        return obs if self._randomizer is None else self._randomizer.delayed(obs)
+
+    def _state_observation(self):
         r, task = self.robot.reading, self.task
         task_features = self._perceived_task_features() if self.obs_mode == "perceived" else task.observation()
         if self._splits is None:
             values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task_features], dtype=np.float32)
+            if self._noise is not None:
+                self._randomizer.add_noise(values, self._noise)
             return clip_into(values, self._obs_low, self._obs_high)
         values = np.array([
             *r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task_features,
             *task.achieved_goal(), *task.desired_goal(),
         ], dtype=np.float32)
+        if self._noise is not None:
+            self._randomizer.add_noise(values, self._noise)
         clip_into(values, self._obs_low, self._obs_high)
         a, b = self._splits
         return {"observation": values[:a], "achieved_goal": values[a:b], "desired_goal": values[b:]}
@@ -233,10 +267,15 @@ class FactoryEnv(gym.Env):
         obs = capture_images(self._pixel_sensors, self.np_random)
         r = self.robot.reading
         proprio = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q], dtype=np.float32)
+        n = len(proprio)
+        if self._noise is not None:
+            self._randomizer.add_noise(proprio, self._noise[:n])
         obs["proprio"] = clip_into(proprio, self._proprio_low, self._proprio_high)
         if self._splits is not None:
             a, b = self._splits
             goals = np.array([*self.task.achieved_goal(), *self.task.desired_goal()], dtype=np.float32)
+            if self._noise is not None:
+                self._randomizer.add_noise(goals, self._noise[n:])
             clip_into(goals, self._obs_low[a:], self._obs_high[a:])
             obs["achieved_goal"], obs["desired_goal"] = goals[: b - a], goals[b - a:]
         return obs
@@ -264,7 +303,8 @@ class FactoryEnv(gym.Env):
         detections = None
         if frame.time != self._frame_time:
             self._frame_time = frame.time
-            detections = self.detections = self.locator.locate(frame.rgb, frame.camera, frame.depth)
+            # Located through the camera as calibrated: a randomised camera pose shows up as perception error.
+            detections = self.detections = self.locator.locate(frame.rgb, frame.calibration or frame.camera, frame.depth)
         return self.task.perceive(detections)
 
     # --- description ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def describe_images(sensors: list[CameraSensor]) -> list[dict]:
     out = []
     for sensor in sensors:
         cfg = sensor.config
-        lens = sensor.model().to_dict()
+        lens = sensor.model(nominal=True).to_dict()  # the calibration, not a randomised pose
         where = {"camera": lens} if cfg.mount is None else {"mount": cfg.mount.model_dump()}
         common = {"dtype": "uint8", "intrinsics": {k: lens[k] for k in ("width", "height", "K", "dist")}, **where}
         if "rgb" in cfg.modalities:

@@ -7,6 +7,7 @@ it was taken from (`camera.to_dict()` exports K, dist, R, t as OpenCV's calibrat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -28,6 +29,9 @@ class CameraFrame:
     segmentation: Optional[np.ndarray]  # int32 (H, W), Bullet body unique id, -1 = background
     camera: PinholeCamera  # intrinsics and the pose the frame was taken from
     time: float  # s of simulated time at the render
+    # What a controller believes the camera is (its calibration: the nominal model) when domain
+    # randomisation has moved the real one; None: the same as `camera`.
+    calibration: Optional[PinholeCamera] = None
 
 
 class CameraSensor:
@@ -36,6 +40,10 @@ class CameraSensor:
     `capture(rng)` renders when a new frame is due at `rate_hz` (every control step by default) and
     returns the last frame otherwise; noise is drawn from `rng` (the env's np_random) per rendered frame.
     Call `reset()` when the world is reset, so the first capture of an episode renders.
+
+    Domain randomisation may move the camera away from its configured pose and fov (`perturb`: frames
+    are rendered from there, `calibration` keeps the nominal model) and drop frames (`drop_frames`: a
+    dropped frame repeats the previous one).
     """
 
     def __init__(self, config: CameraConfig, sim: Simulator, robot: Robot | None = None):
@@ -52,13 +60,19 @@ class CameraSensor:
         mods = config.modalities
         self._rgb, self._depth, self._seg = "rgb" in mods, "depth" in mods, "segmentation" in mods
         self._last: CameraFrame | None = None
+        self._shot_time = 0.0  # s: the last time a frame was due (rendered or dropped)
+        self._perturbation: tuple[np.ndarray, np.ndarray, float] | None = None  # (offset m, rotation, fov scale)
+        self._drop: tuple[float, np.random.Generator] | None = None
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    def model(self) -> PinholeCamera:
-        """The camera now: a mounted one where its link is at this moment."""
+    def model(self, nominal: bool = False) -> PinholeCamera:
+        """The camera now (a mounted one where its link is at this moment), moved by any perturbation
+        unless `nominal` (the configured camera, as it was calibrated)."""
+        if self._perturbation is not None and not nominal:
+            return self._perturbed(self.model(nominal=True))
         if self._mount is None:
             return self._fixed
         cid, body = self.sim.cid, self._robot.body
@@ -74,14 +88,39 @@ class CameraSensor:
     def reset(self) -> None:
         self._last = None
 
+    def perturb(self, offset: np.ndarray | None = None, rotation: np.ndarray | None = None, fov_delta: float = 0.0) -> None:
+        """Render from a moved camera: its centre shifted by `offset` (m, along the camera's own x, y, z),
+        turned by `rotation` (3x3, in the camera frame) and its vertical fov changed by `fov_delta` (rad).
+        No arguments: the configured camera again."""
+        if offset is None and rotation is None and fov_delta == 0.0:
+            self._perturbation = None
+            return
+        fov = self._intrinsics.fov_y
+        scale = math.tan(fov / 2.0) / math.tan(min(max(fov + fov_delta, 1e-3), math.pi - 1e-3) / 2.0)
+        self._perturbation = (np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64),
+                              np.eye(3) if rotation is None else np.asarray(rotation, dtype=np.float64), scale)
+
+    def _perturbed(self, cam: PinholeCamera) -> PinholeCamera:
+        offset, turn, scale = self._perturbation
+        R = turn @ cam.R
+        centre = cam.position + cam.R.T @ offset
+        return PinholeCamera(cam.width, cam.height, cam.fx * scale, cam.fy * scale, cam.cx, cam.cy, R, -R @ centre, cam.dist)
+
+    def drop_frames(self, probability: float, rng: np.random.Generator | None = None) -> None:
+        """Each due frame after the first is lost with this probability (drawn from `rng`); 0: none."""
+        self._drop = (probability, rng) if probability > 0 else None
+
     def due(self) -> bool:
         """Whether the next capture renders: no frame yet, time went back (a reset), or a period has passed."""
         last, now = self._last, self.sim.time
-        return last is None or now < last.time - 1e-9 or now - last.time >= self.period - 1e-9
+        return last is None or now < self._shot_time - 1e-9 or now - self._shot_time >= self.period - 1e-9
 
     def capture(self, rng: np.random.Generator | None = None) -> CameraFrame:
         if not self.due():
             return self._last
+        self._shot_time = self.sim.time
+        if self._drop is not None and self._last is not None and self._drop[1].random() < self._drop[0]:
+            return self._last  # lost on the way: the controller sees the previous frame again
         cfg = self.config
         noise = cfg.noise
         if rng is None and (noise.rgb_std > 0 or noise.depth_std > 0):
@@ -97,7 +136,8 @@ class CameraSensor:
             rgb = None
         elif noise.rgb_std > 0:
             rgb = np.clip(np.rint(rgb + rng.normal(0.0, noise.rgb_std, rgb.shape)), 0, 255).astype(np.uint8)
-        self._last = CameraFrame(rgb, depth, seg, cam, self.sim.time)
+        calibration = self.model(nominal=True) if self._perturbation is not None else None
+        self._last = CameraFrame(rgb, depth, seg, cam, self.sim.time, calibration)
         return self._last
 
 

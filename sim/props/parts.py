@@ -8,6 +8,7 @@ time keeps body ids, and so the saved Bullet state, identical across resets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pybullet as pb
@@ -49,10 +50,16 @@ def create_part_body(sim: Simulator, name: str, config: PartTypeConfig, position
     return sim.register(name, body)
 
 
+# Called with each part as it enters the scene (domain randomisation draws the part's mass, friction,
+# colour... there); the env sets it on its pools.
+SpawnHook = Callable[[Part], None]
+
+
 class PartPool:
     def __init__(self, sim: Simulator, config: PartsConfig):
         self.sim, self.config = sim, config
         self.parts: list[Part] = []
+        self.on_spawn: SpawnHook | None = None
         for i in range(config.count):
             name = f"part{i}"
             body = sim.create_box(name, config.size, self.park_position(i), mass=config.mass, color=config.color, friction=config.friction)
@@ -66,6 +73,8 @@ class PartPool:
             part.state, part.spawn_time, part.settle_since, part.resolved_time = "parked", 0.0, None, None
 
     def spawn(self, part: Part, position: np.ndarray, yaw: float, velocity: np.ndarray, time: float) -> None:
+        if self.on_spawn is not None:
+            self.on_spawn(part)
         self.sim.set_base_pose(part.name, position, yaw, velocity)
         part.state, part.spawn_time = "active", time
 
@@ -82,6 +91,7 @@ class TypedPartPool:
 
     def __init__(self, sim: Simulator, types: tuple[PartTypeConfig, ...], per_type: int):
         self.sim, self.types = sim, types
+        self.on_spawn: SpawnHook | None = None
         self.by_type: list[list[Part]] = []
         self.parts: list[Part] = []  # every body, type by type
         for t, config in enumerate(types):
@@ -108,6 +118,8 @@ class TypedPartPool:
         for t, (x, y, z, yaw) in zip(type_indices, poses):
             part = self.by_type[t][used[t]]
             used[t] += 1
+            if self.on_spawn is not None:
+                self.on_spawn(part)
             self.sim.set_base_pose(part.name, (x, y, z), yaw)
             part.state, part.spawn_time = "active", time
             laid.append(part)

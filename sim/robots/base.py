@@ -7,6 +7,7 @@ manifest publish it); `Robot` is that model loaded into one `Simulator`.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -121,6 +122,8 @@ class Robot:
         self._finger_cmd: float | None = None
         self._q_cmd: list[float] = self.home.tolist()
         self._fresh_at = -1
+        # Actuator delay (domain randomisation): commands wait in this FIFO before the motors get them.
+        self._pending: deque[tuple[list[float], float]] | None = None
 
     # --- reset ----------------------------------------------------------------------------------
     def reset(self, joint_noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
@@ -134,6 +137,7 @@ class Robot:
             pb.resetJointState(self.body, j, self.model.finger_travel, 0.0, physicsClientId=cid)
         self._q_cmd = q.tolist()
         self._finger_cmd = None
+        self._pending = None  # a new episode starts undelayed; set_command_delay() after reset
         self.refresh()
         self._target, self.target_yaw = self.reading.tool_pos, self.tool_yaw
         self.grip_command = -1.0
@@ -271,16 +275,43 @@ class Robot:
         world += self._base_xyz
         return world.min(axis=0), world.max(axis=0)
 
+    # --- actuation (domain randomisation sets these per episode) -------------------------------
+    @property
+    def gains(self) -> tuple[list[float], list[float]]:
+        """The PyBullet position and velocity gains of each arm joint's motor now."""
+        return list(self._kp), list(self._kd)
+
+    def set_gains(self, position: Sequence[float], velocity: Sequence[float]) -> None:
+        """Per-joint motor gains from the next command on (reset() does not restore them: the caller does)."""
+        self._kp, self._kd = [float(g) for g in position], [float(g) for g in velocity]
+
+    def nominal_gains(self) -> tuple[list[float], list[float]]:
+        return [self.config.position_gain] * self._n_arm, [self.config.velocity_gain] * self._n_arm
+
+    def set_command_delay(self, periods: int) -> None:
+        """Hold each command back `periods` control periods (a FIFO) before the motors get it; 0: none.
+
+        The FIFO starts full of the command now in force (after reset(): home, gripper open).
+        """
+        self._pending = deque([(list(self._q_cmd), self.grip_command)] * periods) if periods > 0 else None
+
+    @property
+    def command_delay(self) -> int:
+        return len(self._pending) if self._pending is not None else 0
+
     def _send(self, q: list[float], grip: float) -> None:
         cid = self.sim.cid
+        grip = float(grip)
+        self.grip_command = grip = -1.0 if grip < -1.0 else 1.0 if grip > 1.0 else grip
+        if self._pending is not None:  # the controller's command is grip_command; the motors get an older one
+            self._pending.append((q, grip))
+            q, grip = self._pending.popleft()
         pb.setJointMotorControlArray(
             self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=q, forces=self._forces,
             positionGains=self._kp, velocityGains=self._kd, physicsClientId=cid,
         )
-        grip = float(grip)
-        self.grip_command = grip = -1.0 if grip < -1.0 else 1.0 if grip > 1.0 else grip
         # grip = -1 opens fully, +1 closes fully; values between give a proportional opening.
-        finger = (1.0 - self.grip_command) / 2.0 * self.model.finger_travel
+        finger = (1.0 - grip) / 2.0 * self.model.finger_travel
         if finger == self._finger_cmd:  # Bullet motors keep their last command
             return
         self._finger_cmd = finger
