@@ -90,6 +90,9 @@ class TrainConfig:
     obs_mode: str = "state"
     """observations to train on: state (the simulator's exact part poses) or perceived (the same features through
     the cell's camera and perception, as a deployed cell gives them); the bundle is the same either way"""
+    randomization: str | None = None
+    """domain randomisation of the training and evaluation envs: a shipped profile name (shop-floor), a YAML path,
+    or None (the scenario's own randomization section only); merged over the scenario's section"""
     device: str = "auto"
     """auto | cpu | cuda"""
     normalize: bool = False

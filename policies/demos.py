@@ -150,9 +150,10 @@ def record(env, driver: Policy | None, expert: Policy, n_episodes: int, seed: in
 
 
 def record_demos(scenario: str, robot: str | None, n_episodes: int, seed: int = 0, progress: bool = True,
-                 noise: float = 0.0) -> Demos:
-    """Expert episodes on a scenario, with the metadata that `load_demos` checks against."""
-    env = make_env(scenario, robot)
+                 noise: float = 0.0, randomization: str | None = None) -> Demos:
+    """Expert episodes on a scenario (with a domain-randomisation profile merged over its own, if given),
+    with the metadata that `load_demos` checks against."""
+    env = make_env(scenario, robot, randomization=randomization)
     try:
         expert = make_expert(env)
         bar = tqdm(total=n_episodes, unit="ep", desc="demos", disable=not progress, mininterval=1.0)
@@ -167,7 +168,7 @@ def record_demos(scenario: str, robot: str | None, n_episodes: int, seed: int = 
         bar.close()
         demos.meta = {"scenario": scenario_info(scenario, env), "scenario_arg": scenario, "robot": robot,
                       "obs_layout": obs_layout(env.observation_space), "feature_spec": _jsonable(feature_spec(env)),
-                      "expert": type(expert).__name__, "noise": noise, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                      "expert": type(expert).__name__, "noise": noise, "randomization": randomization, "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         return demos
     finally:
         env.close()
@@ -214,7 +215,8 @@ def check_compatible(demos: Demos, env, scenario: str, source: str = "demos") ->
         raise DemoError(f"{source}: actions have {demos.actions.shape[1]} values, {scenario} takes {env.action_space.shape}")
     theirs, ours = (demos.meta.get("scenario") or {}).get("sha256"), scenario_info(scenario, env)["sha256"]
     if theirs and ours and theirs != ours:
-        raise DemoError(f"{source}: recorded on a different version of scenario {scenario!r} (hash {theirs[:12]} vs {ours[:12]}); re-record")
+        raise DemoError(f"{source}: recorded on a different version of scenario {scenario!r}, its randomization section "
+                        f"included (hash {theirs[:12]} vs {ours[:12]}); re-record (with the same --randomization)")
 
 
 def prefill_replay_buffer(model, demos: Demos, env) -> int:

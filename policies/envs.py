@@ -14,39 +14,48 @@ import numpy as np
 import sim
 from policies.errors import PolicyError
 from policies.toy_envs import TOY_ENVS, PointReachEnv, PointReachExpert, TargetEnv
-from scenarios import load_scenario, scenario_hash
+from scenarios import ScenarioError, load_scenario, scenario_hash
+from scenarios.randomization import Overlay
 from sim.experts import make_expert as sim_expert
+from sim.randomization import RandomizationError
 
 
 class EnvError(PolicyError):
     """A scenario or robot that cannot be built into an env."""
 
 
-def make_env(scenario: str, robot: str | None = None, render_mode: str | None = None, obs_mode: str = "state") -> gym.Env:
+def make_env(scenario: str, robot: str | None = None, render_mode: str | None = None, obs_mode: str = "state",
+             randomization: Overlay | None = None, play: bool = False) -> gym.Env:
     """One env with a TimeLimit-free FactoryEnv (the scenario's own episode limit) or a toy env.
 
     obs_mode: state | perceived | pixels (sim.env.FactoryEnv); a state policy runs on perceived observations.
+    randomization: a profile name, YAML path or dict merged over the scenario's randomization section;
+    play: every dynamics / sensing / visuals factor off (sim.env.FactoryEnv).
     """
     if scenario in TOY_ENVS:
         if robot is not None:
             raise EnvError(f"toy env {scenario!r} has no robot; drop --robot")
         if obs_mode != "state":
             raise EnvError(f"toy env {scenario!r} has no cameras; drop --obs {obs_mode}")
+        if randomization is not None:
+            raise EnvError(f"toy env {scenario!r} has nothing to randomise; drop --randomization")
         return TOY_ENVS[scenario]()
     try:
-        return sim.make_env(scenario, robot=robot, render_mode=render_mode, obs_mode=obs_mode)
+        return sim.make_env(scenario, robot=robot, render_mode=render_mode, obs_mode=obs_mode, randomization=randomization, play=play)
+    except (ScenarioError, RandomizationError) as exc:  # a bad randomisation overlay, profile or noise feature
+        raise EnvError(str(exc)) from None
     except ValueError as exc:  # pydantic / sim validation of a robot override
         raise EnvError(f"cannot build scenario {scenario!r} with robot {robot!r}: {exc}") from None
 
 
 def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_keywords=("is_success",),
-                obs_mode: str = "state") -> Callable[[], gym.Env]:
+                obs_mode: str = "state", randomization: Overlay | None = None, play: bool = False) -> Callable[[], gym.Env]:
     """A picklable thunk for (Subproc|Dummy)VecEnv: env `rank` seeded `seed + rank`, with a Monitor."""
 
     def _init() -> gym.Env:
         from stable_baselines3.common.monitor import Monitor  # SB3 (1 s to import) only where training builds envs
 
-        env = Monitor(make_env(scenario, robot, obs_mode=obs_mode), info_keywords=info_keywords)
+        env = Monitor(make_env(scenario, robot, obs_mode=obs_mode, randomization=randomization, play=play), info_keywords=info_keywords)
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
         return env
@@ -55,11 +64,12 @@ def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_key
 
 
 def make_vec_env(scenario: str, robot: str | None, n_envs: int, seed: int, subprocess: bool | None = None,
-                 obs_mode: str = "state"):
+                 obs_mode: str = "state", randomization: Overlay | None = None, play: bool = False):
     """K envs; more than one runs each in its own process (SubprocVecEnv), so physics steps in parallel."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv  # SB3 only where training builds envs
 
-    fns = [env_factory(scenario, robot, seed, rank, obs_mode=obs_mode) for rank in range(n_envs)]
+    fns = [env_factory(scenario, robot, seed, rank, obs_mode=obs_mode, randomization=randomization, play=play)
+           for rank in range(n_envs)]
     use_subproc = n_envs > 1 if subprocess is None else subprocess
     if use_subproc:
         # forkserver: children do not inherit torch threads or a Bullet client from the parent.

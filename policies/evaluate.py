@@ -115,11 +115,14 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
 
 def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | None = None, robot: str | None = None,
              video: str | Path | None = None, video_episodes: int = 3, which: str = "best", device: str = "cpu",
-             executor: str = "onnxruntime", obs_mode: str = "state") -> tuple[EvalResult, dict]:
+             executor: str = "onnxruntime", obs_mode: str = "state", randomization: str | Path | dict | None = None,
+             play: bool = False) -> tuple[EvalResult, dict]:
     """Evaluate a run/bundle on its scenario (or `scenario`), optionally recording a video.
 
     obs_mode "perceived": the policy sees the cell through its camera and perception (same layout as state);
     "pixels": camera images and the robot's readings, for a pixel policy (and only for one).
+    randomization: a profile name, YAML path or dict merged over the scenario's randomization section;
+    play: every dynamics / sensing / visuals factor off (the same seeds start the same episodes).
     """
     loaded = load_policy(target, which, device, executor)
     if (loaded.obs_mode == "pixels") != (obs_mode == "pixels"):
@@ -128,7 +131,8 @@ def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | No
     scenario = scenario or loaded.scenario
     if not scenario:
         raise EvalError(f"{target}: does not name its scenario; pass --scenario")
-    env = make_env(scenario, robot or loaded.robot, render_mode="rgb_array" if video else None, obs_mode=obs_mode)
+    env = make_env(scenario, robot or loaded.robot, render_mode="rgb_array" if video else None, obs_mode=obs_mode,
+                   randomization=randomization, play=play)
     recorder = None
     try:
         hz = control_hz(env)
@@ -140,5 +144,7 @@ def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | No
         if recorder is not None:
             recorder.close()
         env.close()
-    return result, {**loaded.describe(), "scenario": scenario, "obs_mode": obs_mode}
+    shown = randomization if isinstance(randomization, (str, Path, type(None))) else "overlay"
+    return result, {**loaded.describe(), "scenario": scenario, "obs_mode": obs_mode,
+                    "randomization": None if shown is None else str(shown), "play": play}
 

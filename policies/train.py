@@ -70,8 +70,8 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
     seed = cfg.seed + (ckpt.state["num_timesteps"] if ckpt else 0)  # fresh episodes after a resume
     set_random_seed(seed)
 
-    venv = make_vec_env(cfg.scenario, cfg.robot, cfg.n_envs, seed, obs_mode=cfg.obs_mode)
-    eval_env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode)
+    venv = make_vec_env(cfg.scenario, cfg.robot, cfg.n_envs, seed, obs_mode=cfg.obs_mode, randomization=cfg.randomization)
+    eval_env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode, randomization=cfg.randomization)
     try:
         if ckpt is not None:
             vecnorm = ckpt.load_vecnormalize(venv)

@@ -30,7 +30,11 @@ ENV_IDS: list[str] = _register_all()
 
 
 def make_env(scenario: str = "conveyor-pick", robot: str | None = None, **kwargs):
-    """A FactoryEnv from a built-in scenario name or a YAML path (no registration needed)."""
+    """A FactoryEnv from a built-in scenario name or a YAML path (no registration needed).
+
+    Keywords go to FactoryEnv: e.g. randomization (a profile name, YAML path or dict merged over the
+    scenario's randomization section) and play (every dynamics / sensing / visuals factor off).
+    """
     from sim.env import make_factory_env  # lazy: PyBullet loads with the first env, not with the registry or sim.errors
 
     return make_factory_env(scenario, robot=robot, **kwargs)

@@ -91,6 +91,9 @@ def eval_cmd(
     which: str = typer.Option("best", help="for a run directory: best | final | latest"),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     obs: Observe = obs_option(),
+    randomization: Optional[str] = typer.Option(None, "--randomization", help="domain-randomisation profile merged over the "
+                                                "scenario's randomization section: a shipped name (shop-floor) or a YAML path"),
+    play: bool = typer.Option(False, "--play", help="every dynamics / sensing / visuals randomisation off (task draws kept)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON"),
 ) -> None:
     """Success rate (95% Wilson interval), mean return, cycle time and collisions of a policy."""
@@ -102,7 +105,8 @@ def eval_cmd(
     if n < 1:
         raise AppError(f"-n must be >= 1, got {n}")
     result, desc = evaluate(target, n=n, seed=seed, scenario=scenario, robot=robot, video=video,
-                            video_episodes=video_episodes, which=which, device=device, obs_mode=obs.value)
+                            video_episodes=video_episodes, which=which, device=device, obs_mode=obs.value,
+                            randomization=randomization, play=play)
     _write_json(json_path, {"target": str(target), **desc, "seed": seed, **result.to_dict(),
                             "video": str(video) if video else None})
     typer.echo(f"{desc['scenario']}: {result.line()}")
@@ -136,6 +140,8 @@ def demos_cmd(
     robot: Optional[str] = typer.Option(None, help="robot model override"),
     seed: int = typer.Option(0, help="first episode seed"),
     noise: float = typer.Option(0.0, help="DART: std of noise on the expert's executed motion (labels stay clean)"),
+    randomization: Optional[str] = typer.Option(None, "--randomization", help="domain-randomisation profile (shop-floor) or "
+                                                "YAML path, merged over the scenario's randomization section"),
     force: bool = typer.Option(False, help="overwrite an existing file"),
     progress: bool = typer.Option(True, help="show the progress bar"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write a summary as JSON"),
@@ -148,7 +154,7 @@ def demos_cmd(
     if out.exists() and not force:
         raise AppError(f"{out} exists; pass --force to overwrite it")
     t0 = time.monotonic()
-    demos = record_demos(scenario, robot, n, seed=seed, progress=progress, noise=noise)
+    demos = record_demos(scenario, robot, n, seed=seed, progress=progress, noise=noise, randomization=randomization)
     path = save_demos(demos, out)
     rate = float(demos.episode_success.mean())
     summary = {"scenario": scenario, "episodes": demos.n_episodes, "transitions": len(demos), "expert_success": rate,
