@@ -295,7 +295,8 @@ class DynamicsRandomization(_Factors):
     part_mass_scale: Optional[Scale] = Field(None, description="multiplier on each part's mass (and inertia), per part")
     part_friction_scale: Optional[Scale] = Field(None, description="multiplier on each part's lateral friction coefficient, per part")
     part_restitution: Optional[tuple[Unit, Unit]] = Field(
-        None, description="each part's restitution (unitless, 0-1; absolute, PyBullet's nominal is 0), per part")
+        None, description="each part's restitution (unitless, 0-1; absolute, PyBullet's nominal is 0), per part; Bullet "
+                           "multiplies both bodies' restitution in a contact, so a surface at 0 still absorbs the bounce")
     link_mass_scale: Optional[Scale] = Field(None, description="multiplier on each robot link's mass (and inertia), per link")
     joint_damping: Optional[tuple[NonNegFloat, NonNegFloat]] = Field(
         None, description="N m s/rad added to each arm joint's damping, per joint")
