@@ -12,7 +12,7 @@ limit_threads()  # before numpy loads with the commands below: its BLAS reads th
 
 import typer  # noqa: E402
 
-from genba.commands import bridge, calibrate, demo, expert, hses, policies, scenarios, sweep, view  # noqa: E402
+from genba.commands import bridge, calibrate, demo, expert, hses, policies, robustness, scenarios, sweep, view  # noqa: E402
 from genba.runner import run_app  # noqa: E402
 
 app = typer.Typer(
@@ -22,7 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (calibrate, demo, expert, hses, policies, sweep, view):
+for module in (calibrate, demo, expert, hses, policies, robustness, sweep, view):
     module.register(app)
 app.add_typer(scenarios.app, name="scenarios")
 app.add_typer(bridge.app, name="bridge")

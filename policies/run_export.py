@@ -30,10 +30,10 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
             "algo": cfg.algo, "policy_algo": snap.algo, "her": cfg.her, "seed": cfg.seed, "robot": cfg.robot,
             "steps": snap.state.get("num_timesteps"), "snapshot": which, "eval": snap.state.get("eval"),
             "run": str(run.path), "git_revision": meta.get("git_revision"), "created": meta.get("created"),
-            "summary": run.summary(),
+            "summary": run.summary(), "obs_mode": cfg.obs_mode,  # what it was trained on (perceived runs as state)
         }
         if snap.is_pixel:
-            return export_pixel_snapshot(snap, out_dir, env=env, scenario=scenario, training={**training, "obs_mode": obs_mode},
+            return export_pixel_snapshot(snap, out_dir, env=env, scenario=scenario, training=training,
                                          name=name, overwrite=overwrite)
     finally:
         env.close()

@@ -17,7 +17,7 @@ from bridge.images import ENCODINGS
 from bridge.keys import ClientKeys, ServerKeys, generate_keypair
 from bridge.realtime import freeze_heap
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
-from genba.commands.options import Observe, obs_option
+from genba.commands.options import Observe, obs_option, play_option, randomization_option
 from policies.bundle_format import is_bundle, read_manifest
 
 
@@ -163,6 +163,8 @@ def twin(
     max_tool_accel: Optional[float] = typer.Option(None, help="Tool-target acceleration limit (m/s^2)."),
     robot: Optional[str] = typer.Option(None, help="Robot model override (as for `genba eval --robot`)."),
     obs: Observe = obs_option(),
+    randomization: Optional[str] = randomization_option(),
+    play: bool = play_option(),
     image_encodings: str = typer.Option(
         "raw", help="--obs pixels: camera frame encodings to offer, preferred first, comma-separated: raw, png (lossless), "
         "jpeg (lossy: colour cameras only, depth goes png or raw)."),
@@ -193,7 +195,7 @@ def twin(
     config = TwinConfig(
         scenario=scenario, endpoint=connect, bundle=_bundle_name(bundle), episodes=episodes, seed=seed, servo_hz=servo_hz,
         speed=speed, latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
-        obs_mode=obs.value, image_encodings=offered,
+        obs_mode=obs.value, image_encodings=offered, randomization=randomization, play=play,
         faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed, random_delay_ms, loss_burst), keys=keys,
         chunks=chunks, replan_after=replan_after, blend=blend, max_age_ms=max_age_ms,
         web=WebOptions(host, port, fps) if web else None,

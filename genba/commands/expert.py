@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from genba.commands.options import Observe, obs_option
+from genba.commands.options import Observe, obs_option, play_option, randomization_option
 from scenarios.naming import ROBOT_MODELS
 
 
@@ -23,6 +23,8 @@ def expert(
     seed: int = typer.Option(0, help="seed of the first episode; episode i uses seed + i"),
     robot: Optional[str] = typer.Option(None, help=f"override the scenario's robot: {', '.join(ROBOT_MODELS)}"),
     obs: Observe = obs_option(),
+    randomization: Optional[str] = randomization_option(),
+    play: bool = play_option(),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the figures to this JSON file"),
 ) -> None:
     """Run the scripted expert and print success rate (95% CI), mean cycle time and collisions."""
@@ -33,7 +35,7 @@ def expert(
 
     if robot is not None and robot not in ROBOT_MODELS:
         raise typer.BadParameter(f"unknown robot {robot!r}; valid: {', '.join(ROBOT_MODELS)}", param_hint="--robot")
-    env = make_env(scenario, robot=robot, obs_mode=obs.value)
+    env = make_env(scenario, robot=robot, obs_mode=obs.value, randomization=randomization, play=play)
     bot = make_expert(env)
     progress = _Progress(episodes)
     start = time.perf_counter()
@@ -41,7 +43,8 @@ def expert(
     wall = time.perf_counter() - start
     progress.close()
     figures = {
-        "scenario": env.scenario.name, "robot": env.scenario.robot.model, "obs_mode": obs.value, "seed": seed, **result.to_dict(),
+        "scenario": env.scenario.name, "robot": env.scenario.robot.model, "obs_mode": obs.value,
+        "randomization": randomization, "play": play, "seed": seed, **result.to_dict(),
         "wall_clock_s": wall, "env_steps_per_s": result.env_steps / wall,
     }
     env.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
+from typing import Optional
 
 import typer
 
@@ -22,3 +23,12 @@ OBS_HELP = ("state: the simulator's exact part poses; perceived: the same featur
 
 def obs_option() -> Observe:
     return typer.Option(Observe.state, "--obs", help=OBS_HELP)
+
+
+def randomization_option() -> Optional[str]:
+    return typer.Option(None, "--randomization", help="domain-randomisation profile merged over the scenario's "
+                        "randomization section: a shipped name (shop-floor) or a YAML path")
+
+
+def play_option() -> bool:
+    return typer.Option(False, "--play", help="every dynamics / sensing / visuals randomisation off (task draws kept)")

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import typer
 
-from genba.commands.options import OBS_HELP, Observe, obs_option
+from genba.commands.options import OBS_HELP, Observe, obs_option, play_option, randomization_option
 from genba.errors import AppError
 
 
@@ -91,9 +91,8 @@ def eval_cmd(
     which: str = typer.Option("best", help="for a run directory: best | final | latest"),
     device: str = typer.Option("cpu", help="cpu | cuda | auto"),
     obs: Observe = obs_option(),
-    randomization: Optional[str] = typer.Option(None, "--randomization", help="domain-randomisation profile merged over the "
-                                                "scenario's randomization section: a shipped name (shop-floor) or a YAML path"),
-    play: bool = typer.Option(False, "--play", help="every dynamics / sensing / visuals randomisation off (task draws kept)"),
+    randomization: Optional[str] = randomization_option(),
+    play: bool = play_option(),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON"),
 ) -> None:
     """Success rate (95% Wilson interval), mean return, cycle time and collisions of a policy."""
@@ -140,8 +139,7 @@ def demos_cmd(
     robot: Optional[str] = typer.Option(None, help="robot model override"),
     seed: int = typer.Option(0, help="first episode seed"),
     noise: float = typer.Option(0.0, help="DART: std of noise on the expert's executed motion (labels stay clean)"),
-    randomization: Optional[str] = typer.Option(None, "--randomization", help="domain-randomisation profile (shop-floor) or "
-                                                "YAML path, merged over the scenario's randomization section"),
+    randomization: Optional[str] = randomization_option(),
     force: bool = typer.Option(False, help="overwrite an existing file"),
     progress: bool = typer.Option(True, help="show the progress bar"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write a summary as JSON"),

@@ -50,6 +50,8 @@ class TwinConfig:
     obs_mode: str = "state"  # perceived: the twin renders its camera and runs perception itself, as a cell PC would
     image_encodings: tuple[str, ...] = ()  # pixels: camera frame encodings offered at hello, preferred first (none: raw)
     faults: Faults = field(default_factory=Faults)
+    randomization: dict | str | None = None  # domain randomisation overlay or profile (sim.FactoryEnv's)
+    play: bool = False  # the scenario's domain randomisation off (sim.FactoryEnv's play switch)
     chunks: bool | None = None  # execute chunks from a queue (bridge.executor); None: when the bundle gives chunks
     replan_after: int | None = None  # chunk executor: re-observe after this many actions (None: half the chunk)
     blend: int = 0  # chunk executor: periods crossfaded at a chunk boundary

@@ -1,0 +1,56 @@
+"""`genba robustness BUNDLE`: the bundle at nominal, under each shop-floor perturbation alone (1x, 2x) and under
+all of them together; in the simulator, or through the twin and a bridge server with bridge faults as more factors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from genba.commands.options import OBS_HELP, Observe
+from genba.errors import AppError
+
+
+def robustness_cmd(
+    bundle: Path = typer.Argument(..., help="policy bundle directory"),
+    suite: str = typer.Option("shop-floor", help="shipped suite name (genba/robustness/suites/) or a suite YAML"),
+    episodes: int = typer.Option(200, help="evaluation episodes per row (the same seeds in every row)"),
+    seed: int = typer.Option(0, help="evaluation seed, as `genba eval --seed`"),
+    through_bridge: bool = typer.Option(False, "--through-bridge", help="every row through the digital twin and a bridge "
+                                        "server on loopback; the suite's bridge faults are further rows"),
+    workers: int = typer.Option(min(2, os.cpu_count() or 1), help="rows evaluated at once, one process each"),
+    scenario: Optional[str] = typer.Option(None, help="scenario (default: the bundle's own)"),
+    robot: Optional[str] = typer.Option(None, help="robot model (default: the one it was trained with)"),
+    obs: Optional[Observe] = typer.Option(None, "--obs", help=OBS_HELP + " (default: what the bundle was trained on)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON (rewritten after each row)"),
+    plot: Optional[Path] = typer.Option(None, help="write the report as a PNG chart"),
+) -> None:
+    """How a bundle holds up on the shop floor: success (95% interval) and cycle time per perturbation."""
+    from genba.robustness.chart import plot_report
+    from genba.robustness.run import Target, run_suite, summary_lines
+    from genba.robustness.suite import load_suite
+    from policies.bundle_format import read_manifest
+
+    if episodes < 1:
+        raise AppError(f"--episodes must be >= 1, got {episodes}")
+    if workers < 1:
+        raise AppError(f"--workers must be >= 1, got {workers}")
+    manifest = read_manifest(bundle)
+    training = manifest.get("training") or {}
+    cell = scenario or (manifest.get("scenario") or {}).get("name")
+    if not cell:
+        raise AppError(f"{bundle}: does not name its scenario; pass --scenario")
+    obs_mode = obs.value if obs is not None else training.get("obs_mode") or ("pixels" if manifest["observation"].get("images") else "state")
+    chosen = load_suite(suite, cell)
+    target = Target(str(bundle), cell, robot or training.get("robot"), obs_mode, episodes, seed)
+    report = run_suite(target, chosen, through_bridge, workers, json_path, log=lambda line: typer.echo(line, err=True))
+    for line in summary_lines(report):
+        typer.echo(line)
+    if plot is not None:
+        typer.echo(f"chart: {plot_report(report.to_dict(), plot)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("robustness")(robustness_cmd)
