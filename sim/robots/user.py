@@ -40,6 +40,9 @@ HOME_TOLERANCE = (1e-3, 0.01)  # m, rad: how close the solved home must put the 
 HOME_LIMIT_MARGIN = 0.1  # rad (m) every arm joint stays from its limits at home
 HOME_SAMPLES = 1000  # random poses scored for nearness to each home target
 HOME_SEEDS = 16  # of which the nearest are solved from
+# The tool-down reach table (RobotModel.tool_down_reach): heights (m, base frame), step, tolerance, bound.
+REACH_HEIGHTS = tuple(round(0.05 * i, 2) for i in range(-2, 15))
+REACH_STEP, REACH_TOLERANCE, REACH_MAX = 0.02, 0.003, 3.0
 DEFAULT_WORKSPACE_X_MIN = 0.15  # m ahead of the base, as the built-in arms' boxes
 
 
@@ -144,85 +147,90 @@ def write_cached(text: str, stem: str) -> Path:
     return path
 
 
+class ToolDownSolver:
+    """Damped least squares on a kinematic copy of the generated URDF: arm angles that put the tool point
+    at a position with the tool's z straight down (jaws along x, or any yaw with `free_yaw`), pulled in
+    the arm's null space toward the middle of each joint's range (zero for joints that turn a full circle).
+    PyBullet's own IK is not used here: from afar it converges to twisted solutions of a redundant arm."""
+
+    def __init__(self, urdf: Path, n_arm: int, free_yaw: bool = False):
+        self.copy = KinematicCopy(urdf, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), [], -1)
+        cid, body = self.copy.cid, self.copy.body
+        self.n, self.free_yaw = n_arm, free_yaw
+        n = pb.getNumJoints(body, physicsClientId=cid)
+        self.movable = [j for j in range(n) if pb.getJointInfo(body, j, physicsClientId=cid)[2] != pb.JOINT_FIXED]
+        infos = [pb.getJointInfo(body, j, physicsClientId=cid) for j in self.movable[:n_arm]]
+        self.tool = [pb.getJointInfo(body, j, physicsClientId=cid)[12].decode() for j in range(n)].index(TOOL_LINK)
+        self.lower, self.upper = np.array([i[8] for i in infos]), np.array([i[9] for i in infos])
+        self.span = np.maximum(self.upper - self.lower, 1e-6)
+        self.rest = np.where(self.span >= 2 * math.pi - 1e-6, np.clip(0.0, self.lower, self.upper), (self.lower + self.upper) / 2)
+        self.want = np.array(pb.getMatrixFromQuaternion(tool_down_quat(0.0))).reshape(3, 3)
+        self.fingers = [0.0] * (len(self.movable) - n_arm)
+
+    def close(self) -> None:
+        self.copy.close()
+
+    def pose(self, q) -> tuple[np.ndarray, np.ndarray]:
+        cid, body = self.copy.cid, self.copy.body
+        pb.resetJointStatesMultiDof(body, self.movable, [[float(v)] for v in list(q) + self.fingers], physicsClientId=cid)
+        state = pb.getLinkState(body, self.tool, computeForwardKinematics=1, physicsClientId=cid)
+        return np.array(state[4]), np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
+
+    def tilt(self, rot: np.ndarray) -> float:
+        """rad from the wanted orientation (the tool's z from straight down, with free_yaw)."""
+        cos = -rot[2, 2] if self.free_yaw else (np.trace(self.want.T @ rot) - 1) / 2
+        return math.acos(max(-1.0, min(1.0, cos)))
+
+    def solve(self, q, target, orient: bool = True, iterations: int = 300):
+        """(q, position error m, tilt rad, tool yaw rad) after DLS from q; orient=False places the point alone."""
+        q = np.array(q, dtype=float)
+        for _ in range(iterations):
+            pos, rot = self.pose(q)
+            # Orientation error as a rotation vector (world frame), small-angle form of want * rot^T.
+            r = self.want @ rot.T
+            err = np.concatenate([target - pos, 0.5 * np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])])
+            lin, ang = pb.calculateJacobian(self.copy.body, self.tool, [0.0, 0.0, 0.0], list(q) + self.fingers,
+                                            [0.0] * len(self.movable), [0.0] * len(self.movable), physicsClientId=self.copy.cid)
+            jac = np.vstack([np.array(lin)[:, :self.n], np.array(ang)[:, :self.n]])
+            if not orient:  # the tool point alone
+                err, jac = err[:3], jac[:3]
+            elif self.free_yaw:  # only the tool's z must point down: no row for the turn about world z
+                err = np.concatenate([target - pos, np.cross(rot[:, 2], self.want[:, 2])[:2]])
+                jac = jac[:5]
+            pinv = jac.T @ np.linalg.inv(jac @ jac.T + 1e-4 * np.eye(len(jac)))
+            pull = (np.eye(self.n) - pinv @ jac) @ (-0.1 * (q - self.rest))
+            step = np.clip(pinv @ err + pull, -0.2, 0.2)
+            q = np.clip(q + step, self.lower, self.upper)
+            if np.linalg.norm(step) < 1e-6:
+                break
+        pos, rot = self.pose(q)
+        return q, float(np.linalg.norm(pos - target)), self.tilt(rot), math.atan2(rot[1, 0], rot[0, 0])
+
+
 def solve_home(urdf: Path, n_arm: int, free_yaw: bool, targets=HOME_TOOL_POSITIONS) -> tuple[tuple[float, ...], float]:
     """(arm angles, tool yaw) placing the tool straight down at the first of `targets` (base frame)
     the arm reaches with every joint clear of its limits: jaws along x, or with `free_yaw` at
     whatever yaw suits the arm best (the caller then turns the tool on the flange to face x).
-
-    Damped least squares on the arm joints, with a null-space pull toward the middle of each joint's
-    range (zero for joints that turn a full circle), from a few seeds near it; the converged solution
-    nearest mid-range wins: for the usual arms elbow up, wrist unturned, away from the limits.
-    PyBullet's own IK is not used here: from afar it converges to twisted solutions of a redundant arm.
+    The converged solution nearest mid-range wins: for the usual arms elbow up, wrist unturned.
     """
-    copy = KinematicCopy(urdf, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), [], -1)
+    solver = ToolDownSolver(urdf, n_arm, free_yaw)
     try:
-        cid, body = copy.cid, copy.body
-        movable = [j for j in range(pb.getNumJoints(body, physicsClientId=cid))
-                   if pb.getJointInfo(body, j, physicsClientId=cid)[2] != pb.JOINT_FIXED]
-        infos = [pb.getJointInfo(body, j, physicsClientId=cid) for j in movable[:n_arm]]
-        names = [pb.getJointInfo(body, j, physicsClientId=cid)[12].decode() for j in range(pb.getNumJoints(body, physicsClientId=cid))]
-        tool = names.index(TOOL_LINK)
-        lower, upper = np.array([i[8] for i in infos]), np.array([i[9] for i in infos])
-        span = np.maximum(upper - lower, 1e-6)
-        rest = np.where(span >= 2 * math.pi - 1e-6, np.clip(0.0, lower, upper), (lower + upper) / 2)
-        want = np.array(pb.getMatrixFromQuaternion(tool_down_quat(0.0))).reshape(3, 3)
-        fingers = [0.0] * (len(movable) - n_arm)
-
-        def pose(q):
-            pb.resetJointStatesMultiDof(body, movable, [[float(v)] for v in list(q) + fingers], physicsClientId=cid)
-            state = pb.getLinkState(body, tool, computeForwardKinematics=1, physicsClientId=cid)
-            return np.array(state[4]), np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
-
-        def solve(q, target, orient=True):
-            for _ in range(300 if orient else 100):
-                pos, rot = pose(q)
-                # Orientation error as a rotation vector (world frame), small-angle form of want * rot^T.
-                r = want @ rot.T
-                err = np.concatenate([target - pos, 0.5 * np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])])
-                lin, ang = pb.calculateJacobian(body, tool, [0.0, 0.0, 0.0], list(q) + fingers, [0.0] * len(movable),
-                                                [0.0] * len(movable), physicsClientId=cid)
-                jac = np.vstack([np.array(lin)[:, :n_arm], np.array(ang)[:, :n_arm]])
-                if not orient:  # the tool point alone
-                    err, jac = err[:3], jac[:3]
-                elif free_yaw:  # only the tool's z must point down: no row for the turn about world z
-                    err = np.concatenate([target - pos, np.cross(rot[:, 2], want[:, 2])[:2]])
-                    jac = jac[:5]
-                pinv = jac.T @ np.linalg.inv(jac @ jac.T + 1e-4 * np.eye(len(jac)))
-                pull = (np.eye(n_arm) - pinv @ jac) @ (-0.1 * (q - rest))
-                step = np.clip(pinv @ err + pull, -0.2, 0.2)
-                q = np.clip(q + step, lower, upper)
-                if np.linalg.norm(step) < 1e-6:
-                    break
-            pos, rot = pose(q)
-            yaw = math.atan2(rot[1, 0], rot[0, 0])
-            if free_yaw:
-                angle = math.acos(max(-1.0, min(1.0, -rot[2, 2])))
-            else:
-                angle = math.acos(max(-1.0, min(1.0, (np.trace(want.T @ rot) - 1) / 2)))
-            return q, float(np.linalg.norm(pos - target)), angle, yaw
-
+        rest, lower, upper, span = solver.rest, solver.lower, solver.upper, solver.span
         rng = np.random.default_rng(0)
         low, high = np.maximum(lower, rest - math.pi), np.minimum(upper, rest + math.pi)
         samples = rng.uniform(low, high, size=(HOME_SAMPLES, n_arm))
-        poses = [pose(q) for q in samples]
-
-        def rough(target, p):  # how near a sampled pose is to the goal: m of position + rad of tilt
-            pos, rot = p
-            tilt = math.acos(max(-1.0, min(1.0, -rot[2, 2]))) if free_yaw else \
-                math.acos(max(-1.0, min(1.0, (np.trace(want.T @ rot) - 1) / 2)))
-            return float(np.linalg.norm(pos - target)) + 0.2 * tilt
-
+        poses = [solver.pose(q) for q in samples]
         for target in targets:
             target = np.asarray(target, dtype=float)
             best, best_cost = None, math.inf
-            # Seeds: mid-range itself, and the sampled poses nearest the goal (a redundant arm has several
-            # families of solutions; a start near the straight, singular pose may land in any of them).
-            order = np.argsort([rough(target, p) + 0.5 * float(np.sum(((q - rest) / span) ** 2)) for q, p in zip(samples, poses)])
-            # First of all mid-range bent toward the goal by the tool point alone: for the usual arms the
-            # natural pose (elbow up, wrist unturned), which the orientation then only finishes.
-            starts = [solve(rest, target, orient=False)[0], rest] + [samples[i] for i in order[:HOME_SEEDS]]
+            # Seeds: mid-range bent toward the goal by the tool point alone (for the usual arms the natural
+            # pose, which the orientation then only finishes), mid-range itself, and the sampled poses
+            # nearest the goal and mid-range (a redundant arm has several families of solutions).
+            score = [float(np.linalg.norm(p - target)) + 0.2 * solver.tilt(rot) + 0.5 * float(np.sum(((q - rest) / span) ** 2))
+                     for q, (p, rot) in zip(samples, poses)]
+            starts = [solver.solve(rest, target, orient=False, iterations=100)[0], rest] + [samples[i] for i in np.argsort(score)[:HOME_SEEDS]]
             for seed in starts:
-                q, err, angle, yaw = solve(seed, target)
+                q, err, angle, yaw = solver.solve(seed, target)
                 margin = np.min(np.minimum(q - lower, upper - q))
                 if err > HOME_TOLERANCE[0] or angle > HOME_TOLERANCE[1] or margin < HOME_LIMIT_MARGIN:
                     continue
@@ -235,7 +243,41 @@ def solve_home(urdf: Path, n_arm: int, free_yaw: bool, targets=HOME_TOOL_POSITIO
                         f"(base frame) with the joints {HOME_LIMIT_MARGIN} rad clear of their limits, for {urdf}; "
                         "give robot.home (rad per arm joint)")
     finally:
-        copy.close()
+        solver.close()
+
+
+def tool_down_reach(urdf: Path, home: tuple[float, ...], heights=REACH_HEIGHTS) -> tuple[tuple[float, float], ...]:
+    """((z, r) ...): how far from the base's vertical axis (m) the tool point gets, pointing down, at each
+    height z (m, base frame); heights the arm cannot reach from its home pose are left out.
+
+    Marched outward along the home's direction from the home pose, each solve starting where the
+    last ended, until the tool is more than REACH_TOLERANCE off or a joint is at its limit.
+    """
+    solver = ToolDownSolver(urdf, len(home), free_yaw=True)
+    try:
+        start, _ = solver.pose(home)
+        heading = math.atan2(start[1], start[0])
+        direction = np.array([math.cos(heading), math.sin(heading), 0.0])
+        r0 = float(np.hypot(start[0], start[1]))
+        table = []
+        for z in heights:
+            q = np.array(home, dtype=float)
+            ok = False
+            for frac in np.linspace(0.0, 1.0, 6)[1:]:  # from the home height to z in steps
+                q, err, tilt, _ = solver.solve(q, r0 * direction + [0.0, 0.0, start[2] + frac * (z - start[2])], iterations=60)
+                ok = err < REACH_TOLERANCE and tilt < 0.05
+            if not ok:
+                continue
+            r = r0
+            while r < REACH_MAX:
+                q_next, err, tilt, _ = solver.solve(q, (r + REACH_STEP) * direction + [0.0, 0.0, z], iterations=60)
+                if err > REACH_TOLERANCE or tilt > 0.05:
+                    break
+                q, r = q_next, r + REACH_STEP
+            table.append((float(z), float(r)))
+        return tuple(table)
+    finally:
+        solver.close()
 
 
 def arm_reach(urdf: Path) -> tuple[float, float]:
@@ -272,6 +314,7 @@ def user_robot_model(config: RobotConfig) -> RobotModel:
             # The tool point lies on the tool's z axis: turning the tool about it on the flange keeps the
             # home angles and makes the jaws face the base's x there (tool yaw 0, the middle of its range).
             urdf = write_cached(user_urdf_text(config, chain, turn=yaw), chain.tree.path.stem)
+    reach_table = tool_down_reach(urdf, tuple(home))
     if config.workspace_low is not None:
         low, high = config.workspace_low, config.workspace_high
     else:
@@ -294,6 +337,7 @@ def user_robot_model(config: RobotConfig) -> RobotModel:
                 f"joint limits from the URDF{' (scenario overrides: ' + ', '.join(overridden) + ')' if overridden else ''}; "
                 f"tool: genba's generic parallel gripper (the GP7's, {gp7.FINGER_TRAVEL * 1000:.0f} mm jaws, estimate)"),
         low_detail_urdf=functools.partial(collision_visual_urdf, urdf, {}),
+        tool_down_reach=reach_table,
     )
 
 
