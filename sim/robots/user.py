@@ -299,9 +299,19 @@ def arm_reach(urdf: Path) -> tuple[float, float]:
         copy.close()
 
 
-@functools.lru_cache(maxsize=16)
+# RobotConfig keys the RobotModel does not depend on: configs that differ only in these share one model.
+NOT_MODEL_KEYS = ("base_position", "base_yaw", "control", "max_ee_speed", "max_yaw_rate", "max_joint_speed_fraction",
+                  "position_gain", "velocity_gain")
+
+
 def user_robot_model(config: RobotConfig) -> RobotModel:
-    """The RobotModel of a scenario's URDF robot (the arm, its limits, the tool, home and workspace)."""
+    """The RobotModel of a scenario's URDF robot (the arm, its limits, the tool, home and workspace), built
+    once per process for each arm (solving home and reach takes about a second)."""
+    return _user_robot_model(config.model_copy(update={k: RobotConfig.model_fields[k].default for k in NOT_MODEL_KEYS}))
+
+
+@functools.lru_cache(maxsize=16)
+def _user_robot_model(config: RobotConfig) -> RobotModel:
     chain = config.arm_chain()
     tool = config.tool or ToolConfig()
     auto_turn = tool.mount_rpy is None and config.home is None
