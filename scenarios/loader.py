@@ -56,12 +56,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
         raise ScenarioError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
-    return parse_scenario(data, source=str(path))
+    return parse_scenario(data, source=str(path), base_dir=path.resolve().parent)
 
 
-def parse_scenario(data: dict[str, Any], source: str = "<dict>") -> Scenario:
+def parse_scenario(data: dict[str, Any], source: str = "<dict>", base_dir: str | Path | None = None) -> Scenario:
+    """base_dir: where relative paths in the scenario (robot.urdf) start; default the working directory."""
     try:
-        return Scenario.model_validate(data)
+        return Scenario.model_validate(data, context={"base_dir": str(base_dir or ".")})
     except ValidationError as exc:
         lines = [_format_error(err, data) for err in exc.errors()]
         head = f"{source}: {len(lines)} error{'s' if len(lines) > 1 else ''} in scenario"
@@ -88,7 +89,8 @@ def _format_error(err: dict[str, Any], data: dict[str, Any]) -> str:
         tags = [t.strip(" '") for t in err.get("ctx", {}).get("expected_tags", "").split(",")]
         return f"{path}.type: unknown task type {err['ctx'].get('tag')!r}{did_you_mean(str(err['ctx'].get('tag')), tags)}; valid: {', '.join(tags)}"
     msg = err["msg"].removeprefix("Value error, ")
-    shown = "" if kind == "missing" else f" (got {value!r})"
+    # A whole section (a model-level check) is not repeated back: the message names what is wrong in it.
+    shown = "" if kind == "missing" or isinstance(value, dict) else f" (got {value!r})"
     return f"{path}: {msg}{shown}"
 
 

@@ -7,12 +7,14 @@ unknown keys, so a typo in a YAML file is an error with a suggestion rather than
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
 
 from scenarios.naming import ROBOT_MODELS, did_you_mean
 from scenarios.naming import env_id as make_env_id
+from scenarios.urdf import ArmChain, arm_chain, read_urdf
 
 # Numbers are strict (a quoted "0.5" is an error, not a float); containers stay lax so YAML lists
 # fill tuples.
@@ -37,10 +39,48 @@ def _check_range(value: tuple[float, float], what: str = "range") -> tuple[float
     return value
 
 
-class RobotConfig(Strict_):
-    """The arm, where it stands and how actions drive it."""
+class ToolConfig(Strict_):
+    """The tool genba mounts on a robot given by URDF (robot.urdf): a generic parallel-jaw gripper.
 
-    model: str = Field(description=f"robot model, one of {ROBOT_MODELS}")
+    The same gripper as the GP7's (sim/assets/gp7): 0.7 kg body, two 0.08 kg jaws sliding along the
+    tool frame's y, the tool point 0.121 m out along its z. The tool frame is the flange link's frame
+    moved by mount_xyz / mount_rpy: its z must point out of the flange (the approach direction).
+    Without mount_rpy (and robot.home), it is turned about that z so the jaws face x at home.
+    """
+
+    type: Literal["parallel_gripper"] = "parallel_gripper"
+    mount_xyz: Vec3 = Field((0.0, 0.0, 0.0), description="tool frame origin in the flange link's frame (m)")
+    mount_rpy: Optional[Vec3] = Field(
+        None, description="tool frame orientation in the flange link's frame (rad, URDF roll-pitch-yaw); default: the "
+                          "flange's, turned about its z so that the jaws face the base's x at home (the jaws are symmetric)")
+    finger_travel: PosFloat = Field(0.04, le=0.05, description="m per jaw, closed to open")
+    finger_force: PosFloat = Field(60.0, le=1000.0, description="N per jaw")
+
+
+# RobotConfig keys that describe a robot given by URDF; a built-in model brings its own.
+URDF_ROBOT_KEYS = ("name", "base_link", "flange_link", "arm_joints", "max_joint_speed", "max_joint_effort", "tool",
+                   "workspace_low", "workspace_high", "rated_payload")
+JointValues = Union[PosFloat, tuple[PosFloat, ...]]
+
+
+class RobotConfig(Strict_):
+    """The arm, where it stands and how actions drive it: a built-in `model`, or any arm by `urdf`."""
+
+    model: Optional[str] = Field(None, description=f"built-in robot model, one of {ROBOT_MODELS}; or give urdf")
+    urdf: Optional[str] = Field(None, description="path to the arm's URDF (relative to the scenario file's folder), instead of model")
+    name: Optional[str] = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$",
+                                description="urdf: the robot's name in manifests and KPIs; default the URDF's <robot name>")
+    base_link: Optional[str] = Field(None, description="urdf: the link the arm stands on; default the URDF's root link")
+    flange_link: Optional[str] = Field(None, description="urdf: the link the tool mounts on; default the end of the unbranched chain")
+    arm_joints: Optional[tuple[str, ...]] = Field(
+        None, description="urdf: the driven joints, base to flange; default every movable joint between base and flange (others are frozen at 0)"
+    )
+    max_joint_speed: Optional[JointValues] = Field(None, description="urdf: rad/s (m/s) per arm joint, or one for all; default the URDF's <limit velocity>")
+    max_joint_effort: Optional[JointValues] = Field(None, description="urdf: N.m (N) per arm joint, or one for all; default the URDF's <limit effort>")
+    tool: Optional[ToolConfig] = Field(None, description="urdf: the tool mounted on the flange; default a parallel_gripper")
+    workspace_low: Optional[Vec3] = Field(None, description="urdf: tool target box in the base frame (m); default from the arm's reach")
+    workspace_high: Optional[Vec3] = None
+    rated_payload: Optional[PosFloat] = Field(None, description="urdf: kg; default unknown")
     base_position: Vec3 = (0.0, 0.0, 0.0)
     base_yaw: Float = Field(0.0, ge=-3.1416, le=3.1416, description="rad")
     control: Literal["ee_delta", "joint_delta"] = Field(
@@ -53,14 +93,73 @@ class RobotConfig(Strict_):
     )
     position_gain: PosFloat = Field(0.3, le=1.0, description="PyBullet position-control gain (unitless)")
     velocity_gain: PosFloat = Field(1.0, le=2.0, description="PyBullet velocity-control gain (unitless)")
-    home: Optional[tuple[Float, ...]] = Field(None, description="joint angles (rad) at reset; model default if unset")
+    home: Optional[tuple[Float, ...]] = Field(None, description="joint angles (rad) at reset; model default if unset "
+                                                                "(urdf: the tool pointing down 0.4 m ahead of the base, 0.25 m up)")
 
     @field_validator("model")
     @classmethod
-    def _known_model(cls, v: str) -> str:
-        if v not in ROBOT_MODELS:
+    def _known_model(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in ROBOT_MODELS:
             raise ValueError(f"unknown robot model {v!r}; valid: {', '.join(ROBOT_MODELS)}" + did_you_mean(v, ROBOT_MODELS))
         return v
+
+    @field_validator("urdf")
+    @classmethod
+    def _absolute_urdf(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        """Relative to the scenario file's folder (the loader passes it), else to the working directory."""
+        if v is None:
+            return v
+        path = Path(v).expanduser()
+        if not path.is_absolute():
+            path = Path((info.context or {}).get("base_dir", ".")) / path
+        return str(path.resolve())
+
+    @model_validator(mode="after")
+    def _one_robot(self) -> "RobotConfig":
+        if (self.model is None) == (self.urdf is None):
+            raise ValueError("give exactly one of robot.model (a built-in arm) and robot.urdf (any arm's URDF file)"
+                             + (", not both" if self.model else ""))
+        if self.model is not None:
+            given = [k for k in URDF_ROBOT_KEYS if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"robot.{given[0]} applies to a robot given by urdf; the built-in model {self.model!r} brings its own")
+            return self
+        chain = self.arm_chain()
+        n = len(chain.arm_joints)
+        for key in ("max_joint_speed", "max_joint_effort", "home"):
+            value = getattr(self, key)
+            if isinstance(value, tuple) and len(value) != n:
+                raise ValueError(f"robot.{key} has {len(value)} values, the arm has {n} joints "
+                                 f"({', '.join(j.name for j in chain.arm_joints)}) in {self.urdf}")
+        if self.home is not None:
+            for j, q in zip(chain.arm_joints, self.home):
+                if j.type != "continuous" and not j.lower - 1e-9 <= q <= j.upper + 1e-9:
+                    raise ValueError(f"robot.home: {q:g} for <joint name={j.name!r}> is outside its <limit> "
+                                     f"[{j.lower:g}, {j.upper:g}] in {self.urdf}")
+        if (self.workspace_low is None) != (self.workspace_high is None):
+            raise ValueError("robot.workspace_low and robot.workspace_high go together: give both or neither")
+        if self.workspace_low is not None and any(lo >= hi for lo, hi in zip(self.workspace_low, self.workspace_high)):
+            raise ValueError(f"robot.workspace_low {list(self.workspace_low)} must be below workspace_high {list(self.workspace_high)} on every axis")
+        if self.name is not None and self.name in ROBOT_MODELS:
+            raise ValueError(f"robot.name {self.name!r} is a built-in model's; name a robot given by urdf otherwise")
+        return self
+
+    def arm_chain(self) -> ArmChain:
+        """The URDF's arm (robot.urdf only), checked: see scenarios/urdf.py."""
+        if self.urdf is None:
+            raise ValueError(f"robot {self.model!r} is a built-in model, not a URDF")
+        return arm_chain(read_urdf(self.urdf), self.base_link, self.flange_link, self.arm_joints,
+                         speed_given=self.max_joint_speed is not None, effort_given=self.max_joint_effort is not None)
+
+    @property
+    def robot_name(self) -> str:
+        """How manifests, KPIs and logs name the robot: the model, or a URDF robot's name."""
+        if self.model is not None:
+            return self.model
+        if self.name is not None:
+            return self.name
+        name = read_urdf(self.urdf).robot_name
+        return f"{name}-urdf" if name in ROBOT_MODELS else name
 
 
 class PhysicsConfig(Strict_):

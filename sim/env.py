@@ -12,6 +12,7 @@ from gymnasium import spaces
 from perception.localize import Detection, PartLocator
 from scenarios import Scenario, load_scenario, scenario_hash
 from scenarios.randomization import Overlay, with_randomization, without_domain_randomization
+from scenarios.schema import URDF_ROBOT_KEYS
 from sim.camera_pose import CameraError
 from sim.cell import build_cell
 from sim.errors import SimError
@@ -96,6 +97,8 @@ class FactoryEnv(gym.Env):
         if play:
             spec = without_domain_randomization(spec)
         updates = {k: v for k, v in (("model", robot), ("control", control)) if v is not None}
+        if robot is not None and spec.robot.urdf is not None:  # a built-in arm instead of the scenario's URDF one
+            updates.update({k: None for k in ("urdf", "home", *URDF_ROBOT_KEYS)})
         if updates:
             spec = spec.model_copy(update={"robot": spec.robot.model_copy(update=updates)})
             spec = Scenario.model_validate(spec.model_dump())  # re-validate the overridden values

@@ -43,7 +43,7 @@ def expert(
     wall = time.perf_counter() - start
     progress.close()
     figures = {
-        "scenario": env.scenario.name, "robot": env.scenario.robot.model, "obs_mode": obs.value,
+        "scenario": env.scenario.name, "robot": env.robot.model.name, "obs_mode": obs.value,
         "randomization": randomization, "play": play, "seed": seed, **result.to_dict(),
         "wall_clock_s": wall, "env_steps_per_s": result.env_steps / wall,
     }

@@ -1,4 +1,4 @@
-"""Robot registry: scenario `robot.model` name -> Robot class."""
+"""Robot registry: scenario `robot.model` name -> Robot class; `robot.urdf` -> UserRobot (sim/robots/user.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ def robot_class(name: str) -> type[Robot]:
 
 
 def make_robot(sim, config: RobotConfig, name: str = "robot") -> Robot:
+    if config.urdf is not None:
+        return getattr(importlib.import_module("sim.robots.user"), "UserRobot")(sim, config, name)
     return robot_class(config.model)(sim, config, name)
 
 

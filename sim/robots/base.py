@@ -43,6 +43,11 @@ class RobotModel:
     # The same robot with cheap visuals (same links, joints, inertials and collisions), loaded when the
     # simulator asks for low visual detail (camera observations); None: urdf_path is already cheap to draw.
     low_detail_urdf: Callable[[], Path] | None = None
+    # ((z, r), ...) in the base frame, z ascending: at height z the tool reaches r m from the base's vertical
+    # axis pointing down. Tool targets are kept within it (interpolated; none outside the heights given),
+    # so an arm asked beyond its reach stays at the asked height instead of sagging into what lies below.
+    # Empty: the workspace box alone (the built-in arms reach every point of theirs).
+    tool_down_reach: tuple[tuple[float, float], ...] = ()
 
 
 # How many control periods of rated joint travel a command may lead the measured joints by.
@@ -109,6 +114,8 @@ class Robot:
         self._base_xyz = tuple(float(v) for v in config.base_position)
         self._world_box = tuple((b + lo, b + hi) for b, lo, hi in zip(self._base_xyz, model.workspace_low, model.workspace_high))
         self._base_yaw = config.base_yaw
+        self._reach = (np.array([z for z, _ in model.tool_down_reach]) + self._base_xyz[2],
+                       np.array([r for _, r in model.tool_down_reach])) if model.tool_down_reach else None
         self._target = (0.0, 0.0, 0.0)
         self.target_yaw = 0.0
         self.grip_command = -1.0
@@ -208,6 +215,8 @@ class Robot:
         px, py, pz = self.reading.tool_pos
         (tx, ty, tz), (dx, dy, dz) = self._target, delta_pos
         tx, ty, tz = self.clip_to_workspace((tx + dx, ty + dy, tz + dz))
+        if self._reach is not None:
+            tx, ty, tz = self._clip_to_reach(tx, ty, tz)
         lx, ly, lz = tx - px, ty - py, tz - pz
         dist = math.sqrt(lx * lx + ly * ly + lz * lz)
         if dist > max_lag:
@@ -266,6 +275,18 @@ class Robot:
         bx, by, bz = self._base_xyz
         c, s = math.cos(self._base_yaw), math.sin(self._base_yaw)
         return (c * u - s * v + bx, s * u + c * v + by, w + bz)
+
+    def _clip_to_reach(self, x: float, y: float, z: float) -> tuple[float, float, float]:
+        """Pull a world target toward the base's vertical axis, at its height, to within the tool-down reach."""
+        heights, radii = self._reach
+        z = min(max(z, heights[0]), heights[-1])
+        r_max = float(np.interp(z, heights, radii))
+        bx, by, _ = self._base_xyz
+        u, v = x - bx, y - by
+        r = math.hypot(u, v)
+        if r > r_max:
+            x, y = bx + u * r_max / r, by + v * r_max / r
+        return x, y, z
 
     def _workspace_world_box(self) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = self.model.workspace_low, self.model.workspace_high

@@ -1,0 +1,198 @@
+"""Bring your own robot: a scenario names an arm by URDF (robot.urdf) instead of a built-in model.
+
+Two arms shipped by pybullet_data, used as a user would (paths in a scenario file written here),
+run reach and conveyor-pick with the scripted experts; malformed robot files get errors naming the
+scenario file, the URDF, the element and the scenario key. Real PyBullet, no mocks.
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pybullet as pb
+import pybullet_data
+import pytest
+import yaml
+from gymnasium.utils.env_checker import check_env
+
+from policies.evaluate import run_episodes
+from scenarios import ScenarioError, load_scenario
+from scenarios.loader import BUILTIN_DIR
+from sim import make_env
+from sim.experts import make_expert
+
+DATA = Path(pybullet_data.getDataPath())
+ARMS = {
+    "iiwa": {"urdf": DATA / "kuka_iiwa" / "model.urdf", "name": "lbr_iiwa", "joints": 7,
+             # the real LBR iiwa 14's rated speeds (deg/s 85, 85, 100, 75, 130, 135, 135); the URDF says 10 rad/s
+             "robot": {"max_joint_speed": [1.48, 1.48, 1.74, 1.31, 2.27, 2.36, 2.36],
+                       "tool": {"mount_xyz": [0.0, 0.0, 0.045]}}},  # link_7's frame sits 45 mm inside its flange face
+    "xarm6": {"urdf": DATA / "xarm" / "xarm6_robot.urdf", "name": "xarm6", "joints": 6, "robot": {}},
+}
+
+
+def user_scenario(tmp_path: Path, cell: str, arm: str, **robot) -> Path:
+    """A copy of a built-in cell whose robot is the arm's URDF, named by a path relative to the file."""
+    data = yaml.safe_load((BUILTIN_DIR / f"{cell}.yaml").read_text())
+    spec = ARMS[arm]
+    data["robot"].pop("model")
+    data["robot"].update(urdf=os.path.relpath(spec["urdf"], tmp_path), **spec["robot"], **robot)
+    path = tmp_path / f"{cell}-{arm}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("arm", ["iiwa", "xarm6"])
+def test_user_arm_runs_reach_and_conveyor_pick(tmp_path, arm):
+    reach = make_env(str(user_scenario(tmp_path, "reach", arm)))
+    try:
+        robot = reach.unwrapped.robot
+        assert robot.model.name == ARMS[arm]["name"] and len(robot.arm_ids) == ARMS[arm]["joints"]
+        described = robot.describe()
+        assert described["model"] == ARMS[arm]["name"] and described["rated_payload"] is None
+        assert ARMS[arm]["urdf"].as_posix() in described["source"]
+        # At home the tool points straight down with its jaws along x.
+        quat = pb.getLinkState(robot.body, robot.tool_id, computeForwardKinematics=1, physicsClientId=robot.sim.cid)[5]
+        assert abs(robot.tool_yaw) < 1e-3 and np.allclose(np.abs(quat), [1, 0, 0, 0], atol=1e-3)
+        check_env(reach.unwrapped, skip_render_check=True)
+        result = run_episodes(reach, make_expert(reach), 10, 0, reach.unwrapped.scenario.physics.control_hz)
+        assert result.successes >= 9, result.line()
+    finally:
+        reach.close()
+    pick = make_env(str(user_scenario(tmp_path, "conveyor-pick", arm)))
+    try:
+        result = run_episodes(pick, make_expert(pick), 10, 0, pick.unwrapped.scenario.physics.control_hz)
+        assert result.successes >= 9, result.line()
+    finally:
+        pick.close()
+
+
+def test_overrides_reach_the_simulated_joints(tmp_path):
+    path = user_scenario(tmp_path, "reach", "xarm6", name="my-xarm", max_joint_speed=1.5, max_joint_effort=[40.0, 40, 30, 20, 20, 10],
+                         home=[0.0, -0.24, -0.85, 0.0, 1.09, 0.0], rated_payload=5.0)
+    env = make_env(str(path))
+    try:
+        robot = env.unwrapped.robot
+        assert robot.model.name == "my-xarm" and robot.describe()["rated_payload"] == 5.0
+        assert robot.max_velocity.tolist() == [1.5] * 6 and robot.max_force.tolist() == [40, 40, 30, 20, 20, 10]
+        assert np.allclose(robot.q, [0.0, -0.24, -0.85, 0.0, 1.09, 0.0], atol=0.02)
+    finally:
+        env.close()
+    # A built-in arm may stand in for the scenario's URDF one.
+    env = make_env(str(path), robot="panda")
+    try:
+        assert env.unwrapped.robot.model.name == "panda"
+    finally:
+        env.close()
+
+
+# --- malformed robot files ----------------------------------------------------------------------------
+LINK = '<link name="{0}"><inertial><mass value="{1}"/><inertia ixx="1e-3" ixy="0" ixz="0" iyy="1e-3" iyz="0" izz="1e-3"/></inertial></link>'
+JOINT = ('<joint name="{0}" type="revolute"><parent link="{1}"/><child link="{2}"/><origin xyz="0 0 0.2"/>'
+         '<axis xyz="0 1 0"/><limit lower="-2" upper="2" velocity="2" effort="50"/></joint>')
+
+
+def small_arm(links=None, joints=None) -> str:
+    """A 3-joint arm: base -> l1 -> l2 -> flange (each overridable by name)."""
+    links = {"base": LINK.format("base", 2), "l1": LINK.format("l1", 1), "l2": LINK.format("l2", 1), "flange": LINK.format("flange", 0.2),
+             **(links or {})}
+    joints = {"j1": JOINT.format("j1", "base", "l1"), "j2": JOINT.format("j2", "l1", "l2"), "j3": JOINT.format("j3", "l2", "flange"),
+              **(joints or {})}
+    return '<?xml version="1.0"?>\n<robot name="small">\n' + "\n".join([*links.values(), *joints.values()]) + "\n</robot>\n"
+
+
+def robot_error(tmp_path, urdf_text: str | None, **robot) -> str:
+    urdf = tmp_path / "arm.urdf"
+    if urdf_text is not None:
+        urdf.write_text(urdf_text)
+    data = yaml.safe_load((BUILTIN_DIR / "reach.yaml").read_text())
+    data["robot"] = {"urdf": "arm.urdf", **robot}
+    path = tmp_path / "cell.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(path)
+    message = str(exc.value)
+    assert str(path) in message and "robot" in message, message
+    return message
+
+
+def test_a_valid_small_arm_loads(tmp_path):
+    (tmp_path / "arm.urdf").write_text(small_arm())
+    data = yaml.safe_load((BUILTIN_DIR / "reach.yaml").read_text())
+    data["robot"] = {"urdf": "arm.urdf"}
+    (tmp_path / "cell.yaml").write_text(yaml.safe_dump(data))
+    config = load_scenario(tmp_path / "cell.yaml").robot
+    chain = config.arm_chain()
+    assert config.urdf == str((tmp_path / "arm.urdf").resolve()) and config.robot_name == "small"
+    assert [j.name for j in chain.arm_joints] == ["j1", "j2", "j3"] and chain.flange_link == "flange"
+
+
+def test_missing_file(tmp_path):
+    msg = robot_error(tmp_path, None)
+    assert "robot.urdf" in msg and f"{tmp_path.resolve() / 'arm.urdf'}: no such file" in msg
+
+
+def test_not_xml(tmp_path):
+    msg = robot_error(tmp_path, "<robot name='x'><link name='a'>\n</robot>")
+    assert "arm.urdf:2:" in msg and "not valid XML" in msg
+
+
+def test_not_a_robot(tmp_path):
+    msg = robot_error(tmp_path, "<sdf version='1.6'><model name='x'/></sdf>")
+    assert "the top element is <sdf>, a URDF's is <robot>" in msg
+
+
+def test_missing_link_suggests(tmp_path):
+    msg = robot_error(tmp_path, small_arm(), flange_link="flang")
+    assert "robot.flange_link: 'flang' is not a <link> of" in msg and "did you mean 'flange'?" in msg and "arm.urdf" in msg
+
+
+def test_missing_joint_suggests(tmp_path):
+    msg = robot_error(tmp_path, small_arm(), arm_joints=["j1", "j22", "j3"])
+    assert "robot.arm_joints: 'j22' is not a <joint> of" in msg and "did you mean 'j2'?" in msg
+
+
+def test_link_without_inertial(tmp_path):
+    msg = robot_error(tmp_path, small_arm(links={"l2": '<link name="l2"><visual><geometry><box size="0.1 0.1 0.1"/></geometry></visual></link>'}))
+    assert "arm.urdf: <link name='l2'> has no <inertial> with a <mass>" in msg and "1 kg" in msg
+
+
+def test_joint_without_limits(tmp_path):
+    no_limit = '<joint name="j2" type="revolute"><parent link="l1"/><child link="l2"/><axis xyz="0 1 0"/></joint>'
+    msg = robot_error(tmp_path, small_arm(joints={"j2": no_limit}))
+    assert "<joint name='j2'> has no <limit lower=... upper=...>" in msg
+    no_speed = JOINT.format("j2", "l1", "l2").replace(' velocity="2"', "")
+    msg = robot_error(tmp_path, small_arm(joints={"j2": no_speed}))
+    assert "<joint name='j2'> has no positive <limit velocity=...>" in msg and "robot.max_joint_speed" in msg
+
+
+def test_mimic_joint_in_the_arm(tmp_path):
+    mimic = JOINT.format("j3", "l2", "flange").replace("</joint>", '<mimic joint="j2" multiplier="1"/></joint>')
+    msg = robot_error(tmp_path, small_arm(joints={"j3": mimic}))
+    assert "<joint name='j3'> has <mimic joint='j2'>, which PyBullet ignores" in msg
+
+
+def test_broken_chain(tmp_path):
+    msg = robot_error(tmp_path, small_arm(), base_link="l2", flange_link="l1")
+    assert "no chain of joints from <link name='l2'> (robot.base_link) to <link name='l1'>" in msg
+
+
+def test_home_of_the_wrong_length(tmp_path):
+    msg = robot_error(tmp_path, small_arm(), home=[0.0, 0.1])
+    assert "robot.home has 2 values, the arm has 3 joints (j1, j2, j3)" in msg
+
+
+def test_missing_mesh(tmp_path):
+    meshed = '<link name="l1"><inertial><mass value="1"/></inertial><visual><geometry><mesh filename="meshes/l1.stl"/></geometry></visual></link>'
+    msg = robot_error(tmp_path, small_arm(links={"l1": meshed}))
+    assert "<link name='l1'>: <mesh filename='meshes/l1.stl'> not found" in msg
+
+
+def test_model_and_urdf_exclude_each_other(tmp_path):
+    msg = robot_error(tmp_path, small_arm(), model="panda")
+    assert "give exactly one of robot.model" in msg and "not both" in msg
+    data = yaml.safe_load((BUILTIN_DIR / "reach.yaml").read_text())
+    data["robot"]["flange_link"] = "x"
+    (tmp_path / "builtin.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ScenarioError, match="robot.flange_link applies to a robot given by urdf"):
+        load_scenario(tmp_path / "builtin.yaml")
