@@ -37,6 +37,9 @@ def train_cmd(
     demos: Optional[Path] = typer.Option(None, help="demonstrations .npz (from `genba demos`)"),
     robot: Optional[str] = typer.Option(None, help="robot model override (panda, gp7)"),
     obs: Optional[Observe] = typer.Option(None, "--obs", help=OBS_HELP + " (default: the preset's, else state)"),
+    randomization: Optional[str] = typer.Option(None, "--randomization", help="train under this domain-randomisation profile "
+                                                "(shop-floor, or a YAML path) merged over the scenario's randomization section "
+                                                "(default: the preset's)"),
     stop_at_success: Optional[float] = typer.Option(None, help="stop once an evaluation reaches this success rate"),
     set_: list[str] = typer.Option([], "--set", help="override any config key: --set hyperparams.batch_size=512"),
     preset: Optional[Path] = typer.Option(None, help="preset YAML to use instead of the scenario's shipped one "
@@ -57,7 +60,7 @@ def train_cmd(
         if cfg_on_disk.scenario != scenario:
             raise AppError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
         fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos, "--obs": obs,
-                 "--robot": robot, "--stop-at-success": stop_at_success, "--set": set_ or None, "--preset": preset}
+                 "--robot": robot, "--randomization": randomization, "--stop-at-success": stop_at_success, "--set": set_ or None, "--preset": preset}
         given = [flag for flag, value in fixed.items() if value is not None]
         if given:
             raise AppError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
@@ -67,7 +70,8 @@ def train_cmd(
         overrides = parse_overrides(set_)
         flags = {"her": her, "steps": steps, "n_envs": envs, "device": device, "seed": seed, "init": init,
                  "obs_mode": obs.value if obs is not None else None,
-                 "demos": str(demos) if demos else None, "robot": robot, "stop_at_success": stop_at_success}
+                 "demos": str(demos) if demos else None, "robot": robot, "randomization": randomization,
+                 "stop_at_success": stop_at_success}
         overrides.update({k: v for k, v in flags.items() if v is not None})
         cfg = resolve_config(scenario, algo, overrides, preset_file=preset)
         if out is None:
