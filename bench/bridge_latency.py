@@ -69,6 +69,7 @@ from bridge.latency import LatencyStats  # noqa: E402
 from bridge.realtime import freeze_heap  # noqa: E402
 from bridge.safety import SafetyFilter  # noqa: E402
 from genba.gantry_bundle import GantryReachEnv, export_gantry_bundle, export_gantry_chunk_bundle  # noqa: E402
+from genba.jsonfile import write_json  # noqa: E402
 from genba.server_process import ServerProcess, child_env, die_with_parent, stop_process  # noqa: E402
 from policies.bundle_format import read_manifest  # noqa: E402
 
@@ -313,9 +314,7 @@ def chunks_main(args) -> None:
               f"{jump(r['step_jump_mean']):8.3f}")
     print(f"chunk {runs[0]['chunk']} actions at {runs[0]['control_hz']:g} Hz; served = control periods with an action from "
           "the queue, hold = queue dry; boundary/step = mean max|a - a_prev| at chunk boundaries / within a chunk")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"mode": "chunks", "seconds": args.seconds, "runs": runs}, indent=2) + "\n")
+    write_json(args.json, {"mode": "chunks", "seconds": args.seconds, "runs": runs})
 
 
 def main() -> None:
@@ -393,9 +392,7 @@ def main() -> None:
           f"(server device {info.get('device')}, backend {info.get('backend')}, executor {info.get('executor')}, "
           f"inference {info.get('inference')}, "
           f"{os.cpu_count()} CPUs)")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ nothing, so light cannot change it: it is not rerun.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 from perception_accuracy import DEFAULT_SEED as LIGHTING_SEED  # noqa: E402
 from perception_accuracy import describe_lighting, lightings  # noqa: E402
 
+from genba.jsonfile import write_json  # noqa: E402
 from policies.bundle import load_bundle  # noqa: E402
 from policies.bundle_format import is_bundle  # noqa: E402
 from policies.envs import control_hz, make_env  # noqa: E402
@@ -325,9 +325,7 @@ def main(argv=None) -> int:
     }
     print_report(report)
     if args.json_path:
-        path = Path(args.json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json_path, report)
     return 0
 
 

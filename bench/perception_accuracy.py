@@ -24,7 +24,6 @@ Targets: position error p95 <= 5 mm, class accuracy >= 99%.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -39,6 +38,7 @@ import numpy as np  # noqa: E402
 import pybullet as pb  # noqa: E402
 
 import sim  # noqa: E402
+from genba.jsonfile import write_json  # noqa: E402
 from perception.localize import PartLocator, wrap_angle  # noqa: E402
 from sim.experts import make_expert  # noqa: E402
 from sim.sensors import CameraSensor  # noqa: E402
@@ -393,9 +393,7 @@ def main(argv=None) -> int:
             "lightings": [describe_lighting(name, light) for name, light in lights],
             "results": results, "all_targets_met": all_met, "wall_s": round(wall, 1),
         }
-        path = Path(args.json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json_path, report)
     return 0
 
 

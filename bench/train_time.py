@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from genba.jsonfile import write_json
+
 REPO = Path(__file__).resolve().parents[1]
 # (success target, wall-clock budget in seconds) on the 2-core reference machine
 TARGETS = {"reach": (0.95, 30.0), "conveyor-pick": (0.90, 20 * 60.0), "bin-sort": (0.90, 10 * 60.0),
@@ -133,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
               f"max {summary['max_wall_s']:.1f} s (budget {budget:.0f} s); env steps median {summary['median_env_steps']:,.0f}")
     else:
         print(f"{verdict}: no seed reached {target:.0%}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(args.json, summary)
     return 0 if summary["all_within_budget"] else 1
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
@@ -28,6 +27,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import sim  # noqa: E402
+from genba.jsonfile import write_json  # noqa: E402
 from genba.viewer.live import LiveView  # noqa: E402
 from genba.viewer.loop import LoopOptions, ViewLoop  # noqa: E402
 from sim.camera import choose_camera  # noqa: E402
@@ -145,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{v:.0f}" for v in rates[m]))
     print(f"web viewer, no client: {ratio['web']:.1%} of plain steps/s (target >= {TARGET:.0%}): "
           + ("PASS" if result["web_meets_target"] else "FAIL"))
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return 0 if result["web_meets_target"] else 1
 
 

@@ -18,6 +18,7 @@ from bridge.keys import ClientKeys, ServerKeys, generate_keypair
 from bridge.realtime import freeze_heap
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
 from genba.commands.options import Observe, obs_option, play_option, randomization_option
+from genba.jsonfile import write_json
 from policies.bundle_format import is_bundle, read_manifest
 
 
@@ -204,9 +205,7 @@ def twin(
     report = run_twin(config, log=lambda line: typer.echo(line, err=True))
     for line in report.lines():
         typer.echo(line)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    write_json(json_path, report.to_dict())
 
 
 def run(
@@ -236,9 +235,7 @@ def run(
                       log=lambda line: typer.echo(line, err=True))
     for line in report.lines():
         typer.echo(line)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    write_json(json_path, report.to_dict())
     if report.stop is not None:
         raise typer.Exit(2)  # the run was stopped: scripts must see it
 

@@ -7,7 +7,6 @@ the code a cell PC runs.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -18,6 +17,7 @@ from typing import Optional
 import typer
 
 from genba.errors import AppError
+from genba.jsonfile import write_json
 
 DEFAULT_VIEWS, DEFAULT_EVERY, DEFAULT_MAX_VIEWS, DEFAULT_SUPERSAMPLE = 15, 10, 30, 4
 
@@ -90,9 +90,7 @@ def calibrate(
         out.parent.mkdir(parents=True, exist_ok=True)
         save_calibration(out, found, figures["rms_px"])
         typer.echo(f"calibration written to {out}")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(figures, indent=2) + "\n")
+    write_json(json_path, figures)
 
 
 # ---------------------------------------------------------------------- flags

@@ -19,6 +19,7 @@ from typing import List, Optional
 import typer
 
 from genba.errors import AppError
+from genba.jsonfile import write_json
 from genba.server_process import ServerProcess, ServerStartError, child_env
 
 
@@ -81,10 +82,8 @@ def demo(
     twin_fig = json.loads((out / "twin.json").read_text())
 
     summary = _summary(scenario, train, train_fig, sim_fig, twin_fig, time.perf_counter() - started, bundle)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out / "summary.json", summary)
+    write_json(json_path, summary)
     _print_summary(summary, out)
     if not summary["twin_within_sim_ci"]:
         raise DemoError("the twin's success rate through the bridge fell below the sim's 95% interval")

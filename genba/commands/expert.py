@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -10,6 +9,7 @@ from typing import Optional
 import typer
 
 from genba.commands.options import Observe, obs_option, play_option, randomization_option
+from genba.jsonfile import write_json
 from scenarios.naming import ROBOT_MODELS
 
 
@@ -50,9 +50,7 @@ def expert(
     env.close()
     typer.echo(f"expert on {figures['scenario']} ({figures['robot']}, {obs.value}): {result.line()}")
     typer.echo(f"{result.env_steps} env steps in {wall:.1f} s ({figures['env_steps_per_s']:.0f} steps/s)")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(figures, indent=2))
+    write_json(json_path, figures)
 
 
 class _Progress:

@@ -9,18 +9,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from genba.commands.options import OBS_HELP, Observe, obs_option, play_option, randomization_option
 from genba.errors import AppError
-
-
-def _write_json(path: Optional[Path], data: dict[str, Any]) -> None:
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2) + "\n")
+from genba.jsonfile import write_json
 
 
 def train_cmd(
@@ -78,7 +73,7 @@ def train_cmd(
             out = Path("runs") / f"{Path(scenario).stem}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         typer.echo(f"run directory: {out}", err=True)
         summary = train(cfg, out, progress=progress, argv=sys.argv)
-    _write_json(json_path, summary)
+    write_json(json_path, summary)
     best = summary.get("best_success")
     typer.echo(f"trained {summary['num_timesteps']:,} steps in {summary['wall_s']:.1f} s; best eval success "
                f"{best:.1%}; run: {out}" if best is not None and best >= 0 else f"trained {summary['num_timesteps']:,} steps; run: {out}")
@@ -110,7 +105,7 @@ def eval_cmd(
     result, desc = evaluate(target, n=n, seed=seed, scenario=scenario, robot=robot, video=video,
                             video_episodes=video_episodes, which=which, device=device, obs_mode=obs.value,
                             randomization=randomization, play=play)
-    _write_json(json_path, {"target": str(target), **desc, "seed": seed, **result.to_dict(),
+    write_json(json_path, {"target": str(target), **desc, "seed": seed, **result.to_dict(),
                             "video": str(video) if video else None})
     typer.echo(f"{desc['scenario']}: {result.line()}")
     if video:
@@ -161,7 +156,7 @@ def demos_cmd(
     rate = float(demos.episode_success.mean())
     summary = {"scenario": scenario, "episodes": demos.n_episodes, "transitions": len(demos), "expert_success": rate,
                "file": str(path), "wall_s": round(time.monotonic() - t0, 3)}
-    _write_json(json_path, summary)
+    write_json(json_path, summary)
     typer.echo(f"{demos.n_episodes} episodes, {len(demos):,} transitions, expert success {rate:.0%} -> {path}")
 
 

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -15,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from genba.errors import AppError
+from genba.jsonfile import write_json
 
 DEFAULT_HEARTBEAT_S = 30.0
 
@@ -109,10 +109,8 @@ def _report(study, out: Path, wall_s: float, json_path: Optional[Path]) -> None:
         if best is not None:
             typer.echo(f"best: trial {best.number}, success {best.user_attrs['success']:.1%}; preset {preset}"
                        + (f"; history {plot}" if plot else ""))
-    (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n")
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "sweep.json", result)
+    write_json(json_path, result)
     typer.echo(f"{len(rows)} trials in {wall_s:.0f} s; results: {out / 'sweep.json'}")
 
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from contextlib import ExitStack, contextmanager
@@ -17,6 +16,7 @@ import typer
 
 from bridge.endpoints import is_loopback_host
 from genba.errors import AppError
+from genba.jsonfile import write_json
 
 
 class ViewUsageError(AppError):
@@ -155,9 +155,7 @@ def view_cmd(
     result.update(scenario=env.unwrapped.scenario.name, driver=label, overlay=decorate.camera_name if decorate else None,
                   video=str(video) if video else None, video_fps=rec_fps if video else None,
                   frame_size=[cam.width, cam.height])
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(json_path, result)
     line = (f"{summary.episodes} episodes, {summary.successes} successful, {summary.steps} steps "
             f"({summary.sim_time_s:.1f} s simulated) in {summary.wall_s:.1f} s")
     if video:

@@ -4,9 +4,7 @@ row uses the same episode seeds, so rows differ only by what they perturb."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
-import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import ExitStack
@@ -14,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from genba.jsonfile import write_json
 from genba.robustness.suite import Row, Suite
 from genba.server_process import ServerProcess
 
@@ -93,13 +92,6 @@ class Report:
             "all_factors_loss_points": None if combined is None else self.loss_points(combined),
         }
 
-    def write_json(self, path: Path | None) -> None:
-        if path is None:
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")  # a crash mid-write leaves the last complete report
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
 
 
 def row_line(report: Report, row: dict[str, Any]) -> str:
@@ -142,11 +134,11 @@ def run_suite(target: Target, suite: Suite, through_bridge: bool = False, worker
                 results[i] = future.result()  # a failed row stops the run: its error is the user's to see
                 report.rows = [results[j] for j in sorted(results)]
                 report.wall_s = time.monotonic() - started
-                report.write_json(json_path)
+                write_json(json_path, report.to_dict())
                 log(f"[{len(results):>3}/{len(rows)}] {row_line(report, results[i])}")
     report.complete = True
     report.wall_s = time.monotonic() - started
-    report.write_json(json_path)
+    write_json(json_path, report.to_dict())
     return report
 
 
