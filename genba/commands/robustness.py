@@ -16,6 +16,8 @@ from genba.errors import AppError
 def robustness_cmd(
     bundle: Path = typer.Argument(..., help="policy bundle directory"),
     suite: str = typer.Option("shop-floor", help="shipped suite name (genba/robustness/suites/) or a suite YAML"),
+    magnitudes: Optional[str] = typer.Option(None, help="comma-separated multiples of the default magnitudes each factor "
+                                             "runs at alone, e.g. 1,2,4 (default: the suite's)"),
     episodes: int = typer.Option(200, help="evaluation episodes per row (the same seeds in every row)"),
     seed: int = typer.Option(0, help="evaluation seed, as `genba eval --seed`"),
     through_bridge: bool = typer.Option(False, "--through-bridge", help="every row through the digital twin and a bridge "
@@ -43,13 +45,25 @@ def robustness_cmd(
     if not cell:
         raise AppError(f"{bundle}: does not name its scenario; pass --scenario")
     obs_mode = obs.value if obs is not None else training.get("obs_mode") or ("pixels" if manifest["observation"].get("images") else "state")
-    chosen = load_suite(suite, cell)
+    chosen = load_suite(suite, cell, _magnitudes(magnitudes))
     target = Target(str(bundle), cell, robot or training.get("robot"), obs_mode, episodes, seed)
     report = run_suite(target, chosen, through_bridge, workers, json_path, log=lambda line: typer.echo(line, err=True))
     for line in summary_lines(report):
         typer.echo(line)
     if plot is not None:
         typer.echo(f"chart: {plot_report(report.to_dict(), plot)}")
+
+
+def _magnitudes(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v <= 0 for v in values):
+        raise AppError(f"--magnitudes {text!r}: give positive numbers separated by commas, e.g. 1,2")
+    return values
 
 
 def register(app: typer.Typer) -> None:

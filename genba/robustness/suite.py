@@ -157,9 +157,10 @@ def suite_path(name_or_path: str | Path) -> Path:
     return shipped
 
 
-def load_suite(name_or_path: str | Path, scenario: str | None = None) -> Suite:
-    """A suite by shipped name or path, checked: every factor's key exists in its profile and, with `scenario`,
-    every row's overlay (at every magnitude) validates on that scenario, so a bad range fails before any episode runs."""
+def load_suite(name_or_path: str | Path, scenario: str | None = None, magnitudes: tuple[float, ...] | None = None) -> Suite:
+    """A suite by shipped name or path (`magnitudes` in place of its own), checked: every factor's key exists in its
+    profile and, with `scenario`, every row's overlay (at every magnitude) validates on that scenario, so a bad range
+    fails before any episode runs."""
     path = suite_path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -191,7 +192,7 @@ def load_suite(name_or_path: str | Path, scenario: str | None = None) -> Suite:
                 raise SuiteError(f"{path}: factor {name!r} names {key!r}, which its profile does not declare; "
                                  f"declared: {', '.join(keys)}" + did_you_mean(key, keys))
     suite = Suite(spec.name, spec.description, {s: dict(f or {}) for s, f in profile.items()}, factors,
-                  spec.magnitudes, spec.bridge)
+                  magnitudes or spec.magnitudes, spec.bridge)
     if scenario is not None:
         check_rows(suite, scenario, path)
     return suite
