@@ -16,7 +16,7 @@ from genba.robustness.suite import SuiteError, load_suite, scale_magnitude
 
 def write_suite(tmp_path, **fields):
     path = tmp_path / "suite.yaml"
-    path.write_text(yaml.safe_dump({"name": "test", **fields}))
+    path.write_text(yaml.safe_dump({"name": "test", **fields}, sort_keys=False))
     return path
 
 
@@ -106,3 +106,12 @@ def test_through_the_bridge_faults_are_rows_with_holds_and_drops_reported(reach_
     assert rows["dropped replies x1"]["dropped_replies"] > 0
     assert rows["dropped replies x1"]["watchdog_holds"] > 0  # a lost reply holds the arm
     assert rows["nominal"]["success_rate"] >= 0.75  # a quick clone: 11 of 12 here
+
+
+def test_bridge_only_runs_the_nominal_cell_under_each_bridge_fault(reach_bundle, tmp_path):
+    suite = write_suite(tmp_path, randomization={"dynamics": {"actuator_delay": [0, 1]}}, magnitudes=[1],
+                        bridge={"latency": {"latency_ms": 5.0}, "dropped replies": {"drop_rate": 0.3}})
+    report, _ = run_robustness(reach_bundle, suite, tmp_path, "--bridge-only", "--workers", "1")
+    assert [r["label"] for r in report["rows"]] == ["nominal", "latency x1", "dropped replies x1", "bridge faults x1"]
+    assert all(r["randomization"] == {} for r in report["rows"])
+    assert report["rows"][1]["round_trip_us"]["p50_us"] > 5000  # the added 5 ms is in every round trip

@@ -4,6 +4,7 @@ all of them together; in the simulator, or through the twin and a bridge server 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +23,8 @@ def robustness_cmd(
     seed: int = typer.Option(0, help="evaluation seed, as `genba eval --seed`"),
     through_bridge: bool = typer.Option(False, "--through-bridge", help="every row through the digital twin and a bridge "
                                         "server on loopback; the suite's bridge faults are further rows"),
+    bridge_only: bool = typer.Option(False, "--bridge-only", help="through the bridge, the nominal cell and the suite's "
+                                     "bridge faults only (implies --through-bridge)"),
     workers: int = typer.Option(min(2, os.cpu_count() or 1), help="rows evaluated at once, one process each"),
     scenario: Optional[str] = typer.Option(None, help="scenario (default: the bundle's own)"),
     robot: Optional[str] = typer.Option(None, help="robot model (default: the one it was trained with)"),
@@ -46,6 +49,8 @@ def robustness_cmd(
         raise AppError(f"{bundle}: does not name its scenario; pass --scenario")
     obs_mode = obs.value if obs is not None else training.get("obs_mode") or ("pixels" if manifest["observation"].get("images") else "state")
     chosen = load_suite(suite, cell, _magnitudes(magnitudes))
+    if bridge_only:
+        chosen, through_bridge = replace(chosen, factors={}), True
     target = Target(str(bundle), cell, robot or training.get("robot"), obs_mode, episodes, seed)
     report = run_suite(target, chosen, through_bridge, workers, json_path, log=lambda line: typer.echo(line, err=True))
     for line in summary_lines(report):
