@@ -78,6 +78,8 @@ class Simulator:
         self._bodies: dict[str, int] = {}
         self.time = 0.0  # simulated seconds since the last reset
         self.steps = 0  # control steps taken: lets cached state know when it is stale
+        # Called after every physics substep (a wrist F/T sensor filters there); empty in most cells.
+        self.substep_hooks: list = []
         pb.setTimeStep(physics.timestep, physicsClientId=self.cid)
         pb.setGravity(0.0, 0.0, physics.gravity, physicsClientId=self.cid)
         pb.setPhysicsEngineParameter(
@@ -158,8 +160,15 @@ class Simulator:
     def step(self) -> None:
         """Advance one control period: `substeps` physics steps."""
         cid = self.cid
-        for _ in range(self.physics.substeps):
-            pb.stepSimulation(physicsClientId=cid)
+        hooks = self.substep_hooks
+        if hooks:
+            for _ in range(self.physics.substeps):
+                pb.stepSimulation(physicsClientId=cid)
+                for hook in hooks:
+                    hook()
+        else:
+            for _ in range(self.physics.substeps):
+                pb.stepSimulation(physicsClientId=cid)
         self.time += self.physics.control_period
         self.steps += 1
 
