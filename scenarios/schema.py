@@ -70,7 +70,9 @@ class WristFTConfig(Strict_):
     compensation: Literal["tool", "none"] = Field(
         "tool", description="tool: the tool's own weight (the links below the sensor, masses from the URDF) is subtracted, as "
                             "a robot controller's tool-load setting does, so at rest it reads the held part's weight; none: raw")
-    filter_time_constant: NonNegFloat = Field(0.02, le=1.0, description="s: first-order low-pass over the physics substeps; 0 = none")
+    sample_hz: PosFloat = Field(500.0, le=10000.0, description="Hz the sensor is sampled at: every k-th physics substep, k the whole "
+                                                               "number nearest physics_hz / sample_hz that divides the substeps per control period")
+    filter_time_constant: NonNegFloat = Field(0.02, le=1.0, description="s: first-order low-pass over the samples; 0 = none")
     force_noise: NonNegFloat = Field(0.1, le=10.0, description="N: std of Gaussian noise per force axis, added to each reading")
     torque_noise: NonNegFloat = Field(0.005, le=1.0, description="N m: std of Gaussian noise per torque axis")
 

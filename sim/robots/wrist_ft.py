@@ -10,18 +10,15 @@ real wrist F/T sensor gives a controller:
 - compensation "tool": minus the tool's own weight (the links below the sensor, masses and centres of
   mass from the URDF), rotated into the tool frame each control step, as a controller's tool-load
   setting does; the held part's weight stays in the reading;
-- a first-order low-pass, updated at every physics substep (time constant filter_time_constant),
+- a first-order low-pass, sampled every few physics substeps (about sample_hz; time constant filter_time_constant),
   then Gaussian noise (force_noise N, torque_noise N m per axis) drawn once per control step from a
   generator of its own (derived from the env's at each reset: the task's draws are the same with and
   without the sensor).
 
-`peak_force` is the largest |force| of the filtered, noiseless wrench since the last read, what a
-force limit should be checked against (noise is the sensor's, not the contact's).
+`true_wrench` is the same reading without the noise.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pybullet as pb
@@ -40,9 +37,15 @@ class WristFT:
         cid = self.cid = sim.cid
         self.body = body
         pb.enableJointForceTorqueSensor(body, joint, True, physicsClientId=cid)
+        # Sampled every `every`-th substep, at about sample_hz (a whole number of samples per control period).
+        physics = sim.physics
+        every = max(1, min(physics.substeps, int(round(physics.physics_hz / config.sample_hz))))
+        while physics.substeps % every:
+            every -= 1
+        self.sample_hz = physics.physics_hz / every
         alpha = 1.0
         if config.filter_time_constant > 0:
-            dt = sim.physics.timestep
+            dt = 1.0 / self.sample_hz
             alpha = dt / (config.filter_time_constant + dt)
         self._alpha = alpha
         # The sensor link's frame in the tool frame (both rigid below the sensor): rotation R_ts and the
@@ -52,7 +55,7 @@ class WristFT:
         tool_state = pb.getLinkState(body, robot.tool_id, computeForwardKinematics=1, physicsClientId=cid)
         r_ws = np.reshape(_matrix(sensor_state[5]), (3, 3))
         r_wt = np.reshape(_matrix(tool_state[5]), (3, 3))
-        self._r_ts = r_wt.T @ r_ws
+        self._r_ts = (r_wt.T @ r_ws).tolist()
         self._sensor_in_tool = r_wt.T @ (np.asarray(sensor_state[4]) - np.asarray(tool_state[4]))
         below = self._links_below(child)
         mass, moment = 0.0, np.zeros(3)
@@ -63,13 +66,13 @@ class WristFT:
             moment += m * (r_wt.T @ (np.asarray(com) - np.asarray(tool_state[4])))
         self.tool_mass = mass  # kg below the sensor
         # Tool's centre of mass relative to the sensor origin, tool frame (the jaws move symmetrically).
-        self._com = (moment / mass - self._sensor_in_tool) if mass > 0 else np.zeros(3)
+        self._com = ((moment / mass - self._sensor_in_tool) if mass > 0 else np.zeros(3)).tolist()
         self._gravity = g = sim.physics.gravity
         m = _matrix(tool_state[5])
         self._tool_weight = (m[6] * g * mass, m[7] * g * mass, m[8] * g * mass) if config.compensation == "tool" else (0.0, 0.0, 0.0)
         self._rng = np.random.default_rng(0)
         self.reset()
-        sim.substep_hooks.append(self._substep)
+        sim.substep_hooks.append((every, self._substep))
 
     def _links_below(self, link: int) -> list[int]:
         cid, body = self.cid, self.body
@@ -84,33 +87,22 @@ class WristFT:
         if rng is not None:
             self._rng = np.random.Generator(rng.bit_generator.jumped(2))  # the randomiser takes jumped(1)
         self._filtered: list[float] | None = None  # set by the first substep's reading
-        self._peak_sq = 0.0
         self.wrench: tuple[float, ...] = (0.0,) * 6  # tool frame, compensated, filtered, noisy
         self.true_wrench: tuple[float, ...] = (0.0,) * 6  # the same without noise
-        self.peak_force = 0.0
 
     def _substep(self) -> None:
         raw = pb.getJointState(self.body, self.joint, physicsClientId=self.cid)[2]
         f = self._filtered
         if f is None:
-            self._filtered = f = list(raw)
-        else:
-            a = self._alpha
-            for i in range(6):
-                f[i] += a * (raw[i] - f[i])
-        # The peak is of the compensated force, with the tool's weight as of the last read (the tool
-        # turns little within a control period).
-        sq = self._compensated_force_sq(f)
-        if sq > self._peak_sq:
-            self._peak_sq = sq
-
-    def _compensated_force_sq(self, f) -> float:
-        gx, gy, gz = self._tool_weight
-        r = self._r_ts
-        fx = -(r[0, 0] * f[0] + r[0, 1] * f[1] + r[0, 2] * f[2]) - gx
-        fy = -(r[1, 0] * f[0] + r[1, 1] * f[1] + r[1, 2] * f[2]) - gy
-        fz = -(r[2, 0] * f[0] + r[2, 1] * f[1] + r[2, 2] * f[2]) - gz
-        return fx * fx + fy * fy + fz * fz
+            self._filtered = list(raw)
+            return
+        a = self._alpha  # unrolled: this runs at every physics substep
+        f[0] += a * (raw[0] - f[0])
+        f[1] += a * (raw[1] - f[1])
+        f[2] += a * (raw[2] - f[2])
+        f[3] += a * (raw[3] - f[3])
+        f[4] += a * (raw[4] - f[4])
+        f[5] += a * (raw[5] - f[5])
 
     def read(self, tool_quat) -> tuple[float, ...]:
         """The wrench now (N, N m; tool frame), called once per control step with the tool's orientation."""
@@ -124,17 +116,13 @@ class WristFT:
         if f is None:  # no physics step since reset: nothing measured yet
             self.true_wrench = (0.0,) * 6
         else:
-            r = self._r_ts
-            force = -(r @ np.asarray(f[:3]))
-            torque = -(r @ np.asarray(f[3:]))
+            r = self._r_ts  # plain floats: a 3x3 product in numpy costs more than these few multiplications
+            fx, fy, fz = (-(r[i][0] * f[0] + r[i][1] * f[1] + r[i][2] * f[2]) for i in range(3))
+            tx, ty, tz = (-(r[i][0] * f[3] + r[i][1] * f[4] + r[i][2] * f[5]) for i in range(3))
             cx, cy, cz = self._com
             wx, wy, wz = weight
             # The tool's weight acts at its centre of mass: its torque about the sensor is com x weight.
-            tw = (cy * wz - cz * wy, cz * wx - cx * wz, cx * wy - cy * wx)
-            self.true_wrench = (force[0] - wx, force[1] - wy, force[2] - wz, torque[0] - tw[0], torque[1] - tw[1], torque[2] - tw[2])
-        fx, fy, fz = self.true_wrench[:3]
-        self.peak_force = math.sqrt(max(self._peak_sq, fx * fx + fy * fy + fz * fz))
-        self._peak_sq = 0.0
+            self.true_wrench = (fx - wx, fy - wy, fz - wz, tx - (cy * wz - cz * wy), ty - (cz * wx - cx * wz), tz - (cx * wy - cy * wx))
         c = self.config
         if c.force_noise > 0 or c.torque_noise > 0:
             n = self._rng.normal(0.0, 1.0, 6).tolist()
