@@ -15,6 +15,7 @@ from perception.observers import wrap_to_period
 from sim.env import FactoryEnv
 from sim.tasks.bin_sort import BinSort
 from sim.tasks.conveyor_pick import QUARTER_TURN, ConveyorPick
+from sim.tasks.peg_insert import PegInsert
 from sim.tasks.reach import Reach
 
 
@@ -261,8 +262,6 @@ class PegInsertExpert(Expert):
 
     def __init__(self, env: FactoryEnv):
         super().__init__(env)
-        from sim.tasks.peg_insert import PegInsert  # noqa: PLC0415 (its own block: a merge adds one import line)
-
         self.task: PegInsert = env.task  # type: ignore[assignment]
         if self.robot.compliance is None:
             raise ValueError("the peg-insert expert presses by force / stiffness: it needs robot.compliance")
