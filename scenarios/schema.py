@@ -57,6 +57,42 @@ class ToolConfig(Strict_):
     finger_force: PosFloat = Field(60.0, le=1000.0, description="N per jaw")
 
 
+# --- wrist force/torque sensor and compliant mode (peg-insert; any cell may declare them) ---------------
+class WristFTConfig(Strict_):
+    """A force/torque sensor between the flange and the tool (PyBullet's joint reaction wrench there).
+
+    It reports the wrench the world exerts on the tool (contacts and any held part's weight), in the
+    tool frame (z along the approach direction), about the flange face: a push against a surface
+    below the tool reads as a negative z force. In the observation as robot features wrist_force (N)
+    and wrist_torque (N m).
+    """
+
+    compensation: Literal["tool", "none"] = Field(
+        "tool", description="tool: the tool's own weight (the links below the sensor, masses from the URDF) is subtracted, as "
+                            "a robot controller's tool-load setting does, so at rest it reads the held part's weight; none: raw")
+    sample_hz: PosFloat = Field(500.0, le=10000.0, description="Hz the sensor is sampled at: every k-th physics substep, k the whole "
+                                                               "number nearest physics_hz / sample_hz that divides the substeps per control period")
+    filter_time_constant: NonNegFloat = Field(0.02, le=1.0, description="s: first-order low-pass over the samples; 0 = none")
+    force_noise: NonNegFloat = Field(0.1, le=10.0, description="N: std of Gaussian noise per force axis, added to each reading")
+    torque_noise: NonNegFloat = Field(0.005, le=1.0, description="N m: std of Gaussian noise per torque axis")
+
+
+class ComplianceConfig(Strict_):
+    """Admittance on the wrist wrench (needs robot.wrist_ft): the commanded tool position yields to contact forces.
+
+    The command the IK gets is x_cmd = x_target + x_c, where x_c (m, world frame) follows
+    damping * dx_c/dt + stiffness * x_c = F (the sensed external force, world frame), integrated once per
+    control step (implicit Euler, so any damping > 0 is stable in free space). At rest the tool sits
+    F / stiffness off its target, so a target pressed d metres into a surface pushes with about stiffness * d N.
+    """
+
+    mode: Literal["admittance"] = "admittance"
+    stiffness: tuple[PosFloat, PosFloat, PosFloat] = Field((800.0, 800.0, 800.0), description="N/m per world axis x, y, z")
+    damping: tuple[PosFloat, PosFloat, PosFloat] = Field((400.0, 400.0, 400.0), description="N s/m per world axis x, y, z")
+    max_offset: PosFloat = Field(0.01, le=0.1, description="m: |x_c| per axis stays within this")
+    deadband: NonNegFloat = Field(0.3, le=10.0, description="N per axis ignored (sensor noise must not make the tool wander)")
+
+
 # RobotConfig keys that describe a robot given by URDF; a built-in model brings its own.
 URDF_ROBOT_KEYS = ("name", "base_link", "flange_link", "arm_joints", "max_joint_speed", "max_joint_effort", "tool",
                    "workspace_low", "workspace_high", "rated_payload")
@@ -95,6 +131,8 @@ class RobotConfig(Strict_):
     velocity_gain: PosFloat = Field(1.0, le=2.0, description="PyBullet velocity-control gain (unitless)")
     home: Optional[tuple[Float, ...]] = Field(None, description="joint angles (rad) at reset; model default if unset "
                                                                 "(urdf: the tool pointing down 0.4 m ahead of the base, 0.25 m up)")
+    wrist_ft: Optional[WristFTConfig] = Field(None, description="a wrist force/torque sensor in the observation; off unless declared")
+    compliance: Optional[ComplianceConfig] = Field(None, description="compliant mode of the arm (needs wrist_ft); off (stiff position control) unless declared")
 
     @field_validator("model")
     @classmethod
@@ -113,6 +151,14 @@ class RobotConfig(Strict_):
         if not path.is_absolute():
             path = Path((info.context or {}).get("base_dir", ".")) / path
         return str(path.resolve())
+
+    @model_validator(mode="after")
+    def _compliance_needs_sensor(self) -> "RobotConfig":
+        if self.compliance is not None and self.wrist_ft is None:
+            raise ValueError("robot.compliance acts on the wrist wrench: declare robot.wrist_ft too")
+        if self.compliance is not None and self.control != "ee_delta":
+            raise ValueError("robot.compliance shifts the tool target: it needs robot.control: ee_delta")
+        return self
 
     @model_validator(mode="after")
     def _one_robot(self) -> "RobotConfig":
@@ -569,7 +615,76 @@ class BinSortTask(Strict_):
         return self
 
 
-Task = Annotated[Union[ReachTask, ConveyorPickTask, BinSortTask], Field(discriminator="type")]
+# --- peg-insert ------------------------------------------------------------------------------------------
+class PegConfig(Strict_):
+    """A square peg held in the gripper: a fixed constraint stands in for a firm grasp (no slip in the jaws)."""
+
+    width: PosFloat = Field(0.02, le=0.035, description="m, square cross-section side (the jaws close on it)")
+    length: PosFloat = Field(0.08, le=0.3, description="m")
+    mass: PosFloat = Field(0.1, le=2.0, description="kg")
+    grip_depth: PosFloat = Field(0.02, le=0.1, description="m of the peg above the tool point (between the jaws); the rest sticks out")
+    friction: PosFloat = Field(0.3, le=2.0, description="lateral friction coefficient (Bullet combines it with the fixture's by product)")
+    contact_stiffness: PosFloat = Field(5.0e3, le=1.0e7, description="N/m per contact point: the compliance of jaw pads and "
+                                                                     "holder that the rigid grasp leaves out (Bullet soft contact)")
+    contact_damping: PosFloat = Field(100.0, le=1.0e5, description="N s/m per contact point")
+    color: RGBA = (0.85, 0.7, 0.2, 1.0)
+
+
+class HoleConfig(Strict_):
+    """A fixture block with a square through-hole (built from boxes: PyBullet has no boolean geometry)."""
+
+    name: str = "hole_fixture"
+    position: Vec3 = Field(description="nominal centre of the hole's top opening (m); the block stands below it")
+    block_size: tuple[PosFloat, PosFloat] = Field((0.1, 0.1), description="m, outer x, y of the block")
+    height: PosFloat = Field(0.04, le=0.3, description="m, block height = hole depth (a through hole onto the table)")
+    clearance: tuple[PosFloat, PosFloat] = Field((0.0005, 0.001), description="m: hole side minus peg side, drawn per episode (uniform)")
+    chamfer: NonNegFloat = Field(0.001, le=0.01, description="m, 45-degree chamfer around the opening")
+    position_error: NonNegFloat = Field(0.002, le=0.02, description="m: the true hole is off its nominal position by up to +-this in x and y (uniform)")
+    friction: PosFloat = Field(0.3, le=2.0)
+    color: RGBA = (0.45, 0.47, 0.5, 1.0)
+
+    _clearance = field_validator("clearance")(lambda v: _check_range(v, "clearance"))
+
+
+class PegInsertReward(Strict_):
+    tip_to_hole: Float = Field(-1.0, description="weight on the peg tip to nominal-hole-bottom distance (m)")
+    inserted: Float = Field(10.0, description="weight on the inserted event")
+    over_force: Float = Field(-10.0, description="weight on the over-force-limit event")
+    force: Float = Field(-0.01, description="weight per N of the step's peak contact force on the peg")
+
+
+class PegInsertTask(Strict_):
+    type: Literal["peg_insert"]
+    peg: PegConfig = PegConfig()
+    hole: HoleConfig
+    depth: PosFloat = Field(0.02, le=0.3, description="m the peg tip must go below the hole's top to count as inserted")
+    force_limit: PosFloat = Field(40.0, le=1000.0, description="N: a contact force on the peg above this (any physics substep) ends the episode as a failure")
+    jam_force: PosFloat = Field(10.0, le=1000.0, description="N: a jam is a force above this ...")
+    jam_time: PosFloat = Field(1.0, le=30.0, description="s ... with less than jam_progress of depth gained over this long")
+    jam_progress: PosFloat = Field(0.0005, le=0.01, description="m")
+    reward: PegInsertReward = PegInsertReward()
+
+    @model_validator(mode="after")
+    def _fits(self) -> "PegInsertTask":
+        p, h = self.peg, self.hole
+        if self.depth > p.length - p.grip_depth:
+            raise ValueError(f"task.depth {self.depth} m is more than the peg sticks out of the jaws "
+                             f"(peg.length {p.length} - peg.grip_depth {p.grip_depth} m)")
+        if self.depth > h.height:
+            raise ValueError(f"task.depth {self.depth} m is deeper than the hole (hole.height {h.height} m)")
+        if p.grip_depth >= p.length:
+            raise ValueError(f"peg.grip_depth {p.grip_depth} m must be less than peg.length {p.length} m")
+        wall = min(h.block_size) / 2 - (p.width + h.clearance[1]) / 2 - 2 * h.chamfer
+        if wall < 0.005:
+            raise ValueError(f"hole.block_size {list(h.block_size)} m leaves walls under 5 mm around a {p.width} m peg "
+                             f"with clearance {h.clearance[1]} m and chamfer {h.chamfer} m")
+        if self.jam_force >= self.force_limit:
+            raise ValueError(f"task.jam_force {self.jam_force} N must be below task.force_limit {self.force_limit} N")
+        return self
+
+
+Task = Annotated[Union[ReachTask, ConveyorPickTask, BinSortTask,
+                     PegInsertTask], Field(discriminator="type")]
 
 
 class Scenario(Strict_):
@@ -615,6 +730,16 @@ class Scenario(Strict_):
                     )
             if self.task.tote.name in names:
                 raise ValueError(f"task.tote.name {self.task.tote.name!r} is already the name of a table, fixture, bin or camera")
+        return self
+
+    @model_validator(mode="after")
+    def _peg_insert(self) -> "Scenario":
+        if isinstance(self.task, PegInsertTask):
+            if self.robot.wrist_ft is None:
+                raise ValueError("task type 'peg_insert' reads the wrist wrench: declare robot.wrist_ft")
+            names = [b.name for b in self.tables + self.fixtures] + [c.name for c in self.cameras]
+            if self.task.hole.name in names:
+                raise ValueError(f"task.hole.name {self.task.hole.name!r} is already the name of a table, fixture or camera")
         return self
 
     @model_validator(mode="after")

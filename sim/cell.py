@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scenarios.schema import BinSortTask, Scenario
+from scenarios.schema import BinSortTask, PegInsertTask, Scenario
 from sim.props.boxes import Bin, Tote, add_box_prop
 from sim.props.conveyor import Conveyor
 from sim.props.parts import PartPool, TypedPartPool
+from sim.props.peg_hole import HoleFixture, Peg
 from sim.robots import make_robot
 from sim.robots.base import Robot
 from sim.simulator import Simulator
@@ -22,6 +23,8 @@ class Cell:
     parts: PartPool | None = None
     tote: Tote | None = None
     typed_parts: TypedPartPool | None = None  # bin sort: parts_per_episode bodies of every type
+    peg: Peg | None = None  # peg insert: the peg in the hand and the fixture with the hole
+    hole: HoleFixture | None = None
     # Bodies the robot must not touch; a touch counts as a collision in the KPIs.
     fixture_names: list[str] = field(default_factory=list)
 
@@ -49,5 +52,9 @@ def build_cell(sim: Simulator, scenario: Scenario) -> Cell:
             cell.fixture_names.append(scenario.task.tote.name)  # the walls; the floor body is not a fixture
             # Any episode may draw every part of one type: keep that many of each.
             cell.typed_parts = TypedPartPool(sim, scenario.task.part_types, scenario.task.parts_per_episode)
+        if isinstance(scenario.task, PegInsertTask):
+            cell.peg = Peg(sim, robot, scenario.task.peg)
+            cell.hole = HoleFixture(sim, scenario.task.hole, scenario.task.peg.width)
+            cell.fixture_names.extend(cell.hole.names)  # the robot must not touch it; the peg may
     return cell
 

@@ -27,7 +27,8 @@ OBS_MODES = ("state", "pixels", "perceived")
 VECTOR_KEYS = ("proprio", "achieved_goal", "desired_goal")  # the pixels observation's non-image keys
 # Observation bounds per unit: generous physical limits of a cell (parts lie within 5 m, nothing moves
 # at 10 m/s, angles wrap within a turn). Observations are clipped into them so the space always holds.
-UNIT_BOUNDS = {"m": (-5.0, 5.0), "m/s": (-10.0, 10.0), "rad": (-2 * np.pi, 2 * np.pi), "bool": (0.0, 1.0)}
+UNIT_BOUNDS = {"m": (-5.0, 5.0), "m/s": (-10.0, 10.0), "rad": (-2 * np.pi, 2 * np.pi), "bool": (0.0, 1.0),
+               "N": (-1000.0, 1000.0), "N m": (-100.0, 100.0)}  # wrist F/T: beyond any force a cell's limits allow
 
 
 def feature_bounds(features: list[tuple[str, int, str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -222,10 +223,13 @@ class FactoryEnv(gym.Env):
 
     # --- observation ----------------------------------------------------------------------------
     def _robot_features(self) -> list[tuple[str, int, str]]:
-        return [
+        features = [
             ("tool_position", 3, "m"), ("tool_yaw", 1, "rad"), ("tool_velocity", 3, "m/s"),
             ("gripper_opening", 1, "m"), ("joint_positions", len(self.robot.arm_ids), "rad"),
         ]
+        if self.robot.wrist is not None:  # robot.wrist_ft declared: the reading follows the joints (ArmReading.wrench)
+            features += [("wrist_force", 3, "N"), ("wrist_torque", 3, "N m")]
+        return features
 
     def _observation_features(self) -> list[tuple[str, int, str]]:
         """The observation's vector features in feature_spec() order (pixels: the robot's, then any goals)."""
@@ -242,12 +246,12 @@ class FactoryEnv(gym.Env):
         r, task = self.robot.reading, self.task
         task_features = self._perceived_task_features() if self.obs_mode == "perceived" else task.observation()
         if self._splits is None:
-            values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task_features], dtype=np.float32)
+            values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *r.wrench, *task_features], dtype=np.float32)
             if self._noise is not None:
                 self._randomizer.add_noise(values, self._noise)
             return clip_into(values, self._obs_low, self._obs_high)
         values = np.array([
-            *r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *task_features,
+            *r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *r.wrench, *task_features,
             *task.achieved_goal(), *task.desired_goal(),
         ], dtype=np.float32)
         if self._noise is not None:
@@ -269,7 +273,7 @@ class FactoryEnv(gym.Env):
     def _pixel_observation(self) -> dict[str, np.ndarray]:
         obs = capture_images(self._pixel_sensors, self.np_random)
         r = self.robot.reading
-        proprio = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q], dtype=np.float32)
+        proprio = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *r.wrench], dtype=np.float32)
         n = len(proprio)
         if self._noise is not None:
             self._randomizer.add_noise(proprio, self._noise[:n])

@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pybullet as pb
@@ -78,6 +78,9 @@ class Simulator:
         self._bodies: dict[str, int] = {}
         self.time = 0.0  # simulated seconds since the last reset
         self.steps = 0  # control steps taken: lets cached state know when it is stale
+        # (every, hook): hook() after every `every`-th physics substep of a control period (a wrist F/T
+        # sensor samples there, peg-insert checks its contact force); empty in most cells.
+        self.substep_hooks: list[tuple[int, Callable[[], None]]] = []
         pb.setTimeStep(physics.timestep, physicsClientId=self.cid)
         pb.setGravity(0.0, 0.0, physics.gravity, physicsClientId=self.cid)
         pb.setPhysicsEngineParameter(
@@ -158,8 +161,16 @@ class Simulator:
     def step(self) -> None:
         """Advance one control period: `substeps` physics steps."""
         cid = self.cid
-        for _ in range(self.physics.substeps):
-            pb.stepSimulation(physicsClientId=cid)
+        hooks = self.substep_hooks
+        if hooks:
+            for i in range(1, self.physics.substeps + 1):
+                pb.stepSimulation(physicsClientId=cid)
+                for every, hook in hooks:
+                    if i % every == 0:
+                        hook()
+        else:
+            for _ in range(self.physics.substeps):
+                pb.stepSimulation(physicsClientId=cid)
         self.time += self.physics.control_period
         self.steps += 1
 

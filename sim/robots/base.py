@@ -16,7 +16,9 @@ import numpy as np
 import pybullet as pb
 
 from scenarios.schema import RobotConfig
+from sim.robots.compliance import Admittance
 from sim.robots.ik import KinematicCopy
+from sim.robots.wrist_ft import WristFT
 from sim.robots.tool_down_ik import to_base_frame
 from sim.simulator import Simulator, yaw_quat
 
@@ -48,6 +50,8 @@ class RobotModel:
     # so an arm asked beyond its reach stays at the asked height instead of sagging into what lies below.
     # Empty: the workspace box alone (the built-in arms reach every point of theirs).
     tool_down_reach: tuple[tuple[float, float], ...] = ()
+    # The fixed joint between the flange and the tool, where a wrist F/T sensor (robot.wrist_ft) reads; None: none fitted.
+    wrist_joint: str | None = None
 
 
 # How many control periods of rated joint travel a command may lead the measured joints by.
@@ -67,6 +71,9 @@ class ArmReading(NamedTuple):
     tool_vel: tuple[float, float, float]  # m/s, world
     opening: float  # m between the fingers
     q: list[float]  # rad, arm joints
+    # N, N m: the wrist F/T sensor's (force xyz, torque xyz) in the tool frame; empty without a sensor, so
+    # cells without one keep their observation layout.
+    wrench: tuple[float, ...] = ()
 
 
 class Robot:
@@ -131,6 +138,16 @@ class Robot:
         self._fresh_at = -1
         # Actuator delay (domain randomisation): commands wait in this FIFO before the motors get them.
         self._pending: deque[tuple[list[float], float]] | None = None
+        # Wrist F/T sensor and compliant mode (robot.wrist_ft / robot.compliance), off unless declared.
+        self.wrist: WristFT | None = None
+        self.compliance: Admittance | None = None
+        if config.wrist_ft is not None:
+            if model.wrist_joint is None or model.wrist_joint not in index:
+                raise ValueError(f"robot.wrist_ft: {model.name} has no flange-to-tool joint for a wrist sensor"
+                                 + (f" ({model.wrist_joint!r} is not in {model.urdf_path})" if model.wrist_joint else ""))
+            self.wrist = WristFT(self, config.wrist_ft, index[model.wrist_joint])
+        if config.compliance is not None:
+            self.compliance = Admittance(config.compliance, sim.physics.control_period)
 
     # --- reset ----------------------------------------------------------------------------------
     def reset(self, joint_noise: float = 0.0, rng: np.random.Generator | None = None) -> None:
@@ -145,6 +162,10 @@ class Robot:
         self._q_cmd = q.tolist()
         self._finger_cmd = None
         self._pending = None  # a new episode starts undelayed; set_command_delay() after reset
+        if self.wrist is not None:
+            self.wrist.reset(rng)
+        if self.compliance is not None:
+            self.compliance.reset()
         self.refresh()
         self._target, self.target_yaw = self.reading.tool_pos, self.tool_yaw
         self.grip_command = -1.0
@@ -157,7 +178,11 @@ class Robot:
         s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=cid)
         states = pb.getJointStates(self.body, self._movable, physicsClientId=cid)
         q = [st[0] for st in states]
-        self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], sum(q[self._n_arm:]), q[: self._n_arm])
+        if self.wrist is None:
+            self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], sum(q[self._n_arm:]), q[: self._n_arm])
+        else:
+            self.tool_quat = s[5]
+            self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], sum(q[self._n_arm:]), q[: self._n_arm], self.wrist.read(s[5]))
 
     # Numpy copies of the last reading, for code outside the step loop.
     @property
@@ -225,6 +250,9 @@ class Robot:
         self._target = (tx, ty, tz)
         yaw = self.target_yaw + delta_yaw
         self.target_yaw = -TOOL_YAW_LIMIT if yaw < -TOOL_YAW_LIMIT else TOOL_YAW_LIMIT if yaw > TOOL_YAW_LIMIT else yaw
+        if self.compliance is not None:  # admittance: the command yields to the sensed force (sim/robots/compliance.py)
+            cx, cy, cz = self.compliance.update(self.wrist.world_force(self.tool_quat))
+            tx, ty, tz = tx + cx, ty + cy, tz + cz
         self.command_joint_positions(self.inverse_kinematics((tx, ty, tz), self.target_yaw), grip)
 
     def command_tool_pose(self, position: Sequence[float], yaw: float, grip: float) -> None:

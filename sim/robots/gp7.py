@@ -47,6 +47,7 @@ GP7_MODEL = RobotModel(
         "mass split, joint torques, the gripper (0.86 kg, 2 x 40 mm stroke, 60 N per jaw)"
     ),
     tool_down_ik=gp7_tool_down_ik,
+    wrist_joint="gp7_gripper_mount",
     # Jaw pad friction (1.5) and friction anchors are set in the URDF's <contact> blocks.
 )
 

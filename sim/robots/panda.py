@@ -52,6 +52,7 @@ PANDA = RobotModel(
     link_friction={"panda_leftfinger": 1.5, "panda_rightfinger": 1.5},
     tool_down_ik=panda_tool_down_ik,
     low_detail_urdf=panda_low_detail_urdf,
+    wrist_joint="panda_hand_joint",
 )
 
 

@@ -1,0 +1,39 @@
+"""Compliant mode of the arm: admittance on the wrist wrench (robot.compliance; needs robot.wrist_ft).
+
+The position-controlled arm is stiff: a tool target inside a part makes the joint motors push up to
+their torque limits. Admittance makes the command yield instead: the IK is given
+
+    x_cmd = x_target + x_c,   damping * dx_c/dt + stiffness * x_c = F   (per world axis)
+
+with F the sensed external force on the tool (N, world frame, the noisy filtered reading a controller
+has), stiffness in N/m, damping in N s/m. It is integrated once per control step with implicit Euler,
+x_c <- (damping * x_c + dt * F) / (damping + dt * stiffness), stable for any gains in free space; in
+contact with a surface of stiffness k it stays monotone while dt * (k + stiffness) < damping. Forces
+within +-deadband N are taken as zero, and |x_c| stays within max_offset per axis. At rest against a
+surface the tool pushes with about stiffness * (how far the target lies inside it).
+"""
+
+from __future__ import annotations
+
+from scenarios.schema import ComplianceConfig
+
+
+class Admittance:
+    def __init__(self, config: ComplianceConfig, dt: float):
+        self.config, self.dt = config, dt
+        self._k, self._d = config.stiffness, config.damping
+        self.reset()
+
+    def reset(self) -> None:
+        self.offset = (0.0, 0.0, 0.0)  # x_c (m, world)
+
+    def update(self, force) -> tuple[float, float, float]:
+        """One control period with the sensed world-frame force (N); returns the new x_c (m)."""
+        dt, band, lim = self.dt, self.config.deadband, self.config.max_offset
+        out = []
+        for x, f, k, d in zip(self.offset, force, self._k, self._d):
+            f = 0.0 if -band < f < band else f - band if f > 0 else f + band
+            x = (d * x + dt * f) / (d + dt * k)
+            out.append(-lim if x < -lim else lim if x > lim else x)
+        self.offset = (out[0], out[1], out[2])
+        return self.offset

@@ -1,0 +1,140 @@
+"""A wrist force/torque sensor: PyBullet's reaction wrench in the joint between the flange and the tool.
+
+Bullet reports, per fixed joint with its sensor enabled, the wrench the parent (flange) exerts on the
+child (tool) in the child link's frame, about the joint origin. The sensor turns that into what a
+real wrist F/T sensor gives a controller:
+
+- the wrench the world exerts on the tool and what it holds (contacts, the held part's weight):
+  the reaction's negative, rotated into the tool frame (z along the approach direction), torques about
+  the flange face;
+- compensation "tool": minus the tool's own weight (the links below the sensor, masses and centres of
+  mass from the URDF), rotated into the tool frame each control step, as a controller's tool-load
+  setting does; the held part's weight stays in the reading;
+- a first-order low-pass, sampled every few physics substeps (about sample_hz; time constant filter_time_constant),
+  then Gaussian noise (force_noise N, torque_noise N m per axis) drawn once per control step from a
+  generator of its own (derived from the env's at each reset: the task's draws are the same with and
+  without the sensor).
+
+`true_wrench` is the same reading without the noise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pybullet as pb
+
+from scenarios.schema import WristFTConfig
+
+
+def _matrix(quat) -> tuple[float, ...]:
+    return pb.getMatrixFromQuaternion(quat)  # row-major 3x3
+
+
+class WristFT:
+    def __init__(self, robot, config: WristFTConfig, joint: int):
+        self.robot, self.config, self.joint = robot, config, joint
+        sim, body = robot.sim, robot.body
+        cid = self.cid = sim.cid
+        self.body = body
+        pb.enableJointForceTorqueSensor(body, joint, True, physicsClientId=cid)
+        # Sampled every `every`-th substep, at about sample_hz (a whole number of samples per control period).
+        physics = sim.physics
+        every = max(1, min(physics.substeps, int(round(physics.physics_hz / config.sample_hz))))
+        while physics.substeps % every:
+            every -= 1
+        self.sample_hz = physics.physics_hz / every
+        alpha = 1.0
+        if config.filter_time_constant > 0:
+            dt = 1.0 / self.sample_hz
+            alpha = dt / (config.filter_time_constant + dt)
+        self._alpha = alpha
+        # The sensor link's frame in the tool frame (both rigid below the sensor): rotation R_ts and the
+        # sensor origin; the tool's own mass and centre of mass (tool frame) for compensation.
+        child = joint  # in PyBullet the joint index is its child link's index
+        sensor_state = pb.getLinkState(body, child, computeForwardKinematics=1, physicsClientId=cid)
+        tool_state = pb.getLinkState(body, robot.tool_id, computeForwardKinematics=1, physicsClientId=cid)
+        r_ws = np.reshape(_matrix(sensor_state[5]), (3, 3))
+        r_wt = np.reshape(_matrix(tool_state[5]), (3, 3))
+        self._r_ts = (r_wt.T @ r_ws).tolist()
+        self._sensor_in_tool = r_wt.T @ (np.asarray(sensor_state[4]) - np.asarray(tool_state[4]))
+        below = self._links_below(child)
+        mass, moment = 0.0, np.zeros(3)
+        for link in below:
+            m = pb.getDynamicsInfo(body, link, physicsClientId=cid)[0]
+            com = pb.getLinkState(body, link, computeForwardKinematics=1, physicsClientId=cid)[0]
+            mass += m
+            moment += m * (r_wt.T @ (np.asarray(com) - np.asarray(tool_state[4])))
+        self.tool_mass = mass  # kg below the sensor
+        # Tool's centre of mass relative to the sensor origin, tool frame (the jaws move symmetrically).
+        self._com = ((moment / mass - self._sensor_in_tool) if mass > 0 else np.zeros(3)).tolist()
+        self._gravity = g = sim.physics.gravity
+        m = _matrix(tool_state[5])
+        self._tool_weight = (m[6] * g * mass, m[7] * g * mass, m[8] * g * mass) if config.compensation == "tool" else (0.0, 0.0, 0.0)
+        self._rng = np.random.default_rng(0)
+        self.reset()
+        sim.substep_hooks.append((every, self._substep))
+
+    def _links_below(self, link: int) -> list[int]:
+        cid, body = self.cid, self.body
+        parents = {j: pb.getJointInfo(body, j, physicsClientId=cid)[16] for j in range(pb.getNumJoints(body, physicsClientId=cid))}
+        below = [link]
+        for j in sorted(parents):
+            if parents[j] in below:
+                below.append(j)
+        return below
+
+    def reset(self, rng: np.random.Generator | None = None) -> None:
+        if rng is not None:
+            self._rng = np.random.Generator(rng.bit_generator.jumped(2))  # the randomiser takes jumped(1)
+        self._filtered: list[float] | None = None  # set by the first substep's reading
+        self.wrench: tuple[float, ...] = (0.0,) * 6  # tool frame, compensated, filtered, noisy
+        self.true_wrench: tuple[float, ...] = (0.0,) * 6  # the same without noise
+
+    def _substep(self) -> None:
+        raw = pb.getJointState(self.body, self.joint, physicsClientId=self.cid)[2]
+        f = self._filtered
+        if f is None:
+            self._filtered = list(raw)
+            return
+        a = self._alpha  # unrolled: this runs at every physics substep
+        f[0] += a * (raw[0] - f[0])
+        f[1] += a * (raw[1] - f[1])
+        f[2] += a * (raw[2] - f[2])
+        f[3] += a * (raw[3] - f[3])
+        f[4] += a * (raw[4] - f[4])
+        f[5] += a * (raw[5] - f[5])
+
+    def read(self, tool_quat) -> tuple[float, ...]:
+        """The wrench now (N, N m; tool frame), called once per control step with the tool's orientation."""
+        m = _matrix(tool_quat)
+        # Gravity on the tool (world (0, 0, g)) in the tool frame: R_wt^T g = g * third row of R_wt.
+        g = self._gravity
+        weight = (m[6] * g * self.tool_mass, m[7] * g * self.tool_mass, m[8] * g * self.tool_mass) \
+            if self.config.compensation == "tool" else (0.0, 0.0, 0.0)
+        self._tool_weight = weight
+        f = self._filtered
+        if f is None:  # no physics step since reset: nothing measured yet
+            self.true_wrench = (0.0,) * 6
+        else:
+            r = self._r_ts  # plain floats: a 3x3 product in numpy costs more than these few multiplications
+            fx, fy, fz = (-(r[i][0] * f[0] + r[i][1] * f[1] + r[i][2] * f[2]) for i in range(3))
+            tx, ty, tz = (-(r[i][0] * f[3] + r[i][1] * f[4] + r[i][2] * f[5]) for i in range(3))
+            cx, cy, cz = self._com
+            wx, wy, wz = weight
+            # The tool's weight acts at its centre of mass: its torque about the sensor is com x weight.
+            self.true_wrench = (fx - wx, fy - wy, fz - wz, tx - (cy * wz - cz * wy), ty - (cz * wx - cx * wz), tz - (cx * wy - cy * wx))
+        c = self.config
+        if c.force_noise > 0 or c.torque_noise > 0:
+            n = self._rng.normal(0.0, 1.0, 6).tolist()
+            s_f, s_t = c.force_noise, c.torque_noise
+            t = self.true_wrench
+            self.wrench = (t[0] + s_f * n[0], t[1] + s_f * n[1], t[2] + s_f * n[2], t[3] + s_t * n[3], t[4] + s_t * n[4], t[5] + s_t * n[5])
+        else:
+            self.wrench = self.true_wrench
+        return self.wrench
+
+    def world_force(self, tool_quat) -> tuple[float, float, float]:
+        """The last read force (noisy, as a controller sees it) in the world frame (N)."""
+        m = _matrix(tool_quat)
+        fx, fy, fz = self.wrench[:3]
+        return (m[0] * fx + m[1] * fy + m[2] * fz, m[3] * fx + m[4] * fy + m[5] * fz, m[6] * fx + m[7] * fy + m[8] * fz)
