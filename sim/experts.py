@@ -228,6 +228,12 @@ class BinSortExpert(Expert):
 EXPERTS = {"reach": ReachExpert, "conveyor_pick": ConveyorPickExpert, "bin_sort": BinSortExpert}
 
 
+# palletize: its expert lives in a module of its own (it builds on Expert above).
+from sim.palletize_expert import PalletizeExpert  # noqa: E402
+
+EXPERTS["palletize"] = PalletizeExpert
+
+
 def make_expert(env) -> Expert:
     base: FactoryEnv = env.unwrapped
     expert = EXPERTS[base.scenario.task.type](base)
