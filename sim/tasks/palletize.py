@@ -178,7 +178,7 @@ class Palletize(Task):
         if pos is None:
             pos, orn = pb.getBasePositionAndOrientation(self.parts.parts[i].body, physicsClientId=self.sim.cid)
         slot = self.slots[i]
-        x, y, z, w = orn
+        x, y, _, _ = orn
         tilt = math.acos(min(1.0, abs(1 - 2 * (x * x + y * y))))  # the box's z axis from the vertical
         yaw_err = abs(wrap_to_period(_yaw(orn) - slot.yaw, self.yaw_period))
         return math.dist(pos, slot.position), yaw_err, tilt
