@@ -64,8 +64,9 @@ class SuctionToolConfig(Strict_):
     on, the cup seals on a body whose flat face it touches squarely (face within seal_tolerance of the
     cup face, face normal within seal_angle of the cup axis, the whole cup on the face); a sealed body
     is held by a fixed constraint whose force is capped at max_holding_force, so a part heavier than
-    that, or one pulled harder (an impact, a fast swing), slips off the cup: past seal_tolerance the
-    seal is lost and the part drops. Defaults: a 40 mm flat cup (an assumption, a common size, e.g.
+    that, or one pulled harder for long enough (an impact, a fast swing), slips off the cup: past
+    max_stretch (or turned past seal_angle) the seal is lost and the part drops. The stretch also lets a
+    held part lag the arm's servo for a moment without dropping, as a bellows cup does. Defaults: a 40 mm flat cup (an assumption, a common size, e.g.
     Schmalz SPB1 40) at 60 % relative vacuum: F = dp x A = 60 kPa x 12.6 cm^2 = 75 N in theory
     (Schmalz's rule, schmalz.com glossary "Holding force"), 50 N with the safety factor 1.5 that the
     German UVV prescribes (Schmalz, "Design of the suction cup").
@@ -74,9 +75,11 @@ class SuctionToolConfig(Strict_):
     type: Literal["suction"]
     cup_radius: PosFloat = Field(0.02, ge=0.005, le=0.1, description="m, radius of the cup's sealing lip")
     max_holding_force: PosFloat = Field(50.0, le=2000.0, description="N the vacuum holds before the part slips off the cup")
-    seal_tolerance: PosFloat = Field(0.004, le=0.02, description="m between the cup face and the part's face for a seal; "
-                                                                  "a sealed part pulled this far off the cup drops")
-    seal_angle: PosFloat = Field(0.2, le=0.6, description="rad between the cup axis and the face's normal for a seal")
+    seal_tolerance: PosFloat = Field(0.004, le=0.02, description="m between the cup face and the part's face for a seal")
+    seal_angle: PosFloat = Field(0.2, le=0.6, description="rad between the cup axis and the face's normal for a seal; "
+                                                          "a held part turned this far off its sealed pose drops")
+    max_stretch: PosFloat = Field(0.01, le=0.05, description="m a held part may be pulled off its sealed pose (the bellows "
+                                                             "give) before the seal breaks and it drops")
 
 
 def _tool_type(value) -> str:

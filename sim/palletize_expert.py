@@ -112,7 +112,8 @@ class PalletizeExpert(Expert):
         # Turn at the pick so that the tool's yaw at the slot is the opposite of this one: both within +-pi/4
         # (+-period/4). Of the equivalent choices, the nearest to the tool's yaw now: a box whose turn is
         # about half a period either way must not make the tool swing from one to the other.
-        pick_yaw = min((-(turn + k * period) / 2 for k in (-1, 0, 1)), key=lambda y: abs(y - robot.target_yaw))
+        choices = [y for y in (-(turn + k * period) / 2 for k in (-1, 0, 1)) if abs(y) <= period / 4 + 0.1]
+        pick_yaw = min(choices, key=lambda y: abs(y - robot.target_yaw))
         yaw_delta = pick_yaw - robot.target_yaw
         off = float(np.linalg.norm(tool[:2] - top[:2]))
         resting = float(np.linalg.norm(box["velocity"][:2])) < self.REST_SPEED

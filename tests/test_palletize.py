@@ -104,8 +104,8 @@ def test_sloppy_placement_fails_the_tolerance_check():
 
 
 # --- the suction cup ----------------------------------------------------------------------------------
-def _seal_and_lift(mass: float):
-    """The expert takes the first box off the stop; then the tool goes straight up at 0.1 m/s for 1 s."""
+def _seal_and_lift(mass: float, up: float = 0.1):
+    """The expert seals on the first box at the stop; then the tool goes straight up at `up` m/s for 1 s."""
     spec = parse_scenario(_scenario(**{"parts.mass": mass, "parts.count": 1}))
     env = sim.make_env(spec)
     expert = make_expert(env)
@@ -118,15 +118,25 @@ def _seal_and_lift(mass: float):
     assert env.robot.suction.sealed or env.robot.suction.losses, "the cup never sealed on the box"
     z0 = pb.getBasePositionAndOrientation(box, physicsClientId=env.sim.cid)[0][2]
     for _ in range(20):
-        *_, info = env.step(np.array([0, 0, 0.1, 0, 1.0], dtype=np.float32))  # vacuum on
+        *_, info = env.step(np.array([0, 0, up / spec.robot.max_ee_speed, 0, 1.0], dtype=np.float32))  # vacuum on
     z1 = pb.getBasePositionAndOrientation(box, physicsClientId=env.sim.cid)[0][2]
     result = env.robot.suction.sealed, z1 - z0, info["drops"], env.robot.reading.opening
     env.close()
     return result
 
 
+@pytest.mark.parametrize("mass, held", [(4.0, True), (5.5, False)])
+def test_a_slow_lift_holds_up_to_about_the_holding_force(mass, held):
+    """At 0.02 m/s (1 mm per control step: little servo jerk) the constraint's force cap is the holding
+    force: 39 N comes up with the cup, 54 N sags off it (measured: 44 N already drops; the rest of the
+    50 N goes to the servo's jerk)."""
+    sealed, lifted, drops, _ = _seal_and_lift(mass, up=0.02)
+    assert sealed == held and drops == (0 if held else 1)
+    assert (lifted > 0.005) == held
+
+
 def test_a_box_within_the_holding_force_is_held():
-    sealed, lifted, drops, reading = _seal_and_lift(3.0)  # 29 N against the cup's 50 N
+    sealed, lifted, drops, reading = _seal_and_lift(3.0)  # 29 N against the cup's 50 N, lifted at 0.1 m/s
     assert sealed and lifted > 0.07 and drops == 0 and reading == 1.0
 
 

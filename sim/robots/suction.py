@@ -8,8 +8,11 @@ Semantics (robot.tool: {type: suction}, scenarios/schema.py SuctionToolConfig):
   pose then, with maxForce = max_holding_force.
 - Bullet caps each of the constraint's rows at maxForce (an impulse of maxForce x dt per substep),
   so a part whose weight plus inertia needs more than that sags away from the cup; once it is
-  seal_tolerance off its sealed pose (or tilted by seal_angle) the seal is lost: the constraint goes
-  and the part drops, counted in `losses`.
+  max_stretch off its sealed pose (or turned by seal_angle) the seal is lost: the constraint goes
+  and the part drops, counted in `losses`. A part is held with its face flush on the cup face, and the
+  two keep colliding: the cup pushes on a part through that contact (any force), the constraint only
+  pulls. The arm's position servo jerks the tool at each new target, well beyond what it averages over
+  a control period; the stretch lets a part within the force lag through such a jerk and come back.
 - vacuum off: released at once.
 """
 
@@ -81,12 +84,14 @@ class SuctionCup:
             half = self._half_extents(body)
             if half is None:
                 continue
-            if self._sits_on_face(body, half, cup_pos, axis):
-                self._seal(body, cup_pos, cup_orn)
+            gap = self._face_gap(body, half, cup_pos, axis)
+            if gap is not None:
+                self._seal(body, [a * gap for a in axis])
                 return
 
-    def _sits_on_face(self, body: int, half, cup_pos, axis) -> bool:
-        """The cup face on the body's face that looks back at it: square, close, and the lip all on it."""
+    def _face_gap(self, body: int, half, cup_pos, axis) -> float | None:
+        """The cup face on the body's face that looks back at it, square and with the lip all on it: the
+        gap between the two faces (m; < 0 pressed in), or None when the cup does not seal there."""
         pos, orn = pb.getBasePositionAndOrientation(body, physicsClientId=self.sim.cid)
         rot = pb.getMatrixFromQuaternion(orn, physicsClientId=self.sim.cid)
         axes = [(rot[0 + i], rot[3 + i], rot[6 + i]) for i in range(3)]  # the body's x, y, z in the world
@@ -94,29 +99,33 @@ class SuctionCup:
         dots = [sum(a * b for a, b in zip(ax, axis)) for ax in axes]
         k = max(range(3), key=lambda i: abs(dots[i]))
         if abs(dots[k]) < self._cos_seal:
-            return False
+            return None
         rel = [c - p for c, p in zip(cup_pos, pos)]
         local = [sum(r * a for r, a in zip(rel, ax)) for ax in axes]  # cup centre in the body frame
         sign = -1.0 if dots[k] > 0 else 1.0  # the face's side: its normal points back at the cup
         gap = sign * local[k] - half[k]  # cup face to box face along the normal (m; < 0 pressed in)
         if abs(gap) > self.config.seal_tolerance:
-            return False
+            return None
         r = self.config.cup_radius
-        return all(abs(local[i]) + r <= half[i] + 1e-9 for i in range(3) if i != k)
+        return gap if all(abs(local[i]) + r <= half[i] + 1e-9 for i in range(3) if i != k) else None
 
-    def _seal(self, body: int, cup_pos, cup_orn) -> None:
+    def _seal(self, body: int, shift) -> None:
+        """Hold `body` where it is, moved by `shift` (m, world) so that its face lies on the cup face.
+
+        The cup and the part keep colliding: pushing down on a part is the cup's rim on it (any force),
+        the constraint only has to pull (up to the holding force). Held with its face flush, the contact
+        and the constraint want the same pose and do not fight.
+        """
         cid = self.sim.cid
         # The constraint's parent frame is relative to the cup link's centre of mass frame, the child's to the body's.
         s = pb.getLinkState(self.robot_body, self.cup_link, computeForwardKinematics=1, physicsClientId=cid)
         com_inv = pb.invertTransform(s[0], s[1])
         pos, orn = pb.getBasePositionAndOrientation(body, physicsClientId=cid)
+        pos = [p - d for p, d in zip(pos, shift)]
         rel_pos, rel_orn = pb.multiplyTransforms(com_inv[0], com_inv[1], pos, orn)
         self.constraint = pb.createConstraint(self.robot_body, self.cup_link, body, -1, pb.JOINT_FIXED, [0, 0, 0],
                                               rel_pos, [0, 0, 0], rel_orn, [0, 0, 0, 1], physicsClientId=cid)
         pb.changeConstraint(self.constraint, maxForce=self.config.max_holding_force, physicsClientId=cid)
-        # The cup pressed on by up to seal_tolerance: the contact would push the part off while the
-        # constraint holds it there, spending the holding force on that fight. The seal is the contact now.
-        pb.setCollisionFilterPair(self.robot_body, body, self.cup_link, -1, 0, physicsClientId=cid)
         self.held, self._rel = body, (rel_pos, rel_orn)
 
     def _check_seal(self) -> None:
@@ -128,7 +137,7 @@ class SuctionCup:
         off = math.dist(pos, want_pos)
         dot = abs(sum(a * b for a, b in zip(orn, want_orn)))
         angle = 2.0 * math.acos(min(1.0, dot))
-        if off > self.config.seal_tolerance or angle > self.config.seal_angle:
+        if off > self.config.max_stretch or angle > self.config.seal_angle:
             self._release()
             self.losses += 1
 
@@ -136,8 +145,6 @@ class SuctionCup:
         cid = self.sim.cid
         if self.constraint is not None:
             pb.removeConstraint(self.constraint, physicsClientId=cid)
-        if self.held is not None:
-            pb.setCollisionFilterPair(self.robot_body, self.held, self.cup_link, -1, 1, physicsClientId=cid)
         self.held, self.constraint, self._rel = None, None, None
 
     # --- bodies -------------------------------------------------------------------------------------
