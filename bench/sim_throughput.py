@@ -98,8 +98,9 @@ def time_raw(env, steps: list, substeps: int) -> float:
             pb.resetBaseVelocity(body, velocity, [0, 0, 0], physicsClientId=cid)
         pb.setJointMotorControlArray(r.body, arm, pb.POSITION_CONTROL, targetPositions=q, forces=forces,
                                      positionGains=kp, velocityGains=kd, physicsClientId=cid)
-        pb.setJointMotorControlArray(r.body, fingers, pb.POSITION_CONTROL, targetPositions=[finger] * len(fingers),
-                                     forces=finger_force, physicsClientId=cid)
+        if fingers:  # a suction tool has none
+            pb.setJointMotorControlArray(r.body, fingers, pb.POSITION_CONTROL, targetPositions=[finger] * len(fingers),
+                                         forces=finger_force, physicsClientId=cid)
         for _ in range(substeps):
             pb.stepSimulation(physicsClientId=cid)
         if reset:

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator, model_validator
 
 from scenarios.naming import ROBOT_MODELS, did_you_mean
 from scenarios.naming import env_id as make_env_id
@@ -93,6 +93,43 @@ class ComplianceConfig(Strict_):
     deadband: NonNegFloat = Field(0.3, le=10.0, description="N per axis ignored (sensor noise must not make the tool wander)")
 
 
+class SuctionToolConfig(Strict_):
+    """A vacuum suction cup in place of the gripper (robot.tool: {type: suction}); the GP7 only, for now.
+
+    The action's last value switches the vacuum: > 0 on, <= 0 off (released at once). With the vacuum
+    on, the cup seals on a body whose flat face it touches squarely (face within seal_tolerance of the
+    cup face, face normal within seal_angle of the cup axis, the whole cup on the face); a sealed body
+    is held by a fixed constraint whose force is capped at max_holding_force, so a part heavier than
+    that, or one pulled harder for long enough (an impact, a fast swing), slips off the cup: past
+    max_stretch (or turned past seal_angle) the seal is lost and the part drops. The stretch also lets a
+    held part lag the arm's servo for a moment without dropping, as a bellows cup does. Defaults: a 40 mm flat cup (an assumption, a common size, e.g.
+    Schmalz SPB1 40) at 60 % relative vacuum: F = dp x A = 60 kPa x 12.6 cm^2 = 75 N in theory
+    (Schmalz's rule, schmalz.com glossary "Holding force"), 50 N with the safety factor 1.5 that the
+    German UVV prescribes (Schmalz, "Design of the suction cup").
+    """
+
+    type: Literal["suction"]
+    cup_radius: PosFloat = Field(0.02, ge=0.005, le=0.1, description="m, radius of the cup's sealing lip")
+    max_holding_force: PosFloat = Field(50.0, le=2000.0, description="N the vacuum holds before the part slips off the cup")
+    seal_tolerance: PosFloat = Field(0.004, le=0.02, description="m between the cup face and the part's face for a seal")
+    seal_angle: PosFloat = Field(0.2, le=0.6, description="rad between the cup axis and the face's normal for a seal; "
+                                                          "a held part turned this far off its sealed pose drops")
+    max_stretch: PosFloat = Field(0.01, le=0.05, description="m a held part may be pulled off its sealed pose (the bellows "
+                                                             "give) before the seal breaks and it drops")
+
+
+def _tool_type(value) -> str:
+    """The tool's `type`, parallel_gripper when left out (the URDF robots' default)."""
+    if isinstance(value, dict):
+        return value.get("type", "parallel_gripper")
+    return getattr(value, "type", "parallel_gripper")
+
+
+Tool = Annotated[Union[Annotated[ToolConfig, Tag("parallel_gripper")], Annotated[SuctionToolConfig, Tag("suction")]],
+                 Discriminator(_tool_type)]
+# Built-in models that can carry a suction cup in place of their gripper (robot.tool: {type: suction}).
+SUCTION_MODELS = ("gp7",)
+
 # RobotConfig keys that describe a robot given by URDF; a built-in model brings its own.
 URDF_ROBOT_KEYS = ("name", "base_link", "flange_link", "arm_joints", "max_joint_speed", "max_joint_effort", "tool",
                    "workspace_low", "workspace_high", "rated_payload")
@@ -113,7 +150,8 @@ class RobotConfig(Strict_):
     )
     max_joint_speed: Optional[JointValues] = Field(None, description="urdf: rad/s (m/s) per arm joint, or one for all; default the URDF's <limit velocity>")
     max_joint_effort: Optional[JointValues] = Field(None, description="urdf: N.m (N) per arm joint, or one for all; default the URDF's <limit effort>")
-    tool: Optional[ToolConfig] = Field(None, description="urdf: the tool mounted on the flange; default a parallel_gripper")
+    tool: Optional[Tool] = Field(None, description="the tool on the flange: {type: parallel_gripper} (the default) or "
+                                                   "{type: suction} (a vacuum cup; built-in gp7 only)")
     workspace_low: Optional[Vec3] = Field(None, description="urdf: tool target box in the base frame (m); default from the arm's reach")
     workspace_high: Optional[Vec3] = None
     rated_payload: Optional[PosFloat] = Field(None, description="urdf: kg; default unknown")
@@ -165,8 +203,16 @@ class RobotConfig(Strict_):
         if (self.model is None) == (self.urdf is None):
             raise ValueError("give exactly one of robot.model (a built-in arm) and robot.urdf (any arm's URDF file)"
                              + (", not both" if self.model else ""))
+        if isinstance(self.tool, SuctionToolConfig):
+            if self.urdf is not None:
+                raise ValueError("robot.tool type 'suction' is available on the built-in models "
+                                 f"{', '.join(SUCTION_MODELS)} only, not yet on a robot given by urdf")
+            if self.model not in SUCTION_MODELS:
+                raise ValueError(f"robot.tool type 'suction': the built-in model {self.model!r} has no suction variant; "
+                                 f"models with one: {', '.join(SUCTION_MODELS)}")
         if self.model is not None:
-            given = [k for k in URDF_ROBOT_KEYS if getattr(self, k) is not None]
+            given = [k for k in URDF_ROBOT_KEYS if getattr(self, k) is not None
+                     and not (k == "tool" and (isinstance(self.tool, SuctionToolConfig) or self.tool == ToolConfig()))]
             if given:
                 raise ValueError(f"robot.{given[0]} applies to a robot given by urdf; the built-in model {self.model!r} brings its own")
             return self
@@ -196,6 +242,11 @@ class RobotConfig(Strict_):
             raise ValueError(f"robot {self.model!r} is a built-in model, not a URDF")
         return arm_chain(read_urdf(self.urdf), self.base_link, self.flange_link, self.arm_joints,
                          speed_given=self.max_joint_speed is not None, effort_given=self.max_joint_effort is not None)
+
+    @property
+    def suction(self) -> Optional[SuctionToolConfig]:
+        """The suction cup's settings when the tool is one, else None (a parallel gripper)."""
+        return self.tool if isinstance(self.tool, SuctionToolConfig) else None
 
     @property
     def robot_name(self) -> str:
@@ -683,8 +734,57 @@ class PegInsertTask(Strict_):
         return self
 
 
-Task = Annotated[Union[ReachTask, ConveyorPickTask, BinSortTask,
-                     PegInsertTask], Field(discriminator="type")]
+# --- palletize ---------------------------------------------------------------------------------
+class PalletPattern(Strict_):
+    """How boxes are stacked on the pallet: layers of rows x columns, filled layer by layer, row by row.
+
+    Layer 0's rows run along the pallet's x, its columns along y, each box with its x along the pallet's
+    x; with alternate_rotation every other layer is the same grid turned a quarter turn about the
+    pallet's centre (boxes too), so the joints of one layer are bridged by the next.
+    """
+
+    rows: Int = Field(ge=1, le=10, description="boxes along the pallet's x in layer 0")
+    columns: Int = Field(ge=1, le=10, description="boxes along the pallet's y in layer 0")
+    layers: Int = Field(1, ge=1, le=10)
+    gap: NonNegFloat = Field(0.01, le=0.2, description="m between neighbouring boxes of a layer")
+    alternate_rotation: bool = Field(True, description="turn every other layer (1, 3, ...) a quarter turn")
+
+    @property
+    def slots(self) -> int:
+        return self.rows * self.columns * self.layers
+
+
+class PalletizeReward(Strict_):
+    tool_to_box: Float = Field(-1.0, description="weight on tool-to-box distance (m) before the box is held")
+    box_to_slot: Float = Field(-1.0, description="weight on box-to-slot distance (m)")
+    held: Float = Field(0.5, description="weight on the box-held (vacuum sealed) indicator")
+    placed: Float = Field(10.0, description="weight on a box coming to rest within tolerance of its slot (once per box)")
+    misplaced: Float = Field(-5.0, description="weight on a box coming to rest on the pallet out of tolerance (once per box)")
+    dropped: Float = Field(-5.0, description="weight on a box lost from the cup or fallen to the floor (once per event)")
+    collision: Float = Field(-1.0, description="weight per new collision with a fixture")
+
+
+class PalletizeTask(Strict_):
+    """Boxes (the scenario's `parts`) arrive on the infeed `conveyor`; stack them on the pallet in the pattern.
+
+    The i-th box of an episode goes to the i-th slot (layer by layer, row by row). Success: every box
+    within position_tolerance (centre) and yaw_tolerance of its slot and tilted at most tilt_tolerance,
+    all at rest: the stack stands.
+    """
+
+    type: Literal["palletize"]
+    pallet: str = Field(description="name of the fixture the boxes are stacked on (its top face is layer 0's floor)")
+    pattern: PalletPattern
+    infeed_stop: str = Field(description="name of the fixture at the conveyor's downstream end that stops the boxes for pickup")
+    position_tolerance: PosFloat = Field(0.01, le=0.1, description="m between a box's centre and its slot's")
+    yaw_tolerance: PosFloat = Field(0.0524, le=0.5, description="rad of yaw error (modulo the box's symmetry); 3 deg")
+    tilt_tolerance: PosFloat = Field(0.0873, le=0.5, description="rad a box may lean and still count as standing; 5 deg")
+    settle_speed: PosFloat = Field(0.02, le=1.0, description="m/s below which a released box counts as resting")
+    settle_time: NonNegFloat = Field(0.3, le=5.0, description="s of rest before a released box's outcome counts")
+    reward: PalletizeReward = PalletizeReward()
+
+
+Task = Annotated[Union[ReachTask, ConveyorPickTask, BinSortTask, PegInsertTask, PalletizeTask], Field(discriminator="type")]
 
 
 class Scenario(Strict_):
@@ -730,7 +830,32 @@ class Scenario(Strict_):
                     )
             if self.task.tote.name in names:
                 raise ValueError(f"task.tote.name {self.task.tote.name!r} is already the name of a table, fixture, bin or camera")
+        if isinstance(self.task, PalletizeTask):
+            self._check_palletize(self.task)
         return self
+
+    def _check_palletize(self, task: PalletizeTask) -> None:
+        if self.conveyor is None or self.parts is None:
+            raise ValueError("task type 'palletize' needs a 'conveyor' (the infeed) and 'parts' (the boxes) section")
+        if not isinstance(self.robot.tool, SuctionToolConfig):
+            raise ValueError("task type 'palletize' picks boxes by suction: give robot.tool: {type: suction}")
+        fixtures = {f.name: f for f in self.fixtures}
+        for key in ("pallet", "infeed_stop"):
+            name = getattr(task, key)
+            if name not in fixtures:
+                raise ValueError(f"task.{key} {name!r} is not a fixture of this scenario; fixtures: {list(fixtures)}"
+                                 + did_you_mean(name, fixtures))
+        p, (sx, sy, _) = task.pattern, self.parts.size
+        if self.parts.count > p.slots:
+            raise ValueError(f"parts.count {self.parts.count} boxes do not fit the pattern's {p.slots} slots "
+                             f"({p.rows} rows x {p.columns} columns x {p.layers} layers)")
+        # The layer's footprint (both turns of it with alternate_rotation) must lie on the pallet's top.
+        lx, ly = p.rows * sx + (p.rows - 1) * p.gap, p.columns * sy + (p.columns - 1) * p.gap
+        need = (max(lx, ly), max(lx, ly)) if p.alternate_rotation and p.layers > 1 else (lx, ly)
+        pallet = fixtures[task.pallet]
+        if need[0] > pallet.size[0] + 1e-9 or need[1] > pallet.size[1] + 1e-9:
+            raise ValueError(f"the pattern's layer ({need[0]:.3f} x {need[1]:.3f} m with parts.size {list(self.parts.size)} "
+                             f"and gap {p.gap} m) overhangs the pallet {task.pallet!r} ({pallet.size[0]:.3f} x {pallet.size[1]:.3f} m)")
 
     @model_validator(mode="after")
     def _peg_insert(self) -> "Scenario":

@@ -11,13 +11,16 @@ import gymnasium as gym
 
 from scenarios import builtin_names, load_scenario
 from scenarios.naming import ROBOT_MODELS, env_id
+from scenarios.schema import SUCTION_MODELS
 
 
 def _register_all() -> list[str]:
     ids = []
     for name in builtin_names():
         scenario = load_scenario(name)
-        robots = [None] + [r for r in ROBOT_MODELS if r != scenario.robot.model]
+        # Another built-in arm stands in where it can carry the scenario's tool (a suction cell: SUCTION_MODELS).
+        robots = [None] + [r for r in ROBOT_MODELS if r != scenario.robot.model
+                           and (scenario.robot.suction is None or r in SUCTION_MODELS)]
         for robot in robots:
             id_ = env_id(scenario.name, scenario.version, robot)
             if id_ not in gym.registry:

@@ -61,12 +61,14 @@ class FactoryEnv(gym.Env):
     """A scenario as an env. Actions are normalised to [-1, 1]:
 
     - `ee_delta` (default): (dx, dy, dz, dyaw, grip), scaled by robot.max_ee_speed (m/s) and
-      robot.max_yaw_rate (rad/s) over one control period; grip -1 = open, +1 = closed.
+      robot.max_yaw_rate (rad/s) over one control period; grip -1 = open, +1 = closed
+      (a suction tool: > 0 vacuum on, <= 0 off).
     - `joint_delta`: one value per arm joint, scaled by max_joint_speed_fraction of its rated speed, then grip.
 
     Observations (`obs_mode`):
 
-    - `state` (default): float32 robot features (tool position, yaw, velocity, gripper opening, joints)
+    - `state` (default): float32 robot features (tool position, yaw, velocity, gripper opening (a suction
+      tool: vacuum sealed, 0/1), joints)
       then the task's features; a goal task splits off achieved_goal / desired_goal (see feature_spec).
     - `pixels`: a Dict with, per camera whose `use` lists pixels, `<name>`: RGB uint8 (H, W, 3) and, if
       it lists depth, `<name>_depth`: uint8 (H, W, 1) linear over the camera's [near, far] (0 = near,
@@ -225,7 +227,9 @@ class FactoryEnv(gym.Env):
     def _robot_features(self) -> list[tuple[str, int, str]]:
         features = [
             ("tool_position", 3, "m"), ("tool_yaw", 1, "rad"), ("tool_velocity", 3, "m/s"),
-            ("gripper_opening", 1, "m"), ("joint_positions", len(self.robot.arm_ids), "rad"),
+            # A suction tool has no opening: its place holds whether the cup is sealed on a part (0/1).
+            ("gripper_opening", 1, "m") if self.robot.suction is None else ("vacuum_sealed", 1, "bool"),
+            ("joint_positions", len(self.robot.arm_ids), "rad"),
         ]
         if self.robot.wrist is not None:  # robot.wrist_ft declared: the reading follows the joints (ArmReading.wrench)
             features += [("wrist_force", 3, "N"), ("wrist_torque", 3, "N m")]

@@ -13,37 +13,12 @@ import numpy as np
 from perception.localize import wrap_angle
 from perception.observers import wrap_to_period
 from sim.env import FactoryEnv
+from sim.expert_base import Expert
+from sim.palletize_expert import PalletizeExpert
 from sim.tasks.bin_sort import BinSort
 from sim.tasks.conveyor_pick import QUARTER_TURN, ConveyorPick
 from sim.tasks.peg_insert import PegInsert
 from sim.tasks.reach import Reach
-
-
-class Expert:
-    def __init__(self, env: FactoryEnv):
-        self.env = env
-        self.robot = env.robot
-        cfg = env.scenario.robot
-        if cfg.control != "ee_delta":
-            raise ValueError("the scripted experts drive the tool: use a scenario with robot.control: ee_delta")
-        dt = env.scenario.physics.control_period
-        self.step_len = cfg.max_ee_speed * dt  # m per control step at |action| = 1
-        self.yaw_len = cfg.max_yaw_rate * dt
-
-    def reset(self) -> None:
-        pass
-
-    def act(self, obs: Any = None) -> np.ndarray:
-        raise NotImplementedError
-
-    def _toward(self, target: np.ndarray, yaw_delta: float, grip: float, feedforward=np.zeros(3), speed: float = 1.0) -> np.ndarray:
-        """Action that moves the tool target toward `target` at up to `speed` x full speed."""
-        move = (np.asarray(target) - self.robot.target_pos) / self.step_len + feedforward / self.step_len
-        norm = float(np.max(np.abs(move)))
-        if norm > speed:
-            move *= speed / norm
-        yaw = float(np.clip(yaw_delta / self.yaw_len, -1, 1))
-        return np.concatenate([move, [yaw, grip]]).astype(np.float32)
 
 
 class ReachExpert(Expert):
@@ -227,6 +202,9 @@ class BinSortExpert(Expert):
 
 
 EXPERTS = {"reach": ReachExpert, "conveyor_pick": ConveyorPickExpert, "bin_sort": BinSortExpert}
+
+
+EXPERTS["palletize"] = PalletizeExpert  # in a module of its own (sim/palletize_expert.py)
 
 
 def make_expert(env) -> Expert:

@@ -1,4 +1,4 @@
-"""A robot arm with a parallel gripper, driven by end-effector or joint deltas.
+"""A robot arm with a tool (a parallel gripper, or a suction cup: sim/robots/suction.py), driven by end-effector or joint deltas.
 
 `RobotModel` is the static description (readable without a simulator: the bridge and the bundle
 manifest publish it); `Robot` is that model loaded into one `Simulator`.
@@ -18,8 +18,9 @@ import pybullet as pb
 from scenarios.schema import RobotConfig
 from sim.robots.compliance import Admittance
 from sim.robots.ik import KinematicCopy
-from sim.robots.wrist_ft import WristFT
+from sim.robots.suction import SuctionCup
 from sim.robots.tool_down_ik import to_base_frame
+from sim.robots.wrist_ft import WristFT
 from sim.simulator import Simulator, yaw_quat
 
 
@@ -52,6 +53,8 @@ class RobotModel:
     tool_down_reach: tuple[tuple[float, float], ...] = ()
     # The fixed joint between the flange and the tool, where a wrist F/T sensor (robot.wrist_ft) reads; None: none fitted.
     wrist_joint: str | None = None
+    # A suction tool's cup link (the tool is a vacuum cup, robot.tool type suction; no finger joints); None: a gripper.
+    suction_link: str | None = None
 
 
 # How many control periods of rated joint travel a command may lead the measured joints by.
@@ -69,7 +72,7 @@ class ArmReading(NamedTuple):
     tool_pos: tuple[float, float, float]  # m, world
     tool_yaw: float  # rad
     tool_vel: tuple[float, float, float]  # m/s, world
-    opening: float  # m between the fingers
+    opening: float  # m between the fingers; a suction tool: 1.0 while sealed on a part, else 0.0
     q: list[float]  # rad, arm joints
     # N, N m: the wrist F/T sensor's (force xyz, torque xyz) in the tool frame; empty without a sensor, so
     # cells without one keep their observation layout.
@@ -105,6 +108,11 @@ class Robot:
         # IK and state reads work over every movable joint in joint-index order: the arm's, then the
         # fingers' (required, so the step loop can slice instead of gathering).
         self._movable = [j for j in range(pb.getNumJoints(self.body, physicsClientId=cid)) if pb.getJointInfo(self.body, j, physicsClientId=cid)[2] != pb.JOINT_FIXED]
+        suction = config.suction
+        if (suction is not None) != (model.suction_link is not None):
+            raise ValueError(f"robot.tool is {'suction' if suction else 'a parallel gripper'} but the {model.name} model "
+                             f"loaded from {model.urdf_path} carries {'a suction cup' if model.suction_link else 'a gripper'}")
+        self.suction = SuctionCup(sim, self.body, links[model.suction_link], suction) if suction is not None else None
         if self._movable != self.arm_ids + self.finger_ids:
             raise ValueError(f"{model.urdf_path}: the movable joints must be the arm joints, then the finger joints, in URDF order")
         self._n_arm = len(self.arm_ids)
@@ -161,6 +169,8 @@ class Robot:
             pb.resetJointState(self.body, j, self.model.finger_travel, 0.0, physicsClientId=cid)
         self._q_cmd = q.tolist()
         self._finger_cmd = None
+        if self.suction is not None:
+            self.suction.reset()
         self._pending = None  # a new episode starts undelayed; set_command_delay() after reset
         if self.wrist is not None:
             self.wrist.reset(rng)
@@ -178,11 +188,16 @@ class Robot:
         s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=cid)
         states = pb.getJointStates(self.body, self._movable, physicsClientId=cid)
         q = [st[0] for st in states]
+        if self.suction is None:
+            opening = sum(q[self._n_arm:])
+        else:  # the cup seals (or loses its part) on what this physics step did
+            self.suction.update()
+            opening = 1.0 if self.suction.sealed else 0.0
         if self.wrist is None:
-            self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], sum(q[self._n_arm:]), q[: self._n_arm])
+            self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], opening, q[: self._n_arm])
         else:
             self.tool_quat = s[5]
-            self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], sum(q[self._n_arm:]), q[: self._n_arm], self.wrist.read(s[5]))
+            self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], opening, q[: self._n_arm], self.wrist.read(s[5]))
 
     # Numpy copies of the last reading, for code outside the step loop.
     @property
@@ -220,7 +235,9 @@ class Robot:
         return np.array([s[0] for s in states])
 
     def gripper_opening(self) -> float:
-        """Distance between the fingers (m)."""
+        """Distance between the fingers (m); a suction tool: 1.0 while sealed, else 0.0."""
+        if self.suction is not None:
+            return 1.0 if self.suction.sealed else 0.0
         states = pb.getJointStates(self.body, self.finger_ids, physicsClientId=self.sim.cid)
         return float(sum(s[0] for s in states))
 
@@ -359,6 +376,9 @@ class Robot:
             self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=q, forces=self._forces,
             positionGains=self._kp, velocityGains=self._kd, physicsClientId=cid,
         )
+        if self.suction is not None:  # > 0: vacuum on; otherwise off, releasing at once
+            self.suction.command(grip > 0.0)
+            return
         # grip = -1 opens fully, +1 closes fully; values between give a proportional opening.
         finger = (1.0 - grip) / 2.0 * self.model.finger_travel
         if finger == self._finger_cmd:  # Bullet motors keep their last command
@@ -389,6 +409,8 @@ class Robot:
             "tool_target_max_lag": TOOL_TARGET_MAX_LAG,
             "tool_yaw_limit": TOOL_YAW_LIMIT,
             "finger_travel": self.model.finger_travel,
+            "tool": "suction" if self.suction is not None else "parallel_gripper",
+            **({"suction": self.suction.config.model_dump(exclude={"type"})} if self.suction is not None else {}),
             "rated_payload": self.model.rated_payload,
             "source": self.model.source,
         }

@@ -22,7 +22,6 @@ import numpy as np
 import pybullet as pb
 
 from scenarios.schema import PegInsertTask
-from sim.props.peg_hole import HoleFixture, Peg
 from sim.tasks.base import Feature, Task
 from sim.tasks.collisions import CollisionCounter
 
