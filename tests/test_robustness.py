@@ -114,4 +114,6 @@ def test_bridge_only_runs_the_nominal_cell_under_each_bridge_fault(reach_bundle,
     report, _ = run_robustness(reach_bundle, suite, tmp_path, "--bridge-only", "--workers", "1")
     assert [r["label"] for r in report["rows"]] == ["nominal", "latency x1", "dropped replies x1", "bridge faults x1"]
     assert all(r["randomization"] == {} for r in report["rows"])
-    assert report["rows"][1]["round_trip_us"]["p50_us"] > 5000  # the added 5 ms is in every round trip
+    latency = report["rows"][1]
+    assert latency["added_latency_ms"] == pytest.approx(5.0 * latency["control_steps"], rel=0.01)  # 5 ms before each request
+    assert report["rows"][0]["added_latency_ms"] == 0

@@ -55,7 +55,8 @@ def evaluate_row(target: Target, row: Row, endpoint: str | None) -> dict[str, An
                    "successes": report.successes, "mean_cycle_time_s": report.mean_cycle_time_s,
                    "safety_interventions": report.safety_interventions, "steps_changed_by_safety": report.steps_changed_by_safety,
                    "watchdog_holds": report.holds, "deadline_misses": report.deadline_misses,
-                   "dropped_replies": report.faults["dropped"], "round_trip_us": report.round_trip}
+                   "dropped_replies": report.faults["dropped"], "added_latency_ms": report.faults["added_latency_ms_total"],
+                   "control_steps": report.control_steps, "round_trip_us": report.round_trip}
     return {"label": row.label, "factor": row.factor, "magnitude": row.magnitude, "randomization": row.randomization,
             "faults": row.faults, **figures, "wall_s": round(time.monotonic() - started, 1)}
 
