@@ -73,3 +73,14 @@ def conveyor_pick_with_mesh(folder: Path, mesh: dict, **parts) -> Path:
     path = folder / "mesh-pick.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+if __name__ == "__main__":  # PYTHONPATH=. python tests/mesh_support.py DIR: the hex part and its conveyor-pick cell, to try by hand
+    import sys
+
+    folder = Path(sys.argv[1])
+    folder.mkdir(parents=True, exist_ok=True)
+    write_obj(folder / "hex.obj", *hex_prism())
+    write_binary_stl(folder / "hex.stl", *hex_prism())
+    write_obj(folder / "bracket.obj", *l_bracket())
+    print(conveyor_pick_with_mesh(folder, {"file": "hex.obj", "units": "mm"}))
