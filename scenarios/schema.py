@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Strict, Tag, ValidationInfo, field_validator, model_validator
+import numpy as np
 
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Strict, Tag, ValidationInfo, field_validator, model_validator
+
+from scenarios.mesh import UNITS, MeshError, read_mesh
 from scenarios.naming import ROBOT_MODELS, did_you_mean
 from scenarios.naming import env_id as make_env_id
 from scenarios.urdf import ArmChain, arm_chain, read_urdf
@@ -308,8 +311,95 @@ class ConveyorConfig(Strict_):
     color: RGBA = (0.15, 0.15, 0.15, 1.0)
 
 
+# vhacd's settings (pybullet.vhacd keywords). Part of the decomposition's cache key: change one and
+# every cached decomposition is made again.
+VHACD_PARAMETERS = {"resolution": 100_000, "concavity": 0.0025, "maxNumVerticesPerCH": 64, "minVolumePerCH": 0.0001}
+MAX_MESH_EXTENT = 2.0  # m: a part bigger than this was almost surely declared in the wrong units
+
+
+def _absolute(path: str, info: ValidationInfo) -> str:
+    """A path relative to the scenario file's folder (the loader passes it), else to the working directory."""
+    p = Path(path).expanduser()
+    if not p.is_absolute():
+        p = Path((info.context or {}).get("base_dir", ".")) / p
+    return str(p.resolve())
+
+
+class MeshConfig(Strict_):
+    """A part's shape from the user's own mesh file: Wavefront OBJ or STL (ASCII or binary).
+
+    The file carries no unit: `units` says which it is in (no guessing). The part's origin and centre of
+    mass is the centre of the mesh's bounding box (every cell places, grasps and judges a part by its
+    centre), its size the bounding box in metres, its orientation the file's axes (z up on the belt).
+    Collision: `vhacd`, a convex decomposition (PyBullet's V-HACD) that follows a non-convex part's
+    shape, made once and cached; or `convex_hull`, one hull around the whole mesh (exact for a convex
+    part, and nothing to compute). What the cameras see is the mesh itself.
+    """
+
+    file: str = Field(description="path to the .obj or .stl file (relative to the scenario file's folder)")
+    units: Optional[Literal["m", "mm", "cm", "in"]] = Field(None, description="the unit of the file's coordinates: m, mm, cm or in (required)")
+    scale: PosFloat = Field(1.0, le=1000.0, description="multiplier on the mesh after units (1 = as drawn)")
+    collision: Literal["vhacd", "convex_hull"] = Field(
+        "vhacd", description="vhacd: a convex decomposition (follows a non-convex shape; made once and cached); "
+                             "convex_hull: one convex hull around the whole mesh")
+
+    _file = field_validator("file")(lambda v, info: _absolute(v, info))
+
+    @model_validator(mode="after")
+    def _read(self) -> "MeshConfig":
+        if self.units is None:
+            raise ValueError(f"declare the mesh's units: one of {', '.join(UNITS)} (a mesh file carries no unit; "
+                             "genba does not guess it)")
+        try:
+            mesh = read_mesh(self.file)
+        except MeshError as exc:
+            raise ValueError(str(exc)) from None
+        low, high = mesh.bounds
+        extent = (high - low) * UNITS[self.units] * self.scale
+        if extent.max() > MAX_MESH_EXTENT:
+            raise ValueError(f"{self.file}: the mesh is {np.round(extent, 3).tolist()} m in {self.units!r} at scale "
+                             f"{self.scale:g}, over the {MAX_MESH_EXTENT} m a part may be: are the units right?")
+        if extent.min() < 0.001:
+            raise ValueError(f"{self.file}: the mesh is {np.round(extent, 6).tolist()} m in {self.units!r} at scale "
+                             f"{self.scale:g}, under 1 mm on a side: are the units right?")
+        self._extent, self._centre, self._sha256 = tuple(float(e) for e in extent), (low + high) / 2, mesh.sha256
+        return self
+
+    _extent: tuple[float, float, float] = PrivateAttr()
+    _centre: Any = PrivateAttr()  # np.ndarray: the bounding box's centre in the file's units
+    _sha256: str = PrivateAttr()
+
+    @property
+    def extent(self) -> tuple[float, float, float]:
+        """The bounding box's x, y, z extents in metres: the part's size."""
+        return self._extent
+
+    @property
+    def centre(self) -> "np.ndarray":
+        """The bounding box's centre in the file's own coordinates and units."""
+        return self._centre
+
+    @property
+    def sha256(self) -> str:
+        """Of the file's bytes when the scenario was loaded."""
+        return self._sha256
+
+    @property
+    def metres_per_unit(self) -> float:
+        return UNITS[self.units] * self.scale
+
+
+def _mesh_size(size: Optional[tuple], given: bool, mesh: MeshConfig, key: str) -> tuple[float, float, float]:
+    """A mesh part's size is its bounding box; a size given beside it must say the same (within 0.1 mm)."""
+    if given and size is not None and max(abs(a - b) for a, b in zip(size, mesh.extent)) > 1e-4:
+        raise ValueError(f"{key}.size {list(size)} m differs from the mesh's bounding box {[round(e, 6) for e in mesh.extent]} m: "
+                         f"a mesh part's size is derived from its mesh; drop {key}.size")
+    return mesh.extent
+
+
 class PartsConfig(Strict_):
-    size: Size3 = (0.04, 0.04, 0.04)
+    size: Size3 = Field((0.04, 0.04, 0.04), description="full extents x, y, z (m) of the box; with mesh: derived, its bounding box")
+    mesh: Optional[MeshConfig] = Field(None, description="the part's shape from a mesh file instead of a box")
     mass: PosFloat = Field(0.1, le=20.0, description="kg")
     friction: PosFloat = Field(1.0, le=5.0)
     color: RGBA = (0.9, 0.45, 0.1, 1.0)
@@ -317,6 +407,12 @@ class PartsConfig(Strict_):
     spawn_interval: Range = Field((4.0, 6.0), description="s between arrivals (uniform)")
 
     _interval = field_validator("spawn_interval")(lambda v: _check_range(v, "spawn_interval"))
+
+    @model_validator(mode="after")
+    def _derived_size(self) -> "PartsConfig":
+        if self.mesh is not None:
+            object.__setattr__(self, "size", _mesh_size(self.size, "size" in self.model_fields_set, self.mesh, "parts"))
+        return self
 
 
 class BinConfig(Strict_):
@@ -600,8 +696,10 @@ class PartTypeConfig(Strict_):
     """One class of part: how it looks and weighs, and which bin it is sorted into."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    shape: Literal["box", "cylinder"]
-    size: Size3 = Field(description="full extents x, y, z (m); a cylinder's x and y are its diameter, z its height")
+    shape: Literal["box", "cylinder", "mesh"]
+    size: Optional[Size3] = Field(None, description="full extents x, y, z (m); a cylinder's x and y are its diameter, z its height; "
+                                                    "shape mesh: derived, the mesh's bounding box")
+    mesh: Optional[MeshConfig] = Field(None, description="shape mesh: the mesh file")
     color: RGBA
     mass: PosFloat = Field(0.1, le=20.0, description="kg")
     friction: PosFloat = Field(1.0, le=5.0)
@@ -609,6 +707,13 @@ class PartTypeConfig(Strict_):
 
     @model_validator(mode="after")
     def _round_cylinder(self) -> "PartTypeConfig":
+        if (self.shape == "mesh") != (self.mesh is not None):
+            raise ValueError(f"part type {self.name!r}: " + ("shape mesh needs a mesh: {file: ..., units: ...}" if self.shape == "mesh"
+                                                              else f"a mesh is for shape mesh, not {self.shape}"))
+        if self.mesh is not None:
+            object.__setattr__(self, "size", _mesh_size(self.size, "size" in self.model_fields_set, self.mesh, "part_types"))
+        elif self.size is None:
+            raise ValueError(f"part type {self.name!r}: a {self.shape} needs a size (x, y, z in m)")
         if self.shape == "cylinder" and self.size[0] != self.size[1]:
             raise ValueError(f"part type {self.name!r}: a cylinder's size x and y are its diameter and must be equal, got {list(self.size)}")
         return self
@@ -832,13 +937,42 @@ class Scenario(Strict_):
                 raise ValueError(f"task.tote.name {self.task.tote.name!r} is already the name of a table, fixture, bin or camera")
         if isinstance(self.task, PalletizeTask):
             self._check_palletize(self.task)
+        self._check_mesh_grasp()
         return self
+
+    def mesh_part_keys(self) -> list[str]:
+        """Where this scenario's parts are given by mesh files (keys as in the file), if anywhere."""
+        keys = ["parts.mesh"] if self.parts is not None and self.parts.mesh is not None else []
+        if isinstance(self.task, BinSortTask):
+            keys += [f"task.part_types[{i}].mesh" for i, t in enumerate(self.task.part_types) if t.mesh is not None]
+        return keys
+
+    def _check_mesh_grasp(self) -> None:
+        """A mesh part must fit between the open jaws of the gripper that picks it (box parts keep their old rules)."""
+        if self.robot.suction is not None or not isinstance(self.task, (ConveyorPickTask, BinSortTask)):
+            return
+        # A URDF robot's jaws are its tool's; the built-in models' (panda, gp7) travel 0.04 m each, as ToolConfig's default.
+        opening = 2 * (self.robot.tool.finger_travel if isinstance(self.robot.tool, ToolConfig) else ToolConfig().finger_travel)
+        if isinstance(self.task, ConveyorPickTask) and self.parts is not None and self.parts.mesh is not None:
+            # conveyor-pick turns the jaws to the part's yaw modulo a quarter turn: either side may come between them.
+            width = max(self.parts.size[:2])
+            if width >= opening:
+                raise ValueError(f"parts.mesh: the part is {width:.4f} m across (its bounding box {[round(e, 4) for e in self.parts.size]} m), "
+                                 f"the gripper opens {opening:.3f} m: conveyor-pick grasps a part across x or y, both must fit")
+        if isinstance(self.task, BinSortTask):
+            for i, t in enumerate(self.task.part_types):
+                if t.mesh is not None and min(t.size[:2]) >= opening:
+                    raise ValueError(f"task.part_types[{i}].mesh: part type {t.name!r} is {min(t.size[:2]):.4f} m across at its "
+                                     f"narrowest (bounding box {[round(e, 4) for e in t.size]} m), the gripper opens {opening:.3f} m")
 
     def _check_palletize(self, task: PalletizeTask) -> None:
         if self.conveyor is None or self.parts is None:
             raise ValueError("task type 'palletize' needs a 'conveyor' (the infeed) and 'parts' (the boxes) section")
         if not isinstance(self.robot.tool, SuctionToolConfig):
             raise ValueError("task type 'palletize' picks boxes by suction: give robot.tool: {type: suction}")
+        if self.parts.mesh is not None:
+            raise ValueError("parts.mesh: palletize stacks boxes (the suction cup seals on their flat tops, the pattern "
+                             "packs their footprints): its parts are boxes, give parts.size and no mesh")
         fixtures = {f.name: f for f in self.fixtures}
         for key in ("pallet", "infeed_stop"):
             name = getattr(task, key)

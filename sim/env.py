@@ -295,6 +295,11 @@ class FactoryEnv(gym.Env):
     def _start_perception(self) -> None:
         """obs_mode "perceived": the task's features from the perception camera and the robot's own sensors."""
         task = self.task
+        meshes = self.scenario.mesh_part_keys()
+        if meshes:
+            raise SimError(f"obs_mode 'perceived' is not supported with mesh parts ({', '.join(meshes)} in scenario "
+                           f"{self.scenario.name!r}): perception localises a part by fitting a box or cylinder to the top face "
+                           "the camera sees; use obs_mode 'state' or 'pixels'")
         self._perception = next(s for s in self.sensors.values() if "perception" in s.config.use)
         # Public so a bench can time it (bench/obs_comparison.py wraps its locate()).
         self.locator = PartLocator(task.perception_classes(), support_z=task.support_z())

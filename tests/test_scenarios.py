@@ -213,7 +213,7 @@ def test_bin_sort_unknown_shape(tmp_path):
     data = bin_sort()
     data["task"]["part_types"][0]["shape"] = "sphere"
     msg = error_of(tmp_path, data)
-    assert "part_types[0].shape: Input should be 'box' or 'cylinder' (got 'sphere')" in msg
+    assert "part_types[0].shape: Input should be 'box', 'cylinder' or 'mesh' (got 'sphere')" in msg
 
 
 def test_bin_sort_cylinder_must_be_round(tmp_path):
@@ -257,4 +257,4 @@ def test_bin_sort_errors_name_the_files_own_key_path_with_a_suggestion(tmp_path)
     data["task"]["part_types"][0]["shape"] = "sphere"
     msg = error_of(tmp_path, data)
     assert "task.reward.sortd: unknown key (did you mean 'sorted'?); valid keys here: tool_to_part" in msg  # not task.bin_sort.reward
-    assert "task.part_types[0].shape: Input should be 'box' or 'cylinder'" in msg
+    assert "task.part_types[0].shape: Input should be 'box', 'cylinder' or 'mesh'" in msg

@@ -1,4 +1,5 @@
-"""Parts: the cubes that arrive on the conveyor, and typed parts (boxes, cylinders) laid into a tote.
+"""Parts: the cubes (or the user's mesh parts) that arrive on the conveyor, and typed parts (boxes,
+cylinders, meshes) laid into a tote.
 
 A pool's bodies are created once with the cell and parked off-stage in rows on the floor; a spawn
 moves one into the scene (onto the belt's upstream end, or into the tote). Creating bodies at build
@@ -14,6 +15,7 @@ import numpy as np
 import pybullet as pb
 
 from scenarios.schema import PartsConfig, PartTypeConfig
+from sim.props.mesh import create_mesh_body
 from sim.simulator import Simulator, yaw_quat
 
 PARK_ORIGIN = np.array([4.0, 4.0, 0.0])  # m, far outside every cell
@@ -39,7 +41,9 @@ class Part:
 
 
 def create_part_body(sim: Simulator, name: str, config: PartTypeConfig, position) -> int:
-    """A dynamic box or upright cylinder of the type's size, mass, colour and friction."""
+    """A dynamic box, upright cylinder or mesh of the type's size, mass, colour and friction."""
+    if config.shape == "mesh":
+        return create_mesh_body(sim, name, config.mesh, position, mass=config.mass, color=config.color, friction=config.friction)
     if config.shape == "box":
         return sim.create_box(name, config.size, position, mass=config.mass, color=config.color, friction=config.friction)
     radius, height, cid = config.size[0] / 2, config.size[2], sim.cid
@@ -62,7 +66,11 @@ class PartPool:
         self.on_spawn: SpawnHook | None = None
         for i in range(config.count):
             name = f"part{i}"
-            body = sim.create_box(name, config.size, self.park_position(i), mass=config.mass, color=config.color, friction=config.friction)
+            if config.mesh is not None:
+                body = create_mesh_body(sim, name, config.mesh, self.park_position(i), mass=config.mass, color=config.color,
+                                        friction=config.friction)
+            else:
+                body = sim.create_box(name, config.size, self.park_position(i), mass=config.mass, color=config.color, friction=config.friction)
             self.parts.append(Part(name=name, index=i, body=body))
 
     def park_position(self, i: int) -> np.ndarray:

@@ -31,8 +31,10 @@ SETTLE_EPS = 1e-9  # s: settle_time compared on sums of float control periods
 
 
 def part_class(part_type: PartTypeConfig) -> PartClass:
-    """A part type as the camera knows it."""
-    return PartClass(part_type.name, tuple(part_type.color[:3]), part_type.shape, tuple(part_type.size))
+    """A part type as the camera knows it. A mesh part is known by its bounding box (the viewer's overlay,
+    the expert's yaw symmetry); obs_mode "perceived" refuses mesh parts (sim/env.py)."""
+    shape = "box" if part_type.shape == "mesh" else part_type.shape
+    return PartClass(part_type.name, tuple(part_type.color[:3]), shape, tuple(part_type.size))
 
 
 def draw_positions(rng: np.random.Generator, n: int, half: tuple[float, float], spacing: float) -> list[tuple[float, float]]:

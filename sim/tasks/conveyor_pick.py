@@ -173,6 +173,7 @@ class ConveyorPick(Task):
 
     # --- what cameras see -----------------------------------------------------------------------
     def perception_classes(self) -> list[PartClass]:
+        """A mesh part is known by its bounding box here (the viewer's overlay); obs_mode "perceived" refuses it (sim/env.py)."""
         pc = self.parts.config
         return [PartClass(PART_CLASS, tuple(pc.color[:3]), "box", tuple(pc.size))]
 
