@@ -11,8 +11,18 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
-
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Strict, Tag, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Strict,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from scenarios.mesh import UNITS, MeshError, read_mesh
 from scenarios.naming import ROBOT_MODELS, did_you_mean

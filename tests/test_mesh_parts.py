@@ -13,10 +13,10 @@ import pybullet as pb
 import pytest
 import yaml
 from gymnasium.utils.env_checker import check_env
+from mesh_support import conveyor_pick_with_mesh, hex_prism, l_bracket, write_ascii_stl, write_binary_stl, write_obj
 
 import sim
 import sim.props.mesh as mesh_module
-from mesh_support import (conveyor_pick_with_mesh, hex_prism, l_bracket, write_ascii_stl, write_binary_stl, write_obj)
 from scenarios.loader import BUILTIN_DIR, ScenarioError, load_scenario
 from sim.errors import SimError
 from sim.experts import make_expert
