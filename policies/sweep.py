@@ -91,6 +91,7 @@ def run_worker(study: optuna.Study, out: Path | None = None) -> int:
     ran = fails = 0
     while True:
         optuna.storages.fail_stale_trials(study)
+        fail_orphans(study)
         c = counts(study)
         finished = c["complete"] + c["pruned"]
         if finished >= n:
@@ -156,6 +157,32 @@ def fail_trials_of(study: optuna.Study, pid: int) -> list[int]:
             retry(study, study._storage.get_trial(t._trial_id))
             failed.append(t.number)
     return failed
+
+
+def fail_orphans(study: optuna.Study) -> list[int]:
+    """Fail (and enqueue again) the running trials whose worker ran on this node and is gone: what a sweep
+    killed as a whole (coordinator and workers, e.g. a lost session) leaves behind, heartbeat or not."""
+    node = platform.node() + ":"
+    pids = {t.user_attrs.get("worker_pid") for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get("worker", "").startswith(node)}
+    return [n for pid in sorted(p for p in pids if p is not None and not _alive(p)) for n in fail_trials_of(study, pid)]
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is still a sweep worker (not gone, not a zombie, not reused by another program)."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if Path("/proc/self").exists():
+        try:
+            return b"sweep" in cmdline.read_bytes()
+        except OSError:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # --- results ------------------------------------------------------------------------------------------

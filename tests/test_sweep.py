@@ -135,6 +135,32 @@ def test_sweep_on_the_journal_default_survives_a_killed_worker(tmp_path: Path):
     check_study_and_preset(study, killed, sweep_dir, tmp_path)
 
 
+def test_a_sweep_killed_as_a_whole_resumes_with_its_finished_trials_kept(tmp_path: Path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    sweep_dir = tmp_path / "sweep"
+    coordinator = genba("sweep", "toy-target", "--algo", "bc", "--trials", str(TRIALS), "--workers", "1",
+                        "--space", str(tmp_path / "space.yaml"), "--out", str(sweep_dir), "--study", "local", *FIXED,
+                        start_new_session=True)
+    try:
+        study = wait_for_study(str(sweep_dir / "journal.log"), "local")
+        deadline = time.monotonic() + 60
+        while not [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if "run_dir" in t.user_attrs]:
+            assert time.monotonic() < deadline, "no trial started within 60 s"
+            time.sleep(0.05)
+        os.killpg(coordinator.pid, signal.SIGKILL)  # coordinator and worker at once: nobody left to fail the trial
+    finally:
+        stop(coordinator)
+    finished_before = {t.number for t in study.get_trials() if t.state == TrialState.COMPLETE}
+    killed = next(t.number for t in study.get_trials() if t.state == TrialState.RUNNING)
+
+    resumed = run_genba("sweep", "--resume", "--out", str(sweep_dir), "--workers", "1", timeout=150)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"trials [{killed}] of dead workers failed and queued again" in resumed.stderr
+    study = optuna.load_study(study_name="local", storage=open_storage(str(sweep_dir / "journal.log"), heartbeat_s=1))
+    assert finished_before <= {t.number for t in study.get_trials() if t.state == TrialState.COMPLETE}  # nothing redone
+    check_study_and_preset(study, killed, sweep_dir, tmp_path)
+
+
 def test_seed_sweep_reports_mean_and_interval(tmp_path: Path):
     out = tmp_path / "seeds.json"
     result = run_genba("sweep", "toy-target", "--algo", "bc", "--seeds", "3", "--workers", "2", "--out", str(tmp_path / "s"),

@@ -30,6 +30,8 @@ def sweep_cmd(
                                                      "(default: journal.log in the sweep directory)"),
     study: Optional[str] = typer.Option(None, help="study name (default: the sweep directory's name)"),
     worker: bool = typer.Option(False, "--worker", help="join --study in --storage and run its trials until it is done"),
+    resume: bool = typer.Option(False, "--resume", help="continue the sweep in --out after its coordinator died: its "
+                                "orphaned trials are failed and run again, finished ones kept, then the report"),
     seeds: Optional[int] = typer.Option(None, help="run the preset (no search) over this many seeds, from --seed on"),
     preset: Optional[Path] = typer.Option(None, help="preset YAML instead of the cell's shipped one"),
     set_: list[str] = typer.Option([], "--set", help="fixed config override for every trial: --set steps=20000"),
@@ -53,6 +55,12 @@ def sweep_cmd(
 
         ran = run_worker(load_study(open_storage(storage, heartbeat), study), out)
         typer.echo(f"worker done: ran {ran} trial(s) of study {study}")
+        return
+    if resume:
+        if out is None or cell or seeds or space or set_ or preset:
+            raise AppError("--resume continues the sweep in --out with its own study; give --out DIR (and --storage/--study "
+                           "if it used them), not CELL, --seeds, --space, --set or --preset")
+        _resume(out, workers, storage, study, heartbeat, json_path)
         return
     if not cell:
         raise AppError("give the CELL to sweep (or --worker --study NAME --storage URL to join a study)")
@@ -84,6 +92,30 @@ def _coordinate(cell, algo, trials, workers, space, storage, study_name, seeds, 
     typer.echo(f"sweep {out}: study {name!r}, {seeds or trials} trials, {workers} local worker(s)", err=True)
     if workers == 0:
         typer.echo(f"join from any node: genba sweep --worker --study {name} --storage '{storage}'", err=True)
+    t0 = time.monotonic()
+    LocalWorkers(study, storage, heartbeat, out / "workers", workers, lambda line: typer.echo(line, err=True)).run()
+    _report(study, out, time.monotonic() - t0, json_path)
+
+
+def _resume(out: Path, workers: int, storage: Optional[str], study_name: Optional[str], heartbeat: float,
+            json_path: Optional[Path]) -> None:
+    import optuna
+
+    from genba.sweep_workers import LocalWorkers
+    from policies.sweep import fail_orphans, load_study
+    from policies.sweep_storage import open_storage
+
+    storage = storage or str(out.resolve() / "journal.log")
+    if storage.endswith("journal.log") and not Path(storage).is_file():
+        raise AppError(f"--resume: {storage} does not exist; is {out} a sweep directory?")
+    opened = open_storage(storage, heartbeat)
+    if study_name is None:  # the study the sweep made: the only one in its journal, else named after the directory
+        names = [s.study_name for s in optuna.get_all_study_summaries(opened)]
+        study_name = names[0] if len(names) == 1 else out.name
+    study = load_study(opened, study_name)
+    orphans = fail_orphans(study)
+    typer.echo(f"sweep {out}: resuming study {study.study_name!r}"
+               + (f"; trials {orphans} of dead workers failed and queued again" if orphans else ""), err=True)
     t0 = time.monotonic()
     LocalWorkers(study, storage, heartbeat, out / "workers", workers, lambda line: typer.echo(line, err=True)).run()
     _report(study, out, time.monotonic() - t0, json_path)
