@@ -15,7 +15,7 @@ import sim
 from scenarios import ScenarioError, load_scenario, parse_scenario
 from scenarios.schema import PhysicsConfig, RobotConfig
 from sim.experts import make_expert
-from sim.palletize_expert import PalletizeExpert
+from sim.experts.palletize import PalletizeExpert
 from sim.props.pallet import pallet_slots
 from sim.robots.gp7 import GP7
 from sim.simulator import Simulator

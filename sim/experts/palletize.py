@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from perception.observers import wrap_to_period
-from sim.expert_base import Expert
+from sim.experts.base import Expert
 from sim.props.pallet import pallet_top
 from sim.tasks.palletize import Palletize
 
