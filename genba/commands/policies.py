@@ -42,7 +42,11 @@ def train_cmd(
     progress: bool = typer.Option(True, help="show the progress bar"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the training summary as JSON"),
 ) -> None:
-    """Train a policy with SB3 (or behaviour cloning) using the scenario's tuned preset."""
+    """Train a policy with SB3 (or behaviour cloning) using the tuned preset of the scenario's task type.
+
+    A scenario file of your own gets the shipped preset of its task type, scaled to its episode length and part
+    count; the first line says which preset and why.
+    """
     from policies.config import parse_overrides, resolve_config
     from policies.train import train
 
@@ -69,6 +73,7 @@ def train_cmd(
                  "stop_at_success": stop_at_success}
         overrides.update({k: v for k, v in flags.items() if v is not None})
         cfg = resolve_config(scenario, algo, overrides, preset_file=preset)
+        typer.echo(f"preset: {cfg.preset}", err=True)
         if out is None:
             out = Path("runs") / f"{Path(scenario).stem}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         typer.echo(f"run directory: {out}", err=True)
