@@ -64,6 +64,7 @@ def train_cmd(
         if given:
             raise AppError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
                              "(only --steps and --device may change)")
+        typer.echo(f"preset: {cfg_on_disk.preset or 'not recorded'} (as {out / 'config.yaml'} says)", err=True)
         summary = train(None, out, resume=True, progress=progress, max_steps=steps, device=device)
     else:
         overrides = parse_overrides(set_)
