@@ -235,7 +235,8 @@ def find_preset(scenario: str) -> PresetChoice:
 
 
 # The scaling rule (scale_preset). A preset's counts are tuned for its cell's episode length L_ref and parts per
-# episode P_ref. For a cell with L and P:
+# episode P_ref. For a cell with L and P (L: max_episode_steps, the limit a user sets so the parts fit; the
+# expert's own episode length would take a run to know):
 # - counts in env steps (steps, eval_freq, checkpoint_freq) scale by L / L_ref, so a run covers the same number
 #   of episodes, and evaluates and checkpoints as often in episodes, as the tuned one;
 # - counts in episodes of demonstrations (bc.demo_episodes, bc.round_episodes) never shrink, and grow by
