@@ -45,7 +45,7 @@ def train_cmd(
     """Train a policy with SB3 (or behaviour cloning) using the tuned preset of the scenario's task type.
 
     A scenario file of your own gets the shipped preset of its task type, scaled to its episode length and part
-    count; the first line says which preset and why.
+    count; a `preset:` line on stderr says which preset and why (config.yaml keeps it).
     """
     from policies.config import parse_overrides, resolve_config
     from policies.train import train
