@@ -7,6 +7,7 @@ one block per algorithm; the resolved config is written to the run directory and
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from policies.errors import PolicyError
+from scenarios import ScenarioError, builtin_names, load_scenario, resolve_path
 from scenarios.naming import did_you_mean
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -119,6 +121,8 @@ class TrainConfig:
     init_actor_freeze: int = 0
     """with --init: env steps during which only the critic learns, so a random critic cannot wreck the init actor"""
     bc: BCConfig = field(default_factory=BCConfig)
+    preset: str | None = None
+    """where the settings came from: the preset (and why it, how scaled), as `genba train` prints it; set by resolve_config"""
 
     def validate(self) -> "TrainConfig":
         if self.algo not in ALGOS:
@@ -170,13 +174,116 @@ def _check_keys(data: dict, cls, source: str) -> None:
 
 
 def preset_path(scenario: str) -> Path | None:
+    """The shipped preset of a toy env or built-in cell, by name (`find_preset` also serves scenario files)."""
     path = PRESET_DIR / f"{Path(scenario).stem}.yaml"
     return path if path.is_file() else None
 
 
+@dataclass(frozen=True)
+class PresetChoice:
+    """Which shipped preset a scenario trains with, the cell it was tuned on, and the scenario's own counts."""
+
+    path: Path | None
+    task_type: str | None = None
+    ref_steps: int | None = None
+    """max_episode_steps of the shipped cell the preset was tuned on"""
+    ref_parts: int | None = None
+    """parts per episode of that cell"""
+    steps: int | None = None
+    """the scenario's max_episode_steps"""
+    parts: int | None = None
+    """the scenario's parts per episode"""
+
+
+def parts_per_episode(scn) -> int:
+    """Parts a scenario's episode must handle for a success (1 for reach and peg insert)."""
+    task = scn.task
+    if task.type == "bin_sort":
+        return int(task.parts_per_episode)
+    if task.type in ("conveyor_pick", "palletize") and scn.parts is not None:
+        return int(scn.parts.count)
+    return 1
+
+
+def _shipped_presets() -> list[tuple[Path, Any]]:
+    """(preset, the shipped cell it is tuned on) for every preset named after a built-in scenario."""
+    names = set(builtin_names())
+    return [(p, load_scenario(p.stem)) for p in sorted(PRESET_DIR.glob("*.yaml")) if p.stem in names]
+
+
+def find_preset(scenario: str) -> PresetChoice:
+    """The shipped preset for `scenario`: by its task type, so a user's own cell file trains like the shipped cell of
+    that type whatever the file is called; toy envs (no scenario file) by name.
+
+    Each shipped preset is tuned on the built-in cell of its name, and that cell's file gives the reference
+    (task type, max_episode_steps, parts per episode) `scale_preset` scales against. The file's name and its
+    `name:` play no part unless two presets share a task type (then the one named like the scenario's `name:`
+    wins): a copy of conveyor-pick.yaml under any name, edited or not, gets conveyor-pick's preset, scaled only
+    where its counts differ, and an unedited copy gets exactly what the shipped cell gets.
+    """
+    try:
+        resolve_path(scenario)
+    except ScenarioError:
+        return PresetChoice(preset_path(scenario))  # a toy env, or a name make_env will reject with its own message
+    scn = load_scenario(scenario)
+    matches = [(p, ref) for p, ref in _shipped_presets() if ref.task.type == scn.task.type]
+    if not matches:
+        return PresetChoice(None, scn.task.type, steps=scn.max_episode_steps, parts=parts_per_episode(scn))
+    path, ref = next(((p, r) for p, r in matches if r.name == scn.name), matches[0])
+    return PresetChoice(path, scn.task.type, ref.max_episode_steps, parts_per_episode(ref), scn.max_episode_steps,
+                        parts_per_episode(scn))
+
+
+# The scaling rule (scale_preset). A preset's counts are tuned for its cell's episode length L_ref and parts per
+# episode P_ref. For a cell with L and P (L: max_episode_steps, the limit a user sets so the parts fit; the
+# expert's own episode length would take a run to know):
+# - counts in env steps (steps, eval_freq, checkpoint_freq) scale by L / L_ref, so a run covers the same number
+#   of episodes, and evaluates and checkpoints as often in episodes, as the tuned one;
+# - counts in episodes of demonstrations (bc.demo_episodes, bc.round_episodes) never shrink, and grow by
+#   P_ref / P when the cell has fewer parts per episode, so the clone sees at least as many episodes and as many
+#   demonstrated grasps as the tuned run. More parts per episode keep the episode counts: each episode then
+#   shows P / P_ref times the grasps, which an episode that succeeds only when every part is placed needs
+#   (per-part success ~0.9 ** (1 / P) for 90%).
+# Everything else (learning rates, network sizes, iterations, DART noise, eval_episodes) is left as tuned.
+STEP_COUNTS = ("steps", "eval_freq", "checkpoint_freq")
+EPISODE_COUNTS = ("demo_episodes", "round_episodes")
+
+
+def scale_preset(data: dict[str, Any], choice: PresetChoice) -> tuple[dict[str, Any], list[str]]:
+    """`data` (a preset's merged settings) scaled to the scenario's episode length and part count, and the
+    changes as `key old -> new` strings."""
+    if choice.ref_steps is None or choice.steps is None:
+        return data, []
+    out, changes = dict(data), []
+    by_length = choice.steps / choice.ref_steps
+    by_parts = max(1.0, choice.ref_parts / choice.parts)
+    for key in STEP_COUNTS:
+        if key in out and by_length != 1:
+            new = max(1, int(round(out[key] * by_length)))
+            changes.append(f"{key} {out[key]} -> {new}")
+            out[key] = new
+    bc = dict(out.get("bc") or {})
+    for key in EPISODE_COUNTS:
+        if key in bc and by_parts != 1:
+            new = int(math.ceil(bc[key] * by_parts))
+            changes.append(f"bc.{key} {bc[key]} -> {new}")
+            bc[key] = new
+    if bc:
+        out["bc"] = bc
+    return out, changes
+
+
+def _shown(path: Path) -> str:
+    """A shipped preset's path from the repository root; another file's as given."""
+    try:
+        return str(path.resolve().relative_to(PRESET_DIR.parents[1]))
+    except ValueError:
+        return str(path)
+
+
 def load_preset(scenario: str, preset_file: str | Path | None = None) -> tuple[dict[str, Any], Path | None]:
     """The scenario's shipped preset, or `preset_file` (e.g. the best preset a sweep wrote) in its place."""
-    path = Path(preset_file) if preset_file is not None else preset_path(scenario)
+    path = Path(preset_file) if preset_file is not None else find_preset(scenario).path
     if path is None:
         return {}, None
     if not path.is_file():
@@ -222,8 +329,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, Any] | None = None,
                    preset_file: str | Path | None = None) -> TrainConfig:
-    """Defaults, then the scenario's preset (or `preset_file`: common + the algorithm's block), then `overrides`."""
-    preset, path = load_preset(scenario, preset_file)
+    """Defaults, then the scenario's preset (or `preset_file`: common + the algorithm's block), then `overrides`.
+
+    The shipped preset is the one of the scenario's task type (`find_preset`), scaled to its episode length and
+    part count (`scale_preset`); `preset_file` is taken as it is. The resolved config's `preset` says which.
+    """
+    choice = find_preset(scenario) if preset_file is None else PresetChoice(Path(preset_file))
+    preset, path = load_preset(scenario, choice.path)
     source = str(path) if path else "<defaults>"
     algo = algo or (overrides or {}).get("algo") or preset.get("default_algo") or "sac"
     if algo not in ALGOS:
@@ -241,6 +353,26 @@ def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, 
         if mode not in OBS_MODES:
             raise ConfigError(f"{source}: algos.{algo}.by_obs: unknown observation mode {mode!r}; use {', '.join(OBS_MODES)}")
     data = _merge(data, {**by_obs.get(obs_mode, {}), "obs_mode": obs_mode} if obs_mode in by_obs else {})
+    data, changes = scale_preset(data, choice)
     data = _merge(data, overrides or {})
     data["scenario"], data["algo"] = scenario, algo
+    data["preset"] = preset_note(choice, path, changes, given=preset_file is not None)
     return TrainConfig.from_dict(data, source).validate()
+
+
+def preset_note(choice: PresetChoice, path: Path | None, changes: list[str], given: bool = False) -> str:
+    """Where a run's settings came from, e.g. `policies/presets/conveyor-pick.yaml (task type conveyor_pick,
+    tuned for 240-step episodes with 1 part; this cell: 400 steps, 2 parts: eval_freq 10000 -> 16667, ...)`."""
+    if path is None:
+        why = f"no shipped preset for task type {choice.task_type}" if choice.task_type else "no preset for this env"
+        return f"none (generic defaults; {why})"
+    if given:
+        return f"{_shown(path)} (given with --preset)"
+    if choice.task_type is None:
+        return f"{_shown(path)} (by name)"
+    parts = lambda n: f"{n} part{'s' if n != 1 else ''}"  # noqa: E731
+    why = f"task type {choice.task_type}, tuned for {choice.ref_steps}-step episodes with {parts(choice.ref_parts)}"
+    if (choice.steps, choice.parts) == (choice.ref_steps, choice.ref_parts):
+        return f"{_shown(path)} ({why}, like this cell)"
+    return (f"{_shown(path)} ({why}; this cell: {choice.steps} steps, {parts(choice.parts)}: "
+            + (", ".join(changes) if changes else "nothing to scale") + ")")

@@ -211,6 +211,7 @@ def write_best_preset(study: optuna.Study, path: Path) -> Path | None:
     cfg = RunDir.open(best.user_attrs["run_dir"]).config().to_dict()
     algo = cfg.pop("algo")
     cfg.pop("scenario")
+    cfg.pop("preset", None)  # where the trial's settings came from: this file is now their source
     lo, hi = best.user_attrs["success_ci95"]
     cycle = best.user_attrs.get("cycle_time_s")
     header = (f"# Best preset of `genba sweep` study {study.study_name!r}: trial {best.number}, success "

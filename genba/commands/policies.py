@@ -42,7 +42,11 @@ def train_cmd(
     progress: bool = typer.Option(True, help="show the progress bar"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the training summary as JSON"),
 ) -> None:
-    """Train a policy with SB3 (or behaviour cloning) using the scenario's tuned preset."""
+    """Train a policy with SB3 (or behaviour cloning) using the tuned preset of the scenario's task type.
+
+    A scenario file of your own gets the shipped preset of its task type, scaled to its episode length and part
+    count; a `preset:` line on stderr says which preset and why (config.yaml keeps it).
+    """
     from policies.config import parse_overrides, resolve_config
     from policies.train import train
 
@@ -60,6 +64,7 @@ def train_cmd(
         if given:
             raise AppError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
                              "(only --steps and --device may change)")
+        typer.echo(f"preset: {cfg_on_disk.preset or 'not recorded'} (as {out / 'config.yaml'} says)", err=True)
         summary = train(None, out, resume=True, progress=progress, max_steps=steps, device=device)
     else:
         overrides = parse_overrides(set_)
@@ -69,6 +74,7 @@ def train_cmd(
                  "stop_at_success": stop_at_success}
         overrides.update({k: v for k, v in flags.items() if v is not None})
         cfg = resolve_config(scenario, algo, overrides, preset_file=preset)
+        typer.echo(f"preset: {cfg.preset}", err=True)
         if out is None:
             out = Path("runs") / f"{Path(scenario).stem}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         typer.echo(f"run directory: {out}", err=True)

@@ -90,6 +90,7 @@ def _coordinate(cell, algo, trials, workers, space, storage, study_name, seeds, 
                          trials=seeds or trials, sweep_dir=out, overrides=overrides, preset_file=str(preset) if preset else None,
                          seeds=seeds)
     typer.echo(f"sweep {out}: study {name!r}, {seeds or trials} trials, {workers} local worker(s)", err=True)
+    typer.echo(f"preset: {cfg.preset}", err=True)
     if workers == 0:
         typer.echo(f"join from any node: genba sweep --worker --study {name} --storage '{storage}'", err=True)
     t0 = time.monotonic()
