@@ -94,6 +94,12 @@ def test_a_perturbation_that_blinds_the_policy_shows_as_lost_success_and_the_cha
     assert image.shape == (int(100 * (1.2 + 0.32 * 4)), 800)  # the chart's size for 4 rows
     assert image.std() > 10  # bars, labels and axes, not a blank canvas
 
+    from genba.robustness.chart import plot_report
+
+    baseline = {**report, "bundle": "other-bundle", "rows": [{**r, "success_rate": 0.5} for r in report["rows"]]}
+    beside = np.asarray(Image.open(plot_report(report, tmp_path / "beside.png", baseline=baseline)).convert("L"))
+    assert beside.shape == image.shape and (beside != image).any()  # the baseline's bars and legend are drawn
+
 
 def test_through_the_bridge_faults_are_rows_with_holds_and_drops_reported(reach_bundle, tmp_path):
     suite = write_suite(tmp_path, randomization={"dynamics": {"actuator_delay": [0, 1]}}, magnitudes=[1],

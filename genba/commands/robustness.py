@@ -3,6 +3,7 @@ all of them together; in the simulator, or through the twin and a bridge server 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,8 @@ def robustness_cmd(
     obs: Optional[Observe] = typer.Option(None, "--obs", help=OBS_HELP + " (default: what the bundle was trained on)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON (rewritten after each row)"),
     plot: Optional[Path] = typer.Option(None, help="write the report as a PNG chart"),
+    baseline: Optional[Path] = typer.Option(None, help="a report JSON of another bundle (e.g. trained without randomisation) "
+                                            "drawn beside each row of the chart"),
 ) -> None:
     """How a bundle holds up on the shop floor: success (95% interval) and cycle time per perturbation."""
     from genba.robustness.chart import plot_report
@@ -38,6 +41,7 @@ def robustness_cmd(
     from genba.robustness.suite import load_suite
     from policies.bundle_format import read_manifest
 
+    base_report = _read_report(baseline) if baseline is not None else None
     if episodes < 1:
         raise AppError(f"--episodes must be >= 1, got {episodes}")
     if workers < 1:
@@ -56,7 +60,16 @@ def robustness_cmd(
     for line in summary_lines(report):
         typer.echo(line)
     if plot is not None:
-        typer.echo(f"chart: {plot_report(report.to_dict(), plot)}")
+        typer.echo(f"chart: {plot_report(report.to_dict(), plot, baseline=base_report)}")
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+        report["rows"], report["bundle"]  # noqa: B018 (the keys a chart needs)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AppError(f"--baseline {path}: not a robustness report JSON ({exc})") from None
+    return report
 
 
 def _magnitudes(text: str | None) -> tuple[float, ...] | None:
