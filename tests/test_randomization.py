@@ -45,7 +45,7 @@ def test_play_and_absent_sections_are_exactly_nominal():
             env.reset(seed=3)
         cfg = plain.scenario.parts
         # The task's draws are the same with and without randomisation (its generator is its own).
-        assert played.task._arrivals == plain.task._arrivals == randomised.task._arrivals
+        assert played.task.infeed.arrivals == plain.task.infeed.arrivals == randomised.task.infeed.arrivals
         for env in (plain, played):
             assert env.robot.gains == env.robot.nominal_gains() and env.robot.command_delay == 0
             assert env.sim.lighting == type(env.sim.lighting)()

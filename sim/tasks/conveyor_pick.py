@@ -11,6 +11,7 @@ import pybullet as pb
 from perception.localize import Detection, PartClass, wrap_angle
 from perception.observers import CONVEYOR_PICK_FEATURES, ConveyorPickObserver, yaw_period
 from scenarios.schema import ConveyorPickTask
+from sim.props.infeed import Infeed
 from sim.props.parts import Part
 from sim.tasks.base import Feature, PartTruth, Task, robot_state
 from sim.tasks.collisions import CollisionCounter
@@ -18,7 +19,6 @@ from sim.tasks.collisions import CollisionCounter
 # Constant stand-in for the part-to-bin distance while no part is on the belt, so the reward does
 # not jump when a part arrives (m; about the largest part-to-bin distance in the shipped cells).
 IDLE_BIN_DISTANCE = 1.0
-SPAWN_MARGIN = 0.03  # m between the belt's upstream end and a spawned part
 PART_CLASS = "part"  # conveyor-pick's one kind of part, as the camera names it
 QUARTER_TURN = math.pi / 2  # rad: a square part looks the same every quarter turn
 
@@ -29,6 +29,7 @@ class ConveyorPick(Task):
         if cell.conveyor is None or cell.parts is None:
             raise ValueError("conveyor_pick needs a conveyor and parts")
         self.conveyor, self.parts = cell.conveyor, cell.parts
+        self.infeed = Infeed(cell.conveyor, cell.parts, scenario.randomization)
         self.bin = cell.bins[self.config.bin]
         self._drop_point = tuple(self.bin.drop_point.tolist())
         self._finger_links = frozenset(self.robot.finger_ids)
@@ -42,18 +43,8 @@ class ConveyorPick(Task):
 
     # --- episode ------------------------------------------------------------------------------
     def reset(self, rng: np.random.Generator) -> None:
-        r = self.scenario.randomization
-        pc = self.parts.config
-        self.conveyor.reset(self.conveyor.config.belt_speed * rng.uniform(*r.belt_speed_scale))
-        self._belt = self.conveyor.belt_velocity().tolist()  # constant over the episode
-        self.parts.reset()
-        # Draw every part's arrival up front so the RNG stream does not depend on what the robot does.
-        t = rng.uniform(*r.first_arrival)
-        self._arrivals: list[tuple[float, float, float]] = []
-        for _ in self.parts.parts:
-            self._arrivals.append((t, rng.uniform(*r.part_lateral_offset), rng.uniform(*r.part_yaw)))
-            t += rng.uniform(*pc.spawn_interval)
-        self._next_arrival = self._arrivals[0][0]
+        self.infeed.reset(rng)
+        self._belt = self.infeed.belt
         self._collisions.reset()
         self._holding: set[str] = set()
         self._events = {"placed": 0, "dropped": 0, "collisions": 0}
@@ -62,15 +53,7 @@ class ConveyorPick(Task):
 
     def before_physics(self, rng: np.random.Generator) -> None:
         self.conveyor.update()
-        if self.sim.time < self._next_arrival:
-            return
-        for part, (t, across, yaw) in zip(self.parts.parts, self._arrivals):
-            if part.state == "parked" and self.sim.time >= t:
-                along = -self.conveyor.config.length / 2 + self.parts.config.size[0] / 2 + SPAWN_MARGIN
-                pos = self.conveyor.point(along, across, self.parts.config.size[2] / 2 + 0.001)
-                self.parts.spawn(part, pos, self.conveyor.config.yaw + yaw, self.conveyor.belt_velocity(), self.sim.time)
-        # Arrival times increase with the part index: the next one due is the first still parked.
-        self._next_arrival = next((t for p, (t, _, _) in zip(self.parts.parts, self._arrivals) if p.state == "parked"), math.inf)
+        self.infeed.spawn_due(self.sim.time)
 
     def after_physics(self) -> None:
         # One query for every contact of the robot serves both grasp detection and collision counting.

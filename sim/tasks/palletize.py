@@ -17,12 +17,12 @@ import pybullet as pb
 
 from perception.observers import wrap_to_period
 from scenarios.schema import PalletizeTask
+from sim.props.infeed import SPAWN_MARGIN, Infeed
 from sim.props.pallet import QUARTER_TURN, Slot, pallet_slots, pallet_top
 from sim.props.parts import Part
 from sim.tasks.base import Feature, Task
 from sim.tasks.collisions import CollisionCounter
 
-SPAWN_MARGIN = 0.03  # m between the belt's upstream end and a spawned box
 FLOOR_MARGIN = 0.03  # m: a box whose centre is this far below its lowest resting height has fallen to the floor
 # Stand-in for the box-to-slot distance while no box is on its way, so the reward does not jump (m).
 IDLE_SLOT_DISTANCE = 0.5
@@ -48,6 +48,7 @@ class Palletize(Task):
         if cell.conveyor is None or cell.parts is None or self.robot.suction is None:
             raise ValueError("palletize needs a conveyor, parts (the boxes) and a robot with a suction tool")
         self.conveyor, self.parts, self.cup = cell.conveyor, cell.parts, self.robot.suction
+        self.infeed = Infeed(cell.conveyor, cell.parts, scenario.randomization)
         fixtures = {f.name: f for f in scenario.fixtures}
         self.pallet = fixtures[self.config.pallet]
         self.slots: list[Slot] = pallet_slots(self.config.pattern, scenario.parts.size, self.pallet)
@@ -64,18 +65,8 @@ class Palletize(Task):
 
     # --- episode ------------------------------------------------------------------------------
     def reset(self, rng: np.random.Generator) -> None:
-        r = self.scenario.randomization
-        pc = self.parts.config
-        self.conveyor.reset(self.conveyor.config.belt_speed * rng.uniform(*r.belt_speed_scale))
-        self._belt = self.conveyor.belt_velocity().tolist()
-        self.parts.reset()
-        # Every arrival drawn up front so the RNG stream does not depend on what the robot does.
-        t = rng.uniform(*r.first_arrival)
-        self._arrivals: list[tuple[float, float, float]] = []
-        for _ in self.parts.parts:
-            self._arrivals.append((t, rng.uniform(*r.part_lateral_offset), rng.uniform(*r.part_yaw)))
-            t += rng.uniform(*pc.spawn_interval)
-        self._next_arrival = self._arrivals[0][0]
+        self.infeed.reset(rng)
+        self._belt = self.infeed.belt
         self._collisions.reset()
         self._was_held: set[int] = set()  # boxes that have been on the cup: only those can be placed
         self._drops = 0
@@ -86,22 +77,13 @@ class Palletize(Task):
 
     def before_physics(self, rng: np.random.Generator) -> None:
         self.conveyor.update()
-        if self.sim.time < self._next_arrival:
-            return
-        along = -self.conveyor.config.length / 2 + self.box_size[0] / 2 + SPAWN_MARGIN
-        for part, (t, across, yaw) in zip(self.parts.parts, self._arrivals):
-            if part.state == "parked" and self.sim.time >= t:
-                if self._spawn_zone_taken(along):  # the infeed is backed up: the box waits upstream
-                    break
-                pos = self.conveyor.point(along, across, self.box_size[2] / 2 + 0.001)
-                self.parts.spawn(part, pos, self.conveyor.config.yaw + yaw, self.conveyor.belt_velocity(), self.sim.time)
-                if self._first_spawn is None:
-                    self._first_spawn = self.sim.time
-        self._next_arrival = next((t for p, (t, _, _) in zip(self.parts.parts, self._arrivals) if p.state == "parked"), math.inf)
+        # A backed-up infeed (a box still where the next is set down) keeps the next box waiting upstream.
+        if self.infeed.spawn_due(self.sim.time, self._spawn_zone_taken) and self._first_spawn is None:
+            self._first_spawn = self.sim.time
 
-    def _spawn_zone_taken(self, along: float) -> bool:
+    def _spawn_zone_taken(self) -> bool:
         """A box still within a box length (and a margin) of the spawn point: a new one would land on it."""
-        c = self.conveyor
+        c, along = self.conveyor, self.infeed.spawn_along
         for part in self.parts.parts:
             if part.state == "active":
                 pos = pb.getBasePositionAndOrientation(part.body, physicsClientId=self.sim.cid)[0]
