@@ -16,22 +16,13 @@ to a file shipped here could not reach them), and reused while the source and ge
 from __future__ import annotations
 
 import copy
-import hashlib
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from sim.asset_cache import cached_text
+
 GENERATOR_VERSION = 1  # bump when the output changes for the same source
-
-
-def cache_dir() -> Path:
-    """Where generated assets go: $GENBA_CACHE_DIR, else a per-user folder in the temp directory."""
-    if os.environ.get("GENBA_CACHE_DIR"):
-        return Path(os.environ["GENBA_CACHE_DIR"])
-    user = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return Path(tempfile.gettempdir()) / f"genba-assets-{user}"
 
 
 def collision_visual_urdf_text(source: Path, colors: Mapping[str, Sequence[float]],
@@ -60,14 +51,7 @@ def collision_visual_urdf(source: Path, colors: Mapping[str, Sequence[float]],
                           default_color: Sequence[float] = (0.9, 0.9, 0.9, 1.0)) -> Path:
     """The low-detail copy of `source` on disk (generated once, written atomically: parallel envs may race)."""
     text = collision_visual_urdf_text(source, colors, default_color)
-    digest = hashlib.sha256(f"{GENERATOR_VERSION}\n{text}".encode()).hexdigest()[:16]
-    path = cache_dir() / f"{Path(source).stem}-low-detail-{digest}.urdf"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return path
+    return cached_text(text, f"{Path(source).stem}-low-detail", version=GENERATOR_VERSION)
 
 
 def _resolve_mesh(filename: str, base: Path) -> Path:

@@ -12,9 +12,7 @@ numerical fallback on a kinematic copy (sim/robots/ik.py): no closed form is kno
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -23,10 +21,11 @@ import pybullet as pb
 
 from scenarios.schema import RobotConfig, ToolConfig
 from scenarios.urdf import CONTINUOUS_RANGE, ArmChain, UrdfError, mesh_path
+from sim.asset_cache import cached_text
 from sim.assets.gp7 import make_gp7_urdf as gp7
 from sim.robots.base import Robot, RobotModel, tool_down_quat
 from sim.robots.ik import KinematicCopy
-from sim.robots.low_detail import cache_dir, collision_visual_urdf
+from sim.robots.low_detail import collision_visual_urdf
 
 GENERATOR_VERSION = 1  # bump when the generated URDF changes for the same input
 PREFIX = "genba_"  # the generated tool's links and joints; a user URDF must not use these names
@@ -137,14 +136,7 @@ def _quat(rot: np.ndarray) -> tuple[float, float, float, float]:
 
 def write_cached(text: str, stem: str) -> Path:
     """The text on disk in the asset cache, named by its hash (written atomically: parallel envs may race)."""
-    digest = hashlib.sha256(f"{GENERATOR_VERSION}\n{text}".encode()).hexdigest()[:16]
-    path = cache_dir() / f"{stem}-genba-{digest}.urdf"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return path
+    return cached_text(text, f"{stem}-genba", version=GENERATOR_VERSION)
 
 
 class ToolDownSolver:
