@@ -1,6 +1,6 @@
 """A vacuum suction cup: it holds a part by a force-limited fixed constraint while sealed on one of its faces.
 
-Semantics (robot.tool: {type: suction}, scenarios/schema.py SuctionToolConfig):
+Semantics (robot.tool: {type: suction}, scenarios/schema/robot.py SuctionToolConfig):
 - vacuum on (the action's last value > 0): after each physics step, the cup seals on a body it
   touches when the cup face lies within seal_tolerance of a flat face of that body, the face's normal
   is within seal_angle of the cup's axis, and the whole lip lies on that face (a cup half over an edge
