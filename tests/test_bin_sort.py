@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pybullet as pb
 import pytest
+from episode_support import final_info
 
 import sim
 from perception.observers import DROP_SLOTS, wrap_to_period
@@ -119,13 +120,7 @@ def test_evaluation_averages_the_cells_kpis_over_episodes():
     try:
         result = run_episodes(env, expert, 2, seed=5, control_hz=20.0)
         for seed in (5, 6):  # the same episodes again, for their final infos
-            obs, info = env.reset(seed=seed)
-            expert.reset()
-            done = False
-            while not done:
-                obs, _, terminated, truncated, info = env.step(expert.act(obs))
-                done = terminated or truncated
-            finals.append(info)
+            finals.append(final_info(env, expert, seed))
     finally:
         env.close()
     assert set(result.task_kpis) == {"sort_accuracy", "parts_per_minute"}

@@ -5,6 +5,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from episode_support import final_info
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -191,12 +192,7 @@ def test_scripted_expert_succeeds(scenario, robot):
     expert = make_expert(env)
     wins = 0
     for seed in range(5):
-        obs, _ = env.reset(seed=seed)
-        expert.reset()
-        done = False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(expert.act(obs))
-            done = terminated or truncated
+        info = final_info(env, expert, seed)
         wins += info["is_success"]
         assert info.get("collisions", 0) == 0
     assert wins == 5

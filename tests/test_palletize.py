@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pybullet as pb
 import pytest
+from episode_support import final_info, scenario_data
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -22,24 +23,8 @@ from sim.simulator import Simulator
 
 
 def _scenario(**changes) -> dict:
-    data = load_scenario("palletize").model_dump()
-    for path, value in changes.items():
-        node = data
-        *parents, leaf = path.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return data
+    return scenario_data("palletize", changes)
 
-
-def _run(env, expert, seed: int) -> dict:
-    obs, info = env.reset(seed=seed)
-    expert.reset()
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        done = terminated or truncated
-    return info
 
 
 # --- the env contract ---------------------------------------------------------------------------------
@@ -82,7 +67,7 @@ def test_panda_is_not_offered_a_suction_cell():
 def test_expert_stacks_the_pattern():
     env = sim.make_env("palletize")
     expert = make_expert(env)
-    infos = [_run(env, expert, seed) for seed in range(500, 506)]
+    infos = [final_info(env, expert, seed) for seed in range(500, 506)]
     wins = sum(i["is_success"] for i in infos)
     assert wins >= 5, infos
     for info in infos:
@@ -97,7 +82,7 @@ def test_sloppy_placement_fails_the_tolerance_check():
     env = sim.make_env("palletize")
     expert = PalletizeExpert(env, placement_noise=0.03, seed=1)
     for seed in (0, 1):
-        info = _run(env, expert, seed)
+        info = final_info(env, expert, seed)
         assert not info["is_success"]
         assert info["max_placement_error_mm"] > 10.0 or info["boxes_misplaced"] + info["boxes_fallen"] > 0
     env.close()

@@ -4,43 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from episode_support import feature_slice, final_info, scenario_data
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from pydantic import ValidationError
 
-from scenarios import Scenario, load_scenario
+from scenarios import Scenario
 from sim.env import make_factory_env
 from sim.experts import make_expert
 
 
 def spec_with(**changes) -> Scenario:
     """peg-insert with nested keys replaced: changes like robot__compliance=None, task__hole__clearance=(...)."""
-    data = load_scenario("peg-insert").model_dump()
-    for key, value in changes.items():
-        *path, leaf = key.split("__")
-        node = data
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return Scenario.model_validate(data)
+    return Scenario.model_validate(scenario_data("peg-insert", changes, sep="__"))
 
 
 def run_expert(env, seed: int) -> dict:
-    obs, info = env.reset(seed=seed)
-    expert = make_expert(env)
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        done = terminated or truncated
-    return info
+    return final_info(env, make_expert(env), seed)
 
-
-def feature(env, obs, name: str) -> np.ndarray:
-    start = 0
-    for f in env.feature_spec()["observation"]["features"]:
-        if f["name"] == name:
-            return obs[start:start + f["size"]]
-        start += f["size"]
-    raise KeyError(name)
 
 
 def test_check_env_and_the_wrist_features_in_newtons():
@@ -79,7 +59,7 @@ def test_sensor_reads_the_pegs_weight_at_rest_and_a_push_in_the_approach_axis():
         grip = env.task.peg.grip
         for _ in range(20):
             obs, *_ = env.step(np.array([0, 0, 0, 0, grip], dtype=np.float32))
-        force = feature(env, obs, "wrist_force")
+        force = feature_slice(env, obs, "wrist_force")
         weight = env.scenario.task.peg.mass * 9.81  # along the approach direction (tool z, down)
         assert force[2] == pytest.approx(weight, abs=0.1) and np.abs(force[:2]).max() < 0.1
         # Press the peg onto the block's top, 25 mm beside the hole: the fixture pushes back along -z of the tool.
@@ -90,7 +70,7 @@ def test_sensor_reads_the_pegs_weight_at_rest_and_a_push_in_the_approach_axis():
             target = np.array([nx + 0.025, ny, tool_z + (0.01 if k < 60 else 0.01 - 0.004 * (k - 60) * dt)])
             move = np.clip((target - robot.target_pos) / (env.scenario.robot.max_ee_speed * dt), -0.3, 0.3)
             obs, *_ = env.step(np.array([*move, 0, grip], dtype=np.float32))
-        force = feature(env, obs, "wrist_force")
+        force = feature_slice(env, obs, "wrist_force")
         assert force[2] < -3.0 and abs(force[2]) > 3 * np.abs(force[:2]).max()
     finally:
         env.close()

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from episode_support import feature_slice
 
 import sim
 from sim.camera_pose import CameraError
 from sim.experts import make_expert
-
-
-def features(env, obs, name):
-    """The slice of a flat observation that holds feature `name`."""
-    start = 0
-    for f in env.feature_spec()["observation"]["features"]:
-        if f["name"] == name:
-            return obs[start:start + f["size"]]
-        start += f["size"]
-    raise KeyError(name)
 
 
 @pytest.mark.parametrize("scenario, robot", [("conveyor-pick", "panda"), ("bin-sort", "gp7")])
@@ -32,7 +23,7 @@ def test_perceived_part_positions_agree_with_the_truth(scenario, robot):
             for _ in range(120):
                 estimate = env.task.observer.estimate
                 if estimate is not None and not estimate.held and estimate.seen_at == env.sim.time:  # seen in this frame
-                    seen = features(env, obs, "part_position")
+                    seen = feature_slice(env, obs, "part_position")
                     truth = min(env.task.part_truth(), key=lambda p: np.linalg.norm(p["position"] - seen))
                     errors.append(np.linalg.norm(truth["position"] - seen))
                 obs, _, terminated, truncated, _ = env.step(expert.act(obs))
