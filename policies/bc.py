@@ -31,8 +31,9 @@ from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_expert
 from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
 from policies.models import build_model
-from policies.policy import ChunkedPolicy, SB3Policy, replan_after
+from policies.policy import ChunkedPolicy, replan_after
 from policies.rundir import RunDir
+from policies.sb3_policy import SB3Policy
 from policies.snapshot import save_snapshot
 
 # Floor on per-feature variance: a feature (nearly) constant in the demos must not blow up when it moves.

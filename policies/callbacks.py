@@ -11,8 +11,8 @@ from tqdm import tqdm
 
 from policies.config import OFF_POLICY, TrainConfig
 from policies.evaluate import EVAL_SEED_OFFSET, EvalResult, run_episodes
-from policies.policy import SB3Policy
 from policies.rundir import RunDir
+from policies.sb3_policy import SB3Policy
 from policies.snapshot import save_snapshot
 
 # Each evaluation uses fresh episodes (seed block per evaluation), so a "best" is not tuned to one set.
@@ -52,14 +52,17 @@ def state_of(cfg: TrainConfig, num_timesteps: int, wall_s: float, counters: dict
 
 class TrainingMonitor(BaseCallback):
     def __init__(self, run: RunDir, cfg: TrainConfig, eval_env, control_hz: float, vecnormalize=None,
-                 resume_state: dict[str, Any] | None = None, progress: bool = True, on_eval=None):
+                 resume_state: dict[str, Any] | None = None, progress: bool = True, on_eval=None,
+                 extra_state: dict[str, Any] | None = None):
         super().__init__()
+        self.extra_state = dict(extra_state or {})  # recorded in every snapshot's state (a residual run's base)
         self.run, self.cfg, self.eval_env, self.control_hz, self.vecnormalize = run, cfg, eval_env, control_hz, vecnormalize
         s = resume_state or {}
         self.wall_offset = float(s.get("wall_s", 0.0))
         self.next_eval = int(s.get("next_eval", cfg.eval_freq))
         self.next_checkpoint = int(s.get("next_checkpoint", cfg.checkpoint_freq))
         self.best_success = float(s.get("best_success", -1.0))
+        self.best_cycle = s.get("best_cycle_time_s")  # breaks ties in success: a fine-tuned policy is better if faster
         self.n_evals = int(s.get("n_evals", 0))
         self.progress_enabled = progress
         self.on_eval = on_eval  # sees each evaluation record; what it raises ends training (a pruned sweep trial)
@@ -82,6 +85,10 @@ class TrainingMonitor(BaseCallback):
                 self.stopped_early = True
                 self.bar.write(f"reached {result.success_rate:.0%} >= stop_at_success {self.cfg.stop_at_success:.0%}: stopping")
                 return False
+        if self.cfg.max_wall_s is not None and self.elapsed() >= self.cfg.max_wall_s:
+            self.stopped_early = True
+            self.bar.write(f"{self.elapsed():.0f} s >= max_wall_s {self.cfg.max_wall_s:.0f} s: stopping")
+            return False
         return True
 
     def _on_rollout_start(self) -> None:
@@ -99,8 +106,8 @@ class TrainingMonitor(BaseCallback):
         return self.wall_offset + time.monotonic() - self.start
 
     def counters(self) -> dict[str, Any]:
-        return {"next_eval": self.next_eval, "next_checkpoint": self.next_checkpoint,
-                "best_success": self.best_success, "n_evals": self.n_evals}
+        return {"next_eval": self.next_eval, "next_checkpoint": self.next_checkpoint, "best_success": self.best_success,
+                "best_cycle_time_s": self.best_cycle, "n_evals": self.n_evals, **self.extra_state}
 
     def evaluate(self) -> EvalResult:
         seed = EVAL_SEED_OFFSET + self.cfg.seed * 100 * EVAL_SEED_STRIDE + self.n_evals * EVAL_SEED_STRIDE
@@ -117,13 +124,20 @@ class TrainingMonitor(BaseCallback):
         self.logger.dump(self.num_timesteps)
         self.bar.show_eval(result.success_rate)
         self.bar.write(f"[{self.num_timesteps:>9,d} steps, {self.elapsed():6.0f} s] eval: {result.line()}")
-        if result.success_rate > self.best_success:
-            self.best_success = result.success_rate
+        if self._better(result):
+            self.best_success, self.best_cycle = result.success_rate, result.mean_cycle_time_s
             save_snapshot(self.run.best, self.model, self.vecnormalize,
                           state=state_of(self.cfg, self.num_timesteps, self.elapsed(), {**self.counters(), "eval": record}))
         if self.on_eval is not None:
             self.on_eval(record)
         return result
+
+    def _better(self, result: EvalResult) -> bool:
+        """Higher success, or the same success in a shorter cycle time."""
+        if result.success_rate != self.best_success:
+            return result.success_rate > self.best_success
+        cycle = result.mean_cycle_time_s
+        return cycle is not None and (self.best_cycle is None or cycle < self.best_cycle)
 
     def checkpoint(self) -> None:
         target = self.run.checkpoint_dir(self.num_timesteps)

@@ -107,6 +107,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     stop_at_success: float | None = None
     """end training early once an evaluation reaches this success rate"""
+    max_wall_s: float | None = None
+    """end training (evaluated, checkpointed and summarised as usual) once the run has taken this many seconds"""
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """keyword arguments of the SB3 algorithm (learning_rate, batch_size, policy_kwargs, ...)"""
     her_kwargs: dict[str, Any] = field(default_factory=lambda: {"n_sampled_goal": 4, "goal_selection_strategy": "future"})
@@ -120,6 +122,9 @@ class TrainConfig:
     """with --init: episodes of the init policy put in the replay buffer before learning (learning_starts can then be 0)"""
     init_actor_freeze: int = 0
     """with --init: env steps during which only the critic learns, so a random critic cannot wreck the init actor"""
+    residual: float | list[float] | None = None
+    """with --init: learn a correction on top of the frozen init policy instead of changing its actor. The action is
+    clip(init(obs) + residual * correction(obs)): one scale per action value, or one for all; the correction starts at 0"""
     bc: BCConfig = field(default_factory=BCConfig)
     preset: str | None = None
     """where the settings came from: the preset (and why it, how scaled), as `genba train` prints it; set by resolve_config"""
@@ -146,6 +151,16 @@ class TrainConfig:
             raise ConfigError(f"bc.round_driver must be expert or learner, got {self.bc.round_driver!r}")
         if self.bc.host_algo not in OFF_POLICY:
             raise ConfigError(f"bc.host_algo must be one of {OFF_POLICY}, got {self.bc.host_algo!r}")
+        if self.residual is not None:
+            if not self.init:
+                raise ConfigError("residual: a residual learns a correction to the --init policy; give --init RUN")
+            if self.algo == "bc":
+                raise ConfigError("residual: learnt by RL (ppo, sac, td3, tqc), not bc")
+            scales = self.residual if isinstance(self.residual, list) else [self.residual]
+            if not scales or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in scales):
+                raise ConfigError(f"residual: scales must be numbers > 0, got {self.residual!r}")
+        if self.max_wall_s is not None and not self.max_wall_s > 0:
+            raise ConfigError(f"max_wall_s must be > 0 seconds, got {self.max_wall_s}")
         if self.stop_at_success is not None and not 0 < self.stop_at_success <= 1:
             raise ConfigError(f"stop_at_success must be in (0, 1], got {self.stop_at_success}")
         return self
@@ -343,6 +358,12 @@ def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, 
     algos = preset.get("algos") or {}  # an algorithm without a block runs on SB3's defaults + common
     block = dict(algos.get(algo) or {})
     by_obs = block.pop("by_obs", None) or {}
+    # `with_init: {...}`: settings for fine-tuning, applied when the run starts from a trained policy (--init).
+    with_init = block.pop("with_init", None) or {}
+    if not isinstance(with_init, dict):
+        raise ConfigError(f"{source}: algos.{algo}.with_init must be a mapping of settings")
+    if (overrides or {}).get("init"):
+        block = _merge(block, with_init)
     data = _merge(_merge({"scenario": scenario, "algo": algo}, preset.get("common") or {}), block)
     # An algorithm's block may hold settings per observation mode (a pixel student needs other data and
     # batch sizes than a state clone): `by_obs: {pixels: {...}}` applies when training on that mode.

@@ -49,13 +49,18 @@ def make_env(scenario: str, robot: str | None = None, render_mode: str | None = 
 
 
 def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_keywords=("is_success",),
-                obs_mode: str = "state", randomization: Overlay | None = None, play: bool = False) -> Callable[[], gym.Env]:
-    """A picklable thunk for (Subproc|Dummy)VecEnv: env `rank` seeded `seed + rank`, with a Monitor."""
+                obs_mode: str = "state", randomization: Overlay | None = None, play: bool = False,
+                wrap: Callable[[gym.Env], gym.Env] | None = None) -> Callable[[], gym.Env]:
+    """A picklable thunk for (Subproc|Dummy)VecEnv: env `rank` seeded `seed + rank`, with a Monitor.
+
+    wrap: a picklable wrapper applied inside the Monitor (policies.residual.Residual).
+    """
 
     def _init() -> gym.Env:
         from stable_baselines3.common.monitor import Monitor  # SB3 (1 s to import) only where training builds envs
 
-        env = Monitor(make_env(scenario, robot, obs_mode=obs_mode, randomization=randomization, play=play), info_keywords=info_keywords)
+        env = make_env(scenario, robot, obs_mode=obs_mode, randomization=randomization, play=play)
+        env = Monitor(wrap(env) if wrap is not None else env, info_keywords=info_keywords)
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
         return env
@@ -64,11 +69,12 @@ def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_key
 
 
 def make_vec_env(scenario: str, robot: str | None, n_envs: int, seed: int, subprocess: bool | None = None,
-                 obs_mode: str = "state", randomization: Overlay | None = None, play: bool = False):
+                 obs_mode: str = "state", randomization: Overlay | None = None, play: bool = False,
+                 wrap: Callable[[gym.Env], gym.Env] | None = None):
     """K envs; more than one runs each in its own process (SubprocVecEnv), so physics steps in parallel."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv  # SB3 only where training builds envs
 
-    fns = [env_factory(scenario, robot, seed, rank, obs_mode=obs_mode, randomization=randomization, play=play)
+    fns = [env_factory(scenario, robot, seed, rank, obs_mode=obs_mode, randomization=randomization, play=play, wrap=wrap)
            for rank in range(n_envs)]
     use_subproc = n_envs > 1 if subprocess is None else subprocess
     if use_subproc:

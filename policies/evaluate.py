@@ -38,6 +38,14 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mean_interval(values: list[float], z: float = 1.959964) -> tuple[float, float] | None:
+    """95% interval of a mean, normal approximation (the cycle times of >= 30 episodes); None below 2 values."""
+    if len(values) < 2:
+        return None
+    mean, half = float(np.mean(values)), z * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    return mean - half, mean + half
+
+
 @dataclass
 class EvalResult:
     episodes: int
@@ -51,10 +59,13 @@ class EvalResult:
     env_steps: int
     # The task's own KPIs: each a mean over the episodes whose final info defines it.
     task_kpis: dict[str, float] = field(default_factory=dict)
+    # 95% interval of the mean cycle time (normal approximation: mean +- 1.96 sd / sqrt(n)); None below 2 cycles.
+    cycle_time_ci95_s: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["success_ci95"] = list(self.success_ci95)
+        d["cycle_time_ci95_s"] = list(self.cycle_time_ci95_s) if self.cycle_time_ci95_s else None
         return d
 
     def line(self) -> str:
@@ -110,6 +121,7 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
         collisions_per_episode=float(np.mean(collisions)) if collisions_reported and collisions else None,
         mean_episode_steps=float(np.mean(lengths)) if lengths else 0.0, env_steps=int(sum(lengths)),
         task_kpis={name: float(np.mean(values)) for name, values in kpi_values.items() if values},
+        cycle_time_ci95_s=mean_interval(cycle_times),
     )
 
 

@@ -17,7 +17,7 @@ import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -35,6 +35,7 @@ from policies.bundle_format import (
 )
 from policies.features import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound
 from policies.graph import ExportError, ObsLayout, PolicyGraph
+from policies.residual import ResidualGraph
 from scenarios import Scenario, load_scenario, scenario_hash
 
 ONNX_OPSET = 17
@@ -55,6 +56,7 @@ def export_bundle(
     name: str | None = None,
     overwrite: bool = False,
     chunk_length: int = 1,
+    residual_of: tuple[Any, Any, Sequence[float]] | None = None,
 ) -> Path:
     """Export `model` (SB3 PPO/A2C/SAC/TQC/TD3/DDPG) as a bundle directory and return its path.
 
@@ -64,17 +66,24 @@ def export_bundle(
     vecnormalize: the VecNormalize the model was trained behind; its observation statistics are folded in.
     chunk_length: actions per observation the model outputs (its action space is chunk_length actions
         of the env's, flat); the manifest's action section describes one action, ``chunk`` the chunk.
+    residual_of: (base model, its VecNormalize, scale per action value) when `model` is a correction learnt on top
+        of a frozen base (policies.residual): the graph computes clip(base + scale * model, low, high).
     The directory appears complete or not at all (written beside it, then renamed).
     """
     out_dir = Path(out_dir)
     refuse_existing(out_dir, overwrite)
     torch.set_num_threads(1)
     graph = PolicyGraph(_cpu_model(model), vecnormalize).eval()
+    algo = type(model).__name__.lower()
+    if residual_of is not None:
+        base_model, base_vecnormalize, scale = residual_of
+        graph = ResidualGraph(PolicyGraph(_cpu_model(base_model), base_vecnormalize), graph, np.asarray(scale)).eval()
+        algo = f"{type(base_model).__name__.lower()} + {algo} residual"
     feature_spec = dict(feature_spec or {})
     observation = _observation_section(graph.layout, model.observation_space, feature_spec.get("observation"))
     action = _action_section(_one_action_space(model.action_space, chunk_length), feature_spec.get("action"))
     sample = _sample_observations(model.observation_space, graph.layout, n=64)
-    policy = {"algo": type(model).__name__.lower(), "input": "obs", "output": "action", "onnx_opset": ONNX_OPSET, **graph.describe()}
+    policy = {"algo": algo, "input": "obs", "output": "action", "onnx_opset": ONNX_OPSET, **graph.describe()}
     return write_bundle(out_dir, lambda tmp: _write_graphs(graph, tmp, sample), format_version=VECTOR_FORMAT_VERSION,
                         name=name, observation=observation, action=action, feature_spec=feature_spec, chunk_length=chunk_length,
                         scenario=scenario, policy=policy, training=training)

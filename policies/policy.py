@@ -16,7 +16,9 @@ from policies.bundle import load_bundle
 from policies.bundle_format import is_bundle
 from policies.errors import PolicyError
 from policies.pixel_net import load_pixel_policy
+from policies.residual import Residual
 from policies.rundir import RunDir
+from policies.sb3_policy import SB3Policy
 from policies.snapshot import open_snapshot, run_snapshot
 
 
@@ -31,22 +33,6 @@ class Policy(Protocol):
 
 class PolicyLoadError(PolicyError):
     """A path that holds no run directory, snapshot or bundle."""
-
-
-class SB3Policy:
-    """An SB3 model's deterministic action for a raw observation, normalised as in training."""
-
-    def __init__(self, model, vecnormalize=None) -> None:
-        self.model = model
-        self.vecnormalize = vecnormalize if vecnormalize is not None and vecnormalize.norm_obs else None
-
-    def reset(self) -> None:
-        """SB3's MLP policies are feed-forward: nothing to clear."""
-
-    def act(self, obs: Any) -> np.ndarray:
-        x = self.vecnormalize.normalize_obs(obs) if self.vecnormalize is not None else obs
-        action, _ = self.model.predict(x, deterministic=True)
-        return action
 
 
 class ChunkedPolicy:
@@ -131,6 +117,9 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
         policy = load_pixel_policy(snap, device)
     else:
         policy = SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
+        residual = Residual.of_state(snap.state)
+        if residual is not None:  # a correction learnt on top of a frozen base: act as their sum
+            policy = residual.policy(policy, device)
     chunk = int(snap.state.get("chunk", 1))  # snapshots from before chunks: single actions
     if chunk > 1:
         policy = ChunkedPolicy(policy, chunk, replan_after(chunk))

@@ -11,6 +11,7 @@ from pathlib import Path
 from policies.envs import feature_spec, make_env, scenario_info
 from policies.export import export_bundle
 from policies.pixel_export import export_pixel_snapshot
+from policies.residual import Residual
 from policies.rundir import RunDir
 from policies.snapshot import run_snapshot
 
@@ -39,5 +40,12 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
         env.close()
     model = snap.load_model(device="cpu")
     chunk = cfg.bc.chunk if cfg.algo == "bc" else 1
+    residual = Residual.of_state(snap.state)
+    base = None
+    if residual is not None:  # one graph: the frozen base and the learnt correction, summed
+        base_snap = residual.base_snapshot()
+        base = (base_snap.load_model(device="cpu"), base_snap.load_vecnormalize(), residual.scale)
+        training["residual"] = residual.to_state()
     return export_bundle(model, out_dir, feature_spec=spec, scenario=scenario, training=training,
-                         vecnormalize=snap.load_vecnormalize(), name=name, overwrite=overwrite, chunk_length=chunk)
+                         vecnormalize=snap.load_vecnormalize(), name=name, overwrite=overwrite, chunk_length=chunk,
+                         residual_of=base)

@@ -108,3 +108,13 @@ def run_snapshot(run_path: Path, which: str = "best") -> Snapshot:
         if path is not None and (path / STATE).is_file():
             return open_snapshot(path)
     raise RunError(f"{run.path}: no {which} model yet (training has not saved one)")
+
+
+def open_init(path: str):
+    """The policy snapshot of the run (or snapshot dir) given to --init."""
+    p = Path(path)
+    if (p / "config.yaml").is_file():
+        return run_snapshot(p, "best")
+    if (p / "state.json").is_file():
+        return open_snapshot(p)
+    raise RunError(f"--init {path}: not a run directory or snapshot")

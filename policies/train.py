@@ -24,9 +24,10 @@ from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_vec_env
 from policies.models import LinearSchedule, build_model  # noqa: F401 (saved models pickle policies.train.LinearSchedule)
 from policies.pixel_bc import train_pixel_bc
-from policies.policy import SB3Policy
-from policies.rundir import RunDir, RunError
-from policies.snapshot import open_snapshot, run_snapshot, save_snapshot
+from policies.residual import Residual, residual_of, zero_correction
+from policies.rundir import RunDir
+from policies.sb3_policy import SB3Policy
+from policies.snapshot import open_init, open_snapshot, save_snapshot
 
 
 def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
@@ -70,9 +71,17 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
     seed = cfg.seed + (ckpt.state["num_timesteps"] if ckpt else 0)  # fresh episodes after a resume
     set_random_seed(seed)
 
-    venv = make_vec_env(cfg.scenario, cfg.robot, cfg.n_envs, seed, obs_mode=cfg.obs_mode, randomization=cfg.randomization)
+    init = open_init(cfg.init) if cfg.init and ckpt is None else None
     eval_env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode, randomization=cfg.randomization)
+    venv = None
     try:
+        if init is not None:
+            check_init(init, cfg, eval_env)
+        residual = _residual(cfg, ckpt, init, eval_env.action_space)
+        if residual is not None:
+            eval_env = residual(eval_env)  # evaluations see the base and the correction together
+        venv = make_vec_env(cfg.scenario, cfg.robot, cfg.n_envs, seed, obs_mode=cfg.obs_mode, randomization=cfg.randomization,
+                            wrap=residual)
         if ckpt is not None:
             vecnorm = ckpt.load_vecnormalize(venv)
             env = vecnorm if vecnorm is not None else venv
@@ -81,19 +90,21 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
             state = ckpt.state
             run.log_resume(model.num_timesteps)
         else:
-            init = open_init(cfg.init) if cfg.init else None
             vecnorm = _vecnormalize(cfg, venv, init)
             env = vecnorm if vecnorm is not None else venv
             model = build_model(cfg, env, device, run.tensorboard)
-            if init is not None:
+            if residual is not None:
+                zero_correction(model, cfg.init_log_std)
+            elif init is not None:
                 warm_start(model, init, cfg.init_log_std)
+            if init is not None:
                 if cfg.init_rollout_episodes:
                     _prefill_with_policy(model, vecnorm, eval_env, cfg)
             if cfg.demos and cfg.algo in OFF_POLICY:
                 prefill_replay_buffer(model, load_demos(cfg.demos), eval_env)
             state = None
         monitor = TrainingMonitor(run, cfg, eval_env, control_hz(eval_env), vecnorm, resume_state=state, progress=progress,
-                                  on_eval=on_eval)
+                                  on_eval=on_eval, extra_state={"residual": residual.to_state()} if residual else None)
         callbacks = [monitor]
         if cfg.init and cfg.init_actor_freeze > model.num_timesteps:
             callbacks.append(FreezeActor(cfg.init_actor_freeze))
@@ -103,7 +114,7 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
             model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None, tb_log_name="sb3")
         else:
             monitor.start = time.monotonic()
-        if monitor.last_eval_step != model.num_timesteps and not monitor.stopped_early:
+        if monitor.last_eval_step != model.num_timesteps:
             monitor.evaluate()  # the final policy is always evaluated once
         latest = run.latest_checkpoint()
         if latest is None or open_snapshot(latest).state["num_timesteps"] != model.num_timesteps:
@@ -120,8 +131,21 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
         run.write_summary(summary)
         return summary
     finally:
-        venv.close()
+        if venv is not None:
+            venv.close()
         eval_env.close()
+
+
+def _residual(cfg: TrainConfig, ckpt, init, action_space) -> Residual | None:
+    """A residual run's base and scales: from its checkpoint when resuming (the base it started on), else from --init."""
+    if ckpt is not None:
+        return Residual.of_state(ckpt.state)
+    if cfg.residual is None:
+        return None
+    try:
+        return residual_of(init, cfg.residual, int(action_space.shape[0]))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _vecnormalize(cfg: TrainConfig, venv, init):
@@ -138,16 +162,6 @@ def _vecnormalize(cfg: TrainConfig, venv, init):
     return None
 
 
-def open_init(path: str):
-    """The policy snapshot of the run (or snapshot dir) given to --init."""
-    p = Path(path)
-    if (p / "config.yaml").is_file():
-        return run_snapshot(p, "best")
-    if (p / "state.json").is_file():
-        return open_snapshot(p)
-    raise RunError(f"--init {path}: not a run directory or snapshot")
-
-
 def _prefill_with_policy(model, vecnorm, env, cfg: TrainConfig) -> None:
     """Episodes of the (warm-started) policy in the replay buffer, so the critic first sees what it does."""
     # The policy drives and labels its own actions (no expert).
@@ -156,14 +170,31 @@ def _prefill_with_policy(model, vecnorm, env, cfg: TrainConfig) -> None:
     prefill_replay_buffer(model, episodes, env)
 
 
+def check_init(init, cfg: TrainConfig, env) -> None:
+    """Refuse an --init policy trained on another cell, robot or observation/action layout, before anything trains."""
+    where = f"--init {cfg.init}"
+    if init.is_pixel:
+        raise ConfigError(f"{where}: a pixel student cannot start an RL run; give a state policy's run")
+    default_robot = getattr(getattr(env.unwrapped, "scenario", None), "robot", None)
+    default_robot = getattr(default_robot, "model", None)
+    theirs = (Path(str(init.state.get("scenario"))).stem, init.state.get("robot") or default_robot)
+    ours = (Path(cfg.scenario).stem, cfg.robot or default_robot)
+    if theirs != ours:
+        raise ConfigError(f"{where}: trained on {theirs[0]} ({theirs[1] or 'its robot'}); this run is {ours[0]} "
+                          f"({ours[1] or 'its robot'}): fine-tune a policy of the same cell and robot")
+    source = init.load_model(device="cpu")
+    if source.observation_space != env.observation_space or source.action_space != env.action_space:
+        raise ConfigError(f"{where}: its observation/action spaces ({source.observation_space.shape} -> "
+                          f"{source.action_space.shape}) differ from this cell's ({env.observation_space.shape} -> "
+                          f"{env.action_space.shape}); was the scenario edited since?")
+
+
 def warm_start(model, init, log_std: float | None = None) -> None:
     """Copy the init policy's actor into `model` (same network shape needed): a BC warm start for RL.
 
     log_std: for SAC/TQC, start the (untrained) log-std head at this constant, i.e. small exploration.
     """
-    source = init.load_model(device=model.device)
-    if source.observation_space != model.observation_space or source.action_space != model.action_space:
-        raise ConfigError(f"--init {init.path}: its observation/action spaces differ from this scenario's")
+    source = init.load_model(device=model.device)  # its spaces match this run's: check_init
     src_actor, dst_actor = getattr(source, "actor", None), getattr(model, "actor", None)
     if src_actor is None or dst_actor is None:
         raise ConfigError(f"--init needs an actor on both sides ({init.algo} -> {type(model).__name__.lower()}); use sac, td3 or tqc")

@@ -213,7 +213,14 @@ class FactoryEnv(gym.Env):
         self._steps += 1
         terminated = self.task.is_terminated()
         truncated = not terminated and self._steps >= self.scenario.max_episode_steps
-        return self._observation(), self.task.reward(), terminated, truncated, self.task.info()
+        return self._observation(), self.task.reward() + self._time_cost(terminated), terminated, truncated, self.task.info()
+
+    def _time_cost(self, terminated: bool) -> float:
+        """The task's `time` weight for this step; an early end without success pays for the steps it had left too."""
+        weight = getattr(self.scenario.task.reward, "time", 0.0)
+        if weight and terminated and not self.task.is_success():
+            return weight * (1 + self.scenario.max_episode_steps - self._steps)
+        return weight
 
     def render(self):
         if self.render_mode == "rgb_array":

@@ -176,7 +176,7 @@ def test_reward_terms_match_hand_computation(env):
     bx, by, bz = bin_cfg.position
     # First part for this bin: its first quadrant, 0.06 m above the walls (Bin.drop_point).
     drop = np.array([bx + DROP_SLOTS[0][0] * bin_cfg.size[0], by + DROP_SLOTS[0][1] * bin_cfg.size[1], bz + bin_cfg.wall_height + 0.06])
-    expected = w.tool_to_part * np.linalg.norm(pos - tool) + w.part_to_bin * np.linalg.norm(pos - drop)
+    expected = w.tool_to_part * np.linalg.norm(pos - tool) + w.part_to_bin * np.linalg.norm(pos - drop) + w.time
     assert reward == pytest.approx(expected, abs=1e-9)
 
 
@@ -194,7 +194,7 @@ def test_held_part_earns_the_grasp_term_instead_of_the_reach_term():
     state = env.task.target_state()
     assert state["held"]
     w = env.scenario.task.reward
-    expected = w.part_to_bin * np.linalg.norm(state["position"] - state["drop_point"]) + w.grasped
+    expected = w.part_to_bin * np.linalg.norm(state["position"] - state["drop_point"]) + w.grasped + w.time
     assert reward == pytest.approx(expected, abs=1e-9)
     env.close()
 

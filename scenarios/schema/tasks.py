@@ -15,6 +15,12 @@ from scenarios.schema.cell import MeshConfig, mesh_size
 from scenarios.schema.fields import RGBA, Float, Int, NonNegFloat, PosFloat, Range, Size3, Strict_, Vec3, check_range
 
 
+def time_cost():
+    """The `time` reward weight of the tasks whose KPI is cycle time (applied by sim.env.FactoryEnv.step)."""
+    return Field(0.0, le=0.0, description="weight per control step (a cost, <= 0): cycle time in the reward. An episode "
+                 "that ends early without success is charged for the steps it had left, so losing a part never saves time")
+
+
 class ReachReward(Strict_):
     distance: Float = Field(-1.0, description="weight on tool-to-goal distance (m)")
     success: Float = Field(0.0, description="weight on the success indicator")
@@ -33,6 +39,7 @@ class ConveyorPickReward(Strict_):
     placed: Float = Field(10.0, description="weight on the part-placed event (once per part)")
     dropped: Float = Field(-5.0, description="weight on a part lost off the belt or floor (once per part)")
     collision: Float = Field(-1.0, description="weight per new collision with a fixture")
+    time: Float = time_cost()
 
 
 class ConveyorPickTask(Strict_):
@@ -99,6 +106,7 @@ class BinSortReward(Strict_):
     wrong_bin: Float = Field(-10.0, description="weight on a part coming to rest in another bin (once per part)")
     dropped: Float = Field(-5.0, description="weight on a part coming to rest outside the tote and every bin (once per part)")
     collision: Float = Field(-1.0, description="weight per new collision with a fixture")
+    time: Float = time_cost()
 
 
 class BinSortTask(Strict_):

@@ -1,0 +1,165 @@
+"""Residual RL: a policy that learns a correction on top of a frozen base policy (a BC clone).
+
+The env action is clip(base(obs) + scale * residual(obs)). The residual's network starts at zero output,
+so training starts exactly at the base policy's behaviour and RL only has to learn what to change, which
+keeps the collapse of a BC actor handed straight to SAC away (Johannink et al., 2019, "Residual
+Reinforcement Learning for Robot Control"). `scale` bounds how far the residual can move each action
+value: small for motion, large enough on the grip to open or close the tool on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from policies.sb3_policy import SB3Policy
+from policies.snapshot import Snapshot, open_snapshot
+
+
+def scale_vector(scale: float | Sequence[float], size: int) -> np.ndarray:
+    """One scale per action value: a number for all, or a list of `size` numbers."""
+    values = np.full(size, float(scale)) if np.isscalar(scale) else np.asarray(scale, dtype=np.float64)
+    if values.shape != (size,):
+        raise ValueError(f"residual scale: {len(values)} values for an action of {size}")
+    if (values <= 0).any():
+        raise ValueError(f"residual scale: every value must be > 0, got {values.tolist()}")
+    return values.astype(np.float32)
+
+
+def combine(base: np.ndarray, residual: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(base, dtype=np.float32) + scale * np.asarray(residual, dtype=np.float32), -1.0, 1.0)
+
+
+class ResidualEnv(gym.Wrapper):
+    """The env as the residual learner sees it: its action is a correction to `base`'s action for the same observation."""
+
+    def __init__(self, env: gym.Env, base, scale: float | Sequence[float]):
+        super().__init__(env)
+        self.base = base
+        self.scale = scale_vector(scale, int(np.prod(env.action_space.shape)))
+        self._base_action: np.ndarray | None = None
+
+    def reset(self, **kwargs) -> tuple[Any, dict]:
+        obs, info = self.env.reset(**kwargs)
+        self.base.reset()
+        self._base_action = self.base.act(obs)
+        return obs, info
+
+    def step(self, residual):
+        obs, reward, terminated, truncated, info = self.env.step(combine(self._base_action, residual, self.scale))
+        self._base_action = self.base.act(obs)
+        return obs, reward, terminated, truncated, info
+
+
+class ResidualPolicy:
+    """base + scale * residual, both policies with reset()/act() on the raw observation."""
+
+    def __init__(self, base, residual, scale: np.ndarray):
+        self.base, self.residual, self.scale = base, residual, scale
+
+    def reset(self) -> None:
+        self.base.reset()
+        self.residual.reset()
+
+    def act(self, obs: Any) -> np.ndarray:
+        return combine(self.base.act(obs), self.residual.act(obs), self.scale)
+
+
+class ResidualGraph(nn.Module):
+    """The exported form: two PolicyGraphs on the same raw observation, summed and clipped to the action box."""
+
+    def __init__(self, base: nn.Module, residual: nn.Module, scale: np.ndarray):
+        super().__init__()
+        self.base, self.residual = base, residual
+        self.layout = base.layout
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
+
+    @property
+    def act_low(self) -> torch.Tensor:
+        return self.base.act_low
+
+    @property
+    def act_high(self) -> torch.Tensor:
+        return self.base.act_high
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        action = self.base(obs) + self.scale * self.residual(obs)
+        return torch.maximum(torch.minimum(action, self.act_high), self.act_low)
+
+    def describe(self) -> dict:
+        return {**self.base.describe(), "residual": {
+            "formula": "clip(base(obs) + scale * residual(obs), low, high)", "scale": self.scale.tolist(),
+            "residual": self.residual.describe()}}
+
+
+def zero_correction(model, log_std: float | None) -> None:
+    """Make a fresh model's deterministic action zero, so a residual run starts exactly at its base policy.
+
+    log_std: the Gaussian's log-std to explore with (PPO's parameter, SAC/TQC's head); TD3 keeps its action noise.
+    """
+    policy = model.policy
+    with torch.no_grad():
+        if hasattr(policy, "action_net"):  # PPO/A2C: the mean's linear layer and a state-independent log-std
+            policy.action_net.weight.zero_()
+            policy.action_net.bias.zero_()
+            if log_std is not None:
+                policy.log_std.fill_(log_std)
+            return
+        actor = model.actor
+        mu = actor.mu if isinstance(actor.mu, nn.Linear) else actor.mu[-2]  # TD3's mu ends in Tanh
+        mu.weight.zero_()
+        mu.bias.zero_()
+        head = getattr(actor, "log_std", None)
+        if log_std is not None and isinstance(head, nn.Linear):
+            head.weight.zero_()
+            head.bias.fill_(log_std)
+    if getattr(model, "actor_target", None) is not None:
+        model.actor_target.load_state_dict(actor.state_dict())
+
+
+@dataclass(frozen=True)
+class Residual:
+    """What a residual run adds to its model: the base snapshot it corrects and the scale per action value.
+
+    Recorded in every snapshot's state.json ("residual"), so a snapshot acts, evaluates and exports as the sum.
+    """
+
+    base: str
+    scale: tuple[float, ...]
+
+    @staticmethod
+    def of_state(state: dict[str, Any]) -> "Residual | None":
+        info = state.get("residual")
+        return Residual(info["base"], tuple(info["scale"])) if info else None
+
+    def to_state(self) -> dict[str, Any]:
+        return {"base": self.base, "scale": list(self.scale)}
+
+    def base_snapshot(self) -> Snapshot:
+        return open_snapshot(Path(self.base))
+
+    def base_policy(self, device: str = "cpu") -> SB3Policy:
+        snap = self.base_snapshot()
+        return SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
+
+    def policy(self, correction, device: str = "cpu") -> ResidualPolicy:
+        return ResidualPolicy(self.base_policy(device), correction, np.asarray(self.scale, dtype=np.float32))
+
+    def __call__(self, env: gym.Env) -> ResidualEnv:
+        """The env wrapped for learning the correction (picklable, so subprocess envs load the base themselves)."""
+        return ResidualEnv(env, self.base_policy(), self.scale)
+
+
+def residual_of(init: Snapshot, scale: float | Sequence[float], action_size: int) -> Residual:
+    """The residual setup of a run that corrects `init` (an SB3 snapshot acting one action per observation)."""
+    if init.is_pixel:
+        raise ValueError(f"residual: the base {init.path} is a pixel policy; a residual corrects a state policy")
+    if int(init.state.get("chunk", 1)) != 1:
+        raise ValueError(f"residual: the base {init.path} gives action chunks; a residual corrects one action per observation")
+    return Residual(str(init.path.resolve()), tuple(scale_vector(scale, action_size).tolist()))

@@ -1,0 +1,122 @@
+"""RL fine-tuning by a residual on a frozen BC clone: it improves on its start, acts, evaluates and exports as the
+sum, resumes on the same base, and refuses a base from another cell or layout; the time cost in the reward."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from policies.bundle import load_bundle
+from policies.config import ConfigError, resolve_config
+from policies.evaluate import evaluate
+from policies.policy import load_policy
+from policies.run_export import export_run
+from policies.snapshot import run_snapshot
+from policies.train import train
+from sim.env import FactoryEnv
+from sim.experts import make_expert
+
+
+@pytest.fixture(scope="module")
+def weak_clone(tmp_path_factory):
+    """toy-target cloned with far too few fitting steps: roughly half its guesses miss the tolerance."""
+    out = tmp_path_factory.mktemp("clone") / "bc"
+    train(resolve_config("toy-target", "bc", {"seed": 0, "bc": {"iterations": 30, "demo_noise": 0.0}}), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def residual_run(weak_clone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("residual") / "ppo"
+    cfg = resolve_config("toy-target", "ppo", {"init": str(weak_clone), "residual": 0.5, "steps": 8192, "init_log_std": -1.5,
+                                               "hyperparams": {"clip_range": 0.1}})
+    summary = train(cfg, out, progress=False)
+    return out, summary
+
+
+def test_residual_improves_on_its_bc_start(weak_clone, residual_run):
+    out, _ = residual_run
+    before, _ = evaluate(weak_clone, n=200, seed=5)
+    after, _ = evaluate(out, n=200, seed=5)  # the run acts as clone + correction
+    assert after.mean_return > before.mean_return + 0.3, (before.line(), after.line())
+    assert after.success_rate >= before.success_rate + 0.1, (before.line(), after.line())
+
+
+def test_residual_starts_exactly_at_its_base(weak_clone, tmp_path):
+    cfg = resolve_config("toy-target", "td3", {"init": str(weak_clone), "residual": [0.5], "steps": 100, "eval_freq": 100,
+                                               "hyperparams": {"learning_starts": 1000}})  # no update before the end
+    out = tmp_path / "td3"
+    train(cfg, out, progress=False)
+    obs = np.random.default_rng(0).uniform(-1, 1, (50, 1)).astype(np.float32)
+    base, combined = load_policy(weak_clone).policy, load_policy(out, "final").policy
+    np.testing.assert_allclose([combined.act(o) for o in obs], [base.act(o) for o in obs], atol=1e-6)
+
+
+def test_residual_bundle_is_base_plus_correction(weak_clone, residual_run, tmp_path):
+    out, _ = residual_run
+    bundle_dir = export_run(out, tmp_path / "bundle", which="best")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["policy"]["residual"]["scale"] == [0.5] and manifest["training"]["residual"]["scale"] == [0.5]
+    policy = load_policy(out).policy
+    obs = np.random.default_rng(1).uniform(-1, 1, (300, 1)).astype(np.float32)
+    expected = np.array([policy.act(o) for o in obs])
+    base = np.array([load_policy(weak_clone).policy.act(o) for o in obs])
+    assert np.abs(expected - base).max() > 0.05  # the correction is really in there
+    for backend in ("onnx", "torchscript"):
+        np.testing.assert_allclose(load_bundle(bundle_dir, backend=backend).act(obs), expected, atol=1e-5, rtol=0)
+
+
+def test_resume_keeps_the_base(weak_clone, residual_run, tmp_path):
+    out, summary = residual_run
+    state = run_snapshot(out, "final").state
+    assert state["residual"]["base"] == str(run_snapshot(weak_clone, "best").path.resolve())
+    more = train(None, out, resume=True, progress=False, max_steps=summary["num_timesteps"] + 1024)
+    assert more["num_timesteps"] == summary["num_timesteps"] + 1024
+    assert run_snapshot(out, "final").state["residual"] == state["residual"]
+
+
+def test_mismatched_init_is_refused(weak_clone, tmp_path):
+    with pytest.raises(ConfigError, match=r"--init .*trained on toy-target .*this run is toy-reach"):
+        train(resolve_config("toy-reach", "ppo", {"init": str(weak_clone), "residual": 0.5, "steps": 64}), tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="residual: a residual learns a correction to the --init policy"):
+        resolve_config("toy-target", "ppo", {"residual": 0.5})
+    with pytest.raises(ConfigError, match="residual: scales must be numbers > 0"):
+        resolve_config("toy-target", "ppo", {"init": str(weak_clone), "residual": [0.5, -1]})
+    with pytest.raises(ConfigError, match=r"residual scale: 2 values for an action of 1"):
+        train(resolve_config("toy-target", "ppo", {"init": str(weak_clone), "residual": [0.5, 0.5], "steps": 64}), tmp_path / "b",
+              progress=False)
+
+
+def test_time_cost_is_charged_per_step_and_for_the_rest_of_a_failed_episode():
+    env = FactoryEnv("conveyor-pick")
+    weight = env.scenario.task.reward.time
+    assert weight < 0
+    env.reset(seed=0)
+    reward_with = env.step(np.zeros(5, np.float32))[1]
+    env.close()
+    free = FactoryEnv(env.scenario.model_copy(update={"task": env.scenario.task.model_copy(
+        update={"reward": env.scenario.task.reward.model_copy(update={"time": 0.0})})}))
+    free.reset(seed=0)
+    assert reward_with == pytest.approx(free.step(np.zeros(5, np.float32))[1] + weight, abs=1e-9)
+    # A part let go of mid-carry, outside the bin, ends the episode early: the steps it had left are charged too.
+    env = FactoryEnv("conveyor-pick")
+    expert = make_expert(env)
+    env.reset(seed=0)
+    expert.reset()
+    steps = 0
+    while expert.phase != "carry":
+        env.step(expert.act())
+        steps += 1
+    for _ in range(20):  # 1 s of carrying: clear of the belt, short of the bin
+        env.step(expert.act())
+        steps += 1
+    done = False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(np.array([0, 0, 0, 0, -1], np.float32))  # open the gripper
+        steps += 1
+        done = terminated or truncated
+    env.close()
+    assert terminated and info["parts_dropped"] == 1
+    assert reward <= weight * (1 + env.scenario.max_episode_steps - steps) + env.scenario.task.reward.dropped + 1e-9
