@@ -29,11 +29,11 @@ def scale_vector(scale: float | Sequence[float], size: int) -> np.ndarray:
         raise ValueError(f"residual scale: {len(values)} values for an action of {size}")
     if (values <= 0).any():
         raise ValueError(f"residual scale: every value must be > 0, got {values.tolist()}")
-    return values.astype(np.float32)
+    return values
 
 
 def combine(base: np.ndarray, residual: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    return np.clip(np.asarray(base, dtype=np.float32) + scale * np.asarray(residual, dtype=np.float32), -1.0, 1.0)
+    return np.clip(np.asarray(base) + scale * np.asarray(residual), -1.0, 1.0).astype(np.float32)
 
 
 class ResidualEnv(gym.Wrapper):
@@ -149,7 +149,7 @@ class Residual:
         return SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
 
     def policy(self, correction, device: str = "cpu") -> ResidualPolicy:
-        return ResidualPolicy(self.base_policy(device), correction, np.asarray(self.scale, dtype=np.float32))
+        return ResidualPolicy(self.base_policy(device), correction, np.asarray(self.scale))
 
     def __call__(self, env: gym.Env) -> ResidualEnv:
         """The env wrapped for learning the correction (picklable, so subprocess envs load the base themselves)."""

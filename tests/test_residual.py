@@ -120,3 +120,16 @@ def test_time_cost_is_charged_per_step_and_for_the_rest_of_a_failed_episode():
     env.close()
     assert terminated and info["parts_dropped"] == 1
     assert reward <= weight * (1 + env.scenario.max_episode_steps - steps) + env.scenario.task.reward.dropped + 1e-9
+
+
+def test_bin_sort_fine_tunes_from_its_clone_with_the_presets_residual(tmp_path):
+    """The shipped bin-sort preset's with_init block, on a (tiny) clone: a residual run on state observations."""
+    bc = tmp_path / "bc"
+    train(resolve_config("bin-sort", "bc", {"eval_episodes": 1, "bc": {"demo_episodes": 2, "iterations": 20, "rounds": 0}}), bc,
+          progress=False)
+    cfg = resolve_config("bin-sort", "ppo", {"init": str(bc), "steps": 256, "eval_episodes": 1,
+                                             "hyperparams": {"n_steps": 128, "batch_size": 64}})
+    assert cfg.residual == [0.3, 0.3, 0.3, 0.3, 1.0] and cfg.obs_mode == "state"
+    summary = train(cfg, tmp_path / "ppo", progress=False)
+    assert summary["num_timesteps"] == 256
+    assert run_snapshot(tmp_path / "ppo", "final").state["residual"]["scale"] == cfg.residual
