@@ -337,18 +337,15 @@ class FactoryEnv(gym.Env):
             lo, hi = UNIT_BOUNDS[unit]
             return {"name": name, "size": size, "unit": unit, "low": lo, "high": hi}
 
+        obs_features = [describe(*f) for f in self._observation_features()]
         images = []
         if self.obs_mode == "pixels":  # the vectors are the robot features; the images are described apart
-            obs_features = [describe(*f) for f in self._robot_features()]
             layout = [k for k in self.observation_space.spaces if k not in ("achieved_goal", "desired_goal")]
             images = describe_images(self._pixel_sensors)
         else:
-            obs_features = [describe(*f) for f in self._robot_features() + self.task.features()]
             layout = ["observation"]
         if isinstance(self.task, GoalTask):
             layout = layout + ["achieved_goal", "desired_goal"]
-            for key in layout[-2:]:
-                obs_features += [describe(f"{key}.{n}", s, u) for n, s, u in self.task.goal_features]
         cfg = self.scenario.robot
         if cfg.control == "ee_delta":
             act_features = [
