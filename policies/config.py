@@ -108,7 +108,8 @@ class TrainConfig:
     stop_at_success: float | None = None
     """end training early once an evaluation reaches this success rate"""
     max_wall_s: float | None = None
-    """end training (evaluated, checkpointed and summarised as usual) once the run has taken this many seconds"""
+    """end training (evaluated, checkpointed and summarised as usual) once the run has taken this many seconds;
+    `--resume --steps N` lifts it and trains on to N steps"""
     hyperparams: dict[str, Any] = field(default_factory=dict)
     """keyword arguments of the SB3 algorithm (learning_rate, batch_size, policy_kwargs, ...)"""
     her_kwargs: dict[str, Any] = field(default_factory=lambda: {"n_sampled_goal": 4, "goal_selection_strategy": "future"})

@@ -44,7 +44,8 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
         run = RunDir.open(out)
         cfg = run.config()
         if max_steps is not None and max_steps != cfg.steps:
-            cfg.steps = max_steps  # --steps on resume extends (or shortens) the run's target
+            cfg.steps = max_steps  # --steps on resume extends (or shortens) the run's target,
+            cfg.max_wall_s = None  # in steps: a time limit the run had would end it at once
             run.save_config(cfg)
         if device is not None:
             cfg.device = device

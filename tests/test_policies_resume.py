@@ -136,3 +136,22 @@ def test_resume_extends_a_finished_run_from_its_end(tmp_path):
     snap = open_snapshot(run.latest_checkpoint())
     model = snap.load_model()
     assert snap.load_buffer_into(model) and model.replay_buffer.size() == 600
+
+
+def test_wall_clock_limit_ends_a_run_and_resume_with_steps_lifts_it(tmp_path):
+    """max_wall_s stops a run early, evaluated and checkpointed; `--resume --steps N` then trains on to N."""
+    from policies.config import resolve_config
+    from policies.train import train
+
+    out = tmp_path / "run"
+    cfg = resolve_config("toy-target", "td3", {"steps": 1_000_000, "max_wall_s": 3.0, "checkpoint_freq": 100_000,
+                                                "eval_freq": 100_000, "eval_episodes": 2})
+    summary = train(cfg, out, progress=False)
+    stopped_at = summary["num_timesteps"]
+    assert summary["stopped_early"] and 0 < stopped_at < 1_000_000 and summary["wall_s"] < 30
+    run = RunDir(out)
+    assert [e["steps"] for e in run.eval_history()] == [stopped_at]  # the last policy is evaluated once
+    assert open_snapshot(run.latest_checkpoint()).state["num_timesteps"] == stopped_at
+    more = train(None, out, resume=True, progress=False, max_steps=stopped_at + 300)
+    assert more["num_timesteps"] == stopped_at + 300 and not more["stopped_early"]
+    assert run.config().max_wall_s is None
