@@ -33,6 +33,7 @@ def scale_vector(scale: float | Sequence[float], size: int) -> np.ndarray:
 
 
 def combine(base: np.ndarray, residual: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The env action: base + scale * residual, clipped to genba's action box [-1, 1]."""
     return np.clip(np.asarray(base) + scale * np.asarray(residual), -1.0, 1.0).astype(np.float32)
 
 
