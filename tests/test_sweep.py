@@ -70,8 +70,13 @@ def kill_mid_trial(study: optuna.Study, pids: set[int] | None, timeout: float = 
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             pid = t.user_attrs.get("worker_pid")
             if pid is not None and (pids is None or pid in pids) and "run_dir" in t.user_attrs:
-                os.kill(pid, signal.SIGKILL)
-                return pid, t.number
+                # Stopped first, so the trial cannot finish between seeing it running and the kill (a short
+                # trial on a loaded machine did): kill only if it is still running, else let the worker go on.
+                os.kill(pid, signal.SIGSTOP)
+                if study.get_trials(deepcopy=False)[t.number].state == TrialState.RUNNING:
+                    os.kill(pid, signal.SIGKILL)
+                    return pid, t.number
+                os.kill(pid, signal.SIGCONT)
         time.sleep(0.05)
     raise AssertionError(f"no worker of {pids} was seen running a trial within {timeout} s")
 
