@@ -8,6 +8,7 @@ accuracy and parts per minute); optionally writes a video of the first episodes.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -38,11 +39,18 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def mean_interval(values: list[float], z: float = 1.959964) -> tuple[float, float] | None:
-    """95% interval of a mean, normal approximation (the cycle times of >= 30 episodes); None below 2 values."""
+# Two-sided 97.5% Student t quantiles for 1..30 degrees of freedom (a seed sweep has few seeds); above, the normal one.
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def mean_interval(values: list[float]) -> tuple[float, float] | None:
+    """95% interval of a mean: Student t up to 31 values (seeds), normal above (episodes); None below 2 values."""
     if len(values) < 2:
         return None
-    mean, half = float(np.mean(values)), z * float(np.std(values, ddof=1)) / math.sqrt(len(values))
+    df = len(values) - 1
+    q = T975[df - 1] if df <= len(T975) else 1.959964
+    mean, half = statistics.fmean(values), q * statistics.stdev(values) / math.sqrt(len(values))
     return mean - half, mean + half
 
 
@@ -59,7 +67,7 @@ class EvalResult:
     env_steps: int
     # The task's own KPIs: each a mean over the episodes whose final info defines it.
     task_kpis: dict[str, float] = field(default_factory=dict)
-    # 95% interval of the mean cycle time (normal approximation: mean +- 1.96 sd / sqrt(n)); None below 2 cycles.
+    # 95% interval of the mean cycle time (mean_interval); None below 2 successful episodes.
     cycle_time_ci95_s: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,7 +9,6 @@ success rate, minus cycle time x CYCLE_TIE_BREAK, so cycle time only orders equa
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
@@ -22,6 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 from policies.config import _merge, resolve_config
+from policies.evaluate import mean_interval
 from policies.rundir import RunDir
 from policies.sweep_space import SweepError, set_nested, suggest
 from policies.sweep_storage import MAX_RETRY
@@ -32,9 +32,6 @@ CYCLE_TIE_BREAK = 1e-6
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 POLL_S = 1.0
 MAX_FAILS_IN_A_ROW = 3  # a worker whose trials keep failing (bad config, broken env) stops instead of looping
-# Two-sided 97.5% Student t quantiles for 1..30 degrees of freedom (a seed sweep has few seeds).
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
 
 
 def score(record: dict[str, Any]) -> float:
@@ -223,23 +220,22 @@ def write_best_preset(study: optuna.Study, path: Path) -> Path | None:
     return path
 
 
-def mean_interval(values: list[float]) -> dict[str, Any]:
-    """Mean and 95% t-interval of the mean over seeds (None where fewer than two values)."""
+def seed_stats(values: list[float | None], low: float | None = None, high: float | None = None) -> dict[str, Any]:
+    """Mean and 95% t-interval of the mean over seeds (None where fewer than two values), kept within [low, high]."""
     values = [float(v) for v in values if v is not None]
     if not values:
         return {"n": 0, "mean": None, "ci95": None}
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return {"n": 1, "mean": mean, "ci95": None}
-    half = T975[min(len(values) - 1, len(T975)) - 1] * statistics.stdev(values) / math.sqrt(len(values))
-    return {"n": len(values), "mean": mean, "ci95": [mean - half, mean + half]}
+    ci = mean_interval(values)
+    if ci is not None:
+        ci = (max(ci[0], low) if low is not None else ci[0], min(ci[1], high) if high is not None else ci[1])
+    return {"n": len(values), "mean": statistics.fmean(values), "ci95": list(ci) if ci else None}
 
 
 def seed_summary(study: optuna.Study) -> dict[str, Any]:
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return {"seeds": sorted(t.params["seed"] for t in done),
-            "success": mean_interval([t.user_attrs.get("success") for t in done]),
-            "cycle_time_s": mean_interval([t.user_attrs.get("cycle_time_s") for t in done])}
+            "success": seed_stats([t.user_attrs.get("success") for t in done], 0.0, 1.0),  # a rate: within 0..1
+            "cycle_time_s": seed_stats([t.user_attrs.get("cycle_time_s") for t in done])}
 
 
 def plot_history(study: optuna.Study, path: Path) -> Path | None:
