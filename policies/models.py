@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from gymnasium import spaces
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.her import HerReplayBuffer
@@ -59,3 +60,16 @@ def schedule(text: str, key: str):
         except ValueError:
             pass
     raise ConfigError(f"hyperparams.{key}: {text!r} is not a number or lin_<number>")
+
+
+def settle_actor(model, log_std: float | None) -> None:
+    """After an off-policy actor's weights were set by hand: SAC/TQC's log-std head outputs the constant `log_std`
+    (small exploration around the set actor), and a TD3/DDPG target actor copies the actor."""
+    actor = model.actor
+    head = getattr(actor, "log_std", None)
+    if log_std is not None and isinstance(head, torch.nn.Linear):
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(log_std)
+    if getattr(model, "actor_target", None) is not None:
+        model.actor_target.load_state_dict(actor.state_dict())

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from policies.models import settle_actor
 from policies.sb3_policy import SB3Policy
 from policies.snapshot import Snapshot, open_snapshot
 
@@ -112,16 +113,10 @@ def zero_correction(model, log_std: float | None) -> None:
             if log_std is not None:
                 policy.log_std.fill_(log_std)
             return
-        actor = model.actor
-        mu = actor.mu if isinstance(actor.mu, nn.Linear) else actor.mu[-2]  # TD3's mu ends in Tanh
+        mu = model.actor.mu if isinstance(model.actor.mu, nn.Linear) else model.actor.mu[-2]  # TD3's mu ends in Tanh
         mu.weight.zero_()
         mu.bias.zero_()
-        head = getattr(actor, "log_std", None)
-        if log_std is not None and isinstance(head, nn.Linear):
-            head.weight.zero_()
-            head.bias.fill_(log_std)
-    if getattr(model, "actor_target", None) is not None:
-        model.actor_target.load_state_dict(actor.state_dict())
+    settle_actor(model, log_std)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from policies.config import OFF_POLICY, ConfigError, TrainConfig
 from policies.demos import load_demos, obs_layout, prefill_replay_buffer, record
 from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_vec_env
-from policies.models import LinearSchedule, build_model  # noqa: F401 (saved models pickle policies.train.LinearSchedule)
+from policies.models import LinearSchedule, build_model, settle_actor  # noqa: F401 (saved models pickle policies.train.LinearSchedule)
 from policies.pixel_bc import train_pixel_bc
 from policies.residual import Residual, residual_of, zero_correction
 from policies.rundir import RunDir
@@ -76,8 +76,7 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
     eval_env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode, randomization=cfg.randomization)
     venv = None
     try:
-        if init is not None:
-            check_init(init, cfg, eval_env)
+        source = check_init(init, cfg, eval_env) if init is not None else None
         residual = _residual(cfg, ckpt, init, eval_env.action_space)
         if residual is not None:
             eval_env = residual(eval_env)  # evaluations see the base and the correction together
@@ -97,7 +96,7 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
             if residual is not None:
                 zero_correction(model, cfg.init_log_std)
             elif init is not None:
-                warm_start(model, init, cfg.init_log_std)
+                warm_start(model, source, init, cfg.init_log_std)
             if init is not None:
                 if cfg.init_rollout_episodes:
                     _prefill_with_policy(model, vecnorm, eval_env, cfg)
@@ -171,8 +170,9 @@ def _prefill_with_policy(model, vecnorm, env, cfg: TrainConfig) -> None:
     prefill_replay_buffer(model, episodes, env)
 
 
-def check_init(init, cfg: TrainConfig, env) -> None:
-    """Refuse an --init policy trained on another cell, robot or observation/action layout, before anything trains."""
+def check_init(init, cfg: TrainConfig, env):
+    """The --init policy's SB3 model (on the CPU); refused if trained on another cell, robot or observation/action
+    layout, before anything trains."""
     where = f"--init {cfg.init}"
     if init.is_pixel:
         raise ConfigError(f"{where}: a pixel student cannot start an RL run; give a state policy's run")
@@ -188,14 +188,15 @@ def check_init(init, cfg: TrainConfig, env) -> None:
         raise ConfigError(f"{where}: its observation/action spaces ({source.observation_space.shape} -> "
                           f"{source.action_space.shape}) differ from this cell's ({env.observation_space.shape} -> "
                           f"{env.action_space.shape}); was the scenario edited since?")
+    return source
 
 
-def warm_start(model, init, log_std: float | None = None) -> None:
-    """Copy the init policy's actor into `model` (same network shape needed): a BC warm start for RL.
+def warm_start(model, source, init, log_std: float | None = None) -> None:
+    """Copy the actor of `source` (the init snapshot `init`'s model, spaces checked by check_init) into `model`
+    (same network shape needed): a BC warm start for RL.
 
     log_std: for SAC/TQC, start the (untrained) log-std head at this constant, i.e. small exploration.
     """
-    source = init.load_model(device=model.device)  # its spaces match this run's: check_init
     src_actor, dst_actor = getattr(source, "actor", None), getattr(model, "actor", None)
     if src_actor is None or dst_actor is None:
         raise ConfigError(f"--init needs an actor on both sides ({init.algo} -> {type(model).__name__.lower()}); use sac, td3 or tqc")
@@ -203,11 +204,5 @@ def warm_start(model, init, log_std: float | None = None) -> None:
     copied = {k: v for k, v in src.items() if k in dst and dst[k].shape == v.shape}
     if not any(k.startswith(("mu", "latent_pi")) for k in copied):
         raise ConfigError(f"--init {init.path}: actor layers do not match (net_arch must be the same as the init run's)")
-    dst_actor.load_state_dict({**dst, **copied})
-    head = getattr(dst_actor, "log_std", None)
-    if log_std is not None and isinstance(head, torch.nn.Linear):
-        with torch.no_grad():
-            head.weight.zero_()
-            head.bias.fill_(log_std)
-    if getattr(model, "actor_target", None) is not None:
-        model.actor_target.load_state_dict(dst_actor.state_dict())
+    dst_actor.load_state_dict({**dst, **copied})  # copies onto the model's device
+    settle_actor(model, log_std)

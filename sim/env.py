@@ -133,6 +133,7 @@ class FactoryEnv(gym.Env):
         self.robot.reset()
         self._initial_state = self.sim.save_state()
         self._steps = 0
+        self._time_weight = float(getattr(spec.task.reward, "time", 0.0))  # per step (sim time is a KPI: _time_cost)
 
         dt = spec.physics.control_period
         n_joints = len(self.robot.arm_ids)
@@ -217,7 +218,7 @@ class FactoryEnv(gym.Env):
 
     def _time_cost(self, terminated: bool) -> float:
         """The task's `time` weight for this step; an early end without success pays for the steps it had left too."""
-        weight = getattr(self.scenario.task.reward, "time", 0.0)
+        weight = self._time_weight
         if weight and terminated and not self.task.is_success():
             return weight * (1 + self.scenario.max_episode_steps - self._steps)
         return weight
