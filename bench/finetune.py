@@ -1,10 +1,12 @@
 """RL fine-tuning against the script: does the fine-tuned policy beat the scripted expert's cycle time?
 
-    python bench/finetune.py conveyor-pick [--seeds 3] [--bc RUN] [--minutes 60] [--workers 1] [--episodes 200] [--json PATH]
+    python bench/finetune.py conveyor-pick [--seeds 3] [--bc RUN] [--minutes 60] [--workers 1] [--envs 1] [--steps N]
+                             [--episodes 200] [--json PATH]
 
 1. The BC start: --bc RUN, or a run of the shipped preset (`genba train CELL`, seed 0) trained here first.
 2. Per seed: `genba train CELL --algo ppo --init BC --seed S` (the preset's `with_init` block: a residual
-   correction on top of the frozen clone), stopped after --minutes of training (max_wall_s).
+   correction on top of the frozen clone), stopped after --minutes of training (max_wall_s), or after --steps env
+   steps if given first (default: no step limit, the time budget decides), with --envs collecting processes.
 3. Expert, BC and every fine-tuned run's best snapshot on the same --episodes episodes that no training saw
    (episode i on seed 60,000,000 + i), in the fine-tuning's observation mode: success (95% Wilson interval),
    cycle time (mean over successful episodes, with a 95% t-interval), collisions per episode.
@@ -29,6 +31,7 @@ from genba.jsonfile import write_json
 REPO = Path(__file__).resolve().parents[1]
 FINAL_EVAL_SEED = 59_000_000  # genba eval --seed: episode i on 1,000,000 + this + i (bench/train_time.py's episodes)
 EXPERT_SEED = 1_000_000 + FINAL_EVAL_SEED  # genba expert --seed: episode i on this + i, the same episodes
+UNLIMITED_STEPS = 100_000_000  # more than any time budget here reaches
 FASTER_BY = 0.10  # the target: cycle time at least this fraction shorter than the expert's
 MIN_SUCCESS = 0.95
 KEEP = ("episodes", "success_rate", "success_ci95", "mean_cycle_time_s", "cycle_time_ci95_s", "collisions_per_episode")
@@ -59,15 +62,16 @@ def evaluation(kind: str, target: str, cell: str, obs: str, episodes: int, work:
     return {"policy": kind, "target": target, **{k: result.get(k) for k in KEEP}}
 
 
-def fine_tune(cell: str, bc: Path, seed: int, minutes: float, work: Path) -> dict:
+def fine_tune(cell: str, bc: Path, seed: int, minutes: float, steps: int, envs: int, work: Path) -> dict:
     run = work / f"finetune-s{seed}"
     summary = work / f"finetune-s{seed}.json"
     wall = genba(["train", cell, "--algo", "ppo", "--init", str(bc), "--seed", str(seed), "--out", str(run),
+                  "--steps", str(steps), "--envs", str(envs),
                   "--set", f"max_wall_s={minutes * 60}", "--no-progress", "--json", str(summary)],
                  work / f"finetune-s{seed}.log", timeout=minutes * 60 * 2 + 600)
     info = json.loads(summary.read_text())
     return {"seed": seed, "run": str(run), "train_wall_s": info["wall_s"], "process_s": round(wall, 1),
-            "env_steps": info["num_timesteps"]}
+            "env_steps": info["num_timesteps"], "env_steps_per_s": round(info["num_timesteps"] / info["wall_s"], 1)}
 
 
 def line(row: dict) -> str:
@@ -83,14 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--bc", type=Path, default=None, help="the BC run to start from (default: train the shipped preset first)")
     p.add_argument("--minutes", type=float, default=60.0, help="training budget per seed")
-    p.add_argument("--workers", type=int, default=1, help="seeds trained side by side (one process each)")
+    p.add_argument("--workers", type=int, default=1, help="seeds trained side by side")
+    p.add_argument("--envs", type=int, default=1, help="collecting env processes per seed (genba train --envs)")
+    p.add_argument("--steps", type=int, default=UNLIMITED_STEPS, help="env steps per seed at most (default: the time budget decides)")
     p.add_argument("--episodes", type=int, default=200, help="evaluation episodes per policy")
     p.add_argument("--obs", default="state", help="observation mode of the evaluations (the preset fine-tunes on state)")
     p.add_argument("--keep", type=Path, default=None, help="keep runs and logs here (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.seeds < 1 or args.workers < 1 or args.episodes < 1 or args.minutes <= 0:
-        p.error("--seeds, --workers, --episodes and --minutes must be positive")
+    if min(args.seeds, args.workers, args.envs, args.episodes, args.steps) < 1 or args.minutes <= 0:
+        p.error("--seeds, --workers, --envs, --steps, --episodes and --minutes must be positive")
     work = args.keep or Path(tempfile.mkdtemp(prefix="finetune."))
     work.mkdir(parents=True, exist_ok=True)
 
@@ -100,11 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         bc = work / "bc"
         print(f"training the BC start (shipped preset) in {bc} ...", flush=True)
         bc_wall = genba(["train", args.cell, "--seed", "0", "--out", str(bc), "--no-progress"], work / "bc.log")
-    print(f"fine-tuning {args.seeds} seed(s), {args.minutes:g} min each, {args.workers} at a time ...", flush=True)
+    print(f"fine-tuning {args.seeds} seed(s), {args.minutes:g} min each, {args.workers} at a time, {args.envs} env process(es) "
+          f"each ...", flush=True)
     with ThreadPoolExecutor(args.workers) as pool:
-        runs = list(pool.map(lambda s: fine_tune(args.cell, bc, s, args.minutes, work), range(args.seeds)))
+        runs = list(pool.map(lambda s: fine_tune(args.cell, bc, s, args.minutes, args.steps, args.envs, work), range(args.seeds)))
     for r in runs:
-        print(f"  seed {r['seed']}: {r['env_steps']:,} env steps in {r['train_wall_s']:.0f} s of training", flush=True)
+        print(f"  seed {r['seed']}: {r['env_steps']:,} env steps in {r['train_wall_s']:.0f} s of training "
+              f"({r['env_steps_per_s']:.0f}/s)", flush=True)
 
     print(f"evaluating on {args.episodes} unseen episodes ({args.obs} observations) ...", flush=True)
     expert = evaluation("expert", args.cell, args.cell, args.obs, args.episodes, work)
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'PASS' if verdict else 'FAIL'}: {passed}/{args.seeds} fine-tuned seeds at success >= {MIN_SUCCESS:.0%} and cycle time "
           f"<= {goal:.2f} s ({FASTER_BY:.0%} under the expert's {expert['mean_cycle_time_s']:.2f} s)")
     write_json(args.json, {"cell": args.cell, "obs": args.obs, "episodes": args.episodes, "minutes": args.minutes,
-                           "workers": args.workers, "bc": str(bc), "bc_train_process_s": bc_wall, "target_cycle_time_s": goal,
+                           "workers": args.workers, "envs": args.envs, "steps": args.steps, "bc": str(bc), "bc_train_process_s": bc_wall, "target_cycle_time_s": goal,
                            "min_success": MIN_SUCCESS, "rows": rows, "passed_seeds": passed, "pass": verdict,
                            "cpu_count": os.cpu_count()})
     return 0 if verdict else 1
