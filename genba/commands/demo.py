@@ -1,7 +1,8 @@
 """`genba demo`: the main job end to end.
 
-train the cell with its shipped preset -> evaluate with factory KPIs -> export a bundle -> serve it over
-the ZeroMQ bridge on loopback -> run the digital twin through it -> stop everything -> one summary table.
+train the cell with its shipped preset -> (--finetune: RL fine-tuning of that clone for cycle time) ->
+evaluate with factory KPIs -> export a bundle -> serve it over the ZeroMQ bridge on loopback -> run the
+digital twin through it -> stop everything -> one summary table.
 Each stage is the same CLI verb a user would run, in its own process, so the demo exercises exactly
 what the README documents.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+import yaml
 
 from genba.errors import AppError
 from genba.jsonfile import write_json
@@ -41,6 +43,9 @@ def demo(
                               help="longer, better run: 4x expert demos for training, 200 eval and 50 twin episodes "
                                    "(env GENBA_DEMO_LONG=1)"),
     train_set: List[str] = typer.Option([], "--train-set", help="extra preset override for training, KEY=VALUE"),
+    finetune: float = typer.Option(0.0, "--finetune", min=0.0, metavar="MINUTES",
+                                   help="also fine-tune the clone for cycle time this many minutes (the preset's residual "
+                                        "PPO, `genba train --algo ppo --init`); the fine-tuned policy is the one served"),
     speed: float = typer.Option(1.0, help="twin pacing: 1 = real time (as a controller runs), 0 = as fast as possible"),
     out: Optional[Path] = typer.Option(None, help="where runs, bundle and figures go (default runs/demo-SCENARIO-TIME)"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="also write the summary figures here"),
@@ -49,39 +54,50 @@ def demo(
     if long:
         eval_episodes, twin_episodes = max(eval_episodes, 200), max(twin_episodes, 50)
         train_set = ["bc.demo_episodes=400", *train_set]
+    if finetune:
+        _check_fine_tunable(scenario)
     out = out or Path("runs") / f"demo-{Path(scenario).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists():
         raise DemoError(f"{out} exists; choose another --out (a demo never overwrites a run)")
     out.mkdir(parents=True)
     robot_args = ["--robot", robot] if robot else []
     started = time.perf_counter()
+    stage = _Stages(7 if finetune else 6)
 
-    _stage(1, "train", f"{scenario} with its shipped preset")
+    stage("train", f"{scenario} with its shipped preset")
     train = _genba(["train", scenario, "--out", str(out / "run"), "--json", str(out / "train.json"), *robot_args,
                     *[a for kv in train_set for a in ("--set", kv)]], out)
     train_fig = json.loads((out / "train.json").read_text())
+    served = out / "run"
+    if finetune:
+        stage("fine-tune", f"RL on top of the clone for cycle time, {finetune:g} min")
+        served = out / "finetuned"
+        _genba(["train", scenario, "--algo", "ppo", "--init", str(out / "run"), "--out", str(served), *robot_args,
+                "--set", f"max_wall_s={finetune * 60}", "--json", str(out / "finetune.json")], out)
 
-    _stage(2, "evaluate", f"{eval_episodes} seeded episodes in sim")
-    _genba(["eval", str(out / "run"), "-n", str(eval_episodes), "--json", str(out / "eval.json")], out)
-    sim_fig = json.loads((out / "eval.json").read_text())
-    sim_fig = sim_fig.get("result", sim_fig)
+    stage("evaluate", f"{eval_episodes} seeded episodes in sim" + (": expert, clone and fine-tuned" if finetune else ""))
+    sim_fig = _evaluate(served, eval_episodes, out / "eval.json", out)
+    compared = _compare_with_script(scenario, served, out, eval_episodes, robot_args, sim_fig) if finetune else None
 
-    _stage(3, "export", "ONNX + TorchScript + manifest")
+    stage("export", "ONNX + TorchScript + manifest")
     bundle = out / f"{Path(scenario).stem}-bundle"
-    _genba(["export", str(out / "run"), "-o", str(bundle)], out)
+    _genba(["export", str(served), "-o", str(bundle)], out)
 
-    _stage(4, "serve", "bridge server on loopback")
+    stage("serve", "bridge server on loopback")
     server = _start_server(bundle, out)
     try:
-        _stage(5, "twin", f"{twin_episodes} episodes of the PyBullet controller through the bridge")
+        stage("twin", f"{twin_episodes} episodes of the PyBullet controller through the bridge")
         _genba(["bridge", "twin", scenario, "--connect", server.endpoint, "--episodes",
                 str(twin_episodes), "--speed", str(speed), "--json", str(out / "twin.json"), *robot_args], out)
     finally:
-        _stage(6, "stop", "bridge server")
+        stage("stop", "bridge server")
         server.stop()
     twin_fig = json.loads((out / "twin.json").read_text())
 
     summary = _summary(scenario, train, train_fig, sim_fig, twin_fig, time.perf_counter() - started, bundle)
+    if compared:
+        tuned = json.loads((out / "finetune.json").read_text())
+        summary.update(finetune_wall_s=tuned["wall_s"], finetune_env_steps=tuned["num_timesteps"], compared=compared)
     write_json(out / "summary.json", summary)
     write_json(json_path, summary)
     _print_summary(summary, out)
@@ -89,8 +105,44 @@ def demo(
         raise DemoError("the twin's success rate through the bridge fell below the sim's 95% interval")
 
 
-def _stage(n: int, name: str, what: str) -> None:
-    typer.secho(f"[{n}/6] {name}: {what}", fg=typer.colors.CYAN, err=True)
+class _Stages:
+    """Prints "[n/total] name: what" for each stage as it starts."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done = total, 0
+
+    def __call__(self, name: str, what: str) -> None:
+        self.done += 1
+        typer.secho(f"[{self.done}/{self.total}] {name}: {what}", fg=typer.colors.CYAN, err=True)
+
+
+def _check_fine_tunable(scenario: str) -> None:
+    from policies.config import load_preset
+
+    preset, path = load_preset(scenario)
+    if not ((preset.get("algos", {}).get("ppo") or {}).get("with_init") or {}).get("residual"):
+        raise DemoError(f"--finetune: the preset of {scenario} ({path}) has no residual fine-tuning block (algos.ppo.with_init "
+                        "with residual:); policies/README.md, 'Fine-tuning beyond the script', shows one")
+
+
+def _evaluate(run: Path, episodes: int, json_path: Path, out: Path, *extra: str) -> dict:
+    """`genba eval RUN` on the demo's episodes (eval seed 0); its result figures."""
+    _genba(["eval", str(run), "-n", str(episodes), "--json", str(json_path), *extra], out)
+    figures = json.loads(json_path.read_text())
+    return figures.get("result", figures)
+
+
+def _compare_with_script(scenario: str, finetuned: Path, out: Path, episodes: int, robot_args: list[str], tuned: dict) -> dict:
+    """Expert, clone and fine-tuned policy on the same episodes and observations: success and cycle time of each."""
+    from policies.evaluate import EVAL_SEED_OFFSET  # genba eval's episode i is genba expert's EVAL_SEED_OFFSET + i
+
+    obs = yaml.safe_load((finetuned / "config.yaml").read_text())["obs_mode"]  # the clone may have learnt on another
+    _genba(["expert", scenario, "-n", str(episodes), "--seed", str(EVAL_SEED_OFFSET), "--obs", obs,
+            "--json", str(out / "expert.json"), *robot_args], out)
+    expert = json.loads((out / "expert.json").read_text())
+    clone = _evaluate(out / "run", episodes, out / "eval-clone.json", out, "--obs", obs)
+    return {name: {"success_rate": fig["success_rate"], "cycle_time_s": fig.get("mean_cycle_time_s")}
+            for name, fig in (("expert", expert), ("clone", clone), ("fine-tuned", tuned))}
 
 
 def _genba(args: list[str], out: Path) -> float:
@@ -148,8 +200,12 @@ def _print_summary(s: dict, out: Path) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_row("training time", f"{s['training_wall_s']:.1f} s ({s['training_env_steps']:,} env steps)")
+    if "finetune_wall_s" in s:
+        table.add_row("fine-tuning time", f"{s['finetune_wall_s']:.1f} s ({s['finetune_env_steps']:,} env steps)")
     table.add_row(f"sim success ({s['sim_episodes']} ep)", pct(s["sim_success_rate"], s["sim_success_ci95"]))
     table.add_row("sim cycle time", sec(s["sim_cycle_time_s"]))
+    for name, fig in s.get("compared", {}).items():
+        table.add_row(f"{name}: success / cycle time", f"{fig['success_rate']:.1%} / {sec(fig['cycle_time_s'])}")
     table.add_row(f"bridge success ({s['twin_episodes']} ep)", pct(s["twin_success_rate"], s["twin_success_ci95"]))
     table.add_row("bridge cycle time", sec(s["twin_cycle_time_s"]))
     table.add_row("round trip p50 / p99", f"{s['round_trip_p50_ms']:.2f} / {s['round_trip_p99_ms']:.2f} ms")
