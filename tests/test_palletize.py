@@ -197,7 +197,7 @@ def test_suction_gp7_reaches_targets_pointing_down(suction_gp7, target):
     ({"task.pallet": "palet"}, "did you mean 'pallet'"),
     ({"robot.tool": None}, "picks boxes by suction"),
     ({"robot.model": "panda"}, "'panda' has no suction variant"),
-    ({"robot.tool": {"type": "suction", "mount_xyz": [0, 0, 0]}}, "mount_xyz"),
+    ({"robot.tool": {"type": "suction", "mount_xyz": [0, 0, 0.01]}}, "mount_xyz / mount_rpy apply to a robot given by urdf"),
     ({"robot.tool": {"type": "suction", "max_holding_force": 0.0}}, "max_holding_force"),
 ])
 def test_bad_palletize_config_is_a_clear_error(changes, message):

@@ -19,20 +19,32 @@ from scenarios.schema.fields import Float, NonNegFloat, PosFloat, Strict_, Vec3
 from scenarios.urdf import ArmChain, arm_chain, read_urdf
 
 
-class ToolConfig(Strict_):
+class ToolMount(Strict_):
+    """Where genba mounts its tool on a robot given by URDF (robot.urdf; a built-in model brings its own mount).
+
+    The tool frame is the flange link's frame moved by mount_xyz / mount_rpy: its z must point out of the
+    flange (the approach direction). Without mount_rpy (and robot.home), it is turned about that z so the
+    tool's x faces the base's x at home.
+    """
+
+    mount_xyz: Vec3 = Field((0.0, 0.0, 0.0), description="urdf: tool frame origin in the flange link's frame (m)")
+    mount_rpy: Optional[Vec3] = Field(
+        None, description="urdf: tool frame orientation in the flange link's frame (rad, URDF roll-pitch-yaw); default: the "
+                          "flange's, turned about its z so that the tool faces the base's x at home")
+
+    @property
+    def mount_given(self) -> bool:
+        return self.mount_rpy is not None or tuple(self.mount_xyz) != (0.0, 0.0, 0.0)
+
+
+class ToolConfig(ToolMount):
     """The tool genba mounts on a robot given by URDF (robot.urdf): a generic parallel-jaw gripper.
 
     The same gripper as the GP7's (sim/assets/gp7): 0.7 kg body, two 0.08 kg jaws sliding along the
-    tool frame's y, the tool point 0.121 m out along its z. The tool frame is the flange link's frame
-    moved by mount_xyz / mount_rpy: its z must point out of the flange (the approach direction).
-    Without mount_rpy (and robot.home), it is turned about that z so the jaws face x at home.
+    tool frame's y, the tool point 0.121 m out along its z.
     """
 
     type: Literal["parallel_gripper"] = "parallel_gripper"
-    mount_xyz: Vec3 = Field((0.0, 0.0, 0.0), description="tool frame origin in the flange link's frame (m)")
-    mount_rpy: Optional[Vec3] = Field(
-        None, description="tool frame orientation in the flange link's frame (rad, URDF roll-pitch-yaw); default: the "
-                          "flange's, turned about its z so that the jaws face the base's x at home (the jaws are symmetric)")
     finger_travel: PosFloat = Field(0.04, le=0.05, description="m per jaw, closed to open")
     finger_force: PosFloat = Field(60.0, le=1000.0, description="N per jaw")
 
@@ -73,8 +85,11 @@ class ComplianceConfig(Strict_):
     deadband: NonNegFloat = Field(0.3, le=10.0, description="N per axis ignored (sensor noise must not make the tool wander)")
 
 
-class SuctionToolConfig(Strict_):
-    """A vacuum suction cup in place of the gripper (robot.tool: {type: suction}); the GP7 only, for now.
+class SuctionToolConfig(ToolMount):
+    """A vacuum suction cup in place of the gripper (robot.tool: {type: suction}): on the GP7 or a robot given by urdf.
+
+    The GP7's suction tool (sim/assets/gp7): a 0.35 kg adapter and ejector body, a 0.03 kg cup, its face
+    0.121 m out along the tool frame's z, where the gripper's tool point would be.
 
     The action's last value switches the vacuum: > 0 on, <= 0 off (released at once). With the vacuum
     on, the cup seals on a body whose flat face it touches squarely (face within seal_tolerance of the
@@ -107,7 +122,8 @@ def _tool_type(value) -> str:
 
 Tool = Annotated[Union[Annotated[ToolConfig, Tag("parallel_gripper")], Annotated[SuctionToolConfig, Tag("suction")]],
                  Discriminator(_tool_type)]
-# Built-in models that can carry a suction cup in place of their gripper (robot.tool: {type: suction}).
+# Built-in models that can carry a suction cup in place of their gripper (robot.tool: {type: suction}); any robot
+# given by urdf can.
 SUCTION_MODELS = ("gp7",)
 
 # RobotConfig keys that describe a robot given by URDF; a built-in model brings its own.
@@ -131,7 +147,7 @@ class RobotConfig(Strict_):
     max_joint_speed: Optional[JointValues] = Field(None, description="urdf: rad/s (m/s) per arm joint, or one for all; default the URDF's <limit velocity>")
     max_joint_effort: Optional[JointValues] = Field(None, description="urdf: N.m (N) per arm joint, or one for all; default the URDF's <limit effort>")
     tool: Optional[Tool] = Field(None, description="the tool on the flange: {type: parallel_gripper} (the default) or "
-                                                   "{type: suction} (a vacuum cup; built-in gp7 only)")
+                                                   "{type: suction} (a vacuum cup; gp7 or a robot given by urdf)")
     workspace_low: Optional[Vec3] = Field(None, description="urdf: tool target box in the base frame (m); default from the arm's reach")
     workspace_high: Optional[Vec3] = None
     rated_payload: Optional[PosFloat] = Field(None, description="urdf: kg; default unknown")
@@ -183,13 +199,13 @@ class RobotConfig(Strict_):
         if (self.model is None) == (self.urdf is None):
             raise ValueError("give exactly one of robot.model (a built-in arm) and robot.urdf (any arm's URDF file)"
                              + (", not both" if self.model else ""))
-        if isinstance(self.tool, SuctionToolConfig):
-            if self.urdf is not None:
-                raise ValueError("robot.tool type 'suction' is available on the built-in models "
-                                 f"{', '.join(SUCTION_MODELS)} only, not yet on a robot given by urdf")
+        if isinstance(self.tool, SuctionToolConfig) and self.model is not None:
+            if self.tool.mount_given:
+                raise ValueError(f"robot.tool.mount_xyz / mount_rpy apply to a robot given by urdf; the built-in model "
+                                 f"{self.model!r} brings its own tool mount")
             if self.model not in SUCTION_MODELS:
                 raise ValueError(f"robot.tool type 'suction': the built-in model {self.model!r} has no suction variant; "
-                                 f"models with one: {', '.join(SUCTION_MODELS)}")
+                                 f"models with one: {', '.join(SUCTION_MODELS)}; any arm given by robot.urdf can carry one")
         if self.model is not None:
             given = [k for k in URDF_ROBOT_KEYS if getattr(self, k) is not None
                      and not (k == "tool" and (isinstance(self.tool, SuctionToolConfig) or self.tool == ToolConfig()))]

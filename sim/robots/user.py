@@ -1,10 +1,10 @@
-"""A robot the scenario names by URDF (`robot.urdf`): any arm, with genba's generic parallel gripper.
+"""A robot the scenario names by URDF (`robot.urdf`): any arm, with genba's parallel gripper or suction cup.
 
 The arm's URDF is checked by scenarios/urdf.py; here it is turned into one generated URDF that
 PyBullet loads as a single body: the user's links and joints as they are (mesh paths made
 absolute, speed and effort limits overridden where the scenario says, movable joints that are not
-arm joints frozen, continuous joints given a +-2 pi range), plus the GP7's parallel gripper
-(sim/assets/gp7/make_gp7_urdf.py) fixed to the flange link. The result is a `RobotModel` like the
+arm joints frozen, continuous joints given a +-2 pi range), plus the GP7's parallel gripper or, with
+robot.tool {type: suction}, its vacuum cup (sim/assets/gp7/make_gp7_urdf.py) fixed to the flange link. The result is a `RobotModel` like the
 built-in ones, so the env, tasks, experts, bridge and manifests use it unchanged. IK is the
 numerical fallback on a kinematic copy (sim/robots/ik.py): no closed form is known for an arbitrary arm.
 """
@@ -30,6 +30,7 @@ from sim.robots.low_detail import collision_visual_urdf
 GENERATOR_VERSION = 1  # bump when the generated URDF changes for the same input
 PREFIX = "genba_"  # the generated tool's links and joints; a user URDF must not use these names
 TOOL_LINK = f"{PREFIX}tcp"
+CUP_LINK = f"{PREFIX}cup"
 FINGER_JOINTS = (f"{PREFIX}finger_joint1", f"{PREFIX}finger_joint2")
 FINGER_LIMITS = (200.0, 0.1)  # N, m/s: the jaw joints' own limits (the grip force is finger_force)
 # The default home: the tool pointing down ahead of and above the base (m, base frame): the GP7's
@@ -61,6 +62,18 @@ def gripper_xml(flange: str, mount_xyz, mount_rpy, travel: float) -> list[str]:
     ]
 
 
+def suction_xml(flange: str, mount_xyz, mount_rpy, cup_radius: float) -> list[str]:
+    """The GP7's suction tool (links, then joints), renamed, hanging from `flange` at the mount pose."""
+    return [
+        gp7.link_xml(f"{PREFIX}suction", gp7.SUCTION_BODY_MASS, gp7.SUCTION_BODY),
+        gp7.link_xml(CUP_LINK, gp7.CUP_MASS, gp7.cup_shapes(cup_radius), gp7.CUP_CONTACT),
+        gp7.frame_link(TOOL_LINK),
+        gp7.joint_xml(f"{PREFIX}suction_mount", "fixed", flange, f"{PREFIX}suction", mount_xyz, mount_rpy),
+        gp7.joint_xml(f"{PREFIX}cup_joint", "fixed", f"{PREFIX}suction", CUP_LINK, (0, 0, gp7.TCP_Z)),
+        gp7.joint_xml(f"{PREFIX}tcp_joint", "fixed", CUP_LINK, TOOL_LINK, (0, 0, 0)),
+    ]
+
+
 def _per_joint(value, n: int) -> list[float] | None:
     if value is None:
         return None
@@ -68,7 +81,7 @@ def _per_joint(value, n: int) -> list[float] | None:
 
 
 def user_urdf_text(config: RobotConfig, chain: ArmChain, turn: float = 0.0) -> str:
-    """The generated URDF: the user's arm, adjusted as the module docstring says, with the gripper on its flange
+    """The generated URDF: the user's arm, adjusted as the module docstring says, with the tool on its flange
     (at tool.mount_xyz / mount_rpy, then turned by `turn` rad about its own z)."""
     source = chain.tree.path
     root = ET.fromstring(source.read_bytes())
@@ -113,7 +126,10 @@ def user_urdf_text(config: RobotConfig, chain: ArmChain, turn: float = 0.0) -> s
         c, s = math.cos(turn), math.sin(turn)
         turned = mount @ np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         rpy = pb.getEulerFromQuaternion(_quat(turned))
-    fragment = gripper_xml(chain.flange_link, tool.mount_xyz, rpy, tool.finger_travel)
+    if config.suction is not None:
+        fragment = suction_xml(chain.flange_link, tool.mount_xyz, rpy, config.suction.cup_radius)
+    else:
+        fragment = gripper_xml(chain.flange_link, tool.mount_xyz, rpy, tool.finger_travel)
     for element in ET.fromstring("<robot>" + "\n".join(fragment) + "</robot>"):
         root.append(element)
     ET.indent(root)
@@ -323,21 +339,27 @@ def _user_robot_model(config: RobotConfig) -> RobotModel:
         shoulder, reach = arm_reach(urdf)
         low, high = (DEFAULT_WORKSPACE_X_MIN, -reach, 0.0), (reach, reach, shoulder + reach)
     overridden = [what for what, v in (("speeds", config.max_joint_speed), ("efforts", config.max_joint_effort)) if v is not None]
+    cup = config.suction
+    if cup is not None:
+        tool_source = f"the GP7's suction tool (0.38 kg, a {2000 * cup.cup_radius:.0f} mm cup {gp7.TCP_Z * 1000:.0f} mm from the flange)"
+    else:
+        tool_source = f"genba's generic parallel gripper (the GP7's, {gp7.FINGER_TRAVEL * 1000:.0f} mm jaws, estimate)"
     return RobotModel(
         name=config.robot_name,
         urdf_path=urdf,
         arm_joints=tuple(j.name for j in chain.arm_joints),
-        finger_joints=FINGER_JOINTS,
+        finger_joints=FINGER_JOINTS if cup is None else (),
         tool_link=TOOL_LINK,
         home=tuple(home),
-        finger_travel=tool.finger_travel,
-        finger_force=tool.finger_force,
+        finger_travel=tool.finger_travel if cup is None else 0.0,
+        finger_force=tool.finger_force if cup is None else 0.0,
+        suction_link=CUP_LINK if cup is not None else None,
         workspace_low=tuple(low),
         workspace_high=tuple(high),
         rated_payload=config.rated_payload,  # None: unknown
         source=(f"user URDF {chain.tree.path} (<robot name={chain.name!r}>), base {chain.base_link}, flange {chain.flange_link}; "
                 f"joint limits from the URDF{' (scenario overrides: ' + ', '.join(overridden) + ')' if overridden else ''}; "
-                f"tool: genba's generic parallel gripper (the GP7's, {gp7.FINGER_TRAVEL * 1000:.0f} mm jaws, estimate)"),
+                f"tool: {tool_source}"),
         low_detail_urdf=functools.partial(collision_visual_urdf, urdf, {}),
         tool_down_reach=reach_table,
     )
