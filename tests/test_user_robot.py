@@ -18,8 +18,12 @@ from gymnasium.utils.env_checker import check_env
 from policies.evaluate import run_episodes
 from scenarios import ScenarioError, load_scenario
 from scenarios.loader import BUILTIN_DIR
+from scenarios.schema import RobotConfig
 from sim import make_env
 from sim.experts import make_expert
+from sim.robots.gp7 import ASSET_DIR as GP7_ASSET_DIR
+from sim.robots.gp7 import gp7_tool_down_ik
+from sim.robots.user import user_robot_model
 
 DATA = Path(pybullet_data.getDataPath())
 ARMS = {
@@ -82,6 +86,55 @@ def test_user_arm_carries_the_suction_cup_and_stacks_the_pallet(tmp_path):
         assert result.successes == 2 and result.task_kpis["drops"] == 0, result.line()
     finally:
         env.close()
+
+
+# --- closed-form IK where the arm's layout allows it ---------------------------------------------------------
+def _tool_pose(model, q):
+    """Forward kinematics of the model's URDF: (tool point m, rotation) with the arm at q, the rest at 0."""
+    cid = pb.connect(pb.DIRECT)
+    try:
+        body = pb.loadURDF(str(model.urdf_path), useFixedBase=True, physicsClientId=cid)
+        joints = [pb.getJointInfo(body, j, physicsClientId=cid) for j in range(pb.getNumJoints(body, physicsClientId=cid))]
+        names = [j[1].decode() for j in joints]
+        for name, angle in zip(model.arm_joints, q):
+            pb.resetJointState(body, names.index(name), angle, physicsClientId=cid)
+        state = pb.getLinkState(body, [j[12].decode() for j in joints].index(model.tool_link), computeForwardKinematics=1,
+                                physicsClientId=cid)
+        return np.array(state[4]), np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
+    finally:
+        pb.disconnect(cid)
+
+
+def test_a_planar_six_axis_arm_gets_the_closed_form_that_puts_the_tool_exactly(tmp_path):
+    model = user_robot_model(RobotConfig(urdf=str(ARMS["xarm6"]["urdf"])))
+    assert model.tool_down_ik is not None and "IK: closed form" in model.source
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # targets across the arm's tool-down reach, any yaw
+        z, r = model.tool_down_reach[rng.integers(len(model.tool_down_reach))]
+        azimuth, yaw = rng.uniform(-1.2, 1.2), rng.uniform(-2.0, 2.0)
+        target = np.array([0.8 * r * np.cos(azimuth), 0.8 * r * np.sin(azimuth), z])
+        position, rot = _tool_pose(model, model.tool_down_ik(*target, yaw, list(model.home)))
+        assert np.linalg.norm(position - target) < 1e-5 and rot[2, 2] < -0.99999
+        assert abs(np.remainder(np.arctan2(rot[1, 0], rot[0, 0]) - yaw + np.pi, 2 * np.pi) - np.pi) < 1e-4
+
+
+def test_the_fitted_closed_form_of_a_users_gp7_file_is_the_built_in_gp7s():
+    """The shipped GP7 URDF given as a user's file (the gripper mounted as the built-in one is): the angles the
+    fit finds from the geometry are the ones sim/robots/gp7.py derives by hand."""
+    model = user_robot_model(RobotConfig(urdf=str(GP7_ASSET_DIR / "gp7.urdf"), flange_link="link_6_t", name="my-gp7",
+                                         tool={"mount_rpy": [0.0, -np.pi / 2, np.pi]}))
+    assert model.tool_down_ik is not None
+    for target in [(0.5, 0.1, 0.2, 0.3), (0.4, -0.3, 0.1, -0.5), (0.65, 0.2, 0.35, 1.0)]:
+        assert np.allclose(model.tool_down_ik(*target, [0.0] * 6), gp7_tool_down_ik(*target, [0.0] * 6), atol=5e-4)
+
+
+@pytest.mark.parametrize("arm, robot, why", [
+    ("iiwa", {}, "7 arm joints"),
+    ("xarm6", {"tool": {"mount_xyz": [0.0, 0.03, 0.0]}}, "or the tool point, lies off the arm's plane"),
+])
+def test_other_arms_keep_the_numerical_ik_and_say_why(arm, robot, why):
+    model = user_robot_model(RobotConfig(urdf=str(ARMS[arm]["urdf"]), **{**ARMS[arm]["robot"], **robot}))
+    assert model.tool_down_ik is None and "IK: numerical (no closed form: " in model.source and why in model.source
 
 
 def test_overrides_reach_the_simulated_joints(tmp_path):

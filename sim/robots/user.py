@@ -5,8 +5,9 @@ PyBullet loads as a single body: the user's links and joints as they are (mesh p
 absolute, speed and effort limits overridden where the scenario says, movable joints that are not
 arm joints frozen, continuous joints given a +-2 pi range), plus the GP7's parallel gripper or, with
 robot.tool {type: suction}, its vacuum cup (sim/assets/gp7/make_gp7_urdf.py) fixed to the flange link. The result is a `RobotModel` like the
-built-in ones, so the env, tasks, experts, bridge and manifests use it unchanged. IK is the
-numerical fallback on a kinematic copy (sim/robots/ik.py): no closed form is known for an arbitrary arm.
+built-in ones, so the env, tasks, experts, bridge and manifests use it unchanged. IK is the closed
+tool-down form where the arm's layout allows it (sim/robots/planar_fit.py: 6 joints, planar at zero, like
+the GP7 and the xArm6), else the numerical fallback on a kinematic copy (sim/robots/ik.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sim.assets.gp7 import make_gp7_urdf as gp7
 from sim.robots.base import Robot, RobotModel, tool_down_quat
 from sim.robots.ik import KinematicCopy
 from sim.robots.low_detail import collision_visual_urdf
+from sim.robots.planar_fit import fit_tool_down_ik
 
 GENERATOR_VERSION = 1  # bump when the generated URDF changes for the same input
 PREFIX = "genba_"  # the generated tool's links and joints; a user URDF must not use these names
@@ -333,6 +335,7 @@ def _user_robot_model(config: RobotConfig) -> RobotModel:
             # home angles and makes the jaws face the base's x there (tool yaw 0, the middle of its range).
             urdf = write_cached(user_urdf_text(config, chain, turn=yaw), chain.tree.path.stem)
     reach_table = tool_down_reach(urdf, tuple(home))
+    closed_form, why_not = fit_tool_down_ik(urdf, n, TOOL_LINK, tuple(home), reach_table)
     if config.workspace_low is not None:
         low, high = config.workspace_low, config.workspace_high
     else:
@@ -359,9 +362,11 @@ def _user_robot_model(config: RobotConfig) -> RobotModel:
         rated_payload=config.rated_payload,  # None: unknown
         source=(f"user URDF {chain.tree.path} (<robot name={chain.name!r}>), base {chain.base_link}, flange {chain.flange_link}; "
                 f"joint limits from the URDF{' (scenario overrides: ' + ', '.join(overridden) + ')' if overridden else ''}; "
-                f"tool: {tool_source}"),
+                f"tool: {tool_source}; IK: "
+                + ("closed form (tool-down plane fitted to the URDF)" if closed_form else f"numerical (no closed form: {why_not})")),
         low_detail_urdf=functools.partial(collision_visual_urdf, urdf, {}),
         tool_down_reach=reach_table,
+        tool_down_ik=closed_form,
     )
 
 
