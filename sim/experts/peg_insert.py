@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -12,25 +13,30 @@ from sim.tasks.peg_insert import PegInsert
 
 
 class PegInsertExpert(Expert):
-    """Insertion by touch, reading only what a policy sees: the nominal hole, the tool pose and the wrist F/T.
+    """Insertion by touch, reading only what a policy sees: the nominal hole, the peg tip and the wrist F/T.
 
-    approach over the nominal hole -> descend compliantly until the wrist feels the fixture -> if the
-    tip is not in the hole, a spiral search around the nominal position, pressing lightly (the peg drops
-    into the chamfer when it passes over the hole, and the lateral compliance centres it) -> insert,
-    pressing with at most INSERT_FORCE, down to the declared depth. A stall with force (a jam) backs off
-    and retries. Needs robot.compliance: the target is pressed into the part by force / stiffness.
+    Stateless, so that a clone can learn it: every action is a function of the current observation
+    (a phase machine's hidden phase and timers made the same observation carry different labels, and
+    a clone of it hovered over the hole, 0 of 50). By the tip's place relative to the nominal hole:
+    high or off to the side -> over the nominal hole at full speed, slowing down to CLEAR above it;
+    below CLEAR -> straight down at a touch's speed; at the fixture's top -> the outward spiral of the
+    search, a direction field of the tip's position (so a bounce does not restart it), pressing with
+    SEARCH_FORCE (the peg drops into the chamfer when it passes over the hole, and the lateral
+    compliance centres it); more than DROP below the top -> in the hole: pressing with at most
+    INSERT_FORCE, down to the declared depth. Needs robot.compliance: the target is pressed into the
+    part by force / stiffness.
     """
 
-    HOVER = 0.02  # m of the tip over the hole's top after the fast approach
-    CLEAR = 0.003  # m of the tip over the hole's top before descending
-    CONTACT_FORCE = 2.0  # N of push that means the peg has met the fixture
+    HOVER = 0.02  # m of the tip over the hole's top to stay at while the tool is not over the nominal hole
+    CLEAR = 0.003  # m of the tip over the hole's top below which it descends at a touch's speed
+    ALIGNED = 0.001  # m of the tip from the nominal hole's axis that counts as over it
+    CONTACT_FORCE = 2.0  # N of push that means the peg has met the fixture (tests use it)
     SEARCH_FORCE = 4.0  # N pressed while searching
     INSERT_FORCE = 8.0  # N pressed while inserting
-    DROP = 0.0008  # m of depth below the contact height that means the tip found the hole
+    DROP = 0.0008  # m of depth below the hole's top that means the tip found the hole
     PITCH = 0.0008  # m between spiral turns: less than the smallest clearance + 2 chamfers
     SEARCH_SPEED = 0.01  # m/s along the spiral
-    SEARCH_RADIUS = 0.004  # m: the spiral restarts beyond this
-    STALL_TIME = 1.0  # s without depth progress while pushing: back off and retry
+    SEARCH_RADIUS = 0.004  # m: beyond this the search heads back toward the nominal hole
     PRESS_SPEED = 0.008  # m/s of the target into the part while pressing
     SLOW = 0.04  # fraction of full speed toward the fixture: a 4 mm/s touch keeps the impact well under the limit
 
@@ -40,65 +46,38 @@ class PegInsertExpert(Expert):
         if self.robot.compliance is None:
             raise ValueError("the peg-insert expert presses by force / stiffness: it needs robot.compliance")
         self.dt = env.scenario.physics.control_period
-        self.kz = self.robot.config.compliance.stiffness[2]
         self.grip = self.task.peg.grip
-
-    def reset(self) -> None:
-        self.phase, self.timer, self.theta = "approach", 0.0, 0.0
-        self.contact_depth = None
-        self.best_depth, self.best_at = -1.0, 0.0
-
-    def _set(self, phase: str) -> None:
-        self.phase, self.timer = phase, 0.0
+        self.nominal = np.array(self.task.nominal)
 
     def act(self, obs: Any = None) -> np.ndarray:
-        self.timer += self.dt
-        task, robot = self.task, self.robot
-        nx, ny, nz = task.nominal
-        tool = np.array(robot.reading.tool_pos)
-        tip_z = tool[2] - task.peg.tip_offset
-        depth = nz - tip_z
-        push = -robot.reading.wrench[2]  # N: the fixture pushing back against the approach direction
-        above = nz + task.peg.tip_offset  # tool height with the tip at the hole's top
-        yaw = -robot.target_yaw
-        if self.phase == "approach":  # at full speed to well above the hole: the arm sways as it stops
-            goal = np.array([nx, ny, above + self.HOVER])
-            if np.max(np.abs(tool - goal)) < 0.001:
-                self._set("lower")
-            return self._toward(goal, yaw, self.grip)
-        if self.phase == "lower":
-            goal = np.array([nx, ny, above + self.CLEAR])
-            if np.max(np.abs(tool - goal)) < 0.0005:
-                self._set("descend")
-            return self._toward(goal, yaw, self.grip, speed=0.2)
-        if self.phase == "descend":
-            if push > self.CONTACT_FORCE or depth > self.DROP:
-                self.contact_depth = depth
-                self._set("insert" if depth > self.DROP else "search")
-            return self._toward(np.array([nx, ny, tool[2] - 0.004]), yaw, self.grip, speed=self.SLOW)
-        if self.phase == "search":
-            if depth > self.contact_depth + self.DROP:
-                self._set("insert")
-            else:
-                r = self.PITCH * self.theta / (2 * np.pi)
-                self.theta += self.SEARCH_SPEED * self.dt / max(r, self.PITCH)
-                if r > self.SEARCH_RADIUS:
-                    self.theta = 0.0
-                target = robot.target_pos
-                goal = np.array([nx + r * np.cos(self.theta), ny + r * np.sin(self.theta), target[2] + self._press(push, self.SEARCH_FORCE)])
-                return self._toward(goal, yaw, self.grip)
-        if self.phase == "insert":
-            if depth > self.best_depth + 0.0005:
-                self.best_depth, self.best_at = depth, self.timer
-            if self.timer - self.best_at > self.STALL_TIME:  # jammed: back off and retry
-                self._set("back_off")
-            target = robot.target_pos
-            return self._toward(target + np.array([0.0, 0.0, self._press(push, self.INSERT_FORCE)]), yaw, self.grip)
-        # back_off: up a little, then insert again
-        if self.timer > 0.3:
-            self.best_depth, self.best_at = depth, 0.0
-            self._set("insert")
-        return self._toward(robot.target_pos + np.array([0.0, 0.0, 0.002]), yaw, self.grip, speed=self.SLOW)
+        tip = np.array(self.task.tip_known) - self.nominal  # the tip relative to the nominal hole's top centre
+        push = -self.robot.reading.wrench[2]  # N: the fixture pushing back against the approach direction
+        off_axis = math.hypot(tip[0], tip[1])
+        searchable = off_axis <= self.SEARCH_RADIUS + self.ALIGNED
+        if -tip[2] > self.DROP:  # in the hole: press down, the compliance centres it
+            move = np.array([0.0, 0.0, self._press(push, self.INSERT_FORCE)])
+        elif tip[2] < 0.0 and searchable:  # on the fixture's top: along the spiral, pressing
+            xy = self._spiral(tip[:2], off_axis) * self.SEARCH_SPEED * self.dt
+            move = np.array([xy[0], xy[1], self._press(push, self.SEARCH_FORCE)])
+        elif tip[2] < self.CLEAR and searchable:  # just above it (or bounced off it): down to a touch, xy held
+            move = np.array([0.0, 0.0, -self.SLOW * self.step_len])
+        elif off_axis > self.ALIGNED:  # over the nominal hole first, down to HOVER at most, up to CLEAR at least
+            move = np.array([-tip[0], -tip[1], min(max(tip[2], self.CLEAR), self.HOVER) - tip[2]])
+        else:  # over it: down, slowing from full speed to a touch's as the tip nears CLEAR
+            move = np.array([-tip[0], -tip[1], -max(self.SLOW * self.step_len, min(self.step_len, 0.5 * (tip[2] - self.CLEAR)))])
+        action = move / self.step_len
+        action /= max(1.0, float(np.max(np.abs(action))))
+        yaw = float(np.clip(-self.robot.tool_yaw / self.yaw_len, -1.0, 1.0))
+        return np.concatenate([action, [yaw, self.grip]]).astype(np.float32)
+
+    def _spiral(self, xy: np.ndarray, r: float) -> np.ndarray:
+        """Unit direction of an outward Archimedean spiral (PITCH per turn) through `xy` (m from the nominal
+        hole's axis); beyond SEARCH_RADIUS, back toward the axis."""
+        radial = xy / r if r > 1e-9 else np.array([1.0, 0.0])
+        if r > self.SEARCH_RADIUS:
+            return -radial
+        direction = r * np.array([-radial[1], radial[0]]) + self.PITCH / (2 * np.pi) * radial
+        return direction / np.linalg.norm(direction)
 
     def _press(self, push: float, force: float) -> float:
         """z step of the target (m) that regulates the push toward `force` N: down at PRESS_SPEED when free,
