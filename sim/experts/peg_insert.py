@@ -22,9 +22,9 @@ class PegInsertExpert(Expert):
     below CLEAR -> straight down at a touch's speed; at the fixture's top -> the outward spiral of the
     search, a direction field of the tip's position (so a bounce does not restart it), pressing with
     SEARCH_FORCE (the peg drops into the chamfer when it passes over the hole, and the lateral
-    compliance centres it); more than DROP below the top -> in the hole: pressing with at most
-    INSERT_FORCE, down to the declared depth. Needs robot.compliance: the target is pressed into the
-    part by force / stiffness.
+    compliance centres it); sinking from SINK to DROP below the top -> the spiral slows to a stop; then
+    pressing with INSERT_FORCE, down to the declared depth. Needs robot.compliance: the target is
+    pressed into the part by force / stiffness.
     """
 
     HOVER = 0.02  # m of the tip over the hole's top to stay at while the tool is not over the nominal hole
@@ -34,9 +34,11 @@ class PegInsertExpert(Expert):
     SEARCH_FORCE = 4.0  # N pressed while searching
     INSERT_FORCE = 8.0  # N pressed while inserting
     DROP = 0.0008  # m of depth below the hole's top that means the tip found the hole
+    SINK = 0.0004  # m of depth below the hole's top from which the spiral slows, to a stop at DROP
     PITCH = 0.0008  # m between spiral turns: less than the smallest clearance + 2 chamfers
     SEARCH_SPEED = 0.01  # m/s along the spiral
-    SEARCH_RADIUS = 0.004  # m: beyond this the search heads back toward the nominal hole
+    SEARCH_RADIUS = 0.004  # m: beyond this the search heads back toward the nominal hole (up to twice as far
+                           # on the fixture's top; farther off, the tip rises to CLEAR and starts over)
     PRESS_SPEED = 0.008  # m/s of the target into the part while pressing
     SLOW = 0.04  # fraction of full speed toward the fixture: a 4 mm/s touch keeps the impact well under the limit
 
@@ -53,12 +55,14 @@ class PegInsertExpert(Expert):
         tip = np.array(self.task.tip_known) - self.nominal  # the tip relative to the nominal hole's top centre
         push = -self.robot.reading.wrench[2]  # N: the fixture pushing back against the approach direction
         off_axis = math.hypot(tip[0], tip[1])
-        searchable = off_axis <= self.SEARCH_RADIUS + self.ALIGNED
-        if -tip[2] > self.DROP:  # in the hole: press down, the compliance centres it
-            move = np.array([0.0, 0.0, self._press(push, self.INSERT_FORCE)])
-        elif tip[2] < 0.0 and searchable:  # on the fixture's top: along the spiral, pressing
-            xy = self._spiral(tip[:2], off_axis) * self.SEARCH_SPEED * self.dt
-            move = np.array([xy[0], xy[1], self._press(push, self.SEARCH_FORCE)])
+        searchable = off_axis <= 2 * self.SEARCH_RADIUS
+        # Sinking from SINK to DROP below the top, the spiral slows to a stop: no step between searching and
+        # inserting for a clone to blur (pressed on the top, the tip sits 0.1-0.3 mm below it).
+        sunk = float(np.clip((-tip[2] - self.SINK) / (self.DROP - self.SINK), 0.0, 1.0))
+        if tip[2] < 0.0 and searchable:  # on the fixture's top, or into the hole: along the spiral, pressing
+            xy = (1.0 - sunk) * self._spiral(tip[:2], off_axis) * self.SEARCH_SPEED * self.dt
+            force = self.INSERT_FORCE if sunk >= 1.0 else self.SEARCH_FORCE
+            move = np.array([xy[0], xy[1], self._press(push, force)])
         elif tip[2] < self.CLEAR and searchable:  # just above it (or bounced off it): down to a touch, xy held
             move = np.array([0.0, 0.0, -self.SLOW * self.step_len])
         elif off_axis > self.ALIGNED:  # over the nominal hole first, down to HOVER at most, up to CLEAR at least
