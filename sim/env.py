@@ -28,7 +28,7 @@ VECTOR_KEYS = ("proprio", "achieved_goal", "desired_goal")  # the pixels observa
 # Observation bounds per unit: generous physical limits of a cell (parts lie within 5 m, nothing moves
 # at 10 m/s, angles wrap within a turn). Observations are clipped into them so the space always holds.
 UNIT_BOUNDS = {"m": (-5.0, 5.0), "m/s": (-10.0, 10.0), "rad": (-2 * np.pi, 2 * np.pi), "bool": (0.0, 1.0),
-               "N": (-1000.0, 1000.0), "N m": (-100.0, 100.0)}  # wrist F/T: beyond any force a cell's limits allow
+               "N": (-1000.0, 1000.0), "N.m": (-100.0, 100.0)}  # wrist F/T: beyond any force a cell's limits allow
 
 
 def feature_bounds(features: list[tuple[str, int, str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +240,7 @@ class FactoryEnv(gym.Env):
             ("joint_positions", len(self.robot.arm_ids), "rad"),
         ]
         if self.robot.wrist is not None:  # robot.wrist_ft declared: the reading follows the joints (ArmReading.wrench)
-            features += [("wrist_force", 3, "N"), ("wrist_torque", 3, "N m")]
+            features += [("wrist_force", 3, "N"), ("wrist_torque", 3, "N.m")]
         return features
 
     def _observation_features(self) -> list[tuple[str, int, str]]:

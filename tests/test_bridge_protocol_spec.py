@@ -119,3 +119,17 @@ def test_descriptions_without_a_spec_text_raise_spec_error(observation, action, 
         spec_hash(observation, action, control_hz)
     assert message in str(info.value)
     assert isinstance(info.value, BridgeError)
+
+
+@pytest.mark.parametrize("env_id", __import__("sim").ENV_IDS)
+def test_every_shipped_cells_features_write_a_spec_text(env_id):
+    """Every registered cell's observation and action can go into a bundle (peg-insert's torque unit once had a space)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    try:
+        spec = env.unwrapped.feature_spec()
+        text = spec_text(spec["observation"], spec["action"], spec["control_hz"])
+        assert all(f"{feature['name']} " in text for feature in spec["observation"]["features"])
+    finally:
+        env.close()

@@ -28,7 +28,7 @@ def test_check_env_and_the_wrist_features_in_newtons():
     try:
         gym_check_env(env, skip_render_check=True)
         units = {f["name"]: f["unit"] for f in env.feature_spec()["observation"]["features"]}
-        assert units["wrist_force"] == "N" and units["wrist_torque"] == "N m"
+        assert units["wrist_force"] == "N" and units["wrist_torque"] == "N.m"
     finally:
         env.close()
 
