@@ -4,10 +4,11 @@ The arm's URDF is checked by scenarios/urdf.py; here it is turned into one gener
 PyBullet loads as a single body: the user's links and joints as they are (mesh paths made
 absolute, speed and effort limits overridden where the scenario says, movable joints that are not
 arm joints frozen, continuous joints given a +-2 pi range), plus the GP7's parallel gripper or, with
-robot.tool {type: suction}, its vacuum cup (sim/assets/gp7/make_gp7_urdf.py) fixed to the flange link. The result is a `RobotModel` like the
-built-in ones, so the env, tasks, experts, bridge and manifests use it unchanged. IK is the closed
-tool-down form where the arm's layout allows it (sim/robots/planar_fit.py: 6 joints, planar at zero, like
-the GP7 and the xArm6), else the numerical fallback on a kinematic copy (sim/robots/ik.py).
+robot.tool {type: suction}, its vacuum cup (sim/assets/gp7/make_gp7_urdf.py) fixed to the flange link.
+The result is a `RobotModel` like the built-in ones, so the env, tasks, experts, bridge and manifests use
+it unchanged. IK is the closed tool-down form where the arm's layout allows it (sim/robots/planar_fit.py:
+6 joints, planar at zero, like the GP7 and the xArm6), else the numerical fallback on a kinematic copy
+(sim/robots/ik.py).
 """
 
 from __future__ import annotations
