@@ -37,6 +37,10 @@ PALLETIZE_FEATURES: tuple[Feature, ...] = (
     ("slot_position", 3, "m"),  # where its centre belongs
     ("slot_to_box", 3, "m"),  # slot minus box centre
     ("slot_yaw_to_box", 1, "rad"),  # slot yaw minus box yaw, modulo the box's symmetry
+    # The commanded tool target minus the measured tool (a controller knows both): it shows a box pressed on
+    # the stack (the target sunk below the tool), which the expert's moves, relative to the target, undo.
+    ("tool_target_to_tool", 3, "m"),
+    ("tool_target_yaw_to_tool", 1, "rad"),
 )
 
 
@@ -175,8 +179,10 @@ class Palletize(Task):
         return list(PALLETIZE_FEATURES)
 
     def observation(self) -> list[float]:
+        target, tool = self.robot.target_pos, self._tool
+        command = [target[0] - tool[0], target[1] - tool[1], target[2] - tool[2], self.robot.target_yaw - self._tool_yaw]
         if self.current is None:
-            return [0.0] * 19
+            return [0.0] * 19 + command
         px, py, pz = self._box_pos
         tx, ty, tz = self._tool
         (sx, sy, sz), slot_yaw = self._slot.position, self._slot.yaw
@@ -184,7 +190,7 @@ class Palletize(Task):
         return [
             px, py, pz, *self._box_vel, px - tx, py - ty, top - tz,
             wrap_to_period(self._box_yaw - self._tool_yaw, self.yaw_period), float(self._box_held), 1.0,
-            sx, sy, sz, sx - px, sy - py, sz - pz, wrap_to_period(slot_yaw - self._box_yaw, self.yaw_period),
+            sx, sy, sz, sx - px, sy - py, sz - pz, wrap_to_period(slot_yaw - self._box_yaw, self.yaw_period), *command,
         ]
 
     # --- reward and outcome ---------------------------------------------------------------------
