@@ -103,9 +103,12 @@ class PalletizeExpert(Expert):
                 return self._toward(np.array([tool_goal[0], tool_goal[1], robot.target_pos[2]]), turn, 1.0, speed=self.LOADED)
             low = pos[2] - goal_pos[2]  # m of the box over its resting height
             target = np.array([tool_goal[0], tool_goal[1], tool[2] - low + self.RELEASE_GAP - 0.002])
-            release = low < self.RELEASE_GAP + 0.002 and xy_err < self.RELEASE_XY and abs(turn) < self.RELEASE_YAW
+            # The vacuum as a ramp, not a switch: each of height, offset and turn scores -1 well inside its release
+            # bound and +1 at it; the worst decides, released at <= 0 (3/4 of each bound). A clone learns a
+            # ramp's zero crossing; a switch it averages into a value that never quite lets go.
+            grip = max(_ramp(low, self.RELEASE_GAP + 0.002), _ramp(xy_err, self.RELEASE_XY), _ramp(abs(turn), self.RELEASE_YAW))
             speed = self.SLOW if low < self.SLOW_ZONE else self.LOADED
-            return self._toward(target, turn, -1.0 if release else 1.0, speed=speed)
+            return self._toward(target, turn, grip, speed=speed)
         if not box["on_belt"]:  # fallen off the belt: wait over the stop, vacuum off (the task resolves it)
             return self._toward(self.wait, 0.0, -1.0)
         top = pos + np.array([0.0, 0.0, height / 2])
@@ -122,3 +125,8 @@ class PalletizeExpert(Expert):
         above = tool[2] - top[2]
         speed = self.SLOW if above < self.SLOW_ZONE else 1.0
         return self._toward(top - np.array([0.0, 0.0, self.PRESS]), yaw_delta, 1.0 if above < self.VACUUM_ON else -1.0, speed=speed)
+
+
+def _ramp(error: float, bound: float) -> float:
+    """-1 at half the bound or less, +1 at the bound or more, linear between."""
+    return float(np.clip(4.0 * error / bound - 3.0, -1.0, 1.0))
