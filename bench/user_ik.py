@@ -38,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     if model.tool_down_ik is None:
         print(f"{args.urdf}: no closed form: {model.source.split('no closed form: ')[-1]}", file=sys.stderr)
         return 2
-    copy = KinematicCopy(model.urdf_path, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), [], -1)
-    cid, body = copy.cid, copy.body
+    probe = KinematicCopy(model.urdf_path, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), [], -1)  # to find the joint indices
+    cid, body = probe.cid, probe.body
     joints = [pb.getJointInfo(body, j, physicsClientId=cid) for j in range(pb.getNumJoints(body, physicsClientId=cid))]
+    probe.close()
     movable = [j for j, info in enumerate(joints) if info[2] != pb.JOINT_FIXED]
     tool = [info[12].decode() for info in joints].index(model.tool_link)
     copy = KinematicCopy(model.urdf_path, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), movable, tool)
