@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pybullet as pb
 import pybullet_data
 
 from genba.jsonfile import write_json
 from scenarios.schema import RobotConfig
 from sim.robots.base import tool_down_quat
 from sim.robots.ik import KinematicCopy
-from sim.robots.user import user_robot_model
+from sim.robots.user import ToolDownSolver, user_robot_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,15 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     if model.tool_down_ik is None:
         print(f"{args.urdf}: no closed form: {model.source.split('no closed form: ')[-1]}", file=sys.stderr)
         return 2
-    probe = KinematicCopy(model.urdf_path, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), [], -1)  # to find the joint indices
-    cid, body = probe.cid, probe.body
-    joints = [pb.getJointInfo(body, j, physicsClientId=cid) for j in range(pb.getNumJoints(body, physicsClientId=cid))]
-    probe.close()
-    movable = [j for j, info in enumerate(joints) if info[2] != pb.JOINT_FIXED]
-    tool = [info[12].decode() for info in joints].index(model.tool_link)
-    copy = KinematicCopy(model.urdf_path, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), movable, tool)
-    seed = list(model.home) + [0.0] * (len(movable) - len(model.home))
-    home, _ = copy.tool_pose(movable, seed)
+    fk = ToolDownSolver(model.urdf_path, len(model.home))  # its kinematic copy's joint indices and forward kinematics
+    copy = KinematicCopy(model.urdf_path, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), fk.movable, fk.tool)
+    seed = list(model.home) + fk.fingers
+    home, _ = fk.pose(model.home)
     closed, numerical = model.tool_down_ik, copy.solve
     quat = tool_down_quat(0.0)
 
@@ -64,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.targets):
         direction = rng.normal(size=3)
         target = home + args.step * direction / np.linalg.norm(direction)
-        q = list(closed(*target, 0.0, list(model.home))) + seed[len(model.home):]
-        errors["closed"].append(float(np.linalg.norm(copy.tool_pose(movable, q)[0] - target)))
-        errors["numerical"].append(float(np.linalg.norm(copy.tool_pose(movable, numerical(seed, target, quat))[0] - target)))
+        errors["closed"].append(float(np.linalg.norm(fk.pose(closed(*target, 0.0, list(model.home)))[0] - target)))
+        errors["numerical"].append(float(np.linalg.norm(fk.pose(numerical(seed, target, quat)[:len(model.home)])[0] - target)))
     copy.close()
+    fk.close()
 
     figures = {"urdf": str(args.urdf), "robot": model.name, "step_m": args.step, "targets": args.targets,
                "closed_form_us": round(closed_us, 2), "numerical_us": round(numerical_us, 2)}

@@ -23,7 +23,7 @@ from sim import make_env
 from sim.experts import make_expert
 from sim.robots.gp7 import ASSET_DIR as GP7_ASSET_DIR
 from sim.robots.gp7 import gp7_tool_down_ik
-from sim.robots.user import user_robot_model
+from sim.robots.user import ToolDownSolver, user_robot_model
 
 DATA = Path(pybullet_data.getDataPath())
 ARMS = {
@@ -91,18 +91,11 @@ def test_user_arm_carries_the_suction_cup_and_stacks_the_pallet(tmp_path):
 # --- closed-form IK where the arm's layout allows it ---------------------------------------------------------
 def _tool_pose(model, q):
     """Forward kinematics of the model's URDF: (tool point m, rotation) with the arm at q, the rest at 0."""
-    cid = pb.connect(pb.DIRECT)
+    solver = ToolDownSolver(model.urdf_path, len(model.arm_joints))
     try:
-        body = pb.loadURDF(str(model.urdf_path), useFixedBase=True, physicsClientId=cid)
-        joints = [pb.getJointInfo(body, j, physicsClientId=cid) for j in range(pb.getNumJoints(body, physicsClientId=cid))]
-        names = [j[1].decode() for j in joints]
-        for name, angle in zip(model.arm_joints, q):
-            pb.resetJointState(body, names.index(name), angle, physicsClientId=cid)
-        state = pb.getLinkState(body, [j[12].decode() for j in joints].index(model.tool_link), computeForwardKinematics=1,
-                                physicsClientId=cid)
-        return np.array(state[4]), np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
+        return solver.pose(q)
     finally:
-        pb.disconnect(cid)
+        solver.close()
 
 
 def test_a_planar_six_axis_arm_gets_the_closed_form_that_puts_the_tool_exactly(tmp_path):

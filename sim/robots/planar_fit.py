@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pybullet as pb
 
-from sim.robots.ik import KinematicCopy
 from sim.robots.tool_down_ik import PlanarArm, nearest_turn
 
 AXIS_TOLERANCE = 1e-4  # |sin| of the angle between axes that count as parallel (or |cos| as normal)
@@ -58,99 +56,85 @@ def _parallel(a: np.ndarray, b: np.ndarray) -> bool:
     return float(np.linalg.norm(np.cross(a, b))) < AXIS_TOLERANCE
 
 
-def fit_tool_down_ik(urdf: Path, n_arm: int, tool_link: str, home: tuple[float, ...],
+def fit_tool_down_ik(solver, home: tuple[float, ...],
                      reach: tuple[tuple[float, float], ...]) -> tuple[PlanarToolDownIK | None, str]:
     """(the closed form, "") for an arm of the planar layout above, else (None, why it does not apply).
 
-    urdf: the generated robot (arm first among its movable joints); tool_link: its tool point's link;
-    home: the arm's home angles (picks the elbow solution); reach: the tool-down reach table ((z, r) ...).
+    solver: the arm's kinematic copy as sim/robots/user.py's ToolDownSolver gives it (copy, movable, n, tool,
+    lower, upper, pose(q)); home: the arm's home angles (picks the elbow solution); reach: the tool-down reach
+    table ((z, r) ...).
     """
-    if n_arm != 6:
-        return None, f"{n_arm} arm joints (the closed form is for 6)"
-    copy = KinematicCopy(urdf, (0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0), [], -1)
-    try:
-        cid, body = copy.cid, copy.body
-        joints = [pb.getJointInfo(body, j, physicsClientId=cid) for j in range(pb.getNumJoints(body, physicsClientId=cid))]
-        movable = [j for j, info in enumerate(joints) if info[2] != pb.JOINT_FIXED]
-        tool_index = [info[12].decode() for info in joints].index(tool_link)
-        arm = movable[:n_arm]
-        infos = [pb.getJointInfo(body, j, physicsClientId=cid) for j in arm]
-        if any(info[2] != pb.JOINT_REVOLUTE for info in infos):
-            return None, "a prismatic arm joint"
-        pb.resetJointStatesMultiDof(body, movable, [[0.0]] * len(movable), physicsClientId=cid)
-        points, axes = [], []
-        for j, info in zip(arm, infos):
-            state = pb.getLinkState(body, j, computeForwardKinematics=1, physicsClientId=cid)
-            points.append(np.array(state[4]))
-            axes.append(np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3) @ np.array(info[13]))
-        tool = pb.getLinkState(body, tool_index, computeForwardKinematics=1, physicsClientId=cid)
-        tool_point, approach = np.array(tool[4]), np.array(pb.getMatrixFromQuaternion(tool[5])).reshape(3, 3)[:, 2]
+    if solver.n != 6:
+        return None, f"{solver.n} arm joints (the closed form is for 6)"
+    cid, body = solver.copy.cid, solver.copy.body
+    arm = solver.movable[:solver.n]
+    infos = [pb.getJointInfo(body, j, physicsClientId=cid) for j in arm]
+    if any(info[2] != pb.JOINT_REVOLUTE for info in infos):
+        return None, "a prismatic arm joint"
+    tool_point, rot = solver.pose([0.0] * solver.n)  # also sets every joint to 0 for the axes below
+    approach = rot[:, 2]
+    points, axes = [], []
+    for j, info in zip(arm, infos):
+        state = pb.getLinkState(body, j, computeForwardKinematics=1, physicsClientId=cid)
+        points.append(np.array(state[4]))
+        axes.append(np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3) @ np.array(info[13]))
+    up = np.array([0.0, 0.0, 1.0])
+    if not _parallel(axes[0], up) or np.hypot(*points[0][:2]) > PLANE_TOLERANCE:
+        return None, "joint 1 does not turn about the vertical through the base origin"
+    normal = axes[1] / np.linalg.norm(axes[1])
+    if abs(normal @ up) > AXIS_TOLERANCE:
+        return None, "joint 2's axis is not horizontal"
+    if not all(_parallel(axes[i], normal) for i in (2, 4)):
+        return None, "joints 2, 3 and 5 do not turn about parallel axes"
+    if any(abs(axes[i] @ normal) > AXIS_TOLERANCE for i in (3, 5)) or abs(approach @ normal) > AXIS_TOLERANCE:
+        return None, "joint 4's or 6's axis, or the tool's approach, leaves the arm's plane"
+    if not _parallel(axes[5], approach):
+        return None, "the tool's approach is not along joint 6's axis"
+    if any(abs(p @ normal) > PLANE_TOLERANCE for p in (points[3], points[5], tool_point)):
+        return None, "joint 4's or 6's axis, or the tool point, lies off the arm's plane"
+    forward = np.cross(normal, up)  # the plane's r direction: a turn about `normal` takes z toward it
 
-        up = np.array([0.0, 0.0, 1.0])
-        if not _parallel(axes[0], up) or np.hypot(*points[0][:2]) > PLANE_TOLERANCE:
-            return None, "joint 1 does not turn about the vertical through the base origin"
-        normal = axes[1] / np.linalg.norm(axes[1])
-        if abs(normal @ up) > AXIS_TOLERANCE:
-            return None, "joint 2's axis is not horizontal"
-        if not all(_parallel(axes[i], normal) for i in (2, 4)):
-            return None, "joints 2, 3 and 5 do not turn about parallel axes"
-        if any(abs(axes[i] @ normal) > AXIS_TOLERANCE for i in (3, 5)) or abs(approach @ normal) > AXIS_TOLERANCE:
-            return None, "joint 4's or 6's axis, or the tool's approach, leaves the arm's plane"
-        if not _parallel(axes[5], approach):
-            return None, "the tool's approach is not along joint 6's axis"
-        if any(abs(p @ normal) > PLANE_TOLERANCE for p in (points[3], points[5], tool_point)):
-            return None, "joint 4's or 6's axis, or the tool point, lies off the arm's plane"
-        forward = np.cross(normal, up)  # the plane's r direction: a turn about `normal` takes z toward it
+    def in_plane(p: np.ndarray) -> tuple[float, float]:
+        return float(p @ forward), float(p[2])
 
-        def in_plane(p: np.ndarray) -> tuple[float, float]:
-            return float(p @ forward), float(p[2])
+    shoulder, elbow, wrist = in_plane(points[1]), in_plane(points[2]), in_plane(points[4])
+    tool_r, tool_z = in_plane(tool_point)
+    d = (float(approach @ forward), float(approach[2]))
+    tool_down = math.atan2(d[0], -d[1])
+    planes = [PlanarArm(shoulder=shoulder, upper=(elbow[0] - shoulder[0], elbow[1] - shoulder[1]),
+                        fore=(wrist[0] - elbow[0], wrist[1] - elbow[1]),
+                        wrist_to_tool=_rotate((tool_r - wrist[0], tool_z - wrist[1]), tool_down), elbow=e) for e in (1, -1)]
+    signs = (float(np.sign(axes[0] @ up)), 1.0, float(np.sign(axes[2] @ normal)), float(np.sign(axes[4] @ normal)))
+    azimuth = math.atan2(forward[1], forward[0])
+    lower, upper, fk = solver.lower, solver.upper, solver.pose
 
-        shoulder, elbow, wrist = in_plane(points[1]), in_plane(points[2]), in_plane(points[4])
-        tool_r, tool_z = in_plane(tool_point)
-        d = (float(approach @ forward), float(approach[2]))
-        tool_down = math.atan2(d[0], -d[1])
-        planes = [PlanarArm(shoulder=shoulder, upper=(elbow[0] - shoulder[0], elbow[1] - shoulder[1]),
-                            fore=(wrist[0] - elbow[0], wrist[1] - elbow[1]),
-                            wrist_to_tool=_rotate((tool_r - wrist[0], tool_z - wrist[1]), tool_down), elbow=e) for e in (1, -1)]
-        signs = (float(np.sign(axes[0] @ up)), 1.0, float(np.sign(axes[2] @ normal)), float(np.sign(axes[4] @ normal)))
-        azimuth = math.atan2(forward[1], forward[0])
-        lower, upper = np.array([i[8] for i in infos]), np.array([i[9] for i in infos])
+    home_pos, _ = fk(home)
+    solvers = [PlanarToolDownIK(p, azimuth, signs, tool_down, 1.0, 0.0) for p in planes]
+    # The elbow solution of the home pose; then joint 6's sense and zero from two forward solutions.
+    ik = min(solvers, key=lambda s: np.linalg.norm(np.array(s(*home_pos, 0.0, [0.0] * 6)[:3]) - home[:3]))
+    base = math.atan2(home_pos[1], home_pos[0])
+    q = ik(*home_pos, 0.0, [0.0] * 6)
+    yaws = []
+    for q6 in (0.0, 0.3):
+        _, rot = fk(q[:5] + [q6])
+        yaws.append(math.atan2(rot[1, 0], rot[0, 0]))
+    sign = 1.0 if math.remainder(yaws[1] - yaws[0], 2 * math.pi) > 0 else -1.0
+    ik = PlanarToolDownIK(ik.plane, azimuth, signs, tool_down, sign, math.remainder(yaws[0] - base, 2 * math.pi))
 
-        def fk(q) -> tuple[np.ndarray, np.ndarray]:
-            pb.resetJointStatesMultiDof(body, movable, [[float(v)] for v in list(q) + [0.0] * (len(movable) - n_arm)],
-                                        physicsClientId=cid)
-            state = pb.getLinkState(body, tool_index, computeForwardKinematics=1, physicsClientId=cid)
-            return np.array(state[4]), np.array(pb.getMatrixFromQuaternion(state[5])).reshape(3, 3)
-
-        home_pos, _ = fk(home)
-        solvers = [PlanarToolDownIK(p, azimuth, signs, tool_down, 1.0, 0.0) for p in planes]
-        # The elbow solution of the home pose; then joint 6's sense and zero from two forward solutions.
-        ik = min(solvers, key=lambda s: np.linalg.norm(np.array(s(*home_pos, 0.0, [0.0] * 6)[:3]) - home[:3]))
-        base = math.atan2(home_pos[1], home_pos[0])
-        q = ik(*home_pos, 0.0, [0.0] * 6)
-        yaws = []
-        for q6 in (0.0, 0.3):
-            _, rot = fk(q[:5] + [q6])
-            yaws.append(math.atan2(rot[1, 0], rot[0, 0]))
-        sign = 1.0 if math.remainder(yaws[1] - yaws[0], 2 * math.pi) > 0 else -1.0
-        ik = PlanarToolDownIK(ik.plane, azimuth, signs, tool_down, sign, math.remainder(yaws[0] - base, 2 * math.pi))
-
-        for z, r in reach:
-            for frac in CHECK_REACH:
-                for a in CHECK_AZIMUTHS:
-                    for dyaw in CHECK_YAWS:
-                        target = np.array([frac * r * math.cos(a), frac * r * math.sin(a), z])
-                        q = ik(*target, a + dyaw, [0.0] * 6)
-                        outside = np.flatnonzero((np.array(q) < lower - 1e-9) | (np.array(q) > upper + 1e-9))
-                        if outside.size:  # the numerical IK may take another posture there; this family cannot
-                            return None, (f"its tool-down posture leaves joint {outside[0] + 1}'s range at "
-                                          f"({target[0]:.2f}, {target[1]:.2f}, {target[2]:.2f}) m")
-                        pos, rot = fk(q)
-                        yaw_error = abs(math.remainder(math.atan2(rot[1, 0], rot[0, 0]) - (a + dyaw), 2 * math.pi))
-                        tilt = math.acos(max(-1.0, min(1.0, -rot[2, 2])))
-                        if np.linalg.norm(pos - target) > FIT_TOLERANCE[0] or max(tilt, yaw_error) > FIT_TOLERANCE[1]:
-                            return None, (f"the fitted closed form missed a check target by {np.linalg.norm(pos - target) * 1000:.2f} mm, "
-                                          f"{max(tilt, yaw_error):.4f} rad")
-        return ik, ""
-    finally:
-        copy.close()
+    for z, r in reach:
+        for frac in CHECK_REACH:
+            for a in CHECK_AZIMUTHS:
+                for dyaw in CHECK_YAWS:
+                    target = np.array([frac * r * math.cos(a), frac * r * math.sin(a), z])
+                    q = ik(*target, a + dyaw, [0.0] * 6)
+                    outside = np.flatnonzero((np.array(q) < lower - 1e-9) | (np.array(q) > upper + 1e-9))
+                    if outside.size:  # the numerical IK may take another posture there; this family cannot
+                        return None, (f"its tool-down posture leaves joint {outside[0] + 1}'s range at "
+                                      f"({target[0]:.2f}, {target[1]:.2f}, {target[2]:.2f}) m")
+                    pos, rot = fk(q)
+                    yaw_error = abs(math.remainder(math.atan2(rot[1, 0], rot[0, 0]) - (a + dyaw), 2 * math.pi))
+                    tilt = math.acos(max(-1.0, min(1.0, -rot[2, 2])))
+                    if np.linalg.norm(pos - target) > FIT_TOLERANCE[0] or max(tilt, yaw_error) > FIT_TOLERANCE[1]:
+                        return None, (f"the fitted closed form missed a check target by {np.linalg.norm(pos - target) * 1000:.2f} mm, "
+                                      f"{max(tilt, yaw_error):.4f} rad")
+    return ik, ""

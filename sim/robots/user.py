@@ -336,7 +336,11 @@ def _user_robot_model(config: RobotConfig) -> RobotModel:
             # home angles and makes the jaws face the base's x there (tool yaw 0, the middle of its range).
             urdf = write_cached(user_urdf_text(config, chain, turn=yaw), chain.tree.path.stem)
     reach_table = tool_down_reach(urdf, tuple(home))
-    closed_form, why_not = fit_tool_down_ik(urdf, n, TOOL_LINK, tuple(home), reach_table)
+    solver = ToolDownSolver(urdf, n)
+    try:
+        closed_form, why_not = fit_tool_down_ik(solver, tuple(home), reach_table)
+    finally:
+        solver.close()
     if config.workspace_low is not None:
         low, high = config.workspace_low, config.workspace_high
     else:
