@@ -37,8 +37,8 @@ class PalletizeExpert(Expert):
     LINE_UP_XY = 0.01  # m of box-to-slot misalignment below which the box is lowered
     LINE_UP_YAW = 0.03  # rad
     RELEASE_GAP = 0.004  # m over its resting height at which the box is let go
-    RELEASE_XY = 0.003  # m
-    RELEASE_YAW = 0.015  # rad
+    RELEASE_XY = 0.006  # m
+    RELEASE_YAW = 0.03  # rad
     SLOW_ZONE = 0.05  # m over a goal height within which the tool moves at SLOW
     SLOW = 0.35  # fraction of full speed
     # Fraction of full speed with a box on the cup: the arm's position servo jerks the tool at each new
