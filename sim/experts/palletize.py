@@ -36,9 +36,13 @@ class PalletizeExpert(Expert):
     NEAR = 0.05  # m of box-to-slot distance in xy within which the box lines up without climbing to carry height
     LINE_UP_XY = 0.01  # m of box-to-slot misalignment below which the box is lowered
     LINE_UP_YAW = 0.03  # rad
-    RELEASE_GAP = 0.004  # m over its resting height at which the box is let go
-    RELEASE_XY = 0.006  # m
-    RELEASE_YAW = 0.03  # rad
+    RELEASE_GAP = 0.004  # m over its resting height to which the box is lowered
+    # The vacuum's release bounds (see _ramp): let go at 3/4 of each, well inside the slot's tolerance
+    # (10 mm, 3 deg). A clone sets a box down a few mm off where the expert does not, and stands still
+    # there if the expert's label at that offset is "hold".
+    RELEASE_HEIGHT = 0.008  # m of the box over its resting height
+    RELEASE_XY = 0.008  # m
+    RELEASE_YAW = 0.04  # rad
     SLOW_ZONE = 0.05  # m over a goal height within which the tool moves at SLOW
     SLOW = 0.35  # fraction of full speed
     # Fraction of full speed with a box on the cup: the arm's position servo jerks the tool at each new
@@ -106,7 +110,7 @@ class PalletizeExpert(Expert):
             # The vacuum as a ramp, not a switch: each of height, offset and turn scores -1 well inside its release
             # bound and +1 at it; the worst decides, released at <= 0 (3/4 of each bound). A clone learns a
             # ramp's zero crossing; a switch it averages into a value that never quite lets go.
-            grip = max(_ramp(low, self.RELEASE_GAP + 0.002), _ramp(xy_err, self.RELEASE_XY), _ramp(abs(turn), self.RELEASE_YAW))
+            grip = max(_ramp(low, self.RELEASE_HEIGHT), _ramp(xy_err, self.RELEASE_XY), _ramp(abs(turn), self.RELEASE_YAW))
             speed = self.SLOW if low < self.SLOW_ZONE else self.LOADED
             return self._toward(target, turn, grip, speed=speed)
         if not box["on_belt"]:  # fallen off the belt: wait over the stop, vacuum off (the task resolves it)
