@@ -80,7 +80,8 @@ class Simulator:
         self.steps = 0  # control steps taken: lets cached state know when it is stale
         # (every, hook): hook() after every `every`-th physics substep of a control period (a wrist F/T
         # sensor samples there, peg-insert checks its contact force); empty in most cells.
-        self.substep_hooks: list[tuple[int, Callable[[], None]]] = []
+        self._hooks: list[tuple[int, Callable[[], None]]] = []
+        self._schedule: list[tuple[Callable[[], None], ...]] | None = None  # per substep, the hooks due after it
         pb.setTimeStep(physics.timestep, physicsClientId=self.cid)
         pb.setGravity(0.0, 0.0, physics.gravity, physicsClientId=self.cid)
         pb.setPhysicsEngineParameter(
@@ -158,16 +159,26 @@ class Simulator:
         pb.resetBaseVelocity(body, list(linear_velocity), [0, 0, 0], physicsClientId=self.cid)
 
     # --- time -----------------------------------------------------------------------------------
+    def add_substep_hook(self, every: int, hook: Callable[[], None]) -> None:
+        self._hooks.append((every, hook))
+        self._schedule = None
+
+    def remove_substep_hook(self, hook: Callable[[], None]) -> None:
+        self._hooks = [(every, h) for every, h in self._hooks if h != hook]
+        self._schedule = None
+
     def step(self) -> None:
         """Advance one control period: `substeps` physics steps."""
         cid = self.cid
-        hooks = self.substep_hooks
-        if hooks:
-            for i in range(1, self.physics.substeps + 1):
+        if self._hooks:
+            schedule = self._schedule
+            if schedule is None:  # which hooks are due after which substep, worked out once, not per substep
+                schedule = self._schedule = [tuple(h for every, h in self._hooks if i % every == 0)
+                                             for i in range(1, self.physics.substeps + 1)]
+            for due in schedule:
                 pb.stepSimulation(physicsClientId=cid)
-                for every, hook in hooks:
-                    if i % every == 0:
-                        hook()
+                for hook in due:
+                    hook()
         else:
             for _ in range(self.physics.substeps):
                 pb.stepSimulation(physicsClientId=cid)

@@ -72,7 +72,7 @@ class WristFT:
         self._tool_weight = (m[6] * g * mass, m[7] * g * mass, m[8] * g * mass) if config.compensation == "tool" else (0.0, 0.0, 0.0)
         self._rng = np.random.default_rng(0)
         self.reset()
-        sim.substep_hooks.append((every, self._substep))
+        sim.add_substep_hook(every, self._substep)
 
     def _links_below(self, link: int) -> list[int]:
         cid, body = self.cid, self.body
@@ -116,9 +116,11 @@ class WristFT:
         if f is None:  # no physics step since reset: nothing measured yet
             self.true_wrench = (0.0,) * 6
         else:
-            r = self._r_ts  # plain floats: a 3x3 product in numpy costs more than these few multiplications
-            fx, fy, fz = (-(r[i][0] * f[0] + r[i][1] * f[1] + r[i][2] * f[2]) for i in range(3))
-            tx, ty, tz = (-(r[i][0] * f[3] + r[i][1] * f[4] + r[i][2] * f[5]) for i in range(3))
+            # Plain floats, written out: a 3x3 product in numpy (or a generator over the rows) costs more.
+            (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = self._r_ts
+            f0, f1, f2, f3, f4, f5 = f
+            fx, fy, fz = -(r00 * f0 + r01 * f1 + r02 * f2), -(r10 * f0 + r11 * f1 + r12 * f2), -(r20 * f0 + r21 * f1 + r22 * f2)
+            tx, ty, tz = -(r00 * f3 + r01 * f4 + r02 * f5), -(r10 * f3 + r11 * f4 + r12 * f5), -(r20 * f3 + r21 * f4 + r22 * f5)
             cx, cy, cz = self._com
             wx, wy, wz = weight
             # The tool's weight acts at its centre of mass: its torque about the sensor is com x weight.
