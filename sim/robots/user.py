@@ -257,38 +257,35 @@ def solve_home(urdf: Path, n_arm: int, free_yaw: bool, targets=HOME_TOOL_POSITIO
         solver.close()
 
 
-def tool_down_reach(urdf: Path, home: tuple[float, ...], heights=REACH_HEIGHTS) -> tuple[tuple[float, float], ...]:
+def tool_down_reach(solver: ToolDownSolver, home: tuple[float, ...], heights=REACH_HEIGHTS) -> tuple[tuple[float, float], ...]:
     """((z, r) ...): how far from the base's vertical axis (m) the tool point gets, pointing down, at each
     height z (m, base frame); heights the arm cannot reach from its home pose are left out.
 
-    Marched outward along the home's direction from the home pose, each solve starting where the
-    last ended, until the tool is more than REACH_TOLERANCE off or a joint is at its limit.
+    solver: the arm's ToolDownSolver, with free_yaw. Marched outward along the home's direction from the
+    home pose, each solve starting where the last ended, until the tool is more than REACH_TOLERANCE off
+    or a joint is at its limit.
     """
-    solver = ToolDownSolver(urdf, len(home), free_yaw=True)
-    try:
-        start, _ = solver.pose(home)
-        heading = math.atan2(start[1], start[0])
-        direction = np.array([math.cos(heading), math.sin(heading), 0.0])
-        r0 = float(np.hypot(start[0], start[1]))
-        table = []
-        for z in heights:
-            q = np.array(home, dtype=float)
-            ok = False
-            for frac in np.linspace(0.0, 1.0, 6)[1:]:  # from the home height to z in steps
-                q, err, tilt, _ = solver.solve(q, r0 * direction + [0.0, 0.0, start[2] + frac * (z - start[2])], iterations=60)
-                ok = err < REACH_TOLERANCE and tilt < 0.05
-            if not ok:
-                continue
-            r = r0
-            while r < REACH_MAX:
-                q_next, err, tilt, _ = solver.solve(q, (r + REACH_STEP) * direction + [0.0, 0.0, z], iterations=60)
-                if err > REACH_TOLERANCE or tilt > 0.05:
-                    break
-                q, r = q_next, r + REACH_STEP
-            table.append((float(z), float(r)))
-        return tuple(table)
-    finally:
-        solver.close()
+    start, _ = solver.pose(home)
+    heading = math.atan2(start[1], start[0])
+    direction = np.array([math.cos(heading), math.sin(heading), 0.0])
+    r0 = float(np.hypot(start[0], start[1]))
+    table = []
+    for z in heights:
+        q = np.array(home, dtype=float)
+        ok = False
+        for frac in np.linspace(0.0, 1.0, 6)[1:]:  # from the home height to z in steps
+            q, err, tilt, _ = solver.solve(q, r0 * direction + [0.0, 0.0, start[2] + frac * (z - start[2])], iterations=60)
+            ok = err < REACH_TOLERANCE and tilt < 0.05
+        if not ok:
+            continue
+        r = r0
+        while r < REACH_MAX:
+            q_next, err, tilt, _ = solver.solve(q, (r + REACH_STEP) * direction + [0.0, 0.0, z], iterations=60)
+            if err > REACH_TOLERANCE or tilt > 0.05:
+                break
+            q, r = q_next, r + REACH_STEP
+        table.append((float(z), float(r)))
+    return tuple(table)
 
 
 def arm_reach(urdf: Path) -> tuple[float, float]:
@@ -335,9 +332,9 @@ def _user_robot_model(config: RobotConfig) -> RobotModel:
             # The tool point lies on the tool's z axis: turning the tool about it on the flange keeps the
             # home angles and makes the jaws face the base's x there (tool yaw 0, the middle of its range).
             urdf = write_cached(user_urdf_text(config, chain, turn=yaw), chain.tree.path.stem)
-    reach_table = tool_down_reach(urdf, tuple(home))
-    solver = ToolDownSolver(urdf, n)
+    solver = ToolDownSolver(urdf, n, free_yaw=True)  # one kinematic copy for the reach table and the closed-form fit
     try:
+        reach_table = tool_down_reach(solver, tuple(home))
         closed_form, why_not = fit_tool_down_ik(solver, tuple(home), reach_table)
     finally:
         solver.close()
