@@ -196,7 +196,6 @@ class Robot:
         if self.wrist is None:
             self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], opening, q[: self._n_arm])
         else:
-            self.tool_quat = s[5]
             self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], opening, q[: self._n_arm], self.wrist.read(s[5]))
 
     # Numpy copies of the last reading, for code outside the step loop.
@@ -268,7 +267,7 @@ class Robot:
         yaw = self.target_yaw + delta_yaw
         self.target_yaw = -TOOL_YAW_LIMIT if yaw < -TOOL_YAW_LIMIT else TOOL_YAW_LIMIT if yaw > TOOL_YAW_LIMIT else yaw
         if self.compliance is not None:  # admittance: the command yields to the sensed force (sim/robots/compliance.py)
-            cx, cy, cz = self.compliance.update(self.wrist.world_force(self.tool_quat))
+            cx, cy, cz = self.compliance.update(self.wrist.world_force())
             tx, ty, tz = tx + cx, ty + cy, tz + cz
         self.command_joint_positions(self.inverse_kinematics((tx, ty, tz), self.target_yaw), grip)
 

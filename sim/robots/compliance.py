@@ -22,6 +22,7 @@ class Admittance:
     def __init__(self, config: ComplianceConfig, dt: float):
         self.config, self.dt = config, dt
         self._k, self._d = config.stiffness, config.damping
+        self._band, self._limit = config.deadband, config.max_offset
         self.reset()
 
     def reset(self) -> None:
@@ -29,11 +30,11 @@ class Admittance:
 
     def update(self, force) -> tuple[float, float, float]:
         """One control period with the sensed world-frame force (N); returns the new x_c (m)."""
-        dt, band, lim = self.dt, self.config.deadband, self.config.max_offset
-        out = []
-        for x, f, k, d in zip(self.offset, force, self._k, self._d):
-            f = 0.0 if -band < f < band else f - band if f > 0 else f + band
-            x = (d * x + dt * f) / (d + dt * k)
-            out.append(-lim if x < -lim else lim if x > lim else x)
-        self.offset = (out[0], out[1], out[2])
+        self.offset = (self._axis(0, force[0]), self._axis(1, force[1]), self._axis(2, force[2]))
         return self.offset
+
+    def _axis(self, i: int, f: float) -> float:
+        band, lim, dt, d = self._band, self._limit, self.dt, self._d[i]
+        f = 0.0 if -band < f < band else f - band if f > 0 else f + band
+        x = (d * self.offset[i] + dt * f) / (d + dt * self._k[i])
+        return -lim if x < -lim else lim if x > lim else x

@@ -67,12 +67,13 @@ class WristFT:
         self.tool_mass = mass  # kg below the sensor
         # Tool's centre of mass relative to the sensor origin, tool frame (the jaws move symmetrically).
         self._com = ((moment / mass - self._sensor_in_tool) if mass > 0 else np.zeros(3)).tolist()
-        self._gravity = g = sim.physics.gravity
-        m = _matrix(tool_state[5])
-        self._tool_weight = (m[6] * g * mass, m[7] * g * mass, m[8] * g * mass) if config.compensation == "tool" else (0.0, 0.0, 0.0)
+        self._gravity = sim.physics.gravity if config.compensation == "tool" else 0.0  # 0: no compensation
+        self._noise = (config.force_noise, config.torque_noise)  # std per axis: N, N m
         self._rng = np.random.default_rng(0)
+        self._rotation = _matrix(tool_state[5])
+        self._samples: list[tuple[float, ...]] = []  # raw reaction wrenches since the last read
         self.reset()
-        sim.add_substep_hook(every, self._substep)
+        sim.add_substep_hook(every, self._sampler())
 
     def _links_below(self, link: int) -> list[int]:
         cid, body = self.cid, self.body
@@ -87,56 +88,61 @@ class WristFT:
         if rng is not None:
             self._rng = np.random.Generator(rng.bit_generator.jumped(2))  # the randomiser takes jumped(1)
         self._filtered: list[float] | None = None  # set by the first substep's reading
+        self._samples.clear()
         self.wrench: tuple[float, ...] = (0.0,) * 6  # tool frame, compensated, filtered, noisy
         self.true_wrench: tuple[float, ...] = (0.0,) * 6  # the same without noise
 
-    def _substep(self) -> None:
-        raw = pb.getJointState(self.body, self.joint, physicsClientId=self.cid)[2]
-        f = self._filtered
-        if f is None:
-            self._filtered = list(raw)
-            return
-        a = self._alpha  # unrolled: this runs at every physics substep
-        f[0] += a * (raw[0] - f[0])
-        f[1] += a * (raw[1] - f[1])
-        f[2] += a * (raw[2] - f[2])
-        f[3] += a * (raw[3] - f[3])
-        f[4] += a * (raw[4] - f[4])
-        f[5] += a * (raw[5] - f[5])
+    def _sampler(self):
+        """The substep hook: keep the joint's reaction wrench for read() to filter. It runs several times per
+        control step, each time with caches cold from the physics step, so it does no more than that."""
+        get_state, body, joint, cid, keep = pb.getJointState, self.body, self.joint, self.cid, self._samples.append
+        return lambda: keep(get_state(body, joint, physicsClientId=cid)[2])
+
+    def _filter(self) -> list[float] | None:
+        """The low-pass, fed the samples taken since the last read (in order); None before the first."""
+        f, a = self._filtered, self._alpha
+        for raw in self._samples:
+            if f is None:
+                f = self._filtered = list(raw)
+                continue
+            f[0] += a * (raw[0] - f[0])  # unrolled: this runs for every sample
+            f[1] += a * (raw[1] - f[1])
+            f[2] += a * (raw[2] - f[2])
+            f[3] += a * (raw[3] - f[3])
+            f[4] += a * (raw[4] - f[4])
+            f[5] += a * (raw[5] - f[5])
+        self._samples.clear()
+        return f
 
     def read(self, tool_quat) -> tuple[float, ...]:
         """The wrench now (N, N m; tool frame), called once per control step with the tool's orientation."""
-        m = _matrix(tool_quat)
-        # Gravity on the tool (world (0, 0, g)) in the tool frame: R_wt^T g = g * third row of R_wt.
-        g = self._gravity
-        weight = (m[6] * g * self.tool_mass, m[7] * g * self.tool_mass, m[8] * g * self.tool_mass) \
-            if self.config.compensation == "tool" else (0.0, 0.0, 0.0)
-        self._tool_weight = weight
-        f = self._filtered
+        m = self._rotation = _matrix(tool_quat)
+        f = self._filter()
         if f is None:  # no physics step since reset: nothing measured yet
-            self.true_wrench = (0.0,) * 6
+            self.true_wrench = t = (0.0,) * 6
         else:
+            # Gravity on the tool (world (0, 0, g)) in the tool frame: R_wt^T g = g * third row of R_wt.
+            g, mass = self._gravity, self.tool_mass
+            wx, wy, wz = m[6] * g * mass, m[7] * g * mass, m[8] * g * mass
             # Plain floats, written out: a 3x3 product in numpy (or a generator over the rows) costs more.
             (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = self._r_ts
             f0, f1, f2, f3, f4, f5 = f
             fx, fy, fz = -(r00 * f0 + r01 * f1 + r02 * f2), -(r10 * f0 + r11 * f1 + r12 * f2), -(r20 * f0 + r21 * f1 + r22 * f2)
             tx, ty, tz = -(r00 * f3 + r01 * f4 + r02 * f5), -(r10 * f3 + r11 * f4 + r12 * f5), -(r20 * f3 + r21 * f4 + r22 * f5)
             cx, cy, cz = self._com
-            wx, wy, wz = weight
             # The tool's weight acts at its centre of mass: its torque about the sensor is com x weight.
-            self.true_wrench = (fx - wx, fy - wy, fz - wz, tx - (cy * wz - cz * wy), ty - (cz * wx - cx * wz), tz - (cx * wy - cy * wx))
-        c = self.config
-        if c.force_noise > 0 or c.torque_noise > 0:
+            self.true_wrench = t = (fx - wx, fy - wy, fz - wz, tx - (cy * wz - cz * wy), ty - (cz * wx - cx * wz), tz - (cx * wy - cy * wx))
+        s_f, s_t = self._noise
+        if s_f > 0 or s_t > 0:
             n = self._rng.normal(0.0, 1.0, 6).tolist()
-            s_f, s_t = c.force_noise, c.torque_noise
-            t = self.true_wrench
             self.wrench = (t[0] + s_f * n[0], t[1] + s_f * n[1], t[2] + s_f * n[2], t[3] + s_t * n[3], t[4] + s_t * n[4], t[5] + s_t * n[5])
         else:
-            self.wrench = self.true_wrench
+            self.wrench = t
         return self.wrench
 
-    def world_force(self, tool_quat) -> tuple[float, float, float]:
-        """The last read force (noisy, as a controller sees it) in the world frame (N)."""
-        m = _matrix(tool_quat)
+    def world_force(self) -> tuple[float, float, float]:
+        """The last read force (noisy, as a controller sees it) in the world frame (N), with the orientation
+        that read was given."""
+        m = self._rotation
         fx, fy, fz = self.wrench[:3]
         return (m[0] * fx + m[1] * fy + m[2] * fz, m[3] * fx + m[4] * fy + m[5] * fz, m[6] * fx + m[7] * fy + m[8] * fz)

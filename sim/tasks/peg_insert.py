@@ -42,23 +42,29 @@ class PegInsert(Task):
         self.nominal = tuple(float(v) for v in self.config.hole.position)
         self._collisions = CollisionCounter(cell)
         self._jam_window = max(1, int(round(self.config.jam_time * scenario.physics.control_hz)))
-        self._step_peak = 0.0  # N: the largest contact force on the peg since the last control step
-        self._watching = False  # whether _substep runs after each physics substep (only near the fixture)
+        # The peg's contact points after each physics substep since the last control step, kept by a substep
+        # hook (only while the peg is near the fixture) and summed up once per control step.
+        self._contacts: list[tuple] = []
+        get_contacts, peg, cid, keep = pb.getContactPoints, self.peg.body, self.sim.cid, self._contacts.append
+        self._keep_contacts = lambda: keep(get_contacts(bodyA=peg, physicsClientId=cid))
+        self._watching = False  # whether _keep_contacts runs after each physics substep
 
-    def _substep(self) -> None:
-        """The contact force on the peg (normal and friction, vector-summed over its contact points)."""
-        points = pb.getContactPoints(bodyA=self.peg.body, physicsClientId=self.sim.cid)
-        if not points:
-            return
-        fx = fy = fz = 0.0
-        for c in points:  # c[7]: normal on B towards A (the peg); c[11], c[13]: friction directions
-            n, f1, d1, f2, d2 = c[9], c[10], c[11], c[12], c[13]
-            fx += n * c[7][0] + f1 * d1[0] + f2 * d2[0]
-            fy += n * c[7][1] + f1 * d1[1] + f2 * d2[1]
-            fz += n * c[7][2] + f1 * d1[2] + f2 * d2[2]
-        f = math.sqrt(fx * fx + fy * fy + fz * fz)
-        if f > self._step_peak:
-            self._step_peak = f
+    def _contact_peak(self) -> float:
+        """The largest contact force on the peg (normal and friction, vector-summed over its contact points)
+        over the substeps since the last control step (N)."""
+        peak = 0.0
+        for points in self._contacts:
+            fx = fy = fz = 0.0
+            for c in points:  # c[7]: normal on B towards A (the peg); c[11], c[13]: friction directions
+                n, f1, d1, f2, d2 = c[9], c[10], c[11], c[12], c[13]
+                fx += n * c[7][0] + f1 * d1[0] + f2 * d2[0]
+                fy += n * c[7][1] + f1 * d1[1] + f2 * d2[1]
+                fz += n * c[7][2] + f1 * d1[2] + f2 * d2[2]
+            f = math.sqrt(fx * fx + fy * fy + fz * fz)
+            if f > peak:
+                peak = f
+        self._contacts.clear()
+        return peak
 
     @property
     def config(self) -> PegInsertTask:
@@ -72,7 +78,8 @@ class PegInsert(Task):
         self.hole.place((self.nominal[0] + err[0], self.nominal[1] + err[1], self.nominal[2]), clearance)
         self.peg.reset()
         self._collisions.reset()
-        self.peak_force = self.contact_force = self._step_peak = 0.0
+        self.peak_force = self.contact_force = 0.0
+        self._contacts.clear()
         self.over_force = False
         self.inserted_at: float | None = None
         self.jams = 0
@@ -82,8 +89,7 @@ class PegInsert(Task):
 
     def after_physics(self) -> None:
         self._collisions.update(pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid))
-        force, self._step_peak = self._step_peak, 0.0
-        self.contact_force = force
+        self.contact_force = force = self._contact_peak()
         if force > self.peak_force:
             self.peak_force = force
         if force > self.config.force_limit:
@@ -120,9 +126,9 @@ class PegInsert(Task):
         if clear == self._watching:  # not called at all while clear: 12 calls per step cost ~3% of env speed
             self._watching = not clear
             if clear:
-                self.sim.remove_substep_hook(self._substep)
+                self.sim.remove_substep_hook(self._keep_contacts)
             else:
-                self.sim.add_substep_hook(1, self._substep)
+                self.sim.add_substep_hook(1, self._keep_contacts)
 
     # --- observation ----------------------------------------------------------------------------
     def features(self) -> list[Feature]:
