@@ -41,6 +41,13 @@ def test_the_shipped_suite_gives_nominal_each_factor_at_each_magnitude_and_all_t
     assert bridge_rows[-1].faults == {"latency_ms": 5.0, "jitter_ms": 2.0, "drop_rate": 0.01}
 
 
+def test_the_groups_suite_puts_every_profile_key_in_exactly_one_group():
+    suite = load_suite("shop-floor-groups", "conveyor-pick")
+    grouped = [key for keys in suite.factors.values() for key in keys]
+    assert sorted(grouped) == sorted(f"{section}.{key}" for section, keys in suite.profile.items() for key in keys)
+    assert len(grouped) == len(set(grouped))
+
+
 @pytest.mark.parametrize("fields, message", [
     ({"profile": "shop-floor", "factors": {"mass": ["dynamics.part_mas_scale"]}}, "does not declare"),
     ({"profile": "no-such-profile"}, "no-such-profile"),
