@@ -21,6 +21,7 @@ from sim.randomization import DomainRandomizer, declared
 from sim.sensors import build_sensors, render_view
 from sim.simulator import Simulator
 from sim.tasks import TASKS, GoalTask
+from sim.tasks.base import COMMAND_FEATURES, command_offset
 
 RENDER_MODES = ["rgb_array", "human"]
 OBS_MODES = ("state", "pixels", "perceived")
@@ -80,6 +81,10 @@ class FactoryEnv(gym.Env):
       A bundle trained on state runs unchanged; the scripted expert reads the same estimate. Rewards,
       success and KPIs stay the simulator's truth.
 
+    `observe_command=True` appends COMMAND_FEATURES (sim/tasks/base.py) after the task's features: the commanded
+    tool target minus the measured tool, which a controller knows (state and perceived modes; palletize has
+    them among its task features already).
+
     `visual_detail` ("full" / "low") picks the robot's visual meshes; default "low" whenever cameras feed
     observations (several times faster to render, same physics), "full" in state mode (the viewer's).
     `env.sensors` holds a CameraSensor for every scenario camera.
@@ -94,6 +99,7 @@ class FactoryEnv(gym.Env):
         self, scenario: str | Scenario = "conveyor-pick", robot: str | None = None, control: str | None = None,
         render_mode: str | None = None, camera: str | None = None, obs_mode: str = "state",
         visual_detail: str | None = None, randomization: Overlay | None = None, play: bool = False,
+        observe_command: bool = False,
     ):
         spec = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         spec = with_randomization(spec, randomization)
@@ -119,12 +125,14 @@ class FactoryEnv(gym.Env):
         viewers = [c for c in spec.cameras if "view" in c.use]
         self.camera = cameras[camera] if camera else (viewers or list(spec.cameras))[0]
         check_observation_cameras(spec, obs_mode)
+        self.observe_command = observe_command
 
         detail = visual_detail or ("full" if obs_mode == "state" else "low")
         self.sim = Simulator(spec.physics, gui=render_mode == "human", visual_detail=detail)
         self.cell = build_cell(self.sim, spec)
         self.robot = self.cell.robot
         self.task = TASKS[spec.task.type](self.cell, spec)
+        self._command_features = self._checked_command_features()
         try:
             self.sensors = build_sensors(self.sim, spec.cameras, self.robot)  # checks mount links now
         except CameraError:
@@ -144,7 +152,7 @@ class FactoryEnv(gym.Env):
         self._ee_delta = spec.robot.control == "ee_delta"
         self.action_space = spaces.Box(-1.0, 1.0, shape=(len(self._action_scale) + 1,), dtype=np.float32)
         self._action_shape = self.action_space.shape
-        self._obs_low, self._obs_high = feature_bounds(self._robot_features() + self.task.features())
+        self._obs_low, self._obs_high = feature_bounds(self._robot_features() + self.task.features() + self._command_features)
         flat = spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
         self._splits: tuple[int, int] | None = None
         if isinstance(self.task, GoalTask):
@@ -243,9 +251,20 @@ class FactoryEnv(gym.Env):
             features += [("wrist_force", 3, "N"), ("wrist_torque", 3, "N.m")]
         return features
 
+    def _checked_command_features(self) -> list[tuple[str, int, str]]:
+        """COMMAND_FEATURES when observe_command is set (after the task's features), else none."""
+        if not self.observe_command:
+            return []
+        problem = ("pixel observations carry the robot's readings only" if self.obs_mode == "pixels" else
+                   "its task features include them already" if set(COMMAND_FEATURES) <= set(self.task.features()) else None)
+        if problem is not None:
+            self.sim.close()
+            raise SimError(f"observe_command on {self.scenario.name!r} ({self.obs_mode}): {problem}")
+        return list(COMMAND_FEATURES)
+
     def _observation_features(self) -> list[tuple[str, int, str]]:
         """The observation's vector features in feature_spec() order (pixels: the robot's, then any goals)."""
-        features = self._robot_features() + (self.task.features() if self.obs_mode != "pixels" else [])
+        features = self._robot_features() + (self.task.features() + self._command_features if self.obs_mode != "pixels" else [])
         if isinstance(self.task, GoalTask):
             features += [(f"{key}.{n}", s, u) for key in ("achieved_goal", "desired_goal") for n, s, u in self.task.goal_features]
         return features
@@ -257,6 +276,8 @@ class FactoryEnv(gym.Env):
     def _state_observation(self):
         r, task = self.robot.reading, self.task
         task_features = self._perceived_task_features() if self.obs_mode == "perceived" else task.observation()
+        if self._command_features:
+            task_features = task_features + command_offset(self.robot)
         if self._splits is None:
             values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *r.wrench, *task_features], dtype=np.float32)
             if self._noise is not None:

@@ -20,7 +20,7 @@ from scenarios.schema import PalletizeTask
 from sim.props.infeed import SPAWN_MARGIN, Infeed
 from sim.props.pallet import QUARTER_TURN, Slot, pallet_slots, pallet_top
 from sim.props.parts import Part
-from sim.tasks.base import Feature, Task
+from sim.tasks.base import COMMAND_FEATURES, Feature, Task, command_offset
 from sim.tasks.collisions import CollisionCounter
 
 FLOOR_MARGIN = 0.03  # m: a box whose centre is this far below its lowest resting height has fallen to the floor
@@ -37,10 +37,9 @@ PALLETIZE_FEATURES: tuple[Feature, ...] = (
     ("slot_position", 3, "m"),  # where its centre belongs
     ("slot_to_box", 3, "m"),  # slot minus box centre
     ("slot_yaw_to_box", 1, "rad"),  # slot yaw minus box yaw, modulo the box's symmetry
-    # The commanded tool target minus the measured tool (a controller knows both): it shows a box pressed on
-    # the stack (the target sunk below the tool), which the expert's moves, relative to the target, undo.
-    ("tool_target_to_tool", 3, "m"),
-    ("tool_target_yaw_to_tool", 1, "rad"),
+    # The commanded tool target minus the measured tool: it shows a box pressed on the stack (the target sunk
+    # below the tool), which the expert's moves, relative to the target, undo.
+    *COMMAND_FEATURES,
 )
 
 
@@ -179,8 +178,7 @@ class Palletize(Task):
         return list(PALLETIZE_FEATURES)
 
     def observation(self) -> list[float]:
-        target, tool = self.robot.target_pos, self._tool
-        command = [target[0] - tool[0], target[1] - tool[1], target[2] - tool[2], self.robot.target_yaw - self._tool_yaw]
+        command = command_offset(self.robot)
         if self.current is None:
             return [0.0] * 19 + command
         px, py, pz = self._box_pos
