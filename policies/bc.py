@@ -122,7 +122,8 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True,
     device = resolve_device(cfg.device)
     set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode, randomization=cfg.randomization)
+    env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode, randomization=cfg.randomization,
+                   observe_command=cfg.observe_command)
     hz = control_hz(env)
     env_steps = 0
     try:

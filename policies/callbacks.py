@@ -46,7 +46,7 @@ class ProgressBar:
 def state_of(cfg: TrainConfig, num_timesteps: int, wall_s: float, counters: dict[str, Any]) -> dict[str, Any]:
     """What a snapshot records besides the model: enough to resume counters and to describe the policy."""
     return {"algo": cfg.algo if cfg.algo != "bc" else cfg.bc.host_algo, "trained_with": cfg.algo, "scenario": cfg.scenario,
-            "robot": cfg.robot, "num_timesteps": int(num_timesteps), "wall_s": round(wall_s, 3),
+            "robot": cfg.robot, "observe_command": cfg.observe_command, "num_timesteps": int(num_timesteps), "wall_s": round(wall_s, 3),
             "chunk": cfg.bc.chunk if cfg.algo == "bc" else 1, **counters}
 
 

@@ -95,6 +95,10 @@ class TrainConfig:
     randomization: str | None = None
     """domain randomisation of the training and evaluation envs: a shipped profile name (shop-floor), a YAML path,
     or None (the scenario's own randomization section only); merged over the scenario's section"""
+    observe_command: bool = False
+    """the observation ends with the commanded tool target minus the measured tool (sim.env, observe_command): what
+    the controller has sent and the arm has not yet done. With --init and --residual the base policy may have been
+    trained without it: it sees the observation without these values"""
     device: str = "auto"
     """auto | cpu | cuda"""
     normalize: bool = False
@@ -137,6 +141,8 @@ class TrainConfig:
             raise ConfigError(f"--her needs an off-policy algorithm ({', '.join(OFF_POLICY)}), not {self.algo}")
         if self.obs_mode not in OBS_MODES:
             raise ConfigError(f"obs_mode {self.obs_mode!r}: use one of {', '.join(OBS_MODES)}" + did_you_mean(self.obs_mode, OBS_MODES))
+        if self.observe_command and self.obs_mode == "pixels":
+            raise ConfigError("observe_command adds to the state features; pixel observations carry the robot's readings only")
         if self.obs_mode == "pixels" and self.algo != "bc":
             raise ConfigError(f"obs_mode pixels trains a CNN student from the scripted expert: use --algo bc, not {self.algo}")
         if self.device not in ("auto", "cpu", "cuda"):

@@ -25,12 +25,13 @@ class EnvError(PolicyError):
 
 
 def make_env(scenario: str, robot: str | None = None, render_mode: str | None = None, obs_mode: str = "state",
-             randomization: Overlay | None = None, play: bool = False) -> gym.Env:
+             randomization: Overlay | None = None, play: bool = False, observe_command: bool = False) -> gym.Env:
     """One env with a TimeLimit-free FactoryEnv (the scenario's own episode limit) or a toy env.
 
     obs_mode: state | perceived | pixels (sim.env.FactoryEnv); a state policy runs on perceived observations.
     randomization: a profile name, YAML path or dict merged over the scenario's randomization section;
-    play: every dynamics / sensing / visuals factor off (sim.env.FactoryEnv).
+    play: every dynamics / sensing / visuals factor off (sim.env.FactoryEnv);
+    observe_command: the commanded tool target minus the tool at the observation's end (sim.env.FactoryEnv).
     """
     if scenario in TOY_ENVS:
         if robot is not None:
@@ -39,9 +40,12 @@ def make_env(scenario: str, robot: str | None = None, render_mode: str | None = 
             raise EnvError(f"toy env {scenario!r} has no cameras; drop --obs {obs_mode}")
         if randomization is not None:
             raise EnvError(f"toy env {scenario!r} has nothing to randomise; drop --randomization")
+        if observe_command:
+            raise EnvError(f"toy env {scenario!r} has no tool target to observe; drop observe_command")
         return TOY_ENVS[scenario]()
     try:
-        return sim.make_env(scenario, robot=robot, render_mode=render_mode, obs_mode=obs_mode, randomization=randomization, play=play)
+        return sim.make_env(scenario, robot=robot, render_mode=render_mode, obs_mode=obs_mode, randomization=randomization, play=play,
+                            observe_command=observe_command)
     except (ScenarioError, RandomizationError) as exc:  # a bad randomisation overlay, profile or noise feature
         raise EnvError(str(exc)) from None
     except ValueError as exc:  # pydantic / sim validation of a robot override
@@ -50,7 +54,7 @@ def make_env(scenario: str, robot: str | None = None, render_mode: str | None = 
 
 def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_keywords=("is_success",),
                 obs_mode: str = "state", randomization: Overlay | None = None, play: bool = False,
-                wrap: Callable[[gym.Env], gym.Env] | None = None) -> Callable[[], gym.Env]:
+                wrap: Callable[[gym.Env], gym.Env] | None = None, observe_command: bool = False) -> Callable[[], gym.Env]:
     """A picklable thunk for (Subproc|Dummy)VecEnv: env `rank` seeded `seed + rank`, with a Monitor.
 
     wrap: a picklable wrapper applied inside the Monitor (policies.residual.Residual).
@@ -59,7 +63,7 @@ def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_key
     def _init() -> gym.Env:
         from stable_baselines3.common.monitor import Monitor  # SB3 (1 s to import) only where training builds envs
 
-        env = make_env(scenario, robot, obs_mode=obs_mode, randomization=randomization, play=play)
+        env = make_env(scenario, robot, obs_mode=obs_mode, randomization=randomization, play=play, observe_command=observe_command)
         env = Monitor(wrap(env) if wrap is not None else env, info_keywords=info_keywords)
         env.reset(seed=seed + rank)
         env.action_space.seed(seed + rank)
@@ -70,12 +74,12 @@ def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_key
 
 def make_vec_env(scenario: str, robot: str | None, n_envs: int, seed: int, subprocess: bool | None = None,
                  obs_mode: str = "state", randomization: Overlay | None = None, play: bool = False,
-                 wrap: Callable[[gym.Env], gym.Env] | None = None):
+                 wrap: Callable[[gym.Env], gym.Env] | None = None, observe_command: bool = False):
     """K envs; more than one runs each in its own process (SubprocVecEnv), so physics steps in parallel."""
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv  # SB3 only where training builds envs
 
-    fns = [env_factory(scenario, robot, seed, rank, obs_mode=obs_mode, randomization=randomization, play=play, wrap=wrap)
-           for rank in range(n_envs)]
+    fns = [env_factory(scenario, robot, seed, rank, obs_mode=obs_mode, randomization=randomization, play=play, wrap=wrap,
+                       observe_command=observe_command) for rank in range(n_envs)]
     use_subproc = n_envs > 1 if subprocess is None else subprocess
     if use_subproc:
         # forkserver: children do not inherit torch threads or a Bullet client from the parent.

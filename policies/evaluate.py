@@ -152,7 +152,7 @@ def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | No
     if not scenario:
         raise EvalError(f"{target}: does not name its scenario; pass --scenario")
     env = make_env(scenario, robot or loaded.robot, render_mode="rgb_array" if video else None, obs_mode=obs_mode,
-                   randomization=randomization, play=play)
+                   randomization=randomization, play=play, observe_command=loaded.observe_command)
     recorder = None
     try:
         hz = control_hz(env)

@@ -56,7 +56,7 @@ def export_bundle(
     name: str | None = None,
     overwrite: bool = False,
     chunk_length: int = 1,
-    residual_of: tuple[Any, Any, Sequence[float]] | None = None,
+    residual_of: tuple[Any, Any, Sequence[float], int | None] | None = None,
 ) -> Path:
     """Export `model` (SB3 PPO/A2C/SAC/TQC/TD3/DDPG) as a bundle directory and return its path.
 
@@ -66,8 +66,9 @@ def export_bundle(
     vecnormalize: the VecNormalize the model was trained behind; its observation statistics are folded in.
     chunk_length: actions per observation the model outputs (its action space is chunk_length actions
         of the env's, flat); the manifest's action section describes one action, ``chunk`` the chunk.
-    residual_of: (base model, its VecNormalize, scale per action value) when `model` is a correction learnt on top
-        of a frozen base (policies.residual): the graph computes clip(base + scale * model, low, high).
+    residual_of: (base model, its VecNormalize, scale per action value, how many leading observation values the base
+        sees or None for all) when `model` is a correction learnt on top of a frozen base (policies.residual): the
+        graph computes clip(base + scale * model, low, high).
     The directory appears complete or not at all (written beside it, then renamed).
     """
     out_dir = Path(out_dir)
@@ -76,8 +77,8 @@ def export_bundle(
     graph = PolicyGraph(_cpu_model(model), vecnormalize).eval()
     algo = type(model).__name__.lower()
     if residual_of is not None:
-        base_model, base_vecnormalize, scale = residual_of
-        graph = ResidualGraph(PolicyGraph(_cpu_model(base_model), base_vecnormalize), graph, np.asarray(scale)).eval()
+        base_model, base_vecnormalize, scale, base_obs = residual_of
+        graph = ResidualGraph(PolicyGraph(_cpu_model(base_model), base_vecnormalize), graph, np.asarray(scale), base_obs).eval()
         algo = f"{type(base_model).__name__.lower()} + {algo} residual"
     feature_spec = dict(feature_spec or {})
     observation = _observation_section(graph.layout, model.observation_space, feature_spec.get("observation"))

@@ -85,6 +85,7 @@ class LoadedPolicy(NamedTuple):
     robot: str | None
     details: dict[str, Any]  # bundle name, or training steps
     obs_mode: str = "state"  # "pixels" for a policy on camera images (it needs an env in obs_mode pixels)
+    observe_command: bool = False  # its observation ends with the commanded tool target (an env with observe_command)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "scenario": self.scenario, "robot": self.robot, **self.details}
@@ -103,7 +104,7 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
         policy = bundle if bundle.chunk_length == 1 else ChunkedPolicy(_FlatChunks(bundle), bundle.chunk_length,
                                                                        replan_after(bundle.chunk_length))
         return LoadedPolicy(policy, "bundle", str(path), scenario, robot, {"name": bundle.name},
-                            "pixels" if bundle.images else "state")
+                            "pixels" if bundle.images else "state", bool((bundle.manifest.get("training") or {}).get("observe_command")))
     if (path / "config.yaml").is_file():
         snap = run_snapshot(path, which)
         cfg = RunDir.open(path).config()
@@ -124,7 +125,7 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
     if chunk > 1:
         policy = ChunkedPolicy(policy, chunk, replan_after(chunk))
     return LoadedPolicy(policy, "run", str(snap.path), scenario, robot, {"steps": snap.state.get("num_timesteps")},
-                        "pixels" if snap.is_pixel else "state")
+                        "pixels" if snap.is_pixel else "state", bool(snap.state.get("observe_command")))
 
 
 class _FlatChunks:

@@ -5,6 +5,10 @@ so training starts exactly at the base policy's behaviour and RL only has to lea
 keeps the collapse of a BC actor handed straight to SAC away (Johannink et al., 2019, "Residual
 Reinforcement Learning for Robot Control"). `scale` bounds how far the residual can move each action
 value: small for motion, large enough on the grip to open or close the tool on its own.
+
+The residual may observe more than its base: with `base_obs` set, the base sees only the first `base_obs`
+values of the observation (the layout it was trained on) and the residual all of it, e.g. the commanded
+tool target appended by an env's observe_command, which a cloned base would learn to copy its last action from.
 """
 
 from __future__ import annotations
@@ -38,48 +42,55 @@ def combine(base: np.ndarray, residual: np.ndarray, scale: np.ndarray) -> np.nda
     return np.clip(np.asarray(base) + scale * np.asarray(residual), -1.0, 1.0).astype(np.float32)
 
 
+def base_view(obs: Any, base_obs: int | None) -> Any:
+    """What the base policy sees of an observation: its first base_obs values (None: all of it)."""
+    return obs if base_obs is None else obs[:base_obs]
+
+
 class ResidualEnv(gym.Wrapper):
     """The env as the residual learner sees it: its action is a correction to `base`'s action for the same observation."""
 
-    def __init__(self, env: gym.Env, base, scale: float | Sequence[float]):
+    def __init__(self, env: gym.Env, base, scale: float | Sequence[float], base_obs: int | None = None):
         super().__init__(env)
-        self.base = base
+        self.base, self.base_obs = base, base_obs
         self.scale = scale_vector(scale, int(np.prod(env.action_space.shape)))
         self._base_action: np.ndarray | None = None
 
     def reset(self, **kwargs) -> tuple[Any, dict]:
         obs, info = self.env.reset(**kwargs)
         self.base.reset()
-        self._base_action = self.base.act(obs)
+        self._base_action = self.base.act(base_view(obs, self.base_obs))
         return obs, info
 
     def step(self, residual):
         obs, reward, terminated, truncated, info = self.env.step(combine(self._base_action, residual, self.scale))
-        self._base_action = self.base.act(obs)
+        self._base_action = self.base.act(base_view(obs, self.base_obs))
         return obs, reward, terminated, truncated, info
 
 
 class ResidualPolicy:
-    """base + scale * residual, both policies with reset()/act() on the raw observation."""
+    """base + scale * residual, both policies with reset()/act() on the raw observation (the base on its first base_obs values)."""
 
-    def __init__(self, base, residual, scale: np.ndarray):
-        self.base, self.residual, self.scale = base, residual, scale
+    def __init__(self, base, residual, scale: np.ndarray, base_obs: int | None = None):
+        self.base, self.residual, self.scale, self.base_obs = base, residual, scale, base_obs
 
     def reset(self) -> None:
         self.base.reset()
         self.residual.reset()
 
     def act(self, obs: Any) -> np.ndarray:
-        return combine(self.base.act(obs), self.residual.act(obs), self.scale)
+        return combine(self.base.act(base_view(obs, self.base_obs)), self.residual.act(obs), self.scale)
 
 
 class ResidualGraph(nn.Module):
-    """The exported form: two PolicyGraphs on the same raw observation, summed and clipped to the action box."""
+    """The exported form: two PolicyGraphs on the same raw observation (the base on its first base_obs values),
+    summed and clipped to the action box."""
 
-    def __init__(self, base: nn.Module, residual: nn.Module, scale: np.ndarray):
+    def __init__(self, base: nn.Module, residual: nn.Module, scale: np.ndarray, base_obs: int | None = None):
         super().__init__()
         self.base, self.residual = base, residual
-        self.layout = base.layout
+        self.base_obs = base_obs if base_obs is not None else residual.layout.dim
+        self.layout = residual.layout
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
 
     @property
@@ -91,12 +102,13 @@ class ResidualGraph(nn.Module):
         return self.base.act_high
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        action = self.base(obs) + self.scale * self.residual(obs)
+        action = self.base(obs[..., : self.base_obs]) + self.scale * self.residual(obs)
         return torch.maximum(torch.minimum(action, self.act_high), self.act_low)
 
     def describe(self) -> dict:
         return {**self.base.describe(), "residual": {
-            "formula": "clip(base(obs) + scale * residual(obs), low, high)", "scale": self.scale.tolist(),
+            "formula": "clip(base(obs[:base_obs]) + scale * residual(obs), low, high)", "scale": self.scale.tolist(),
+            "base_obs": self.base_obs,
             "residual": self.residual.describe()}}
 
 
@@ -128,14 +140,15 @@ class Residual:
 
     base: str
     scale: tuple[float, ...]
+    base_obs: int | None = None  # the base sees the observation's first base_obs values; None: all of it
 
     @staticmethod
     def of_state(state: dict[str, Any]) -> "Residual | None":
         info = state.get("residual")
-        return Residual(info["base"], tuple(info["scale"])) if info else None
+        return Residual(info["base"], tuple(info["scale"]), info.get("base_obs")) if info else None
 
     def to_state(self) -> dict[str, Any]:
-        return {"base": self.base, "scale": list(self.scale)}
+        return {"base": self.base, "scale": list(self.scale), "base_obs": self.base_obs}
 
     def base_snapshot(self) -> Snapshot:
         return open_snapshot(Path(self.base))
@@ -145,17 +158,18 @@ class Residual:
         return SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
 
     def policy(self, correction, device: str = "cpu") -> ResidualPolicy:
-        return ResidualPolicy(self.base_policy(device), correction, np.asarray(self.scale))
+        return ResidualPolicy(self.base_policy(device), correction, np.asarray(self.scale), self.base_obs)
 
     def __call__(self, env: gym.Env) -> ResidualEnv:
         """The env wrapped for learning the correction (picklable, so subprocess envs load the base themselves)."""
-        return ResidualEnv(env, self.base_policy(), self.scale)
+        return ResidualEnv(env, self.base_policy(), self.scale, self.base_obs)
 
 
-def residual_of(init: Snapshot, scale: float | Sequence[float], action_size: int) -> Residual:
-    """The residual setup of a run that corrects `init` (an SB3 snapshot acting one action per observation)."""
+def residual_of(init: Snapshot, scale: float | Sequence[float], action_size: int, base_obs: int | None = None) -> Residual:
+    """The residual setup of a run that corrects `init` (an SB3 snapshot acting one action per observation);
+    base_obs: how many leading observation values `init` sees, when the run observes more."""
     if init.is_pixel:
         raise ValueError(f"residual: the base {init.path} is a pixel policy; a residual corrects a state policy")
     if int(init.state.get("chunk", 1)) != 1:
         raise ValueError(f"residual: the base {init.path} gives action chunks; a residual corrects one action per observation")
-    return Residual(str(init.path.resolve()), tuple(scale_vector(scale, action_size).tolist()))
+    return Residual(str(init.path.resolve()), tuple(scale_vector(scale, action_size).tolist()), base_obs)

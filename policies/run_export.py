@@ -23,7 +23,7 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
     cfg = run.config()
     snap = run_snapshot(run.path, which)
     obs_mode = "pixels" if snap.is_pixel else "state"
-    env = make_env(cfg.scenario, cfg.robot, obs_mode=obs_mode)
+    env = make_env(cfg.scenario, cfg.robot, obs_mode=obs_mode, observe_command=cfg.observe_command)
     try:
         spec, scenario = feature_spec(env), scenario_info(cfg.scenario, env)
         meta = run.meta()
@@ -32,6 +32,7 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
             "steps": snap.state.get("num_timesteps"), "snapshot": which, "eval": snap.state.get("eval"),
             "run": str(run.path), "git_revision": meta.get("git_revision"), "created": meta.get("created"),
             "summary": run.summary(), "obs_mode": cfg.obs_mode,  # what it was trained on (perceived runs as state)
+            "observe_command": cfg.observe_command,  # an env builds the observation it ends with (sim.env)
         }
         if snap.is_pixel:
             return export_pixel_snapshot(snap, out_dir, env=env, scenario=scenario, training=training,
@@ -44,7 +45,7 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
     base = None
     if residual is not None:  # one graph: the frozen base and the learnt correction, summed
         base_snap = residual.base_snapshot()
-        base = (base_snap.load_model(device="cpu"), base_snap.load_vecnormalize(), residual.scale)
+        base = (base_snap.load_model(device="cpu"), base_snap.load_vecnormalize(), residual.scale, residual.base_obs)
         training["residual"] = residual.to_state()
     return export_bundle(model, out_dir, feature_spec=spec, scenario=scenario, training=training,
                          vecnormalize=snap.load_vecnormalize(), name=name, overwrite=overwrite, chunk_length=chunk,

@@ -7,11 +7,14 @@ summary. Behaviour cloning (`--algo bc`) branches to policies.bc after the run d
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
@@ -28,6 +31,12 @@ from policies.residual import Residual, residual_of, zero_correction
 from policies.rundir import RunDir
 from policies.sb3_policy import SB3Policy
 from policies.snapshot import open_init, open_snapshot, save_snapshot
+from sim.tasks.base import COMMAND_FEATURES
+
+COMMAND_SIZE = sum(size for _, size, _ in COMMAND_FEATURES)
+# Input scale of the commanded tool target for a run that observes it beyond its init policy (per unit): the target
+# leads the measured tool by millimetres to a few centimetres, and by hundredths of a radian.
+COMMAND_STD = {"m": 0.01, "rad": 0.05}
 
 
 def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
@@ -73,15 +82,16 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
     set_random_seed(seed)
 
     init = open_init(cfg.init) if cfg.init and ckpt is None else None
-    eval_env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode, randomization=cfg.randomization)
+    eval_env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode, randomization=cfg.randomization,
+                        observe_command=cfg.observe_command)
     venv = None
     try:
         source = check_init(init, cfg, eval_env) if init is not None else None
-        residual = _residual(cfg, ckpt, init, eval_env.action_space)
+        residual = _residual(cfg, ckpt, init, eval_env, source)
         if residual is not None:
             eval_env = residual(eval_env)  # evaluations see the base and the correction together
         venv = make_vec_env(cfg.scenario, cfg.robot, cfg.n_envs, seed, obs_mode=cfg.obs_mode, randomization=cfg.randomization,
-                            wrap=residual)
+                            wrap=residual, observe_command=cfg.observe_command)
         if ckpt is not None:
             vecnorm = ckpt.load_vecnormalize(venv)
             env = vecnorm if vecnorm is not None else venv
@@ -136,14 +146,16 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
         eval_env.close()
 
 
-def _residual(cfg: TrainConfig, ckpt, init, action_space) -> Residual | None:
+def _residual(cfg: TrainConfig, ckpt, init, env, source) -> Residual | None:
     """A residual run's base and scales: from its checkpoint when resuming (the base it started on), else from --init."""
     if ckpt is not None:
         return Residual.of_state(ckpt.state)
     if cfg.residual is None:
         return None
+    base_obs = source.observation_space.shape[0]
     try:
-        return residual_of(init, cfg.residual, int(action_space.shape[0]))
+        return residual_of(init, cfg.residual, int(env.action_space.shape[0]),
+                           base_obs if base_obs < env.observation_space.shape[0] else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -155,7 +167,8 @@ def _vecnormalize(cfg: TrainConfig, venv, init):
         # The warm-start actor expects its own input scaling: reuse it and keep it fixed.
         vn = VecNormalize(venv, training=False, norm_obs=True, norm_reward=False, clip_obs=stats.clip_obs,
                           epsilon=stats.epsilon, norm_obs_keys=stats.norm_obs_keys)
-        vn.obs_rms = stats.obs_rms
+        space = venv.observation_space
+        vn.obs_rms = with_command_scales(stats.obs_rms, space.shape[0]) if isinstance(space, spaces.Box) else stats.obs_rms
         return vn
     if cfg.normalize:
         return VecNormalize(venv, norm_obs=True, norm_reward=False)
@@ -184,11 +197,41 @@ def check_init(init, cfg: TrainConfig, env):
         raise ConfigError(f"{where}: trained on {theirs[0]} ({theirs[1] or 'its robot'}); this run is {ours[0]} "
                           f"({ours[1] or 'its robot'}): fine-tune a policy of the same cell and robot")
     source = init.load_model(device="cpu")
+    if observes_command_beyond(source, init, cfg, env):
+        return source
     if source.observation_space != env.observation_space or source.action_space != env.action_space:
         raise ConfigError(f"{where}: its observation/action spaces ({source.observation_space.shape} -> "
                           f"{source.action_space.shape}) differ from this cell's ({env.observation_space.shape} -> "
                           f"{env.action_space.shape}); was the scenario edited since?")
     return source
+
+
+def observes_command_beyond(source, init, cfg: TrainConfig, env) -> bool:
+    """Whether this run observes the init policy's observation plus the commanded tool target (observe_command on a
+    policy trained without it), which a residual run allows: its base keeps seeing what it was trained on."""
+    if not cfg.observe_command or init.state.get("observe_command") or not isinstance(source.observation_space, spaces.Box):
+        return False
+    theirs, ours = source.observation_space, env.observation_space
+    n = theirs.shape[0]
+    extends = (isinstance(ours, spaces.Box) and ours.shape[0] == n + COMMAND_SIZE and source.action_space == env.action_space
+               and np.array_equal(ours.low[:n], theirs.low) and np.array_equal(ours.high[:n], theirs.high))
+    if extends and cfg.residual is None:
+        raise ConfigError(f"--init {cfg.init}: trained without observe_command; on top of it, observe_command needs a residual "
+                          "run (--set residual=...), whose base keeps the observation it was trained on")
+    return extends
+
+
+def with_command_scales(obs_rms, size: int):
+    """The init policy's frozen observation statistics, extended for the commanded tool target a run observes beyond it
+    (observes_command_beyond): mean 0, std 1 cm per axis and 0.05 rad, the scale at which a target leads the tool."""
+    extra = size - obs_rms.mean.shape[0]
+    if extra <= 0:
+        return obs_rms
+    scales = np.array([COMMAND_STD[unit] for _, n, unit in COMMAND_FEATURES for _ in range(n)])[:extra]
+    rms = copy.deepcopy(obs_rms)
+    rms.mean = np.concatenate([obs_rms.mean, np.zeros(extra)])
+    rms.var = np.concatenate([obs_rms.var, scales ** 2])
+    return rms
 
 
 def warm_start(model, source, init, log_std: float | None = None) -> None:

@@ -133,3 +133,39 @@ def test_bin_sort_fine_tunes_from_its_clone_with_the_presets_residual(tmp_path):
     summary = train(cfg, tmp_path / "ppo", progress=False)
     assert summary["num_timesteps"] == 256
     assert run_snapshot(tmp_path / "ppo", "final").state["residual"]["scale"] == cfg.residual
+
+
+def test_a_residual_observes_the_commanded_target_its_clone_never_saw(tmp_path):
+    """observe_command on top of a clone trained without it: the base keeps its 33 values, the residual and the
+    bundle take 37, and the bundle's evaluation builds the env that gives them."""
+    bc = tmp_path / "bc"
+    train(resolve_config("conveyor-pick", "bc", {"eval_episodes": 1, "bc": {"demo_episodes": 2, "iterations": 20, "rounds": 0}}), bc,
+          progress=False)
+    common = {"init": str(bc), "observe_command": True, "steps": 100, "eval_freq": 100, "eval_episodes": 1}
+    with pytest.raises(ConfigError, match="observe_command needs a residual run"):
+        train(resolve_config("conveyor-pick", "td3", common), tmp_path / "plain", progress=False)
+    with pytest.raises(ConfigError, match="pixel observations carry the robot's readings only"):
+        resolve_config("conveyor-pick", "bc", {"obs_mode": "pixels", "observe_command": True})
+    out = tmp_path / "td3"
+    train(resolve_config("conveyor-pick", "td3", {**common, "residual": 0.3, "hyperparams": {"learning_starts": 1000}}), out,
+          progress=False)  # no update before the end: the correction is still zero
+
+    env = FactoryEnv("conveyor-pick", observe_command=True)
+    obs, _ = env.reset(seed=3)
+    observations = []
+    for action in np.random.default_rng(0).uniform(-1, 1, (60, 5)).astype(np.float32):
+        obs, *_ = env.step(action)
+        observations.append(obs)
+    env.close()
+    observations = np.array(observations)
+    assert observations.shape[1] == 37 and np.abs(observations[:, 33:36]).max() > 1e-3  # the arm lags its target
+    base, combined = load_policy(bc).policy, load_policy(out, "final").policy
+    np.testing.assert_allclose([combined.act(o) for o in observations], [base.act(o[:33]) for o in observations], atol=1e-6)
+
+    bundle_dir = export_run(out, tmp_path / "bundle", which="final")
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["training"]["observe_command"] is True
+    assert [f["name"] for f in manifest["observation"]["features"]][-2:] == ["tool_target_to_tool", "tool_target_yaw_to_tool"]
+    np.testing.assert_allclose(load_bundle(bundle_dir).act(observations), [combined.act(o) for o in observations], atol=1e-5, rtol=0)
+    result, _ = evaluate(bundle_dir, n=1, seed=0)  # the env it builds ends with the command, as the bundle needs
+    assert result.episodes == 1 and result.env_steps > 0

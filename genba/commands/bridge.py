@@ -164,6 +164,8 @@ def twin(
     max_tool_accel: Optional[float] = typer.Option(None, help="Tool-target acceleration limit (m/s^2)."),
     robot: Optional[str] = typer.Option(None, help="Robot model override (as for `genba eval --robot`)."),
     obs: Observe = obs_option(),
+    observe_command: bool = typer.Option(False, "--observe-command", help="Send the commanded tool target minus the tool "
+                                         "after the cell's features (for a bundle trained with observe_command)."),
     randomization: Optional[str] = randomization_option(),
     play: bool = play_option(),
     image_encodings: str = typer.Option(
@@ -196,7 +198,7 @@ def twin(
     config = TwinConfig(
         scenario=scenario, endpoint=connect, bundle=_bundle_name(bundle), episodes=episodes, seed=seed, servo_hz=servo_hz,
         speed=speed, latency_budget=latency_budget, reduced_speed=reduced_speed, max_tool_accel=max_tool_accel, robot=robot,
-        obs_mode=obs.value, image_encodings=offered, randomization=randomization, play=play,
+        obs_mode=obs.value, observe_command=observe_command, image_encodings=offered, randomization=randomization, play=play,
         faults=Faults(latency_ms, jitter_ms, drop_rate, fault_seed, random_delay_ms, loss_burst), keys=keys,
         chunks=chunks, replan_after=replan_after, blend=blend, max_age_ms=max_age_ms,
         web=WebOptions(host, port, fps) if web else None,

@@ -55,7 +55,7 @@ def robustness_cmd(
     chosen = load_suite(suite, cell, _magnitudes(magnitudes))
     if bridge_only:
         chosen, through_bridge = replace(chosen, factors={}), True
-    target = Target(str(bundle), cell, robot or training.get("robot"), obs_mode, episodes, seed)
+    target = Target(str(bundle), cell, robot or training.get("robot"), obs_mode, episodes, seed, bool(training.get("observe_command")))
     report = run_suite(target, chosen, through_bridge, workers, json_path, log=lambda line: typer.echo(line, err=True))
     for line in summary_lines(report):
         typer.echo(line)

@@ -27,6 +27,7 @@ class Target:
     obs_mode: str
     episodes: int
     seed: int
+    observe_command: bool = False  # the bundle's observation ends with the commanded tool target (its training)
 
 
 def evaluate_row(target: Target, row: Row, endpoint: str | None) -> dict[str, Any]:
@@ -50,6 +51,7 @@ def evaluate_row(target: Target, row: Row, endpoint: str | None) -> dict[str, An
         report = run_twin(TwinConfig(
             target.scenario, endpoint, episodes=target.episodes, seed=target.seed, speed=0.0, robot=target.robot,
             obs_mode=target.obs_mode, faults=Faults(**row.faults), randomization=row.overlay(), play=row.nominal,
+            observe_command=target.observe_command,
         ), log=lambda *_: None)
         figures = {"success_rate": report.success_rate, "success_ci95": list(report.success_ci95),
                    "successes": report.successes, "mean_cycle_time_s": report.mean_cycle_time_s,

@@ -48,6 +48,7 @@ class TwinConfig:
     max_tool_accel: float | None = None  # m/s^2 on the tool target; None: see tool_target_limits
     robot: str | None = None
     obs_mode: str = "state"  # perceived: the twin renders its camera and runs perception itself, as a cell PC would
+    observe_command: bool = False  # the observation ends with the commanded tool target (a bundle trained so)
     image_encodings: tuple[str, ...] = ()  # pixels: camera frame encodings offered at hello, preferred first (none: raw)
     faults: Faults = field(default_factory=Faults)
     randomization: dict | str | None = None  # domain randomisation overlay or profile (sim.FactoryEnv's)

@@ -54,7 +54,8 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
     """Run the episodes and return the report (the server must already be serving a bundle for this cell)."""
     with ExitStack() as stack:
         env = sim.make_env(config.scenario, robot=config.robot, render_mode="rgb_array" if config.web else None,
-                           obs_mode=config.obs_mode, randomization=config.randomization, play=config.play)
+                           obs_mode=config.obs_mode, randomization=config.randomization, play=config.play,
+                           observe_command=config.observe_command)
         stack.callback(env.close)
         spec = env.unwrapped.feature_spec()
         if spec["action"]["kind"] != "ee_delta":
