@@ -209,6 +209,25 @@ def test_feature_spec_describes_the_spaces():
         assert spec["robot"]["joint_names"] == list(env.robot.model.arm_joints)
 
 
+def test_observe_command_appends_the_target_ahead_of_the_tool_and_nothing_else_changes():
+    plain, commanded = sim.make_env("conveyor-pick"), sim.make_env("conveyor-pick", observe_command=True)
+    a, _ = plain.reset(seed=4)
+    b, _ = commanded.reset(seed=4)
+    assert np.array_equal(b[:33], a) and np.allclose(b[33:], 0.0, atol=1e-6)  # at rest the target is the tool
+    for _ in range(5):
+        a, *_ = plain.step(np.array([1.0, 0.0, 0.0, 0.5, -1.0], dtype=np.float32))  # full speed in x, turning
+        b, *_ = commanded.step(np.array([1.0, 0.0, 0.0, 0.5, -1.0], dtype=np.float32))
+    robot = commanded.robot
+    np.testing.assert_allclose(b[33:], [*(robot.target_pos - robot.tool_pos), robot.target_yaw - robot.tool_yaw], atol=1e-6)
+    assert b[33] > 0.005 and abs(b[36]) > 0.001  # the arm trails its target while it accelerates
+    assert np.array_equal(b[:33], a)
+    names = [f["name"] for f in commanded.feature_spec()["observation"]["features"]]
+    assert names[-2:] == ["tool_target_to_tool", "tool_target_yaw_to_tool"]
+    plain.close(), commanded.close()
+    with pytest.raises(sim.errors.SimError, match="its task features include them already"):
+        sim.make_env("palletize", observe_command=True)
+
+
 def test_joint_delta_control_moves_joints():
     env = sim.make_env("reach", control="joint_delta")
     env.reset(seed=0)

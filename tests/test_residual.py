@@ -7,7 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from twin_support import bridge_server
 
+from genba.twin import TwinConfig, TwinError, run_twin
 from policies.bundle import load_bundle
 from policies.config import ConfigError, resolve_config
 from policies.evaluate import evaluate
@@ -169,3 +171,8 @@ def test_a_residual_observes_the_commanded_target_its_clone_never_saw(tmp_path):
     np.testing.assert_allclose(load_bundle(bundle_dir).act(observations), [combined.act(o) for o in observations], atol=1e-5, rtol=0)
     result, _ = evaluate(bundle_dir, n=1, seed=0)  # the env it builds ends with the command, as the bundle needs
     assert result.episodes == 1 and result.env_steps > 0
+    with bridge_server(bundle_dir) as endpoint:  # the twin, a controller, sends the command it knows
+        report = run_twin(TwinConfig("conveyor-pick", endpoint, episodes=1, speed=0, observe_command=True), log=lambda line: None)
+        assert report.control_steps > 0 and report.step_status == {"ok": report.control_steps}
+        with pytest.raises(TwinError, match="needs --observe-command"):
+            run_twin(TwinConfig("conveyor-pick", endpoint, episodes=1, speed=0), log=lambda line: None)

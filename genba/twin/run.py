@@ -73,8 +73,9 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
         try:
             welcome = client.connect(10.0)
         except HandshakeRejected as exc:
+            hint = "" if config.observe_command else " (a bundle trained with observe_command needs --observe-command)"
             raise TwinError(f"{config.endpoint} serves no bundle for {config.scenario} with the {robot['model']}: "
-                            f"{exc}") from None
+                            f"{exc}{hint}") from None
         page = None
         if config.web is not None:
             from genba.viewer.live import LiveView  # aiohttp: only when the page is asked for
