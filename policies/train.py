@@ -152,10 +152,10 @@ def _residual(cfg: TrainConfig, ckpt, init, env, source) -> Residual | None:
         return Residual.of_state(ckpt.state)
     if cfg.residual is None:
         return None
-    base_obs = source.observation_space.shape[0]
+    theirs, ours = source.observation_space, env.observation_space
+    wider = isinstance(ours, spaces.Box) and ours.shape[0] > theirs.shape[0]  # observes_command_beyond allowed it
     try:
-        return residual_of(init, cfg.residual, int(env.action_space.shape[0]),
-                           base_obs if base_obs < env.observation_space.shape[0] else None)
+        return residual_of(init, cfg.residual, int(env.action_space.shape[0]), theirs.shape[0] if wider else None)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
