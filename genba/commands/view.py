@@ -111,7 +111,8 @@ def view_cmd(
         raise ViewUsageError("name a SCENARIO (or a --policy that records its own)")
     try:
         env = sim.make_env(scenario, robot=robot or (loaded.robot if loaded else None),
-                           render_mode="human" if gui else "rgb_array", obs_mode=loaded.obs_mode if loaded else "state")
+                           render_mode="human" if gui else "rgb_array", obs_mode=loaded.obs_mode if loaded else "state",
+                           observe_command=bool(loaded and loaded.observe_command))
     except ValueError as exc:  # schema validation of an override
         raise ViewUsageError(f"cannot build {scenario!r}: {exc}") from None
 
