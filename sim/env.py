@@ -21,7 +21,7 @@ from sim.randomization import DomainRandomizer, declared
 from sim.sensors import build_sensors, render_view
 from sim.simulator import Simulator
 from sim.tasks import TASKS, GoalTask
-from sim.tasks.base import COMMAND_FEATURES, command_offset
+from sim.tasks.base import COMMAND_FEATURES
 
 RENDER_MODES = ["rgb_array", "human"]
 OBS_MODES = ("state", "pixels", "perceived")
@@ -277,7 +277,7 @@ class FactoryEnv(gym.Env):
         r, task = self.robot.reading, self.task
         task_features = self._perceived_task_features() if self.obs_mode == "perceived" else task.observation()
         if self._command_features:
-            task_features = task_features + command_offset(self.robot)
+            task_features = task_features + self.robot.command_offset()
         if self._splits is None:
             values = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *r.wrench, *task_features], dtype=np.float32)
             if self._noise is not None:

@@ -198,6 +198,13 @@ class Robot:
         else:
             self.reading = ArmReading(s[4], tool_yaw(s[5]), s[6], opening, q[: self._n_arm], self.wrist.read(s[5]))
 
+    def command_offset(self) -> list[float]:
+        """The commanded tool target minus the measured tool now (m, world) and target yaw minus tool yaw (rad),
+        as plain floats for the step loop: what is still on its way to the motors."""
+        (tx, ty, tz), r = self._target, self.reading
+        px, py, pz = r.tool_pos
+        return [tx - px, ty - py, tz - pz, self.target_yaw - r.tool_yaw]
+
     # Numpy copies of the last reading, for code outside the step loop.
     @property
     def tool_pos(self) -> np.ndarray:

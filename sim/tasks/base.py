@@ -15,17 +15,11 @@ from sim.errors import SimError
 
 Feature = tuple[str, int, str]  # name, size, unit
 
-# The commanded tool target minus the measured tool: a controller knows both. Palletize observes it always; any
-# other cell on request (FactoryEnv observe_command). With an actuator delay or a slow arm it shows what is
-# still on its way to the motors, which the measured tool alone does not.
+# The commanded tool target minus the measured tool (values: Robot.command_offset()): a controller knows both.
+# Palletize observes it always; any other cell on request (FactoryEnv observe_command). With an actuator delay
+# or a slow arm it shows what is still on its way to the motors, which the measured tool alone does not.
 COMMAND_FEATURES: tuple[Feature, ...] = (("tool_target_to_tool", 3, "m"), ("tool_target_yaw_to_tool", 1, "rad"))
 
-
-def command_offset(robot) -> list[float]:
-    """COMMAND_FEATURES' values now: tool target minus tool (m, world), target yaw minus tool yaw (rad)."""
-    (tx, ty, tz), r = robot.target_pos, robot.reading
-    px, py, pz = r.tool_pos
-    return [tx - px, ty - py, tz - pz, robot.target_yaw - r.tool_yaw]
 # A part in the scene as the simulator knows it (what perception should find): name, type, shape,
 # size (m), color (RGBA 0-1), position (m, centre), yaw (rad), yaw_period (rad; 0 = any turn), state.
 PartTruth = dict[str, Any]

@@ -20,7 +20,7 @@ from scenarios.schema import PalletizeTask
 from sim.props.infeed import SPAWN_MARGIN, Infeed
 from sim.props.pallet import QUARTER_TURN, Slot, pallet_slots, pallet_top
 from sim.props.parts import Part
-from sim.tasks.base import COMMAND_FEATURES, Feature, Task, command_offset
+from sim.tasks.base import COMMAND_FEATURES, Feature, Task
 from sim.tasks.collisions import CollisionCounter
 
 FLOOR_MARGIN = 0.03  # m: a box whose centre is this far below its lowest resting height has fallen to the floor
@@ -178,7 +178,7 @@ class Palletize(Task):
         return list(PALLETIZE_FEATURES)
 
     def observation(self) -> list[float]:
-        command = command_offset(self.robot)
+        command = self.robot.command_offset()
         if self.current is None:
             return [0.0] * 19 + command
         px, py, pz = self._box_pos
