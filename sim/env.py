@@ -270,12 +270,16 @@ class FactoryEnv(gym.Env):
         return features
 
     def _observation(self):
-        obs = self._pixel_observation() if self.obs_mode == "pixels" else self._state_observation()
-        return obs if self._randomizer is None else self._randomizer.delayed(obs)
+        return self._pixel_observation() if self.obs_mode == "pixels" else self._state_observation()
 
     def _state_observation(self):
         r, task = self.robot.reading, self.task
-        task_features = self._perceived_task_features() if self.obs_mode == "perceived" else task.observation()
+        if self.obs_mode == "perceived":
+            task_features = self._perceived_task_features()  # from camera frames, late by any sensing latency
+        else:
+            task_features = task.observation()
+            if self._randomizer is not None:  # no camera to be late: the truth is
+                task_features = self._randomizer.delayed(task_features)
         if self._command_features:
             task_features = task_features + self.robot.command_offset()
         if self._splits is None:

@@ -4,8 +4,10 @@ Where each factor acts:
 
 - dynamics: parts' mass, friction and restitution when each part spawns (the part pools' `on_spawn`
   hook); the robot's link masses, joint damping, motor gains and command delay at reset (Robot).
-- sensing: noise and latency on the observation the env hands the policy (`add_noise`, `delayed`);
-  frame drops in the pixels / perception cameras (CameraSensor.drop_frames). Rewards, success and KPIs
+- sensing: noise on the observation the env hands the policy (`add_noise`); latency and frame drops in
+  the pixels / perception cameras (CameraSensor.delay_frames, drop_frames), and in state mode, which
+  has no camera, latency on the task's features (`delayed`). The robot's own readings and its commanded
+  target are never late: a controller reads its encoders every servo cycle. Rewards, success and KPIs
   stay the simulator's truth.
 - visuals: the simulator's Lighting, the colours of parts, tables, fixtures, bins, tote and conveyor,
   and each camera's pose and fov (CameraSensor.perturb; perception keeps the nominal calibration).
@@ -95,6 +97,7 @@ class DomainRandomizer:
             self._history = deque(maxlen=k + 1) if k > 0 else None
             for sensor in self.observing:
                 sensor.drop_frames(s.frame_drop or 0.0, rng)
+                sensor.delay_frames(k * self.sim.physics.control_period)
         if v is not None:
             self._visuals(v, rng, cid)
 
@@ -177,11 +180,11 @@ class DomainRandomizer:
         """Gaussian noise of `std` (one per value) added in place."""
         values += self.rng.normal(0.0, 1.0, values.shape) * std
 
-    def delayed(self, obs):
-        """The observation from `latency` control periods ago (the episode's first while there is none)."""
+    def delayed(self, values):
+        """What was handed in `latency` control periods ago (the episode's first while there is none)."""
         if self._history is None:
-            return obs
-        self._history.append(obs)
+            return values
+        self._history.append(values)
         return self._history[0]
 
 

@@ -8,6 +8,7 @@ it was taken from (`camera.to_dict()` exports K, dist, R, t as OpenCV's calibrat
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
@@ -42,8 +43,9 @@ class CameraSensor:
     Call `reset()` when the world is reset, so the first capture of an episode renders.
 
     Domain randomisation may move the camera away from its configured pose and fov (`perturb`: frames
-    are rendered from there, `calibration` keeps the nominal model) and drop frames (`drop_frames`: a
-    dropped frame repeats the previous one).
+    are rendered from there, `calibration` keeps the nominal model), drop frames (`drop_frames`: a
+    dropped frame repeats the previous one) and make frames late (`delay_frames`: exposure, transfer and
+    processing; the frame keeps the time it was taken).
     """
 
     def __init__(self, config: CameraConfig, sim: Simulator, robot: Robot | None = None):
@@ -63,6 +65,9 @@ class CameraSensor:
         self._shot_time = 0.0  # s: the last time a frame was due (rendered or dropped)
         self._perturbation: tuple[np.ndarray, np.ndarray, float] | None = None  # (offset m, rotation, fov scale)
         self._drop: tuple[float, np.random.Generator] | None = None
+        self._latency = 0.0  # s from a frame being taken to its reaching the reader
+        self._in_transit: deque[CameraFrame] = deque()  # taken, not yet arrived (oldest first)
+        self._arrived: CameraFrame | None = None  # the newest frame that has reached the reader
 
     @property
     def name(self) -> str:
@@ -86,7 +91,8 @@ class CameraSensor:
         return mounted_model(self._intrinsics, *self._mount, pos, orn)
 
     def reset(self) -> None:
-        self._last = None
+        self._last = self._arrived = None
+        self._in_transit.clear()
 
     def perturb(self, offset: np.ndarray | None = None, rotation: np.ndarray | None = None, fov_delta: float = 0.0) -> None:
         """Render from a moved camera: its centre shifted by `offset` (m, along the camera's own x, y, z),
@@ -110,17 +116,35 @@ class CameraSensor:
         """Each due frame after the first is lost with this probability (drawn from `rng`); 0: none."""
         self._drop = (probability, rng) if probability > 0 else None
 
+    def delay_frames(self, seconds: float) -> None:
+        """Each frame reaches the reader `seconds` after it was taken (0: at once). Until the episode's first
+        frame has arrived, the reader gets that one (as the observation latency of state mode does)."""
+        self._latency = seconds
+        self._in_transit.clear()
+        self._arrived = None
+
     def due(self) -> bool:
         """Whether the next capture renders: no frame yet, time went back (a reset), or a period has passed."""
         last, now = self._last, self.sim.time
         return last is None or now < self._shot_time - 1e-9 or now - self._shot_time >= self.period - 1e-9
 
     def capture(self, rng: np.random.Generator | None = None) -> CameraFrame:
-        if not self.due():
+        """The newest frame that has reached the reader, rendering one first when it is due."""
+        if self.due():
+            self._shot_time = self.sim.time
+            # A dropped frame is lost on the way: the reader keeps the previous one.
+            if self._drop is None or self._last is None or self._drop[1].random() >= self._drop[0]:
+                self._last = self._render(rng)
+                if self._latency > 0:
+                    self._in_transit.append(self._last)
+        if self._latency == 0:
             return self._last
-        self._shot_time = self.sim.time
-        if self._drop is not None and self._last is not None and self._drop[1].random() < self._drop[0]:
-            return self._last  # lost on the way: the controller sees the previous frame again
+        arrived_by = self.sim.time - self._latency + 1e-9
+        while self._in_transit and self._in_transit[0].time <= arrived_by:
+            self._arrived = self._in_transit.popleft()
+        return self._arrived if self._arrived is not None else self._in_transit[0]
+
+    def _render(self, rng: np.random.Generator | None) -> CameraFrame:
         cfg = self.config
         noise = cfg.noise
         if rng is None and (noise.rgb_std > 0 or noise.depth_std > 0):
@@ -137,9 +161,7 @@ class CameraSensor:
         elif noise.rgb_std > 0:
             rgb = np.clip(np.rint(rgb + rng.normal(0.0, noise.rgb_std, rgb.shape)), 0, 255).astype(np.uint8)
         calibration = self.model(nominal=True) if self._perturbation is not None else None
-        self._last = CameraFrame(rgb, depth, seg, cam, self.sim.time, calibration)
-        return self._last
-
+        return CameraFrame(rgb, depth, seg, cam, self.sim.time, calibration)
 
 def build_sensors(sim: Simulator, cameras: tuple[CameraConfig, ...] | list[CameraConfig], robot: Robot | None = None) -> dict[str, CameraSensor]:
     return {c.name: CameraSensor(c, sim, robot) for c in cameras}

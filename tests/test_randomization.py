@@ -154,21 +154,56 @@ def test_observation_noise_on_named_features_only():
         _env("bin-sort", sensing={"noise": {"goal": 0.01}})
 
 
-def test_latency_shows_the_observation_from_k_steps_ago():
-    plain, late = _env(), _env(sensing={"latency": [2, 2]})
+def _side_by_side(steps=6, **kwargs):
+    """Observations of conveyor-pick without and with a sensing latency of 2 periods, on the same actions."""
+    plain = sim.make_env("conveyor-pick", **kwargs)
+    late = sim.make_env("conveyor-pick", randomization={"sensing": {"latency": [2, 2]}}, **kwargs)
     try:
-        seen, truth = [late.reset(seed=4)[0]["observation"]], [plain.reset(seed=4)[0]["observation"]]
-        for _ in range(5):
-            action = np.full(plain.action_space.shape, 0.5, dtype=np.float32)
-            seen.append(late.step(action)[0]["observation"])
-            truth.append(plain.step(action)[0]["observation"])
-        assert np.array_equal(seen[1], truth[0]) and np.array_equal(seen[2], truth[0])
-        for t in range(2, 6):
-            assert np.array_equal(seen[t], truth[t - 2])
-        assert not np.array_equal(truth[5], truth[3])
+        truth, seen = [plain.reset(seed=4)[0]], [late.reset(seed=4)[0]]
+        action = np.array([0.6, 0.4, -0.5, 0.3, 0.0], dtype=np.float32)  # the tool (and its wrist camera) moves
+        for _ in range(steps):
+            truth.append(plain.step(action)[0])
+            seen.append(late.step(action)[0])
+        return truth, seen, sum(size for _, size, _ in plain._robot_features())
     finally:
         plain.close()
         late.close()
+
+
+def test_latency_delays_the_task_features_in_state_mode_never_the_robot_or_its_command():
+    truth, seen, n = _side_by_side(observe_command=True)
+    task = slice(n, -4)  # observe_command's 4 values close the vector
+    for t in range(len(seen)):
+        assert np.array_equal(seen[t][:n], truth[t][:n])  # the robot's own readings: now
+        assert np.array_equal(seen[t][-4:], truth[t][-4:])  # its commanded target: now
+        assert np.array_equal(seen[t][task], truth[max(0, t - 2)][task])  # the task's features: 2 periods ago
+    assert not np.array_equal(truth[6][:n], truth[4][:n]) and not np.array_equal(truth[6][task], truth[4][task])
+
+
+def test_latency_delays_camera_frames_not_the_robot_readings_in_pixels_mode():
+    truth, seen, _ = _side_by_side(obs_mode="pixels")
+    for t in range(len(seen)):
+        assert np.array_equal(seen[t]["proprio"], truth[t]["proprio"])
+        for image in ("wrist", "wrist_depth"):
+            assert np.array_equal(seen[t][image], truth[max(0, t - 2)][image])  # the frame taken 2 periods ago
+    assert not np.array_equal(truth[6]["wrist"], truth[4]["wrist"])
+
+
+def test_latency_hands_perception_the_frame_taken_that_long_ago():
+    env = sim.make_env("conveyor-pick", obs_mode="perceived", randomization={"sensing": {"latency": [3, 3]}})
+    try:
+        env.reset(seed=0)
+        camera, period = env.sensors["pick_zone_hd"], env.sim.physics.control_period
+        for _ in range(12):
+            env.step(np.zeros(5, dtype=np.float32))
+            now = env.sim.time
+            frame = camera.capture()
+            if now < 3 * period - 1e-9:  # none has arrived yet: the episode's first frame
+                assert frame.time == 0.0
+            else:  # a frame every 2 periods (10 Hz); the newest taken at least 3 periods ago is seen
+                assert now - 4 * period - 1e-9 <= frame.time <= now - 3 * period + 1e-9
+    finally:
+        env.close()
 
 
 def test_frame_drop_repeats_the_previous_frame():

@@ -58,7 +58,9 @@ class SensingRandomization(_Factors):
         None, description="observation feature name (as in env.feature_spec()) -> std of Gaussian noise in that feature's "
                           "own unit (m, rad, m/s...), added each step; names are checked when the env is built")
     latency: Optional[Periods] = Field(
-        None, description="whole control periods the observation is delayed (the policy sees the one from k steps ago), per episode")
+        None, description="whole control periods from a camera frame being taken to the policy seeing it (exposure, transfer, "
+                           "processing), per episode; state mode, which has no camera, sees the task's features that late; the "
+                           "robot's own readings and commanded target are never late")
     frame_drop: Optional[Unit] = Field(
         None, description="probability (0-1) that a pixels/perception camera frame is not delivered and the previous one repeats")
 
