@@ -36,7 +36,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval holds p; clamped so float rounding cannot put it outside (1 - 1e-16 at 100%).
+    return min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 # Two-sided 97.5% Student t quantiles for 1..30 degrees of freedom (a seed sweep has few seeds); above, the normal one.

@@ -137,6 +137,10 @@ def test_wilson_interval_known_values():
     assert lo == 0.0 and hi == pytest.approx(0.16113, abs=1e-4)
     lo, hi = wilson_interval(50, 50)
     assert hi == pytest.approx(1.0) and lo == pytest.approx(0.92865, abs=1e-4)
+    for n in range(1, 400):  # the rate lies inside its interval exactly, rounding included (a chart's error bars)
+        for k in (0, 1, n - 1, n):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0
 
 
 def test_ppo_in_subprocess_envs_with_normalization_exports_exactly(tmp_path):
