@@ -82,8 +82,8 @@ class FactoryEnv(gym.Env):
       success and KPIs stay the simulator's truth.
 
     `observe_command=True` appends COMMAND_FEATURES (sim/tasks/base.py) after the task's features: the commanded
-    tool target minus the measured tool, which a controller knows (state and perceived modes; palletize has
-    them among its task features already).
+    tool target minus the measured tool, which a controller knows (state and perceived modes; a task that
+    `observes_command`, palletize, has them always).
 
     `visual_detail` ("full" / "low") picks the robot's visual meshes; default "low" whenever cameras feed
     observations (several times faster to render, same physics), "full" in state mode (the viewer's).
@@ -252,15 +252,16 @@ class FactoryEnv(gym.Env):
         return features
 
     def _checked_command_features(self) -> list[tuple[str, int, str]]:
-        """COMMAND_FEATURES when observe_command is set (after the task's features), else none."""
-        if not self.observe_command:
-            return []
-        problem = ("pixel observations carry the robot's readings only" if self.obs_mode == "pixels" else
-                   "its task features include them already" if set(COMMAND_FEATURES) <= set(self.task.features()) else None)
-        if problem is not None:
-            self.sim.close()
-            raise SimError(f"observe_command on {self.scenario.name!r} ({self.obs_mode}): {problem}")
-        return list(COMMAND_FEATURES)
+        """COMMAND_FEATURES when observe_command is set or the task observes them always (after the task's
+        features; pixel observations carry the robot's readings only), else none."""
+        if self.observe_command:
+            problem = ("pixel observations carry the robot's readings only" if self.obs_mode == "pixels" else
+                       "its task observes them always" if self.task.observes_command else None)
+            if problem is not None:
+                self.sim.close()
+                raise SimError(f"observe_command on {self.scenario.name!r} ({self.obs_mode}): {problem}")
+        wanted = self.observe_command or self.task.observes_command
+        return list(COMMAND_FEATURES) if wanted and self.obs_mode != "pixels" else []
 
     def _observation_features(self) -> list[tuple[str, int, str]]:
         """The observation's vector features in feature_spec() order (pixels: the robot's, then any goals)."""

@@ -224,7 +224,7 @@ def test_observe_command_appends_the_target_ahead_of_the_tool_and_nothing_else_c
     names = [f["name"] for f in commanded.feature_spec()["observation"]["features"]]
     assert names[-2:] == ["tool_target_to_tool", "tool_target_yaw_to_tool"]
     plain.close(), commanded.close()
-    with pytest.raises(sim.errors.SimError, match="its task features include them already"):
+    with pytest.raises(sim.errors.SimError, match="its task observes them always"):
         sim.make_env("palletize", observe_command=True)
 
 

@@ -303,3 +303,17 @@ def test_shop_floor_profile_builds_the_picking_cells():
             env.close()
     with pytest.raises(ScenarioError, match="unknown randomisation profile 'shop-flor'.*did you mean 'shop-floor'"):
         load_profile("shop-flor")
+
+
+def test_palletize_sees_its_command_now_under_latency():
+    env = sim.make_env("palletize", randomization={"sensing": {"latency": [2, 2]}})
+    try:
+        env.reset(seed=0)
+        seen = []
+        for _ in range(4):
+            obs, *_ = env.step(np.array([1.0, 0.5, -0.5, 0.3, 0.0], dtype=np.float32))
+            np.testing.assert_allclose(obs[-4:], env.robot.command_offset(), atol=1e-6)
+            seen.append(obs[-4:])
+        assert np.abs(seen[-1] - seen[-3]).max() > 1e-4  # it changed within the latency: a late one would differ
+    finally:
+        env.close()

@@ -16,8 +16,9 @@ from sim.errors import SimError
 Feature = tuple[str, int, str]  # name, size, unit
 
 # The commanded tool target minus the measured tool (values: Robot.command_offset()): a controller knows both.
-# Palletize observes it always; any other cell on request (FactoryEnv observe_command). With an actuator delay
-# or a slow arm it shows what is still on its way to the motors, which the measured tool alone does not.
+# The env appends it after the task's features for a task that `observes_command` (palletize) and for any
+# other on request (FactoryEnv observe_command). With an actuator delay or a slow arm it shows what is still
+# on its way to the motors, which the measured tool alone does not.
 COMMAND_FEATURES: tuple[Feature, ...] = (("tool_target_to_tool", 3, "m"), ("tool_target_yaw_to_tool", 1, "rad"))
 
 # A part in the scene as the simulator knows it (what perception should find): name, type, shape,
@@ -33,6 +34,8 @@ def robot_state(robot) -> RobotState:
 
 class Task(ABC):
     goal_conditioned = False
+    # Whether its policies always see COMMAND_FEATURES after its features (the env appends them).
+    observes_command = False
     # Numeric keys of the final step's info that evaluation averages over episodes (beyond success,
     # cycle time and collisions, which every task reports).
     episode_kpis: tuple[str, ...] = ()

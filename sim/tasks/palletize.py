@@ -20,7 +20,7 @@ from scenarios.schema import PalletizeTask
 from sim.props.infeed import SPAWN_MARGIN, Infeed
 from sim.props.pallet import QUARTER_TURN, Slot, pallet_slots, pallet_top
 from sim.props.parts import Part
-from sim.tasks.base import COMMAND_FEATURES, Feature, Task
+from sim.tasks.base import Feature, Task
 from sim.tasks.collisions import CollisionCounter
 
 FLOOR_MARGIN = 0.03  # m: a box whose centre is this far below its lowest resting height has fallen to the floor
@@ -37,13 +37,13 @@ PALLETIZE_FEATURES: tuple[Feature, ...] = (
     ("slot_position", 3, "m"),  # where its centre belongs
     ("slot_to_box", 3, "m"),  # slot minus box centre
     ("slot_yaw_to_box", 1, "rad"),  # slot yaw minus box yaw, modulo the box's symmetry
-    # The commanded tool target minus the measured tool: it shows a box pressed on the stack (the target sunk
-    # below the tool), which the expert's moves, relative to the target, undo.
-    *COMMAND_FEATURES,
 )
 
 
 class Palletize(Task):
+    # The commanded tool target minus the measured tool follows the features: it shows a box pressed on the
+    # stack (the target sunk below the tool), which the expert's moves, relative to the target, undo.
+    observes_command = True
     episode_kpis = ("boxes_per_minute", "placement_error_mm", "max_placement_error_mm", "drops", "boxes_placed")
 
     def __init__(self, cell, scenario):
@@ -178,9 +178,8 @@ class Palletize(Task):
         return list(PALLETIZE_FEATURES)
 
     def observation(self) -> list[float]:
-        command = self.robot.command_offset()
         if self.current is None:
-            return [0.0] * 19 + command
+            return [0.0] * 19
         px, py, pz = self._box_pos
         tx, ty, tz = self._tool
         (sx, sy, sz), slot_yaw = self._slot.position, self._slot.yaw
@@ -188,7 +187,7 @@ class Palletize(Task):
         return [
             px, py, pz, *self._box_vel, px - tx, py - ty, top - tz,
             wrap_to_period(self._box_yaw - self._tool_yaw, self.yaw_period), float(self._box_held), 1.0,
-            sx, sy, sz, sx - px, sy - py, sz - pz, wrap_to_period(slot_yaw - self._box_yaw, self.yaw_period), *command,
+            sx, sy, sz, sx - px, sy - py, sz - pz, wrap_to_period(slot_yaw - self._box_yaw, self.yaw_period),
         ]
 
     # --- reward and outcome ---------------------------------------------------------------------
