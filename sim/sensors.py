@@ -163,6 +163,7 @@ class CameraSensor:
         calibration = self.model(nominal=True) if self._perturbation is not None else None
         return CameraFrame(rgb, depth, seg, cam, self.sim.time, calibration)
 
+
 def build_sensors(sim: Simulator, cameras: tuple[CameraConfig, ...] | list[CameraConfig], robot: Robot | None = None) -> dict[str, CameraSensor]:
     return {c.name: CameraSensor(c, sim, robot) for c in cameras}
 
