@@ -21,10 +21,10 @@ def env():
 
 
 def reset_with_first(env, shape: str, seed: int = 0):
-    """Reset with the first seed from `seed` whose target (first) part has this shape."""
+    """Reset with the first seed from `seed` whose first target part has this shape."""
     for s in range(seed, seed + 100):
         env.reset(seed=s)
-        if env.task.parts[0].type.shape == shape:
+        if env.task.target.type.shape == shape:
             return s
     raise AssertionError(f"no seed puts a {shape} first")
 
@@ -52,28 +52,55 @@ def step_until_resolved(env, part, limit=40):
     raise AssertionError(f"{part.name} still {part.state} after {limit} steps")
 
 
+def part_position(env, part) -> np.ndarray:
+    return np.array(pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)[0])
+
+
 def test_part_in_its_own_bin_counts_sorted_and_the_next_part_becomes_the_target(env):
     env.reset(seed=0)
-    first, second = env.task.parts[0], env.task.parts[1]
+    first = env.task.target
     put(env, first, first.type.bin)
     _, reward, terminated, _, info = step_until_resolved(env, first)
     assert first.state == "sorted" and not terminated
     assert (info["parts_sorted"], info["parts_wrong"], info["parts_dropped"]) == (1, 0, 0)
     assert info["sort_accuracy"] == 1.0 and not info["is_success"]
-    assert env.task.target is second
+    assert env.task.target is not first and env.task.target.state == "active"
     assert reward > env.scenario.task.reward.sorted - 2.0  # the +10 event outweighs the distance terms (< 2 m)
+
+
+def test_the_target_is_the_part_nearest_the_tool_when_one_is_needed_and_is_kept_until_resolved(env):
+    def nearest(parts):
+        tool = np.array(env.robot.reading.tool_pos)
+        return min(parts, key=lambda p: np.linalg.norm(part_position(env, p) - tool))
+
+    for seed in range(3):
+        env.reset(seed=seed)
+        first = env.task.target
+        assert first is nearest(env.task.parts)
+        # The two others swap places: the one that was farther from the tool becomes the nearer.
+        a, b = [p for p in env.task.parts if p is not first]
+        pose_a, pose_b = (pb.getBasePositionAndOrientation(p.body, physicsClientId=env.sim.cid) for p in (a, b))
+        farther = a if nearest([a, b]) is b else b
+        env.sim.set_base_pose(a.name, pose_b[0], pb.getEulerFromQuaternion(pose_b[1])[2])
+        env.sim.set_base_pose(b.name, pose_a[0], pb.getEulerFromQuaternion(pose_a[1])[2])
+        env.step(STILL)
+        assert env.task.target is first  # a part coming nearer does not take over
+        put(env, first, first.type.bin)
+        step_until_resolved(env, first)
+        assert env.task.target is farther is nearest([a, b])
 
 
 def test_part_in_a_wrong_bin_counts_wrong_and_fails_the_episode(env):
     env.reset(seed=1)
     parts = env.task.parts
-    wrong_bin = next(name for name in env.task.bins if name != parts[0].type.bin)
-    put(env, parts[0], wrong_bin)
-    _, reward, _, _, info = step_until_resolved(env, parts[0])
-    assert parts[0].state == "wrong" and info["parts_wrong"] == 1
+    first = env.task.target
+    wrong_bin = next(name for name in env.task.bins if name != first.type.bin)
+    put(env, first, wrong_bin)
+    _, reward, _, _, info = step_until_resolved(env, first)
+    assert first.state == "wrong" and info["parts_wrong"] == 1
     assert reward < env.scenario.task.reward.wrong_bin + 2.0
     # The episode goes on: the others sorted, it ends, unsuccessful, with 2 of 3 right.
-    for i, part in enumerate(parts[1:]):
+    for i, part in enumerate(p for p in parts if p is not first):
         put(env, part, part.type.bin, DROP_SLOTS[i + 1])
     for _ in range(40):
         _, _, terminated, _, info = env.step(STILL)
@@ -151,11 +178,12 @@ def test_part_truth_matches_bullet(env):
     env.reset(seed=4)
     for _ in range(5):
         env.step(STILL)
-    put(env, env.task.parts[0], env.task.parts[0].type.bin)
-    step_until_resolved(env, env.task.parts[0])
+    first = env.task.target
+    put(env, first, first.type.bin)
+    step_until_resolved(env, first)
     truth = env.task.part_truth()
     assert [t["name"] for t in truth] == [p.name for p in env.task.parts]
-    assert [t["state"] for t in truth] == ["sorted", "active", "active"]
+    assert [t["state"] for t in truth] == ["sorted" if p is first else "active" for p in env.task.parts]
     for t, part in zip(truth, env.task.parts):
         pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)
         np.testing.assert_allclose(t["position"], pos, atol=1e-12)
@@ -169,9 +197,9 @@ def test_reward_terms_match_hand_computation(env):
     env.reset(seed=5)
     w = env.scenario.task.reward
     _, reward, *_ = env.step(STILL)
-    part = env.task.parts[0]
+    part = env.task.target
     tool = np.array(env.robot.reading.tool_pos)
-    pos = np.array(pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)[0])
+    pos = part_position(env, part)
     bin_cfg = env.task.bins[part.type.bin].config
     bx, by, bz = bin_cfg.position
     # First part for this bin: its first quadrant, 0.06 m above the walls (Bin.drop_point).
@@ -202,7 +230,7 @@ def test_held_part_earns_the_grasp_term_instead_of_the_reach_term():
 def test_observation_class_one_hot_and_yaw_relative_to_the_tool(env):
     names = [t.name for t in env.scenario.task.part_types]
     reset_with_first(env, "box")
-    part = env.task.parts[0]
+    part = env.task.target
     x, y, z = pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)[0]
     env.sim.set_base_pose(part.name, (x, y, z), 0.3 + math.pi / 2)  # a square box a quarter turn on looks the same
     obs, *_ = env.step(STILL)
@@ -218,7 +246,7 @@ def test_observation_class_one_hot_and_yaw_relative_to_the_tool(env):
     np.testing.assert_array_equal(obs[sl["parts_remaining"]], [1.0, 1.0, 1.0])
 
     reset_with_first(env, "cylinder")
-    part = env.task.parts[0]
+    part = env.task.target
     env.sim.set_base_pose(part.name, pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)[0], 1.2)
     obs, *_ = env.step(STILL)
     assert obs[sl["part_yaw_minus_tool_yaw"]][0] == 0.0  # a cylinder has no yaw to match
@@ -228,7 +256,7 @@ def test_observation_class_one_hot_and_yaw_relative_to_the_tool(env):
 def test_remaining_parts_count_down(env):
     env.reset(seed=7)
     sl = feature_slices(env)
-    first = env.task.parts[0]
+    first = env.task.target
     put(env, first, first.type.bin)
     step_until_resolved(env, first)
     obs, *_ = env.step(STILL)

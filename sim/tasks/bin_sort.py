@@ -1,6 +1,7 @@
 """Bin sort: typed parts lie in an infeed tote; pick each and drop it in the bin of its class.
 
-The robot works on one target part at a time: the first unresolved part in an order drawn at reset.
+The robot works on one target part at a time: when it needs one, the unresolved part nearest the tool
+(the rule perception's BinSortObserver follows, so a policy that sees the tote can tell which part it is).
 Each part ends `sorted` (resting in its own bin), `wrong` (resting in another bin) or `dropped`
 (resting outside the tote and every bin); a wrong or dropped part fails the episode's success but
 the episode goes on with the next part. The target features are what a camera and a perception
@@ -103,6 +104,7 @@ class BinSort(Task):
         self._cycles: list[float] = []
         self._bin_fill = {name: 0 for name in self.bins}  # parts resting in each bin this episode
         self._poses: dict[str, tuple] = {}
+        self.target: Part | None = None
         self._update_target()
 
     def after_physics(self) -> None:
@@ -168,19 +170,24 @@ class BinSort(Task):
         self._last_outcome_time = now
 
     def _update_target(self) -> None:
-        self.target: Part | None = next((p for p in self.parts if p.state == "active"), None)
         reading = self.robot.reading
         self._tool, self._tool_yaw = reading.tool_pos, reading.tool_yaw
+        if self.target is None or self.target.state != "active":  # kept until resolved, then the nearest (ties: draw order)
+            active = [p for p in self.parts if p.state == "active"]
+            self.target = min(active, key=lambda p: math.dist(self._pose(p)[0], self._tool)) if active else None
         if self.target is None:
             return
-        name = self.target.name
-        if name not in self._poses:
-            self._poses[name] = self._read_pose(self.target)
-        pos, orn, _ = self._poses[name]
+        pos, orn, _ = self._pose(self.target)
         self._part_pos, self._part_yaw = pos, _yaw(orn)
-        self._part_held = name in self._holding
+        self._part_held = self.target.name in self._holding
         self._part_in_bin = self._inside(self.bins[self.target.type.bin], pos)
         self._drop = self.drop_point(self.target.type.bin)
+
+    def _pose(self, part: Part) -> tuple:
+        """(position, orientation, linear velocity) of an active part this step, read once."""
+        if part.name not in self._poses:
+            self._poses[part.name] = self._read_pose(part)
+        return self._poses[part.name]
 
     def _read_pose(self, part: Part) -> tuple:
         """(position, orientation, linear velocity) of a part, from Bullet."""
