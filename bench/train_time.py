@@ -1,9 +1,9 @@
 """Time-to-success of the shipped training preset: wall-clock and env steps until evaluation first
 reaches a target success rate (50 evaluation episodes each time).
 
-    python bench/train_time.py reach [--seeds 3] [--target 0.95] [--device cpu] [--obs pixels] [--json PATH]
+    python bench/train_time.py reach [--seeds 3] [--workers 1] [--target 0.95] [--device cpu] [--obs pixels] [--json PATH]
 
-Each seed trains in its own process (`genba train SCENARIO --stop-at-success TARGET`, the preset as
+Each seed trains in its own process (--workers: that many side by side, each on one thread) (`genba train SCENARIO --stop-at-success TARGET`, the preset as
 shipped, evaluation on 50 fresh episodes). Reported per seed:
   wall_s      seconds from the start of training (env construction, demo recording, fitting, and the
               evaluations themselves all count; Python start-up and imports do not) to the end of the
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from genba.jsonfile import write_json
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("scenario")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--workers", type=int, default=1, help="seeds trained side by side (one thread each)")
     p.add_argument("--target", type=float, default=None, help="success rate to reach (default per scenario)")
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget to judge against (default per scenario)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
@@ -98,17 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="keep run directories here (default: a temp dir)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if min(args.seeds, args.workers) < 1:
+        p.error("--seeds and --workers must be positive")
 
     target, budget = TARGETS.get((args.scenario, args.obs), TARGETS.get(args.scenario, (0.9, 600.0)))
     target = args.target if args.target is not None else target
     budget = args.budget_s if args.budget_s is not None else budget
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="train_time."))
     workdir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seed in range(args.seeds):
+
+    def train(seed: int) -> dict:  # printed as each seed finishes
         row = run_seed(args.scenario, seed, target, args.device, args.algo, args.obs, timeout=max(3 * budget, 120), workdir=workdir,
                        final_episodes=args.final_episodes)
-        rows.append(row)
         shown = f"{row['wall_s']:.1f} s, {row['env_steps']:,} env steps, success {row['success_rate']:.0%}" if row["reached"] else \
             f"not reached (best {row['best_success']}, rc {row['returncode']}, {row['error']})"
         print(f"{args.scenario} seed {seed}: {shown} (process {row['process_s']:.1f} s)", flush=True)
@@ -119,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"[{low:.1%}, {high:.1%}], cycle time {final['mean_cycle_time_s']} s", flush=True)
         elif final:
             print(f"  final evaluation failed: {final['error']}", flush=True)
+        return row
+
+    with ThreadPoolExecutor(args.workers) as pool:
+        rows = list(pool.map(train, range(args.seeds)))
     reached = [r for r in rows if r["reached"]]
     walls = [r["wall_s"] for r in reached]
     summary = {
@@ -127,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_wall_s": statistics.median(walls) if walls else None, "max_wall_s": max(walls) if walls else None,
         "median_env_steps": statistics.median([r["env_steps"] for r in reached]) if reached else None,
         "all_within_budget": len(reached) == len(rows) and max(walls) <= budget, "runs": rows,
-        "cpu_count": os.cpu_count(),
+        "workers": args.workers, "cpu_count": os.cpu_count(),
     }
     verdict = "PASS" if summary["all_within_budget"] else "FAIL"
     if walls:
