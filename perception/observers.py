@@ -307,14 +307,14 @@ class TargetEstimate:
 class BinSortObserver:
     """bin-sort's task features from the tote camera's detections and the robot's own sensors.
 
-    The target is the part nearest the tool among those seen in the tote, kept until it has come to rest
-    in the bin it was released over (`settle_s` after landing); a part hidden under the arm stays where it
-    was last seen (parts in the tote lie still) for `max_blind_s`. Parts left = parts seen in the tote,
-    plus the target when it is hidden, held or falling into its bin.
+    The target is the part nearest the tool among those seen in the tote, kept until it is let go over a
+    bin (then the next is the nearest at once, as in sim/tasks/bin_sort.py); a part hidden under the arm
+    stays where it was last seen (parts in the tote lie still) for `max_blind_s`. Parts left = parts seen
+    in the tote, plus the target when it is hidden or held.
     """
 
     def __init__(self, classes: Sequence[PartClass], class_bins: Sequence[str], bins: Sequence[SortBin], tote: BinBox,
-                 support_z: float, parts_per_episode: int, max_blind_s: float = 3.0, settle_s: float = 0.0) -> None:
+                 support_z: float, parts_per_episode: int, max_blind_s: float = 3.0) -> None:
         if len(classes) != len(class_bins) or not classes:
             raise PerceptionError(f"bin-sort needs one bin per class: {len(classes)} classes, {len(class_bins)} bins")
         self.classes = list(classes)
@@ -325,7 +325,7 @@ class BinSortObserver:
         self.class_bin = {c.name: b for c, b in zip(classes, class_bins)}
         self.index = {c.name: i for i, c in enumerate(classes)}
         self.tote, self.support_z = tote, support_z  # the tote, and the height of its floor (m)
-        self.parts_per_episode, self.max_blind_s, self.settle_s = parts_per_episode, max_blind_s, settle_s
+        self.parts_per_episode, self.max_blind_s = parts_per_episode, max_blind_s
         self.reset()
 
     def features(self) -> list[Feature]:
@@ -335,7 +335,8 @@ class BinSortObserver:
         self.estimate: Optional[TargetEstimate] = None  # the part being sorted
         self.fill = {name: 0 for name in self.bins}  # parts released over each bin so far
         self._grasp: Optional[tuple[np.ndarray, float]] = None
-        self._release: Optional[tuple[Release, str]] = None  # the target was let go over this bin
+        self._in_tote: list[Detection] = []  # the last frame's detections in the tote
+        self._frame_time = -math.inf
         self._remaining = 0
 
     def observe(self, detections: Optional[Sequence[Detection]], robot: RobotState, time: float) -> list[float]:
@@ -374,17 +375,11 @@ class BinSortObserver:
     def _update(self, detections: Optional[Sequence[Detection]], robot: RobotState, time: float) -> None:
         tool = np.asarray(robot.tool_position, dtype=np.float64)
         fresh = detections is not None
-        in_tote = [d for d in detections if d.class_name in self.index and _over(self.tote, d.position)] if fresh else []
+        if fresh:
+            self._in_tote = [d for d in detections if d.class_name in self.index and _over(self.tote, d.position)]
+            self._frame_time = time
+        in_tote = self._in_tote
         est = self.estimate
-        if est is not None and self._release is not None:  # falling into a bin, then lying still
-            release, bin_name = self._release
-            if not release.settled(time):
-                est.position[2] = release.z_and_vz(time)[0]
-                if fresh:
-                    self._remaining = len(in_tote) + 1
-                return
-            self.fill[bin_name] += 1  # done with it: the bin's next part goes beside it
-            self.estimate = est = self._release = None
         if est is not None:
             width = min(est.part.size[0], est.part.size[1])
             if gripping(robot, width) and (self._grasp is not None or np.linalg.norm(est.position - tool) <= GRASP_RADIUS):
@@ -396,21 +391,15 @@ class BinSortObserver:
                 if _over(self.tote, est.position) and est.position[2] < resting_z:  # pressed onto the tote floor
                     est.position[2] = resting_z
                 self._grasp = (offset, robot.tool_yaw)
-                if fresh:
-                    self._remaining = len(in_tote) + 1
+                self._remaining = len(in_tote) + 1
                 return
             if est.held:  # just let go
                 self._grasp, est.held = None, False
-                over = next((b for b in self.bins.values() if _over(b.box, est.position)), None)
-                if over is not None:  # released over a bin: it falls in
-                    resting_z = over.box.resting_z(est.part.size[2])
-                    self._release = (Release(time, float(est.position[2]), resting_z, self.settle_s), over.name)
-                    if fresh:
-                        self._remaining = len(in_tote) + 1
-                    return
-        if not fresh:  # no new frame: the parts lie where they were seen
-            return
-        if est is not None:
+                over = next((name for name, b in self.bins.items() if _over(b.box, est.position)), None)
+                if over is not None:  # over a bin: done with it, and the bin's next part goes beside it
+                    self.fill[over] += 1
+                    self.estimate = est = None
+        if est is not None and fresh:
             same = [d for d in in_tote if d.class_name == est.part.name
                     and np.linalg.norm(np.asarray(d.position) - est.position) <= TRACK_GATE]
             if same:
@@ -418,11 +407,12 @@ class BinSortObserver:
                 est.position, est.yaw, est.seen_at = np.asarray(seen.position, dtype=np.float64), float(seen.yaw), time
             elif time - est.seen_at > self.max_blind_s:
                 self.estimate = est = None
-        if est is None and in_tote:
+        if est is None and in_tote:  # the last frame's parts lie where they were seen
             seen = min(in_tote, key=lambda d: (float(np.linalg.norm(np.asarray(d.position) - tool)), d.class_name))
             part = self.classes[self.index[seen.class_name]]
-            self.estimate = est = TargetEstimate(part, np.asarray(seen.position, dtype=np.float64), float(seen.yaw), False, time)
-        hidden = est is not None and est.seen_at < time
+            self.estimate = est = TargetEstimate(part, np.asarray(seen.position, dtype=np.float64), float(seen.yaw), False,
+                                                 self._frame_time)
+        hidden = est is not None and est.seen_at < self._frame_time  # not in the last frame
         self._remaining = len(in_tote) + (1 if hidden else 0)
 
 

@@ -25,7 +25,8 @@ class BinSortExpert(Expert):
     - Holding it: over the tote, straight up until the part clears the walls; elsewhere a funnel into
       the drop point over the part's bin from carry height, turning back to yaw 0 (so the next turn
       stays within the tool's yaw limits); it opens there.
-    - The part over its bin, released: back up over the drop point, open, until the part rests.
+    - The part over its bin, the jaws opening and still touching it: up over the drop point, open. Once it is
+      let go, the task shows the next part at once (sim/tasks/bin_sort.py): no waiting for it to land.
     """
 
     HOVER = 0.10  # m over the grasp height when misaligned: the open jaws clear the neighbours and the walls
@@ -90,7 +91,7 @@ class BinSortExpert(Expert):
             # Down into the bin gently: a loaded arm stopping a fast descent overshoots toward the walls.
             speed = self.DESCEND_SPEED if height < self.CARRY_Z - drop[2] else 1.0
             return self._toward(np.array([drop[0], drop[1], drop[2] + height]), unturn, -1.0 if release else 1.0, speed=speed)
-        if self.task.over_bin(part["bin"], pos):  # released (falling or resting): wait above, open
+        if self.task.over_bin(part["bin"], pos):  # being let go: up, open
             return self._toward(np.array([drop[0], drop[1], self.CARRY_Z]), unturn, -1.0)
         yaw_err = wrap_to_period(part["yaw"] - self.robot.target_yaw, part["yaw_period"])
         xy_err = float(np.linalg.norm(command[:2] - pos[:2]))

@@ -1,7 +1,10 @@
 """Bin sort: typed parts lie in an infeed tote; pick each and drop it in the bin of its class.
 
 The robot works on one target part at a time: when it needs one, the unresolved part nearest the tool
-(the rule perception's BinSortObserver follows, so a policy that sees the tote can tell which part it is).
+(the rule perception's BinSortObserver follows, so a policy that sees the tote can tell which part it is),
+until the part is resolved or let go over a bin. A part let go over a bin is done with: it falls and
+resolves on its own, and the next target is shown at once (a policy waiting for the fall to settle would
+need a clock that no image shows).
 Each part ends `sorted` (resting in its own bin), `wrong` (resting in another bin) or `dropped`
 (resting outside the tote and every bin); a wrong or dropped part fails the episode's success but
 the episode goes on with the next part. The target features are what a camera and a perception
@@ -102,7 +105,7 @@ class BinSort(Task):
         self._events = {"sorted": 0, "wrong": 0, "dropped": 0, "collisions": 0}
         self._last_outcome_time = self.sim.time
         self._cycles: list[float] = []
-        self._bin_fill = {name: 0 for name in self.bins}  # parts resting in each bin this episode
+        self._placed: dict[str, str] = {}  # part -> the bin it was let go over or came to rest in
         self._poses: dict[str, tuple] = {}
         self.target: Part | None = None
         self._update_target()
@@ -129,7 +132,7 @@ class BinSort(Task):
                 if outcome is not None:
                     self.resolve(part, outcome, now)
                 if bin_name is not None:
-                    self._bin_fill[bin_name] += 1
+                    self._placed.setdefault(part.name, bin_name)
         self._update_target()
 
     def _inside(self, container, pos) -> bool:
@@ -158,7 +161,14 @@ class BinSort(Task):
 
     def drop_point(self, bin_name: str) -> tuple[float, float, float]:
         """Where the next part for a bin should be released: above the bin's next free quadrant."""
-        return self.sort_bin(bin_name).drop_point(self._bin_fill[bin_name])
+        return self.sort_bin(bin_name).drop_point(sum(b == bin_name for b in self._placed.values()))
+
+    def _let_go_over(self, part: Part) -> str | None:
+        """The bin an active part hangs or falls over, untouched, with the jaws commanded open; else None."""
+        if part.name in self._touching or self.robot.grip_command > 0:
+            return None
+        pos = self._pose(part)[0]
+        return next((name for name in self.bins if self.over_bin(name, pos)), None)
 
     def resolve(self, part: Part, outcome: str, now: float) -> None:
         """Record a part's outcome at sim time `now` (s): the events this step and the cycle KPIs."""
@@ -172,9 +182,16 @@ class BinSort(Task):
     def _update_target(self) -> None:
         reading = self.robot.reading
         self._tool, self._tool_yaw = reading.tool_pos, reading.tool_yaw
-        if self.target is None or self.target.state != "active":  # kept until resolved, then the nearest (ties: draw order)
-            active = [p for p in self.parts if p.state == "active"]
-            self.target = min(active, key=lambda p: math.dist(self._pose(p)[0], self._tool)) if active else None
+        target = self.target
+        if target is not None and target.state == "active":
+            bin_name = self._let_go_over(target)
+            if bin_name is not None:
+                self._placed[target.name] = bin_name  # the next part for this bin goes beside it
+                target = None
+        if target is None or target.state != "active":  # the nearest to pick (ties: draw order)
+            candidates = [p for p in self.parts if p.state == "active" and p.name not in self._placed]
+            target = min(candidates, key=lambda p: math.dist(self._pose(p)[0], self._tool)) if candidates else None
+        self.target = target
         if self.target is None:
             return
         pos, orn, _ = self._pose(self.target)
@@ -213,7 +230,7 @@ class BinSort(Task):
 
     def observation(self) -> list[float]:
         n_types, n_parts = len(self.types), self.config.parts_per_episode
-        remaining = sum(p.state == "active" for p in self.parts)
+        remaining = sum(p.state == "active" and p.name not in self._placed for p in self.parts)  # still to pick
         thermometer = [1.0 if k < remaining else 0.0 for k in range(n_parts)]
         if self.target is None:
             return [0.0] * (3 + 1 + n_types + 2 + 6) + thermometer
@@ -268,8 +285,7 @@ class BinSort(Task):
     def make_observer(self) -> BinSortObserver:
         return BinSortObserver(self.perception_classes(), [t.bin for t in self.types],
                                [self.sort_bin(name) for name in self.bins], self.tote.inside(self._stack_allowance),
-                               self.support_z(), self.config.parts_per_episode,
-                               settle_s=self.config.settle_time)
+                               self.support_z(), self.config.parts_per_episode)
 
     def perceive(self, detections: list[Detection] | None) -> list[float]:
         return self.observer.observe(detections, robot_state(self.robot), self.sim.time)
