@@ -60,6 +60,11 @@ def test_part_in_its_own_bin_counts_sorted_and_the_next_part_becomes_the_target(
     env.reset(seed=0)
     first = env.task.target
     put(env, first, first.type.bin)
+    env.step(STILL)
+    # Let go over a bin (untouched, jaws open), it is done with before it resolves: the next part is the target
+    # and goes to the bin's next quadrant.
+    assert first.state == "active" and env.task.target is not first
+    assert env.task.drop_point(first.type.bin) == env.task.sort_bin(first.type.bin).drop_point(1)
     _, reward, terminated, _, info = step_until_resolved(env, first)
     assert first.state == "sorted" and not terminated
     assert (info["parts_sorted"], info["parts_wrong"], info["parts_dropped"]) == (1, 0, 0)
