@@ -2,6 +2,7 @@
 
     python bench/bridge_images.py [--json PATH] [--seconds 10] [--hz 50] [--controllers 1,8]
                                   [--encodings raw,png,jpeg] [--inference auto|inline|thread]
+                                  [--frame-set 84-rgbd|224-rgb] [--echo]
                                   [--bundle PIXEL_BUNDLE [--device cpu|cuda]]
 
 The frames are the cell's own (conveyor-pick's `wrist` camera, or the bundle's cell: 84x84 RGB and
@@ -15,6 +16,12 @@ a process of its own running the reference BridgeClient, paced at --hz with a de
 period; all of them start together. "jpeg" sends the colour frame JPEG and its depth PNG (depth is
 never JPEG); a frame whose encoding would be larger than raw goes raw ("sent as"). The round trip runs from step() being called (before the
 frames are encoded) to the action decoded. Every child process is stopped however this run ends.
+
+--frame-set 224-rgb sends one 224x224 RGB frame per step instead (the centre of the cell's rendered overview
+camera, 320x240; toy policy only). --echo measures, before each setting, a bare pyzmq echo (bench/echo.py)
+of the same step messages (built once, in the encodings the server agreed, so no encoding in its round
+trip) from the same number of controller processes: the floor for those bytes; the target is bridge p99
+<= 2x the echo's.
 """
 
 from __future__ import annotations
@@ -32,13 +39,16 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: one thread per latency-critical process
 
 import numpy as np
+import zmq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pacing import paced  # noqa: E402  (bench/pacing.py: this script's folder is on the path)
+from echo import echo_server  # noqa: E402  (bench/echo.py: this script's folder is on the path)
+from pacing import paced  # noqa: E402
 
 from bridge import images as cameras  # noqa: E402
+from bridge import protocol as wire  # noqa: E402
 from bridge.client import BridgeClient, ClientConfig  # noqa: E402
 from bridge.latency import LatencyStats  # noqa: E402
 from genba.pixel_toy import MeanPixelPolicy, gantry_pixel_spec  # noqa: E402
@@ -49,6 +59,9 @@ TOY = "toy policy (genba/pixel_toy.py: each action is a frame's mean; no network
 # What a controller offers for each --encodings name: JPEG is for colour only, so its depth goes PNG.
 OFFERS = {"raw": ("raw",), "png": ("png",), "jpeg": ("jpeg", "png")}
 CHILDREN: list[subprocess.Popen] = []  # every process this bench started, stopped however it ends
+FRAME_SETS = ("84-rgbd", "224-rgb")
+CROP = 224  # --frame-set 224-rgb: this square from the centre of the overview camera's render
+ECHO_TARGET_P99 = 2.0  # bridge p99 <= this x the echo's
 
 
 def toy_policy(cameras: dict[str, list[int]]) -> MeanPixelPolicy:
@@ -66,19 +79,26 @@ def served_name_and_hash(bundle: str | None, cameras: dict[str, list[int]]) -> t
     return str(manifest["name"]), str(manifest["spec_hash"])
 
 
-def render_frames(path: Path, scenario: str, robot: str | None, steps: int = 40, seed: int = 0) -> None:
-    """The cell's pixel observations (its images) over `steps` random actions, saved as one .npz."""
+def render_frames(path: Path, scenario: str, robot: str | None, frame_set: str = "84-rgbd", steps: int = 40, seed: int = 0) -> None:
+    """The cell's pixel observations (its images; 224-rgb: the centre of its overview render) over `steps`
+    random actions, saved as one .npz."""
     import sim  # lazy: PyBullet only to render the frames once
 
-    env = sim.make_env(scenario, robot=robot, obs_mode="pixels")
+    overview = frame_set == "224-rgb"
+    env = sim.make_env(scenario, robot=robot, obs_mode="pixels", render_mode="rgb_array" if overview else None)
     try:
         obs, _ = env.reset(seed=seed)
         rng = np.random.default_rng(seed)
-        keys = [k for k, space in env.observation_space.spaces.items() if space.dtype == np.uint8]
+        keys = ["overview"] if overview else [k for k, space in env.observation_space.spaces.items() if space.dtype == np.uint8]
         frames = {key: [] for key in keys}
         for _ in range(steps):
-            for key in keys:
-                frames[key].append(obs[key])
+            if overview:
+                image = env.render()
+                top, left = (image.shape[0] - CROP) // 2, (image.shape[1] - CROP) // 2
+                frames["overview"].append(np.ascontiguousarray(image[top:top + CROP, left:left + CROP, :3]))
+            else:
+                for key in keys:
+                    frames[key].append(obs[key])
             obs, *_ = env.step(rng.uniform(-1.0, 1.0, env.action_space.shape).astype(np.float32))
     finally:
         env.close()
@@ -121,18 +141,27 @@ def cameras_in(frames_file: str | Path) -> dict[str, list[int]]:
         return {key: list(data[key].shape[1:]) for key in data.files}
 
 
+def load_frames(frames_file: str) -> list[dict[str, np.ndarray]]:
+    data = np.load(frames_file)
+    return [{key: np.ascontiguousarray(data[key][i]) for key in data.files} for i in range(len(data[data.files[0]]))]
+
+
+def connected_client(endpoint: str, encoding: str, frames_file: str, index: int, bundle: str | None) -> BridgeClient:
+    name, spec_hash = served_name_and_hash(bundle, cameras_in(frames_file))
+    client = BridgeClient(ClientConfig(endpoint, name, spec_hash, name=f"bench-{index}", image_encodings=OFFERS[encoding]))
+    client.connect(10.0)
+    return client
+
+
 def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, seconds: float, start_ns: int, index: int,
                     bundle: str | None) -> None:
     """Child: one controller stepping with frames at hz from start_ns for seconds; prints its results."""
-    data = np.load(frames_file)
-    frames = [{key: np.ascontiguousarray(data[key][i]) for key in data.files} for i in range(len(data[data.files[0]]))]
-    name, spec_hash = served_name_and_hash(bundle, cameras_in(frames_file))
-    client = BridgeClient(ClientConfig(endpoint, name, spec_hash, name=f"bench-{index}",
-                                       image_encodings=OFFERS[encoding]))
+    frames = load_frames(frames_file)
+    client = connected_client(endpoint, encoding, frames_file, index, bundle)
     try:
-        welcome = client.connect(10.0)
+        welcome = client.welcome
         obs = np.zeros(welcome.obs_dim, dtype=np.float32)
-        entries = [cameras.encode_frames(f, welcome.images) for f in frames[:10]]
+        entries = [cameras.encode_frames(f, welcome.images) for f in frames]
         sizes = [sum(len(e["data"]) for e in step) for step in entries]
         sent_as = sorted({e["encoding"] for step in entries for e in step})
         period_ns = int(1e9 / hz)
@@ -157,12 +186,69 @@ def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, s
         client.close()
 
 
+def echo_controller_main(bridge_endpoint: str, echo_endpoint: str, encoding: str, frames_file: str, hz: float, seconds: float,
+                         start_ns: int, index: int, bundle: str | None) -> None:
+    """Child: the step messages controller_main sends (each frame in the encoding the bridge server agreed in
+    a handshake), built once, sent to the bare echo at hz from start_ns; prints results as controller_main."""
+    frames = load_frames(frames_file)
+    client = connected_client(bridge_endpoint, encoding, frames_file, index, bundle)
+    try:
+        welcome = client.welcome
+        obs = np.zeros(welcome.obs_dim, dtype=np.float32)
+        steps = []
+        for f in frames:
+            entries = cameras.encode_frames(f, welcome.images)
+            header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": 1, "t_ns": 0, "deadline_us": 1,
+                                         "images": entries, "arrays": [["<f4", list(obs.shape)]]})
+            steps.append(([header, obs.tobytes()], sum(len(e["data"]) for e in entries), {e["encoding"] for e in entries}))
+    finally:
+        client.close()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(echo_endpoint)
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    period_ns = int(1e9 / hz)
+    stats, count = LatencyStats(capacity=int(hz * seconds) + 16), iter(range(1, 1 << 62))
+
+    def once(record: bool = True) -> None:
+        seq = next(count)
+        tag = seq.to_bytes(8, "little")  # only the echo of this request ends its round trip
+        start = time.monotonic_ns()
+        end = start + period_ns
+        sock.send_multipart([tag, *steps[seq % len(steps)][0]])
+        while True:
+            remaining_ns = end - time.monotonic_ns()
+            if remaining_ns <= 0 or not poller.poll(-(-remaining_ns // 1_000_000)):
+                stats.miss() if record else None
+                return
+            if sock.recv_multipart()[0] == tag:
+                break
+        rtt = time.monotonic_ns() - start
+        if record:
+            stats.record(rtt) if rtt <= period_ns else stats.miss()
+
+    try:
+        for _ in range(20):  # warm-up, as the bridge controller's
+            once(record=False)
+        late = paced(period_ns, start_ns + index * period_ns // 8, start_ns + int(seconds * 1e9), once)
+    finally:
+        sock.close(0)
+        ctx.term()
+    print(json.dumps({"samples_us": (stats.samples_ns() / 1e3).round(1).tolist(), "misses": stats.deadline_misses,
+                      "batches": [], "late": late, "bytes_per_step": float(np.mean([n for _, n, _ in steps])),
+                      "sent_as": sorted(set().union(*(e for _, _, e in steps))), "counts": {}}), flush=True)
+
+
 # ------------------------------------------------------------------ the run
 
 
-def run(endpoint: str, encoding: str, n: int, frames_file: Path, hz: float, seconds: float, bundle: str | None) -> dict:
+def run(endpoint: str, encoding: str, n: int, frames_file: Path, hz: float, seconds: float, bundle: str | None,
+        echo: str | None = None) -> dict:
+    """n controllers stepping through the bridge server at `endpoint` (echo: sending the same messages to that echo)."""
     start_ns = time.monotonic_ns() + int(4e9)  # time for every controller to connect and warm up first
-    extra = ["--bundle", bundle] if bundle else []
+    extra = (["--bundle", bundle] if bundle else []) + (["--echo-at", echo] if echo else [])
     procs = [spawn("--controller", endpoint, "--encoding", encoding, "--frames", str(frames_file), "--hz", str(hz),
                    "--seconds", str(seconds), "--start-ns", str(start_ns), "--index", str(i), *extra) for i in range(n)]
     results = []
@@ -174,6 +260,7 @@ def run(endpoint: str, encoding: str, n: int, frames_file: Path, hz: float, seco
     samples = np.concatenate([np.asarray(r["samples_us"], dtype=float) for r in results])
     batches = [b for r in results for b in r["batches"]]
     return {
+        "variant": "echo" if echo else "bridge",
         "encoding": encoding, "controllers": n, "replies": int(samples.size), "deadline_misses": sum(r["misses"] for r in results),
         "p50_us": float(np.percentile(samples, 50)) if samples.size else None,
         "p99_us": float(np.percentile(samples, 99)) if samples.size else None,
@@ -193,6 +280,11 @@ def main() -> None:
     parser.add_argument("--encodings", default="raw,png,jpeg", help="frame encodings, comma-separated")
     parser.add_argument("--inference", default="auto", choices=["auto", "inline", "thread"], help="server: where forward passes run")
     parser.add_argument("--bundle", help="serve this pixel bundle instead of the toy policy (frames from its cell)")
+    parser.add_argument("--frame-set", default="84-rgbd", choices=FRAME_SETS,
+                        help="the cell's pixel observation, or a 224x224 RGB crop of its overview render (toy policy only)")
+    parser.add_argument("--echo", action="store_true", help="measure a bare echo of the same messages before each setting")
+    parser.add_argument("--echo-serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--echo-at", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the server runs the bundle")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--controller", help=argparse.SUPPRESS)
@@ -201,8 +293,15 @@ def main() -> None:
     parser.add_argument("--start-ns", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.echo_serve:
+        echo_server()
+        return
     if args.serve:
         serve_main(args.inference, args.frames, args.bundle, args.device)
+        return
+    if args.controller and args.echo_at:
+        echo_controller_main(args.controller, args.echo_at, args.encoding, args.frames, args.hz, args.seconds, args.start_ns,
+                             args.index, args.bundle)
         return
     if args.controller:
         controller_main(args.controller, args.encoding, args.frames, args.hz, args.seconds, args.start_ns, args.index, args.bundle)
@@ -212,6 +311,8 @@ def main() -> None:
     encodings = args.encodings.split(",")
     if any(e not in OFFERS for e in encodings):
         raise SystemExit(f"--encodings {args.encodings!r}: name one or more of {', '.join(OFFERS)}")
+    if args.bundle and args.frame_set != "84-rgbd":
+        raise SystemExit(f"--frame-set {args.frame_set}: a bundle takes its own cell's frames (84-rgbd)")
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         frames_file = Path(tmp) / "frames.npz"
@@ -222,7 +323,7 @@ def main() -> None:
             manifest = read_manifest(args.bundle)
             scenario, robot = manifest["scenario"]["name"], (manifest.get("training") or {}).get("robot")
             served = f"pixel bundle {manifest['name']!r} ({args.device})"
-        render_frames(frames_file, scenario, robot)
+        render_frames(frames_file, scenario, robot, args.frame_set)
         cameras_in_summary = cameras_in(frames_file)
         server = spawn("--serve", "--inference", args.inference, "--frames", str(frames_file), "--device", args.device,
                        *(["--bundle", args.bundle] if args.bundle else []))
@@ -230,21 +331,31 @@ def main() -> None:
             ready = json.loads(server.stdout.readline() or "{}")
             if "endpoint" not in ready:
                 raise SystemExit(f"the server exited before it was ready: {server.stderr.read()[-2000:]}")
+            echo = None
+            if args.echo:
+                echo = json.loads(spawn("--echo-serve").stdout.readline() or "{}").get("endpoint")
+                if echo is None:
+                    raise SystemExit("the echo server exited before it was ready")
             for n in counts:
                 for encoding in encodings:
-                    runs.append(run(ready["endpoint"], encoding, n, frames_file, args.hz, args.seconds, args.bundle))
+                    for at in ([echo] if echo else []) + [None]:
+                        runs.append(run(ready["endpoint"], encoding, n, frames_file, args.hz, args.seconds, args.bundle, at))
                     print(f"  {encoding} x {n}: done", file=sys.stderr, flush=True)
         finally:
             for proc in CHILDREN:
                 if proc.stdin and not proc.stdin.closed:
                     proc.stdin.close()
                 stop_process(proc)
-    print(f"{'encoding':10}{'ctrl':>5}{'p50 us':>10}{'p99 us':>10}{'max us':>10}{'misses':>8}{'replies':>9}{'batch':>7}"
-          f"{'kB/step':>9}  sent as")
+    print(f"{'encoding':10}{'ctrl':>5}{'variant':>8}{'p50 us':>10}{'p99 us':>10}{'max us':>10}{'misses':>8}{'replies':>9}"
+          f"{'batch':>7}{'kB/step':>9}  sent as")
     for r in runs:
-        print(f"{r['encoding']:10}{r['controllers']:5d}{r['p50_us']:10.1f}{r['p99_us']:10.1f}{r['max_us']:10.1f}"
-              f"{r['deadline_misses']:8d}{r['replies']:9d}{r['batch_mean']:7.2f}{r['frame_bytes_per_step'] / 1e3:9.1f}  "
-              f"{','.join(r['sent_as'])}")
+        batch = f"{r['batch_mean']:7.2f}" if r["batch_mean"] is not None else f"{'-':>7}"
+        print(f"{r['encoding']:10}{r['controllers']:5d}{r['variant']:>8}{r['p50_us']:10.1f}{r['p99_us']:10.1f}{r['max_us']:10.1f}"
+              f"{r['deadline_misses']:8d}{r['replies']:9d}{batch}{r['frame_bytes_per_step'] / 1e3:9.1f}  {','.join(r['sent_as'])}")
+    ratios = echo_ratios(runs)
+    for r in ratios:
+        print(f"bridge/echo {r['encoding']} x {r['controllers']}: p50 {r['p50']:.2f}, p99 {r['p99']:.2f} "
+              f"(target p99 <= {ECHO_TARGET_P99:g}x: {'met' if r['p99_met'] else 'MISSED'})")
     cameras = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in cameras_in_summary.items())
     print(f"frames: {scenario} {cameras} (jpeg: colour JPEG, depth PNG); {args.hz:g} Hz per controller, {args.seconds:g} s each; "
           f"server inference {ready.get('inference')}; {os.cpu_count()} CPUs. Served by a {served}"
@@ -253,7 +364,21 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"policy": served, "frames": f"{scenario}: {cameras}", "hz": args.hz,
                                          "seconds": args.seconds, "cpus": os.cpu_count(), "device": args.device,
-                                         "inference": ready.get("inference"), "runs": runs}, indent=2) + "\n")
+                                         "inference": ready.get("inference"), "frame_set": args.frame_set, "runs": runs,
+                                         "bridge_over_echo": ratios}, indent=2) + "\n")
+
+
+def echo_ratios(runs: list[dict]) -> list[dict]:
+    """Per setting measured both ways: bridge p50 and p99 over the echo's."""
+    echoes = {(r["encoding"], r["controllers"]): r for r in runs if r["variant"] == "echo"}
+    out = []
+    for r in runs:
+        e = echoes.get((r["encoding"], r["controllers"]))
+        if r["variant"] == "bridge" and e is not None and e["p50_us"] and e["p99_us"]:
+            p99 = r["p99_us"] / e["p99_us"]
+            out.append({"encoding": r["encoding"], "controllers": r["controllers"], "p50": r["p50_us"] / e["p50_us"], "p99": p99,
+                        "p99_met": p99 <= ECHO_TARGET_P99})
+    return out
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pacing import paced  # noqa: E402  (bench/pacing.py: this script's folder is on the path)
+from echo import echo_server  # noqa: E402  (bench/echo.py: this script's folder is on the path)
+from pacing import paced  # noqa: E402
 
 from bridge import gantry  # noqa: E402
 from bridge import protocol as wire  # noqa: E402
@@ -72,27 +73,6 @@ from genba.gantry_bundle import GantryReachEnv, export_gantry_bundle, export_gan
 from genba.jsonfile import write_json  # noqa: E402
 from genba.server_process import ServerProcess, child_env, die_with_parent, stop_process  # noqa: E402
 from policies.bundle_format import read_manifest  # noqa: E402
-
-
-def echo_server() -> None:
-    """Child mode: the bare ROUTER echo (prints its endpoint, serves until stdin closes)."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.ROUTER)
-    sock.linger = 0
-    sock.bind("tcp://127.0.0.1:*")
-    print(json.dumps({"event": "ready", "endpoint": sock.getsockopt_string(zmq.LAST_ENDPOINT)}), flush=True)
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
-    poller.register(sys.stdin, zmq.POLLIN)
-    while True:
-        events = dict(poller.poll())
-        if sys.stdin.fileno() in events:
-            break
-        if sock in events:
-            sock.send_multipart(sock.recv_multipart())
-    sock.close(0)
-    ctx.term()
-
 
 CHILDREN: list[subprocess.Popen] = []  # every process this bench started, stopped however it ends
 

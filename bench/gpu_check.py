@@ -42,12 +42,13 @@ for backend, dev in (("torchscript", "cuda"), ("onnx", "cuda"), ("onnx", "cpu"),
     except BundleError as e:
         res[f"{backend}_{dev}"] = {"error": str(e)[:300]}
 # a conveyor-pick-sized policy (33 -> 256x256 -> 5): per-call latency on each backend
+import gymnasium as gym
 from stable_baselines3 import SAC
 
 from policies.bundle import export_bundle
 from policies.toy_envs import TargetEnv
 
-env = TargetEnv(dim=5); import gymnasium as gym
+env = TargetEnv(dim=5)
 env.observation_space = gym.spaces.Box(-1, 1, (33,), np.float32)
 m = SAC("MlpPolicy", env, policy_kwargs={"net_arch": [256, 256]}, buffer_size=10, device="cuda")
 bb_dir = export_bundle(m, out / "wide", feature_spec=None)

@@ -26,3 +26,26 @@ def test_the_bench_reports_each_encoding_and_controller_count(tmp_path):
     raw, jpeg = result["runs"][0], result["runs"][1]
     assert raw["sent_as"] == ["raw"] and raw["frame_bytes_per_step"] == 84 * 84 * 4
     assert jpeg["sent_as"] == ["jpeg", "png"] and jpeg["frame_bytes_per_step"] < raw["frame_bytes_per_step"] / 2
+
+
+def test_the_echo_carries_the_same_bytes_and_the_224_rgb_frames_are_one_colour_camera(tmp_path):
+    out = tmp_path / "echo.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bridge_images.py"), "--seconds", "0.5", "--hz", "40",
+                           "--controllers", "1", "--encodings", "raw,jpeg", "--frame-set", "224-rgb", "--echo", "--json", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)},
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["frames"] == "conveyor-pick: overview 224x224x3"
+    runs = result["runs"]
+    assert [(r["variant"], r["encoding"]) for r in runs] == [("echo", "raw"), ("bridge", "raw"), ("echo", "jpeg"), ("bridge", "jpeg")]
+    for echo, bridge in (runs[0:2], runs[2:4]):
+        # The echo sends what the bridge client sends: the same frames in the same agreed encoding.
+        assert echo["frame_bytes_per_step"] == bridge["frame_bytes_per_step"] and echo["sent_as"] == bridge["sent_as"]
+        assert echo["replies"] >= 10 and echo["p99_us"] >= echo["p50_us"] > 0
+    assert runs[0]["frame_bytes_per_step"] == 224 * 224 * 3 and runs[2]["sent_as"] == ["jpeg"]
+    ratios = {r["encoding"]: r for r in result["bridge_over_echo"]}
+    for e in ("raw", "jpeg"):
+        bridge, echo = runs[0 if e == "raw" else 2:][1], runs[0 if e == "raw" else 2:][0]
+        assert ratios[e]["p99"] == bridge["p99_us"] / echo["p99_us"] and ratios[e]["p99_met"] == (ratios[e]["p99"] <= 2.0)
+    assert "bridge/echo raw x 1" in proc.stdout
