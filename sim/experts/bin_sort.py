@@ -26,7 +26,8 @@ class BinSortExpert(Expert):
       the drop point over the part's bin from carry height, turning back to yaw 0 (so the next turn
       stays within the tool's yaw limits); it opens there.
     - The part over its bin, the jaws opening and still touching it: up over the drop point, open. Once it is
-      let go, the task shows the next part at once (sim/tasks/bin_sort.py): no waiting for it to land.
+      let go, the task shows the next part at once (sim/tasks/bin_sort.py): no waiting for it to land, but
+      the open jaws first rise straight up to CLEAR_Z, so they cannot sweep the falling part off its bin.
     """
 
     HOVER = 0.10  # m over the grasp height when misaligned: the open jaws clear the neighbours and the walls
@@ -93,6 +94,8 @@ class BinSortExpert(Expert):
             return self._toward(np.array([drop[0], drop[1], drop[2] + height]), unturn, -1.0 if release else 1.0, speed=speed)
         if self.task.over_bin(part["bin"], pos):  # being let go: up, open
             return self._toward(np.array([drop[0], drop[1], self.CARRY_Z]), unturn, -1.0)
+        if tool[2] < self.CLEAR_Z and any(self.task.over_bin(name, tool) for name in self.task.bins):  # just let go
+            return self._toward(np.array([command[0], command[1], self.CARRY_Z]), 0.0, -1.0)
         yaw_err = wrap_to_period(part["yaw"] - self.robot.target_yaw, part["yaw_period"])
         xy_err = float(np.linalg.norm(command[:2] - pos[:2]))
         miss = max(xy_err - self.XY_TOL, 0.0) * self.XY_GAIN + max(abs(yaw_err) - self.YAW_TOL, 0.0) * self.YAW_GAIN
