@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from twin_support import ENV, ROOT, bridge_server, clone_bundle
 
 EPISODES = 4

