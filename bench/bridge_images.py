@@ -39,12 +39,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: one thread per latency-critical process
 
 import numpy as np
-import zmq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from echo import echo_server  # noqa: E402  (bench/echo.py: this script's folder is on the path)
+from echo import EchoClient, echo_server  # noqa: E402  (bench/echo.py: this script's folder is on the path)
 from pacing import paced  # noqa: E402
 
 from bridge import images as cameras  # noqa: E402
@@ -203,39 +202,21 @@ def echo_controller_main(bridge_endpoint: str, echo_endpoint: str, encoding: str
             steps.append(([header, obs.tobytes()], sum(len(e["data"]) for e in entries), {e["encoding"] for e in entries}))
     finally:
         client.close()
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect(echo_endpoint)
-    poller = zmq.Poller()
-    poller.register(sock, zmq.POLLIN)
+    echo = EchoClient(echo_endpoint, tag_at=0)  # a frame of its own before the step's, for the request's number
     period_ns = int(1e9 / hz)
     stats, count = LatencyStats(capacity=int(hz * seconds) + 16), iter(range(1, 1 << 62))
 
     def once(record: bool = True) -> None:
-        seq = next(count)
-        tag = seq.to_bytes(8, "little")  # only the echo of this request ends its round trip
-        start = time.monotonic_ns()
-        end = start + period_ns
-        sock.send_multipart([tag, *steps[seq % len(steps)][0]])
-        while True:
-            remaining_ns = end - time.monotonic_ns()
-            if remaining_ns <= 0 or not poller.poll(-(-remaining_ns // 1_000_000)):
-                stats.miss() if record else None
-                return
-            if sock.recv_multipart()[0] == tag:
-                break
-        rtt = time.monotonic_ns() - start
+        rtt = echo.round_trip([bytes(8), *steps[next(count) % len(steps)][0]], period_ns / 1e9)
         if record:
-            stats.record(rtt) if rtt <= period_ns else stats.miss()
+            stats.miss() if rtt is None else stats.record(rtt)
 
     try:
         for _ in range(20):  # warm-up, as the bridge controller's
             once(record=False)
         late = paced(period_ns, start_ns + index * period_ns // 8, start_ns + int(seconds * 1e9), once)
     finally:
-        sock.close(0)
-        ctx.term()
+        echo.close()
     print(json.dumps({"samples_us": (stats.samples_ns() / 1e3).round(1).tolist(), "misses": stats.deadline_misses,
                       "batches": [], "late": late, "bytes_per_step": float(np.mean([n for _, n, _ in steps])),
                       "sent_as": sorted(set().union(*(e for _, _, e in steps))), "counts": {}}), flush=True)

@@ -55,12 +55,11 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy: one thread per latency-critical process
 
 import numpy as np
-import zmq
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from echo import echo_server  # noqa: E402  (bench/echo.py: this script's folder is on the path)
+from echo import EchoClient, echo_server  # noqa: E402  (bench/echo.py: this script's folder is on the path)
 from pacing import paced  # noqa: E402
 
 from bridge import gantry  # noqa: E402
@@ -98,60 +97,27 @@ def pace(hz: float, seconds: float, once, stats: LatencyStats, warmup: int = 0) 
 
 
 class Echo:
-    """The bare pyzmq floor: a ROUTER echo process and a DEALER here.
-
-    Each request carries its number in the first 8 bytes of its data frame, and only the echo of
-    that request ends its round trip: a reply that comes after its deadline stays queued, and a
-    client that took the next message as its reply would from then on time only the pick-up of
-    an echo that was already waiting (~30 us here instead of ~200 us), one request behind.
-    """
+    """The bare pyzmq floor: a ROUTER echo process and an EchoClient here (bench/echo.py), its requests the
+    sizes of a bridge step request, numbered in the first 8 bytes of the data frame."""
 
     def __init__(self, payload: list[bytes]) -> None:
         self.proc, ready = spawn_echo()
-        self.ctx = zmq.Context()
-        self.endpoint = ready["endpoint"]
-        self.sock = None
-        self.header, self.data = payload
-        self.seq = 0
-        self.stale = 0  # echoes of earlier requests, read and dropped
-        self.reconnect()
+        self.client = EchoClient(ready["endpoint"], tag_at=1)
+        self.payload = payload
 
     def reconnect(self) -> None:
-        if self.sock is not None:
-            self.sock.close(0)
-        self.sock = self.ctx.socket(zmq.DEALER)
-        self.sock.linger = 0
-        self.sock.connect(self.endpoint)
-        self.poller = zmq.Poller()
-        self.poller.register(self.sock, zmq.POLLIN)
+        self.client.reconnect()
 
     def once(self, deadline_s: float, stats: LatencyStats | None) -> None:
-        self.seq += 1
-        tag = self.seq.to_bytes(8, "little")
-        frames = [self.header, tag + self.data[8:]]  # the sizes of a bridge step request
-        start = time.monotonic_ns()
-        end = start + int(deadline_s * 1e9)
-        self.sock.send_multipart(frames)
-        while True:
-            remaining_ns = end - time.monotonic_ns()
-            if remaining_ns <= 0 or not self.poller.poll(-(-remaining_ns // 1_000_000)):
-                if stats is not None:
-                    stats.miss()
-                return
-            reply = self.sock.recv_multipart()
-            if reply[1][:8] == tag:
-                break
-            self.stale += 1
-        rtt = time.monotonic_ns() - start
+        rtt = self.client.round_trip(self.payload, deadline_s)
         if stats is not None:
-            stats.record(rtt) if rtt <= deadline_s * 1e9 else stats.miss()
+            stats.miss() if rtt is None else stats.record(rtt)
 
     def info(self) -> dict:
-        return {"stale_replies": self.stale}
+        return {"stale_replies": self.client.stale}
 
     def close(self) -> None:
-        self.sock.close(0)
-        self.ctx.term()
+        self.client.close()
         self.proc.stdin.close()
         self.proc.wait(10)
 
