@@ -94,7 +94,7 @@ class BinSortExpert(Expert):
             return self._toward(np.array([drop[0], drop[1], drop[2] + height]), unturn, -1.0 if release else 1.0, speed=speed)
         if self.task.over_bin(part["bin"], pos):  # being let go: up, open
             return self._toward(np.array([drop[0], drop[1], self.CARRY_Z]), unturn, -1.0)
-        if tool[2] < self.CLEAR_Z and any(self.task.over_bin(name, tool) for name in self.task.bins):  # just let go
+        if tool[2] < self.CLEAR_Z and self.task.bin_under(tool) is not None:  # just let go
             return self._toward(np.array([command[0], command[1], self.CARRY_Z]), 0.0, -1.0)
         yaw_err = wrap_to_period(part["yaw"] - self.robot.target_yaw, part["yaw_period"])
         xy_err = float(np.linalg.norm(command[:2] - pos[:2]))

@@ -167,7 +167,10 @@ class BinSort(Task):
         """The bin an active part hangs or falls over, untouched, with the jaws commanded open; else None."""
         if part.name in self._touching or self.robot.grip_command > 0:
             return None
-        pos = self._pose(part)[0]
+        return self.bin_under(self._pose(part)[0])
+
+    def bin_under(self, pos) -> str | None:
+        """The bin a point lies over (within its inner walls, at any height), or None."""
         return next((name for name in self.bins if self.over_bin(name, pos)), None)
 
     def resolve(self, part: Part, outcome: str, now: float) -> None:
