@@ -141,8 +141,6 @@ class TrainConfig:
             raise ConfigError(f"--her needs an off-policy algorithm ({', '.join(OFF_POLICY)}), not {self.algo}")
         if self.obs_mode not in OBS_MODES:
             raise ConfigError(f"obs_mode {self.obs_mode!r}: use one of {', '.join(OBS_MODES)}" + did_you_mean(self.obs_mode, OBS_MODES))
-        if self.observe_command and self.obs_mode == "pixels":
-            raise ConfigError("observe_command adds to the state features; pixel observations carry the robot's readings only")
         if self.obs_mode == "pixels" and self.algo != "bc":
             raise ConfigError(f"obs_mode pixels trains a CNN student from the scripted expert: use --algo bc, not {self.algo}")
         if self.device not in ("auto", "cpu", "cuda"):

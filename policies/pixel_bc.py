@@ -108,10 +108,10 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
     bc = cfg.bc
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels", randomization=cfg.randomization)
+    env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels", randomization=cfg.randomization, observe_command=cfg.observe_command)
     hz = control_hz(env)
     writer = _tensorboard(run)
-    collector = Collector(cfg.scenario, cfg.robot, bc.collect_workers, cfg.randomization) if bc.collect_workers > 1 else None
+    collector = Collector(cfg.scenario, cfg.robot, bc.collect_workers, cfg.randomization, cfg.observe_command) if bc.collect_workers > 1 else None
     try:
         expert = make_expert(env)
         image_keys, vector_keys = split_keys(env.observation_space)

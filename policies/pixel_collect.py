@@ -19,8 +19,8 @@ from policies.pixel_data import PixelData, record_pixels
 _worker: dict = {}  # in each worker process: its env and expert, built once
 
 
-def _start_worker(scenario: str, robot: str | None, randomization: str | None = None) -> None:
-    env = make_env(scenario, robot, obs_mode="pixels", randomization=randomization)
+def _start_worker(scenario: str, robot: str | None, randomization: str | None, observe_command: bool) -> None:
+    env = make_env(scenario, robot, obs_mode="pixels", randomization=randomization, observe_command=observe_command)
     _worker.update(env=env, expert=make_expert(env))
 
 
@@ -43,11 +43,12 @@ class Recording:
 
 
 class Collector:
-    def __init__(self, scenario: str, robot: str | None, workers: int, randomization: str | None = None) -> None:
+    def __init__(self, scenario: str, robot: str | None, workers: int, randomization: str | None = None,
+                 observe_command: bool = False) -> None:
         # forkserver: workers inherit neither the parent's torch threads nor its Bullet client.
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"),
-                                        initializer=_start_worker, initargs=(scenario, robot, randomization))
+                                        initializer=_start_worker, initargs=(scenario, robot, randomization, observe_command))
 
     def record(self, n_episodes: int, seed: int, noise: float) -> Recording:
         """Expert episodes `seed .. seed + n_episodes - 1`, split among the workers."""

@@ -73,7 +73,7 @@ class FactoryEnv(gym.Env):
       then the task's features; a goal task splits off achieved_goal / desired_goal (see feature_spec).
     - `pixels`: a Dict with, per camera whose `use` lists pixels, `<name>`: RGB uint8 (H, W, 3) and, if
       it lists depth, `<name>_depth`: uint8 (H, W, 1) linear over the camera's [near, far] (0 = near,
-      255 = far or beyond); `proprio`: float32 robot features as in state; a goal task adds
+      255 = far or beyond); `proprio`: float32 robot features as in state (then any command features); a goal task adds
       achieved_goal / desired_goal.
     - `perceived`: the state layout, with the task's features (the part's pose, class, held...) taken from
       what perception.localize finds in the `use: perception` camera's frames and from the robot's own
@@ -81,9 +81,9 @@ class FactoryEnv(gym.Env):
       A bundle trained on state runs unchanged; the scripted expert reads the same estimate. Rewards,
       success and KPIs stay the simulator's truth.
 
-    `observe_command=True` appends COMMAND_FEATURES (sim/tasks/base.py) after the task's features: the commanded
-    tool target minus the measured tool, which a controller knows (state and perceived modes; a task that
-    `observes_command`, palletize, has them always).
+    `observe_command=True` appends COMMAND_FEATURES (sim/tasks/base.py) after the task's features (pixels: after
+    the robot's features in `proprio`): the commanded tool target minus the measured tool, which a controller
+    knows. A task that `observes_command` (palletize) has them always.
 
     `visual_detail` ("full" / "low") picks the robot's visual meshes; default "low" whenever cameras feed
     observations (several times faster to render, same physics), "full" in state mode (the viewer's).
@@ -252,20 +252,20 @@ class FactoryEnv(gym.Env):
         return features
 
     def _checked_command_features(self) -> list[tuple[str, int, str]]:
-        """COMMAND_FEATURES when observe_command is set or the task observes them always (after the task's
-        features; pixel observations carry the robot's readings only), else none."""
-        if self.observe_command:
-            problem = ("pixel observations carry the robot's readings only" if self.obs_mode == "pixels" else
-                       "its task observes them always" if self.task.observes_command else None)
-            if problem is not None:
-                self.sim.close()
-                raise SimError(f"observe_command on {self.scenario.name!r} ({self.obs_mode}): {problem}")
-        wanted = self.observe_command or self.task.observes_command
-        return list(COMMAND_FEATURES) if wanted and self.obs_mode != "pixels" else []
+        """COMMAND_FEATURES when observe_command is set or the task observes them always, else none."""
+        if self.observe_command and self.task.observes_command:
+            self.sim.close()
+            raise SimError(f"observe_command on {self.scenario.name!r}: its task observes them always")
+        return list(COMMAND_FEATURES) if self.observe_command or self.task.observes_command else []
+
+    def _proprio_features(self) -> list[tuple[str, int, str]]:
+        """A pixels observation's `proprio`: the robot's readings and what its controller was told (if observed)."""
+        return self._robot_features() + self._command_features
 
     def _observation_features(self) -> list[tuple[str, int, str]]:
-        """The observation's vector features in feature_spec() order (pixels: the robot's, then any goals)."""
-        features = self._robot_features() + (self.task.features() + self._command_features if self.obs_mode != "pixels" else [])
+        """The observation's vector features in feature_spec() order (pixels: proprio, then any goals)."""
+        features = self._proprio_features() if self.obs_mode == "pixels" else \
+            self._robot_features() + self.task.features() + self._command_features
         if isinstance(self.task, GoalTask):
             features += [(f"{key}.{n}", s, u) for key in ("achieved_goal", "desired_goal") for n, s, u in self.task.goal_features]
         return features
@@ -302,7 +302,7 @@ class FactoryEnv(gym.Env):
     def _pixel_space(self) -> spaces.Dict:
         self._pixel_sensors = [s for s in self.sensors.values() if "pixels" in s.config.use]
         images = image_spaces(self._pixel_sensors)
-        self._proprio_low, self._proprio_high = feature_bounds(self._robot_features())
+        self._proprio_low, self._proprio_high = feature_bounds(self._proprio_features())
         vectors = {"proprio": spaces.Box(self._proprio_low, self._proprio_high, dtype=np.float32)}
         if self._splits is not None:
             vectors.update(achieved_goal=self.observation_space["achieved_goal"], desired_goal=self.observation_space["desired_goal"])
@@ -311,7 +311,8 @@ class FactoryEnv(gym.Env):
     def _pixel_observation(self) -> dict[str, np.ndarray]:
         obs = capture_images(self._pixel_sensors, self.np_random)
         r = self.robot.reading
-        proprio = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *r.wrench], dtype=np.float32)
+        command = self.robot.command_offset() if self._command_features else ()
+        proprio = np.array([*r.tool_pos, r.tool_yaw, *r.tool_vel, r.opening, *r.q, *r.wrench, *command], dtype=np.float32)
         n = len(proprio)
         if self._noise is not None:
             self._randomizer.add_noise(proprio, self._noise[:n])

@@ -228,6 +228,27 @@ def test_observe_command_appends_the_target_ahead_of_the_tool_and_nothing_else_c
         sim.make_env("palletize", observe_command=True)
 
 
+def test_observe_command_on_pixels_ends_proprio_with_the_target_ahead_of_the_tool():
+    """A pixel student sees what its controller was told, as a state policy can: same images, proprio + 4 values."""
+    plain = sim.make_env("bin-sort", obs_mode="pixels")
+    commanded = sim.make_env("bin-sort", obs_mode="pixels", observe_command=True)
+    a, _ = plain.reset(seed=3)
+    b, _ = commanded.reset(seed=3)
+    action = np.array([0.0, 1.0, -0.5, 0.5, -1.0], dtype=np.float32)
+    for _ in range(4):
+        a, *_ = plain.step(action)
+        b, *_ = commanded.step(action)
+    n = a["proprio"].shape[0]
+    assert commanded.observation_space["proprio"].shape == (n + 4,)
+    assert np.array_equal(b["proprio"][:n], a["proprio"]) and np.array_equal(b["wrist"], a["wrist"])
+    robot = commanded.robot
+    np.testing.assert_allclose(b["proprio"][n:], [*(robot.target_pos - robot.tool_pos), robot.target_yaw - robot.tool_yaw], atol=1e-6)
+    assert b["proprio"][n + 1] > 1e-4  # the arm trails its target (in y) while it accelerates
+    names = [f["name"] for f in commanded.feature_spec()["observation"]["features"]]
+    assert names[-2:] == ["tool_target_to_tool", "tool_target_yaw_to_tool"]
+    plain.close(), commanded.close()
+
+
 def test_joint_delta_control_moves_joints():
     env = sim.make_env("reach", control="joint_delta")
     env.reset(seed=0)

@@ -146,8 +146,6 @@ def test_a_residual_observes_the_commanded_target_its_clone_never_saw(tmp_path):
     common = {"init": str(bc), "observe_command": True, "steps": 100, "eval_freq": 100, "eval_episodes": 1}
     with pytest.raises(ConfigError, match="observe_command needs a residual run"):
         train(resolve_config("conveyor-pick", "td3", common), tmp_path / "plain", progress=False)
-    with pytest.raises(ConfigError, match="pixel observations carry the robot's readings only"):
-        resolve_config("conveyor-pick", "bc", {"obs_mode": "pixels", "observe_command": True})
     out = tmp_path / "td3"
     train(resolve_config("conveyor-pick", "td3", {**common, "residual": 0.3, "hyperparams": {"learning_starts": 1000}}), out,
           progress=False)  # no update before the end: the correction is still zero
