@@ -43,9 +43,11 @@ DATA_DIR = "data"
 class Fitter:
     """The student, its optimiser, and the regression of its actions onto the expert's labels."""
 
-    def __init__(self, net: PixelPolicyNet, cfg: TrainConfig, device: str, writer=None) -> None:
+    def __init__(self, net: PixelPolicyNet, cfg: TrainConfig, device: str, writer=None, channels_last: bool = True) -> None:
         bc = cfg.bc
-        self.net, self.bc, self.device, self.writer = net.to(device), bc, device, writer
+        # channels_last: the convolutions' faster layout (bench/pixel_fit.py); the state dict's values are the same.
+        self.layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.net, self.bc, self.device, self.writer = net.to(device, memory_format=self.layout), bc, device, writer
         self.opt = torch.optim.Adam(net.parameters(), lr=bc.learning_rate)
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.colours = net.colour_channels()
@@ -69,7 +71,7 @@ class Fitter:
                 batch = [t.pin_memory().to(device, non_blocking=True) for t in batch]
             *images, vectors, target, target_known = batch
             pixels = [augment(p, self.rng, bc.augment_shift, bc.augment_brightness, bc.augment_contrast, colour, bc.augment_tint)
-                      for p, colour in zip(net.images_to_float(images), self.colours)]
+                      .contiguous(memory_format=self.layout) for p, colour in zip(net.images_to_float(images), self.colours)]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 features = net.features(pixels, vectors)
                 action = net.head(features)
