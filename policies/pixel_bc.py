@@ -15,6 +15,7 @@ checkpoint (network + optimiser), so an interrupted run resumes at the round aft
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -52,6 +53,8 @@ class Fitter:
         self.rng = torch.Generator().manual_seed(cfg.seed)
         self.colours = net.colour_channels()
         self.iterations_done = 0
+        # The policy: the weights' moving average (bc.average), or the weights themselves.
+        self.policy = copy.deepcopy(self.net).eval().requires_grad_(False) if bc.average > 0 else self.net
 
     def fit(self, data: PixelData, iterations: int, progress: bool, desc: str) -> float:
         bc, net, device = self.bc, self.net, self.device
@@ -82,18 +85,33 @@ class Fitter:
             loss.backward()
             self.opt.step()
             self.iterations_done += 1
+            if self.policy is not self.net:
+                self._average()
             if self.writer is not None and self.iterations_done % 100 == 0:
                 self.writer.add_scalar("bc/loss", loss.item(), self.iterations_done)
         net.eval()
         return float(loss.detach().cpu())
 
+    @torch.no_grad()
+    def _average(self) -> None:
+        """policy += (1 - decay) (weights - policy), the decay warmed up as in tf.train.ExponentialMovingAverage
+        (num_updates): the first steps' weights, far from trained, do not linger in the average."""
+        t = self.iterations_done
+        decay = min(self.bc.average, (1 + t) / (10 + t))
+        for averaged, weights in zip(self.policy.parameters(), self.net.parameters()):
+            averaged.lerp_(weights, 1 - decay)
+
     def state(self) -> dict[str, Any]:
-        return {"optimizer": self.opt.state_dict(), "rng": self.rng.get_state(), "iterations_done": self.iterations_done}
+        """What resuming needs beyond the policy's snapshot: the optimiser, the sampler, the (unaveraged) weights."""
+        return {"optimizer": self.opt.state_dict(), "rng": self.rng.get_state(), "iterations_done": self.iterations_done,
+                "weights": self.net.state_dict()}
 
     def restore(self, state: dict[str, Any]) -> None:
         self.opt.load_state_dict(state["optimizer"])
         self.rng.set_state(state["rng"])
         self.iterations_done = int(state["iterations_done"])
+        if "weights" in state:  # the network was built from the snapshot: the policy's (averaged) weights
+            self.net.load_state_dict(state["weights"])
 
 
 def new_student(env, data: PixelData, cfg: TrainConfig) -> PixelPolicyNet:
@@ -130,7 +148,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
         bar = ProgressBar(total=1 + bc.rounds, initial=len(done), enabled=progress)
 
         def learner():
-            policy = PixelPolicy(fitter.net, image_keys, vector_keys, device)
+            policy = PixelPolicy(fitter.policy, image_keys, vector_keys, device)
             return policy if bc.chunk == 1 else ChunkedPolicy(policy, bc.chunk, replan_after(bc.chunk))
 
         def finish_round(r: int, fresh: PixelData, loss: float) -> float:
@@ -149,9 +167,9 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             state = state_of(cfg, counters["env_steps"], counters["wall_s"], {"eval": record, **inputs})
             if result.success_rate > counters["best"]:
                 counters["best"] = result.success_rate
-                save_pixel_snapshot(run.best, fitter.net, state=state)
+                save_pixel_snapshot(run.best, fitter.policy, state=state)
             fresh.save(run.path / DATA_DIR / f"round_{r}")
-            save_pixel_snapshot(_round_checkpoint(run, r), fitter.net, state=state,
+            save_pixel_snapshot(_round_checkpoint(run, r), fitter.policy, state=state,
                                 extra={"trainer": fitter.state(), "counters": counters})
             if on_eval is not None:
                 on_eval(record)
@@ -181,7 +199,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             success = finish_round(r, fresh, loss)
         bar.close()
         wall = time.monotonic() - t0
-        save_pixel_snapshot(run.final, fitter.net, state=state_of(cfg, counters["env_steps"], wall, inputs))
+        save_pixel_snapshot(run.final, fitter.policy, state=state_of(cfg, counters["env_steps"], wall, inputs))
         last = run.eval_history()[-1] if run.eval_history() else None
         summary = {"scenario": cfg.scenario, "robot": cfg.robot, "algo": "bc", "obs_mode": "pixels", "seed": cfg.seed,
                    "device": device, "num_timesteps": counters["env_steps"], "chunk": bc.chunk, "demo_transitions": len(data),

@@ -51,6 +51,37 @@ def test_the_student_learns_where_a_part_is_in_the_image():
     assert err_after < 0.08 < err_before, (err_before, err_after)
 
 
+def test_the_policy_is_the_moving_average_of_the_weights_and_a_resumed_fitter_keeps_both():
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    images, labels = _square_images(rng, 64)
+    data = PixelData({"cam": images}, np.zeros((64, 2), np.float32), labels, np.arange(64, dtype=np.int32),
+                     np.ones(64, bool), np.zeros((64, 0), np.float32))
+    cfg = resolve_config("toy-target", "bc", {"bc": {"batch_size": 16, "average": 0.9}})
+    net = PixelPolicyNet([images.shape[1:]], 2, 2, np.zeros(2), np.ones(2), channels=(8, 8, 8), hidden=(16,))
+    fitter = Fitter(net, cfg, "cpu")
+    expected = [w.detach().clone() for w in net.parameters()]
+    for t in range(12):  # one gradient step at a time: the average by hand, decay warmed up
+        fitter.fit(data, 1, progress=False, desc="fit")
+        decay = min(0.9, (1 + t + 1) / (10 + t + 1))
+        expected = [decay * e + (1 - decay) * w.detach() for e, w in zip(expected, net.parameters())]
+    for e, a, w in zip(expected, fitter.policy.parameters(), net.parameters()):
+        torch.testing.assert_close(a, e)
+    assert any(not torch.equal(a, w) for a, w in zip(fitter.policy.parameters(), net.parameters()))
+
+    # Resuming builds the network from the snapshot (the policy's weights); the checkpoint's state brings back the rest.
+    resumed_net = PixelPolicyNet.from_config(fitter.policy.config())
+    resumed_net.load_state_dict(fitter.policy.state_dict())
+    resumed = Fitter(resumed_net, cfg, "cpu")
+    resumed.restore(fitter.state())
+    for a, b in zip(resumed.policy.parameters(), fitter.policy.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(resumed.net.parameters(), net.parameters()):
+        assert torch.equal(a, b)
+    plain = Fitter(PixelPolicyNet.from_config(net.config()), resolve_config("toy-target", "bc", {"bc": {"average": 0.0}}), "cpu")
+    assert plain.policy is plain.net
+
+
 def test_augmentation_shifts_the_image_and_leaves_depth_values_alone():
     pixels = torch.zeros(16, 4, 16, 16)
     pixels[:, :, 8, 8] = 1.0  # one bright pixel in RGB and in depth, 16 times
