@@ -9,7 +9,8 @@ best evaluation is the run's `best` snapshot.
 
 Images stay uint8 in memory (a float copy of 20k 84x84 RGB-D frames would be 2 GB); each batch is
 gathered, moved (pinned memory, non-blocking, on CUDA), converted and augmented on the device. Mixed
-precision (bfloat16 autocast) on CUDA. Every round leaves its data (`data/round_<r>.npz`) and a
+precision (bfloat16 autocast) on CUDA. The policy evaluated and saved is the moving average of the student's
+weights (bc.average). Every round leaves its data (`data/round_<r>.npz`) and a
 checkpoint (network + optimiser), so an interrupted run resumes at the round after the last complete one.
 """
 
