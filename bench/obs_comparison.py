@@ -185,7 +185,7 @@ def measure_row(role: str, mode: str, loaded: LoadedPolicy, args, lights, cuda) 
     """One policy in one observation mode: the nominal episodes, the latency, then the same episodes per varied light."""
     label = f"{role} policy / {mode}"
     try:
-        env = make_env(args.cell, args.robot, obs_mode=mode)
+        env = make_env(args.cell, args.robot, obs_mode=mode, observe_command=loaded.observe_command)
     except (PolicyError, SimError) as exc:
         raise ComparisonError(f"{args.cell}: cannot run obs mode {mode!r}: {exc}") from None
     try:

@@ -61,7 +61,7 @@ def main() -> None:
     torch.set_num_threads(1)
     device = resolve_device(args.device)
     cfg = resolve_config(args.cell, "bc", {"obs_mode": "pixels", "device": device})
-    env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels")
+    env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels", observe_command=cfg.observe_command)
     data = random_data(env, 4 * cfg.bc.batch_size, len(env.unwrapped.task.features()), np.random.default_rng(0))
     net = new_student(env, data, cfg)
     env.close()

@@ -30,14 +30,16 @@ SCENARIO = "bin-sort"
 PARITY_STEPS = 1000
 PARITY_TOLERANCE = 1e-5
 REPO = Path(__file__).resolve().parents[1]
+READINGS = 18  # the robot's 14 readings and the 4 command values (observe_command)
 
 
 @pytest.fixture(scope="module")
 def pixel_run(tmp_path_factory):
-    """A real pixel run, as small as training allows (2 demo episodes, 5 gradient steps, no extra rounds)."""
+    """A real pixel run, as small as training allows (2 demo episodes, 5 gradient steps, no extra rounds), its readings
+    ending with the commanded tool pose as the preset's (READINGS values)."""
     out = tmp_path_factory.mktemp("pixel") / "run"
-    overrides = parse_overrides(["obs_mode=pixels", "bc.demo_episodes=2", "bc.iterations=5", "bc.batch_size=8",
-                                 "bc.rounds=0", "eval_episodes=1"])
+    overrides = parse_overrides(["obs_mode=pixels", "observe_command=true", "bc.demo_episodes=2", "bc.iterations=5",
+                                 "bc.batch_size=8", "bc.rounds=0", "eval_episodes=1"])
     train(resolve_config(SCENARIO, "bc", overrides), out, progress=False)
     return out
 
@@ -50,7 +52,7 @@ def bundle_dir(pixel_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def recorded():
     """PARITY_STEPS real pixels observations of the scripted expert's episodes, batched per key."""
-    env = make_env(SCENARIO, obs_mode="pixels")
+    env = make_env(SCENARIO, obs_mode="pixels", observe_command=True)
     try:
         expert, steps, episode = make_expert(env), [], 0
         while len(steps) < PARITY_STEPS:
@@ -110,7 +112,7 @@ def test_the_manifest_describes_each_camera_input_and_the_graph_takes_them(bundl
     assert rgb["channel_order"] == "RGB" and rgb["depth"] is None
     assert depth["channel_order"] == "D" and depth["depth"] == {"encoding": "linear", "near_m": 0.3, "far_m": 1.0}
     assert np.array(rgb["intrinsics"]["K"]).shape == (3, 3) and {"R", "t"} <= set(rgb["camera"])
-    assert m["observation"]["layout"]["order"] == ["proprio"] and m["observation"]["dim"] == bundle.obs_dim == 14
+    assert m["observation"]["layout"]["order"] == ["proprio"] and m["observation"]["dim"] == bundle.obs_dim == READINGS
     assert m["policy"]["input"] == ["infeed_px", "infeed_px_depth", "wrist", "wrist_depth", "vector"]
     import onnxruntime as ort
 
@@ -118,7 +120,7 @@ def test_the_manifest_describes_each_camera_input_and_the_graph_takes_them(bundl
     assert [(i.name, i.shape, i.type) for i in inputs] == [
         ("infeed_px", ["batch", 84, 84, 3], "tensor(uint8)"), ("infeed_px_depth", ["batch", 84, 84, 1], "tensor(uint8)"),
         ("wrist", ["batch", 84, 84, 3], "tensor(uint8)"), ("wrist_depth", ["batch", 84, 84, 1], "tensor(uint8)"),
-        ("vector", ["batch", 14], "tensor(float)")]
+        ("vector", ["batch", READINGS], "tensor(float)")]
 
 
 def test_the_spec_hash_covers_the_cameras_and_is_what_the_cell_describes(bundle_dir):
@@ -126,7 +128,7 @@ def test_the_spec_hash_covers_the_cameras_and_is_what_the_cell_describes(bundle_
     text = spec_text(m["observation"], m["action"], m["control_hz"])
     assert ("\nimages 4\ninfeed_px 84 84 3 uint8 rgb\ninfeed_px_depth 84 84 1 uint8 depth 0.3 1\n"
             "wrist 84 84 3 uint8 rgb\nwrist_depth 84 84 1 uint8 depth 0.02 0.8\naction ee_delta 5\n") in text
-    env = make_env(SCENARIO, obs_mode="pixels")
+    env = make_env(SCENARIO, obs_mode="pixels", observe_command=True)
     try:
         cell = env.unwrapped.feature_spec()
     finally:
@@ -161,7 +163,7 @@ def test_a_pixel_bundle_runs_on_onnxruntime_without_torch(bundle_dir):
         from policies.bundle import load_bundle
         b = load_bundle({str(bundle_dir)!r})
         obs = {{image.key: np.zeros(image.shape, np.uint8) for image in b.images}}
-        obs["proprio"] = np.zeros(14, np.float32)
+        obs["proprio"] = np.zeros({READINGS}, np.float32)
         assert b.act(obs).shape == (5,)
         leaked = [m for m in ("torch", "stable_baselines3", "gymnasium", "sim") if m in sys.modules]
         assert not leaked, leaked
@@ -186,9 +188,9 @@ def test_act_refuses_a_missing_image_a_wrong_dtype_or_shape_and_bad_readings(bun
         "image 'infeed_px' must be a uint8 array, got float32": {**obs, "infeed_px": obs["infeed_px"].astype(np.float32)},
         r"image 'infeed_px' must be \(84, 84, 3\)": {**obs, "infeed_px": obs["infeed_px"][:, :80]},
         "images of different batch sizes": {**obs, "infeed_px": recorded["infeed_px"][:2]},
-        r"the vector \['proprio'\] must be \(14,\)": {**obs, "proprio": obs["proprio"][:13]},
+        rf"the vector \['proprio'\] must be \({READINGS},\)": {**obs, "proprio": obs["proprio"][:-1]},
         "the observation has no \\['proprio'\\]": {k: v for k, v in obs.items() if k != "proprio"},
-        "non-finite reading": {**obs, "proprio": np.full(14, np.nan, np.float32)},
+        "non-finite reading": {**obs, "proprio": np.full(READINGS, np.nan, np.float32)},
         "takes camera images: give act.. an observation dict": obs["proprio"],
     }
     for message, bad in refused.items():
@@ -204,7 +206,7 @@ def test_act_refuses_a_missing_image_a_wrong_dtype_or_shape_and_bad_readings(bun
 def test_load_policy_runs_the_bundle_as_it_runs_the_run_and_eval_asks_for_pixels(pixel_run, bundle_dir):
     from_run, from_bundle = load_policy(pixel_run), load_policy(bundle_dir)
     assert (from_run.obs_mode, from_bundle.obs_mode) == ("pixels", "pixels")
-    env = make_env(SCENARIO, obs_mode="pixels")
+    env = make_env(SCENARIO, obs_mode="pixels", observe_command=True)
     worst = 0.0
     try:  # one closed-loop episode driven by the bundle; the run's policy acts on the same observations
         obs, _ = env.reset(seed=7)
@@ -224,11 +226,11 @@ def test_load_policy_runs_the_bundle_as_it_runs_the_run_and_eval_asks_for_pixels
 
 
 def test_a_chunked_pixel_bundle_acts_with_the_first_action_of_its_chunk(tmp_path, recorded):
-    env = make_env(SCENARIO, obs_mode="pixels")
+    env = make_env(SCENARIO, obs_mode="pixels", observe_command=True)
     try:
         image_keys, vector_keys = split_keys(env.observation_space)
         shapes = [env.observation_space[k].shape for k in image_keys]
-        net = PixelPolicyNet(shapes, 14, 2 * 5, np.zeros(14), np.ones(14), channels=(8, 8, 8), hidden=(32,))
+        net = PixelPolicyNet(shapes, READINGS, 2 * 5, np.zeros(READINGS), np.ones(READINGS), channels=(8, 8, 8), hidden=(32,))
         out = export_pixel_bundle(net, tmp_path / "chunked", observation_space=env.observation_space,
                                   action_space=env.action_space, feature_spec=env.unwrapped.feature_spec(), chunk_length=2)
     finally:
@@ -248,7 +250,8 @@ def test_the_bridge_serves_an_exported_pixel_bundle_to_the_twin_which_streams_it
 
     bundle = load_bundle(bundle_dir)
     with serving(bundle, inference="inline") as server:
-        report = run_twin(TwinConfig(SCENARIO, server.endpoint, obs_mode="pixels", episodes=1, speed=0.0, latency_budget=20.0,
+        report = run_twin(TwinConfig(SCENARIO, server.endpoint, obs_mode="pixels", observe_command=True, episodes=1, speed=0.0,
+                                     latency_budget=20.0,
                                      image_encodings=("png",)), log=lambda line: None)
     assert report.control_steps > 0 and report.step_status == {"ok": report.control_steps}
     assert report.episode_steps == [report.control_steps]
