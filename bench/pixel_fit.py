@@ -62,7 +62,8 @@ def main() -> None:
     device = resolve_device(args.device)
     cfg = resolve_config(args.cell, "bc", {"obs_mode": "pixels", "device": device})
     env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels", observe_command=cfg.observe_command)
-    data = random_data(env, 4 * cfg.bc.batch_size, len(env.unwrapped.task.features()), np.random.default_rng(0))
+    aux_dim = sum(size for _, size, _ in env.unwrapped.task.features())  # the privileged features the aux head regresses
+    data = random_data(env, 4 * cfg.bc.batch_size, aux_dim, np.random.default_rng(0))
     net = new_student(env, data, cfg)
     env.close()
     # Each its own copy: moving a module to a memory format changes it in place.
