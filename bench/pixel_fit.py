@@ -28,7 +28,7 @@ from policies.device import resolve_device  # noqa: E402
 from policies.envs import make_env  # noqa: E402
 from policies.pixel_bc import Fitter, new_student  # noqa: E402
 from policies.pixel_data import PixelData  # noqa: E402
-from policies.pixel_net import augment, split_keys  # noqa: E402
+from policies.pixel_net import split_keys  # noqa: E402
 
 
 def random_data(env, n: int, aux_dim: int, rng: np.random.Generator) -> PixelData:
@@ -81,8 +81,7 @@ def main() -> None:
     images = [torch.from_numpy(data.images[k][: bc.batch_size]).to(device) for k in data.images]
     start = now()
     for _ in range(args.iterations):
-        for p, colour in zip(fitter.net.images_to_float(images), fitter.colours):
-            augment(p, fitter.rng, bc.augment_shift, bc.augment_brightness, bc.augment_contrast, colour, bc.augment_tint)
+        fitter.augmented(images)
     augment_ms = (now() - start) / args.iterations * 1e3
     row = {"cell": args.cell, "device": device, "batch_size": bc.batch_size, "images": {k: list(v.shape[1:]) for k, v in data.images.items()},
            "encoder_channels": list(bc.encoder_channels), "ms_per_step": {k: statistics.median(v) for k, v in times.items()},

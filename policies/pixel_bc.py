@@ -74,8 +74,7 @@ class Fitter:
             if cuda:
                 batch = [t.pin_memory().to(device, non_blocking=True) for t in batch]
             *images, vectors, target, target_known = batch
-            pixels = [augment(p, self.rng, bc.augment_shift, bc.augment_brightness, bc.augment_contrast, colour, bc.augment_tint)
-                      .contiguous(memory_format=self.layout) for p, colour in zip(net.images_to_float(images), self.colours)]
+            pixels = self.augmented(images)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                 features = net.features(pixels, vectors)
                 action = net.head(features)
@@ -92,6 +91,13 @@ class Fitter:
                 self.writer.add_scalar("bc/loss", loss.item(), self.iterations_done)
         net.eval()
         return float(loss.detach().cpu())
+
+    def augmented(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A batch of uint8 images (per input, on the device) as the network takes them while fitting: per camera
+        floats, augmented, in the convolutions' layout."""
+        bc = self.bc
+        return [augment(p, self.rng, bc.augment_shift, bc.augment_brightness, bc.augment_contrast, colour, bc.augment_tint)
+                .contiguous(memory_format=self.layout) for p, colour in zip(self.net.images_to_float(images), self.colours)]
 
     @torch.no_grad()
     def _average(self) -> None:
