@@ -85,7 +85,9 @@ class BinBox:
     floor_z: Optional[float] = None  # m: the top of its floor; None: the inside's low z
 
     def contains(self, point: Sequence[float]) -> bool:
-        return all(lo <= p <= hi for p, lo, hi in zip(point, self.low, self.high))
+        x, y, z = point  # written out: envs ask every step, and a generator costs several times the comparisons
+        (lx, ly, lz), (hx, hy, hz) = self.low, self.high
+        return bool(lx <= x <= hx and ly <= y <= hy and lz <= z <= hz)  # a bool for numpy points too
 
     def resting_z(self, part_height: float) -> float:
         """The centre height of a part lying on this bin's floor (m)."""

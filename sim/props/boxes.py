@@ -37,6 +37,7 @@ class Bin:
         floor, walls = open_box_parts(config.size, config.wall_thickness, config.wall_height)
         self.body = sim.create_compound(config.name, [floor, *walls], config.position, color=config.color)
         self.floor = np.asarray(config.position, dtype=float)
+        self._inside = self.inside()  # the bin never moves: `contains` runs every step, so its box is made once
 
     @property
     def drop_point(self) -> np.ndarray:
@@ -44,7 +45,7 @@ class Bin:
         return self.floor + np.array([0.0, 0.0, self.config.wall_height + 0.06])
 
     def contains(self, point) -> bool:
-        return self.inside().contains(point)
+        return self._inside.contains(point)
 
     def inside(self, above_walls: float = 0.0) -> BinBox:
         """The bin as a controller knows it: its drop point and the box of its inside, up to `above_walls` (m)
