@@ -71,6 +71,9 @@ class BinSort(Task):
         # A part resting on another part inside the walls is still inside: containers count up to
         # their wall tops plus the tallest part.
         self._stack_allowance = max(t.size[2] for t in self.types)
+        # Made once (the containers never move): resting parts are tested against them every step.
+        self._bin_boxes = {name: b.inside(self._stack_allowance) for name, b in self.bins.items()}
+        self._tote_box = self.tote.inside(self._stack_allowance)
         self._periods = {t.name: yaw_period(part_class(t)) for t in self.types}
         self._finger_links = frozenset(self.robot.finger_ids)
         self._part_bodies = {p.body: p for p in self.pool.parts}
@@ -135,20 +138,16 @@ class BinSort(Task):
                     self._placed.setdefault(part.name, bin_name)
         self._update_target()
 
-    def _inside(self, container, pos) -> bool:
-        """Whether a point lies within a bin's or the tote's inner walls, from its floor up to the wall
-        tops plus the tallest part."""
-        return container.inside(self._stack_allowance).contains(pos)
-
     def _bin_of(self, pos) -> str | None:
-        return next((name for name, b in self.bins.items() if self._inside(b, pos)), None)
+        """The bin whose inner walls hold a point, from its floor up to the wall tops plus the tallest part."""
+        return next((name for name, box in self._bin_boxes.items() if box.contains(pos)), None)
 
     def _outcome(self, part: Part, pos) -> tuple[str | None, str | None]:
         """(outcome, bin) of a resting part: outcome None while it is still in the tote, to be picked."""
         bin_name = self._bin_of(pos)
         if bin_name is not None:
             return ("sorted" if bin_name == part.type.bin else "wrong"), bin_name
-        return (None if self._inside(self.tote, pos) else "dropped"), None
+        return (None if self._tote_box.contains(pos) else "dropped"), None
 
     def over_bin(self, bin_name: str, pos) -> bool:
         """Whether a point lies over a bin (within its inner walls, at any height)."""
@@ -157,7 +156,7 @@ class BinSort(Task):
 
     def sort_bin(self, bin_name: str) -> SortBin:
         b = self.bins[bin_name]
-        return SortBin(bin_name, b.inside(self._stack_allowance), tuple(b.config.size))
+        return SortBin(bin_name, self._bin_boxes[bin_name], tuple(b.config.size))
 
     def drop_point(self, bin_name: str) -> tuple[float, float, float]:
         """Where the next part for a bin should be released: above the bin's next free quadrant."""
@@ -200,7 +199,7 @@ class BinSort(Task):
         pos, orn, _ = self._pose(self.target)
         self._part_pos, self._part_yaw = pos, _yaw(orn)
         self._part_held = self.target.name in self._holding
-        self._part_in_bin = self._inside(self.bins[self.target.type.bin], pos)
+        self._part_in_bin = self._bin_boxes[self.target.type.bin].contains(pos)
         self._drop = self.drop_point(self.target.type.bin)
 
     def _pose(self, part: Part) -> tuple:
@@ -287,7 +286,7 @@ class BinSort(Task):
 
     def make_observer(self) -> BinSortObserver:
         return BinSortObserver(self.perception_classes(), [t.bin for t in self.types],
-                               [self.sort_bin(name) for name in self.bins], self.tote.inside(self._stack_allowance),
+                               [self.sort_bin(name) for name in self.bins], self._tote_box,
                                self.support_z(), self.config.parts_per_episode)
 
     def perceive(self, detections: list[Detection] | None) -> list[float]:
