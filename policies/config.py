@@ -56,6 +56,9 @@ class BCConfig:
     step t is the expert's actions t..t+chunk-1 of that episode (its last action repeated past the end)"""
     encoder_channels: list[int] = field(default_factory=lambda: [16, 32, 32])
     """obs_mode pixels: channels of the student's conv layers (policies.pixel_net)"""
+    grid_features: int = 0
+    """obs_mode pixels: besides keypoints and maxima, each camera's last feature maps averaged over a grid of this many
+    cells a side (policies.pixel_net.GridMeans: what is where, e.g. which part is in the jaws); 0: none"""
     aux_weight: float = 1.0
     """obs_mode pixels: weight of the auxiliary loss (the student also regresses the expert's privileged task
     features, standardised, from what it sees)"""
@@ -156,6 +159,8 @@ class TrainConfig:
             raise ConfigError(f"bc.chunk must be an integer >= 1, got {self.bc.chunk!r}")
         if type(self.bc.collect_workers) is not int or self.bc.collect_workers < 1:
             raise ConfigError(f"bc.collect_workers must be an integer >= 1, got {self.bc.collect_workers!r}")
+        if type(self.bc.grid_features) is not int or self.bc.grid_features < 0:
+            raise ConfigError(f"bc.grid_features must be an integer >= 0 (0: no grid), got {self.bc.grid_features!r}")
         if self.bc.round_driver not in ("expert", "learner"):
             raise ConfigError(f"bc.round_driver must be expert or learner, got {self.bc.round_driver!r}")
         if self.bc.host_algo not in OFF_POLICY:

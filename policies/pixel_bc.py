@@ -127,7 +127,8 @@ def new_student(env, data: PixelData, cfg: TrainConfig) -> PixelPolicyNet:
     shapes = [data.images[k].shape[1:] for k in data.images]
     std = np.maximum(data.vectors.std(0), MIN_VECTOR_STD)
     return PixelPolicyNet(shapes, data.vectors.shape[1], act_dim, data.vectors.mean(0), std, cfg.bc.encoder_channels,
-                          cfg.bc.net_arch, aux_dim=data.privileged.shape[1], groups=camera_groups(list(data.images)))
+                          cfg.bc.net_arch, aux_dim=data.privileged.shape[1], groups=camera_groups(list(data.images)),
+                          grid=cfg.bc.grid_features)
 
 
 def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool = False,

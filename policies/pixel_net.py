@@ -8,6 +8,9 @@ the raw arrays and nothing outside it can preprocess differently.
 Encoder: a small conv stack ending in a spatial softmax (Levine et al., 2016, "End-to-End Training of
 Deep Visuomotor Policies"): each feature map becomes the expected image position of its activation,
 which is what a pick needs (where the part is), plus each map's maximum (whether and what it sees).
+Optionally (`grid`) also each map's mean over a coarse grid of the image: what is where. A maximum says
+that something is seen somewhere; the part in the jaws sits in one place of the wrist view, and whether
+it is a cube or a cylinder must be read there, not from a neighbour elsewhere in the image.
 Images of one size share the encoder, stacked on channels (an RGB image and its depth: 4 channels).
 """
 
@@ -34,6 +37,7 @@ class SpatialSoftmax(nn.Module):
 
     def __init__(self, height: int, width: int) -> None:
         super().__init__()
+        self.height, self.width = height, width
         ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
         self.register_buffer("grid", torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1))  # (H*W, 2)
         # Learned sharpness: at initialisation the maps are too flat for the softmax to point anywhere.
@@ -44,6 +48,23 @@ class SpatialSoftmax(nn.Module):
         flat = features.reshape(b, c, -1)
         keypoints = torch.softmax(flat / self.log_temperature.exp(), dim=-1) @ self.grid  # (B, C, 2)
         return torch.cat([keypoints.reshape(b, 2 * c), flat.amax(dim=-1)], dim=1)
+
+
+class GridMeans(nn.Module):
+    """(B, C, H, W) -> (B, C * cells**2): each map's mean over a cells x cells grid of equal squares, centred
+    (the few rows and columns that do not divide evenly are left out: a plain average pool, which every
+    exporter takes as it is)."""
+
+    def __init__(self, height: int, width: int, cells: int) -> None:
+        super().__init__()
+        self.size_h, self.size_w = height // cells, width // cells
+        self.top, self.left = (height - self.size_h * cells) // 2, (width - self.size_w * cells) // 2
+        self.cells = cells
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        h, w, top, left = self.size_h * self.cells, self.size_w * self.cells, self.top, self.left
+        cropped = features[:, :, top:top + h, left:left + w]
+        return nn.functional.avg_pool2d(cropped, (self.size_h, self.size_w)).flatten(1)
 
 
 def conv_out(size: int, kernel: int, stride: int) -> int:
@@ -67,7 +88,8 @@ class PixelPolicyNet(nn.Module):
 
     def __init__(self, image_shapes: Sequence[Sequence[int]], vector_dim: int, act_dim: int,
                  vector_mean: np.ndarray, vector_std: np.ndarray, channels: Sequence[int] = (32, 32, 32),
-                 hidden: Sequence[int] = (256, 256), aux_dim: int = 0, groups: Sequence[Sequence[int]] | None = None) -> None:
+                 hidden: Sequence[int] = (256, 256), aux_dim: int = 0, groups: Sequence[Sequence[int]] | None = None,
+                 grid: int = 0) -> None:
         super().__init__()
         shapes = [tuple(int(v) for v in s) for s in image_shapes]
         if not shapes:
@@ -78,16 +100,19 @@ class PixelPolicyNet(nn.Module):
         if sorted(i for g in groups for i in g) != list(range(len(shapes))):
             raise PixelNetError(f"camera groups {groups} must use each of the {len(shapes)} image inputs once")
         self.image_shapes, self.groups = shapes, groups
-        self.vector_dim, self.act_dim = int(vector_dim), int(act_dim)
-        self.encoders, self.pools = nn.ModuleList(), nn.ModuleList()
+        self.vector_dim, self.act_dim, self.grid = int(vector_dim), int(act_dim), int(grid)
+        # pools: each encoder's spatial softmax; grids: its grid means (empty without a grid).
+        self.encoders, self.pools, self.grids = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         width_in = self.vector_dim
         for group in groups:
             sizes = {shapes[i][:2] for i in group}
             if len(sizes) != 1:
                 raise PixelNetError(f"the images of one camera must be of one size; got {[shapes[i] for i in group]}")
-            encoder, pool, n_features = _encoder(sizes.pop(), sum(shapes[i][2] for i in group), channels)
+            encoder, pool, n_features = _encoder(sizes.pop(), sum(shapes[i][2] for i in group), channels, self.grid)
             self.encoders.append(encoder)
             self.pools.append(pool)
+            if self.grid:
+                self.grids.append(GridMeans(pool.height, pool.width, self.grid))
             width_in += n_features
         self.register_buffer("vector_mean", torch.as_tensor(np.asarray(vector_mean, np.float32)).reshape(1, -1))
         self.register_buffer("vector_std", torch.as_tensor(np.asarray(vector_std, np.float32)).reshape(1, -1))
@@ -117,7 +142,8 @@ class PixelPolicyNet(nn.Module):
 
     def features(self, pixels: Sequence[torch.Tensor], vector: torch.Tensor) -> torch.Tensor:
         """What the action head (and the training-only auxiliary head) reads: keypoints, maxima, readings."""
-        seen = [pool(encoder(p)) for encoder, pool, p in zip(self.encoders, self.pools, pixels)]
+        maps = [encoder(p) for encoder, p in zip(self.encoders, pixels)]
+        seen = [pool(m) for pool, m in zip(self.pools, maps)] + [grid(m) for grid, m in zip(self.grids, maps)]
         return torch.cat([*seen, (vector - self.vector_mean) / self.vector_std], dim=1)
 
     def colour_channels(self) -> list[torch.Tensor]:
@@ -129,17 +155,17 @@ class PixelPolicyNet(nn.Module):
         return {"image_shapes": [list(s) for s in self.image_shapes], "vector_dim": self.vector_dim, "act_dim": self.act_dim,
                 "channels": [m.out_channels for m in self.encoders[0] if isinstance(m, nn.Conv2d)],
                 "hidden": [m.out_features for m in self.head if isinstance(m, nn.Linear)][:-1], "aux_dim": self.aux_dim,
-                "groups": self.groups}
+                "groups": self.groups, "grid": self.grid}
 
     @classmethod
     def from_config(cls, config: dict) -> "PixelPolicyNet":
         zeros, ones = np.zeros(config["vector_dim"]), np.ones(config["vector_dim"])
         return cls(config["image_shapes"], config["vector_dim"], config["act_dim"], zeros, ones,
-                   config["channels"], config["hidden"], config.get("aux_dim", 0), config.get("groups"))
+                   config["channels"], config["hidden"], config.get("aux_dim", 0), config.get("groups"), config.get("grid", 0))
 
 
-def _encoder(size: tuple[int, int], c_in: int, channels: Sequence[int]) -> tuple[nn.Module, nn.Module, int]:
-    """A conv stack on (c_in, H, W) images, its spatial softmax, and how many features they give."""
+def _encoder(size: tuple[int, int], c_in: int, channels: Sequence[int], grid: int = 0) -> tuple[nn.Module, nn.Module, int]:
+    """A conv stack on (c_in, H, W) images, its spatial softmax, and how many features they give (with `grid` means)."""
     height, width = size
     layers: list[nn.Module] = []
     for i, c_out in enumerate(channels):
@@ -149,7 +175,9 @@ def _encoder(size: tuple[int, int], c_in: int, channels: Sequence[int]) -> tuple
     layers.pop()  # the last maps go to the softmax signed: a ReLU would flatten everything below zero
     if height < 2 or width < 2:
         raise PixelNetError(f"images of {size} are too small for the encoder (>= 21 x 21 pixels)")
-    return nn.Sequential(*layers), SpatialSoftmax(height, width), 3 * c_in
+    if grid > min(height, width):
+        raise PixelNetError(f"a grid of {grid} x {grid} cells does not fit the encoder's {height} x {width} maps of {size} images")
+    return nn.Sequential(*layers), SpatialSoftmax(height, width), (3 + grid * grid) * c_in
 
 
 def colour_channels(image_shapes: Sequence[Sequence[int]]) -> torch.Tensor:

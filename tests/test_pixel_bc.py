@@ -15,7 +15,7 @@ from policies.envs import make_env, make_expert
 from policies.pixel_bc import Fitter
 from policies.pixel_collect import Collector
 from policies.pixel_data import PixelData, record_pixels
-from policies.pixel_net import PixelNetError, PixelPolicyNet, augment, camera_groups, colour_channels
+from policies.pixel_net import GridMeans, PixelNetError, PixelPolicyNet, augment, camera_groups, colour_channels
 from policies.train import train
 
 
@@ -99,6 +99,27 @@ def test_augmentation_shifts_the_image_and_leaves_depth_values_alone():
     assert torch.equal(tinted[:, 3], pixels[:, 3])
     gains = tinted[:, :3, 8, 8] / pixels[:, :3, 8, 8].clamp(min=1e-6)  # the bright pixel, per colour channel
     assert not torch.equal(gains[:, 0], gains[:, 1]) and bool(((gains > 0.79) & (gains <= 1.0)).all())
+
+
+def test_grid_features_tell_what_is_where_which_maxima_cannot():
+    """The same bright spot in two places: the maxima are equal, the grid means say which cell it is in."""
+    maps = torch.zeros(2, 1, 17, 17)
+    maps[0, 0, 2, 3] = 1.0  # top-left cell (rows and columns 1-5; the outer row and column are left out)
+    maps[1, 0, 14, 14] = 1.0  # bottom-right cell (11-15)
+    assert torch.equal(maps.amax(dim=(2, 3))[0], maps.amax(dim=(2, 3))[1])
+    cells = GridMeans(17, 17, 3)(maps).reshape(2, 3, 3)
+    assert cells[0, 0, 0] == pytest.approx(1 / 25) and cells[1, 2, 2] == pytest.approx(1 / 25)
+    assert int((cells > 0).sum()) == 2
+    net = PixelPolicyNet([(84, 84, 3)], 4, 2, np.zeros(4), np.ones(4), channels=(8, 8, 8), hidden=(16,), grid=3)
+    assert net.head[0].in_features == (3 + 9) * 8 + 4  # per channel: keypoint x, y, maximum, 9 cells; then the readings
+    rebuilt = PixelPolicyNet.from_config(net.config())
+    rebuilt.load_state_dict(net.state_dict())
+    image, vector = torch.randint(0, 256, (2, 84, 84, 3), dtype=torch.uint8), torch.randn(2, 4)
+    assert torch.equal(rebuilt(image, vector), net(image, vector))
+    with pytest.raises(PixelNetError, match="grid of 20 x 20 cells does not fit"):
+        PixelPolicyNet([(84, 84, 3)], 4, 2, np.zeros(4), np.ones(4), grid=20)
+    with pytest.raises(ConfigError, match="bc.grid_features must be an integer >= 0"):
+        resolve_config("bin-sort", "bc", {"obs_mode": "pixels", "bc": {"grid_features": -1}})
 
 
 def test_each_camera_has_its_own_encoder_and_its_images_must_be_of_one_size():
