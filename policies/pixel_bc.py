@@ -133,6 +133,7 @@ def new_student(env, data: PixelData, cfg: TrainConfig) -> PixelPolicyNet:
 
 def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool = False,
                    on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    started = time.monotonic()  # wall_s counts everything a fresh run does: env, workers, demos, fits, evaluations
     bc = cfg.bc
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -152,7 +153,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             data = collector.record(bc.demo_episodes, *demos).result() if collector else \
                 _record(env, expert, None, bc.demo_episodes, *demos, progress, "demos")
             fitter, counters = None, {"env_steps": len(data), "wall_s": 0.0, "best": -1.0}
-        t0 = time.monotonic() - counters["wall_s"]
+        t0 = time.monotonic() - counters["wall_s"] if done else started  # resumed: on from the checkpoint's
         bar = ProgressBar(total=1 + bc.rounds, initial=len(done), enabled=progress)
 
         def learner():

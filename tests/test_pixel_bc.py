@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -181,8 +182,12 @@ def test_worker_processes_record_the_episodes_one_process_records():
 def test_a_pixel_run_checkpoints_every_round_and_resumes_after_the_last_complete_one(tmp_path):
     cfg = resolve_config("bin-sort", "bc", TINY)
     out = tmp_path / "run"
-    summary = train(cfg, out, progress=False)
+    start, evaluated_at = time.monotonic(), []
+    summary = train(cfg, out, progress=False, on_eval=lambda record: evaluated_at.append(time.monotonic()))
     assert summary["obs_mode"] == "pixels" and summary["num_timesteps"] > 0
+    # The first evaluation's wall time counts the workers' start and the demonstrations too (all but train()'s set-up).
+    first = json.loads((out / "eval.jsonl").read_text().splitlines()[0])
+    assert first["wall_s"] >= evaluated_at[0] - start - 1.5
     rounds = [json.loads(line)["round"] for line in (out / "eval.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2]
     assert (out / "best" / "pixel_policy.pt").is_file() and (out / "final" / "pixel_policy.pt").is_file()
