@@ -164,6 +164,28 @@ def test_home_is_tool_down_in_front_without_self_contact(make):
     assert pb.getContactPoints(robot.body, robot.body, physicsClientId=sim.cid) == ()
 
 
+@pytest.mark.parametrize("model", ["gp7", "panda"])
+def test_the_step_reading_equals_freshly_computed_kinematics(make, model):
+    """refresh() reads the tool with positional arguments: the reading must equal a recomputed one (forward
+    kinematics on: without them, Bullet's link frames after a step are a substep old), after steps and resets."""
+    sim, robot = make(model)
+    rng = np.random.default_rng(3)
+    state = sim.save_state()
+    for episode in range(3):
+        for _ in range(15):
+            robot.command_tool_delta(rng.uniform(-0.02, 0.02, 3), rng.uniform(-0.1, 0.1), rng.uniform(-1, 1))
+            sim.step()
+            robot.refresh()
+            fresh = pb.getLinkState(robot.body, robot.tool_id, computeLinkVelocity=1, computeForwardKinematics=1,
+                                    physicsClientId=sim.cid)
+            assert robot.reading.tool_pos == fresh[4] and robot.reading.tool_vel == fresh[6]
+            assert robot.reading.tool_yaw == tool_yaw(fresh[5])
+        sim.restore_state(state)
+        robot.reset(joint_noise=0.3, rng=rng)  # resetJointState to new angles
+        fresh = pb.getLinkState(robot.body, robot.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=sim.cid)
+        assert robot.reading.tool_pos == fresh[4]
+
+
 def test_gripper_opens_to_the_commanded_width(make):
     sim, robot = make("gp7")
     q = robot.home

@@ -115,7 +115,7 @@ class BinSort(Task):
 
     def after_physics(self) -> None:
         # One query for every contact of the robot serves grasp detection, rest detection and collisions.
-        contacts = pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid)
+        contacts = self.robot.contacts()
         self._read_contacts(contacts)
         self._events = {"sorted": 0, "wrong": 0, "dropped": 0, "collisions": self._collisions.update(contacts)}
         now, cfg = self.sim.time, self.config

@@ -57,7 +57,7 @@ class ConveyorPick(Task):
 
     def after_physics(self) -> None:
         # One query for every contact of the robot serves both grasp detection and collision counting.
-        contacts = pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid)
+        contacts = self.robot.contacts()
         self._read_grasp(contacts)
         self._events = {"placed": 0, "dropped": 0, "collisions": self._collisions.update(contacts)}
         now = self.sim.time

@@ -95,7 +95,7 @@ class Palletize(Task):
         return False
 
     def after_physics(self) -> None:
-        contacts = pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid)
+        contacts = self.robot.contacts()
         losses = self.cup.losses - self._drops
         self._drops = self.cup.losses
         self._events = {"placed": 0, "misplaced": 0, "dropped": losses, "collisions": self._collisions.update(contacts)}

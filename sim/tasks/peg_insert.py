@@ -88,7 +88,7 @@ class PegInsert(Task):
         self._measure()
 
     def after_physics(self) -> None:
-        self._collisions.update(pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid))
+        self._collisions.update(self.robot.contacts())
         self.contact_force = force = self._contact_peak()
         if force > self.peak_force:
             self.peak_force = force

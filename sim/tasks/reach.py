@@ -7,7 +7,6 @@ import struct
 from typing import Any
 
 import numpy as np
-import pybullet as pb
 
 from scenarios.schema import ReachTask as ReachConfig
 from sim.tasks.base import Feature, GoalTask
@@ -41,7 +40,7 @@ class Reach(GoalTask):
         self._goal32_list = self._goal32.tolist()
 
     def after_physics(self) -> None:
-        self._collisions.update(pb.getContactPoints(self.robot.body, physicsClientId=self.sim.cid))
+        self._collisions.update(self.robot.contacts())
         self._measure()
 
     def _measure(self) -> None:
