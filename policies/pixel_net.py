@@ -108,11 +108,11 @@ class PixelPolicyNet(nn.Module):
             sizes = {shapes[i][:2] for i in group}
             if len(sizes) != 1:
                 raise PixelNetError(f"the images of one camera must be of one size; got {[shapes[i] for i in group]}")
-            encoder, pool, n_features = _encoder(sizes.pop(), sum(shapes[i][2] for i in group), channels, self.grid)
+            encoder, pool, grid_means, n_features = _encoder(sizes.pop(), sum(shapes[i][2] for i in group), channels, self.grid)
             self.encoders.append(encoder)
             self.pools.append(pool)
-            if self.grid:
-                self.grids.append(GridMeans(pool.height, pool.width, self.grid))
+            if grid_means is not None:
+                self.grids.append(grid_means)
             width_in += n_features
         self.register_buffer("vector_mean", torch.as_tensor(np.asarray(vector_mean, np.float32)).reshape(1, -1))
         self.register_buffer("vector_std", torch.as_tensor(np.asarray(vector_std, np.float32)).reshape(1, -1))
@@ -164,8 +164,10 @@ class PixelPolicyNet(nn.Module):
                    config["channels"], config["hidden"], config.get("aux_dim", 0), config.get("groups"), config.get("grid", 0))
 
 
-def _encoder(size: tuple[int, int], c_in: int, channels: Sequence[int], grid: int = 0) -> tuple[nn.Module, nn.Module, int]:
-    """A conv stack on (c_in, H, W) images, its spatial softmax, and how many features they give (with `grid` means)."""
+def _encoder(size: tuple[int, int], c_in: int, channels: Sequence[int],
+             grid: int = 0) -> tuple[nn.Module, SpatialSoftmax, GridMeans | None, int]:
+    """A conv stack on (c_in, H, W) images, its spatial softmax, its grid means (None without a grid), and how
+    many features they give together."""
     height, width = size
     layers: list[nn.Module] = []
     for i, c_out in enumerate(channels):
@@ -177,7 +179,8 @@ def _encoder(size: tuple[int, int], c_in: int, channels: Sequence[int], grid: in
         raise PixelNetError(f"images of {size} are too small for the encoder (>= 21 x 21 pixels)")
     if grid > min(height, width):
         raise PixelNetError(f"a grid of {grid} x {grid} cells does not fit the encoder's {height} x {width} maps of {size} images")
-    return nn.Sequential(*layers), SpatialSoftmax(height, width), (3 + grid * grid) * c_in
+    grid_means = GridMeans(height, width, grid) if grid else None
+    return nn.Sequential(*layers), SpatialSoftmax(height, width), grid_means, (3 + grid * grid) * c_in
 
 
 def colour_channels(image_shapes: Sequence[Sequence[int]]) -> torch.Tensor:
