@@ -92,7 +92,6 @@ def time_raw(env, steps: list, substeps: int) -> float:
     arm, fingers, forces = r.arm_ids, r.finger_ids, r._forces
     kp, kd, finger_force = r._kp, r._kd, [r.model.finger_force] * len(r.finger_ids)
     state, sent = env._initial_state, None
-    zero = [0.0] * len(arm)
     start = time.process_time()
     for reset, q, finger, spawns, shifts in steps:
         for body, q_belt, v_belt in shifts:
@@ -100,9 +99,10 @@ def time_raw(env, steps: list, substeps: int) -> float:
         for body, position, yaw, velocity in spawns:
             pb.resetBasePositionAndOrientation(body, position, [0, 0, np.sin(yaw / 2), np.cos(yaw / 2)], physicsClientId=cid)
             pb.resetBaseVelocity(body, velocity, [0, 0, 0], physicsClientId=cid)
-        # The same call as the env's (positional arguments), and the fingers only when their target changes
-        # (Bullet motors keep their last command): the least any controller sends.
-        pb.setJointMotorControlArray(r.body, arm, pb.POSITION_CONTROL, q, zero, forces, kp, kd, cid)
+        # The fingers only when their target changes, as the env sends them (Bullet motors keep their last
+        # command): the least any controller sends.
+        pb.setJointMotorControlArray(r.body, arm, pb.POSITION_CONTROL, targetPositions=q, forces=forces,
+                                     positionGains=kp, velocityGains=kd, physicsClientId=cid)
         if fingers and finger != sent:  # a suction tool has none
             pb.setJointMotorControlArray(r.body, fingers, pb.POSITION_CONTROL, targetPositions=[finger] * len(fingers),
                                          forces=finger_force, physicsClientId=cid)

@@ -166,8 +166,8 @@ def test_home_is_tool_down_in_front_without_self_contact(make):
 
 @pytest.mark.parametrize("model", ["gp7", "panda"])
 def test_the_step_reading_equals_freshly_computed_kinematics(make, model):
-    """refresh() reads the tool with positional arguments: the reading must equal a recomputed one (forward
-    kinematics on: without them, Bullet's link frames after a step are a substep old), after steps and resets."""
+    """The reading refresh() takes once per step equals freshly computed kinematics, after steps and resets
+    (Bullet's own link frames after a step are a substep old: a reading without forward kinematics fails this)."""
     sim, robot = make(model)
     rng = np.random.default_rng(3)
     state = sim.save_state()
