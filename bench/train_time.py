@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("scenario")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="train seeds FIRST_SEED .. FIRST_SEED + SEEDS - 1")
     p.add_argument("--workers", type=int, default=1, help="seeds trained side by side (one thread each)")
     p.add_argument("--target", type=float, default=None, help="success rate to reach (default per scenario)")
     p.add_argument("--budget-s", type=float, default=None, help="wall-clock budget to judge against (default per scenario)")
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.seeds, args.workers) < 1:
         p.error("--seeds and --workers must be positive")
+    if args.first_seed < 0:
+        p.error("--first-seed must be 0 or more")
 
     target, budget = TARGETS.get((args.scenario, args.obs), TARGETS.get(args.scenario, (0.9, 600.0)))
     target = args.target if args.target is not None else target
@@ -125,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         return row
 
     with ThreadPoolExecutor(args.workers) as pool:
-        rows = list(pool.map(train, range(args.seeds)))
+        rows = list(pool.map(train, range(args.first_seed, args.first_seed + args.seeds)))
     reached = [r for r in rows if r["reached"]]
     walls = [r["wall_s"] for r in reached]
     summary = {
         "scenario": args.scenario, "target_success": target, "budget_s": budget, "eval_episodes": EVAL_EPISODES,
-        "device": args.device, "obs": args.obs, "seeds": args.seeds, "reached": len(reached),
+        "device": args.device, "obs": args.obs, "seeds": args.seeds, "first_seed": args.first_seed, "reached": len(reached),
         "median_wall_s": statistics.median(walls) if walls else None, "max_wall_s": max(walls) if walls else None,
         "median_env_steps": statistics.median([r["env_steps"] for r in reached]) if reached else None,
         "all_within_budget": len(reached) == len(rows) and max(walls) <= budget, "runs": rows,

@@ -290,3 +290,47 @@ def test_tote_floor_may_be_touched_but_its_walls_are_fixtures():
         wall_touched |= bool(pb.getContactPoints(env.robot.body, tote.body, physicsClientId=env.sim.cid))
     assert wall_touched and info["collisions"] >= 1
     env.close()
+
+
+def test_a_pixel_students_expert_labels_only_what_the_cameras_show():
+    """Teaching a pixel student, the expert drops anywhere in the bin's middle whatever the bin holds
+    already (the state expert goes to the next free quadrant, which no camera shows), turns smoothly
+    through half a period of a part's yaw (the state expert flips direction there), and still sorts."""
+    from policies.evaluate import run_episodes
+    from sim.experts import make_expert
+
+    state_env, pixel_env = sim.make_env("bin-sort"), sim.make_env("bin-sort", obs_mode="pixels")
+    try:
+        teachers = {}
+        for name, env in (("state", state_env), ("pixels", pixel_env)):
+            env.reset(seed=7)
+            part = env.task.target
+            expert = make_expert(env)
+            sort_bin = env.task.sort_bin(part.type.bin)
+            centre = np.array(sort_bin.box.drop_point)
+            # The same held part over the same spot, before and after two parts went into its bin.
+            drops = []
+            for fill in (0, 2):
+                env.task._placed = {f"earlier_{i}": part.type.bin for i in range(fill)}
+                env.task._update_target()
+                held = {**env.task.target_state(), "held": True}
+                drops.append(expert._drop_point(held, centre + [0.3, -0.2, 0.1]))  # commanded from outside the bin
+            teachers[name] = (expert, drops)
+        state_drops, pixel_drops = teachers["state"][1], teachers["pixels"][1]
+        assert np.linalg.norm(state_drops[0][:2] - state_drops[1][:2]) > 0.05  # quadrant 0, then quadrant 2
+        np.testing.assert_allclose(pixel_drops[0], pixel_drops[1])
+        spread = 0.25 * np.array(sort_bin.size)
+        np.testing.assert_allclose(pixel_drops[0][:2], centre[:2] + [spread[0], -spread[1]])  # the middle's nearest corner
+
+        period, eps = math.pi / 2, 1e-3
+        state_turns = [teachers["state"][0]._turn(wrap_to_period(e, period), period) for e in (period / 2 - eps, period / 2 + eps)]
+        pixel_turns = [teachers["pixels"][0]._turn(wrap_to_period(e, period), period) for e in (period / 2 - eps, period / 2 + eps)]
+        assert state_turns[0] > 0.7 and state_turns[1] < -0.7  # a jump of a quarter turn
+        assert abs(pixel_turns[0] - pixel_turns[1]) < 0.01
+        assert teachers["pixels"][0]._turn(0.2, period) == pytest.approx(0.25 * math.sin(0.8))  # the same way, smoothly
+
+        result = run_episodes(pixel_env, make_expert(pixel_env), 2, seed=11, control_hz=20.0)
+        assert result.success_rate == 1.0
+    finally:
+        state_env.close()
+        pixel_env.close()

@@ -149,7 +149,7 @@ def test_pixels_needs_behaviour_cloning_and_by_obs_names_known_modes(tmp_path):
 
 TINY = {"seed": 0, "eval_episodes": 1, "obs_mode": "pixels",
         "bc": {"demo_episodes": 2, "iterations": 5, "round_iterations": 5, "batch_size": 8, "rounds": 2, "round_episodes": 1,
-               "collect_workers": 2}}
+               "round_driver": "expert", "collect_workers": 2}}  # the workers record expert rounds ahead
 
 
 def test_worker_processes_record_the_episodes_one_process_records():
@@ -202,3 +202,27 @@ def test_a_pixel_run_checkpoints_every_round_and_resumes_after_the_last_complete
     assert rounds == [0, 1, 2]
     assert resumed["num_timesteps"] == summary["num_timesteps"]  # the same data again, not recorded twice
     assert "resumes" in (out / "meta.json").read_text()
+
+
+def test_student_driven_rounds_go_where_the_student_goes_with_the_experts_labels(tmp_path):
+    """bc.round_driver learner (DAgger): a round's episodes are driven by the student and labelled by the expert."""
+    cfg = resolve_config("bin-sort", "bc", {**TINY, "bc": {**TINY["bc"], "rounds": 1, "round_driver": "learner", "collect_workers": 1}})
+    out = tmp_path / "run"
+    train(cfg, out, progress=False)
+    demos, student = PixelData.load(out / "data" / "round_0"), PixelData.load(out / "data" / "round_1")
+    env = make_env("bin-sort")
+    limit = env.unwrapped.scenario.max_episode_steps
+    features = env.unwrapped.task.features()  # the privileged targets: the task's own features, in order
+    env.close()
+    # The expert sorted its 2 demonstrations' parts; a student fitted for 5 steps never gets one sorted.
+    assert demos.successes.all() and len(demos) < 2 * limit
+    assert not student.successes.any() and len(student) == limit
+    # Every label still heads for the part, as the expert's funnel does: over the tote toward the part it has
+    # not grasped (an untrained student's own actions would point anywhere).
+    names, sizes = [f[0] for f in features], [f[1] for f in features]
+    start = int(np.sum(sizes[:names.index("part_minus_tool")]))
+    held = student.privileged[:, int(np.sum(sizes[:names.index("part_held")]))]
+    to_part = student.privileged[:, start:start + 2]
+    far = (np.linalg.norm(to_part, axis=1) > 0.05) & (held == 0)
+    assert far.sum() > 50
+    assert np.all(np.sum(student.actions[far, :2] * to_part[far], axis=1) > 0)

@@ -28,6 +28,15 @@ class BinSortExpert(Expert):
     - The part over its bin, the jaws opening and still touching it: up over the drop point, open. Once it is
       let go, the task shows the next part at once (sim/tasks/bin_sort.py): no waiting for it to land, but
       the open jaws first rise straight up to CLEAR_Z, so they cannot sweep the falling part off its bin.
+
+    Teaching a pixel student (`env.obs_mode == "pixels"`), two labels change so that each is a function of
+    what the cameras show: a student cannot learn a label that points two ways from one image, and where
+    it cannot it freezes (measured: driving DAgger rounds itself, it held still over the right bin and over
+    cubes about 45 degrees off). The drop point becomes the nearest point of the bin's middle (DROP_SPREAD
+    of its inner size around the centre) instead of the next free quadrant, which depends on how many
+    parts went in before; and the turn to a part's faces becomes a smooth function of the yaw error
+    (period/2pi x sin(2pi x error/period)) instead of the shorter turn, which flips direction at half a
+    period. Both keep the expert at 100% (bin-sort, 100 episodes).
     """
 
     HOVER = 0.10  # m over the grasp height when misaligned: the open jaws clear the neighbours and the walls
@@ -63,6 +72,9 @@ class BinSortExpert(Expert):
     # carried part swings, and opening then would drop it.
     GRIP_MARGIN = 0.01  # m
     IN_JAWS = 0.02  # m
+    # A pixel student's drop region: +-this fraction of the bin's inner size around its centre (the
+    # quadrants' centres, so a part released anywhere in it lands clear of the walls).
+    DROP_SPREAD = 0.25
 
     def __init__(self, env: FactoryEnv):
         super().__init__(env)
@@ -72,6 +84,7 @@ class BinSortExpert(Expert):
         self._tote_xy = tote.position[:2]
         self._grasp_z = tote.position[2] + self.GRASP_CLEARANCE
         self._open = 2 * self.robot.model.finger_travel  # m between the jaws fully open
+        self.camera_labels = env.obs_mode == "pixels"
 
     def act(self, obs: Any = None) -> np.ndarray:
         part = self.task.target_state()
@@ -79,8 +92,9 @@ class BinSortExpert(Expert):
         unturn = -self.robot.target_yaw
         if part is None:  # every part resolved: hold still, open
             return self._toward(self.robot.target_pos, unturn, -1.0)
-        pos, drop = part["position"], part["drop_point"]
+        pos = part["position"]
         command = self.robot.target_pos
+        drop = self._drop_point(part, command)
         opening, width = self.robot.reading.opening, min(part["size"][:2])
         in_jaws = opening < width + self.GRIP_MARGIN and np.linalg.norm(tool - pos) < self.IN_JAWS
         if part["held"] or in_jaws:
@@ -105,7 +119,24 @@ class BinSortExpert(Expert):
         closing = opening < self._open - self.CLOSING and low < self.KEEP_Z and off < self.KEEP_XY
         empty = opening < self.EMPTY_FRACTION * width
         speed = self.DESCEND_SPEED if low < self.SLOW_ZONE else 1.0
-        return self._toward(goal, yaw_err, 1.0 if (at_grasp or closing) and not empty else -1.0, speed=speed)
+        return self._toward(goal, self._turn(yaw_err, part["yaw_period"]), 1.0 if (at_grasp or closing) and not empty else -1.0,
+                            speed=speed)
+
+    def _drop_point(self, part: dict, command: np.ndarray) -> np.ndarray:
+        """Where to let go of the held part: the task's next free quadrant, or for a pixel student the point
+        of the bin's middle nearest the commanded tool (the same for every fill of the bin)."""
+        if not self.camera_labels:
+            return part["drop_point"]
+        sort_bin = self.task.sort_bin(part["bin"])
+        centre = np.array(sort_bin.box.drop_point)
+        spread = self.DROP_SPREAD * np.array(sort_bin.size)
+        return np.array([*np.clip(command[:2], centre[:2] - spread, centre[:2] + spread), centre[2]])
+
+    def _turn(self, yaw_err: float, period: float) -> float:
+        """The yaw step toward the part's faces: the error itself, or for a pixel student a smooth function of it."""
+        if not self.camera_labels or period == 0.0:
+            return yaw_err
+        return period / (2 * np.pi) * float(np.sin(2 * np.pi * yaw_err / period))
 
     def _over_tote(self, pos) -> bool:
         return all(abs(p - c) <= h for p, c, h in zip(pos[:2], self._tote_xy, self._tote_half))
