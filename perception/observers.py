@@ -278,6 +278,13 @@ class SortBin:
         x, y, z = self.box.drop_point
         return (x + fx * self.size[0], y + fy * self.size[1], z)
 
+    def drop_point_near(self, xy: Sequence[float]) -> tuple[float, float, float]:
+        """The point of the bin's middle (the rectangle the quadrants' drop points span) nearest `xy`: a drop
+        point that does not depend on how many parts the bin holds, for a student that cannot see that."""
+        x, y, z = self.box.drop_point
+        sx, sy = (max(abs(slot[i]) for slot in DROP_SLOTS) * self.size[i] for i in (0, 1))
+        return (min(max(xy[0], x - sx), x + sx), min(max(xy[1], y - sy), y + sy), z)
+
 
 def bin_sort_features(n_classes: int, parts_per_episode: int) -> list[Feature]:
     """The task features of bin-sort, in order (sim/tasks/bin_sort.py observes the same from the truth)."""

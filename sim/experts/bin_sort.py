@@ -32,8 +32,8 @@ class BinSortExpert(Expert):
     Teaching a pixel student (`env.obs_mode == "pixels"`), two labels change so that each is a function of
     what the cameras show: a student cannot learn a label that points two ways from one image, and where
     it cannot it freezes (measured: driving DAgger rounds itself, it held still over the right bin and over
-    cubes about 45 degrees off). The drop point becomes the nearest point of the bin's middle (DROP_SPREAD
-    of its inner size around the centre) instead of the next free quadrant, which depends on how many
+    cubes about 45 degrees off). The drop point becomes the nearest point of the bin's middle
+    (SortBin.drop_point_near) instead of the next free quadrant, which depends on how many
     parts went in before; and the turn to a part's faces becomes a smooth function of the yaw error
     (period/2pi x sin(2pi x error/period)) instead of the shorter turn, which flips direction at half a
     period. Both keep the expert at 100% (bin-sort, 100 episodes).
@@ -72,9 +72,6 @@ class BinSortExpert(Expert):
     # carried part swings, and opening then would drop it.
     GRIP_MARGIN = 0.01  # m
     IN_JAWS = 0.02  # m
-    # A pixel student's drop region: +-this fraction of the bin's inner size around its centre (the
-    # quadrants' centres, so a part released anywhere in it lands clear of the walls).
-    DROP_SPREAD = 0.25
 
     def __init__(self, env: FactoryEnv):
         super().__init__(env)
@@ -127,10 +124,7 @@ class BinSortExpert(Expert):
         of the bin's middle nearest the commanded tool (the same for every fill of the bin)."""
         if not self.camera_labels:
             return part["drop_point"]
-        sort_bin = self.task.sort_bin(part["bin"])
-        centre = np.array(sort_bin.box.drop_point)
-        spread = self.DROP_SPREAD * np.array(sort_bin.size)
-        return np.array([*np.clip(command[:2], centre[:2] - spread, centre[:2] + spread), centre[2]])
+        return np.array(self.task.sort_bin(part["bin"]).drop_point_near(command[:2]))
 
     def _turn(self, yaw_err: float, period: float) -> float:
         """The yaw step toward the part's faces: the error itself, or for a pixel student a smooth function of it."""
