@@ -82,7 +82,8 @@ def final_eval(run: Path, obs: str | None, episodes: int, env: dict) -> dict:
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1:]}
     result = json.loads(out.read_text())
-    keep = ("episodes", "success_rate", "success_ci95", "mean_cycle_time_s", "collisions_per_episode", "seed")
+    keep = ("episodes", "success_rate", "success_ci95", "mean_cycle_time_s", "collisions_per_episode", "failures", "task_kpis",
+            "seed")
     return {k: result.get(k) for k in keep}
 
 
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         if final and "error" not in final:
             low, high = final["success_ci95"]
             print(f"  best snapshot on {final['episodes']} unseen episodes: success {final['success_rate']:.1%} "
-                  f"[{low:.1%}, {high:.1%}], cycle time {final['mean_cycle_time_s']} s", flush=True)
+                  f"[{low:.1%}, {high:.1%}], cycle time {final['mean_cycle_time_s']} s, failed {final['failures']['time_limit']} out "
+                  f"of time and {final['failures']['task_end']} ended by the task", flush=True)
         elif final:
             print(f"  final evaluation failed: {final['error']}", flush=True)
         return row

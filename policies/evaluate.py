@@ -70,6 +70,9 @@ class EvalResult:
     task_kpis: dict[str, float] = field(default_factory=dict)
     # 95% interval of the mean cycle time (mean_interval); None below 2 successful episodes.
     cycle_time_ci95_s: tuple[float, float] | None = None
+    # How the failed episodes ended: "time_limit", the time ran out (truncated); "task_end", the task ended
+    # the episode without success (a part dropped or in the wrong bin, a force limit, ...).
+    failures: dict[str, int] = field(default_factory=lambda: {"time_limit": 0, "task_end": 0})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -82,7 +85,9 @@ class EvalResult:
         ct = "n/a" if self.mean_cycle_time_s is None else f"{self.mean_cycle_time_s:.2f} s"
         col = "n/a" if self.collisions_per_episode is None else f"{self.collisions_per_episode:.2f}"
         kpis = "".join(f" | {name.replace('_', ' ')} {value:.3g}" for name, value in self.task_kpis.items())
-        return (f"success {self.success_rate:.1%} [{lo:.1%}, {hi:.1%}] over {self.episodes} episodes | "
+        failed = self.episodes - self.successes
+        why = f" ({self.failures['time_limit']} out of time, {self.failures['task_end']} ended by the task)" if failed else ""
+        return (f"success {self.success_rate:.1%} [{lo:.1%}, {hi:.1%}] over {self.episodes} episodes{why} | "
                 f"return {self.mean_return:.2f} | cycle time {ct} | collisions/episode {col}{kpis}")
 
 
@@ -90,6 +95,7 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
                  frame_sink: Callable[[np.ndarray], None] | None = None, video_episodes: int = 0) -> EvalResult:
     """Run `n` episodes with seeds seed, seed+1, ...; the policy is reset at each start and acts each step."""
     returns, cycle_times, collisions, lengths, successes = [], [], [], [], 0
+    failures = {"time_limit": 0, "task_end": 0}
     collisions_reported = True
     kpi_names = getattr(getattr(env.unwrapped, "task", None), "episode_kpis", ())
     kpi_values: dict[str, list[float]] = {name: [] for name in kpi_names}
@@ -109,6 +115,8 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
                 frame_sink(env.render())
         success = bool(info.get("is_success", False))
         successes += success
+        if not success:
+            failures["time_limit" if truncated and not terminated else "task_end"] += 1
         returns.append(total)
         lengths.append(steps)
         if success:
@@ -130,7 +138,7 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
         collisions_per_episode=float(np.mean(collisions)) if collisions_reported and collisions else None,
         mean_episode_steps=float(np.mean(lengths)) if lengths else 0.0, env_steps=int(sum(lengths)),
         task_kpis={name: float(np.mean(values)) for name, values in kpi_values.items() if values},
-        cycle_time_ci95_s=mean_interval(cycle_times),
+        cycle_time_ci95_s=mean_interval(cycle_times), failures=failures,
     )
 
 

@@ -162,6 +162,40 @@ def test_evaluation_averages_the_cells_kpis_over_episodes():
     assert "parts per minute" in result.line()
 
 
+class _ScriptedEpisodes:
+    """Episode 0: the expert sorts. Episode 1: the arm holds still until the time runs out. Episode 2: every
+    part is knocked onto the floor at the start, so the task ends the episode without success."""
+
+    def __init__(self, env, expert):
+        self.env, self.expert, self.episode = env, expert, -1
+
+    def reset(self):
+        self.episode += 1
+        self.expert.reset()
+        self.first_step = True
+
+    def act(self, obs):
+        if self.episode == 2 and self.first_step:
+            for i, part in enumerate(self.env.task.parts):
+                self.env.sim.set_base_pose(part.name, (0.9, 0.1 * i, part.type.size[2] / 2 + 0.001))
+        self.first_step = False
+        return self.expert.act(obs) if self.episode == 0 else STILL
+
+
+def test_evaluation_tells_failures_out_of_time_from_episodes_the_task_ended():
+    from policies.evaluate import run_episodes
+    from sim.experts import make_expert
+
+    env = sim.make_env("bin-sort")
+    try:
+        result = run_episodes(env, _ScriptedEpisodes(env, make_expert(env)), 3, seed=5, control_hz=20.0)
+    finally:
+        env.close()
+    assert result.successes == 1
+    assert result.failures == {"time_limit": 1, "task_end": 1}
+    assert "(1 out of time, 1 ended by the task)" in result.line()
+
+
 def test_parts_are_laid_apart_inside_the_tote(env):
     cfg = env.scenario.task
     fx, fy, fz = cfg.tote.position
