@@ -22,6 +22,8 @@ from sim.video import VideoRecorder
 
 # Evaluation episodes use seeds far from the training envs' (seed + rank) so they are unseen starts.
 EVAL_SEED_OFFSET = 1_000_000
+# How a failed episode can end (EvalResult.failures): out of time (truncated), or ended by the task unsuccessful.
+FAILURE_ENDINGS = ("time_limit", "task_end")
 
 
 class EvalError(PolicyError):
@@ -72,7 +74,7 @@ class EvalResult:
     cycle_time_ci95_s: tuple[float, float] | None = None
     # How the failed episodes ended: "time_limit", the time ran out (truncated); "task_end", the task ended
     # the episode without success (a part dropped or in the wrong bin, a force limit, ...).
-    failures: dict[str, int] = field(default_factory=lambda: {"time_limit": 0, "task_end": 0})
+    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_ENDINGS, 0))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -95,7 +97,7 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
                  frame_sink: Callable[[np.ndarray], None] | None = None, video_episodes: int = 0) -> EvalResult:
     """Run `n` episodes with seeds seed, seed+1, ...; the policy is reset at each start and acts each step."""
     returns, cycle_times, collisions, lengths, successes = [], [], [], [], 0
-    failures = {"time_limit": 0, "task_end": 0}
+    failures = dict.fromkeys(FAILURE_ENDINGS, 0)
     collisions_reported = True
     kpi_names = getattr(getattr(env.unwrapped, "task", None), "episode_kpis", ())
     kpi_values: dict[str, list[float]] = {name: [] for name in kpi_names}

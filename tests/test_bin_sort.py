@@ -44,6 +44,11 @@ def put(env, part, bin_name: str, slot=(0.0, 0.0)) -> None:
     env.sim.set_base_pose(part.name, (x + slot[0] * cfg.size[0], y + slot[1] * cfg.size[1], z + part.type.size[2] / 2 + 0.001))
 
 
+def put_on_floor(env, part, y: float = 0.0) -> None:
+    """Set a part down on the floor beyond the table: outside the tote and every bin."""
+    env.sim.set_base_pose(part.name, (0.9, y, part.type.size[2] / 2 + 0.001))
+
+
 def step_until_resolved(env, part, limit=40):
     for _ in range(limit):
         out = env.step(STILL)
@@ -119,7 +124,7 @@ def test_part_in_a_wrong_bin_counts_wrong_and_fails_the_episode(env):
 def test_part_resting_outside_tote_and_bins_is_dropped(env):
     env.reset(seed=2)
     part = env.task.parts[0]
-    env.sim.set_base_pose(part.name, (0.9, 0.0, part.type.size[2] / 2 + 0.001))  # on the floor, beyond the table
+    put_on_floor(env, part)
     _, reward, _, _, info = step_until_resolved(env, part)
     assert part.state == "dropped" and info["parts_dropped"] == 1 and info["sort_accuracy"] == 0.0
     assert "cycle_time" not in info and "parts_per_minute" not in info
@@ -177,7 +182,7 @@ class _ScriptedEpisodes:
     def act(self, obs):
         if self.episode == 2 and self.first_step:
             for i, part in enumerate(self.env.task.parts):
-                self.env.sim.set_base_pose(part.name, (0.9, 0.1 * i, part.type.size[2] / 2 + 0.001))
+                put_on_floor(self.env, part, 0.1 * i)
         self.first_step = False
         return self.expert.act(obs) if self.episode == 0 else STILL
 
