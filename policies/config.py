@@ -73,6 +73,10 @@ class BCConfig:
     """obs_mode pixels: colour channels get a random contrast factor 1 +- this while fitting"""
     augment_tint: float = 0.0
     """obs_mode pixels: each colour channel gets its own random gain 1 +- this while fitting (light colour, white balance)"""
+    record_randomization: str | dict | None = None
+    """obs_mode pixels: domain randomisation of the episodes recorded for the student only (the expert's demos and
+    every round's episodes), merged over `randomization`: a shipped profile name (lighting), a YAML path or a
+    mapping. The student learns from many lights; its evaluations see the cell as `randomization` alone makes it"""
     average: float = 0.998
     """obs_mode pixels: the policy is an exponential moving average of the student's weights over its gradient steps,
     this decay per step (warmed up as (1 + t) / (10 + t)); 0: the last weights. It smooths out the last steps' noise:
@@ -163,6 +167,13 @@ class TrainConfig:
             raise ConfigError(f"bc.grid_features must be an integer >= 0 (0: no grid), got {self.bc.grid_features!r}")
         if self.bc.round_driver not in ("expert", "learner"):
             raise ConfigError(f"bc.round_driver must be expert or learner, got {self.bc.round_driver!r}")
+        if self.bc.record_randomization is not None:
+            if self.obs_mode != "pixels":
+                raise ConfigError(f"bc.record_randomization randomises the pixel student's recordings (obs_mode pixels), "
+                                  f"not {self.obs_mode}: use randomization for the training envs")
+            if not isinstance(self.bc.record_randomization, (str, dict)):
+                raise ConfigError(f"bc.record_randomization must be a profile name, a YAML path or a mapping, got "
+                                  f"{type(self.bc.record_randomization).__name__}")
         if self.bc.host_algo not in OFF_POLICY:
             raise ConfigError(f"bc.host_algo must be one of {OFF_POLICY}, got {self.bc.host_algo!r}")
         if self.residual is not None:

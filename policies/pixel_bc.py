@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -37,6 +38,7 @@ from policies.pixel_net import PixelPolicy, PixelPolicyNet, augment, camera_grou
 from policies.policy import ChunkedPolicy, replan_after
 from policies.rundir import RunDir, recover_dir
 from policies.snapshot import PIXEL_MODEL, STATE, save_pixel_snapshot
+from scenarios.randomization import Overlay, merge_overlays
 
 MIN_VECTOR_STD = 1e-2  # floor: a reading (nearly) constant in the demos must not blow up when it moves
 DATA_DIR = "data"
@@ -131,18 +133,34 @@ def new_student(env, data: PixelData, cfg: TrainConfig) -> PixelPolicyNet:
                           grid=cfg.bc.grid_features)
 
 
+def student_envs(cfg: TrainConfig, recording: Overlay | None) -> tuple[gym.Env, gym.Env]:
+    """The cell the student is evaluated in (with cfg.randomization), and the one its episodes are recorded in:
+    randomised by ``recording`` (cfg.randomization and bc.record_randomization merged), or the same env without
+    bc.record_randomization."""
+    env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels", randomization=cfg.randomization, observe_command=cfg.observe_command)
+    if cfg.bc.record_randomization is None:
+        return env, env
+    try:
+        return env, make_env(cfg.scenario, cfg.robot, obs_mode="pixels", randomization=recording, observe_command=cfg.observe_command)
+    except BaseException:
+        env.close()
+        raise
+
+
 def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool = False,
                    on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     started = time.monotonic()  # wall_s counts everything a fresh run does: env, workers, demos, fits, evaluations
     bc = cfg.bc
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels", randomization=cfg.randomization, observe_command=cfg.observe_command)
-    hz = control_hz(env)
-    writer = _tensorboard(run)
-    collector = Collector(cfg.scenario, cfg.robot, bc.collect_workers, cfg.randomization, cfg.observe_command) if bc.collect_workers > 1 else None
+    recording = merge_overlays(cfg.randomization, bc.record_randomization)
+    env, record_env = student_envs(cfg, recording)
+    writer, collector = None, None
     try:
-        expert = make_expert(env)
+        hz = control_hz(env)
+        writer = _tensorboard(run)
+        collector = Collector(cfg.scenario, cfg.robot, bc.collect_workers, recording, cfg.observe_command) if bc.collect_workers > 1 else None
+        expert = make_expert(record_env)
         image_keys, vector_keys = split_keys(env.observation_space)
         inputs = {"student": "pixels", "inputs": {"images": image_keys, "vector": vector_keys}}  # what load_pixel_policy reads
         done = _completed_rounds(run) if resume else []
@@ -151,7 +169,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
         else:
             demos = (cfg.seed * 100_000, bc.demo_noise)
             data = collector.record(bc.demo_episodes, *demos).result() if collector else \
-                _record(env, expert, None, bc.demo_episodes, *demos, progress, "demos")
+                _record(record_env, expert, None, bc.demo_episodes, *demos, progress, "demos")
             fitter, counters = None, {"env_steps": len(data), "wall_s": 0.0, "best": -1.0}
         t0 = time.monotonic() - counters["wall_s"] if done else started  # resumed: on from the checkpoint's
         bar = ProgressBar(total=1 + bc.rounds, initial=len(done), enabled=progress)
@@ -200,7 +218,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
                 break
             driver = learner() if bc.round_driver == "learner" else None
             fresh = ahead[r].result() if r in ahead else \
-                _record(env, expert, driver, bc.round_episodes, round_seed(r), bc.demo_noise if driver is None else 0.0,
+                _record(record_env, expert, driver, bc.round_episodes, round_seed(r), bc.demo_noise if driver is None else 0.0,
                         progress, f"round {r}")
             counters["env_steps"] += len(fresh)
             data = data.extend(fresh)
@@ -218,6 +236,8 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
         return summary
     finally:
         env.close()
+        if record_env is not env:
+            record_env.close()
         if collector is not None:
             collector.close()
         if writer is not None:

@@ -15,11 +15,12 @@ import numpy as np
 
 from policies.envs import make_env, make_expert
 from policies.pixel_data import PixelData, record_pixels
+from scenarios.randomization import Overlay
 
 _worker: dict = {}  # in each worker process: its env and expert, built once
 
 
-def _start_worker(scenario: str, robot: str | None, randomization: str | None, observe_command: bool) -> None:
+def _start_worker(scenario: str, robot: str | None, randomization: Overlay | None, observe_command: bool) -> None:
     env = make_env(scenario, robot, obs_mode="pixels", randomization=randomization, observe_command=observe_command)
     _worker.update(env=env, expert=make_expert(env))
 
@@ -43,7 +44,7 @@ class Recording:
 
 
 class Collector:
-    def __init__(self, scenario: str, robot: str | None, workers: int, randomization: str | None = None,
+    def __init__(self, scenario: str, robot: str | None, workers: int, randomization: Overlay | None = None,
                  observe_command: bool = False) -> None:
         # forkserver: workers inherit neither the parent's torch threads nor its Bullet client.
         self.workers = workers

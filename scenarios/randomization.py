@@ -66,6 +66,14 @@ def with_randomization(spec: Scenario, overlay: Overlay | None) -> Scenario:
     return parse_scenario(data, source=f"{source} over scenario {spec.name!r}")
 
 
+def merge_overlays(base: Overlay | None, over: Overlay | None) -> Overlay | None:
+    """One overlay: `over` deep-merged over `base` (each a dict, a profile name or a YAML path; None: nothing)."""
+    if base is None or over is None:
+        return over if base is None else base
+    as_dict = lambda o: o if isinstance(o, Mapping) else load_profile(o)  # noqa: E731
+    return _deep_merge(as_dict(base), as_dict(over))
+
+
 def without_domain_randomization(spec: Scenario) -> Scenario:
     """The play switch: every dynamics / sensing / visuals factor off; the task's own draws unchanged."""
     if all(getattr(spec.randomization, s) is None for s in SECTIONS):

@@ -12,12 +12,14 @@ import pytest
 import torch
 
 from policies.config import ConfigError, resolve_config
-from policies.envs import make_env, make_expert
-from policies.pixel_bc import Fitter
+from policies.envs import EnvError, make_env, make_expert
+from policies.pixel_bc import Fitter, student_envs
 from policies.pixel_collect import Collector
 from policies.pixel_data import PixelData, record_pixels
 from policies.pixel_net import GridMeans, PixelNetError, PixelPolicyNet, augment, camera_groups, colour_channels
 from policies.train import train
+from scenarios.randomization import merge_overlays
+from sim.simulator import Lighting
 
 
 def _square_images(rng: np.random.Generator, n: int, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -226,3 +228,46 @@ def test_student_driven_rounds_go_where_the_student_goes_with_the_experts_labels
     far = (np.linalg.norm(to_part, axis=1) > 0.05) & (held == 0)
     assert far.sum() > 50
     assert np.all(np.sum(student.actions[far, :2] * to_part[far], axis=1) > 0)
+
+
+def test_record_randomization_changes_the_lights_of_the_recordings_and_not_of_the_evaluations(tmp_path):
+    """bc.record_randomization: the student's demonstrations are recorded under the profile's lights (the same
+    episodes otherwise), and its evaluations see the cell's own light."""
+    cfg = resolve_config("bin-sort", "bc", {**TINY, "bc": {**TINY["bc"], "rounds": 0, "collect_workers": 1,
+                                                            "record_randomization": "lighting"}})
+    out = tmp_path / "run"
+    train(cfg, out, progress=False)
+    lit = PixelData.load(out / "data" / "round_0")
+    env = make_env("bin-sort", obs_mode="pixels", observe_command=cfg.observe_command)
+    try:
+        plain = record_pixels(env, None, make_expert(env), cfg.bc.demo_episodes, cfg.seed * 100_000, cfg.bc.demo_noise)
+    finally:
+        env.close()
+    # The lights draw from a generator of their own: the same parts, so the expert did the same.
+    np.testing.assert_array_equal(lit.actions, plain.actions)
+    np.testing.assert_array_equal(lit.vectors, plain.vectors)
+    for key, frames in plain.images.items():
+        colour = frames.shape[-1] == 3
+        if colour:  # every episode under its own light: whole frames brighter or darker, tinted
+            shift = np.abs(lit.images[key].astype(float).mean(axis=(1, 2)) - frames.astype(float).mean(axis=(1, 2)))
+            assert (shift.max(axis=1) > 3).mean() > 0.9, key
+
+    # The student is evaluated in the cell's own light, episode after episode; its recordings see others.
+    evaluated, recorded = student_envs(cfg, merge_overlays(cfg.randomization, cfg.bc.record_randomization))
+    try:
+        lights = {"evaluated": set(), "recorded": set()}
+        for seed in range(3):
+            for name, env in (("evaluated", evaluated), ("recorded", recorded)):
+                env.reset(seed=seed)
+                lights[name].add(env.unwrapped.sim.lighting)
+    finally:
+        evaluated.close()
+        recorded.close()
+    assert lights["evaluated"] == {Lighting()} and len(lights["recorded"]) == 3
+
+def test_record_randomization_is_for_pixel_students_and_a_bad_profile_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="record_randomization .*obs_mode pixels"):
+        resolve_config("bin-sort", "bc", {"bc": {"record_randomization": "lighting"}})
+    cfg = resolve_config("bin-sort", "bc", {**TINY, "bc": {**TINY["bc"], "record_randomization": "lightning"}})
+    with pytest.raises(EnvError, match="unknown randomisation profile 'lightning'.*did you mean 'lighting'"):
+        train(cfg, tmp_path / "run", progress=False)
