@@ -373,3 +373,39 @@ def test_a_pixel_students_expert_labels_only_what_the_cameras_show():
     finally:
         state_env.close()
         pixel_env.close()
+
+
+def test_a_pixel_students_expert_takes_a_cube_without_waiting_to_turn_to_its_faces():
+    """Over a cube turned 40 degrees off the jaws, the state expert opens and rises to turn first; the expert
+    teaching a pixel student closes on it anyway (8 cm of open jaws take a 4 cm cube at any yaw), and the
+    cube taken that way is held and sorted."""
+    from sim.experts import make_expert
+
+    env = sim.make_env("bin-sort")
+    try:
+        seed = next(s for s in range(50) if env.reset(seed=s) and env.task.target.type.shape == "box")
+        state_expert, pixel_expert = make_expert(env), make_expert(env)
+        pixel_expert.camera_labels = True
+        for _ in range(200):  # down onto the cube until the jaws begin to close, turned to its faces
+            action = state_expert.act()
+            if action[-1] > 0:
+                break
+            env.step(action)
+        assert action[-1] > 0 and pixel_expert.act()[-1] > 0, f"seed {seed}: the jaws never began to close"
+        part = env.task.target
+        pos, orn = pb.getBasePositionAndOrientation(part.body, physicsClientId=env.sim.cid)
+        yaw = pb.getEulerFromQuaternion(orn)[2]
+        pb.resetBasePositionAndOrientation(part.body, pos, pb.getQuaternionFromEuler([0, 0, yaw + math.radians(40)]),
+                                           physicsClientId=env.sim.cid)
+        env.task._poses.clear()  # poses are read once a step
+        env.task._update_target()
+        state_label, pixel_label = state_expert.act(), pixel_expert.act()
+        assert state_label[-1] < 0 and state_label[2] > 0.3  # open, and up to hover height (slowly this low) to turn
+        assert pixel_label[-1] > 0 and pixel_label[2] <= 0.0  # close, no rise
+        for _ in range(150):
+            _, _, terminated, truncated, info = env.step(pixel_expert.act())
+            if info["parts_sorted"] >= 1 or terminated or truncated:
+                break
+        assert info["parts_sorted"] == 1 and not terminated, info
+    finally:
+        env.close()
