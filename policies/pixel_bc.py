@@ -133,18 +133,20 @@ def new_student(env, data: PixelData, cfg: TrainConfig) -> PixelPolicyNet:
                           grid=cfg.bc.grid_features)
 
 
-def student_envs(cfg: TrainConfig, recording: Overlay | None) -> tuple[gym.Env, gym.Env]:
-    """The cell the student is evaluated in (with cfg.randomization), and the one its episodes are recorded in:
-    randomised by ``recording`` (cfg.randomization and bc.record_randomization merged), or the same env without
-    bc.record_randomization."""
+def student_envs(cfg: TrainConfig) -> tuple[gym.Env, gym.Env, Overlay | None]:
+    """The cell the student is evaluated in (with cfg.randomization), the one its episodes are recorded in (the
+    same env without bc.record_randomization), and the randomisation of the recordings: cfg.randomization and
+    bc.record_randomization merged (for the collector's workers too)."""
+    recording = merge_overlays(cfg.randomization, cfg.bc.record_randomization)
     env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels", randomization=cfg.randomization, observe_command=cfg.observe_command)
     if cfg.bc.record_randomization is None:
-        return env, env
+        return env, env, recording
     try:
-        return env, make_env(cfg.scenario, cfg.robot, obs_mode="pixels", randomization=recording, observe_command=cfg.observe_command)
+        record_env = make_env(cfg.scenario, cfg.robot, obs_mode="pixels", randomization=recording, observe_command=cfg.observe_command)
     except BaseException:
         env.close()
         raise
+    return env, record_env, recording
 
 
 def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool = False,
@@ -153,8 +155,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
     bc = cfg.bc
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    recording = merge_overlays(cfg.randomization, bc.record_randomization)
-    env, record_env = student_envs(cfg, recording)
+    env, record_env, recording = student_envs(cfg)
     writer, collector = None, None
     try:
         hz = control_hz(env)

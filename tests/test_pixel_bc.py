@@ -18,7 +18,6 @@ from policies.pixel_collect import Collector
 from policies.pixel_data import PixelData, record_pixels
 from policies.pixel_net import GridMeans, PixelNetError, PixelPolicyNet, augment, camera_groups, colour_channels
 from policies.train import train
-from scenarios.randomization import merge_overlays
 from sim.simulator import Lighting
 
 
@@ -253,7 +252,7 @@ def test_record_randomization_changes_the_lights_of_the_recordings_and_not_of_th
             assert (shift.max(axis=1) > 3).mean() > 0.9, key
 
     # The student is evaluated in the cell's own light, episode after episode; its recordings see others.
-    evaluated, recorded = student_envs(cfg, merge_overlays(cfg.randomization, cfg.bc.record_randomization))
+    evaluated, recorded, _ = student_envs(cfg)
     try:
         lights = {"evaluated": set(), "recorded": set()}
         for seed in range(3):
@@ -264,6 +263,7 @@ def test_record_randomization_changes_the_lights_of_the_recordings_and_not_of_th
         evaluated.close()
         recorded.close()
     assert lights["evaluated"] == {Lighting()} and len(lights["recorded"]) == 3
+
 
 def test_record_randomization_is_for_pixel_students_and_a_bad_profile_is_named(tmp_path):
     with pytest.raises(ConfigError, match="record_randomization .*obs_mode pixels"):
