@@ -39,6 +39,23 @@ def test_auto_runs_a_fast_cpu_bundle_inline_and_other_policies_on_the_thread(bun
         BridgeServer([bundle], ServerConfig(bind="tcp://127.0.0.1:*", telemetry=None, inference="fast"))
 
 
+class SlowAtLargeBatches(GatedPolicy):
+    """Fast at batch 1, 2 ms a pass at any larger batch: a pixel CNN on the CPU is like this."""
+
+    def act(self, obs):
+        self.delay_s = 0.002 if len(obs) > 1 else 0.0
+        return super().act(obs)
+
+
+def test_auto_times_the_batch_controllers_send_one_at_a_time(bundle):
+    # The probe is of batch 1 (what controllers at independent phases send); large batches are
+    # left to the inline window's watch (test_a_model_that_turns_slow_moves_to_the_thread).
+    policy = SlowAtLargeBatches(bundle, device="cpu")
+    with serving(policy) as server:
+        assert server.inference_mode == "inline" and server.worker is None
+        assert set(policy.batches) == {1}
+
+
 @pytest.mark.parametrize("mode", ["inline", "thread"])
 def test_both_modes_serve_the_bundles_actions(bundle, context, mode):
     with serving(bundle, inference=mode) as server:
