@@ -1,7 +1,7 @@
 """Round trips of steps carrying 84x84 RGB-D camera frames: raw vs PNG vs JPEG, 1 and 8 controllers.
 
     python bench/bridge_images.py [--json PATH] [--seconds 10] [--hz 50] [--controllers 1,8]
-                                  [--encodings raw,png,jpeg] [--inference auto|inline|thread]
+                                  [--encodings raw,png,jpeg,camera-jpeg] [--inference auto|inline|thread]
                                   [--frame-set 84-rgbd|224-rgb] [--echo]
                                   [--bundle PIXEL_BUNDLE [--device cpu|cuda]]
 
@@ -14,8 +14,10 @@ frame; no network, so next to no inference time): then the figures are the bridg
 not a model's. With --bundle it serves that pixel bundle (a real CNN, batched across controllers). Each controller is
 a process of its own running the reference BridgeClient, paced at --hz with a deadline of one
 period; all of them start together. "jpeg" sends the colour frame JPEG and its depth PNG (depth is
-never JPEG); a frame whose encoding would be larger than raw goes raw ("sent as"). The round trip runs from step() being called (before the
-frames are encoded) to the action decoded. Every child process is stopped however this run ends.
+never JPEG); a frame whose encoding would be larger than raw goes raw ("sent as"). "camera-jpeg" sends the
+colour frames as JPEG files made before the run, as a camera that encodes its output gives them, and depth
+raw, as a depth camera gives it: the controller encodes nothing (bridge.images.EncodedFrame). The round trip
+runs from step() being called (before the frames are encoded) to the action decoded. Every child process is stopped however this run ends.
 
 --frame-set 224-rgb sends one 224x224 RGB frame per step instead (the centre of the cell's rendered overview
 camera, 320x240; toy policy only). --echo measures, before each setting, a bare pyzmq echo (bench/echo.py)
@@ -56,7 +58,10 @@ from genba.server_process import child_env, die_with_parent, stop_process  # noq
 TOY_CELL = "conveyor-pick"  # the toy policy's frames
 TOY = "toy policy (genba/pixel_toy.py: each action is a frame's mean; no network)"
 # What a controller offers for each --encodings name: JPEG is for colour only, so its depth goes PNG.
-OFFERS = {"raw": ("raw",), "png": ("png",), "jpeg": ("jpeg", "png")}
+# camera-jpeg: the colour frames come from the camera as JPEG files (quality 90, encoded once before the
+# run: an MJPEG camera's output), sent as they are (bridge.images.EncodedFrame); depth goes raw, as a depth
+# camera gives it: the controller encodes nothing.
+OFFERS = {"raw": ("raw",), "png": ("png",), "jpeg": ("jpeg", "png"), "camera-jpeg": ("jpeg",)}
 CHILDREN: list[subprocess.Popen] = []  # every process this bench started, stopped however it ends
 FRAME_SETS = ("84-rgbd", "224-rgb")
 CROP = 224  # --frame-set 224-rgb: this square from the centre of the overview camera's render
@@ -140,9 +145,19 @@ def cameras_in(frames_file: str | Path) -> dict[str, list[int]]:
         return {key: list(data[key].shape[1:]) for key in data.files}
 
 
-def load_frames(frames_file: str) -> list[dict[str, np.ndarray]]:
+def load_frames(frames_file: str, encoding: str = "raw") -> list[dict[str, np.ndarray | cameras.EncodedFrame]]:
+    """The rendered frames of each step; for camera-jpeg, each colour frame as the camera's JPEG file."""
     data = np.load(frames_file)
-    return [{key: np.ascontiguousarray(data[key][i]) for key in data.files} for i in range(len(data[data.files[0]]))]
+    steps = [{key: np.ascontiguousarray(data[key][i]) for key in data.files} for i in range(len(data[data.files[0]]))]
+    if encoding == "camera-jpeg":
+        import cv2
+
+        for frames in steps:
+            for key, frame in frames.items():
+                if frame.shape[2] == 3:  # a file holds true colours; OpenCV writes BGR arrays
+                    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+                    frames[key] = cameras.EncodedFrame("jpeg", jpeg.tobytes())
+    return steps
 
 
 def connected_client(endpoint: str, encoding: str, frames_file: str, index: int, bundle: str | None) -> BridgeClient:
@@ -155,7 +170,7 @@ def connected_client(endpoint: str, encoding: str, frames_file: str, index: int,
 def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, seconds: float, start_ns: int, index: int,
                     bundle: str | None) -> None:
     """Child: one controller stepping with frames at hz from start_ns for seconds; prints its results."""
-    frames = load_frames(frames_file)
+    frames = load_frames(frames_file, encoding)
     client = connected_client(endpoint, encoding, frames_file, index, bundle)
     try:
         welcome = client.welcome
@@ -189,7 +204,7 @@ def echo_controller_main(bridge_endpoint: str, echo_endpoint: str, encoding: str
                          start_ns: int, index: int, bundle: str | None) -> None:
     """Child: the step messages controller_main sends (each frame in the encoding the bridge server agreed in
     a handshake), built once, sent to the bare echo at hz from start_ns; prints results as controller_main."""
-    frames = load_frames(frames_file)
+    frames = load_frames(frames_file, encoding)
     client = connected_client(bridge_endpoint, encoding, frames_file, index, bundle)
     try:
         welcome = client.welcome
@@ -338,7 +353,8 @@ def main() -> None:
         print(f"bridge/echo {r['encoding']} x {r['controllers']}: p50 {r['p50']:.2f}, p99 {r['p99']:.2f} "
               f"(target p99 <= {ECHO_TARGET_P99:g}x: {'met' if r['p99_met'] else 'MISSED'})")
     cameras = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in cameras_in_summary.items())
-    print(f"frames: {scenario} {cameras} (jpeg: colour JPEG, depth PNG); {args.hz:g} Hz per controller, {args.seconds:g} s each; "
+    print(f"frames: {scenario} {cameras} (jpeg: colour JPEG, depth PNG; camera-jpeg: the camera's JPEG, depth raw); "
+          f"{args.hz:g} Hz per controller, {args.seconds:g} s each; "
           f"server inference {ready.get('inference')}; {os.cpu_count()} CPUs. Served by a {served}"
           + (": the figures are the bridge's cost of frames, not a model's." if served == TOY else "."))
     if args.json:

@@ -7,7 +7,8 @@ peer within ``heartbeat_timeout_ms`` even while the controller is idle. Replies 
 the sequence number they echo; anything else is stale and counted, never returned.
 
 A pixel bundle's camera frames go with each step (``step(obs, deadline, images={key: uint8 (H, W, C)})``),
-in the encoding the welcome agreed per camera (bridge.images).
+in the encoding the welcome agreed per camera (bridge.images); a frame the camera already encoded
+(``bridge.images.EncodedFrame``) goes as it is where its encoding was agreed.
 
 Imports numpy, pyzmq and msgpack only (through bridge.protocol; OpenCV once frames are PNG or JPEG):
 controllers must not need torch.
@@ -252,10 +253,12 @@ class BridgeClient:
             self._fail_attempt("no welcome")
         return False
 
-    def step(self, observation: np.ndarray, deadline_s: float, images: dict[str, np.ndarray] | None = None) -> StepResult:
+    def step(self, observation: np.ndarray, deadline_s: float,
+             images: dict[str, np.ndarray | cameras.EncodedFrame] | None = None) -> StepResult:
         """Ask for one action; returns by the deadline whatever happens (never raises on timeouts).
 
-        images: a pixel bundle's frames, key -> uint8 (H, W, C) as welcome.images lists them.
+        images: a pixel bundle's frames, key -> uint8 (H, W, C) as welcome.images lists them, or the
+            camera's own PNG/JPEG file (bridge.images.EncodedFrame).
         """
         start = time.monotonic_ns()
         end = start + int(deadline_s * 1e9)
@@ -423,7 +426,7 @@ class BridgeClient:
 
     # ------------------------------------------------------------------ internals
 
-    def _frames(self, images: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
+    def _frames(self, images: dict[str, np.ndarray | cameras.EncodedFrame] | None) -> list[dict[str, Any]]:
         """A step's ``images`` entries, each in its camera's agreed encoding (raw where that is smaller)."""
         cfg = self.config
         specs = self.welcome.images if self.welcome is not None else ()

@@ -145,19 +145,61 @@ def message_cap(obs_dim: int, specs: Sequence[ImageSpec]) -> int:
 # ----------------------------------------------------------------------------------- controller side
 
 
-def encode_frames(images: Mapping[str, np.ndarray], specs: Sequence[ImageSpec], jpeg_quality: int = 90,
+@dataclass(frozen=True)
+class EncodedFrame:
+    """A frame as the camera delivered it: a whole PNG or JPEG file (an MJPEG stream's frames, say).
+
+    Sent as it is where the session agreed that encoding for the camera, so the controller neither
+    decodes nor re-encodes it (the file holds true colours, as the wire wants); otherwise decoded here
+    and sent as the session agreed. Its size is read from the file's own header.
+    """
+
+    encoding: str  # png | jpeg
+    data: bytes
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("png", "jpeg"):
+            raise ImageSpecError(f"an encoded frame is 'png' or 'jpeg', not {self.encoding!r}")
+        if not isinstance(self.data, (bytes, bytearray, memoryview)):
+            raise ImageSpecError(f"an encoded frame's data is bytes, not {type(self.data).__name__}")
+        object.__setattr__(self, "data", bytes(self.data))
+
+    def shape(self, key: str) -> tuple[int, int, int]:
+        """(H, W, C) from the file's header; ImageSpecError naming the camera if it is not a whole file."""
+        try:
+            return _png_size(self.data) if self.encoding == "png" else _jpeg_size(self.data)
+        except ValueError as exc:
+            raise ImageSpecError(f"camera {key!r}: the encoded frame is not a {self.encoding} file: {exc}") from None
+
+    def decoded(self, key: str, channel_order: str) -> np.ndarray:
+        """The image as a uint8 (H, W, C) array in ``channel_order``."""
+        shape = self.shape(key)
+        image = _decoded(self.data, shape, channel_order)
+        if image is None:
+            raise ImageSpecError(f"camera {key!r}: the {self.encoding} frame does not decode to {list(shape)} uint8")
+        return image
+
+
+def encode_frames(images: Mapping[str, np.ndarray | EncodedFrame], specs: Sequence[ImageSpec], jpeg_quality: int = 90,
                   png_compression: int = 1) -> list[dict[str, Any]]:
     """The ``images`` entries of a step: each camera in its agreed encoding, or raw where that is not smaller.
 
-    A key the session does not know, or an array that is not its camera's uint8 shape, goes raw as it is:
-    the server answers what is wrong with it, naming the camera.
+    An EncodedFrame goes as it is if its encoding is the one agreed for its camera (or the key is unknown),
+    else it is decoded and treated as an array. A key the session does not know, or an array that is not
+    its camera's uint8 shape, goes raw as it is: the server answers what is wrong with it, naming the camera.
     """
     by_key = {s.key: s for s in specs}
     entries = []
     for key, array in images.items():
+        spec = by_key.get(key)
+        if type(array) is EncodedFrame:
+            if spec is None or array.encoding == spec.encoding:
+                entries.append({"key": key, "shape": list(array.shape(key)), "dtype": WIRE_DTYPE,
+                                "encoding": array.encoding, "data": array.data})
+                continue
+            array = array.decoded(key, spec.channel_order)
         a = np.asarray(array)
         raw = a.tobytes()
-        spec = by_key.get(key)
         entry = {"key": key, "shape": list(a.shape), "dtype": a.dtype.str, "encoding": "raw", "data": raw}
         if spec is not None and spec.encoding != "raw" and a.dtype == np.uint8 and a.shape == spec.shape:
             data = _encode(a, spec, jpeg_quality, png_compression)
@@ -245,15 +287,23 @@ def _decode(spec: ImageSpec, data: bytes, where: str, seq: int) -> np.ndarray:
     if (h, w, c) != spec.shape:
         raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where}: the {spec.encoding} file holds {h}x{w} with {c} channel(s); "
                             f"the bundle takes {list(spec.shape)}", seq)
+    image = _decoded(data, spec.shape, spec.channel_order)
+    if image is None:
+        raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where}: the {spec.encoding} data does not decode to "
+                            f"{list(spec.shape)} uint8", seq)
+    return image
+
+
+def _decoded(data: bytes, shape: tuple[int, int, int], channel_order: str) -> np.ndarray | None:
+    """A PNG or JPEG file as a uint8 array of ``shape`` in ``channel_order``; None if it does not decode to that."""
     import cv2  # lazy: OpenCV only where frames are decoded
 
     image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.dtype != np.uint8 or image.size != spec.nbytes:
-        raise ProtocolError(ErrorCode.BAD_ARRAY, f"{where}: the {spec.encoding} data does not decode to "
-                            f"{list(spec.shape)} uint8", seq)
-    if spec.channel_order == "RGB":
+    if image is None or image.dtype != np.uint8 or image.size != shape[0] * shape[1] * shape[2]:
+        return None
+    if channel_order == "RGB":  # the file holds true colours; OpenCV gives BGR
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image.reshape(spec.shape)
+    return image.reshape(shape)
 
 
 def _png_size(data: bytes) -> tuple[int, int, int]:

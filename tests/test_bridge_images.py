@@ -109,6 +109,42 @@ def test_raw_and_png_frames_arrive_bit_exact(encoding):
             np.testing.assert_array_equal(got[key], frames[key])
 
 
+def camera_file(frame: np.ndarray, encoding: str) -> cameras.EncodedFrame:
+    """The frame as a camera that encodes its own output delivers it."""
+    return cameras.EncodedFrame(encoding, file_entry("cam", frame, encoding)["data"])
+
+
+def test_a_cameras_own_jpeg_goes_as_it_is_where_jpeg_was_agreed_and_is_decoded_where_not():
+    policy = pixel_policy({"cam": [84, 84, 3]})
+    frame = scene(7)["cam"]
+    jpeg = camera_file(frame, "jpeg")
+    true_colours = cv2.cvtColor(cv2.imdecode(np.frombuffer(jpeg.data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    for offered, sent_as in ((("jpeg",), "jpeg"), (("raw",), "raw"), (("png",), "png")):
+        policy.frames.clear()
+        with serving(policy, inference="inline") as server, client(server, policy, offered) as controller:
+            welcome = controller.connect(5.0)
+            (entry,) = cameras.encode_frames({"cam": jpeg}, welcome.images)
+            assert entry["encoding"] == sent_as
+            if sent_as == "jpeg":  # the camera's own bytes: no decoding and re-encoding on the controller
+                assert entry["data"] == jpeg.data and entry["shape"] == [84, 84, 3]
+            result = controller.step(OBS, 2.0, {"cam": jpeg})
+            assert result.status == "ok", result.error_text
+        # Whichever way it went, the policy saw the picture the file holds, in the bundle's RGB order.
+        np.testing.assert_array_equal(policy.frames[0]["cam"], true_colours)
+        assert result.action[0] == pytest.approx(mean_action(true_colours), abs=1e-6)
+
+
+def test_an_encoded_frame_that_is_not_a_whole_file_is_refused_on_the_controller_naming_the_camera():
+    jpeg = camera_file(scene(8)["cam"], "jpeg")
+    spec = cameras.ImageSpec("cam", (84, 84, 3), "rgb", "RGB", "jpeg")
+    with pytest.raises(cameras.ImageSpecError, match=r"camera 'cam': the encoded frame is not a jpeg file: no EOI"):
+        cameras.encode_frames({"cam": cameras.EncodedFrame("jpeg", jpeg.data[:-100])}, [spec])
+    with pytest.raises(cameras.ImageSpecError, match=r"camera 'cam': the encoded frame is not a png file: no PNG signature"):
+        cameras.encode_frames({"cam": cameras.EncodedFrame("png", jpeg.data)}, [spec])
+    with pytest.raises(cameras.ImageSpecError, match="'png' or 'jpeg', not 'h264'"):
+        cameras.EncodedFrame("h264", jpeg.data)
+
+
 def test_a_chunk_request_carries_frames_too():
     policy = pixel_policy()
     frames = scene(5)
