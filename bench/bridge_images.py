@@ -20,10 +20,11 @@ raw, as a depth camera gives it: the controller encodes nothing (bridge.images.E
 runs from step() being called (before the frames are encoded) to the action decoded. Every child process is stopped however this run ends.
 
 --frame-set 224-rgb sends one 224x224 RGB frame per step instead (the centre of the cell's rendered overview
-camera, 320x240; toy policy only). --echo measures, before each setting, a bare pyzmq echo (bench/echo.py)
-of the same step messages (built once, in the encodings the server agreed, so no encoding in its round
-trip) from the same number of controller processes: the floor for those bytes; the target is bridge p99
-<= 2x the echo's.
+camera, 320x240; toy policy only). --echo measures a bare pyzmq echo (bench/echo.py) of the same step
+messages (built once, in the encodings the server agreed, so no encoding in its round trip) beside the
+bridge: each controller process alternates between the two in 1-s blocks (shorter in runs under 2 s), each
+block on a fresh connection, --seconds for each (a setting takes twice as long), so both see the same load
+on the machine. The echo is the floor for those bytes; the target is bridge p99 <= 2x the echo's.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ CHILDREN: list[subprocess.Popen] = []  # every process this bench started, stopp
 FRAME_SETS = ("84-rgbd", "224-rgb")
 CROP = 224  # --frame-set 224-rgb: this square from the centre of the overview camera's render
 ECHO_TARGET_P99 = 2.0  # bridge p99 <= this x the echo's
+BLOCK_S = 1.0  # --echo: each controller alternates bridge and echo in blocks this long
 
 
 def toy_policy(cameras: dict[str, list[int]]) -> MeanPixelPolicy:
@@ -168,103 +170,109 @@ def connected_client(endpoint: str, encoding: str, frames_file: str, index: int,
 
 
 def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, seconds: float, start_ns: int, index: int,
-                    bundle: str | None) -> None:
-    """Child: one controller stepping with frames at hz from start_ns for seconds; prints its results."""
+                    bundle: str | None, echo_endpoint: str | None = None) -> None:
+    """Child: one controller stepping with frames at hz from start_ns for seconds; prints its results.
+
+    With echo_endpoint it alternates, in blocks of BLOCK_S, between the bridge and a bare echo of the same step
+    messages (each frame in the encoding the server agreed, built once), each block on a fresh connection, for
+    `seconds` each: both variants see the same load on the machine, and neither keeps one connection's luck.
+    """
     frames = load_frames(frames_file, encoding)
     client = connected_client(endpoint, encoding, frames_file, index, bundle)
+    echo = EchoClient(echo_endpoint, tag_at=0) if echo_endpoint else None  # tag: a frame of its own before the step's
     try:
         welcome = client.welcome
         obs = np.zeros(welcome.obs_dim, dtype=np.float32)
         entries = [cameras.encode_frames(f, welcome.images) for f in frames]
         sizes = [sum(len(e["data"]) for e in step) for step in entries]
         sent_as = sorted({e["encoding"] for step in entries for e in step})
-        period_ns = int(1e9 / hz)
-        for i in range(20):  # warm-up: connection, allocator, OpenCV's first call
-            client.step(obs, 1.0, frames[i % len(frames)])
-        stats, batches, steps = LatencyStats(capacity=int(hz * seconds) + 16), [], iter(range(1 << 62))
+        messages = [[bytes(8), wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": 1, "t_ns": 0,
+                                                   "deadline_us": 1, "images": step, "arrays": [["<f4", list(obs.shape)]]}),
+                     obs.tobytes()] for step in entries]
+        period_ns, block_ns = int(1e9 / hz), int(min(BLOCK_S, seconds / 2) * 1e9)  # short runs: two blocks each at least
+        steps = iter(range(1 << 62))
 
-        def once() -> None:
+        def bridge_step(stats: LatencyStats | None) -> None:
             result = client.step(obs, period_ns / 1e9, frames[next(steps) % len(frames)])
+            if stats is None:
+                return
             if result.status == "ok":
                 stats.record(result.rtt_ns)
                 batches.append(result.batch)
             else:
                 stats.miss()
 
+        def echo_step(stats: LatencyStats | None) -> None:
+            rtt = echo.round_trip(messages[next(steps) % len(messages)], period_ns / 1e9)
+            if stats is not None:
+                stats.miss() if rtt is None else stats.record(rtt)
+
+        variants = {"bridge": bridge_step, **({"echo": echo_step} if echo else {})}
+        for step in variants.values():  # warm-up: connection, allocator, OpenCV's first call
+            for _ in range(20):
+                step(None)
+        stats = {name: LatencyStats(capacity=int(hz * seconds) + 16) for name in variants}
+        batches: list[int] = []
+        current = [None]
+
+        def once() -> None:
+            name = list(variants)[(time.monotonic_ns() - start_ns) // block_ns % len(variants)]
+            if name != current[0]:
+                if current[0] is not None:  # a fresh connection for each block
+                    if name == "bridge":
+                        client.drop_session("bench: a fresh connection for each block")
+                        client.connect(10.0)
+                    else:
+                        echo.reconnect()
+                current[0] = name
+            variants[name](stats[name])
+
         # Staggered phases, as independent cells would be.
-        late = paced(period_ns, start_ns + index * period_ns // 8, start_ns + int(seconds * 1e9), once)
-        print(json.dumps({"samples_us": (stats.samples_ns() / 1e3).round(1).tolist(), "misses": stats.deadline_misses,
-                          "batches": batches, "late": late, "bytes_per_step": float(np.mean(sizes)), "sent_as": sent_as,
-                          "counts": dict(client.counts)}), flush=True)
+        late = paced(period_ns, start_ns + index * period_ns // 8, start_ns + int(len(variants) * seconds * 1e9), once)
+        print(json.dumps({name: {"samples_us": (st.samples_ns() / 1e3).round(1).tolist(), "misses": st.deadline_misses,
+                                 "batches": batches if name == "bridge" else [], "late": late,
+                                 "bytes_per_step": float(np.mean(sizes)), "sent_as": sent_as,
+                                 "counts": dict(client.counts) if name == "bridge" else {"stale": echo.stale}}
+                          for name, st in stats.items()}), flush=True)
     finally:
         client.close()
-
-
-def echo_controller_main(bridge_endpoint: str, echo_endpoint: str, encoding: str, frames_file: str, hz: float, seconds: float,
-                         start_ns: int, index: int, bundle: str | None) -> None:
-    """Child: the step messages controller_main sends (each frame in the encoding the bridge server agreed in
-    a handshake), built once, sent to the bare echo at hz from start_ns; prints results as controller_main."""
-    frames = load_frames(frames_file, encoding)
-    client = connected_client(bridge_endpoint, encoding, frames_file, index, bundle)
-    try:
-        welcome = client.welcome
-        obs = np.zeros(welcome.obs_dim, dtype=np.float32)
-        steps = []
-        for f in frames:
-            entries = cameras.encode_frames(f, welcome.images)
-            header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": 1, "t_ns": 0, "deadline_us": 1,
-                                         "images": entries, "arrays": [["<f4", list(obs.shape)]]})
-            steps.append(([header, obs.tobytes()], sum(len(e["data"]) for e in entries), {e["encoding"] for e in entries}))
-    finally:
-        client.close()
-    echo = EchoClient(echo_endpoint, tag_at=0)  # a frame of its own before the step's, for the request's number
-    period_ns = int(1e9 / hz)
-    stats, count = LatencyStats(capacity=int(hz * seconds) + 16), iter(range(1, 1 << 62))
-
-    def once(record: bool = True) -> None:
-        rtt = echo.round_trip([bytes(8), *steps[next(count) % len(steps)][0]], period_ns / 1e9)
-        if record:
-            stats.miss() if rtt is None else stats.record(rtt)
-
-    try:
-        for _ in range(20):  # warm-up, as the bridge controller's
-            once(record=False)
-        late = paced(period_ns, start_ns + index * period_ns // 8, start_ns + int(seconds * 1e9), once)
-    finally:
-        echo.close()
-    print(json.dumps({"samples_us": (stats.samples_ns() / 1e3).round(1).tolist(), "misses": stats.deadline_misses,
-                      "batches": [], "late": late, "bytes_per_step": float(np.mean([n for _, n, _ in steps])),
-                      "sent_as": sorted(set().union(*(e for _, _, e in steps))), "counts": {}}), flush=True)
+        if echo is not None:
+            echo.close()
 
 
 # ------------------------------------------------------------------ the run
 
 
 def run(endpoint: str, encoding: str, n: int, frames_file: Path, hz: float, seconds: float, bundle: str | None,
-        echo: str | None = None) -> dict:
-    """n controllers stepping through the bridge server at `endpoint` (echo: sending the same messages to that echo)."""
+        echo: str | None = None) -> list[dict]:
+    """n controllers stepping through the bridge server at `endpoint` (and, given echo, through that echo in
+    alternate blocks); one row per variant, the echo's first."""
     start_ns = time.monotonic_ns() + int(4e9)  # time for every controller to connect and warm up first
     extra = (["--bundle", bundle] if bundle else []) + (["--echo-at", echo] if echo else [])
     procs = [spawn("--controller", endpoint, "--encoding", encoding, "--frames", str(frames_file), "--hz", str(hz),
                    "--seconds", str(seconds), "--start-ns", str(start_ns), "--index", str(i), *extra) for i in range(n)]
     results = []
     for proc in procs:
-        out, err = proc.communicate(timeout=seconds + 60)
+        out, err = proc.communicate(timeout=2 * seconds + 60)
         if proc.returncode != 0:
             raise SystemExit(f"a controller failed (exit {proc.returncode}): {err[-2000:]}")
         results.append(json.loads(out.strip().splitlines()[-1]))
-    samples = np.concatenate([np.asarray(r["samples_us"], dtype=float) for r in results])
-    batches = [b for r in results for b in r["batches"]]
-    return {
-        "variant": "echo" if echo else "bridge",
-        "encoding": encoding, "controllers": n, "replies": int(samples.size), "deadline_misses": sum(r["misses"] for r in results),
-        "p50_us": float(np.percentile(samples, 50)) if samples.size else None,
-        "p99_us": float(np.percentile(samples, 99)) if samples.size else None,
-        "max_us": float(samples.max()) if samples.size else None,
-        "batch_mean": float(np.mean(batches)) if batches else None, "batch_max": int(max(batches)) if batches else None,
-        "frame_bytes_per_step": float(np.mean([r["bytes_per_step"] for r in results])),
-        "sent_as": sorted({e for r in results for e in r["sent_as"]}), "late_ticks": sum(r["late"] for r in results),
-    }
+    rows = []
+    for variant in (["echo"] if echo else []) + ["bridge"]:
+        parts = [r[variant] for r in results]
+        samples = np.concatenate([np.asarray(r["samples_us"], dtype=float) for r in parts])
+        batches = [b for r in parts for b in r["batches"]]
+        rows.append({
+            "variant": variant,
+            "encoding": encoding, "controllers": n, "replies": int(samples.size), "deadline_misses": sum(r["misses"] for r in parts),
+            "p50_us": float(np.percentile(samples, 50)) if samples.size else None,
+            "p99_us": float(np.percentile(samples, 99)) if samples.size else None,
+            "max_us": float(samples.max()) if samples.size else None,
+            "batch_mean": float(np.mean(batches)) if batches else None, "batch_max": int(max(batches)) if batches else None,
+            "frame_bytes_per_step": float(np.mean([r["bytes_per_step"] for r in parts])),
+            "sent_as": sorted({e for r in parts for e in r["sent_as"]}), "late_ticks": sum(r["late"] for r in parts),
+        })
+    return rows
 
 
 def main() -> None:
@@ -278,7 +286,7 @@ def main() -> None:
     parser.add_argument("--bundle", help="serve this pixel bundle instead of the toy policy (frames from its cell)")
     parser.add_argument("--frame-set", default="84-rgbd", choices=FRAME_SETS,
                         help="the cell's pixel observation, or a 224x224 RGB crop of its overview render (toy policy only)")
-    parser.add_argument("--echo", action="store_true", help="measure a bare echo of the same messages before each setting")
+    parser.add_argument("--echo", action="store_true", help="measure a bare echo of the same messages, alternating with the bridge")
     parser.add_argument("--echo-serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--echo-at", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the server runs the bundle")
@@ -295,12 +303,9 @@ def main() -> None:
     if args.serve:
         serve_main(args.inference, args.frames, args.bundle, args.device)
         return
-    if args.controller and args.echo_at:
-        echo_controller_main(args.controller, args.echo_at, args.encoding, args.frames, args.hz, args.seconds, args.start_ns,
-                             args.index, args.bundle)
-        return
     if args.controller:
-        controller_main(args.controller, args.encoding, args.frames, args.hz, args.seconds, args.start_ns, args.index, args.bundle)
+        controller_main(args.controller, args.encoding, args.frames, args.hz, args.seconds, args.start_ns, args.index, args.bundle,
+                        args.echo_at)
         return
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # the finally below stops the children
     counts = [int(n) for n in args.controllers.split(",")]
@@ -334,8 +339,7 @@ def main() -> None:
                     raise SystemExit("the echo server exited before it was ready")
             for n in counts:
                 for encoding in encodings:
-                    for at in ([echo] if echo else []) + [None]:
-                        runs.append(run(ready["endpoint"], encoding, n, frames_file, args.hz, args.seconds, args.bundle, at))
+                    runs.extend(run(ready["endpoint"], encoding, n, frames_file, args.hz, args.seconds, args.bundle, echo))
                     print(f"  {encoding} x {n}: done", file=sys.stderr, flush=True)
         finally:
             for proc in CHILDREN:
@@ -346,7 +350,8 @@ def main() -> None:
           f"{'batch':>7}{'kB/step':>9}  sent as")
     for r in runs:
         batch = f"{r['batch_mean']:7.2f}" if r["batch_mean"] is not None else f"{'-':>7}"
-        print(f"{r['encoding']:10}{r['controllers']:5d}{r['variant']:>8}{r['p50_us']:10.1f}{r['p99_us']:10.1f}{r['max_us']:10.1f}"
+        p50, p99, top = (f"{r[k]:10.1f}" if r[k] is not None else f"{'-':>10}" for k in ("p50_us", "p99_us", "max_us"))
+        print(f"{r['encoding']:10}{r['controllers']:5d}{r['variant']:>8}{p50}{p99}{top}"
               f"{r['deadline_misses']:8d}{r['replies']:9d}{batch}{r['frame_bytes_per_step'] / 1e3:9.1f}  {','.join(r['sent_as'])}")
     ratios = echo_ratios(runs)
     for r in ratios:
