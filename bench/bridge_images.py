@@ -17,14 +17,16 @@ period; all of them start together. "jpeg" sends the colour frame JPEG and its d
 never JPEG); a frame whose encoding would be larger than raw goes raw ("sent as"). "camera-jpeg" sends the
 colour frames as JPEG files made before the run, as a camera that encodes its output gives them, and depth
 raw, as a depth camera gives it: the controller encodes nothing (bridge.images.EncodedFrame). The round trip
-runs from step() being called (before the frames are encoded) to the action decoded. Every child process is stopped however this run ends.
+runs from step() being called (before the frames are encoded) to the action decoded. Every child process
+is stopped however this run ends.
 
 --frame-set 224-rgb sends one 224x224 RGB frame per step instead (the centre of the cell's rendered overview
 camera, 320x240; toy policy only). --echo measures a bare pyzmq echo (bench/echo.py) of the same step
 messages (built once, in the encodings the server agreed, so no encoding in its round trip) beside the
 bridge: each controller process alternates between the two in 1-s blocks (shorter in runs under 2 s), each
 block on a fresh connection whose first tick is not timed, --seconds for each (a setting takes twice as
-long), so both see the same load on the machine. The echo is the floor for those bytes; the target is bridge p99 <= 2x the echo's.
+long), so both see the same load on the machine. The echo is the floor for those bytes; the target is
+bridge p99 <= 2x the echo's.
 """
 
 from __future__ import annotations
@@ -174,8 +176,9 @@ def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, s
     """Child: one controller stepping with frames at hz from start_ns for seconds; prints its results.
 
     With echo_endpoint it alternates, in blocks of BLOCK_S, between the bridge and a bare echo of the same step
-    messages (each frame in the encoding the server agreed, built once), each block on a fresh connection, for
-    `seconds` each: both variants see the same load on the machine, and neither keeps one connection's luck.
+    messages (each frame in the encoding the server agreed, built once), each block on a fresh connection
+    (its first tick not timed), for `seconds` each: both variants see the same load on the machine, and neither
+    keeps one connection's luck.
     """
     frames = load_frames(frames_file, encoding)
     client = connected_client(endpoint, encoding, frames_file, index, bundle)
