@@ -6,7 +6,7 @@ hands each reply to a sink. The server uses it in one of two modes (see bridge/s
 
 - inline: the I/O thread runs the batch itself and sends the replies at once. For a CPU MLP
   the forward pass takes a few to tens of microseconds, less than a handoff to another thread
-  costs (queue, GIL hand-over, doorbell, wake-up: ~100-200 us measured on 2 cores).
+  costs (queue, GIL hand-over, doorbell, wake-up: ~0.1-0.4 ms measured on 2 cores: docs/benchmarks.md).
 - thread: ``InferenceWorker`` runs batches on its own thread, so a slow model (GPU, a large
   network, a policy that may stall) never holds up the sockets. The I/O thread hands over lists
   of requests through a queue; this thread takes everything queued so far (natural batching: no

@@ -12,7 +12,7 @@ Where the forward pass runs (``ServerConfig.inference``):
 
 - ``inline``: on the I/O thread, replies sent at once. A CPU MLP's forward pass takes a few to
   tens of microseconds; handing it to another thread and back costs more (queue, GIL hand-over,
-  doorbell, wake-up: ~100-200 us on a 2-core machine), so for such a model the I/O loop is held
+  doorbell, wake-up: ~0.1-0.4 ms on a 2-core machine), so for such a model the I/O loop is held
   up less by running the pass than it would be by the handoff. Messages arriving meanwhile wait
   in the socket and form the next batch.
 - ``thread``: on the ``InferenceWorker`` thread, so even a slow forward pass (GPU, a large net,
