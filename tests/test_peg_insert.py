@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from episode_support import feature_slice, final_info, scenario_data
@@ -46,6 +48,35 @@ def test_two_instances_give_identical_episodes():
     finally:
         a.close()
         b.close()
+
+
+def test_the_wrist_noise_is_the_declared_gaussian_drawn_in_order_from_the_sensors_own_generator():
+    # The reading minus the noiseless one is sigma times the next six standard normals of the generator
+    # the episode's reset gave the sensor, read after read: past the 256 reads drawn at once, and from
+    # the start again after a reset with the same seed.
+    env = make_factory_env("peg-insert")
+    try:
+        wrist, cfg = env.robot.wrist, env.scenario.robot.wrist_ft
+        sigma = np.array([cfg.force_noise] * 3 + [cfg.torque_noise] * 3)
+        assert sigma.min() > 0
+        generators = []
+        reset = wrist.reset
+        wrist.reset = lambda rng=None: (reset(rng), generators.append(copy.deepcopy(wrist._rng)))
+        actions = np.random.default_rng(4).uniform(-1, 1, (300, 5)).astype(np.float32)
+        runs = []
+        for _ in range(2):
+            env.reset(seed=21)
+            expected = generators[-1]  # as the sensor had it before its first read
+            noise = []
+            for action in actions:
+                env.step(action)
+                noise.append((np.array(wrist.wrench) - np.array(wrist.true_wrench)) / sigma)
+            # Row 0 went to the reset's own observation.
+            np.testing.assert_allclose(noise, expected.normal(0.0, 1.0, (301, 6))[1:], rtol=0, atol=1e-9)
+            runs.append(noise)
+        assert np.array_equal(runs[0], runs[1])
+    finally:
+        env.close()
 
 
 def quiet_env():

@@ -25,6 +25,8 @@ import pybullet as pb
 
 from scenarios.schema import WristFTConfig
 
+NOISE_BLOCK = 256  # reads of noise drawn at once: one numpy call per 256 control steps, not one per step
+
 
 def _matrix(quat) -> tuple[float, ...]:
     return pb.getMatrixFromQuaternion(quat)  # row-major 3x3
@@ -70,6 +72,8 @@ class WristFT:
         self._gravity = sim.physics.gravity if config.compensation == "tool" else 0.0  # 0: no compensation
         self._noise = (config.force_noise, config.torque_noise)  # std per axis: N, N m
         self._rng = np.random.default_rng(0)
+        self._normals: list[float] = []  # standard normals drawn ahead from _rng, six per read
+        self._next = 0
         self._rotation = _matrix(tool_state[5])
         self._samples: list[tuple[float, ...]] = []  # raw reaction wrenches since the last read
         self.reset()
@@ -87,6 +91,7 @@ class WristFT:
     def reset(self, rng: np.random.Generator | None = None) -> None:
         if rng is not None:
             self._rng = np.random.Generator(rng.bit_generator.jumped(2))  # the randomiser takes jumped(1)
+            self._normals, self._next = [], 0
         self._filtered: list[float] | None = None  # set by the first substep's reading
         self._samples.clear()
         self.wrench: tuple[float, ...] = (0.0,) * 6  # tool frame, compensated, filtered, noisy
@@ -134,8 +139,14 @@ class WristFT:
             self.true_wrench = t = (fx - wx, fy - wy, fz - wz, tx - (cy * wz - cz * wy), ty - (cz * wx - cx * wz), tz - (cx * wy - cy * wx))
         s_f, s_t = self._noise
         if s_f > 0 or s_t > 0:
-            n = self._rng.normal(0.0, 1.0, 6).tolist()
-            self.wrench = (t[0] + s_f * n[0], t[1] + s_f * n[1], t[2] + s_f * n[2], t[3] + s_t * n[3], t[4] + s_t * n[4], t[5] + s_t * n[5])
+            # Drawn NOISE_BLOCK reads ahead: the Generator gives the same numbers in one call as in many.
+            i, n = self._next, self._normals
+            if i + 6 > len(n):
+                n = self._normals = self._rng.normal(0.0, 1.0, 6 * NOISE_BLOCK).tolist()
+                i = 0
+            self._next = i + 6
+            self.wrench = (t[0] + s_f * n[i], t[1] + s_f * n[i + 1], t[2] + s_f * n[i + 2],
+                           t[3] + s_t * n[i + 3], t[4] + s_t * n[i + 4], t[5] + s_t * n[i + 5])
         else:
             self.wrench = t
         return self.wrench
