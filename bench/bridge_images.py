@@ -153,14 +153,13 @@ def load_frames(frames_file: str, encoding: str = "raw") -> list[dict[str, np.nd
     """The rendered frames of each step; for camera-jpeg, each colour frame as the camera's JPEG file."""
     data = np.load(frames_file)
     steps = [{key: np.ascontiguousarray(data[key][i]) for key in data.files} for i in range(len(data[data.files[0]]))]
-    if encoding == "camera-jpeg":
-        import cv2
-
+    if encoding == "camera-jpeg":  # the reference client's own encoder writes the camera's files (quality 90)
         for frames in steps:
             for key, frame in frames.items():
-                if frame.shape[2] == 3:  # a file holds true colours; OpenCV writes BGR arrays
-                    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-                    frames[key] = cameras.EncodedFrame("jpeg", jpeg.tobytes())
+                if frame.shape[2] == 3:
+                    spec = cameras.ImageSpec(key, frame.shape, "rgb", "RGB", "jpeg")
+                    (entry,) = cameras.encode_frames({key: frame}, [spec])
+                    frames[key] = cameras.EncodedFrame(entry["encoding"], entry["data"])
     return steps
 
 
@@ -216,23 +215,24 @@ def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, s
                 step(None)
         stats = {name: LatencyStats(capacity=int(hz * seconds) + 16) for name in variants}
         batches: list[int] = []
-        current = [None]
+        names, current = list(variants), None
 
         def once() -> None:
-            name = list(variants)[(time.monotonic_ns() - start_ns) // block_ns % len(variants)]
-            if name == current[0]:
+            nonlocal current
+            name = names[(time.monotonic_ns() - start_ns) // block_ns % len(names)]
+            if name == current:
                 variants[name](stats[name])
                 return
             # A block's first tick, not timed: a fresh connection (an echo's DEALER connects on its first
             # send, the bridge's in its handshake) and one step on it, so neither times a connection set-up.
-            if current[0] is not None:
+            if current is not None:
                 if name == "bridge":
                     client.drop_session("bench: a fresh connection for each block")
                     client.connect(10.0)
                 else:
                     echo.reconnect()
             variants[name](None)
-            current[0] = name
+            current = name
 
         # Staggered phases, as independent cells would be.
         late = paced(period_ns, start_ns + index * period_ns // 8, start_ns + int(len(variants) * seconds * 1e9), once)
