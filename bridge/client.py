@@ -173,6 +173,7 @@ class BridgeClient:
         self._obs_shape: tuple[int] | None = None
         self._step_layout: wire.FixedHeader | None = None
         self._action_layout: wire.FixedHeader | None = None
+        self._pixel_layout: wire.FixedHeader | None = None  # a pixel bundle's steps with every frame raw, as agreed
         self._chunk_sent: dict[int, int] = {}  # seq -> send time (monotonic ns) of chunk requests not yet answered
 
     # ------------------------------------------------------------------ public API
@@ -241,6 +242,9 @@ class BridgeClient:
                     self._action_bytes = 4 * self.welcome.act_dim
                     self._obs_shape = (self.welcome.obs_dim,)
                     self._step_layout = wire.step_header_layout(self.welcome.obs_dim)
+                    images = self.welcome.images
+                    self._pixel_layout = cameras.raw_step_layout(self.welcome.obs_dim, images) \
+                        if images and all(s.encoding == "raw" for s in images) else None
                     self._action_layout = wire.action_header_layout(self.welcome.act_dim)
                     self._session_seq0 = self._hello_seq
                     self._backoff_s = self.config.backoff_initial_s
@@ -272,7 +276,10 @@ class BridgeClient:
         seq = self._next_seq()  # after any handshake: the server rejects seqs at or below the hello's
         obs = observation if type(observation) is np.ndarray and observation.dtype == _F4 else np.asarray(observation, _F4)
         budget_us = max(1, int(deadline_s * 1e6))
-        if images is not None or self.welcome.images:  # frames go in the header: no fixed layout
+        raw_frames = self._raw_frames(images) if self._pixel_layout is not None else None
+        if raw_frames is not None:  # every camera's frame raw, as agreed: the fixed layout
+            header = self._pixel_layout.pack(seq, start, budget_us, *raw_frames)
+        elif images is not None or self.welcome.images:  # frames encoded, or not as agreed: the general encoder
             header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": start,
                                          "deadline_us": budget_us, "images": self._frames(images),
                                          "arrays": [["<f4", list(obs.shape)]]})
@@ -431,6 +438,19 @@ class BridgeClient:
         cfg = self.config
         specs = self.welcome.images if self.welcome is not None else ()
         return cameras.encode_frames(images or {}, specs, cfg.jpeg_quality, cfg.png_compression)
+
+    def _raw_frames(self, images: dict[str, np.ndarray | cameras.EncodedFrame] | None) -> list[bytes] | None:
+        """Each camera's frame as bytes, in the welcome's order, if every one is its camera's uint8 array; else None."""
+        specs = self.welcome.images
+        if images is None or len(images) != len(specs):
+            return None
+        frames = []
+        for spec in specs:
+            image = images.get(spec.key)
+            if type(image) is not np.ndarray or image.dtype != np.uint8 or image.shape != spec.shape:
+                return None
+            frames.append(image.tobytes())
+        return frames
 
     def _next_seq(self) -> int:
         self._seq += 1

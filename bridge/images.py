@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bridge import protocol as wire
 from bridge.errors import BridgeError
 from bridge.protocol import ErrorCode, ProtocolError
 
@@ -135,6 +136,20 @@ def negotiate(specs: Sequence[ImageSpec], offered: Sequence[str]) -> tuple[Image
     """
     usable = [e for e in offered if e in supported_encodings()]
     return tuple(replace(s, encoding=next((e for e in usable if s.allows(e)), "raw")) for s in specs)
+
+
+def raw_step_layout(obs_dim: int, specs: Sequence[ImageSpec]) -> wire.FixedHeader:
+    """The reference client's step header with every camera's frame raw, in ``specs`` order (wire.FixedHeader).
+
+    Its slots: seq, t_ns, deadline_us, then each camera's H*W*C bytes. The same fields in the same order
+    as any step with frames; a server reads such a header without msgpack's general path, its frames
+    where they lie in the received frame.
+    """
+    return wire.FixedHeader({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": wire.U64, "t_ns": wire.U64,
+                             "deadline_us": wire.U64,
+                             "images": [{"key": s.key, "shape": list(s.shape), "dtype": WIRE_DTYPE, "encoding": "raw",
+                                         "data": wire.fixed_bin(s.nbytes)} for s in specs],
+                             "arrays": [["<f4", [obs_dim]]]})
 
 
 def message_cap(obs_dim: int, specs: Sequence[ImageSpec]) -> int:
@@ -298,10 +313,15 @@ def _decoded(data: bytes, shape: tuple[int, int, int], channel_order: str) -> np
     """A PNG or JPEG file as a uint8 array of ``shape`` in ``channel_order``; None if it does not decode to that."""
     import cv2  # lazy: OpenCV only where frames are decoded
 
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    # The file holds true colours: OpenCV gives BGR, or RGB where it can decode to RGB (>= 4.10: one call
+    # less, the same pixels). EXIF orientation ignored, as IMREAD_UNCHANGED does: a frame is as the camera took it.
+    colour = channel_order == "RGB" and shape[2] == 3  # a gray file stays gray: its shape tells the server what is wrong
+    rgb_flag = getattr(cv2, "IMREAD_COLOR_RGB", None) if colour else None
+    flags = cv2.IMREAD_UNCHANGED if rgb_flag is None else rgb_flag | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None or image.dtype != np.uint8 or image.size != shape[0] * shape[1] * shape[2]:
         return None
-    if channel_order == "RGB":  # the file holds true colours; OpenCV gives BGR
+    if colour and rgb_flag is None:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image.reshape(shape)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import struct
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import msgpack
 import numpy as np
@@ -314,16 +314,34 @@ def decode_arrays(header: dict[str, Any], frames: Sequence[bytes]) -> tuple[np.n
     return tuple(arrays)
 
 
+class Slot(NamedTuple):
+    """A changing value in a FixedHeader layout, at a fixed width: its struct code."""
+
+    code: str  # "Q" uint64, "d" float64, "<n>s" a bin of exactly n bytes
+
+
+U64 = Slot("Q")
+F64 = Slot("d")
+
+
+def fixed_bin(size: int) -> Slot:
+    """A slot for a bin of exactly ``size`` bytes (a camera's raw frame)."""
+    if type(size) is not int or size < 1:
+        raise ValueError(f"a bin slot holds at least one byte, not {size!r}")
+    return Slot(f"{size}s")
+
+
 class FixedHeader:
     """One header shape in one fixed byte layout: constant bytes around fixed-width value slots.
 
     msgpack lets an integer be written in any width that holds it (0xcf plus 8 bytes is as valid
     as a one-byte fixint) and a float as float64 (0xcb plus 8 bytes). A sender that always writes
     the same fields in the same order, the changing ones (sequence numbers, timestamps) at those
-    widths, sends header frames of one length that differ only inside the slots. The reference
-    client's ``step`` and the server's ``action`` are written this way, so that both ends pack and
-    read them with one ``struct`` call (plus one comparison of the constant bytes) instead of
-    msgpack's general path and decode_header's field checks: ~2 us less per message here.
+    widths and its bins at one length each, sends header frames of one length that differ only
+    inside the slots. The reference client's ``step`` (with raw camera frames too: bridge.images)
+    and the server's ``action`` are written this way, so that both ends pack and read them with
+    one ``struct`` call (plus one comparison of the constant bytes) instead of msgpack's general
+    path and decode_header's field checks: ~2 us less per message here, hot; more with frames.
 
     ``read`` is only a shortcut: a frame that is not byte for byte of this layout (another
     encoder, minimal-width integers, other fields or field order) returns None, and the reader
@@ -333,60 +351,97 @@ class FixedHeader:
 
     _CODES = {"Q": b"\xcf", "d": b"\xcb"}  # uint64, float64
 
-    def __init__(self, header: dict[str, Any], slots: dict[str, str]) -> None:
-        """header: every field in wire order (slot fields with any value); slots: field -> "Q" | "d"."""
-        if len(header) > 15:
-            raise ValueError("a fixed header holds at most 15 fields (a msgpack fixmap)")
-        constants, fmt, current = [], ">", bytes([0x80 | len(header)])
-        for name, value in header.items():
-            current += msgpack.packb(name)
-            code = slots.get(name)
-            if code is None:
-                current += msgpack.packb(value, use_bin_type=True)
-            else:
-                constants.append(current + self._CODES[code])
-                fmt += f"{len(constants[-1])}s{code}"
+    def __init__(self, header: dict[str, Any]) -> None:
+        """header: every field in wire order; a Slot (U64, F64, fixed_bin) wherever a value changes, at any depth."""
+        constants, codes, current = [], [], b""
+        for piece in _packed_pieces(header, msgpack.Packer(use_bin_type=True)):
+            if type(piece) is Slot:
+                size = _bin_size(piece.code)
+                constants.append(current + (msgpack.packb(bytes(size))[:-size] if size else self._CODES[piece.code]))
+                codes.append(piece.code)
                 current = b""
+            else:
+                current += piece
         constants.append(current)
-        fmt += f"{len(current)}s"
-        self.fields = tuple(slots)
-        self._struct = struct.Struct(fmt)
         self._constants = tuple(constants)
         self._args = [None] * (2 * len(constants) - 1)  # constants at even places, slot values at odd
         self._args[0::2] = constants
-        self.size = self._struct.size
-        decode_header(self.pack(*(header[name] for name in self.fields)))  # a layout must be a valid header
+        self._pack = struct.Struct(">" + "".join(f"{len(c)}s{code}" for c, code in zip(constants, codes)) + f"{len(current)}s")
+        self.size = self._pack.size
+        # read skips the bins (pad bytes, "x"): it unpacks the constants and the scalar slots only.
+        self._read = struct.Struct(">" + "".join(f"{len(c)}s" + (f"{_bin_size(code)}x" if _bin_size(code) else code)
+                                                 for c, code in zip(constants, codes)) + f"{len(current)}s")
+        self.bins: list[tuple[int, int]] = []  # (offset, size) of each bin slot's bytes in the frame, in wire order
+        self._constant_places: list[int] = []  # where read's unpacked tuple holds each constant, and each scalar
+        self._scalar_places: list[int] = []
+        place = offset = 0
+        for constant, code in zip(constants, codes):
+            self._constant_places.append(place)
+            place += 1
+            offset += len(constant)
+            size = _bin_size(code)
+            if size:
+                self.bins.append((offset, size))
+            else:
+                self._scalar_places.append(place)
+                place += 1
+            offset += size or struct.calcsize(">" + code)
+        self._constant_places.append(place)
+        decode_header(self.pack(*(bytes(_bin_size(c)) if _bin_size(c) else 0 for c in codes)))  # a layout must be a valid header
 
-    def pack(self, *values: int | float) -> bytes:
-        """The header frame with the slots (in ``fields`` order) set to ``values``."""
+    def pack(self, *values: int | float | bytes) -> bytes:
+        """The header frame with the slots (in wire order) set to ``values``: a bin's value is bytes of its size."""
         args = self._args.copy()
         args[1::2] = values
-        return self._struct.pack(*args)
+        return self._pack.pack(*args)
 
     def read(self, frame: bytes) -> tuple | None:
-        """The slot values of a frame of exactly this layout, else None (decode it the general way)."""
+        """The scalar slots' values of a frame of exactly this layout, else None (decode it the general way).
+
+        A bin slot's bytes are not copied out: they lie at ``bins`` (offset, size) in the frame.
+        """
         if len(frame) != self.size:
             return None
-        values = self._struct.unpack(frame)
-        return values[1::2] if values[0::2] == self._constants else None
+        values = self._read.unpack(frame)
+        if not self.bins:  # constants and scalars alternate
+            return values[1::2] if values[0::2] == self._constants else None
+        if tuple([values[i] for i in self._constant_places]) != self._constants:
+            return None
+        return tuple([values[i] for i in self._scalar_places])
+
+
+def _packed_pieces(value: Any, packer: msgpack.Packer) -> Iterator[bytes | Slot]:
+    """``value`` as msgpack writes it, in order: packed bytes, and the Slots as they are."""
+    if type(value) is Slot:
+        yield value
+    elif type(value) is dict:
+        yield packer.pack_map_header(len(value))
+        for name, item in value.items():
+            yield packer.pack(name)
+            yield from _packed_pieces(item, packer)
+    elif type(value) is list:
+        yield packer.pack_array_header(len(value))
+        for item in value:
+            yield from _packed_pieces(item, packer)
+    else:
+        yield packer.pack(value)
+
+
+def _bin_size(code: str) -> int:
+    """The size of a bin slot ("<n>s"); 0 for a scalar slot."""
+    return int(code[:-1]) if code.endswith("s") else 0
 
 
 def step_header_layout(obs_dim: int) -> FixedHeader:
     """The reference client's step header for a bundle taking ``obs_dim`` float32 observations."""
-    return FixedHeader(
-        {"v": PROTOCOL_VERSION, "type": MsgType.STEP.value, "seq": 0, "t_ns": 0, "deadline_us": 0,
-         "arrays": [["<f4", [obs_dim]]]},
-        {"seq": "Q", "t_ns": "Q", "deadline_us": "Q"},
-    )
+    return FixedHeader({"v": PROTOCOL_VERSION, "type": MsgType.STEP.value, "seq": U64, "t_ns": U64, "deadline_us": U64,
+                        "arrays": [["<f4", [obs_dim]]]})
 
 
 def action_header_layout(act_dim: int) -> FixedHeader:
     """The server's action header for a bundle returning ``act_dim`` float32 actions."""
-    return FixedHeader(
-        {"v": PROTOCOL_VERSION, "type": MsgType.ACTION.value, "seq": 0, "re": 0, "t_ns": 0, "queue_us": 0.0,
-         "infer_us": 0.0, "batch": 0, "arrays": [["<f4", [act_dim]]]},
-        {"seq": "Q", "re": "Q", "t_ns": "Q", "queue_us": "d", "infer_us": "d", "batch": "Q"},
-    )
+    return FixedHeader({"v": PROTOCOL_VERSION, "type": MsgType.ACTION.value, "seq": U64, "re": U64, "t_ns": U64,
+                        "queue_us": F64, "infer_us": F64, "batch": U64, "arrays": [["<f4", [act_dim]]]})
 
 
 def check_chunk_request(header: dict[str, Any]) -> int:

@@ -123,9 +123,13 @@ class BridgeServer:
             raise ServerConfigError(f"two bundles share the name {duplicates}; controllers pick bundles by name")
         self._by_name = {e.name: i for i, e in enumerate(self.entries)}
         # What a well-formed step request of each bundle carries (the fast paths in _on_message and _on_step);
-        # a pixel bundle's steps carry frames in the header, so they have no fixed layout.
+        # a pixel bundle's reference client sends its frames raw in one fixed layout too.
         self._step_arrays = [[["<f4", [e.obs_dim]]] for e in self.entries]
-        self._step_layouts = [None if e.images else wire.step_header_layout(e.obs_dim) for e in self.entries]
+        self._step_layouts = [cameras.raw_step_layout(e.obs_dim, e.images) if e.images else wire.step_header_layout(e.obs_dim)
+                              for e in self.entries]
+        # Where a fixed-layout step's frames lie in its header: (key, offset, size, shape) per camera.
+        self._frame_places = [[(s.key, offset, size, s.shape) for s, (offset, size) in zip(e.images, layout.bins)]
+                              for e, layout in zip(self.entries, self._step_layouts)]
         # What a pixel bundle's steps need (every frame raw); its cap is this or the configured one, the larger.
         self._frames_bytes = [cameras.message_cap(e.obs_dim, e.images) if e.images else 0 for e in self.entries]
         self._obs_bytes = [e.obs_dim * _F4.itemsize for e in self.entries]
@@ -359,9 +363,9 @@ class BridgeServer:
             body = frames[1:]
             fixed = self._fixed_layout_step(identity, body)
             if fixed is not None:  # the usual step request, already known to be well-formed
-                index, seq, deadline_us = fixed
+                index, seq, deadline_us, images = fixed
                 self._session_for(identity, seq, now)
-                self._accept_step(identity, index, seq, deadline_us, body[1], now, pending)
+                self._accept_step(identity, index, seq, deadline_us, body[1], now, pending, images=images)
                 return
             session = self.sessions.get(identity)
             wire.check_frames(body, self.config.max_message_bytes if session is None else self._cap(session.policy))
@@ -378,24 +382,29 @@ class BridgeServer:
         except ProtocolError as exc:
             self._reject(identity, exc)
 
-    def _fixed_layout_step(self, identity: bytes, body: list[bytes]) -> tuple[int, int, int] | None:
-        """(bundle index, seq, deadline_us) of a step request whose header is in the reference client's
-        fixed layout (wire.FixedHeader) with one observation of its bundle's size; else None.
+    def _fixed_layout_step(self, identity: bytes, body: list[bytes]) \
+            -> tuple[int, int, int, dict[str, np.ndarray] | None] | None:
+        """(bundle index, seq, deadline_us, frames) of a step request whose header is in the reference client's
+        fixed layout (wire.step_header_layout; a pixel bundle's: images.raw_step_layout) with one observation of
+        its bundle's size; else None.
 
         Such a request passes every check up to the session's: what is left is the sequence number,
-        the observation's values and the deadline.
+        the observation's values and the deadline. Its frames are read-only views of the header frame.
         """
         session = self.sessions.get(identity)
         if session is None or len(body) != 2:
             return None
         index = session.policy
         header, observation = body
-        layout = self._step_layouts[index]  # None: a pixel bundle (frames in the header)
-        if layout is None or len(observation) != self._obs_bytes[index] \
-                or len(header) + len(observation) > self.config.max_message_bytes:
+        if len(observation) != self._obs_bytes[index] or len(header) + len(observation) > self._cap(index):
             return None
-        slots = layout.read(header)
-        return None if slots is None else (index, slots[0], slots[2])
+        slots = self._step_layouts[index].read(header)
+        if slots is None:
+            return None
+        places = self._frame_places[index]
+        images = {key: np.frombuffer(header, np.uint8, size, offset).reshape(shape) for key, offset, size, shape in places} \
+            if places else None
+        return index, slots[0], slots[2], images
 
     def _cap(self, index: int) -> int:
         """The message cap of a session of bundle ``index``: the configured one, or what its frames need."""

@@ -8,6 +8,7 @@ or raw DEALER sockets that send whatever a test needs.
 from __future__ import annotations
 
 import re
+import struct
 import threading
 import time
 
@@ -143,6 +144,61 @@ def test_an_encoded_frame_that_is_not_a_whole_file_is_refused_on_the_controller_
         cameras.encode_frames({"cam": cameras.EncodedFrame("png", jpeg.data)}, [spec])
     with pytest.raises(cameras.ImageSpecError, match="'png' or 'jpeg', not 'h264'"):
         cameras.EncodedFrame("h264", jpeg.data)
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an EXIF APP1 segment (big-endian TIFF, one IFD entry) saying how a viewer should rotate it."""
+    entry = struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0)  # Orientation, SHORT, one value, padded
+    tiff = b"MM\x00\x2a" + struct.pack(">I", 8) + struct.pack(">H", 1) + entry + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + jpeg[2:]
+
+
+def test_a_cameras_file_decodes_as_the_camera_took_it_whatever_its_exif_orientation_or_channels():
+    frame = scene(9, shape=(48, 84))["cam"]  # not square: a rotation would scramble the rows, keeping the size
+    plain = camera_file(frame, "jpeg")
+    rotated = cameras.EncodedFrame("jpeg", _with_exif_orientation(plain.data, 6))
+    assert cv2.imdecode(np.frombuffer(rotated.data, np.uint8), cv2.IMREAD_COLOR).shape == (84, 48, 3)  # what a viewer shows
+    spec = cameras.ImageSpec("cam", (48, 84, 3), "rgb", "RGB", "png")
+    np.testing.assert_array_equal(rotated.decoded("cam", "RGB"), plain.decoded("cam", "RGB"))
+    (entry,) = cameras.encode_frames({"cam": rotated}, [spec])  # png agreed: decoded on the controller, re-encoded
+    assert entry["encoding"] == "png" and entry["shape"] == [48, 84, 3]
+    # A gray file for a colour camera stays gray: the step says its shape, and the server answers what is wrong.
+    ok, gray = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+    (entry,) = cameras.encode_frames({"cam": cameras.EncodedFrame("jpeg", gray.tobytes())}, [spec])
+    assert entry["shape"] == [48, 84, 1]
+
+
+def test_raw_frames_in_the_fixed_layout_are_read_where_they_lie_with_the_same_checks_and_answers(connect):
+    policy = pixel_policy()
+    frames = scene(4)
+    layout = cameras.raw_step_layout(len(OBS), cameras.image_specs(policy.images, "toy"))
+    with serving(policy, inference="inline") as server:
+        sock = connect(server.endpoint)
+        assert raw_hello(sock, policy).header["type"] == "welcome"
+
+        def fixed(seq, obs=OBS, deadline_us=5_000_000, images=frames):
+            sock.send_multipart([layout.pack(seq, 0, deadline_us, images["cam"].tobytes(), images["cam_depth"].tobytes()),
+                                 np.asarray(obs, np.float32).tobytes()])
+            return wire.decode(sock.recv_multipart())
+
+        reply = fixed(2)
+        assert reply.header["type"] == "action", reply.header
+        assert reply.arrays[0][:2].tolist() == pytest.approx([mean_action(frames["cam"]), mean_action(frames["cam_depth"])],
+                                                             abs=1e-6)
+        general = raw_step(sock, 3, [raw_entry(k, frames[k]) for k in RGBD])  # the same step, msgpack's shortest form
+        assert general.arrays[0].tobytes() == reply.arrays[0].tobytes()
+        # The checks after the form are the same as for any step.
+        nan_obs = np.where(np.arange(len(OBS)) == 2, np.nan, OBS)
+        for reply, name, fragment in ((fixed(3), "STALE_SEQUENCE", "not above the last seen 3"),
+                                      (fixed(4, obs=nan_obs), "NON_FINITE", "at [2]"),
+                                      (fixed(5, deadline_us=0), "MALFORMED", "deadline_us must be positive")):
+            assert (reply.header["type"], reply.header["name"]) == ("error", name) and fragment in reply.header["text"]
+        swapped = {"cam": frames["cam"], "cam_depth": scene(5)["cam_depth"]}
+        assert fixed(6, images=swapped).arrays[0][1] == pytest.approx(mean_action(swapped["cam_depth"]), abs=1e-6)
+    for got, sent in zip(policy.frames, (frames, frames, swapped)):
+        for key in RGBD:
+            np.testing.assert_array_equal(got[key], sent[key])
 
 
 def test_a_chunk_request_carries_frames_too():

@@ -11,6 +11,7 @@ import pytest
 
 from bridge import gantry
 from bridge import protocol as wire
+from bridge.images import image_specs, raw_step_layout
 from bridge.protocol import ErrorCode, MsgType, ProtocolError
 from bridge.spec import spec_hash
 
@@ -352,6 +353,28 @@ def test_fixed_layout_reads_only_frames_of_exactly_its_bytes():
     assert wire.step_header_layout(7).read(frame) is None
 
 
+def test_a_fixed_layout_with_camera_frames_holds_them_as_bins_and_reads_only_its_bytes():
+    specs = image_specs([{"key": "cam", "shape": [4, 5, 3]}, {"key": "cam_depth", "shape": [4, 5, 1]}], "test")
+    layout = raw_step_layout(6, specs)
+    rgb, depth = bytes(range(60)), bytes(range(100, 120))
+    frame = layout.pack(7, 8, 9, rgb, depth)
+    assert wire.decode_header(frame)["images"] == [
+        {"key": "cam", "shape": [4, 5, 3], "dtype": "|u1", "encoding": "raw", "data": rgb},
+        {"key": "cam_depth", "shape": [4, 5, 1], "dtype": "|u1", "encoding": "raw", "data": depth}]
+    assert layout.read(frame) == (7, 8, 9)
+    assert [frame[offset : offset + size] for offset, size in layout.bins] == [rgb, depth]  # where the frames lie
+    lowest, highest = layout.pack(0, 0, 0, bytes(60), bytes(20)), layout.pack(*[2**64 - 1] * 3, b"\xff" * 60, b"\xff" * 20)
+    in_slot = {i for i, (x, y) in enumerate(zip(lowest, highest)) if x != y}
+    assert len(in_slot) == 3 * 8 + 60 + 20
+    for i in range(len(frame)):
+        changed = bytearray(frame)
+        changed[i] ^= 0x01
+        assert (layout.read(bytes(changed)) is not None) == (i in in_slot), f"byte {i}"
+    assert layout.read(msgpack.packb(wire.decode_header(frame))) is None  # msgpack's shortest form: read the general way
+    with pytest.raises(ValueError, match="at least one byte"):
+        wire.fixed_bin(0)
+
+
 def test_fixed_layout_refuses_a_header_that_would_not_validate():
     with pytest.raises(ProtocolError, match="'deadline_us' is missing"):
-        wire.FixedHeader({"v": V, "type": "step", "seq": 0}, {"seq": "Q"})
+        wire.FixedHeader({"v": V, "type": "step", "seq": wire.U64})
