@@ -1,6 +1,6 @@
 """Round trips of steps carrying 84x84 RGB-D camera frames: raw vs PNG vs JPEG, 1 and 8 controllers.
 
-    python bench/bridge_images.py [--json PATH] [--seconds 10] [--hz 50] [--controllers 1,8]
+    python bench/bridge_images.py [--json PATH] [--seconds 10] [--hz HZ] [--controllers 1,8]
                                   [--encodings raw,png,jpeg,camera-jpeg] [--inference auto|inline|thread]
                                   [--frame-set 84-rgbd|224-rgb] [--echo]
                                   [--bundle PIXEL_BUNDLE [--device cpu|cuda]]
@@ -12,8 +12,8 @@ own process serving, by default, the TOY pixel policy of genba/pixel_toy.py (num
 frame; no network, so next to no inference time): then the figures are the bridge's own cost of frames
 (encoding on the controller, transport, checks and decoding on the server, stacking for the batch),
 not a model's. With --bundle it serves that pixel bundle (a real CNN, batched across controllers). Each controller is
-a process of its own running the reference BridgeClient, paced at --hz with a deadline of one
-period; all of them start together. "jpeg" sends the colour frame JPEG and its depth PNG (depth is
+a process of its own running the reference BridgeClient, paced at --hz (default: the bundle's control
+rate, or the toy's cell's: conveyor-pick, 20 Hz) with a deadline of one period; all of them start together. "jpeg" sends the colour frame JPEG and its depth PNG (depth is
 never JPEG); a frame whose encoding would be larger than raw goes raw ("sent as"). "camera-jpeg" sends the
 colour frames as JPEG files made before the run, as a camera that encodes its output gives them, and depth
 raw, as a depth camera gives it: the controller encodes nothing (bridge.images.EncodedFrame). The round trip
@@ -111,6 +111,12 @@ def render_frames(path: Path, scenario: str, robot: str | None, frame_set: str =
     finally:
         env.close()
     np.savez(path, **{key: np.stack(v) for key, v in frames.items()})
+
+
+def control_hz_of(scenario: str) -> float:
+    from scenarios import load_scenario  # lazy: only the parent reads the cell
+
+    return float(load_scenario(scenario).physics.control_hz)
 
 
 def spawn(*args: str) -> subprocess.Popen:
@@ -286,7 +292,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per setting")
-    parser.add_argument("--hz", type=float, default=50.0, help="steps per second of each controller")
+    parser.add_argument("--hz", type=float, help="steps per second of each controller (default: the control rate of the "
+                        "bundle, or of the toy's cell)")
     parser.add_argument("--controllers", default="1,8", help="controller counts, comma-separated")
     parser.add_argument("--encodings", default="raw,png,jpeg", help="frame encodings, comma-separated")
     parser.add_argument("--inference", default="auto", choices=["auto", "inline", "thread"], help="server: where forward passes run")
@@ -331,6 +338,8 @@ def main() -> None:
             manifest = read_manifest(args.bundle)
             scenario, robot = manifest["scenario"]["name"], (manifest.get("training") or {}).get("robot")
             served = f"pixel bundle {manifest['name']!r} ({args.device})"
+        if args.hz is None:
+            args.hz = float(manifest["control_hz"]) if args.bundle else control_hz_of(scenario)
         render_frames(frames_file, scenario, robot, args.frame_set)
         cameras_in_summary = cameras_in(frames_file)
         server = spawn("--serve", "--inference", args.inference, "--frames", str(frames_file), "--device", args.device,

@@ -25,6 +25,11 @@ the observation size, action kind and robot limits from the server's welcome. Th
 server, bridge server) end with this process, however it ends: on SIGTERM/SIGINT it stops them, and
 they get SIGTERM from the kernel if it is killed outright (PR_SET_PDEATHSIG).
 
+    python bench/bridge_latency.py --obs pixels [--frame-set 84-rgbd|224-rgb] [--encodings raw,jpeg] [--bundle DIR] ...
+
+runs bench/bridge_images.py --echo: steps carrying camera frames (raw or encoded) against an echo of the
+same bytes, at the bundle's control rate (the toy pixel policy's cell's without --bundle); its options apply.
+
     python bench/bridge_latency.py --chunks [--delays 30,50] [--jitter 10] [--drop 0.01] [--seconds 30]
                                    [--chunk 10] [--bundle DIR] [--json PATH]
 
@@ -264,7 +269,20 @@ def chunks_main(args) -> None:
 
 
 def main() -> None:
+    # --obs pixels: steps with camera frames against an echo of the same bytes, measured by bench/bridge_images.py
+    # (its options: --frame-set, --encodings, --controllers, --bundle, ...; see its --help).
+    obs_mode = argparse.ArgumentParser(add_help=False)
+    obs_mode.add_argument("--obs", choices=["state", "pixels"], default="state")
+    known, rest = obs_mode.parse_known_args()
+    if known.obs == "pixels":
+        import bridge_images  # this script's folder is on the path
+
+        sys.argv = [bridge_images.__file__, "--echo", *(a for a in rest if a != "--echo")]
+        bridge_images.main()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--obs", choices=["state", "pixels"], default="state",
+                        help="pixels: steps carrying camera frames, bridge vs echo (bench/bridge_images.py --echo and its options)")
     parser.add_argument("--chunks", action="store_true", help="measure the chunk executor under added delay instead")
     parser.add_argument("--delays", default="30,50", help="--chunks: added delays in ms, comma-separated")
     parser.add_argument("--jitter", type=float, default=10.0, help="--chunks: plus uniform jitter up to this (ms)")

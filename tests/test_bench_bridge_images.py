@@ -49,3 +49,15 @@ def test_the_echo_carries_the_same_bytes_and_the_224_rgb_frames_are_one_colour_c
         bridge, echo = runs[0 if e == "raw" else 2:][1], runs[0 if e == "raw" else 2:][0]
         assert ratios[e]["p99"] == bridge["p99_us"] / echo["p99_us"] and ratios[e]["p99_met"] == (ratios[e]["p99"] <= 2.0)
     assert "bridge/echo raw x 1" in proc.stdout
+
+
+def test_bridge_latency_obs_pixels_runs_the_frames_echo_comparison_at_the_cells_control_rate(tmp_path):
+    out = tmp_path / "pixels.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bridge_latency.py"), "--obs", "pixels", "--seconds", "0.5",
+                           "--controllers", "1", "--encodings", "raw", "--json", str(out)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["hz"] == 20.0  # conveyor-pick's control rate: the toy's frames are that cell's
+    assert [(r["variant"], r["encoding"]) for r in result["runs"]] == [("echo", "raw"), ("bridge", "raw")]
+    assert result["runs"][1]["replies"] >= 5 and "bridge/echo raw x 1" in proc.stdout
