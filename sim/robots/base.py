@@ -136,6 +136,7 @@ class Robot:
         self.grip_command = -1.0
         # Per-step constants, prepared once: the env step is a hot loop (see bench/sim_throughput.py).
         self._forces = list(self.max_force)
+        self._zero_velocities = [0.0] * self._n_arm
         self._kp, self._kd = [config.position_gain] * self._n_arm, [config.velocity_gain] * self._n_arm
         q_step = self.max_velocity * sim.physics.control_period  # rad per control period at rated speed
         self._q_step = q_step.tolist()
@@ -186,8 +187,10 @@ class Robot:
         self._fresh_at = self.sim.steps
         cid = self.sim.cid
         # Forward kinematics on: after stepSimulation the link frames Bullet keeps are a substep old.
-        s = pb.getLinkState(self.body, self.tool_id, computeLinkVelocity=1, computeForwardKinematics=1, physicsClientId=cid)
-        states = pb.getJointStates(self.body, self._movable, physicsClientId=cid)
+        # Positional arguments in the per-step Bullet calls: PyBullet parses keywords by name, which cost
+        # getLinkState's 4 of them ~1.7 us a call here (computeLinkVelocity, computeForwardKinematics, physicsClientId).
+        s = pb.getLinkState(self.body, self.tool_id, 1, 1, cid)
+        states = pb.getJointStates(self.body, self._movable, cid)
         q = [st[0] for st in states]
         if self.suction is None:
             opening = sum(q[self._n_arm:])
@@ -202,7 +205,7 @@ class Robot:
     def contacts(self) -> tuple:
         """Every contact point of the robot after the last physics step (pybullet.getContactPoints rows),
         for the task's grasp and collision checks: one query per control step."""
-        return pb.getContactPoints(self.body, physicsClientId=self.sim.cid)
+        return pb.getContactPoints(self.body, -1, -2, -2, self.sim.cid)  # bodyB any, linkIndexA/B any; positional (refresh)
 
     def command_offset(self) -> list[float]:
         """The commanded tool target minus the measured tool now (m, world) and target yaw minus tool yaw (rad),
@@ -384,10 +387,9 @@ class Robot:
         if self._pending is not None:  # the controller's command is grip_command; the motors get an older one
             self._pending.append((q, grip))
             q, grip = self._pending.popleft()
-        pb.setJointMotorControlArray(
-            self.body, self.arm_ids, pb.POSITION_CONTROL, targetPositions=q, forces=self._forces,
-            positionGains=self._kp, velocityGains=self._kd, physicsClientId=cid,
-        )
+        # targetPositions, targetVelocities (0: Bullet's default), forces, positionGains, velocityGains; positional (refresh)
+        pb.setJointMotorControlArray(self.body, self.arm_ids, pb.POSITION_CONTROL, q, self._zero_velocities, self._forces,
+                                     self._kp, self._kd, cid)
         if self.suction is not None:  # > 0: vacuum on; otherwise off, releasing at once
             self.suction.command(grip > 0.0)
             return

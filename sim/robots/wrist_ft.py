@@ -101,7 +101,7 @@ class WristFT:
         """The substep hook: keep the joint's reaction wrench for read() to filter. It runs several times per
         control step, each time with caches cold from the physics step, so it does no more than that."""
         get_state, body, joint, cid, keep = pb.getJointState, self.body, self.joint, self.cid, self._samples.append
-        return lambda: keep(get_state(body, joint, physicsClientId=cid)[2])
+        return lambda: keep(get_state(body, joint, cid)[2])  # positional: PyBullet's keyword parsing costs more here
 
     def _filter(self) -> list[float] | None:
         """The low-pass, fed the samples taken since the last read (in order); None before the first."""

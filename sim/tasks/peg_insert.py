@@ -46,7 +46,8 @@ class PegInsert(Task):
         # hook (only while the peg is near the fixture) and summed up once per control step.
         self._contacts: list[tuple] = []
         get_contacts, peg, cid, keep = pb.getContactPoints, self.peg.body, self.sim.cid, self._contacts.append
-        self._keep_contacts = lambda: keep(get_contacts(bodyA=peg, physicsClientId=cid))
+        # bodyA the peg, bodyB and both links any: positional, as PyBullet's keyword parsing costs more than the query
+        self._keep_contacts = lambda: keep(get_contacts(peg, -1, -2, -2, cid))
         self._watching = False  # whether _keep_contacts runs after each physics substep
 
     def _contact_peak(self) -> float:
