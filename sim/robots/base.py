@@ -205,7 +205,7 @@ class Robot:
     def contacts(self) -> tuple:
         """Every contact point of the robot after the last physics step (pybullet.getContactPoints rows),
         for the task's grasp and collision checks: one query per control step."""
-        return pb.getContactPoints(self.body, -1, -2, -2, self.sim.cid)  # bodyB any, linkIndexA/B any; positional (refresh)
+        return pb.getContactPoints(self.body, -1, -2, -2, self.sim.cid)  # bodyB any, linkIndexA/B any; positional (see refresh)
 
     def command_offset(self) -> list[float]:
         """The commanded tool target minus the measured tool now (m, world) and target yaw minus tool yaw (rad),
@@ -387,7 +387,7 @@ class Robot:
         if self._pending is not None:  # the controller's command is grip_command; the motors get an older one
             self._pending.append((q, grip))
             q, grip = self._pending.popleft()
-        # targetPositions, targetVelocities (0: Bullet's default), forces, positionGains, velocityGains; positional (refresh)
+        # targetPositions, targetVelocities (0: Bullet's default), forces, positionGains, velocityGains; positional (see refresh)
         pb.setJointMotorControlArray(self.body, self.arm_ids, pb.POSITION_CONTROL, q, self._zero_velocities, self._forces,
                                      self._kp, self._kd, cid)
         if self.suction is not None:  # > 0: vacuum on; otherwise off, releasing at once
