@@ -4,8 +4,8 @@ For each env, rounds alternate (so both share the machine's noise) between
   env:  env.step(random action) for --steps steps: IK, motors, task logic, reward, observation, resets;
   raw:  the same world replayed with no env: per control step only the motor targets the env sent
         (one Bullet call, as any controller needs), the same part spawns, belt shifts (the conveyor
-        moves its belt link back under the frame every 5 cm of travel) and resets, then the same
-        number of pybullet.stepSimulation substeps.
+        moves its belt link back under the frame every 5 cm of travel) and resets (with each new
+        episode's belt speed), then the same number of pybullet.stepSimulation substeps.
 The arm moves the same way in both, so the physics costs the same; the ratio of env substeps/s to raw
 substeps/s is the share of physics speed the env keeps (target >= 0.9). Times are this process's CPU
 time (time.process_time): the machine is shared, and wall time would count the neighbours' load. Each side's
@@ -68,8 +68,10 @@ class Recorder:
     def record(self, reset: bool) -> None:
         """Called inside the timed env loop, so it stays cheap: the robot makes a new command list
         every step, which can be kept without a copy; spawn and shift lists are rarely non-empty."""
-        r = self.env.robot
-        self.steps.append((reset, r._q_cmd, r._finger_cmd, self._spawns or (), self._shifts or ()))
+        r, conveyor = self.env.robot, getattr(self.env.task, "conveyor", None)
+        # After a reset, the new episode's belt speed (randomised per episode; restoreState keeps no motor targets).
+        belt = (conveyor.body, conveyor.speed) if reset and conveyor is not None else None
+        self.steps.append((reset, r._q_cmd, r._finger_cmd, self._spawns or (), self._shifts or (), belt))
         if self._spawns:
             self._spawns = []
         if self._shifts:
@@ -94,7 +96,7 @@ def time_raw(env, steps: list, substeps: int) -> float:
     kp, kd, finger_force, zero_velocities = r._kp, r._kd, [r.model.finger_force] * len(r.finger_ids), r._zero_velocities
     state, sent = env._initial_state, None
     start = time.process_time()
-    for reset, q, finger, spawns, shifts in steps:
+    for reset, q, finger, spawns, shifts, belt in steps:
         for body, q_belt, v_belt in shifts:
             pb.resetJointState(body, 0, q_belt, v_belt, physicsClientId=cid)
         for body, position, yaw, velocity in spawns:
@@ -113,6 +115,10 @@ def time_raw(env, steps: list, substeps: int) -> float:
         if reset:
             pb.restoreState(stateId=state, physicsClientId=cid)
             sent = None  # the env's reset sends the open fingers again
+            if belt is not None:  # as the conveyor's reset drives it
+                body, speed = belt
+                pb.resetJointState(body, 0, 0.0, speed, physicsClientId=cid)
+                pb.setJointMotorControl2(body, 0, pb.VELOCITY_CONTROL, targetVelocity=speed, force=2000.0, physicsClientId=cid)
     return time.process_time() - start
 
 
