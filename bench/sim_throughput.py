@@ -70,8 +70,8 @@ class Recorder:
         every step, which can be kept without a copy; spawn and shift lists are rarely non-empty."""
         r, conveyor = self.env.robot, getattr(self.env.task, "conveyor", None)
         # After a reset, the new episode's belt speed (randomised per episode; restoreState keeps no motor targets).
-        belt = (conveyor.body, conveyor.speed) if reset and conveyor is not None else None
-        self.steps.append((reset, r._q_cmd, r._finger_cmd, self._spawns or (), self._shifts or (), belt))
+        belt_speed = conveyor.speed if reset and conveyor is not None else None
+        self.steps.append((reset, r._q_cmd, r._finger_cmd, self._spawns or (), self._shifts or (), belt_speed))
         if self._spawns:
             self._spawns = []
         if self._shifts:
@@ -96,7 +96,8 @@ def time_raw(env, steps: list, substeps: int) -> float:
     kp, kd, finger_force, zero_velocities = r._kp, r._kd, [r.model.finger_force] * len(r.finger_ids), r._zero_velocities
     state, sent = env._initial_state, None
     start = time.process_time()
-    for reset, q, finger, spawns, shifts, belt in steps:
+    conveyor = getattr(env.task, "conveyor", None)
+    for reset, q, finger, spawns, shifts, belt_speed in steps:
         for body, q_belt, v_belt in shifts:
             pb.resetJointState(body, 0, q_belt, v_belt, physicsClientId=cid)
         for body, position, yaw, velocity in spawns:
@@ -115,10 +116,8 @@ def time_raw(env, steps: list, substeps: int) -> float:
         if reset:
             pb.restoreState(stateId=state, physicsClientId=cid)
             sent = None  # the env's reset sends the open fingers again
-            if belt is not None:  # as the conveyor's reset drives it
-                body, speed = belt
-                pb.resetJointState(body, 0, 0.0, speed, physicsClientId=cid)
-                pb.setJointMotorControl2(body, 0, pb.VELOCITY_CONTROL, targetVelocity=speed, force=2000.0, physicsClientId=cid)
+            if belt_speed is not None:  # the belt's two Bullet calls (joint state, motor), as the env's reset makes them
+                conveyor.reset(belt_speed)
     return time.process_time() - start
 
 
