@@ -131,6 +131,10 @@ class DomainRandomizer:
             changes["color"] = tuple(float(c * rng.uniform(*v.light_color_scale)) for c in light.color)
         if v.ambient_scale is not None:
             changes["ambient"] = float(light.ambient * rng.uniform(*v.ambient_scale))
+        if v.diffuse_scale is not None:
+            changes["diffuse"] = min(1.0, float(light.diffuse * rng.uniform(*v.diffuse_scale)))
+        if v.specular is not None:
+            changes["specular"] = min(1.0, float(light.specular + rng.uniform(*v.specular)))
         self.sim.lighting = dataclasses.replace(light, **changes)
         if v.color_jitter is not None:
             for body, colors in self._prop_colors.items():

@@ -222,7 +222,8 @@ def test_frame_drop_repeats_the_previous_frame():
 
 
 def test_visuals_light_colours_and_cameras_within_range():
-    v = {"light_direction": 0.3, "light_color_scale": [0.5, 0.6], "ambient_scale": [1.2, 1.3], "color_jitter": 0.1,
+    v = {"light_direction": 0.3, "light_color_scale": [0.5, 0.6], "ambient_scale": [1.2, 1.3], "diffuse_scale": [1.5, 1.6],
+         "specular": [0.2, 0.3], "color_jitter": 0.1,
          "camera_position": 0.02, "camera_rotation": 0.05, "camera_fov": 0.05}
     nominal, env = sim.make_env("conveyor-pick"), sim.make_env("conveyor-pick", randomization={"visuals": v})
     try:
@@ -234,6 +235,8 @@ def test_visuals_light_colours_and_cameras_within_range():
         assert 0 < angle <= 0.3 + 1e-9
         assert all(0.5 <= c / c0 <= 0.6 for c, c0 in zip(light.color, base.color))
         assert 1.2 <= light.ambient / base.ambient <= 1.3
+        assert 1.5 <= light.diffuse / base.diffuse <= 1.6
+        assert 0.2 <= light.specular - base.specular <= 0.3
         cid = env.sim.cid
         for name in ("out_bin", "conveyor"):
             body = env.sim.body(name)
@@ -251,6 +254,15 @@ def test_visuals_light_colours_and_cameras_within_range():
     finally:
         env.close()
         nominal.close()
+
+
+def test_light_coefficients_drawn_past_one_are_clipped_to_one():
+    env = sim.make_env("reach", obs_mode="pixels", randomization={"visuals": {"diffuse_scale": [3.0, 4.0], "specular": [0.98, 1.0]}})
+    try:
+        env.reset(seed=0)
+        assert env.sim.lighting.diffuse == 1.0 and env.sim.lighting.specular == 1.0
+    finally:
+        env.close()
 
 
 def test_same_seed_same_randomised_episode():
@@ -282,6 +294,8 @@ def test_same_seed_same_randomised_episode():
     ({"sensing": {"frame_drop": 1.5}}, r"sensing\.frame_drop: Input should be less than or equal to 1"),
     ({"sensing": {"noise": {"tool_position": -0.1}}}, r"sensing\.noise\.tool_position: Input should be greater than or equal to 0"),
     ({"visuals": {"camera_position": -0.01}}, r"visuals\.camera_position: Input should be greater than or equal to 0"),
+    ({"visuals": {"specular": [0.3, 0.1]}}, r"visuals\.specular: specular must be \[low, high\] with low <= high"),
+    ({"visuals": {"diffuse_scale": [0.0, 2.0]}}, r"visuals\.diffuse_scale\[0\]: Input should be greater than 0"),
     ({"lighting": {}}, r"randomization\.lighting: unknown key"),
 ])
 def test_bad_factors_are_named(overlay, message):

@@ -71,6 +71,11 @@ class VisualRandomization(_Factors):
     light_direction: Optional[NonNegFloat] = Field(None, le=1.5708, description="rad: the light direction is tilted by up to this (uniform)")
     light_color_scale: Optional[Scale] = Field(None, description="gain per RGB channel of the light's colour")
     ambient_scale: Optional[Scale] = Field(None, description="multiplier on the ambient light coefficient")
+    diffuse_scale: Optional[Scale] = Field(
+        None, description="multiplier on the diffuse coefficient: how strongly the directional light shades surfaces "
+                          "turned to it (a lamp's strength), clipped to 1")
+    specular: Optional[tuple[NonNegFloat, NonNegFloat]] = Field(
+        None, description="added to the specular coefficient (the highlights glossy paint and metal throw), the sum clipped to 1")
     color_jitter: Optional[Unit] = Field(
         None, description="added to each RGB channel (0-1) of parts, tables, fixtures, bins, tote and conveyor, uniform in "
                           "+-this, clipped to [0, 1]")
