@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import pybullet as pb  # noqa: E402
 
 import sim  # noqa: E402
+from sim.simulator import yaw_quat  # noqa: E402
 
 TARGET_RATIO = 0.9
 
@@ -101,7 +102,7 @@ def time_raw(env, steps: list, substeps: int) -> float:
         for body, q_belt, v_belt in shifts:
             pb.resetJointState(body, 0, q_belt, v_belt, physicsClientId=cid)
         for body, position, yaw, velocity in spawns:
-            pb.resetBasePositionAndOrientation(body, position, [0, 0, np.sin(yaw / 2), np.cos(yaw / 2)], physicsClientId=cid)
+            pb.resetBasePositionAndOrientation(body, position, yaw_quat(yaw), physicsClientId=cid)  # as Simulator.set_base_pose
             pb.resetBaseVelocity(body, velocity, [0, 0, 0], physicsClientId=cid)
         # The fingers only when their target changes, as the env sends them (Bullet motors keep their last
         # command): the least any controller sends.
