@@ -52,7 +52,6 @@ from echo import EchoClient, echo_server  # noqa: E402  (bench/echo.py: this scr
 from pacing import paced  # noqa: E402
 
 from bridge import images as cameras  # noqa: E402
-from bridge import protocol as wire  # noqa: E402
 from bridge.client import BridgeClient, ClientConfig  # noqa: E402
 from bridge.latency import LatencyStats  # noqa: E402
 from genba.pixel_toy import MeanPixelPolicy, gantry_pixel_spec  # noqa: E402
@@ -194,10 +193,9 @@ def controller_main(endpoint: str, encoding: str, frames_file: str, hz: float, s
         entries = [cameras.encode_frames(f, welcome.images) for f in frames]
         sizes = [sum(len(e["data"]) for e in step) for step in entries]
         sent_as = sorted({e["encoding"] for step in entries for e in step})
-        messages = [[bytes(8), wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": 1, "t_ns": 0,
-                                                   "deadline_us": 1, "images": step, "arrays": [["<f4", list(obs.shape)]]}),
-                     obs.tobytes()] for step in entries]
         period_ns, block_ns = int(1e9 / hz), int(min(BLOCK_S, seconds / 2) * 1e9)  # short runs: two blocks each at least
+        # The bytes the client sends for each step (its layout and integer widths), packed once.
+        messages = [[bytes(8), *client.pack_step(obs, 1, time.monotonic_ns(), period_ns // 1000, f)] for f in frames]
         steps = iter(range(1 << 62))
 
         def bridge_step(stats: LatencyStats | None) -> None:

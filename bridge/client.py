@@ -274,21 +274,7 @@ class BridgeClient:
             self.stats.miss()
             return StepResult("disconnected", None, 0)
         seq = self._next_seq()  # after any handshake: the server rejects seqs at or below the hello's
-        obs = observation if type(observation) is np.ndarray and observation.dtype == _F4 else np.asarray(observation, _F4)
-        budget_us = max(1, int(deadline_s * 1e6))
-        raw_frames = self._raw_frames(images) if self._pixel_layout is not None else None
-        if raw_frames is not None:  # every camera's frame raw, as agreed: the fixed layout
-            header = self._pixel_layout.pack(seq, start, budget_us, *raw_frames)
-        elif images is not None or self.welcome.images:  # frames encoded, or not as agreed: the general encoder
-            header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": start,
-                                         "deadline_us": budget_us, "images": self._frames(images),
-                                         "arrays": [["<f4", list(obs.shape)]]})
-        elif obs.shape == self._obs_shape:
-            header = self._step_layout.pack(seq, start, budget_us)
-        else:  # the server will refuse it (BAD_ARRAY), with a message that says why
-            header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": start,
-                                         "deadline_us": budget_us, "arrays": [["<f4", list(obs.shape)]]})
-        if not self._send([header, obs.tobytes()], end):
+        if not self._send(self.pack_step(observation, seq, start, max(1, int(deadline_s * 1e6)), images), end):
             self.stats.miss()
             return StepResult("deadline", None, seq)
         reply = self._receive_reply(seq, end, fixed_action=True)
@@ -315,6 +301,25 @@ class BridgeClient:
         self.stats.record(rtt)
         get = header.get  # positional arguments below: a NamedTuple built from keywords costs twice as much
         return StepResult("ok", reply.arrays[0], seq, rtt, 0, "", get("queue_us", 0.0), get("infer_us", 0.0), get("batch", 0))
+
+    def pack_step(self, observation: np.ndarray, seq: int, t_ns: int, budget_us: int,
+                  images: dict[str, np.ndarray | cameras.EncodedFrame] | None = None) -> list[bytes]:
+        """The frames of a step request, as step() sends them (bench/bridge_images.py echoes these very bytes).
+        Needs the session's welcome."""
+        obs = observation if type(observation) is np.ndarray and observation.dtype == _F4 else np.asarray(observation, _F4)
+        raw_frames = self._raw_frames(images) if self._pixel_layout is not None else None
+        if raw_frames is not None:  # every camera's frame raw, as agreed: the fixed layout
+            header = self._pixel_layout.pack(seq, t_ns, budget_us, *raw_frames)
+        elif images is not None or self.welcome.images:  # frames encoded, or not as agreed: the general encoder
+            header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": t_ns,
+                                         "deadline_us": budget_us, "images": self._frames(images),
+                                         "arrays": [["<f4", list(obs.shape)]]})
+        elif obs.shape == self._obs_shape:
+            header = self._step_layout.pack(seq, t_ns, budget_us)
+        else:  # the server will refuse it (BAD_ARRAY), with a message that says why
+            header = wire.msgpack.packb({"v": wire.PROTOCOL_VERSION, "type": "step", "seq": seq, "t_ns": t_ns,
+                                         "deadline_us": budget_us, "arrays": [["<f4", list(obs.shape)]]})
+        return [header, obs.tobytes()]
 
     # ------------------------------------------------------------------ chunks (bridge.executor drives these)
 
