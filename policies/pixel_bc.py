@@ -33,7 +33,7 @@ from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_expert
 from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
 from policies.pixel_collect import Collector
-from policies.pixel_data import PixelData, record_pixels
+from policies.pixel_data import PixelData, record_pixels, round_data_dir
 from policies.pixel_net import PixelPolicy, PixelPolicyNet, augment, camera_groups, split_keys
 from policies.policy import ChunkedPolicy, replan_after
 from policies.rundir import RunDir, recover_dir
@@ -41,7 +41,6 @@ from policies.snapshot import PIXEL_MODEL, STATE, save_pixel_snapshot
 from scenarios.randomization import Overlay, merge_overlays
 
 MIN_VECTOR_STD = 1e-2  # floor: a reading (nearly) constant in the demos must not blow up when it moves
-DATA_DIR = "data"
 
 
 class Fitter:
@@ -196,7 +195,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             if result.success_rate > counters["best"]:
                 counters["best"] = result.success_rate
                 save_pixel_snapshot(run.best, fitter.policy, state=state)
-            fresh.save(run.path / DATA_DIR / f"round_{r}")
+            fresh.save(round_data_dir(run.path, r))
             save_pixel_snapshot(_round_checkpoint(run, r), fitter.policy, state=state,
                                 extra={"trainer": fitter.state(), "counters": counters})
             if on_eval is not None:
@@ -247,9 +246,9 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
 
 def _resume(run: RunDir, last: int, cfg: TrainConfig, device: str, writer) -> tuple[PixelData, Fitter, dict[str, Any]]:
     """The data of rounds 0..last, and the student, optimiser and counters as round `last` left them."""
-    data = PixelData.load(run.path / DATA_DIR / "round_0")
+    data = PixelData.load(round_data_dir(run.path, 0))
     for r in range(1, last + 1):
-        data = data.extend(PixelData.load(run.path / DATA_DIR / f"round_{r}"))
+        data = data.extend(PixelData.load(round_data_dir(run.path, r)))
     ckpt = torch.load(_round_checkpoint(run, last) / PIXEL_MODEL, map_location="cpu", weights_only=False)
     net = PixelPolicyNet.from_config(ckpt["config"])
     net.load_state_dict(ckpt["state_dict"])
@@ -276,7 +275,7 @@ def _completed_rounds(run: RunDir) -> list[int]:
     rounds = []
     while True:
         r = len(rounds)
-        ckpt, data = recover_dir(_round_checkpoint(run, r)), recover_dir(run.path / DATA_DIR / f"round_{r}")
+        ckpt, data = recover_dir(_round_checkpoint(run, r)), recover_dir(round_data_dir(run.path, r))
         if ckpt is None or data is None or not (ckpt / STATE).is_file() or not (data / "steps.npz").is_file():
             return rounds
         rounds.append(r)

@@ -13,8 +13,23 @@ from pathlib import Path
 import numpy as np
 
 from policies.demos import labelled_steps
+from policies.errors import PolicyError
 from policies.pixel_net import split_keys
-from policies.rundir import atomic_dir
+from policies.rundir import atomic_dir, recover_dir
+
+DATA_DIR = "data"  # in a run directory: data/round_<r>/steps.npz, each round's recorded steps
+
+
+def round_data_dir(run_path: Path, r: int) -> Path:
+    return Path(run_path) / DATA_DIR / f"round_{r}"
+
+
+def last_recorded_round(run_path: Path) -> Path | None:
+    """The data directory of the last round a run finished writing (rounds count up from 0), or None."""
+    found, r = None, 0
+    while (d := recover_dir(round_data_dir(run_path, r))) is not None and (d / "steps.npz").is_file():
+        found, r = d, r + 1
+    return found
 
 
 @dataclass
@@ -30,6 +45,19 @@ class PixelData:
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    def observations(self, rows: np.ndarray, space) -> dict[str, np.ndarray]:
+        """The recorded observations at `rows` by key of the pixels observation space `space`: the vectors split
+        back into the keys record_pixels joined. PolicyError when the data were recorded with other inputs."""
+        image_keys, vector_keys = split_keys(space)
+        sizes = [int(np.prod(space[k].shape)) for k in vector_keys]
+        if set(image_keys) != set(self.images) or sum(sizes) != self.vectors.shape[1]:
+            raise PolicyError(f"the recorded steps hold cameras {sorted(self.images)} and {self.vectors.shape[1]} readings; "
+                              f"the observation has cameras {sorted(image_keys)} and {sum(sizes)} readings")
+        obs = {k: self.images[k][rows] for k in image_keys}
+        for k, part in zip(vector_keys, np.split(self.vectors[rows], np.cumsum(sizes)[:-1], axis=1)):
+            obs[k] = part.reshape(len(part), *space[k].shape)
+        return obs
 
     def extend(self, other: "PixelData") -> "PixelData":
         cat = np.concatenate

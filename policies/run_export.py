@@ -36,7 +36,7 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
         }
         if snap.is_pixel:
             return export_pixel_snapshot(snap, out_dir, env=env, scenario=scenario, training=training,
-                                         name=name, overwrite=overwrite)
+                                         name=name, overwrite=overwrite, run_path=run.path)
     finally:
         env.close()
     model = snap.load_model(device="cpu")

@@ -19,7 +19,9 @@ from policies.bundle import BundleError, load_bundle
 from policies.config import parse_overrides, resolve_config
 from policies.envs import make_env, make_expert
 from policies.evaluate import EvalError, evaluate
-from policies.pixel_export import export_pixel_bundle
+from policies.graph import ExportError
+from policies.pixel_data import PixelData
+from policies.pixel_export import EXPORT_RECORDED_SAMPLES, export_pixel_bundle, recorded_samples
 from policies.pixel_net import PixelPolicyNet, load_pixel_net, split_keys
 from policies.policy import ChunkedPolicy, load_policy
 from policies.run_export import export_run
@@ -98,6 +100,36 @@ def test_onnx_torchscript_and_the_network_agree_on_recorded_observations(pixel_r
     assert max(diffs.values()) <= PARITY_TOLERANCE, diffs
     one = {k: v[123] for k, v in recorded.items()}  # one observation, unbatched: the batch's row
     np.testing.assert_allclose(onnx.act(one), onnx.act(recorded)[123], atol=1e-6, rtol=0)
+
+
+def test_the_export_self_check_runs_on_steps_the_run_recorded(pixel_run, bundle_dir):
+    check = json.loads((bundle_dir / "manifest.json").read_text())["policy"]["export_check"]
+    steps = len(PixelData.load(pixel_run / "data" / "round_0"))
+    assert check["samples"] == min(EXPORT_RECORDED_SAMPLES, steps) > 50
+    assert check["observations"] == f"{check['samples']} steps recorded in data/round_0"
+    assert max(check["max_abs_diff_onnx"], check["max_abs_diff_torchscript"]) <= PARITY_TOLERANCE
+
+
+def test_recorded_readings_split_back_into_their_keys_and_other_inputs_are_refused(tmp_path):
+    from gymnasium import spaces
+
+    space = spaces.Dict({"cam": spaces.Box(0, 255, (4, 4, 3), np.uint8), "proprio": spaces.Box(-9, 9, (3,), np.float32),
+                         "desired_goal": spaces.Box(-9, 9, (2,), np.float32)})
+    n = 5
+    images = {"cam": np.arange(n * 48, dtype=np.uint8).reshape(n, 4, 4, 3)}
+    vectors = np.arange(n * 5, dtype=np.float32).reshape(n, 5)  # record_pixels joins proprio, then desired_goal
+    data = PixelData(images, vectors, np.zeros((n, 2), np.float32), np.zeros(n, np.int32), np.ones(1, bool), np.zeros((n, 1), np.float32))
+    obs = data.observations(np.array([1, 3]), space)
+    assert np.array_equal(obs["cam"], images["cam"][[1, 3]])
+    assert np.array_equal(obs["proprio"], vectors[[1, 3], :3]) and np.array_equal(obs["desired_goal"], vectors[[1, 3], 3:])
+    data.save(tmp_path / "data" / "round_0")
+    samples, source = recorded_samples(tmp_path, space)
+    assert source == "5 steps recorded in data/round_0" and np.array_equal(samples["proprio"], vectors[:, :3])
+    other = spaces.Dict({"wrist": space["cam"], "proprio": space["proprio"], "desired_goal": space["desired_goal"]})
+    with pytest.raises(ExportError, match=r"round_0: the recorded steps hold cameras \['cam'\] and 5 readings; the "
+                                          r"observation has cameras \['wrist'\]"):
+        recorded_samples(tmp_path, other)
+    assert recorded_samples(tmp_path / "elsewhere", space) is None  # a run that kept no data: random samples
 
 
 def test_the_manifest_describes_each_camera_input_and_the_graph_takes_them(bundle_dir):
