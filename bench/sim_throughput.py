@@ -32,7 +32,6 @@ import numpy as np  # noqa: E402
 import pybullet as pb  # noqa: E402
 
 import sim  # noqa: E402
-from sim.simulator import yaw_quat  # noqa: E402
 
 TARGET_RATIO = 0.9
 
@@ -61,7 +60,7 @@ class Recorder:
             spawn = parts.spawn
 
             def recording_spawn(part, position, yaw, velocity, t):
-                self._spawns.append((env.sim.body(part.name), list(position), yaw, list(velocity)))
+                self._spawns.append((part.name, list(position), yaw, list(velocity)))
                 spawn(part, position, yaw, velocity, t)
 
             parts.spawn = recording_spawn
@@ -101,9 +100,8 @@ def time_raw(env, steps: list, substeps: int) -> float:
     for reset, q, finger, spawns, shifts, belt_speed in steps:
         for body, q_belt, v_belt in shifts:
             pb.resetJointState(body, 0, q_belt, v_belt, physicsClientId=cid)
-        for body, position, yaw, velocity in spawns:
-            pb.resetBasePositionAndOrientation(body, position, yaw_quat(yaw), physicsClientId=cid)  # as Simulator.set_base_pose
-            pb.resetBaseVelocity(body, velocity, [0, 0, 0], physicsClientId=cid)
+        for name, position, yaw, velocity in spawns:  # the two Bullet calls the env's spawn makes
+            env.sim.set_base_pose(name, position, yaw, velocity)
         # The fingers only when their target changes, as the env sends them (Bullet motors keep their last
         # command): the least any controller sends.
         # Positional, as the env's robot sends it (PyBullet's keyword parsing costs ~0.7 us a call).

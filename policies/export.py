@@ -161,9 +161,11 @@ def _cpu_model(model):
     return clone
 
 
-def write_graphs(graph: torch.nn.Module, out: Path, inputs: Mapping[str, np.ndarray], io_info: Mapping[str, Any]) -> dict[str, float]:
+def write_graphs(graph: torch.nn.Module, out: Path, inputs: Mapping[str, np.ndarray], io_info: Mapping[str, Any],
+                 observations: str) -> dict[str, Any]:
     """Write ONNX and TorchScript of graph(*inputs) (named inputs, output "action", dynamic batch), then prove
-    both reproduce the torch graph on `inputs`. io_info goes into policy.pt: a trace has no declared inputs."""
+    both reproduce the torch graph on `inputs` (`observations`: what they are, for the check's record). io_info
+    goes into policy.pt: a trace has no declared inputs."""
     names = list(inputs)
     xs = tuple(torch.as_tensor(v) for v in inputs.values())
     with torch.no_grad(), warnings.catch_warnings():
@@ -181,7 +183,7 @@ def write_graphs(graph: torch.nn.Module, out: Path, inputs: Mapping[str, np.ndar
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         got_ts = torch.jit.load(str(out / TORCHSCRIPT_FILE))(*xs).detach().numpy()
-    check = {"samples": int(len(xs[0])),
+    check = {"samples": int(len(xs[0])), "observations": observations,
              "max_abs_diff_onnx": float(np.max(np.abs(got_onnx - expected))),
              "max_abs_diff_torchscript": float(np.max(np.abs(got_ts - expected)))}
     worst = max(check["max_abs_diff_onnx"], check["max_abs_diff_torchscript"])
@@ -190,10 +192,10 @@ def write_graphs(graph: torch.nn.Module, out: Path, inputs: Mapping[str, np.ndar
     return check
 
 
-def _write_graphs(graph: PolicyGraph, out: Path, sample: np.ndarray) -> dict[str, float]:
+def _write_graphs(graph: PolicyGraph, out: Path, sample: np.ndarray) -> dict[str, Any]:
     # A traced graph may silently accept extra columns; the loader checks these recorded sizes instead.
     io_sizes = {"obs_dim": graph.layout.dim, "act_dim": int(graph.act_low.numel())}
-    return write_graphs(graph, out, {"obs": sample}, io_sizes)
+    return write_graphs(graph, out, {"obs": sample}, io_sizes, f"{len(sample)} spread over the observation space")
 
 
 def _sample_observations(space, layout: ObsLayout, n: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_expert
 from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
 from policies.pixel_collect import Collector
-from policies.pixel_data import PixelData, record_pixels, round_data_dir
+from policies.pixel_data import PixelData, record_pixels, recorded_round, round_data_dir
 from policies.pixel_net import PixelPolicy, PixelPolicyNet, augment, camera_groups, split_keys
 from policies.policy import ChunkedPolicy, replan_after
 from policies.rundir import RunDir, recover_dir
@@ -275,8 +275,8 @@ def _completed_rounds(run: RunDir) -> list[int]:
     rounds = []
     while True:
         r = len(rounds)
-        ckpt, data = recover_dir(_round_checkpoint(run, r)), recover_dir(round_data_dir(run.path, r))
-        if ckpt is None or data is None or not (ckpt / STATE).is_file() or not (data / "steps.npz").is_file():
+        ckpt = recover_dir(_round_checkpoint(run, r))
+        if ckpt is None or not (ckpt / STATE).is_file() or recorded_round(run.path, r) is None:
             return rounds
         rounds.append(r)
 

@@ -24,10 +24,16 @@ def round_data_dir(run_path: Path, r: int) -> Path:
     return Path(run_path) / DATA_DIR / f"round_{r}"
 
 
+def recorded_round(run_path: Path, r: int) -> Path | None:
+    """Round r's data directory if the run finished writing it (or the version a crash left), else None."""
+    found = recover_dir(round_data_dir(run_path, r))
+    return found if found is not None and (found / "steps.npz").is_file() else None
+
+
 def last_recorded_round(run_path: Path) -> Path | None:
     """The data directory of the last round a run finished writing (rounds count up from 0), or None."""
     found, r = None, 0
-    while (d := recover_dir(round_data_dir(run_path, r))) is not None and (d / "steps.npz").is_file():
+    while (d := recorded_round(run_path, r)) is not None:
         found, r = d, r + 1
     return found
 

@@ -78,8 +78,7 @@ def export_pixel_bundle(
               "action_scaling": {"folded": True, "squashed": True, "formula": "tanh: actions in [-1, 1]"},
               "architecture": net.config()}
     source = (samples_from or "given") if samples is not None else f"{EXPORT_SAMPLES} random within the observation space"
-    return write_bundle(out_dir, lambda tmp: {**write_graphs(net, tmp, inputs, io_info), "observations": source},
-                        format_version=IMAGES_FORMAT_VERSION,
+    return write_bundle(out_dir, lambda tmp: write_graphs(net, tmp, inputs, io_info, source), format_version=IMAGES_FORMAT_VERSION,
                         name=name, observation=observation, action=action, feature_spec=feature_spec,
                         chunk_length=chunk_length, scenario=scenario, policy=policy, training=training)
 

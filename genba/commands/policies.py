@@ -134,7 +134,7 @@ def export_cmd(
     images = "".join(f"{i['key']} {'x'.join(map(str, i['shape']))} + " for i in manifest["observation"].get("images") or [])
     typer.echo(f"bundle {path}: {images}obs {manifest['observation']['dim']} -> action {manifest['action']['dim']} "
                f"({manifest['action']['kind']}), spec {manifest['spec_hash'][:12]}, max |onnx - torch| "
-               f"{check['max_abs_diff_onnx']:.1e}" + (f" on {check['observations']}" if "observations" in check else ""))
+               f"{check['max_abs_diff_onnx']:.1e} on {check['observations']}")
 
 
 def demos_cmd(
