@@ -124,9 +124,13 @@ class DomainRandomizer:
     def _visuals(self, v, rng: np.random.Generator, cid: int) -> None:
         light = self._nominal_light
         changes: dict[str, Any] = {}
+        direction = np.asarray(light.direction, dtype=np.float64)
+        if v.light_azimuth is not None:
+            direction = _turn_about_vertical(direction, rng.uniform(-v.light_azimuth, v.light_azimuth))
         if v.light_direction is not None:
-            changes["direction"] = tuple(float(c) for c in _tilt(np.asarray(light.direction, dtype=np.float64), rng.uniform(0.0, v.light_direction),
-                                               rng.uniform(0.0, 2 * math.pi)))
+            direction = _tilt(direction, rng.uniform(0.0, v.light_direction), rng.uniform(0.0, 2 * math.pi))
+        if v.light_azimuth is not None or v.light_direction is not None:
+            changes["direction"] = tuple(float(c) for c in direction)
         if v.light_color_scale is not None:
             changes["color"] = tuple(float(c * rng.uniform(*v.light_color_scale)) for c in light.color)
         if v.ambient_scale is not None:
@@ -217,6 +221,13 @@ def _paint(body: int, colors: dict[int, tuple[float, ...]], cid: int, jitter: fl
         if jitter > 0:
             rgb = np.clip(rgb + rng.uniform(-jitter, jitter, 3), 0.0, 1.0)
         pb.changeVisualShape(body, link, rgbaColor=[*rgb.tolist(), rgba[3]], physicsClientId=cid)
+
+
+def _turn_about_vertical(direction: np.ndarray, angle: float) -> np.ndarray:
+    """`direction` turned by `angle` (rad) about the world z axis: the same height above the horizon, another side."""
+    c, s = math.cos(angle), math.sin(angle)
+    x, y, z = direction
+    return np.array([c * x - s * y, s * x + c * y, z])
 
 
 def _tilt(direction: np.ndarray, angle: float, azimuth: float) -> np.ndarray:

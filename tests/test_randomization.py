@@ -256,6 +256,30 @@ def test_visuals_light_colours_and_cameras_within_range():
         nominal.close()
 
 
+def test_light_azimuth_turns_the_light_about_the_vertical_to_any_side():
+    """The same height above the horizon, another side: a light from behind the robot is not one tilted from above."""
+    env = sim.make_env("conveyor-pick", randomization={"visuals": {"light_azimuth": 3.1416}})
+    try:
+        base = np.asarray(env.sim.lighting.direction)
+        turns = []
+        for seed in range(40):
+            env.reset(seed=seed)
+            d = np.asarray(env.sim.lighting.direction)
+            assert np.linalg.norm(d) == pytest.approx(np.linalg.norm(base)) and d[2] == pytest.approx(base[2])
+            turns.append(math.remainder(math.atan2(d[1], d[0]) - math.atan2(base[1], base[0]), 2 * math.pi))
+        assert max(turns) > math.pi / 2 and min(turns) < -math.pi / 2  # from the far side both ways, not only near the default
+    finally:
+        env.close()
+    narrow = sim.make_env("conveyor-pick", randomization={"visuals": {"light_azimuth": 0.2}})
+    try:
+        for seed in range(5):
+            narrow.reset(seed=seed)
+            d = np.asarray(narrow.sim.lighting.direction)
+            assert 0 < abs(math.remainder(math.atan2(d[1], d[0]) - math.atan2(base[1], base[0]), 2 * math.pi)) <= 0.2 + 1e-9
+    finally:
+        narrow.close()
+
+
 def test_light_coefficients_drawn_past_one_are_clipped_to_one():
     env = sim.make_env("reach", obs_mode="pixels", randomization={"visuals": {"diffuse_scale": [3.0, 4.0], "specular": [0.98, 1.0]}})
     try:

@@ -68,6 +68,9 @@ class SensingRandomization(_Factors):
 class VisualRandomization(_Factors):
     """How the cell looks to its cameras, drawn per episode."""
 
+    light_azimuth: Optional[NonNegFloat] = Field(
+        None, description="rad: the light turns about the vertical by up to +-this (uniform; pi or more: from any side), "
+                          "before light_direction's tilt")
     light_direction: Optional[NonNegFloat] = Field(None, le=1.5708, description="rad: the light direction is tilted by up to this (uniform)")
     light_color_scale: Optional[Scale] = Field(None, description="gain per RGB channel of the light's colour")
     ambient_scale: Optional[Scale] = Field(None, description="multiplier on the ambient light coefficient")
