@@ -245,11 +245,12 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
 
 
 def _resume(run: RunDir, last: int, cfg: TrainConfig, device: str, writer) -> tuple[PixelData, Fitter, dict[str, Any]]:
-    """The data of rounds 0..last, and the student, optimiser and counters as round `last` left them."""
-    data = PixelData.load(round_data_dir(run.path, 0))
+    """The data of rounds 0..last, and the student, optimiser and counters as round `last` left them (from the
+    directories _completed_rounds found complete: a crash may have left a round's previous version only)."""
+    data = PixelData.load(recorded_round(run.path, 0))
     for r in range(1, last + 1):
-        data = data.extend(PixelData.load(round_data_dir(run.path, r)))
-    ckpt = torch.load(_round_checkpoint(run, last) / PIXEL_MODEL, map_location="cpu", weights_only=False)
+        data = data.extend(PixelData.load(recorded_round(run.path, r)))
+    ckpt = torch.load(recover_dir(_round_checkpoint(run, last)) / PIXEL_MODEL, map_location="cpu", weights_only=False)
     net = PixelPolicyNet.from_config(ckpt["config"])
     net.load_state_dict(ckpt["state_dict"])
     fitter = Fitter(net, cfg, device, writer)

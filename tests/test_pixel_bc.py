@@ -198,6 +198,9 @@ def test_a_pixel_run_checkpoints_every_round_and_resumes_after_the_last_complete
     # A crash during round 2 after its evaluation was logged: its checkpoint never completed. Resume redoes
     # round 2 only, from round 1's state, and its evaluation is not logged twice.
     shutil.rmtree(out / "checkpoints" / "round_2")
+    # And one between atomic_dir's two renames: round 1's data and checkpoint only in their previous versions.
+    for d in (out / "data", out / "checkpoints"):
+        (d / "round_1").rename(d / ".old-round_1.1")
     resumed = train(None, out, resume=True, progress=False)
     rounds = [json.loads(line)["round"] for line in (out / "eval.jsonl").read_text().splitlines()]
     assert rounds == [0, 1, 2]
