@@ -165,7 +165,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
         inputs = {"student": "pixels", "inputs": {"images": image_keys, "vector": vector_keys}}  # what load_pixel_policy reads
         done = _completed_rounds(run) if resume else []
         if done:
-            data, fitter, counters = _resume(run, done[-1], cfg, device, writer)
+            data, fitter, counters = _resume(run, done, cfg, device, writer)
         else:
             demos = (cfg.seed * 100_000, bc.demo_noise)
             data = collector.record(bc.demo_episodes, *demos).result() if collector else \
@@ -202,7 +202,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
                 on_eval(record)
             return result.success_rate
 
-        rounds = range((done[-1] + 1) if done else 1, bc.rounds + 1)
+        rounds = range(len(done) or 1, bc.rounds + 1)
         round_seed = lambda r: ROUND_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000  # noqa: E731
         # Recorded while the student fits (dropped at close if evaluation succeeds first).
         ahead = {r: collector.record(bc.round_episodes, round_seed(r), bc.demo_noise) for r in rounds} \
@@ -244,13 +244,14 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             writer.close()
 
 
-def _resume(run: RunDir, last: int, cfg: TrainConfig, device: str, writer) -> tuple[PixelData, Fitter, dict[str, Any]]:
-    """The data of rounds 0..last, and the student, optimiser and counters as round `last` left them (from the
-    directories _completed_rounds found complete: a crash may have left a round's previous version only)."""
-    data = PixelData.load(recorded_round(run.path, 0))
-    for r in range(1, last + 1):
-        data = data.extend(PixelData.load(recorded_round(run.path, r)))
-    ckpt = torch.load(recover_dir(_round_checkpoint(run, last)) / PIXEL_MODEL, map_location="cpu", weights_only=False)
+def _resume(run: RunDir, done: list[tuple[Path, Path]], cfg: TrainConfig, device: str,
+            writer) -> tuple[PixelData, Fitter, dict[str, Any]]:
+    """The data of the `done` rounds (_completed_rounds), and the student, optimiser and counters as the last left them."""
+    data = PixelData.load(done[0][1])
+    for _, round_data in done[1:]:
+        data = data.extend(PixelData.load(round_data))
+    last = len(done) - 1
+    ckpt = torch.load(done[-1][0] / PIXEL_MODEL, map_location="cpu", weights_only=False)
     net = PixelPolicyNet.from_config(ckpt["config"])
     net.load_state_dict(ckpt["state_dict"])
     fitter = Fitter(net, cfg, device, writer)
@@ -271,15 +272,16 @@ def _round_checkpoint(run: RunDir, r: int) -> Path:
     return run.checkpoints / f"round_{r}"
 
 
-def _completed_rounds(run: RunDir) -> list[int]:
-    """Rounds whose checkpoint and data both finished writing, in order, without gaps from round 0."""
-    rounds = []
+def _completed_rounds(run: RunDir) -> list[tuple[Path, Path]]:
+    """Per round whose checkpoint and data both finished writing, in order without gaps from round 0: its checkpoint
+    and data directories (a crash between atomic_dir's two renames may have left a round's previous version only)."""
+    rounds: list[tuple[Path, Path]] = []
     while True:
         r = len(rounds)
-        ckpt = recover_dir(_round_checkpoint(run, r))
-        if ckpt is None or not (ckpt / STATE).is_file() or recorded_round(run.path, r) is None:
+        ckpt, data = recover_dir(_round_checkpoint(run, r)), recorded_round(run.path, r)
+        if ckpt is None or not (ckpt / STATE).is_file() or data is None:
             return rounds
-        rounds.append(r)
+        rounds.append((ckpt, data))
 
 
 def _tensorboard(run: RunDir):
