@@ -7,6 +7,7 @@ student's auxiliary targets).
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,46 @@ class PixelData:
         with np.load(path / "steps.npz", allow_pickle=False) as z:
             images = {k[len("image."):]: z[k] for k in z.files if k.startswith("image.")}
             return PixelData(images, z["vectors"], z["actions"], z["episode"], z["successes"], z["privileged"])
+
+    @staticmethod
+    def load_spread(path: Path, n: int) -> tuple["PixelData", np.ndarray]:
+        """Up to n steps spread evenly over the recorded ones, and their row numbers, reading only those rows
+        from disk: a round's file holds 0.4-1.2 GB of images, which load() would bring into memory whole."""
+        with zipfile.ZipFile(path / "steps.npz") as z:
+            total = _npy_header(z, "actions")[0][0]
+            rows = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64)) if total else np.zeros(0, np.int64)
+            part = {name[: -len(".npy")]: _npy_rows(z, name[: -len(".npy")], rows) for name in z.namelist()
+                    if name != "successes.npy"}
+            with z.open("successes.npy") as f:
+                successes = np.lib.format.read_array(f, allow_pickle=False)
+        images = {k[len("image."):]: v for k, v in part.items() if k.startswith("image.")}
+        return PixelData(images, part["vectors"], part["actions"], part["episode"], successes, part["privileged"]), rows
+
+
+def _npy_header(z: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of one array np.savez stored in `z` (the .npy header, numpy's public readers)."""
+    with z.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise PolicyError(f"{z.filename}: {key}.npy has .npy format version {version}, which this reader does not know")
+        shape, fortran_order, dtype = read(f)
+        if fortran_order or dtype.hasobject:
+            raise PolicyError(f"{z.filename}: {key}.npy is not a C-ordered array of plain values")
+        return shape, dtype, f.tell()
+
+
+def _npy_rows(z: zipfile.ZipFile, key: str, rows: np.ndarray) -> np.ndarray:
+    """Rows (ascending) of one stored array, read one by one: seeking forward in a zip member reads past the rows
+    between in chunks and drops them, so memory holds the rows asked for, not the array."""
+    shape, dtype, start = _npy_header(z, key)
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+    out = np.empty((len(rows), *shape[1:]), dtype)
+    with z.open(f"{key}.npy") as f:
+        for i, row in enumerate(rows.tolist()):
+            f.seek(start + row * row_bytes)
+            out[i] = np.frombuffer(f.read(row_bytes), dtype).reshape(shape[1:])
+    return out
 
 
 def record_pixels(env, driver, expert, n_episodes: int, seed: int, noise: float, on_episode=None) -> PixelData:

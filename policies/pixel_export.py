@@ -102,10 +102,9 @@ def recorded_samples(run_path: Path, space: spaces.Dict) -> tuple[dict[str, np.n
     where = last_recorded_round(run_path)
     if where is None:
         return None
-    data = PixelData.load(where)
-    rows = np.unique(np.linspace(0, len(data) - 1, EXPORT_RECORDED_SAMPLES).round().astype(np.int64))
+    data, rows = PixelData.load_spread(where, EXPORT_RECORDED_SAMPLES)
     try:
-        observations = data.observations(rows, space)
+        observations = data.observations(np.arange(len(rows)), space)
     except PolicyError as exc:
         raise ExportError(f"{where}: {exc}") from None
     return observations, f"{len(rows)} steps recorded in {where.relative_to(run_path)}"
