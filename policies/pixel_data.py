@@ -88,7 +88,11 @@ class PixelData:
     def load_spread(path: Path, n: int) -> tuple["PixelData", np.ndarray]:
         """Up to n steps spread evenly over the recorded ones, and their row numbers, reading only those rows
         from disk: a round's file holds 0.4-1.2 GB of images, which load() would bring into memory whole."""
-        with zipfile.ZipFile(path / "steps.npz") as z:
+        try:
+            z = zipfile.ZipFile(path / "steps.npz")
+        except zipfile.BadZipFile:
+            raise PolicyError(f"{path / 'steps.npz'}: not a file of recorded steps (not a zip archive)") from None
+        with z:
             total = _npy_header(z, "actions")[0][0]
             rows = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64)) if total else np.zeros(0, np.int64)
             part = {name[: -len(".npy")]: _npy_rows(z, name[: -len(".npy")], rows) for name in z.namelist()
@@ -121,7 +125,10 @@ def _npy_rows(z: zipfile.ZipFile, key: str, rows: np.ndarray) -> np.ndarray:
     with z.open(f"{key}.npy") as f:
         for i, row in enumerate(rows.tolist()):
             f.seek(start + row * row_bytes)
-            out[i] = np.frombuffer(f.read(row_bytes), dtype).reshape(shape[1:])
+            data = f.read(row_bytes)
+            if len(data) != row_bytes:
+                raise PolicyError(f"{z.filename}: {key}.npy ends before row {row} of the {shape[0]} its header declares")
+            out[i] = np.frombuffer(data, dtype).reshape(shape[1:])
     return out
 
 

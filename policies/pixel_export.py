@@ -102,7 +102,7 @@ def recorded_samples(run_path: Path, space: spaces.Dict) -> tuple[dict[str, np.n
     where = last_recorded_round(run_path)
     if where is None:
         return None
-    data, rows = PixelData.load_spread(where, EXPORT_RECORDED_SAMPLES)
+    data, rows = PixelData.load_spread(where, EXPORT_RECORDED_SAMPLES)  # its errors name the file
     try:
         observations = data.observations(np.arange(len(rows)), space)
     except PolicyError as exc:

@@ -134,7 +134,9 @@ def test_recorded_readings_split_back_into_their_keys_and_other_inputs_are_refus
 
 
 def test_the_export_samples_read_only_their_rows_of_a_round(tmp_path):
+    import io
     import tracemalloc
+    import zipfile
 
     n = 1500  # 18 MB of images; a real round holds 0.4-1.2 GB
     rng = np.random.default_rng(0)
@@ -158,6 +160,15 @@ def test_the_export_samples_read_only_their_rows_of_a_round(tmp_path):
     np.savez(tmp_path / "steps.npz", actions=np.asfortranarray(data.actions), successes=data.successes)
     with pytest.raises(PolicyError, match=r"steps.npz: actions.npy is not a C-ordered array"):
         PixelData.load_spread(tmp_path, 5)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10, 5)})
+    with zipfile.ZipFile(tmp_path / "steps.npz", "w") as z:  # a header for 10 rows, data for 4
+        z.writestr("actions.npy", header.getvalue() + data.actions[:4].tobytes())
+    with pytest.raises(PolicyError, match=r"steps.npz: actions.npy ends before row 4 of the 10 its header declares"):
+        PixelData.load_spread(tmp_path, 3)
+    (tmp_path / "steps.npz").write_bytes(b"not a zip")
+    with pytest.raises(PolicyError, match=r"steps.npz: not a file of recorded steps"):
+        PixelData.load_spread(tmp_path, 3)
 
 
 def test_the_manifest_describes_each_camera_input_and_the_graph_takes_them(bundle_dir):
