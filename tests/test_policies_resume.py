@@ -155,3 +155,28 @@ def test_wall_clock_limit_ends_a_run_and_resume_with_steps_lifts_it(tmp_path):
     more = train(None, out, resume=True, progress=False, max_steps=stopped_at + 300)
     assert more["num_timesteps"] == stopped_at + 300 and not more["stopped_early"]
     assert run.config().max_wall_s is None
+
+
+def test_the_revision_check_leaves_the_git_index_alone(tmp_path, monkeypatch):
+    """A run records its git revision while the user may be committing: the check must not take the index lock
+    (a killed `git status` left .git/index.lock behind). A plain status rewrites a stale index; this one must not."""
+    import os
+
+    from policies import rundir
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "f.txt").write_text("a\n")
+    git("add", "f.txt")
+    git("commit", "-qm", "one")
+    later = time.time() + 5
+    os.utime(tmp_path / "f.txt", (later, later))  # same content, new mtime: the index's stat data is stale
+    index = (tmp_path / ".git" / "index").read_bytes()
+    monkeypatch.setattr(rundir, "REPO_ROOT", tmp_path)
+    assert rundir.git_revision() == git("rev-parse", "HEAD").strip()  # clean: the content did not change
+    assert (tmp_path / ".git" / "index").read_bytes() == index
+    (tmp_path / "f.txt").write_text("b\n")
+    assert rundir.git_revision().endswith("-dirty")
