@@ -10,6 +10,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
@@ -81,8 +82,13 @@ class PixelData:
     @staticmethod
     def load(path: Path) -> "PixelData":
         with np.load(path / "steps.npz", allow_pickle=False) as z:
-            images = {k[len("image."):]: z[k] for k in z.files if k.startswith("image.")}
-            return PixelData(images, z["vectors"], z["actions"], z["episode"], z["successes"], z["privileged"])
+            return PixelData._from_arrays(z)
+
+    @staticmethod
+    def _from_arrays(arrays: Mapping[str, np.ndarray]) -> "PixelData":
+        """From the arrays by the names save() gives them."""
+        images = {k[len("image."):]: arrays[k] for k in arrays if k.startswith("image.")}
+        return PixelData(images, arrays["vectors"], arrays["actions"], arrays["episode"], arrays["successes"], arrays["privileged"])
 
     @staticmethod
     def load_spread(path: Path, n: int) -> tuple["PixelData", np.ndarray]:
@@ -95,12 +101,11 @@ class PixelData:
         with z:
             total = _npy_header(z, "actions")[0][0]
             rows = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64)) if total else np.zeros(0, np.int64)
-            part = {name[: -len(".npy")]: _npy_rows(z, name[: -len(".npy")], rows) for name in z.namelist()
-                    if name != "successes.npy"}
+            keys = [name.removesuffix(".npy") for name in z.namelist()]
+            arrays = {key: _npy_rows(z, key, rows) for key in keys if key != "successes"}  # per episode, not per step: whole
             with z.open("successes.npy") as f:
-                successes = np.lib.format.read_array(f, allow_pickle=False)
-        images = {k[len("image."):]: v for k, v in part.items() if k.startswith("image.")}
-        return PixelData(images, part["vectors"], part["actions"], part["episode"], successes, part["privileged"]), rows
+                arrays["successes"] = np.lib.format.read_array(f, allow_pickle=False)
+        return PixelData._from_arrays(arrays), rows
 
 
 def _npy_header(z: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
