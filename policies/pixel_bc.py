@@ -247,9 +247,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
 def _resume(run: RunDir, done: list[tuple[Path, Path]], cfg: TrainConfig, device: str,
             writer) -> tuple[PixelData, Fitter, dict[str, Any]]:
     """The data of the `done` rounds (_completed_rounds), and the student, optimiser and counters as the last left them."""
-    data = PixelData.load(done[0][1])
-    for _, round_data in done[1:]:
-        data = data.extend(PixelData.load(round_data))
+    data = PixelData.load_joined([round_data for _, round_data in done])
     last = len(done) - 1
     ckpt = torch.load(done[-1][0] / PIXEL_MODEL, map_location="cpu", weights_only=False)
     net = PixelPolicyNet.from_config(ckpt["config"])

@@ -36,11 +36,7 @@ class Recording:
         self.parts = parts
 
     def result(self) -> PixelData:
-        data = [part.result() for part in self.parts]
-        joined = data[0]
-        for more in data[1:]:
-            joined = joined.extend(more)
-        return joined
+        return PixelData.join([part.result() for part in self.parts])
 
 
 class Collector:

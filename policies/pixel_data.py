@@ -7,10 +7,12 @@ student's auxiliary targets).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -68,11 +70,16 @@ class PixelData:
         return obs
 
     def extend(self, other: "PixelData") -> "PixelData":
+        return PixelData.join([self, other])
+
+    @staticmethod
+    def join(parts: Sequence["PixelData"]) -> "PixelData":
+        """The parts' steps in order, each part's episodes numbered on from the last part's; each array copied once."""
         cat = np.concatenate
-        offset = len(self.successes)
-        return PixelData({k: cat([v, other.images[k]]) for k, v in self.images.items()}, cat([self.vectors, other.vectors]),
-                         cat([self.actions, other.actions]), cat([self.episode, other.episode + offset]),
-                         cat([self.successes, other.successes]), cat([self.privileged, other.privileged]))
+        offsets = np.cumsum([0] + [len(p.successes) for p in parts[:-1]]).tolist()  # Python ints: episode stays int32
+        return PixelData({k: cat([p.images[k] for p in parts]) for k in parts[0].images}, cat([p.vectors for p in parts]),
+                         cat([p.actions for p in parts]), cat([p.episode + o for p, o in zip(parts, offsets)]),
+                         cat([p.successes for p in parts]), cat([p.privileged for p in parts]))
 
     def save(self, path: Path) -> None:
         with atomic_dir(path) as tmp:  # a directory, so a crash mid-write leaves nothing that looks complete
@@ -94,31 +101,62 @@ class PixelData:
     def load_spread(path: Path, n: int) -> tuple["PixelData", np.ndarray]:
         """Up to n steps spread evenly over the recorded ones, and their row numbers, reading only those rows
         from disk: a round's file holds 0.4-1.2 GB of images, which load() would bring into memory whole."""
-        try:
-            z = zipfile.ZipFile(path / "steps.npz")
-        except zipfile.BadZipFile:
-            raise PolicyError(f"{path / 'steps.npz'}: not a file of recorded steps (not a zip archive)") from None
-        with z:
+        with _open_steps(path) as z:
             total = _npy_header(z, "actions")[0][0]
             rows = np.unique(np.linspace(0, total - 1, n).round().astype(np.int64)) if total else np.zeros(0, np.int64)
-            keys = [name.removesuffix(".npy") for name in z.namelist()]
-            arrays = {key: _npy_rows(z, key, rows) for key in keys if key != "successes"}  # per episode, not per step: whole
+            arrays = {key: _npy_rows(z, key, rows) for key in _keys(z) if key != "successes"}  # per episode, not per step: whole
             with z.open("successes.npy") as f:
                 arrays["successes"] = np.lib.format.read_array(f, allow_pickle=False)
         return PixelData._from_arrays(arrays), rows
 
+    @staticmethod
+    def load_joined(paths: Sequence[Path]) -> "PixelData":
+        """Several rounds' steps as one (as join() would make of their load()s), each array read from disk straight
+        into its place: loading the rounds and then joining them would hold every image twice (3.3 GB at the peak
+        for a two-round bin-sort run's 1.6 GB)."""
+        with contextlib.ExitStack() as stack:
+            zips = [stack.enter_context(_open_steps(p)) for p in paths]
+            keys = _keys(zips[0])
+            for z in zips[1:]:
+                if _keys(z) != keys:
+                    raise PolicyError(f"{z.filename} holds arrays {sorted(_keys(z))}; {zips[0].filename} holds {sorted(keys)}")
+            arrays, counts = {}, {}
+            for key in keys:
+                arrays[key], counts[key] = _npy_joined(zips, key)
+        episode, offset = arrays["episode"], 0
+        for (a, b), episodes in zip(itertools.pairwise(np.cumsum([0] + counts["episode"]).tolist()), counts["successes"]):
+            episode[a:b] += offset  # numbered on from the rounds before, as join() does
+            offset += episodes
+        return PixelData._from_arrays(arrays)
+
+
+def _open_steps(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path / "steps.npz")
+    except zipfile.BadZipFile:
+        raise PolicyError(f"{path / 'steps.npz'}: not a file of recorded steps (not a zip archive)") from None
+
+
+def _keys(z: zipfile.ZipFile) -> list[str]:
+    return [name.removesuffix(".npy") for name in z.namelist()]
+
+
+def _read_npy_header(f, where: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the .npy header at f's position (numpy's public readers); f is left at the data."""
+    version = np.lib.format.read_magic(f)
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise PolicyError(f"{where} has .npy format version {version}, which this reader does not know")
+    shape, fortran_order, dtype = read(f)
+    if fortran_order or dtype.hasobject:
+        raise PolicyError(f"{where} is not a C-ordered array of plain values")
+    return shape, dtype
+
 
 def _npy_header(z: zipfile.ZipFile, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and data offset of one array np.savez stored in `z` (the .npy header, numpy's public readers)."""
+    """Shape, dtype and data offset of one array np.savez stored in `z`."""
     with z.open(f"{key}.npy") as f:
-        version = np.lib.format.read_magic(f)
-        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
-        if read is None:
-            raise PolicyError(f"{z.filename}: {key}.npy has .npy format version {version}, which this reader does not know")
-        shape, fortran_order, dtype = read(f)
-        if fortran_order or dtype.hasobject:
-            raise PolicyError(f"{z.filename}: {key}.npy is not a C-ordered array of plain values")
-        return shape, dtype, f.tell()
+        return (*_read_npy_header(f, f"{z.filename}: {key}.npy"), f.tell())
 
 
 def _npy_rows(z: zipfile.ZipFile, key: str, rows: np.ndarray) -> np.ndarray:
@@ -135,6 +173,31 @@ def _npy_rows(z: zipfile.ZipFile, key: str, rows: np.ndarray) -> np.ndarray:
                 raise PolicyError(f"{z.filename}: {key}.npy ends before row {row} of the {shape[0]} its header declares")
             out[i] = np.frombuffer(data, dtype).reshape(shape[1:])
     return out
+
+
+def _npy_joined(zips: Sequence[zipfile.ZipFile], key: str, chunk: int = 1 << 20) -> tuple[np.ndarray, list[int]]:
+    """One stored array of every zip, joined along the first axis, and each zip's row count. The bytes are read
+    `chunk` at a time into the joined array: the only copy made besides it is one chunk."""
+    headers = []
+    for z in zips:
+        shape, dtype, _ = _npy_header(z, key)
+        if headers and (shape[1:], dtype) != (headers[0][0][1:], headers[0][1]):
+            raise PolicyError(f"{z.filename}: {key}.npy holds {dtype} rows of shape {shape[1:]}; "
+                              f"{zips[0].filename} has {headers[0][1]} rows of shape {headers[0][0][1:]}")
+        headers.append((shape, dtype))
+    counts = [shape[0] for shape, _ in headers]
+    out = np.empty((sum(counts), *headers[0][0][1:]), headers[0][1])
+    start = 0
+    for z, n in zip(zips, counts):
+        view = memoryview(out[start:start + n].reshape(-1).view(np.uint8))
+        with z.open(f"{key}.npy") as f:
+            _read_npy_header(f, f"{z.filename}: {key}.npy")
+            for at in range(0, len(view), chunk):
+                part = view[at:at + chunk]
+                if f.readinto(part) != len(part):
+                    raise PolicyError(f"{z.filename}: {key}.npy ends before the {n} rows its header declares")
+        start += n
+    return out, counts
 
 
 def record_pixels(env, driver, expert, n_episodes: int, seed: int, noise: float, on_episode=None) -> PixelData:

@@ -18,7 +18,6 @@ from bridge.spec import spec_hash, spec_text
 from policies.bundle import BundleError, load_bundle
 from policies.config import parse_overrides, resolve_config
 from policies.envs import make_env, make_expert
-from policies.errors import PolicyError
 from policies.evaluate import EvalError, evaluate
 from policies.graph import ExportError
 from policies.pixel_data import PixelData
@@ -131,44 +130,6 @@ def test_recorded_readings_split_back_into_their_keys_and_other_inputs_are_refus
                                           r"observation has cameras \['wrist'\]"):
         recorded_samples(tmp_path, other)
     assert recorded_samples(tmp_path / "elsewhere", space) is None  # a run that kept no data: random samples
-
-
-def test_the_export_samples_read_only_their_rows_of_a_round(tmp_path):
-    import io
-    import tracemalloc
-    import zipfile
-
-    n = 1500  # 18 MB of images; a real round holds 0.4-1.2 GB
-    rng = np.random.default_rng(0)
-    data = PixelData({"cam": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)}, rng.normal(size=(n, 7)).astype(np.float32),
-                     rng.normal(size=(n, 5)).astype(np.float32), np.repeat(np.arange(n // 100, dtype=np.int32), 100),
-                     np.ones(n // 100, bool), rng.normal(size=(n, 3)).astype(np.float32))
-    data.save(tmp_path / "round_0")
-    tracemalloc.start()
-    part, rows = PixelData.load_spread(tmp_path / "round_0", 50)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert rows.tolist() == np.linspace(0, n - 1, 50).round().astype(int).tolist()
-    for got, full in [(part.images["cam"], data.images["cam"]), (part.vectors, data.vectors), (part.actions, data.actions),
-                      (part.episode, data.episode), (part.privileged, data.privileged)]:
-        assert np.array_equal(got, full[rows])
-    assert np.array_equal(part.successes, data.successes)
-    # np.load would hold the whole image array; seeking in the file reads (and drops) at most the gap between two rows.
-    assert peak < data.images["cam"].nbytes / 4, peak
-    assert len(PixelData.load_spread(tmp_path / "round_0", 5000)[1]) == n  # asked for more than there are: each once
-
-    np.savez(tmp_path / "steps.npz", actions=np.asfortranarray(data.actions), successes=data.successes)
-    with pytest.raises(PolicyError, match=r"steps.npz: actions.npy is not a C-ordered array"):
-        PixelData.load_spread(tmp_path, 5)
-    header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10, 5)})
-    with zipfile.ZipFile(tmp_path / "steps.npz", "w") as z:  # a header for 10 rows, data for 4
-        z.writestr("actions.npy", header.getvalue() + data.actions[:4].tobytes())
-    with pytest.raises(PolicyError, match=r"steps.npz: actions.npy ends before row 4 of the 10 its header declares"):
-        PixelData.load_spread(tmp_path, 3)
-    (tmp_path / "steps.npz").write_bytes(b"not a zip")
-    with pytest.raises(PolicyError, match=r"steps.npz: not a file of recorded steps"):
-        PixelData.load_spread(tmp_path, 3)
 
 
 def test_the_manifest_describes_each_camera_input_and_the_graph_takes_them(bundle_dir):
