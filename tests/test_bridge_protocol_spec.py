@@ -34,6 +34,21 @@ def test_doc_worked_example_is_the_gantrys_spec_text_and_hash():
     assert spec_hash(GANTRY["observation"], GANTRY["action"], GANTRY["control_hz"]) == stated
 
 
+def test_doc_images_example_is_the_shipped_bin_sort_pixel_cells_images_block():
+    """The doc's images block is what today's bin-sort camera policy sends (it once showed two of its four cameras)."""
+    import sim
+
+    block = re.search(r"```text spec-bin-sort-pixels\n(.*?)```", DOC.read_text(), flags=re.S).group(1)
+    env = sim.make_env("bin-sort", obs_mode="pixels")
+    try:
+        spec = env.unwrapped.feature_spec()
+    finally:
+        env.close()
+    text = spec_text(spec["observation"], spec["action"], spec["control_hz"])
+    assert block.startswith("images ") and block in text
+    assert text.index(block) == text.index("\nimages ") + 1 and text[text.index(block) + len(block):].startswith("action ")
+
+
 def test_an_exported_bundle_carries_the_hash_a_controller_computes(bundle):
     _, stated = doc_example()
     m = bundle.manifest

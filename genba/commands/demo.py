@@ -40,8 +40,8 @@ def demo(
     eval_episodes: int = typer.Option(50, min=1, help="episodes of `genba eval` in sim"),
     twin_episodes: int = typer.Option(10, min=1, help="episodes of the twin through the bridge"),
     long: bool = typer.Option(os.environ.get("GENBA_DEMO_LONG", "") == "1", "--long",
-                              help="longer, better run: 4x expert demos for training, 200 eval and 50 twin episodes "
-                                   "(env GENBA_DEMO_LONG=1)"),
+                              help="longer, better run: twice the preset's expert demos for training, 200 eval and 50 "
+                                   "twin episodes (env GENBA_DEMO_LONG=1)"),
     train_set: List[str] = typer.Option([], "--train-set", help="extra preset override for training, KEY=VALUE"),
     finetune: float = typer.Option(0.0, "--finetune", min=0.0, metavar="MINUTES",
                                    help="also fine-tune the clone for cycle time this many minutes (the preset's residual "
@@ -53,7 +53,7 @@ def demo(
     """Train, evaluate, export, serve over the bridge and drive the digital twin; print one summary."""
     if long:
         eval_episodes, twin_episodes = max(eval_episodes, 200), max(twin_episodes, 50)
-        train_set = ["bc.demo_episodes=400", *train_set]
+        train_set = [f"bc.demo_episodes={2 * _preset_demo_episodes(scenario, train_set)}", *train_set]
     if finetune:
         _check_fine_tunable(scenario)
     out = out or Path("runs") / f"demo-{Path(scenario).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -114,6 +114,13 @@ class _Stages:
     def __call__(self, name: str, what: str) -> None:
         self.done += 1
         typer.secho(f"[{self.done}/{self.total}] {name}: {what}", fg=typer.colors.CYAN, err=True)
+
+
+def _preset_demo_episodes(scenario: str, train_set: list[str]) -> int:
+    """The expert demos training records for this cell, as `genba train` resolves its preset (scaled to the cell)."""
+    from policies.config import parse_overrides, resolve_config
+
+    return resolve_config(scenario, overrides=parse_overrides(train_set)).bc.demo_episodes
 
 
 def _check_fine_tunable(scenario: str) -> None:
