@@ -91,8 +91,20 @@ def export_bundle(
 
 
 def refuse_existing(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+    """Refuse an output that is a file or a non-empty directory; `overwrite` (--force) replaces only a bundle: an --out
+    naming the run itself, or a folder of runs, would otherwise be deleted whole."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ExportError(f"{out_dir} is a file, not a bundle directory; choose another -o")
+    present = {p.name for p in out_dir.iterdir()}
+    if present and not overwrite:
         raise ExportError(f"{out_dir} already exists and is not empty; choose another -o or pass --force")
+    others = sorted(present - {MANIFEST_FILE, ONNX_FILE, TORCHSCRIPT_FILE})
+    if present and (MANIFEST_FILE not in present or others):
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise ExportError(f"{out_dir} is not a bundle directory (it holds {shown or 'no ' + MANIFEST_FILE}); --force replaces "
+                          "only a bundle: choose another -o")
 
 
 def write_bundle(out_dir: Path, write_graphs: Callable[[Path], dict], *, format_version: int, name: str | None,

@@ -221,10 +221,20 @@ def test_unknown_backend_and_unavailable_cuda(point_bundle_dir):
             load_bundle(point_bundle_dir, backend="onnx", device="cuda")
 
 
-def test_export_refuses_to_overwrite(point_bundle_dir):
+def test_export_refuses_to_overwrite_and_force_replaces_only_a_bundle(point_bundle_dir, tmp_path):
     model = TD3("MultiInputPolicy", PointReachEnv(), policy_kwargs={"net_arch": [8]}, device="cpu")
     with pytest.raises(PolicyError, match="already exists and is not empty"):
         export_bundle(model, point_bundle_dir, feature_spec=None)
+    bundle = shutil.copytree(point_bundle_dir, tmp_path / "bundle")
+    export_bundle(model, bundle, feature_spec=None, overwrite=True)  # a bundle is replaced
+    assert load_bundle(bundle).manifest["files"] != load_bundle(point_bundle_dir).manifest["files"]
+    # --out naming a run or a folder of runs by mistake: --force must not delete it.
+    (tmp_path / "run.log").write_text("keep me")
+    with pytest.raises(PolicyError, match=r"is not a bundle directory \(it holds bundle, run.log\); --force replaces only a bundle"):
+        export_bundle(model, tmp_path, feature_spec=None, overwrite=True)
+    assert (tmp_path / "run.log").read_text() == "keep me" and load_bundle(bundle)
+    with pytest.raises(PolicyError, match="run.log is a file, not a bundle directory"):
+        export_bundle(model, tmp_path / "run.log", feature_spec=None, overwrite=True)
 
 
 def test_export_refuses_mismatched_feature_spec(tmp_path):
