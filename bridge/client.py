@@ -27,6 +27,7 @@ import zmq
 
 from bridge import images as cameras
 from bridge import protocol as wire
+from bridge.endpoints import check_endpoint
 from bridge.errors import BridgeError
 from bridge.keys import ClientKeys
 from bridge.latency import LatencyStats
@@ -148,6 +149,7 @@ class _FixedAction(NamedTuple):
 
 class BridgeClient:
     def __init__(self, config: ClientConfig, context: zmq.Context | None = None) -> None:
+        check_endpoint(config.endpoint, "--connect", connect=True)
         self.config = config
         self._own_context = context is None
         self._context = context or zmq.Context()

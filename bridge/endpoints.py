@@ -15,14 +15,19 @@ class EndpointError(BridgeError):
     """An endpoint that is not tcp://HOST:PORT, ipc://PATH or inproc://NAME."""
 
 
-def check_endpoint(endpoint: str, flag: str) -> None:
-    """Refuse a malformed endpoint, naming the flag it came from."""
+def check_endpoint(endpoint: str, flag: str, connect: bool = False) -> None:
+    """Refuse a malformed endpoint, naming the flag it came from. A tcp port is 1-65535, or for a bind * or 0 (any):
+    libzmq takes a port over 65535 modulo 2^16 and a connect to a malformed address retries it for ever."""
     scheme, sep, rest = endpoint.partition("://")
-    ok = sep and (scheme in ("ipc", "inproc") and rest or scheme == "tcp" and ":" in rest and rest.rsplit(":", 1)[1])
-    if not ok:
-        raise EndpointError(
-            f"{flag} {endpoint!r}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:5555, port * for any), ipc://PATH or inproc://NAME"
-        )
+    host, colon, port = rest.rpartition(":")
+    if sep and scheme in ("ipc", "inproc") and rest:
+        return
+    if sep and scheme == "tcp" and colon and host:
+        if port.isdigit() and (1 if connect else 0) <= int(port) <= 65535 or port == "*" and not connect:
+            return
+    example = "tcp://127.0.0.1:5555" + ("" if connect else ", port * for any")
+    raise EndpointError(f"{flag} {endpoint!r}: expected tcp://HOST:PORT with PORT 1-65535 (e.g. {example}), ipc://PATH "
+                        "or inproc://NAME")
 
 
 def is_loopback_host(host: str) -> bool:

@@ -17,6 +17,7 @@ import yaml
 from policies.errors import PolicyError
 from scenarios import ScenarioError, builtin_names, load_scenario, resolve_path
 from scenarios.naming import did_you_mean
+from scenarios.yamlfile import read_yaml
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ALGOS = ("ppo", "sac", "td3", "tqc", "bc")
@@ -328,10 +329,7 @@ def load_preset(scenario: str, preset_file: str | Path | None = None) -> tuple[d
         return {}, None
     if not path.is_file():
         raise ConfigError(f"--preset {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, ConfigError) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a preset is a mapping with default_algo, common and algos")
     unknown = set(data) - {"default_algo", "common", "algos"}

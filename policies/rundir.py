@@ -33,6 +33,7 @@ import yaml
 
 from policies.config import ConfigError, TrainConfig
 from policies.errors import PolicyError
+from scenarios.yamlfile import read_yaml
 
 CONFIG_FILE, META_FILE, EVAL_LOG, SUMMARY_FILE = "config.yaml", "meta.json", "eval.jsonl", "summary.json"
 LATEST = "LATEST"
@@ -159,10 +160,10 @@ class RunDir:
         atomic_write_text(self.path / CONFIG_FILE, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
     def config(self) -> TrainConfig:
-        try:
-            data = yaml.safe_load((self.path / CONFIG_FILE).read_text())
-        except yaml.YAMLError as exc:
-            raise RunError(f"{self.path / CONFIG_FILE}: not valid YAML ({exc})") from None
+        data = read_yaml(self.path / CONFIG_FILE, RunError)
+        if not isinstance(data, dict):
+            raise RunError(f"{self.path / CONFIG_FILE}: expected the run's training settings (a mapping), got "
+                           f"{type(data).__name__}")
         try:
             return TrainConfig.from_dict(data, str(self.path / CONFIG_FILE)).validate()
         except (ConfigError, TypeError) as exc:

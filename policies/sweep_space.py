@@ -19,6 +19,7 @@ import yaml
 from policies.config import BCConfig, TrainConfig
 from policies.errors import PolicyError
 from scenarios.naming import did_you_mean
+from scenarios.yamlfile import read_yaml
 
 SPACE_DIR = Path(__file__).resolve().parent / "sweep_spaces"
 TYPES = ("float", "int", "categorical")
@@ -40,10 +41,7 @@ def load_space(path: str | Path | None, algo: str) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise SweepError(f"search space {path}: no such file" + ("" if path.parent != SPACE_DIR else
                                                                    f" (no default space for --algo {algo}; pass --space FILE)"))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SweepError(f"search space {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, SweepError, "search space")
     return validate_space(data, str(path))
 
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from scenarios.naming import did_you_mean
 from scenarios.schema import Scenario, Task
+from scenarios.yamlfile import read_yaml
 
 # The `type:` tag of every task kind (the members of the Task union).
 TASK_TYPES = tuple(typing.get_args(m.model_fields["type"].annotation)[0] for m in typing.get_args(typing.get_args(Task)[0]))
@@ -34,11 +35,15 @@ def builtin_names() -> list[str]:
 def resolve_path(name_or_path: str | Path) -> Path:
     """A built-in name (`conveyor-pick`) or a path to a YAML file."""
     text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file():
-        path = Path(text)
+    path = Path(text)
+    if text.endswith((".yaml", ".yml")) or "/" in text or path.is_file():
+        if path.is_dir():
+            raise ScenarioError(f"{path}: a directory, not a scenario file")
         if not path.is_file():
             raise ScenarioError(f"{path}: no such scenario file")
         return path
+    if path.is_dir() and not (BUILTIN_DIR / f"{text}.yaml").is_file():  # a built-in name wins over a folder of that name
+        raise ScenarioError(f"{path}: a directory, not a scenario file")
     path = BUILTIN_DIR / f"{text}.yaml"
     if not path.is_file():
         names = builtin_names()
@@ -48,12 +53,7 @@ def resolve_path(name_or_path: str | Path) -> Path:
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
     path = resolve_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise ScenarioError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path, ScenarioError)
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
     return parse_scenario(data, source=str(path), base_dir=path.resolve().parent)
@@ -89,9 +89,21 @@ def _format_error(err: dict[str, Any], data: dict[str, Any]) -> str:
         tags = [t.strip(" '") for t in err.get("ctx", {}).get("expected_tags", "").split(",")]
         return f"{path}.type: unknown task type {err['ctx'].get('tag')!r}{did_you_mean(str(err['ctx'].get('tag')), tags)}; valid: {', '.join(tags)}"
     msg = err["msg"].removeprefix("Value error, ")
-    # A whole section (a model-level check) is not repeated back: the message names what is wrong in it.
-    shown = "" if kind == "missing" or isinstance(value, dict) else f" (got {value!r})"
-    return f"{path}: {msg}{shown}"
+    # A whole section (a model-level check) is not repeated back: the message names what is wrong in it. A value is
+    # shown shortened: YAML aliases can blow a list up to megabytes, and an integer can have hundreds of digits.
+    shown = "" if kind == "missing" or isinstance(value, dict) else f" (got {_SHORT.repr(value)})"
+    return f"{path}: {_shorten(msg)}{shown}"
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlist = _SHORT.maxtuple = 8
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlong = 24
+_SHORT.maxlevel = 2
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,d} characters)"
 
 
 def _fields_at(model: type[BaseModel], loc: tuple, data: Any) -> list[str]:

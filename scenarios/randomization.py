@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from scenarios.loader import ScenarioError, parse_scenario
 from scenarios.naming import did_you_mean
 from scenarios.schema import Scenario
+from scenarios.yamlfile import read_yaml
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 # The domain-randomisation sections; the play switch turns all of them off.
@@ -40,10 +39,7 @@ def load_profile(name_or_path: str | Path) -> dict[str, Any]:
         if not path.is_file():
             names = profile_names()
             raise ScenarioError(f"unknown randomisation profile {text!r}; shipped: {', '.join(names)}" + did_you_mean(text, names))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    data = read_yaml(path, ScenarioError)
     if data is None:
         return {}
     if not isinstance(data, dict):

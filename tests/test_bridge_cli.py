@@ -73,12 +73,20 @@ def test_serve_answers_then_shuts_down_cleanly_on_signal(bundle_dir, signum):
          "error: tcp://0.0.0.0:5555 is not loopback: pass --curve-secret/--allow"),
         (["serve", "{bundle}", "--curve-secret", "x.key_secret"], "error: CURVE needs both --curve-secret"),
         (["serve", "{bundle}", "--bind", "bogus", "--device", "cpu"], "error: --bind 'bogus': expected tcp://HOST:PORT"),
+        # libzmq would bind port 99999 modulo 2^16 and announce that port
+        (["serve", "{bundle}", "--bind", "tcp://127.0.0.1:99999", "--device", "cpu"],
+         "error: --bind 'tcp://127.0.0.1:99999': expected tcp://HOST:PORT with PORT 1-65535"),
+        # a connect to a malformed address would be retried for ever: the twin hung without a word
+        (["twin", "reach", "--connect", "bogus", "--episodes", "1"], "error: --connect 'bogus': expected tcp://HOST:PORT"),
+        (["twin", "reach", "--connect", "tcp://127.0.0.1", "--episodes", "1"], "error: --connect 'tcp://127.0.0.1': expected"),
+        (["run", "--controller", "hses://127.0.0.1", "--cell", "bogus", "--connect", "tcp://127.0.0.1:5555"],
+         "error: --cell 'bogus': expected tcp://HOST:PORT"),
     ],
 )
-def test_serve_user_errors_are_one_line_exit_1(bundle_dir, args, message):
+def test_bridge_user_errors_are_one_line_exit_1(bundle_dir, args, message):
     result = genba("bridge", *[a.format(bundle=bundle_dir) for a in args])
     assert result.returncode == 1
-    (line,) = [l for l in result.stderr.strip().splitlines() if not l.startswith("20")]  # skip log lines
+    (line,) = [l for l in result.stderr.strip().splitlines() if not l.startswith(("20", "pybullet build time"))]  # skip log lines
     assert line.startswith(message), result.stderr
     assert "Traceback" not in result.stderr
 

@@ -147,6 +147,55 @@ def test_yaml_syntax_error_has_line(tmp_path):
     assert "not valid YAML" in msg and ":3:" in msg
 
 
+@pytest.mark.parametrize("edit, where, got", [
+    (lambda d: d["robot"].update(base_position=[float("nan"), 0.0, 0.0]), "robot.base_position[0]", "nan"),
+    (lambda d: d["bins"][0].update(position=[0.5, float("inf"), 0.0]), "bins[0].position[1]", "inf"),
+    (lambda d: d["parts"].update(spawn_interval=[float("nan"), 2.0]), "parts.spawn_interval[0]", "nan"),
+    (lambda d: d["task"]["reward"].update(placed=float("-inf")), "task.reward.placed", "-inf"),
+])
+def test_nan_and_inf_are_refused_where_they_stand(tmp_path, edit, where, got):
+    """They used to pass and crash deep in the sim (a NaN base pose: 'action has NaN' at the first step)."""
+    data = base()
+    edit(data)
+    assert f"{where}: Input should be a finite number (got {got})" in error_of(tmp_path, data)
+
+
+def test_a_cell_needs_a_camera(tmp_path):
+    data = base()
+    data["cameras"] = []  # validated once, then every verb hit an IndexError building the env
+    assert "cameras: Tuple should have at least 1 item" in error_of(tmp_path, data)
+
+
+def test_a_key_given_twice_is_an_error_with_its_line(tmp_path):
+    text = (BUILTIN_DIR / "reach.yaml").read_text() + "max_episode_steps: 7\n"
+    assert "max_episode_steps" in (BUILTIN_DIR / "reach.yaml").read_text()  # so the line above repeats it
+    msg = error_of(tmp_path, text)
+    assert f":{len(text.splitlines())}:1: not valid YAML (key 'max_episode_steps' is given twice in one mapping)" in msg
+
+
+def test_bytes_that_are_not_utf8_and_a_directory_are_named(tmp_path):
+    path = tmp_path / "cell.yaml"
+    path.write_bytes((BUILTIN_DIR / "reach.yaml").read_bytes().replace(b"name:", b"\xff\xfename:", 1))
+    with pytest.raises(ScenarioError, match=r"cell.yaml: not UTF-8 text \(byte 0xff at offset \d+\)"):
+        load_scenario(path)
+    with pytest.raises(ScenarioError, match=r"a directory, not a scenario file"):
+        load_scenario(tmp_path)
+
+
+def test_a_huge_value_is_shown_shortened(tmp_path):
+    data = base()
+    data["robot"]["max_ee_speed"] = 10**400
+    msg = error_of(tmp_path, data)
+    assert "robot.max_ee_speed: Input should be a valid number (got 1000000000" in msg and len(msg) < 300, msg
+    # YAML aliases nest a list 6 deep under goal_low: 8^6 numbers were once echoed whole (megabytes of message). The
+    # anchors sit under top-level keys of their own, which are refused as unknown keys without their values.
+    anchors = "x0: &x0 [0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]\n" + "".join(
+        f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 8)}]\n" for i in range(1, 6))
+    text = (BUILTIN_DIR / "reach.yaml").read_text().replace("goal_low: [0.35, -0.25, 0.05]", "goal_low: *x5")
+    msg = error_of(tmp_path, anchors + text)
+    assert "randomization.goal_low: Tuple should have at most 3 items" in msg and len(msg) < 2000, len(msg)
+
+
 def test_top_level_must_be_mapping(tmp_path):
     msg = error_of(tmp_path, "- a\n- b\n")
     assert "top level must be a mapping" in msg

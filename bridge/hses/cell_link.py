@@ -13,6 +13,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from bridge.endpoints import check_endpoint
 from bridge.errors import BridgeError
 
 
@@ -22,6 +23,7 @@ class CellLinkError(BridgeError):
 
 class CellLink:
     def __init__(self, endpoint: str, timeout_s: float = 2.0) -> None:
+        check_endpoint(endpoint, "--cell", connect=True)
         self.endpoint, self.timeout_ms = endpoint, max(1, int(timeout_s * 1000))
         self._context = zmq.Context()
         self._socket: zmq.Socket | None = None

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from genba.errors import AppError
@@ -30,6 +29,7 @@ from scenarios import ScenarioError, load_scenario
 from scenarios.naming import did_you_mean
 from scenarios.randomization import SECTIONS, load_profile, with_randomization
 from scenarios.schema import RandomizationConfig
+from scenarios.yamlfile import read_yaml
 
 SUITE_DIR = Path(__file__).parent / "suites"
 FAULT_FIELDS = ("latency_ms", "jitter_ms", "drop_rate", "random_delay_ms")
@@ -162,12 +162,7 @@ def load_suite(name_or_path: str | Path, scenario: str | None = None, magnitudes
     profile and, with `scenario`, every row's overlay (at every magnitude) validates on that scenario, so a bad range
     fails before any episode runs."""
     path = suite_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SuiteError(f"cannot read robustness suite {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid YAML: {exc}") from None
+    raw = read_yaml(path, SuiteError, "robustness suite")
     try:
         spec = _SuiteFile.model_validate(raw if raw is not None else {})
     except ValidationError as exc:

@@ -89,7 +89,8 @@ class Scenario(Strict_):
     parts: Optional[PartsConfig] = None
     bins: tuple[BinConfig, ...] = ()
     fixtures: tuple[BoxConfig, ...] = ()
-    cameras: tuple[CameraConfig, ...] = (CameraConfig(name="overview"),)
+    # At least one: the viewer, videos and `render()` show the cell through the first viewing camera.
+    cameras: tuple[CameraConfig, ...] = Field((CameraConfig(name="overview"),), min_length=1)
     randomization: RandomizationConfig = RandomizationConfig()
     task: Task
 

@@ -25,7 +25,7 @@ RGBA = tuple[Unit, Unit, Unit, Unit]
 
 
 class Strict_(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # a NaN pose or range crashed deep in the sim
 
 
 def check_range(value: tuple[float, float], what: str = "range") -> tuple[float, float]:
