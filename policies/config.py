@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,9 +200,71 @@ class TrainConfig:
     def from_dict(data: dict[str, Any], source: str = "<config>") -> "TrainConfig":
         data = dict(data)
         bc = data.pop("bc", None) or {}
+        if not isinstance(bc, dict):
+            raise ConfigError(f"{source}: bc must be a mapping of settings, got {bc!r}")
         _check_keys(data, TrainConfig, source)
         _check_keys(bc, BCConfig, f"{source}: bc")
+        _check_types(data, TrainConfig, source, "")
+        _check_types(bc, BCConfig, source, "bc.")
+        _check_hyperparams(data.get("hyperparams") or {}, source)
         return TrainConfig(**data, bc=BCConfig(**bc))
+
+
+def _check_types(data: dict, cls, source: str, prefix: str) -> None:
+    """Each value of the type its field declares (a --set or YAML value of the wrong type used to fail deep in
+    training: `steps=abc` at the first comparison, `hyperparams=5` in SB3, `steps=1.5` silently rounded)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise ConfigError(f"{source}: {prefix}{key} must be {_described(hints[key])}, got {value!r}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if origin is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value)
+    return True
+
+
+def _described(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_described(a) for a in args)
+    if origin is list:
+        return "a list of " + {int: "integers", float: "finite numbers", str: "strings"}.get(args[0], _described(args[0]))
+    names = {int: "an integer", float: "a finite number", str: "a string", bool: "true or false", type(None): "null",
+             dict: "a mapping"}
+    return names.get(hint, names.get(origin, str(hint)))
+
+
+# SB3 keyword arguments whose bad values fail only at the first gradient step, minutes into a run.
+_POSITIVE_INT_HYPERPARAMS = ("batch_size", "n_steps", "n_epochs", "buffer_size", "gradient_steps")
+
+
+def _check_hyperparams(hyperparams: dict, source: str) -> None:
+    for key in _POSITIVE_INT_HYPERPARAMS:
+        value = hyperparams.get(key)
+        if value is not None and not (_fits(value, int) and value >= 1) and not (key == "gradient_steps" and value == -1):
+            raise ConfigError(f"{source}: hyperparams.{key} must be an integer >= 1, got {value!r}")
+    value = hyperparams.get("learning_starts")
+    if value is not None and not (_fits(value, int) and value >= 0):
+        raise ConfigError(f"{source}: hyperparams.learning_starts must be an integer >= 0, got {value!r}")
 
 
 def _field_names(cls) -> list[str]:
@@ -401,7 +465,11 @@ def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, 
     data = _merge(data, overrides or {})
     data["scenario"], data["algo"] = scenario, algo
     data["preset"] = preset_note(choice, path, changes, given=preset_file is not None)
-    return TrainConfig.from_dict(data, source).validate()
+    cfg = TrainConfig.from_dict(data, f"{source} with the command line's settings" if overrides else source).validate()
+    if cfg.algo == "bc" and cfg.init:  # a new run's only: a stored run that has both still loads (its init was unused)
+        raise ConfigError(f"--init {cfg.init}: behaviour cloning learns from the scripted expert, not from a trained policy "
+                          "(it was ignored); --init warm-starts RL (--algo ppo, sac, td3, tqc)")
+    return cfg
 
 
 def preset_note(choice: PresetChoice, path: Path | None, changes: list[str], given: bool = False) -> str:

@@ -16,6 +16,8 @@ import json
 import os
 import tempfile
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, NamedTuple, Sequence
@@ -201,9 +203,15 @@ def load_demos(path: str | Path) -> Demos:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
         meta = json.loads(str(data.pop("meta")))
-        return Demos(**data, meta=meta)
-    except (ValueError, KeyError, TypeError, OSError, json.JSONDecodeError) as exc:
-        raise DemoError(f"{path}: not a genba demonstrations file ({exc})") from None
+        demos = Demos(**data, meta=meta)
+    # EOFError: an empty file (click would turn it into a bare "Aborted!"); BadZipFile, zlib.error: a truncated one.
+    except (ValueError, KeyError, TypeError, OSError, EOFError, zipfile.BadZipFile, zlib.error, json.JSONDecodeError) as exc:
+        raise DemoError(f"{path}: not a genba demonstrations file ({exc or type(exc).__name__})") from None
+    for name in ("obs", "next_obs", "actions", "rewards"):
+        values = getattr(demos, name)
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise DemoError(f"{path}: {name} holds NaN or inf (row {int(np.argwhere(~np.isfinite(values))[0][0])})")
+    return demos
 
 
 def check_compatible(demos: Demos, env, scenario: str, source: str = "demos") -> None:

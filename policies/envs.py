@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+from pydantic import ValidationError
 
 import sim
 from policies.errors import PolicyError
@@ -49,7 +50,9 @@ def make_env(scenario: str, robot: str | None = None, render_mode: str | None = 
     except (ScenarioError, RandomizationError) as exc:  # a bad randomisation overlay, profile or noise feature
         raise EnvError(str(exc)) from None
     except ValueError as exc:  # pydantic / sim validation of a robot override
-        raise EnvError(f"cannot build scenario {scenario!r} with robot {robot!r}: {exc}") from None
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()) \
+            if isinstance(exc, ValidationError) else exc  # one line, not pydantic's dump with its web address
+        raise EnvError(f"cannot build scenario {scenario!r} with robot {robot!r}: {detail}") from None
 
 
 def env_factory(scenario: str, robot: str | None, seed: int, rank: int, info_keywords=("is_success",),

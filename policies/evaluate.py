@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bridge.spec import SpecError, spec_hash
 from policies.envs import control_hz, make_env
 from policies.errors import PolicyError
 from policies.policy import Policy, load_policy
@@ -144,6 +145,23 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
     )
 
 
+def _check_spec(loaded, env, target, scenario: str, robot: str | None) -> None:
+    """A bundle acts only on the observation and action it was exported for: on another cell's (--scenario, --robot) it
+    failed inside the graph, or, with the same sizes, ran on features that mean something else."""
+    spec_of = getattr(env.unwrapped, "feature_spec", None)
+    if loaded.spec_hash is None or spec_of is None:
+        return
+    spec = spec_of()
+    try:
+        ours = spec_hash(spec["observation"], spec["action"], spec.get("control_hz"))
+    except SpecError:  # a toy env's spec per Dict key: only the exporter flattens it
+        return
+    if ours != loaded.spec_hash:
+        on = f"{scenario} with --robot {robot}" if robot else scenario
+        raise EvalError(f"{target} acts on the observation and action of {loaded.scenario} (spec {loaded.spec_hash[:12]}); "
+                        f"{on} has others (spec {ours[:12]}), so the bundle cannot drive it")
+
+
 def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | None = None, robot: str | None = None,
              video: str | Path | None = None, video_episodes: int = 3, which: str = "best", device: str = "cpu",
              executor: str = "onnxruntime", obs_mode: str = "state", randomization: str | Path | dict | None = None,
@@ -166,6 +184,7 @@ def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | No
                    randomization=randomization, play=play, observe_command=loaded.observe_command)
     recorder = None
     try:
+        _check_spec(loaded, env, target, scenario, robot)
         hz = control_hz(env)
         if video:
             recorder = VideoRecorder(video, fps=hz)

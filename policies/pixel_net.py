@@ -24,7 +24,7 @@ from torch import nn
 
 from policies.errors import PolicyError
 from policies.rundir import RunError
-from policies.snapshot import PIXEL_MODEL, Snapshot
+from policies.snapshot import PIXEL_MODEL, Snapshot, damaged_file
 from sim.env import VECTOR_KEYS
 
 
@@ -247,7 +247,8 @@ def load_pixel_net(snapshot: Snapshot, device: str = "cpu") -> PixelPolicyNet:
     """The pixel student of a snapshot (policies.snapshot: pixel_policy.pt), in eval mode."""
     if not snapshot.is_pixel:
         raise RunError(f"{snapshot.path}: not a pixel policy snapshot ({PIXEL_MODEL} missing)")
-    saved = torch.load(snapshot.path / PIXEL_MODEL, map_location=device, weights_only=True)  # tensors and plain data only
+    with damaged_file(snapshot.path / PIXEL_MODEL):
+        saved = torch.load(snapshot.path / PIXEL_MODEL, map_location=device, weights_only=True)  # tensors and plain data only
     net = PixelPolicyNet.from_config(saved["config"])
     net.load_state_dict(saved["state_dict"])
     return net.to(device).eval()

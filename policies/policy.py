@@ -86,6 +86,7 @@ class LoadedPolicy(NamedTuple):
     details: dict[str, Any]  # bundle name, or training steps
     obs_mode: str = "state"  # "pixels" for a policy on camera images (it needs an env in obs_mode pixels)
     observe_command: bool = False  # its observation ends with the commanded tool target (an env with observe_command)
+    spec_hash: str | None = None  # a bundle's: the observation, action and rate it acts on (bridge.spec)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "scenario": self.scenario, "robot": self.robot, **self.details}
@@ -104,7 +105,8 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
         policy = bundle if bundle.chunk_length == 1 else ChunkedPolicy(_FlatChunks(bundle), bundle.chunk_length,
                                                                        replan_after(bundle.chunk_length))
         return LoadedPolicy(policy, "bundle", str(path), scenario, robot, {"name": bundle.name},
-                            "pixels" if bundle.images else "state", bool((bundle.manifest.get("training") or {}).get("observe_command")))
+                            "pixels" if bundle.images else "state", bool((bundle.manifest.get("training") or {}).get("observe_command")),
+                            bundle.spec_hash)
     if (path / "config.yaml").is_file():
         snap = run_snapshot(path, which)
         cfg = RunDir.open(path).config()

@@ -6,11 +6,13 @@ A snapshot directory is written atomically (see rundir.atomic_dir); state.json i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from policies.rundir import RunDir, RunError, atomic_dir, recover_dir
 
@@ -68,7 +70,8 @@ class Snapshot:
             # Acting only: no env to give a HER buffer and no need for a full-size one.
             objs = {"replay_buffer_class": None, "replay_buffer_kwargs": {}, "buffer_size": 1}
             kwargs["custom_objects"] = {**objs, **kwargs.get("custom_objects", {})}
-        return cls.load(self.path / MODEL, env=env, device=device, **kwargs)
+        with damaged_file(self.path / MODEL):
+            return cls.load(self.path / MODEL, env=env, device=device, **kwargs)
 
     def load_vecnormalize(self, venv=None):
         """The saved VecNormalize (statistics only when `venv` is None), or None if there is none."""
@@ -94,7 +97,21 @@ def open_snapshot(path: Path) -> Snapshot:
     found = recover_dir(path)
     if found is None or not (found / STATE).is_file() or not ((found / MODEL).is_file() or (found / PIXEL_MODEL).is_file()):
         raise RunError(f"{path}: no complete model snapshot")
-    return Snapshot(found, json.loads((found / STATE).read_text()))
+    with damaged_file(found / STATE):
+        state = json.loads((found / STATE).read_text())
+    if not isinstance(state, dict):
+        raise RunError(f"{found / STATE}: expected the snapshot's state (a JSON object), got {type(state).__name__}")
+    return Snapshot(found, state)
+
+
+@contextlib.contextmanager
+def damaged_file(path: Path) -> Iterator[None]:
+    """A run file that does not read (truncated, emptied, overwritten: snapshots are written whole, so by damage from
+    outside) as a RunError naming it, not the loader's traceback."""
+    try:
+        yield
+    except (ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+        raise RunError(f"{path}: damaged or truncated, cannot read it ({str(exc).splitlines()[0][:200]})") from None
 
 
 def run_snapshot(run_path: Path, which: str = "best") -> Snapshot:

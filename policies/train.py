@@ -62,6 +62,8 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
     else:
         if cfg is None:
             raise ConfigError("a new run needs a config")
+        if cfg.init:
+            open_init(cfg.init)  # a bad --init fails before the run directory exists, not in one --resume would repeat
         run = RunDir.create(out, cfg, argv)
     if cfg.algo == "bc" and cfg.obs_mode == "pixels":
         return train_pixel_bc(cfg, run, progress=progress, resume=resume, on_eval=on_eval)

@@ -255,6 +255,10 @@ def test_load_policy_runs_the_bundle_as_it_runs_the_run_and_eval_asks_for_pixels
     for target in (pixel_run, bundle_dir):
         with pytest.raises(EvalError, match="needs --obs pixels"):
             evaluate(target, n=1)
+    # Another cell's cameras and readings: the graph would fail inside, or with equal sizes act on other features.
+    with pytest.raises(EvalError, match=r"acts on the observation and action of bin-sort \(spec [0-9a-f]{12}\); conveyor-pick "
+                                        r"has others \(spec [0-9a-f]{12}\), so the bundle cannot drive it"):
+        evaluate(bundle_dir, n=1, obs_mode="pixels", scenario="conveyor-pick")
 
 
 def test_a_chunked_pixel_bundle_acts_with_the_first_action_of_its_chunk(tmp_path, recorded):

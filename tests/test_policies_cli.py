@@ -97,9 +97,30 @@ def test_user_errors_are_one_line_and_exit_1(tmp_path):
         (["train", "toy-target", "--resume"], "--resume needs --out"),
         (["demos", "toy-target", "-n", "0", "-o", str(tmp_path / "d.npz")], "-n must be >= 1"),
         (["train", "toy-target", "--resume", "--out", str(tmp_path / "none")], "not a run directory"),
+        # a path that cannot be made (under a file): was a traceback
+        (["export", str(tmp_path / "nothing"), "-o", str(tmp_path / "a-file" / "b")], "not a run directory"),
+        (["train", "toy-target", "--out", str(tmp_path / "a-file" / "run")], "a-file/run: Not a directory"),
+        (["eval", str(tmp_path / "run.log")], "not a run directory, snapshot or bundle"),
     ]
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "run.log").write_text("")
     for args, message in cases:
         proc = subprocess.run([sys.executable, "-m", "genba", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1, (args, proc.stderr)
-        lines = [line for line in proc.stderr.splitlines() if line.strip() and "pybullet build time" not in line]
+        lines = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith(
+            ("pybullet build time", "preset: ", "run directory: "))]  # what train says before it starts
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+
+
+def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(tmp_path):
+    """--json and demos -o are checked when the command starts (they failed with a traceback after the work)."""
+    (tmp_path / "a-file").write_text("")
+    cases = [
+        (["expert", "toy-target", "-n", "1", "--json", str(tmp_path)], "is a directory; give a file name"),
+        (["expert", "toy-target", "-n", "1", "--json", str(tmp_path / "a-file" / "x.json")], "is a file, so"),
+        (["demos", "toy-target", "-n", "1", "-o", str(tmp_path / "a-file" / "d.npz")], "is a file, so"),
+    ]
+    for args, message in cases:
+        proc = subprocess.run([sys.executable, "-m", "genba", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and message in " ".join(proc.stderr.replace("│", " ").split()), (args, proc.stderr)  # rich's box
+        assert "episodes" not in proc.stderr and "Traceback" not in proc.stderr  # refused before recording anything

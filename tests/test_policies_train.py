@@ -4,6 +4,8 @@ BC clones the expert and warm-starts RL, exported runs act like their models."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -12,9 +14,11 @@ import yaml
 
 from policies.bundle import load_bundle
 from policies.config import ConfigError, parse_overrides, resolve_config
+from policies.demos import DemoError, load_demos, record_demos, save_demos
 from policies.errors import PolicyError
 from policies.evaluate import evaluate, wilson_interval
 from policies.run_export import export_run
+from policies.rundir import RunError
 from policies.snapshot import run_snapshot
 from policies.train import train
 
@@ -68,6 +72,17 @@ def test_save_load_gives_identical_actions(td3_run):
     assert snap.state["num_timesteps"] == 2000 and a.num_timesteps == 2000
 
 
+def test_a_damaged_snapshot_is_named_not_a_traceback(td3_run, tmp_path):
+    run = shutil.copytree(td3_run[0], tmp_path / "run")
+    model = run / "final" / "model.zip"
+    model.write_bytes(model.read_bytes()[:1000])  # truncated: SB3's ValueError, from a BadZipFile, came out whole
+    with pytest.raises(RunError, match=r"final/model.zip: damaged or truncated, cannot read it \(.*wasn't a zip-file\)"):
+        run_snapshot(run, "final").load_model()
+    (run / "final" / "state.json").write_text("{algo: td3")
+    with pytest.raises(RunError, match=r"final/state.json: damaged or truncated, cannot read it \(Expecting property name"):
+        run_snapshot(run, "final")
+
+
 def test_exported_run_matches_model(td3_run, tmp_path):
     out, _ = td3_run
     bundle_dir = export_run(out, tmp_path / "bundle", which="final")
@@ -103,8 +118,6 @@ def test_bc_clones_expert_and_warm_starts_rl(tmp_path):
 
 
 def test_bc_from_demos_file(tmp_path):
-    from policies.demos import load_demos, record_demos, save_demos
-
     path = save_demos(record_demos("toy-target", None, 10, seed=0, progress=False), tmp_path / "d.npz")
     demos = load_demos(path)
     assert len(demos) == 100 and demos.n_episodes == 10 and demos.episode_success.dtype == bool
@@ -114,6 +127,20 @@ def test_bc_from_demos_file(tmp_path):
     assert summary["final_eval"]["mean_return"] >= 9.0
     with pytest.raises(PolicyError, match="observation layout"):
         train(resolve_config("toy-reach", "bc", {"demos": str(path)}), tmp_path / "wrong", progress=False)
+
+
+def test_a_bad_demonstrations_file_is_named_with_what_is_wrong(tmp_path):
+    good = save_demos(record_demos("toy-target", None, 2, seed=0, progress=False), tmp_path / "good.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")  # np.load's EOFError became click's bare "Aborted!"
+    with pytest.raises(DemoError, match=r"empty.npz: not a genba demonstrations file \(No data left in file\)"):
+        load_demos(tmp_path / "empty.npz")
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:300])  # BadZipFile came out as a traceback
+    with pytest.raises(DemoError, match=r"cut.npz: not a genba demonstrations file"):
+        load_demos(tmp_path / "cut.npz")
+    demos = load_demos(good)
+    demos.actions[5, 0] = np.nan  # failed inside torch's loss
+    with pytest.raises(DemoError, match=r"nan.npz: actions holds NaN or inf \(row 5\)"):
+        load_demos(save_demos(demos, tmp_path / "nan.npz"))
 
 
 def test_config_layers_and_errors():
@@ -127,6 +154,30 @@ def test_config_layers_and_errors():
         resolve_config("toy-target", "ppo", {"her": True})
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["steps"])
+    with pytest.raises(ConfigError, match="--init runs/x: behaviour cloning learns from the scripted expert"):
+        resolve_config("toy-target", "bc", {"init": "runs/x"})  # was ignored without a word
+
+
+def test_a_bad_init_leaves_no_run_directory_behind(tmp_path):
+    """It used to fail after creating one: the retry was refused ('already exists'), and --resume repeated the bad --init."""
+    with pytest.raises(PolicyError, match="--init .*nope: not a run directory or snapshot"):
+        train(resolve_config("toy-target", "sac", {"init": str(tmp_path / "nope")}), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("steps=abc", "steps must be an integer, got 'abc'"),  # was a TypeError at the first comparison
+    ("steps=1.5", "steps must be an integer, got 1.5"),  # was silently rounded up to 2 steps
+    ("seed=abc", "seed must be an integer, got 'abc'"),
+    ("hyperparams=5", "hyperparams must be a mapping, got 5"),  # was a TypeError inside the model builder
+    ("hyperparams.batch_size=abc", "hyperparams.batch_size must be an integer >= 1, got 'abc'"),  # failed at the 1st update
+    ("bc.net_arch=[64, x]", "bc.net_arch must be a list of integers, got [64, 'x']"),
+    ("stop_at_success=.nan", "stop_at_success must be a finite number or null, got nan"),
+    ("bc=3", "bc must be a mapping of settings, got 3"),
+])
+def test_a_setting_of_the_wrong_type_is_refused_before_training(override, message):
+    with pytest.raises(ConfigError, match=re.escape(f"toy-target.yaml with the command line's settings: {message}")):
+        resolve_config("toy-target", "sac", parse_overrides([override]))
 
 
 def test_wilson_interval_known_values():

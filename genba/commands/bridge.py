@@ -18,7 +18,7 @@ from bridge.keys import ClientKeys, ServerKeys, generate_keypair
 from bridge.realtime import freeze_heap
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
 from genba.commands.options import Observe, obs_option, play_option, randomization_option
-from genba.jsonfile import write_json
+from genba.jsonfile import json_option, write_json
 from policies.bundle_format import is_bundle, read_manifest
 
 
@@ -144,7 +144,7 @@ def twin(
         None, help="Name of the served bundle to use (a bundle directory works too: its manifest name is read). "
         "Default: the server picks the one trained for this cell (same observation/action spec hash)."),
     episodes: int = typer.Option(20, help="Episodes, seeded like `genba eval`."),
-    seed: int = typer.Option(0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
+    seed: int = typer.Option(0, min=0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
     servo_hz: float = typer.Option(250.0, help="Servo rate of the setpoint stream (125-1000 Hz)."),
     speed: float = typer.Option(1.0, help="1 = real time, 2 = twice as fast, 0 = as fast as possible."),
     latency_budget: float = typer.Option(0.5, help="Fraction of the control period a reply may take (above 1 with --speed 0: a slow host)."),
@@ -159,7 +159,7 @@ def twin(
     blend: int = typer.Option(0, help="Chunks: control periods crossfaded at a chunk boundary."),
     max_age_ms: float | None = typer.Option(None, help="Chunks: never execute an action from an observation older "
                                             "than this (default: the chunk's horizon)."),
-    fault_seed: int = typer.Option(0, help="Seed of the fault generator."),
+    fault_seed: int = typer.Option(0, min=0, help="Seed of the fault generator."),
     reduced_speed: bool = typer.Option(False, help="Cap the tool at 250 mm/s (reduced-speed mode)."),
     max_tool_accel: Optional[float] = typer.Option(None, help="Tool-target acceleration limit (m/s^2)."),
     robot: Optional[str] = typer.Option(None, help="Robot model override (as for `genba eval --robot`)."),
@@ -173,7 +173,7 @@ def twin(
         "jpeg (lossy: colour cameras only, depth goes png or raw)."),
     curve_secret: Optional[Path] = typer.Option(None, help="This controller's .key_secret (CURVE)."),
     server_key: Optional[Path] = typer.Option(None, help="The server's public .key (CURVE)."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+    json_path: Optional[Path] = json_option("Write the report as JSON."),
     web: bool = typer.Option(False, "--web", help="Serve the live page of `genba view --web`, with latency and safety counters."),
     host: str = typer.Option("127.0.0.1", help="--web: address to listen on."),
     port: int = typer.Option(8000, help="--web: port (0 = any free port)."),
@@ -216,12 +216,12 @@ def run(
     connect: str = typer.Option(..., help="Endpoint of `genba bridge serve`, e.g. tcp://127.0.0.1:5555."),
     bundle: Optional[str] = typer.Option(None, help="Served bundle name; default: the one trained for the cell."),
     episodes: int = typer.Option(20, help="Episodes, seeded like `genba eval`."),
-    seed: int = typer.Option(0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
+    seed: int = typer.Option(0, min=0, help="Evaluation seed (episode i uses the same seed as in `genba eval --seed`)."),
     latency_budget: float = typer.Option(0.5, help="Fraction of the control period the policy server may take."),
     outage_limit: float = typer.Option(1.0, help="Seconds without a complete HSES exchange before an episode stops."),
     hses_timeout: float = typer.Option(0.02, help="Seconds an HSES reply may take; a lost read holds the period, a lost move is sent once more."),
     speed: float = typer.Option(1.0, help="1 = real time; must match the emulator's --speed."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON."),
+    json_path: Optional[Path] = json_option("Write the report as JSON."),
 ) -> None:
     """Drive a robot controller with the policy server: each period read it, ask the policy, check safety, move."""
     from bridge.hses.adapter import AdapterConfig  # lazy: the HSES stack only for this verb

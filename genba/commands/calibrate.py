@@ -17,7 +17,7 @@ from typing import Optional
 import typer
 
 from genba.errors import AppError
-from genba.jsonfile import write_json
+from genba.jsonfile import json_option, write_json
 
 DEFAULT_VIEWS, DEFAULT_EVERY, DEFAULT_MAX_VIEWS, DEFAULT_SUPERSAMPLE = 15, 10, 30, 4
 
@@ -49,7 +49,7 @@ def calibrate(
     square: float = typer.Option(0.025, help="square size (m)"),
     camera: Optional[str] = typer.Option(None, help="sim: scenario camera (default: its first `use: perception` one)"),
     views: Optional[int] = typer.Option(None, help=f"sim: board poses shown to the camera (default {DEFAULT_VIEWS})"),
-    seed: int = typer.Option(0, help="sim: seed of the board poses (and of the camera's noise)"),
+    seed: int = typer.Option(0, min=0, help="sim: seed of the board poses (and of the camera's noise)"),
     supersample: Optional[int] = typer.Option(None, help="sim: each pixel the mean of KxK rendered samples, as a "
                                                          f"sensor integrates light (default {DEFAULT_SUPERSAMPLE}; "
                                                          "1: the renderer's raw frame)"),
@@ -59,7 +59,7 @@ def calibrate(
                                                                       f"(default {DEFAULT_MAX_VIEWS})"),
     out: Optional[Path] = typer.Option(None, "--out", help="write the calibration: image size, K, dist, R, t (OpenCV "
                                                            "convention, world -> camera) and RMS, as JSON"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the figures (and, in the sim, the errors) as JSON"),
+    json_path: Optional[Path] = json_option("write the figures (and, in the sim, the errors) as JSON"),
 ) -> None:
     """Calibrate a camera from views of a printed checkerboard (the verb's help: HELP)."""
     started = time.perf_counter()

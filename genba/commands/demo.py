@@ -21,7 +21,7 @@ import typer
 import yaml
 
 from genba.errors import AppError
-from genba.jsonfile import write_json
+from genba.jsonfile import json_option, write_json
 from genba.server_process import ServerProcess, ServerStartError, child_env
 
 
@@ -48,7 +48,7 @@ def demo(
                                         "PPO, `genba train --algo ppo --init`); the fine-tuned policy is the one served"),
     speed: float = typer.Option(1.0, help="twin pacing: 1 = real time (as a controller runs), 0 = as fast as possible"),
     out: Optional[Path] = typer.Option(None, help="where runs, bundle and figures go (default runs/demo-SCENARIO-TIME)"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the summary figures here"),
+    json_path: Optional[Path] = json_option("also write the summary figures here"),
 ) -> None:
     """Train, evaluate, export, serve over the bridge and drive the digital twin; print one summary."""
     if long:

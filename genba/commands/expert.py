@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from genba.commands.options import Observe, obs_option, play_option, randomization_option
-from genba.jsonfile import write_json
+from genba.jsonfile import json_option, write_json
 from scenarios.naming import ROBOT_MODELS
 
 
@@ -20,12 +20,12 @@ def register(app: typer.Typer) -> None:
 def expert(
     scenario: str = typer.Argument(..., help="built-in scenario name or path to a YAML file"),
     episodes: int = typer.Option(100, "-n", "--episodes", min=1, help="number of episodes"),
-    seed: int = typer.Option(0, help="seed of the first episode; episode i uses seed + i"),
+    seed: int = typer.Option(0, min=0, help="seed of the first episode; episode i uses seed + i"),
     robot: Optional[str] = typer.Option(None, help=f"override the scenario's robot: {', '.join(ROBOT_MODELS)}"),
     obs: Observe = obs_option(),
     randomization: Optional[str] = randomization_option(),
     play: bool = play_option(),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the figures to this JSON file"),
+    json_path: Optional[Path] = json_option("also write the figures to this JSON file"),
 ) -> None:
     """Run the scripted expert and print success rate (95% CI), mean cycle time and collisions."""
     # Imported on use: PyBullet and SB3 are not needed to parse flags or print --help.

@@ -24,7 +24,7 @@ def hses_sim(
     speed: float = typer.Option(1.0, help="1 = real time, 2 = twice as fast, 0 = as fast as possible while moving"),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="listen beyond loopback (anyone who reaches "
                                                                    "the port can move the simulated arm)"),
-    seed: int = typer.Option(0, help="seed of the cell's reset (part arrivals)"),
+    seed: int = typer.Option(0, min=0, help="seed of the cell's reset (part arrivals)"),
     cell_bind: str = typer.Option("", help="also serve the cell PC's channel (sensing, episodes, faults) on this "
                                            "ZeroMQ endpoint, e.g. tcp://127.0.0.1:5590 (genba bridge run --cell)"),
     replace_moves: bool = typer.Option(False, "--replace-moves", help="a move while one runs replaces it "

@@ -15,7 +15,7 @@ import typer
 
 from genba.commands.options import OBS_HELP, Observe, obs_option, play_option, randomization_option
 from genba.errors import AppError
-from genba.jsonfile import write_json
+from genba.jsonfile import check_output_file, json_option, write_json
 
 
 def train_cmd(
@@ -25,7 +25,7 @@ def train_cmd(
     steps: Optional[int] = typer.Option(None, help="env steps to train for (default: the preset's)"),
     envs: Optional[int] = typer.Option(None, "--envs", help="parallel envs (subprocesses when > 1)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
-    seed: Optional[int] = typer.Option(None, help="random seed (default 0)"),
+    seed: Optional[int] = typer.Option(None, min=0, help="random seed (default 0)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/SCENARIO-ALGO-sSEED-TIME)"),
     resume: bool = typer.Option(False, help="continue the run in --out from its latest checkpoint"),
     init: Optional[str] = typer.Option(None, help="run directory whose policy initialises the actor (BC warm start)"),
@@ -40,7 +40,7 @@ def train_cmd(
     preset: Optional[Path] = typer.Option(None, help="preset YAML to use instead of the scenario's shipped one "
                                           "(e.g. the best.yaml a `genba sweep` wrote)"),
     progress: bool = typer.Option(True, help="show the progress bar"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the training summary as JSON"),
+    json_path: Optional[Path] = json_option("write the training summary as JSON"),
 ) -> None:
     """Train a policy with SB3 (or behaviour cloning) using the tuned preset of the scenario's task type.
 
@@ -88,9 +88,9 @@ def train_cmd(
 def eval_cmd(
     target: Path = typer.Argument(..., help="run directory, snapshot directory, or bundle directory"),
     n: int = typer.Option(100, "-n", help="episodes"),
-    seed: int = typer.Option(0, help="evaluation seed (episode i uses a fixed seed derived from it)"),
+    seed: int = typer.Option(0, min=0, help="evaluation seed (episode i uses a fixed seed derived from it)"),
     video: Optional[Path] = typer.Option(None, help="write an mp4 of the first --video-episodes episodes"),
-    video_episodes: int = typer.Option(3, help="episodes to record when --video is given"),
+    video_episodes: int = typer.Option(3, min=1, help="episodes to record when --video is given"),
     scenario: Optional[str] = typer.Option(None, help="evaluate on this scenario instead of the policy's own"),
     robot: Optional[str] = typer.Option(None, help="robot model override"),
     which: str = typer.Option("best", help="for a run directory: best | final | latest"),
@@ -98,7 +98,7 @@ def eval_cmd(
     obs: Observe = obs_option(),
     randomization: Optional[str] = randomization_option(),
     play: bool = play_option(),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON"),
+    json_path: Optional[Path] = json_option("write the results as JSON"),
 ) -> None:
     """Success rate (95% Wilson interval), mean return, cycle time and collisions of a policy."""
     import torch
@@ -140,14 +140,14 @@ def export_cmd(
 def demos_cmd(
     scenario: str = typer.Argument(..., help="scenario to record the scripted expert on"),
     n: int = typer.Option(..., "-n", help="episodes"),
-    out: Path = typer.Option(..., "-o", "--out", help="output .npz"),
+    out: Path = typer.Option(..., "-o", "--out", help="output .npz", callback=check_output_file),
     robot: Optional[str] = typer.Option(None, help="robot model override"),
-    seed: int = typer.Option(0, help="first episode seed"),
-    noise: float = typer.Option(0.0, help="DART: std of noise on the expert's executed motion (labels stay clean)"),
+    seed: int = typer.Option(0, min=0, help="first episode seed"),
+    noise: float = typer.Option(0.0, min=0.0, help="DART: std of noise on the expert's executed motion (labels stay clean)"),
     randomization: Optional[str] = randomization_option(),
     force: bool = typer.Option(False, help="overwrite an existing file"),
     progress: bool = typer.Option(True, help="show the progress bar"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write a summary as JSON"),
+    json_path: Optional[Path] = json_option("write a summary as JSON"),
 ) -> None:
     """Record scripted-expert episodes for behaviour cloning (`genba train --algo bc --demos FILE`)."""
     from policies.demos import record_demos, save_demos

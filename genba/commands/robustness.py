@@ -13,6 +13,7 @@ import typer
 
 from genba.commands.options import OBS_HELP, Observe
 from genba.errors import AppError
+from genba.jsonfile import json_option
 
 
 def robustness_cmd(
@@ -21,7 +22,7 @@ def robustness_cmd(
     magnitudes: Optional[str] = typer.Option(None, help="comma-separated multiples of the default magnitudes each factor "
                                              "runs at alone, e.g. 1,2,4 (default: the suite's)"),
     episodes: int = typer.Option(200, help="evaluation episodes per row (the same seeds in every row)"),
-    seed: int = typer.Option(0, help="evaluation seed, as `genba eval --seed`"),
+    seed: int = typer.Option(0, min=0, help="evaluation seed, as `genba eval --seed`"),
     through_bridge: bool = typer.Option(False, "--through-bridge", help="every row through the digital twin and a bridge "
                                         "server on loopback; the suite's bridge faults are further rows"),
     bridge_only: bool = typer.Option(False, "--bridge-only", help="through the bridge, the nominal cell and the suite's "
@@ -30,7 +31,7 @@ def robustness_cmd(
     scenario: Optional[str] = typer.Option(None, help="scenario (default: the bundle's own)"),
     robot: Optional[str] = typer.Option(None, help="robot model (default: the one it was trained with)"),
     obs: Optional[Observe] = typer.Option(None, "--obs", help=OBS_HELP + " (default: what the bundle was trained on)"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the report as JSON (rewritten after each row)"),
+    json_path: Optional[Path] = json_option("write the report as JSON (rewritten after each row)"),
     plot: Optional[Path] = typer.Option(None, help="write the report as a PNG chart"),
     baseline: Optional[Path] = typer.Option(None, help="a report JSON of another bundle (e.g. trained without randomisation) "
                                             "drawn beside each row of the chart"),

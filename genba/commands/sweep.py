@@ -14,7 +14,7 @@ from typing import Any, Optional
 import typer
 
 from genba.errors import AppError
-from genba.jsonfile import write_json
+from genba.jsonfile import json_option, write_json
 
 DEFAULT_HEARTBEAT_S = 30.0
 
@@ -39,7 +39,7 @@ def sweep_cmd(
                                                   "where this worker's trial runs go (default: the study's)"),
     heartbeat: float = typer.Option(DEFAULT_HEARTBEAT_S, help="seconds between a running trial's heartbeats on a database; "
                                                               "a trial silent for twice that is failed and retried"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the sweep's results as JSON"),
+    json_path: Optional[Path] = json_option("write the sweep's results as JSON"),
 ) -> None:
     """Tune a preset with Optuna (TPE + median pruning), or check it across seeds."""
     from policies.sweep_storage import open_storage

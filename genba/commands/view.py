@@ -16,7 +16,7 @@ import typer
 
 from bridge.endpoints import is_loopback_host
 from genba.errors import AppError
-from genba.jsonfile import write_json
+from genba.jsonfile import json_option, write_json
 
 
 class ViewUsageError(AppError):
@@ -60,7 +60,7 @@ def view_cmd(
     robot: Optional[str] = typer.Option(None, help="robot model override (panda, gp7)"),
     episodes: Optional[int] = typer.Option(None, help="episodes to run (default: 1; with --web or --seconds, no limit)"),
     seconds: Optional[float] = typer.Option(None, help="stop after this much simulated time"),
-    seed: int = typer.Option(0, help="episode i resets with seed + i"),
+    seed: int = typer.Option(0, min=0, help="episode i resets with seed + i"),
     gui: bool = typer.Option(False, "--gui", help="open the PyBullet GUI window (needs a display)"),
     record: Optional[Path] = typer.Option(None, "--record", help="write a video (.mp4, .avi) rendered headless"),
     web: bool = typer.Option(False, "--web", help="serve a live page with stream, status, plots and controls"),
@@ -80,7 +80,7 @@ def view_cmd(
     fov: Optional[float] = typer.Option(None, help="vertical field of view (rad)"),
     overlay: bool = typer.Option(False, "--overlay", help="draw what perception finds on the cell's perception camera "
                                                           "(box, class, pose axes) on the --record/--web frames"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the run summary as JSON"),
+    json_path: Optional[Path] = json_option("write the run summary as JSON"),
 ) -> None:
     """Watch a cell: --gui window, --record video, or --web live page (any combination)."""
     # Imported on use: PyBullet, torch and aiohttp are not needed to parse flags or print --help.
