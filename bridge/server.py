@@ -139,6 +139,8 @@ class BridgeServer:
         check_endpoint(self.config.bind, "--bind")
         if self.config.telemetry:
             check_endpoint(self.config.telemetry, "--telemetry")
+            if self.config.telemetry == self.config.bind and not self.config.bind.endswith((":*", ":0")):  # not two free ports
+                raise ServerConfigError(f"--telemetry {self.config.telemetry} is --bind's endpoint: give it another port")
         for endpoint in (self.config.bind, self.config.telemetry):
             if endpoint and not is_loopback_endpoint(endpoint) and self.config.keys is None and not self.config.allow_insecure_remote:
                 raise ServerConfigError(
@@ -333,7 +335,8 @@ class BridgeServer:
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
-            raise ServerConfigError(f"cannot bind {endpoint}: {zmq.strerror(exc.errno)} (is another server using it?)") from None
+            hint = " (is another server using it?)" if exc.errno == zmq.EADDRINUSE else ""  # not for a missing ipc folder
+            raise ServerConfigError(f"cannot bind {endpoint}: {zmq.strerror(exc.errno)}{hint}") from None
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:

@@ -140,12 +140,15 @@ def _check_spec(manifest: dict, mpath: Path) -> None:
     try:
         obs_sizes = sum(int(f["size"]) for f in obs["features"])
         act_dim, low, high = int(act["dim"]), act["low"], act["high"]
-        ok = obs_sizes == int(obs["dim"]) and len(low) == len(high) == act_dim
+        obs_dim = int(obs["dim"])
+        low_high = (len(low), len(high))
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{mpath}: malformed observation/action spec ({exc!r})") from None
-    if not ok:
-        raise BundleError(f"{mpath}: observation features add up to {obs_sizes} but dim is {obs['dim']}, "
-                          f"or action low/high do not have {act_dim} entries")
+    if obs_sizes != obs_dim:
+        raise BundleError(f"{mpath}: observation features add up to {obs_sizes} but observation.dim is {obs_dim}")
+    if low_high != (act_dim, act_dim):
+        raise BundleError(f"{mpath}: action.low and action.high have {low_high[0]} and {low_high[1]} entries; "
+                          f"action.dim is {act_dim}")
     try:
         current = spec_hash(obs, act, manifest["control_hz"])
     except SpecError as exc:

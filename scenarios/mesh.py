@@ -40,6 +40,8 @@ class Mesh:
 def read_mesh(path: str | Path) -> Mesh:
     path = Path(path)
     suffix = path.suffix.lower()
+    if path.is_dir():
+        raise MeshError(f"{path}: a directory, not a mesh file")
     if suffix not in MESH_SUFFIXES:
         raise MeshError(f"{path}: unknown mesh file type {path.suffix or '(none)'!r}; a part's mesh is one of "
                         f"{', '.join(MESH_SUFFIXES)} (Wavefront OBJ, STL)")

@@ -81,6 +81,10 @@ def test_serve_answers_then_shuts_down_cleanly_on_signal(bundle_dir, signum):
         (["twin", "reach", "--connect", "tcp://127.0.0.1", "--episodes", "1"], "error: --connect 'tcp://127.0.0.1': expected"),
         (["run", "--controller", "hses://127.0.0.1", "--cell", "bogus", "--connect", "tcp://127.0.0.1:5555"],
          "error: --cell 'bogus': expected tcp://HOST:PORT"),
+        (["serve", "{bundle}", "--bind", "tcp://127.0.0.1:5599", "--telemetry", "tcp://127.0.0.1:5599", "--device", "cpu"],
+         "error: --telemetry tcp://127.0.0.1:5599 is --bind's endpoint"),  # said 'is another server using it?'
+        (["serve", "{bundle}", "--bind", "ipc:///nonexistent-dir/x.sock", "--telemetry", "off", "--device", "cpu"],
+         "error: cannot bind ipc:///nonexistent-dir/x.sock: No such file or directory"),  # without 'another server?'
     ],
 )
 def test_bridge_user_errors_are_one_line_exit_1(bundle_dir, args, message):
@@ -88,6 +92,7 @@ def test_bridge_user_errors_are_one_line_exit_1(bundle_dir, args, message):
     assert result.returncode == 1
     (line,) = [l for l in result.stderr.strip().splitlines() if not l.startswith(("20", "pybullet build time"))]  # skip log lines
     assert line.startswith(message), result.stderr
+    assert "another server" not in line or "in use" in line, line
     assert "Traceback" not in result.stderr
 
 

@@ -114,6 +114,18 @@ def test_refuses_edited_spec(copy):
         load_bundle(copy)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["observation"].update(dim=m["observation"]["dim"] + 1), r"observation features add up to (\d+) but "
+                                                                           r"observation.dim is (?!\1)\d+$"),
+    (lambda m: m["action"].update(dim=m["action"]["dim"] + 1), r"action.low and action.high have 2 and 2 entries; action.dim is 3$"),
+])
+def test_refuses_sizes_that_do_not_add_up_saying_which(copy, edit, message):
+    """Each says what is off (one message used to cover both: 'add up to 6 but dim is 6, or action low/high ...')."""
+    _edit_manifest(copy, edit)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(copy)
+
+
 def test_refuses_newer_format(copy):
     _edit_manifest(copy, lambda m: m.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(BundleError, match=f"format_version {FORMAT_VERSION + 1} is newer than this loader supports"):

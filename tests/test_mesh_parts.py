@@ -151,6 +151,8 @@ def test_bad_mesh_inputs_are_clear_errors(tmp_path):
     write_obj(tmp_path / "hex.obj", vertices, faces)
     text = _error(tmp_path, {"file": "nowhere.obj", "units": "mm"})
     assert "parts.mesh" in text and "no such mesh file" in text and str(tmp_path / "nowhere.obj") in text
+    (tmp_path / "meshes").mkdir()  # was "unknown mesh file type '(none)'"
+    assert "meshes: a directory, not a mesh file" in _error(tmp_path, {"file": "meshes", "units": "mm"})
     (tmp_path / "hex.ply").write_text("ply\n")
     assert "unknown mesh file type '.ply'" in _error(tmp_path, {"file": "hex.ply", "units": "mm"})
     (tmp_path / "empty.obj").write_text("# nothing\nv 0 0 0\n")
