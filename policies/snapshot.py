@@ -106,12 +106,12 @@ def open_snapshot(path: Path) -> Snapshot:
 
 @contextlib.contextmanager
 def damaged_file(path: Path) -> Iterator[None]:
-    """A run file that does not read (truncated, emptied, overwritten: snapshots are written whole, so by damage from
-    outside) as a RunError naming it, not the loader's traceback."""
+    """A run file that does not load (truncated, emptied or overwritten from outside: snapshots are written whole; or
+    SB3 refusing it for the env given) as a RunError naming it with the loader's first line, not its traceback."""
     try:
         yield
     except (ValueError, EOFError, KeyError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        raise RunError(f"{path}: damaged or truncated, cannot read it ({str(exc).splitlines()[0][:200]})") from None
+        raise RunError(f"{path}: cannot load it: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}") from None
 
 
 def run_snapshot(run_path: Path, which: str = "best") -> Snapshot:
