@@ -173,6 +173,14 @@ def test_a_key_given_twice_is_an_error_with_its_line(tmp_path):
     assert f":{len(text.splitlines())}:1: not valid YAML (key 'max_episode_steps' is given twice in one mapping)" in msg
 
 
+def test_yaml_merge_keys_still_override_what_they_merge(tmp_path):
+    """`<<: *anchor` then a key of the anchor's is YAML's override, not a key given twice (the check once refused it)."""
+    from scenarios.yamlfile import read_yaml
+
+    path = write(tmp_path, "base: &b {x: 1, y: 2}\nother:\n  <<: *b\n  y: 3\n")
+    assert read_yaml(path, ScenarioError) == {"base": {"x": 1, "y": 2}, "other": {"x": 1, "y": 3}}
+
+
 def test_bytes_that_are_not_utf8_and_a_directory_are_named(tmp_path):
     path = tmp_path / "cell.yaml"
     path.write_bytes((BUILTIN_DIR / "reach.yaml").read_bytes().replace(b"name:", b"\xff\xfename:", 1))
