@@ -158,6 +158,17 @@ def read_urdf(path: str | Path, key: str = "robot.urdf") -> UrdfTree:
     roots = [name for name in links if name not in children]
     if len(roots) != 1:
         raise UrdfError(f"{key}: {path}: a URDF is one tree with one root link, found roots {roots or 'none (a loop)'}")
+    reached, todo = {roots[0]}, [roots[0]]
+    while todo:  # every link hangs below the root; a loop of joints beside the tree would not (and chain walks never end)
+        parent = todo.pop()
+        for j in joints.values():
+            if j.parent == parent and j.child not in reached:
+                reached.add(j.child)
+                todo.append(j.child)
+    cut_off = [name for name in links if name not in reached]
+    if cut_off:
+        raise UrdfError(f"{key}: {path}: <link name={cut_off[0]!r}> does not hang below the root link {roots[0]!r} (its joints "
+                        "close a loop); a URDF is a tree")
     return UrdfTree(path, robot_name, links, joints)
 
 

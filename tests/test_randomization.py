@@ -315,6 +315,9 @@ def test_same_seed_same_randomised_episode():
     ({"dynamics": {"link_mass_scale": [-1.0, 1.0]}}, r"dynamics\.link_mass_scale\[0\]: Input should be greater than 0"),
     ({"dynamics": {"part_mas_scale": [1.0, 1.1]}}, r"dynamics\.part_mas_scale: unknown key \(did you mean 'part_mass_scale'\?\)"),
     ({"dynamics": {"actuator_delay": [0, 1.5]}}, r"dynamics\.actuator_delay\[1\]: Input should be a valid integer"),
+    # a FIFO slot per period, made at each reset: 1e9 periods took 42 s and gigabytes a reset
+    ({"dynamics": {"actuator_delay": [10**9, 10**9]}}, r"dynamics\.actuator_delay\[0\]: Input should be less than or equal to 1000"),
+    ({"sensing": {"latency": [0, 10**9]}}, r"sensing\.latency\[1\]: Input should be less than or equal to 1000"),
     ({"sensing": {"frame_drop": 1.5}}, r"sensing\.frame_drop: Input should be less than or equal to 1"),
     ({"sensing": {"noise": {"tool_position": -0.1}}}, r"sensing\.noise\.tool_position: Input should be greater than or equal to 0"),
     ({"visuals": {"camera_position": -0.01}}, r"visuals\.camera_position: Input should be greater than or equal to 0"),

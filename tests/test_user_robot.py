@@ -240,6 +240,14 @@ def test_broken_chain(tmp_path):
     assert "no chain of joints from <link name='l2'> (robot.base_link) to <link name='l1'>" in msg
 
 
+def test_a_loop_of_joints_beside_the_tree(tmp_path):
+    """Two links joined both ways, apart from the arm: naming one the flange made the chain walk loop for ever."""
+    text = small_arm(links={"a": LINK.format("a", 1), "b": LINK.format("b", 1)},
+                     joints={"ab": JOINT.format("ab", "a", "b"), "ba": JOINT.format("ba", "b", "a")})
+    msg = robot_error(tmp_path, text, flange_link="b")
+    assert "<link name='a'> does not hang below the root link 'base' (its joints close a loop); a URDF is a tree" in msg
+
+
 def test_home_of_the_wrong_length(tmp_path):
     msg = robot_error(tmp_path, small_arm(), home=[0.0, 0.1])
     assert "robot.home has 2 values, the arm has 3 joints (j1, j2, j3)" in msg

@@ -20,6 +20,7 @@ from genba.errors import AppError
 from genba.jsonfile import json_option, write_json
 
 DEFAULT_VIEWS, DEFAULT_EVERY, DEFAULT_MAX_VIEWS, DEFAULT_SUPERSAMPLE = 15, 10, 30, 4
+MAX_SUPERSAMPLE = 16  # K x K full renders per view
 
 
 class CalibrateError(AppError):
@@ -80,6 +81,8 @@ def calibrate(
         _refuse(("--every", every), ("--max-views", max_views), mode="a SCENARIO", why="they pick frames of a --source")
         views = _at_least(views, DEFAULT_VIEWS, 3, "--views")
         supersample = _at_least(supersample, DEFAULT_SUPERSAMPLE, 1, "--supersample")
+        if supersample > MAX_SUPERSAMPLE:  # K*K renders of the full image per view: 1000 took 24 GB and the OOM killer
+            raise CalibrateError(f"--supersample must be <= {MAX_SUPERSAMPLE}, got {supersample}")
         figures, found = _in_sim(scenario, camera, board, views, seed, supersample)
     figures["wall_clock_s"] = time.perf_counter() - started
     for line in _report(figures):

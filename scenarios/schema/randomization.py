@@ -15,7 +15,10 @@ from scenarios.schema.fields import NonNegFloat, PosFloat, Range, Strict_, Unit,
 
 NonNegInt = Annotated[int, Strict(), Field(ge=0)]
 Scale = tuple[PosFloat, PosFloat]  # a multiplier range [low, high]: nominal 1, low > 0
-Periods = tuple[NonNegInt, NonNegInt]  # whole control periods [low, high]
+# Whole control periods [low, high], at most 1000 (50 s at 20 Hz): each is a slot of a FIFO made at every reset, and
+# a delay of 1e9 periods took 42 s and gigabytes per reset.
+PeriodCount = Annotated[int, Strict(), Field(ge=0, le=1000)]
+Periods = tuple[PeriodCount, PeriodCount]
 
 
 class _Factors(Strict_):
