@@ -11,12 +11,13 @@ Keys are what `genba train --set` takes (dotted keys nest); one file per algorit
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from policies.config import BCConfig, TrainConfig
+from policies.config import BCConfig, ConfigError, TrainConfig
 from policies.errors import PolicyError
 from scenarios.naming import did_you_mean
 from scenarios.yamlfile import read_yaml
@@ -67,11 +68,34 @@ def validate_space(data: Any, source: str) -> dict[str, dict[str, Any]]:
         low, high = spec.get("low"), spec.get("high")
         if not isinstance(low, number) or not isinstance(high, number) or isinstance(low, bool) or isinstance(high, bool):
             raise SweepError(f"{where}: {spec['type']} needs numeric low and high, got low={low!r} high={high!r}")
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise SweepError(f"{where}: low and high must be finite, got low={low!r} high={high!r}")
         if low > high:
             raise SweepError(f"{where}: low {low} is above high {high}")
+        if "log" in spec and not isinstance(spec["log"], bool):
+            raise SweepError(f"{where}: log must be true or false, got {spec['log']!r}")
         if spec.get("log") and low <= 0:
             raise SweepError(f"{where}: log scale needs low > 0, got {low}")
+        step = spec.get("step")
+        if step is not None:  # Optuna's rules, checked here rather than in every trial (each failed, then the workers)
+            if not isinstance(step, number) or isinstance(step, bool) or not math.isfinite(step) or step <= 0:
+                raise SweepError(f"{where}: step must be a number > 0, got {step!r}")
+            if spec.get("log"):
+                raise SweepError(f"{where}: step and log scale do not go together (Optuna)")
     return data
+
+
+def check_points(space: dict[str, dict[str, Any]], source: str, resolve: Callable[[dict[str, Any]], Any]) -> None:
+    """Each choice, and each end of each range, makes a valid training config (`resolve(overrides)` raises ConfigError
+    otherwise): a batch_size of "abc" or 0 used to fail in every trial, and the sweep ended 'workers keep dying'."""
+    for key, spec in space.items():
+        for value in spec["choices"] if spec["type"] == "categorical" else (spec["low"], spec["high"]):
+            overrides: dict[str, Any] = {}
+            set_nested(overrides, key, value)
+            try:
+                resolve(overrides)
+            except ConfigError as exc:
+                raise SweepError(f"search space {source}: {key} = {value!r} makes a config that cannot train: {exc}") from None
 
 
 def _check_key(key: str, where: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -185,13 +186,23 @@ def test_seed_sweep_reports_mean_and_interval(tmp_path: Path):
     (["--storage", "postgresql://genba:secret@127.0.0.1:1/none"], "cannot reach the database"),
     (["--space", "{space}"], "type must be one of float, int, categorical, got 'floaty'"),
     (["--space", "{typo}"], "unknown bc key 'learning_rat'"),
+    # each of these used to pass the check and fail in every trial: the sweep ended 'workers keep dying'
+    (["--space", "{nan}"], "bc.learning_rate: low and high must be finite, got low=nan"),
+    (["--space", "{step}"], "bc.learning_rate: step and log scale do not go together"),
+    (["--space", "{choice}"], "bc.batch_size = 'abc' makes a config that cannot train: .* bc.batch_size must be an integer, got 'abc'"),
+    (["--workers", "3", "--trials", "2"], "--workers 3 is more than the 2 trials to run"),
+    (["--workers", "1000"], "--workers 1000 is over 4 per CPU"),  # forked hundreds of trial processes
 ])
 def test_bad_storage_and_spaces_are_one_line_errors(tmp_path: Path, args, message):
     (tmp_path / "space.yaml").write_text("bc.learning_rate: {type: floaty, low: 0.001, high: 0.01}\n")
     (tmp_path / "typo.yaml").write_text("bc.learning_rat: {type: float, low: 0.001, high: 0.01}\n")
-    args = [a.format(space=tmp_path / "space.yaml", typo=tmp_path / "typo.yaml") for a in args]
+    (tmp_path / "nan.yaml").write_text("bc.learning_rate: {type: float, low: .nan, high: 0.01}\n")
+    (tmp_path / "step.yaml").write_text("bc.learning_rate: {type: float, low: 0.001, high: 0.01, log: true, step: 0.001}\n")
+    (tmp_path / "choice.yaml").write_text("bc.batch_size: {type: categorical, choices: [64, abc]}\n")
+    args = [a.format(**{k: tmp_path / f"{k}.yaml" for k in ("space", "typo", "nan", "step", "choice")}) for a in args]
     result = run_genba("sweep", "toy-target", "--algo", "bc", "--out", str(tmp_path / "s"), *args)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and message in lines[-1], result.stderr
+    assert lines[-1].startswith("error: ") and re.search(message, lines[-1]), result.stderr
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())  # refused before the study

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -17,6 +19,7 @@ from genba.errors import AppError
 from genba.jsonfile import json_option, write_json
 
 DEFAULT_HEARTBEAT_S = 30.0
+MAX_WORKERS_PER_CPU = 4  # local trial processes; more machines join with --worker
 
 
 def sweep_cmd(
@@ -42,6 +45,11 @@ def sweep_cmd(
     json_path: Optional[Path] = json_option("write the sweep's results as JSON"),
 ) -> None:
     """Tune a preset with Optuna (TPE + median pruning), or check it across seeds."""
+    if not (math.isfinite(heartbeat) and heartbeat > 0):
+        raise AppError(f"--heartbeat must be a number of seconds > 0, got {heartbeat}")
+    if workers > MAX_WORKERS_PER_CPU * (os.cpu_count() or 1):  # each trains a policy: 1000 forked hundreds on 2 cores
+        raise AppError(f"--workers {workers} is over {MAX_WORKERS_PER_CPU} per CPU of this machine ({os.cpu_count()}); "
+                       "start workers on other machines with --worker")
     from policies.sweep_storage import open_storage
 
     if heartbeat < 1:
@@ -66,19 +74,22 @@ def sweep_cmd(
         raise AppError("give the CELL to sweep (or --worker --study NAME --storage URL to join a study)")
     if trials < 1 or workers < 0 or (seeds is not None and seeds < 1):
         raise AppError("--trials and --seeds must be >= 1, --workers >= 0")
+    if workers > (seeds or trials):
+        raise AppError(f"--workers {workers} is more than the {seeds or trials} trials to run (a worker runs one at a time)")
     _coordinate(cell, algo, trials, workers, space, storage, study, seeds, preset, set_, out, heartbeat, json_path)
 
 
 def _coordinate(cell, algo, trials, workers, space, storage, study_name, seeds, preset, set_, out, heartbeat, json_path) -> None:
     from genba.sweep_workers import LocalWorkers
-    from policies.config import parse_overrides, resolve_config
+    from policies.config import _merge, parse_overrides, resolve_config
     from policies.sweep import create_study
-    from policies.sweep_space import load_space
+    from policies.sweep_space import check_points, load_space
     from policies.sweep_storage import open_storage
 
     overrides = parse_overrides(set_)
     cfg = resolve_config(cell, algo, overrides, preset)
     space_data = {} if seeds else load_space(space, cfg.algo)
+    check_points(space_data, str(space or "for " + cfg.algo), lambda point: resolve_config(cell, algo, _merge(overrides, point), preset))
     if out is None:
         out = Path("sweeps") / f"{Path(cell).stem}-{cfg.algo}-{'seeds-' if seeds else ''}{time.strftime('%Y%m%d-%H%M%S')}"
     if out.exists() and any(out.iterdir()):
