@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import secrets
 import struct
 import threading
@@ -136,6 +137,7 @@ class BridgeServer:
         self._obs_structs = [struct.Struct(f"<{e.obs_dim}f") for e in self.entries]
         if self.config.inference not in INFERENCE_MODES:
             raise ServerConfigError(f"inference {self.config.inference!r}: use one of {list(INFERENCE_MODES)}")
+        self._check_limits()
         check_endpoint(self.config.bind, "--bind")
         if self.config.telemetry:
             check_endpoint(self.config.telemetry, "--telemetry")
@@ -329,6 +331,21 @@ class BridgeServer:
         sock.curve_server = True
         sock.curve_publickey = public
         sock.curve_secretkey = secret
+
+    def _check_limits(self) -> None:
+        """Limits a server can serve with: a cap of 0 or -1 answered every hello TOO_LARGE or BUSY, and a NaN time
+        failed deep inside (int(nan)); each named by its command-line flag."""
+        c = self.config
+        counts = {"--max-message-bytes": c.max_message_bytes, "--max-sessions": c.max_sessions, "max_batch": c.max_batch,
+                  "hwm": c.hwm}
+        for flag, value in counts.items():
+            if type(value) is not int or value < 1:
+                raise ServerConfigError(f"{flag} must be an integer >= 1, got {value!r}")
+        seconds = {"--session-timeout": c.session_timeout_s, "--inline-budget-us": c.inline_budget_us,
+                   "telemetry_period_s": c.telemetry_period_s}
+        for flag, value in seconds.items():
+            if not (math.isfinite(value) and value > 0):
+                raise ServerConfigError(f"{flag} must be a number > 0, got {value}")
 
     @staticmethod
     def _bind(sock: zmq.Socket, endpoint: str) -> str:

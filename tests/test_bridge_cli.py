@@ -83,6 +83,14 @@ def test_serve_answers_then_shuts_down_cleanly_on_signal(bundle_dir, signum):
          "error: --cell 'bogus': expected tcp://HOST:PORT"),
         (["serve", "{bundle}", "--bind", "tcp://127.0.0.1:5599", "--telemetry", "tcp://127.0.0.1:5599", "--device", "cpu"],
          "error: --telemetry tcp://127.0.0.1:5599 is --bind's endpoint"),  # said 'is another server using it?'
+        # limits that served no one (every hello TOO_LARGE or BUSY) or failed deep inside (NaN), and a traceback
+        (["serve", "{bundle}", "--max-sessions", "0", "--device", "cpu"], "error: --max-sessions must be an integer >= 1, got 0"),
+        (["serve", "{bundle}", "--max-message-bytes", "-1", "--device", "cpu"], "error: --max-message-bytes must be an integer >= 1"),
+        (["serve", "{bundle}", "--session-timeout", "nan", "--device", "cpu"], "error: --session-timeout must be a number > 0, got nan"),
+        (["serve", "{bundle}", "--log-level", "bogus"], "error: --log-level 'bogus': use DEBUG, INFO"),
+        (["twin", "reach", "--connect", "tcp://127.0.0.1:5555", "--speed", "nan"], "error: --speed must be >= 0, got nan"),
+        (["run", "--controller", "hses://127.0.0.1", "--cell", "tcp://127.0.0.1:5590", "--connect", "tcp://127.0.0.1:5555",
+          "--hses-timeout", "nan"], "error: --hses-timeout must be > 0, got nan"),  # ran, then 'in 1 tries of nan s'
         (["serve", "{bundle}", "--bind", "ipc:///nonexistent-dir/x.sock", "--telemetry", "off", "--device", "cpu"],
          "error: cannot bind ipc:///nonexistent-dir/x.sock: No such file or directory"),  # without 'another server?'
     ],

@@ -111,6 +111,11 @@ def test_controller_address_is_checked():
         parse_controller("udp://10.0.0.2")
     with pytest.raises(HsesRunError, match="port 1-65535"):
         parse_controller("hses://host:99999")
+    for url in ("hses://[::1", "hses://user@127.0.0.1:10778"):  # taken as ::1, and a socket.gaierror traceback
+        with pytest.raises(HsesRunError, match="expected hses://HOST"):
+            parse_controller(url)
+    with pytest.raises(HsesRunError, match="cannot resolve host '256.1.1.1'"):  # was found only after the cell and server
+        parse_controller("hses://256.1.1.1")
 
 
 # --- the adapter end to end ---------------------------------------------------------------------------------

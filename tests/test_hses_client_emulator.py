@@ -23,7 +23,7 @@ from bridge.hses.client import HsesClient
 from bridge.hses.packets import Command, Service
 from bridge.hses.payloads import CartesianMotion, CycleMode, MoveCartesianData, PulseMotion, ResetKind
 from bridge.hses.units import GP7_AXES, MoveSpeed
-from genba.hses import Faults, HsesEmulator
+from genba.hses import EmulatorError, Faults, HsesEmulator
 from genba.server_process import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -439,3 +439,10 @@ def test_cli_refuses_a_remote_bind():
     result = subprocess.run([sys.executable, "-m", "genba", "hses-sim", "conveyor-pick", "--bind", "0.0.0.0:10040"],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert result.returncode == 1 and "--allow-remote" in result.stderr
+
+
+@pytest.mark.parametrize("speed", [float("nan"), float("inf"), -1.0])
+def test_a_speed_that_is_not_a_finite_rate_is_refused(speed):
+    """NaN ran as speed 0 and inf spun a core while idle; both went into the ready line as non-JSON NaN/Infinity."""
+    with pytest.raises(EmulatorError, match=f"speed {speed}: 1 = real time"):
+        HsesEmulator("conveyor-pick", port=0, speed=speed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import sys
 from enum import Enum
@@ -74,6 +75,8 @@ def serve(
     log_level: str = typer.Option("INFO", help="Python logging level for the server log on stderr."),
 ) -> None:
     """Serve policy bundles over ZeroMQ until SIGINT/SIGTERM; prints a JSON 'ready' line when listening."""
+    if log_level.upper() not in logging.getLevelNamesMapping():
+        raise ServerConfigError(f"--log-level {log_level!r}: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if (curve_secret is None) != (allow is None):
         raise ServerConfigError("CURVE needs both --curve-secret (server key) and --allow (controller keys directory)")
@@ -187,8 +190,7 @@ def twin(
     low, high = SERVO_HZ_RANGE
     if not low <= servo_hz <= high:
         raise TwinError(f"--servo-hz {servo_hz:g}: use {low:g}-{high:g} Hz")
-    if episodes < 1 or speed < 0 or not latency_budget > 0:
-        raise TwinError("--episodes must be at least 1, --speed not negative and --latency-budget positive")
+    _check_ranges(TwinError, ("--episodes", episodes, ">= 1"), ("--speed", speed, ">= 0"), ("--latency-budget", latency_budget, "> 0"))
     if (curve_secret is None) != (server_key is None):
         raise TwinError("CURVE needs both --curve-secret (this controller's key) and --server-key")
     keys = ClientKeys(curve_secret, server_key) if curve_secret is not None and server_key is not None else None
@@ -227,9 +229,8 @@ def run(
     from bridge.hses.adapter import AdapterConfig  # lazy: the HSES stack only for this verb
     from genba.hses.run import HsesRunError, run_hses  # lazy: the twin's limits, policies' evaluation helpers
 
-    if episodes < 1 or speed <= 0 or not 0 < latency_budget <= 1 or outage_limit <= 0 or hses_timeout <= 0:
-        raise HsesRunError("--episodes must be at least 1, --speed and --outage-limit and --hses-timeout positive, "
-                           "--latency-budget in (0, 1]")
+    _check_ranges(HsesRunError, ("--episodes", episodes, ">= 1"), ("--speed", speed, "> 0"), ("--latency-budget", latency_budget, "(0, 1]"),
+                  ("--outage-limit", outage_limit, "> 0"), ("--hses-timeout", hses_timeout, "> 0"))
     config = AdapterConfig(latency_budget=latency_budget, outage_limit_s=outage_limit, hses_timeout_s=hses_timeout,
                            speed=speed)
     freeze_heap()
@@ -240,6 +241,15 @@ def run(
     write_json(json_path, report.to_dict())
     if report.stop is not None:
         raise typer.Exit(2)  # the run was stopped: scripts must see it
+
+
+def _check_ranges(error: type[Exception], *checks: tuple[str, float, str]) -> None:
+    """Each (flag, value, rule) with rule '>= 1', '>= 0', '> 0' or '(0, 1]': the value finite and within it, else an error
+    naming the flag (one message for all of them named none, and NaN passed or failed deep inside)."""
+    rules = {">= 1": lambda v: v >= 1, ">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0, "(0, 1]": lambda v: 0 < v <= 1}
+    for flag, value, rule in checks:
+        if not (math.isfinite(value) and rules[rule](value)):
+            raise error(f"{flag} must be {'in ' if rule.startswith('(') else ''}{rule}, got {value}")
 
 
 def _bundle_name(bundle: Optional[str]) -> Optional[str]:

@@ -26,6 +26,7 @@ still takes effect, as when a reply is lost on the wire); ``drop_next_replies(n)
 from __future__ import annotations
 
 import logging
+import math
 import random
 import select
 import socket
@@ -80,8 +81,8 @@ class HsesEmulator:
         if not is_loopback_host(host) and not allow_remote:
             raise EmulatorError(f"bind {host}: the emulator listens on loopback only unless allowed "
                                 "(--allow-remote); anyone who reaches it can move the simulated arm")
-        if speed < 0:
-            raise EmulatorError(f"speed {speed}: 1 = real time, 0 = as fast as possible, never negative")
+        if not (math.isfinite(speed) and speed >= 0):  # NaN ran as 0 and inf spun a core; neither is JSON in the ready line
+            raise EmulatorError(f"speed {speed}: 1 = real time, 0 = as fast as possible, a finite number, never negative")
         self.speed, self.faults = speed, faults
         self.stats: Counter[str] = Counter()
         self.lock = threading.RLock()

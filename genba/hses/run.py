@@ -8,6 +8,7 @@ periods and the stop reasons.
 
 from __future__ import annotations
 
+import socket
 import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
@@ -37,12 +38,18 @@ def parse_controller(url: str) -> tuple[str, int]:
         raise HsesRunError(f"--controller {url!r}: expected hses://HOST[:PORT], e.g. hses://127.0.0.1:10040")
     rest = url[len("hses://"):]
     if rest.startswith("["):
-        host, _, tail = rest[1:].partition("]")
+        host, closed, tail = rest[1:].partition("]")
         port = tail[1:] if tail.startswith(":") else ""
+        if not closed or (tail and not tail.startswith(":")):  # 'hses://[::1' was taken as ::1
+            host = ""
     else:
         host, _, port = rest.partition(":")
-    if not host or (port and (not port.isdigit() or not 0 < int(port) < 65536)):
+    if not host or "@" in host or (port and (not port.isdigit() or not 0 < int(port) < 65536)):
         raise HsesRunError(f"--controller {url!r}: expected hses://HOST[:PORT] with a port 1-65535")
+    try:  # before connecting to the cell and the policy server, not a socket.gaierror traceback after them
+        socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise HsesRunError(f"--controller {url!r}: cannot resolve host {host!r} ({exc})") from None
     return host, int(port) if port else ROBOT_PORT
 
 
