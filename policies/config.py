@@ -265,6 +265,18 @@ def _check_hyperparams(hyperparams: dict, source: str) -> None:
     value = hyperparams.get("learning_starts")
     if value is not None and not (_fits(value, int) and value >= 0):
         raise ConfigError(f"{source}: hyperparams.learning_starts must be an integer >= 0, got {value!r}")
+    for key, low, high in (("learning_rate", 0.0, None), ("clip_range", 0.0, None), ("gamma", 0.0, 1.0), ("tau", 0.0, 1.0)):
+        value = hyperparams.get(key)
+        if value is None or isinstance(value, str) and key in ("learning_rate", "clip_range"):  # lin_<number>: models.schedule
+            continue
+        if not (_fits(value, float) and value > low and (high is None or value <= high)):
+            bound = f"> {low:g}" + ("" if high is None else f" and <= {high:g}")
+            raise ConfigError(f"{source}: hyperparams.{key} must be a finite number {bound}, got {value!r}")
+    arch = (hyperparams.get("policy_kwargs") or {}).get("net_arch") if isinstance(hyperparams.get("policy_kwargs"), dict) else None
+    sizes = list(arch.values()) if isinstance(arch, dict) else [arch] if arch is not None else []  # SB3: a list, or pi/qf lists
+    for layers in sizes:
+        if not (isinstance(layers, list) and all(_fits(n, int) and n >= 1 for n in layers)):
+            raise ConfigError(f"{source}: hyperparams.policy_kwargs.net_arch must list layer sizes >= 1, got {arch!r}")
 
 
 def _field_names(cls) -> list[str]:

@@ -40,14 +40,31 @@ def open_storage(spec: str, heartbeat_s: float = 30.0) -> optuna.storages.BaseSt
     """A journal file path or a database URL -> an Optuna storage; one-line SweepError when it cannot be."""
     if not is_database(spec):
         return _journal(Path(spec))
+    check_database_url(spec)
     scheme = spec.split("://", 1)[0]
-    if scheme not in DB_SCHEMES:
-        raise SweepError(f"--storage {redact(spec)}: unsupported scheme {scheme!r}; use postgresql://USER:PASSWORD@HOST:PORT/DB, "
-                         "sqlite:///FILE.db, or a journal file path")
     engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}} if scheme.startswith("postgresql") else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental" since v2.8
         return _rdb(spec, heartbeat_s, engine_kwargs)
+
+
+def check_database_url(spec: str) -> None:
+    """A database URL's form, without connecting: called before a sweep makes its directory, so a typo leaves nothing."""
+    import sqlalchemy.engine  # lazy: optuna's own dependency
+    import sqlalchemy.exc
+
+    scheme = spec.split("://", 1)[0]
+    if scheme not in DB_SCHEMES:
+        raise SweepError(f"--storage {redact(spec)}: unsupported scheme {scheme!r}; use postgresql://USER:PASSWORD@HOST:PORT/DB, "
+                         "sqlite:///FILE.db, or a journal file path")
+    try:
+        url = sqlalchemy.engine.make_url(spec)
+        url.port  # noqa: B018 (parsed lazily: 'host:notaport' fails here)
+    except (sqlalchemy.exc.ArgumentError, ValueError) as exc:  # a port that is not a number, an unclosed [ (a traceback)
+        raise SweepError(f"--storage {redact(spec)}: not a valid database URL ({_first_line(exc)})") from None
+    if scheme.startswith("sqlite") and url.database in (None, "", ":memory:"):
+        raise SweepError(f"--storage {redact(spec)}: an in-memory SQLite database cannot be shared with the worker processes; "
+                         "give sqlite:///FILE.db")
 
 
 def _rdb(spec: str, heartbeat_s: float, engine_kwargs: dict) -> RDBStorage:

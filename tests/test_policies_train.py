@@ -174,6 +174,9 @@ def test_a_bad_init_leaves_no_run_directory_behind(tmp_path):
     ("bc.net_arch=[64, x]", "bc.net_arch must be a list of integers, got [64, 'x']"),
     ("stop_at_success=.nan", "stop_at_success must be a finite number or null, got nan"),
     ("bc=3", "bc must be a mapping of settings, got 3"),
+    ("hyperparams.learning_rate=.nan", "hyperparams.learning_rate must be a finite number > 0, got nan"),  # torch's ValueError
+    ("hyperparams.gamma=5.0", "hyperparams.gamma must be a finite number > 0 and <= 1, got 5.0"),  # trained silently
+    ("hyperparams.policy_kwargs={net_arch: [-5]}", "hyperparams.policy_kwargs.net_arch must list layer sizes >= 1, got [-5]"),
 ])
 def test_a_setting_of_the_wrong_type_is_refused_before_training(override, message):
     with pytest.raises(ConfigError, match=re.escape(f"toy-target.yaml with the command line's settings: {message}")):

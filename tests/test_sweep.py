@@ -192,6 +192,9 @@ def test_seed_sweep_reports_mean_and_interval(tmp_path: Path):
     (["--space", "{choice}"], "bc.batch_size = 'abc' makes a config that cannot train: .* bc.batch_size must be an integer, got 'abc'"),
     (["--workers", "3", "--trials", "2"], "--workers 3 is more than the 2 trials to run"),
     (["--workers", "1000"], "--workers 1000 is over 4 per CPU"),  # forked hundreds of trial processes
+    (["--storage", "postgresql://genba:secret@host:notaport/db"], "not a valid database URL"),  # a traceback, a dir left
+    (["--storage", "sqlite://"], "an in-memory SQLite database cannot be shared"),  # every worker failed: 'no study'
+    (["--heartbeat", "nan"], "--heartbeat must be >= 1 s, got nan"),
 ])
 def test_bad_storage_and_spaces_are_one_line_errors(tmp_path: Path, args, message):
     (tmp_path / "space.yaml").write_text("bc.learning_rate: {type: floaty, low: 0.001, high: 0.01}\n")

@@ -45,15 +45,15 @@ def sweep_cmd(
     json_path: Optional[Path] = json_option("write the sweep's results as JSON"),
 ) -> None:
     """Tune a preset with Optuna (TPE + median pruning), or check it across seeds."""
-    if not (math.isfinite(heartbeat) and heartbeat > 0):
-        raise AppError(f"--heartbeat must be a number of seconds > 0, got {heartbeat}")
+    from policies.sweep_storage import check_database_url, is_database, open_storage
+
+    if not (math.isfinite(heartbeat) and heartbeat >= 1):  # NaN slipped past a plain `< 1` and failed in int()
+        raise AppError(f"--heartbeat must be >= 1 s, got {heartbeat}")
+    if storage is not None and is_database(storage):
+        check_database_url(storage)
     if workers > MAX_WORKERS_PER_CPU * (os.cpu_count() or 1):  # each trains a policy: 1000 forked hundreds on 2 cores
         raise AppError(f"--workers {workers} is over {MAX_WORKERS_PER_CPU} per CPU of this machine ({os.cpu_count()}); "
                        "start workers on other machines with --worker")
-    from policies.sweep_storage import open_storage
-
-    if heartbeat < 1:
-        raise AppError(f"--heartbeat must be >= 1 s, got {heartbeat}")
     if worker:
         if not (study and storage):
             raise AppError("--worker needs --study NAME and --storage URL (the study to join)")
