@@ -92,9 +92,12 @@ def _float(element: ET.Element, attr: str, where: str) -> Optional[float]:
     if text is None:
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise UrdfError(f"{where}: {attr}={text!r} is not a number") from None
+    if not math.isfinite(value):  # a NaN mass ran at 0% success with 'return nan'; a NaN limit failed in numpy
+        raise UrdfError(f"{where}: {attr}={text!r} is not a finite number")
+    return value
 
 
 def read_urdf(path: str | Path, key: str = "robot.urdf") -> UrdfTree:
@@ -146,6 +149,17 @@ def read_urdf(path: str | Path, key: str = "robot.urdf") -> UrdfTree:
             if link not in links:
                 raise UrdfError(f"{key}: {where}: <{end} link={link!r}> is not a <link> of the file" + did_you_mean(link, links))
             ends[end] = link
+        if ends["parent"] == ends["child"]:
+            raise UrdfError(f"{key}: {where}: its parent and child are the same link {ends['child']!r}")
+        axis = element.find("axis")
+        if axis is not None and kind in ("revolute", "continuous", "prismatic"):
+            parts = (axis.get("xyz") or "1 0 0").split()
+            try:
+                xyz = [float(v) for v in parts]
+            except ValueError:
+                xyz = []
+            if len(xyz) != 3 or not all(map(math.isfinite, xyz)) or not any(xyz):  # a zero axis crashed calculateJacobian
+                raise UrdfError(f"{key}: {where}: <axis xyz={axis.get('xyz')!r}> must be three finite numbers, not all 0")
         limit = element.find("limit")
         values = {a: (_float(limit, a, f"{where} <limit>") if limit is not None else None) for a in ("lower", "upper", "velocity", "effort")}
         mimic = element.find("mimic")

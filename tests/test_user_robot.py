@@ -248,6 +248,18 @@ def test_a_loop_of_joints_beside_the_tree(tmp_path):
     assert "<link name='a'> does not hang below the root link 'base' (its joints close a loop); a URDF is a tree" in msg
 
 
+@pytest.mark.parametrize("links, joints, message", [
+    ({"l1": LINK.format("l1", "nan")}, {}, "<link name='l1'> <mass>: value='nan' is not a finite number"),  # ran, return nan
+    ({}, {"j2": JOINT.format("j2", "l1", "l2").replace('lower="-2"', 'lower="nan"')},
+     "<joint name='j2'> <limit>: lower='nan' is not a finite number"),  # numpy OverflowError
+    ({}, {"j2": JOINT.format("j2", "l1", "l2").replace('xyz="0 1 0"', 'xyz="0 0 0"')},
+     "<joint name='j2'>: <axis xyz='0 0 0'> must be three finite numbers, not all 0"),  # SystemError in calculateJacobian
+    ({"x": LINK.format("x", 1)}, {"xx": JOINT.format("xx", "x", "x")}, "<joint name='xx'>: its parent and child are the same link"),
+])
+def test_numbers_and_joints_pybullet_would_choke_on(tmp_path, links, joints, message):
+    assert message in robot_error(tmp_path, small_arm(links=links, joints=joints))
+
+
 def test_home_of_the_wrong_length(tmp_path):
     msg = robot_error(tmp_path, small_arm(), home=[0.0, 0.1])
     assert "robot.home has 2 values, the arm has 3 joints (j1, j2, j3)" in msg
