@@ -20,6 +20,7 @@ from scenarios import ScenarioError, load_scenario
 from scenarios.loader import BUILTIN_DIR
 from scenarios.schema import RobotConfig
 from sim import make_env
+from sim.errors import SimError
 from sim.experts import make_expert
 from sim.robots.gp7 import ASSET_DIR as GP7_ASSET_DIR
 from sim.robots.gp7 import gp7_tool_down_ik
@@ -258,6 +259,14 @@ def test_a_loop_of_joints_beside_the_tree(tmp_path):
 ])
 def test_numbers_and_joints_pybullet_would_choke_on(tmp_path, links, joints, message):
     assert message in robot_error(tmp_path, small_arm(links=links, joints=joints))
+
+
+def test_an_arm_that_cannot_reach_a_home_says_so_naming_the_users_file(tmp_path):
+    """The flange moved up the chain: no tool-down home. It was a UrdfError traceback naming genba's generated copy."""
+    path = user_scenario(tmp_path, "reach", "xarm6", flange_link="link3")
+    with pytest.raises(SimError, match=r"robot.home: no joint angles put the tool straight down .* for .*/xarm/xarm6_robot.urdf; "
+                                       r"give robot.home"):
+        make_env(str(path))
 
 
 def test_home_of_the_wrong_length(tmp_path):

@@ -25,6 +25,7 @@ from scenarios.schema import RobotConfig, ToolConfig
 from scenarios.urdf import CONTINUOUS_RANGE, ArmChain, UrdfError, mesh_path
 from sim.asset_cache import cached_text
 from sim.assets.gp7 import make_gp7_urdf as gp7
+from sim.errors import SimError
 from sim.robots.base import Robot, RobotModel, tool_down_quat
 from sim.robots.ik import KinematicCopy
 from sim.robots.low_detail import collision_visual_urdf
@@ -218,7 +219,8 @@ class ToolDownSolver:
         return q, float(np.linalg.norm(pos - target)), self.tilt(rot), math.atan2(rot[1, 0], rot[0, 0])
 
 
-def solve_home(urdf: Path, n_arm: int, free_yaw: bool, targets=HOME_TOOL_POSITIONS) -> tuple[tuple[float, ...], float]:
+def solve_home(urdf: Path, n_arm: int, free_yaw: bool, targets=HOME_TOOL_POSITIONS,
+               source: Path | None = None) -> tuple[tuple[float, ...], float]:
     """(arm angles, tool yaw) placing the tool straight down at the first of `targets` (base frame)
     the arm reaches with every joint clear of its limits: jaws along x, or with `free_yaw` at
     whatever yaw suits the arm best (the caller then turns the tool on the flange to face x).
@@ -251,7 +253,7 @@ def solve_home(urdf: Path, n_arm: int, free_yaw: bool, targets=HOME_TOOL_POSITIO
             if best is not None:
                 return tuple(float(v) for v in best[0]), (best[1] if free_yaw else 0.0)
         raise UrdfError(f"robot.home: no joint angles put the tool straight down at any of {[list(t) for t in targets]} m "
-                        f"(base frame) with the joints {HOME_LIMIT_MARGIN} rad clear of their limits, for {urdf}; "
+                        f"(base frame) with the joints {HOME_LIMIT_MARGIN} rad clear of their limits, for {source or urdf}; "
                         "give robot.home (rad per arm joint)")
     finally:
         solver.close()
@@ -327,7 +329,10 @@ def _user_robot_model(config: RobotConfig) -> RobotModel:
     n = len(chain.arm_joints)
     home = config.home
     if home is None:
-        home, yaw = solve_home(urdf, n, free_yaw=auto_turn)
+        try:  # named by the user's file, not genba's generated copy; as a SimError (one line), not a traceback
+            home, yaw = solve_home(urdf, n, free_yaw=auto_turn, source=chain.tree.path)
+        except UrdfError as exc:
+            raise SimError(str(exc)) from None
         if abs(yaw) > 1e-6:
             # The tool point lies on the tool's z axis: turning the tool about it on the flange keeps the
             # home angles and makes the jaws face the base's x there (tool yaw 0, the middle of its range).
