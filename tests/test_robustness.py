@@ -64,6 +64,13 @@ def test_a_bad_suite_is_refused_before_any_episode_with_what_and_where(tmp_path,
     assert "suite.yaml" in str(info.value)
 
 
+def test_a_chart_name_matplotlib_cannot_write_is_refused_before_any_episode(tmp_path):
+    """--plot report.txt ran the whole suite, then failed with matplotlib's traceback."""
+    proc = subprocess.run([sys.executable, "-m", "genba", "robustness", str(tmp_path / "no-bundle"), "--plot",
+                           str(tmp_path / "report.txt")], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=60)
+    assert proc.returncode == 2 and "give a .png, .svg or .pdf name" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_an_unknown_suite_name_lists_the_shipped_ones():
     with pytest.raises(SuiteError, match="shop-floor"):
         load_suite("shop-flor")

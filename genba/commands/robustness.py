@@ -13,7 +13,14 @@ import typer
 
 from genba.commands.options import OBS_HELP, Observe
 from genba.errors import AppError
-from genba.jsonfile import json_option
+from genba.jsonfile import check_output_file, json_option
+
+
+def _check_plot_path(path: Optional[Path]) -> Optional[Path]:
+    """Checked before the evaluation, not after it (a .txt name failed with matplotlib's traceback at the end)."""
+    if path is not None and path.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise typer.BadParameter(f"{path}: give a .png, .svg or .pdf name")
+    return check_output_file(path)
 
 
 def robustness_cmd(
@@ -32,7 +39,8 @@ def robustness_cmd(
     robot: Optional[str] = typer.Option(None, help="robot model (default: the one it was trained with)"),
     obs: Optional[Observe] = typer.Option(None, "--obs", help=OBS_HELP + " (default: what the bundle was trained on)"),
     json_path: Optional[Path] = json_option("write the report as JSON (rewritten after each row)"),
-    plot: Optional[Path] = typer.Option(None, help="write the report as a PNG chart"),
+    plot: Optional[Path] = typer.Option(None, help="write the report as a chart: PNG, SVG or PDF by the name's suffix",
+                                        callback=_check_plot_path),
     baseline: Optional[Path] = typer.Option(None, help="a report JSON of another bundle (e.g. trained without randomisation) "
                                             "drawn beside each row of the chart"),
 ) -> None:
@@ -87,3 +95,4 @@ def _magnitudes(text: str | None) -> tuple[float, ...] | None:
 
 def register(app: typer.Typer) -> None:
     app.command("robustness")(robustness_cmd)
+
