@@ -98,7 +98,11 @@ class ServerKeys:
         load_secret_keypair(self.secret_file)
         if not Path(self.allow_dir).is_dir():
             raise KeyFileError(f"allow-list directory {self.allow_dir} not found (put controller .key files there)")
-        for public_file in sorted(Path(self.allow_dir).glob("*.key")):  # what the ZAP handler will read
+        allowed = sorted(Path(self.allow_dir).glob("*.key"))  # what the ZAP handler reads, once, when the server starts
+        if not allowed:  # CURVE on with nobody allowed: the server ran 'ready' and refused every controller
+            raise KeyFileError(f"allow-list directory {self.allow_dir} holds no controller .key files, so no controller could "
+                               "connect; copy their public keys there (`genba bridge keygen` writes NAME.key)")
+        for public_file in allowed:
             load_public_key(public_file)
 
 

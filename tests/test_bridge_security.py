@@ -162,6 +162,13 @@ def test_a_bad_file_in_the_allow_list_stops_the_server_at_start(tmp_path, keys):
         ServerKeys(keys / "server" / "server.key_secret", keys / "allowed")
 
 
+def test_an_empty_allow_list_stops_the_server_at_start(tmp_path, keys):
+    """CURVE with nobody allowed served 'ready' and refused every controller, without a word."""
+    (tmp_path / "nobody").mkdir()
+    with pytest.raises(KeyFileError, match="nobody holds no controller .key files, so no controller could connect"):
+        ServerKeys(keys / "server" / "server.key_secret", tmp_path / "nobody")
+
+
 def test_keygen_rejects_odd_names(tmp_path):
     with pytest.raises(KeyFileError, match="use letters, digits"):
         generate_keypair(tmp_path, "../escape")
