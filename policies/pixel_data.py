@@ -8,7 +8,6 @@ student's auxiliary targets).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +75,7 @@ class PixelData:
     def join(parts: Sequence["PixelData"]) -> "PixelData":
         """The parts' steps in order, each part's episodes numbered on from the last part's; each array copied once."""
         cat = np.concatenate
-        offsets = np.cumsum([0] + [len(p.successes) for p in parts[:-1]]).tolist()  # Python ints: episode stays int32
+        offsets = _episode_offsets([len(p.successes) for p in parts])
         return PixelData({k: cat([p.images[k] for p in parts]) for k in parts[0].images}, cat([p.vectors for p in parts]),
                          cat([p.actions for p in parts]), cat([p.episode + o for p, o in zip(parts, offsets)]),
                          cat([p.successes for p in parts]), cat([p.privileged for p in parts]))
@@ -123,11 +122,16 @@ class PixelData:
             arrays, counts = {}, {}
             for key in keys:
                 arrays[key], counts[key] = _npy_joined(zips, key)
-        episode, offset = arrays["episode"], 0
-        for (a, b), episodes in zip(itertools.pairwise(np.cumsum([0] + counts["episode"]).tolist()), counts["successes"]):
-            episode[a:b] += offset  # numbered on from the rounds before, as join() does
-            offset += episodes
+        starts = np.cumsum([0] + counts["episode"]).tolist()  # each round's first row
+        for a, b, offset in zip(starts, starts[1:], _episode_offsets(counts["successes"])):
+            arrays["episode"][a:b] += offset
         return PixelData._from_arrays(arrays)
+
+
+def _episode_offsets(episode_counts: Sequence[int]) -> list[int]:
+    """What joining adds to each part's episode numbers (which start at 0 in each part): the episodes of the parts
+    before it. Python ints, so an int32 episode array stays int32."""
+    return np.cumsum([0, *episode_counts[:-1]]).tolist()
 
 
 def _open_steps(path: Path) -> zipfile.ZipFile:
