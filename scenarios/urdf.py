@@ -19,6 +19,7 @@ from scenarios.naming import did_you_mean
 MOVABLE = ("revolute", "prismatic", "continuous")
 JOINT_TYPES = MOVABLE + ("fixed", "floating", "planar")
 CONTINUOUS_RANGE = 2 * math.pi  # rad either way: a continuous joint is driven as a revolute one over +-2 pi
+MAX_MESH_SCALE = 100.0  # a unit conversion or a primitive's size; 1000 where 0.001 was meant made a link a kilometre long
 
 
 class UrdfError(ValueError):
@@ -100,6 +101,51 @@ def _float(element: ET.Element, attr: str, where: str) -> Optional[float]:
     return value
 
 
+def _numbers(element: ET.Element, attr: str, where: str, count: int = 3) -> Optional[list[float]]:
+    """An attribute of `count` space-separated finite numbers (an xyz, rpy, axis or scale); None when absent."""
+    text = element.get(attr)
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split()]
+    except ValueError:
+        values = []
+    if len(values) != count or not all(map(math.isfinite, values)):  # PyBullet reads what it can and zeroes the rest, silently
+        raise UrdfError(f"{where}: {attr}={text!r} must be {count} finite numbers")
+    return values
+
+
+def _check_geometry(element: ET.Element, where: str) -> None:
+    """Every <origin> and <mesh scale> of a link or joint: numbers PyBullet would take without a word."""
+    for origin in element.iter("origin"):
+        for attr in ("xyz", "rpy"):
+            _numbers(origin, attr, f"{where} <origin>")
+    for mesh in element.iter("mesh"):
+        scale = _numbers(mesh, "scale", f"{where} <mesh>")
+        if scale is not None and not all(0 < v <= MAX_MESH_SCALE for v in scale):  # 0: no collision; 1000 for 0.001: a km arm
+            raise UrdfError(f"{where} <mesh>: scale={mesh.get('scale')!r}: each factor must be > 0 and <= {MAX_MESH_SCALE:g} "
+                            "(it converts the mesh's units to metres: 0.001 for millimetres)")
+
+
+def _inertial_mass(element: ET.Element, where: str) -> Optional[float]:
+    """The link's mass; its <inertial> must also give an <inertia>, which genba's loading uses (URDF_USE_INERTIA_FROM_FILE)."""
+    inertial = element.find("inertial")
+    mass_el = inertial.find("mass") if inertial is not None else None
+    if mass_el is None:
+        return None
+    mass = _float(mass_el, "value", f"{where} <mass>")
+    inertia = inertial.find("inertia")
+    if inertia is None:  # PyBullet: "Cannot load URDF file." with no word on which
+        raise UrdfError(f"{where}: <inertial> has a <mass> but no <inertia ixx=... iyy=... izz=...>")
+    for attr in ("ixx", "iyy", "izz"):
+        value = _float(inertia, attr, f"{where} <inertia>")
+        if value is None or value < 0:  # a principal moment below 0 is no body; PyBullet ran it anyway
+            raise UrdfError(f"{where} <inertia>: {attr}={inertia.get(attr)!r}: a moment of inertia must be a number >= 0")
+    for attr in ("ixy", "ixz", "iyz"):
+        _float(inertia, attr, f"{where} <inertia>")
+    return mass
+
+
 def read_urdf(path: str | Path, key: str = "robot.urdf") -> UrdfTree:
     """Parse the file: it exists, is XML, has a <robot> with named links and well-formed joints."""
     path = Path(path)
@@ -123,8 +169,8 @@ def read_urdf(path: str | Path, key: str = "robot.urdf") -> UrdfTree:
         if name in links:
             raise UrdfError(f"{key}: {path}: <link name={name!r}> appears twice")
         where = f"{path}: <link name={name!r}>"
-        mass_el = element.find("inertial/mass")
-        mass = _float(mass_el, "value", f"{where} <mass>") if mass_el is not None else None
+        _check_geometry(element, f"{key}: {where}")
+        mass = _inertial_mass(element, f"{key}: {where}")
         meshes = tuple(m.get("filename", "") for tag in ("visual", "collision") for m in element.findall(f"{tag}/geometry/mesh"))
         links[name] = UrdfLink(name, mass, meshes)
     if not links:
@@ -151,15 +197,12 @@ def read_urdf(path: str | Path, key: str = "robot.urdf") -> UrdfTree:
             ends[end] = link
         if ends["parent"] == ends["child"]:
             raise UrdfError(f"{key}: {where}: its parent and child are the same link {ends['child']!r}")
+        _check_geometry(element, f"{key}: {where}")
         axis = element.find("axis")
         if axis is not None and kind in ("revolute", "continuous", "prismatic"):
-            parts = (axis.get("xyz") or "1 0 0").split()
-            try:
-                xyz = [float(v) for v in parts]
-            except ValueError:
-                xyz = []
-            if len(xyz) != 3 or not all(map(math.isfinite, xyz)) or not any(xyz):  # a zero axis crashed calculateJacobian
-                raise UrdfError(f"{key}: {where}: <axis xyz={axis.get('xyz')!r}> must be three finite numbers, not all 0")
+            xyz = _numbers(axis, "xyz", f"{key}: {where} <axis>")
+            if xyz is not None and not any(xyz):  # a zero axis crashed calculateJacobian
+                raise UrdfError(f"{key}: {where}: <axis xyz={axis.get('xyz')!r}> must not be all 0")
         limit = element.find("limit")
         values = {a: (_float(limit, a, f"{where} <limit>") if limit is not None else None) for a in ("lower", "upper", "velocity", "effort")}
         mimic = element.find("mimic")

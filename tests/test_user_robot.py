@@ -254,8 +254,19 @@ def test_a_loop_of_joints_beside_the_tree(tmp_path):
     ({}, {"j2": JOINT.format("j2", "l1", "l2").replace('lower="-2"', 'lower="nan"')},
      "<joint name='j2'> <limit>: lower='nan' is not a finite number"),  # numpy OverflowError
     ({}, {"j2": JOINT.format("j2", "l1", "l2").replace('xyz="0 1 0"', 'xyz="0 0 0"')},
-     "<joint name='j2'>: <axis xyz='0 0 0'> must be three finite numbers, not all 0"),  # SystemError in calculateJacobian
+     "<joint name='j2'>: <axis xyz='0 0 0'> must not be all 0"),  # SystemError in calculateJacobian
     ({"x": LINK.format("x", 1)}, {"xx": JOINT.format("xx", "x", "x")}, "<joint name='xx'>: its parent and child are the same link"),
+    # PyBullet read these without a word: a NaN origin surfaced as "no home"; a short or unreadable one ran as zeros
+    ({}, {"j2": JOINT.format("j2", "l1", "l2").replace('xyz="0 0 0.2"', 'xyz="nan 0 0.2"')},
+     "<joint name='j2'> <origin>: xyz='nan 0 0.2' must be 3 finite numbers"),
+    ({}, {"j2": JOINT.format("j2", "l1", "l2").replace('<origin xyz="0 0 0.2"/>', '<origin xyz="0 0 0.2" rpy="0 0"/>')},
+     "<joint name='j2'> <origin>: rpy='0 0' must be 3 finite numbers"),
+    ({"l1": LINK.format("l1", 1).replace("</inertial>", '<origin xyz="0 a 0"/></inertial>')}, {},
+     "<link name='l1'> <origin>: xyz='0 a 0' must be 3 finite numbers"),
+    ({"l1": LINK.format("l1", 1).replace('ixx="1e-3"', 'ixx="-0.5"')}, {},
+     "<link name='l1'> <inertia>: ixx='-0.5': a moment of inertia must be a number >= 0"),  # ran as if sound
+    ({"l1": '<link name="l1"><inertial><mass value="1"/></inertial></link>'}, {},
+     "<link name='l1'>: <inertial> has a <mass> but no <inertia"),  # pybullet.error: Cannot load URDF file.
 ])
 def test_numbers_and_joints_pybullet_would_choke_on(tmp_path, links, joints, message):
     assert message in robot_error(tmp_path, small_arm(links=links, joints=joints))
@@ -274,8 +285,16 @@ def test_home_of_the_wrong_length(tmp_path):
     assert "robot.home has 2 values, the arm has 3 joints (j1, j2, j3)" in msg
 
 
+@pytest.mark.parametrize("scale", ["0 0 0", "1000 1000 1000", "0.001 0.001"])
+def test_a_mesh_scale_that_cannot_convert_units(tmp_path, scale):
+    """Scale 0 ran with the link's collision gone; 1000 where 0.001 was meant ran at 0% with a kilometre-long link."""
+    meshed = LINK.format("l1", 1).replace("</link>", f'<collision><geometry><mesh filename="l1.stl" scale="{scale}"/></geometry></collision></link>')
+    msg = robot_error(tmp_path, small_arm(links={"l1": meshed}))
+    assert f"<link name='l1'> <mesh>: scale='{scale}'" in msg
+
+
 def test_missing_mesh(tmp_path):
-    meshed = '<link name="l1"><inertial><mass value="1"/></inertial><visual><geometry><mesh filename="meshes/l1.stl"/></geometry></visual></link>'
+    meshed = '<link name="l1"><inertial><mass value="1"/><inertia ixx="1e-3" iyy="1e-3" izz="1e-3"/></inertial><visual><geometry><mesh filename="meshes/l1.stl"/></geometry></visual></link>'
     msg = robot_error(tmp_path, small_arm(links={"l1": meshed}))
     assert "<link name='l1'>: <mesh filename='meshes/l1.stl'> not found" in msg
 
