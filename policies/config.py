@@ -19,7 +19,7 @@ import yaml
 from policies.errors import PolicyError
 from scenarios import ScenarioError, builtin_names, load_scenario, resolve_path
 from scenarios.naming import did_you_mean
-from scenarios.yamlfile import read_yaml
+from scenarios.yamlfile import parse_yaml_value, read_yaml
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 ALGOS = ("ppo", "sac", "td3", "tqc", "bc")
@@ -430,7 +430,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set hyperparams.batch_size=512")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = parse_yaml_value(raw)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
         node = out

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one without a word)."""
+class _UserLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one without a word) and reads
+    1e-3 as a number (below)."""
 
     def construct_mapping(self, node, deep=False):
         seen: set = set()
@@ -25,7 +27,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UniqueKeyLoader.construct_mapping)
+_UserLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _UserLoader.construct_mapping)
+# PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent: 3e-4 and 1e30 were strings, so
+# `--set hyperparams.learning_rate=3e-4` failed and `noise: {tool_position: 1e-3}` was "not a valid number".
+# YAML 1.2 (and every user) reads them as numbers.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_UserLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789."))
+
+
+def parse_yaml_value(text: str) -> Any:
+    """One value a user typed on a command line (`--set key=value`), read as in their YAML files."""
+    return yaml.load(text, Loader=_UserLoader)  # noqa: S506 (a SafeLoader)
 
 
 def read_yaml(path: Path, error: type[Exception], what: str = "") -> Any:
@@ -42,7 +54,7 @@ def read_yaml(path: Path, error: type[Exception], what: str = "") -> Any:
     except UnicodeDecodeError as exc:
         raise error(f"{where}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=_UserLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f":{mark.line + 1}:{mark.column + 1}" if mark else ""

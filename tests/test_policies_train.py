@@ -146,6 +146,9 @@ def test_a_bad_demonstrations_file_is_named_with_what_is_wrong(tmp_path):
 def test_config_layers_and_errors():
     cfg = resolve_config("toy-target", "sac", parse_overrides(["hyperparams.batch_size=32", "steps=123"]))
     assert (cfg.steps, cfg.hyperparams["batch_size"], cfg.hyperparams["learning_starts"], cfg.eval_freq) == (123, 32, 100, 500)
+    # PyYAML alone read 3e-4 as a string, and the run failed after making its directory
+    cfg = resolve_config("toy-target", "sac", parse_overrides(["hyperparams.learning_rate=3e-4"]))
+    assert cfg.hyperparams["learning_rate"] == 3e-4
     with pytest.raises(ConfigError, match="did you mean 'steps'"):
         resolve_config("toy-target", "sac", {"stepz": 5})
     with pytest.raises(ConfigError, match="--algo 'sacc' is not supported.*did you mean 'sac'"):

@@ -181,6 +181,20 @@ def test_yaml_merge_keys_still_override_what_they_merge(tmp_path):
     assert read_yaml(path, ScenarioError) == {"base": {"x": 1, "y": 2}, "other": {"x": 1, "y": 3}}
 
 
+def test_exponent_numbers_read_as_numbers_as_in_yaml_1_2(tmp_path):
+    """PyYAML (YAML 1.1) read 3e-4 and 1e30 as strings: `noise: 1e-3` was 'not a valid number'."""
+    from scenarios.yamlfile import parse_yaml_value, read_yaml
+
+    path = write(tmp_path, "a: 3e-4\nb: 1e30\nc: -2E+3\nd: .5e1\ne: 1.0e+2\nf: 1e\ng: e5\nh: '3e-4'\n")
+    assert read_yaml(path, ScenarioError) == {"a": 3e-4, "b": 1e30, "c": -2000.0, "d": 5.0, "e": 100.0, "f": "1e", "g": "e5",
+                                              "h": "3e-4"}
+    assert parse_yaml_value("3e-4") == 3e-4 and parse_yaml_value("12") == 12 and parse_yaml_value("x1e3") == "x1e3"
+    data = base()
+    data["robot"]["max_ee_speed"] = "__SPEED__"
+    text = yaml.safe_dump(data).replace("__SPEED__", "5e-1")
+    assert load_scenario(write(tmp_path, text)).robot.max_ee_speed == 0.5
+
+
 def test_bytes_that_are_not_utf8_and_a_directory_are_named(tmp_path):
     path = tmp_path / "cell.yaml"
     path.write_bytes((BUILTIN_DIR / "reach.yaml").read_bytes().replace(b"name:", b"\xff\xfename:", 1))
