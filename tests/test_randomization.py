@@ -324,6 +324,10 @@ def test_same_seed_same_randomised_episode():
     ({"visuals": {"specular": [0.3, 0.1]}}, r"visuals\.specular: specular must be \[low, high\] with low <= high"),
     ({"visuals": {"diffuse_scale": [0.0, 2.0]}}, r"visuals\.diffuse_scale\[0\]: Input should be greater than 0"),
     ({"lighting": {}}, r"randomization\.lighting: unknown key"),
+    # ran without a word: 20 collisions an episode; numpy overflow at each step; an arm that barely moved
+    ({"dynamics": {"link_mass_scale": [1.0, 1e30]}}, r"dynamics\.link_mass_scale\[1\]: Input should be less than or equal to 10"),
+    ({"sensing": {"noise": {"tool_position": 1e300}}}, r"sensing\.noise\.tool_position: Input should be less than or equal to 10"),
+    ({"dynamics": {"joint_damping": [0.0, 1e30]}}, r"dynamics\.joint_damping\[1\]: Input should be less than or equal to 100"),
 ])
 def test_bad_factors_are_named(overlay, message):
     with pytest.raises(ScenarioError, match=message):

@@ -56,6 +56,9 @@ def test_the_groups_suite_puts_every_profile_key_in_exactly_one_group():
     ({"randomization": {"gravity": {"g": 1}}}, "gravity"),
     ({"profile": "shop-floor", "bridge": {"lag": {"latency_s": 1}}}, "latency_s"),
     ({"profile": "shop-floor", "magnitudes": [0]}, "magnitudes"),
+    # found only when the row's turn came, after the rows before it had run
+    ({"profile": "shop-floor", "bridge": {"loss": {"drop_rate": 0.6}}}, r"row 'loss x2': faults must be .* drop rate in \[0, 1\]"),
+    ({"profile": "shop-floor", "bridge": {"lag": {"latency_ms": float("nan")}}}, r"row 'lag x1': faults must be finite"),
     ({}, "exactly one of"),
 ])
 def test_a_bad_suite_is_refused_before_any_episode_with_what_and_where(tmp_path, fields, message):

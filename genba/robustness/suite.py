@@ -25,6 +25,7 @@ from typing import Any, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from genba.errors import AppError
+from genba.twin.config import Faults, TwinError
 from scenarios import ScenarioError, load_scenario
 from scenarios.naming import did_you_mean
 from scenarios.randomization import SECTIONS, load_profile, with_randomization
@@ -188,6 +189,11 @@ def load_suite(name_or_path: str | Path, scenario: str | None = None, magnitudes
                                  f"declared: {', '.join(keys)}" + did_you_mean(key, keys))
     suite = Suite(spec.name, spec.description, {s: dict(f or {}) for s, f in profile.items()}, factors,
                   magnitudes or spec.magnitudes, spec.bridge)
+    for row in suite.rows(through_bridge=True):  # every magnitude now, not when the row's turn comes
+        try:
+            Faults(**row.faults)
+        except TwinError as exc:
+            raise SuiteError(f"{path}: row {row.label!r}: {exc}") from None
     if scenario is not None:
         check_rows(suite, scenario, path)
     return suite

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from bridge.keys import ClientKeys
@@ -22,9 +23,10 @@ class Faults:
     loss_burst: float = 1.0  # mean length of a run of lost replies (1: independent losses)
 
     def __post_init__(self) -> None:
-        if min(self.latency_ms, self.jitter_ms, self.random_delay_ms) < 0 or not 0.0 <= self.drop_rate <= 1.0 \
-                or self.loss_burst < 1.0:
-            raise TwinError(f"faults must be non-negative, drop rate in [0, 1] and loss burst >= 1, got {self}")
+        times = (self.latency_ms, self.jitter_ms, self.random_delay_ms)
+        if not all(math.isfinite(t) and t >= 0 for t in times) or not 0.0 <= self.drop_rate <= 1.0 \
+                or not 1.0 <= self.loss_burst < math.inf:  # NaN fails every comparison: it slipped past min() < 0
+            raise TwinError(f"faults must be finite and non-negative, drop rate in [0, 1] and loss burst >= 1, got {self}")
 
 
 @dataclass

@@ -11,14 +11,22 @@ from pydantic import (
     model_validator,
 )
 
-from scenarios.schema.fields import NonNegFloat, PosFloat, Range, Strict_, Unit, Vec3, check_range
+from scenarios.schema.fields import NonNegFloat, Range, Strict_, Unit, Vec3, check_range
 
 NonNegInt = Annotated[int, Strict(), Field(ge=0)]
-Scale = tuple[PosFloat, PosFloat]  # a multiplier range [low, high]: nominal 1, low > 0
+# A multiplier range [low, high]: nominal 1, low > 0, high at most 10. Ten times is another part or robot, not
+# a spread: a link mass scale of 1e30 ran without a word (20 collisions an episode, 0% success).
+ScaleFactor = Annotated[float, Strict(), Field(gt=0, le=10)]
+Scale = tuple[ScaleFactor, ScaleFactor]
+# A std of noise in a feature's own unit (m, rad, m/s), at most 10: beyond a cell's size a reading carries nothing,
+# and 1e300 overflowed numpy at every step.
+NoiseStd = Annotated[float, Strict(), Field(ge=0, le=10)]
 # Whole control periods [low, high], at most 1000 (50 s at 20 Hz): each is a slot of a FIFO made at every reset, and
 # a delay of 1e9 periods took 42 s and gigabytes per reset.
 PeriodCount = Annotated[int, Strict(), Field(ge=0, le=1000)]
 Periods = tuple[PeriodCount, PeriodCount]
+# N m s/rad added to a joint, at most 100: 20 already stops the GP7's conveyor-pick expert (5: still 100%).
+Damping = Annotated[float, Strict(), Field(ge=0, le=100)]
 
 
 class _Factors(Strict_):
@@ -46,8 +54,8 @@ class DynamicsRandomization(_Factors):
         None, description="each part's restitution (unitless, 0-1; absolute, PyBullet's nominal is 0), per part; Bullet "
                            "multiplies both bodies' restitution in a contact, so a surface at 0 still absorbs the bounce")
     link_mass_scale: Optional[Scale] = Field(None, description="multiplier on each robot link's mass (and inertia), per link")
-    joint_damping: Optional[tuple[NonNegFloat, NonNegFloat]] = Field(
-        None, description="N m s/rad added to each arm joint's damping, per joint")
+    joint_damping: Optional[tuple[Damping, Damping]] = Field(
+        None, description="N m s/rad added to each arm joint's damping (at most 100), per joint")
     position_gain_scale: Optional[Scale] = Field(None, description="multiplier on robot.position_gain (PyBullet's), per arm joint")
     velocity_gain_scale: Optional[Scale] = Field(None, description="multiplier on robot.velocity_gain (PyBullet's), per arm joint")
     actuator_delay: Optional[Periods] = Field(
@@ -57,9 +65,9 @@ class DynamicsRandomization(_Factors):
 class SensingRandomization(_Factors):
     """What the policy sees; never rewards, success or KPIs (the simulator's truth)."""
 
-    noise: Optional[dict[str, NonNegFloat]] = Field(
+    noise: Optional[dict[str, NoiseStd]] = Field(
         None, description="observation feature name (as in env.feature_spec()) -> std of Gaussian noise in that feature's "
-                          "own unit (m, rad, m/s...), added each step; names are checked when the env is built")
+                          "own unit (m, rad, m/s...; at most 10), added each step; names are checked when the env is built")
     latency: Optional[Periods] = Field(
         None, description="whole control periods from a camera frame being taken to the policy seeing it (exposure, transfer, "
                            "processing), per episode; state mode, which has no camera, sees the task's features that late; the "
