@@ -257,6 +257,16 @@ def _described(hint: Any) -> str:
 _POSITIVE_INT_HYPERPARAMS = ("batch_size", "n_steps", "n_epochs", "buffer_size", "gradient_steps")
 
 
+def linear_schedule_start(text: str, key: str) -> float:
+    """The start value of rl-zoo3's `lin_<value>` schedule (models.LinearSchedule), checked with the config."""
+    try:
+        if text.startswith("lin_"):
+            return float(text[4:])
+    except ValueError:
+        pass
+    raise ConfigError(f"hyperparams.{key}: {text!r} is not a number or lin_<number>")
+
+
 def _check_hyperparams(hyperparams: dict, source: str) -> None:
     for key in _POSITIVE_INT_HYPERPARAMS:
         value = hyperparams.get(key)
@@ -266,12 +276,17 @@ def _check_hyperparams(hyperparams: dict, source: str) -> None:
     if value is not None and not (_fits(value, int) and value >= 0):
         raise ConfigError(f"{source}: hyperparams.learning_starts must be an integer >= 0, got {value!r}")
     for key, low, high in (("learning_rate", 0.0, None), ("clip_range", 0.0, None), ("gamma", 0.0, 1.0), ("tau", 0.0, 1.0)):
-        value = hyperparams.get(key)
-        if value is None or isinstance(value, str) and key in ("learning_rate", "clip_range"):  # lin_<number>: models.schedule
+        given = value = hyperparams.get(key)
+        if isinstance(value, str) and key in ("learning_rate", "clip_range"):
+            try:
+                value = linear_schedule_start(value, key)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        if value is None:
             continue
         if not (_fits(value, float) and value > low and (high is None or value <= high)):
             bound = f"> {low:g}" + ("" if high is None else f" and <= {high:g}")
-            raise ConfigError(f"{source}: hyperparams.{key} must be a finite number {bound}, got {value!r}")
+            raise ConfigError(f"{source}: hyperparams.{key} must be a finite number {bound}, got {given!r}")
     arch = (hyperparams.get("policy_kwargs") or {}).get("net_arch") if isinstance(hyperparams.get("policy_kwargs"), dict) else None
     sizes = list(arch.values()) if isinstance(arch, dict) else [arch] if arch is not None else []  # SB3: a list, or pi/qf lists
     for layers in sizes:

@@ -9,7 +9,7 @@ from gymnasium import spaces
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.her import HerReplayBuffer
 
-from policies.config import ConfigError, TrainConfig
+from policies.config import ConfigError, TrainConfig, linear_schedule_start
 from policies.snapshot import algo_class
 
 
@@ -54,12 +54,7 @@ class LinearSchedule:
 
 
 def schedule(text: str, key: str):
-    if text.startswith("lin_"):
-        try:
-            return LinearSchedule(float(text[4:]))
-        except ValueError:
-            pass
-    raise ConfigError(f"hyperparams.{key}: {text!r} is not a number or lin_<number>")
+    return LinearSchedule(linear_schedule_start(text, key))
 
 
 def settle_actor(model, log_std: float | None) -> None:

@@ -179,6 +179,9 @@ def test_a_bad_init_leaves_no_run_directory_behind(tmp_path):
     ("bc=3", "bc must be a mapping of settings, got 3"),
     ("hyperparams.learning_rate=.nan", "hyperparams.learning_rate must be a finite number > 0, got nan"),  # torch's ValueError
     ("hyperparams.gamma=5.0", "hyperparams.gamma must be a finite number > 0 and <= 1, got 5.0"),  # trained silently
+    # models.schedule refused these after the run directory was made
+    ("hyperparams.learning_rate=abc", "hyperparams.learning_rate: 'abc' is not a number or lin_<number>"),
+    ("hyperparams.clip_range=lin_-0.2", "hyperparams.clip_range must be a finite number > 0, got 'lin_-0.2'"),
     ("hyperparams.policy_kwargs={net_arch: [-5]}", "hyperparams.policy_kwargs.net_arch must list layer sizes >= 1, got [-5]"),
 ])
 def test_a_setting_of_the_wrong_type_is_refused_before_training(override, message):
