@@ -61,6 +61,11 @@ def _load(path: str | os.PathLike, want_secret: bool) -> tuple[bytes, bytes | No
     _check_z85(path, "public-key", public)
     if secret:
         _check_z85(path, "secret-key", secret)
+        # A public line pasted from another pair: the peer would be told one key and the handshake signed with another,
+        # and every CURVE handshake would fail with no word on either side.
+        if zmq.curve_public(secret) != public:
+            raise KeyFileError(f"{path}: its public-key line is not the public half of its secret key (was it copied from "
+                               "another pair?); make a new pair with `genba bridge keygen`")
     return public, secret
 
 

@@ -156,6 +156,17 @@ def test_a_key_that_is_not_40_z85_characters_is_refused(tmp_path, key):
     assert key.decode() not in str(info.value)  # key material never goes into messages
 
 
+def test_a_secret_key_file_whose_public_line_is_another_pairs_is_refused(tmp_path):
+    """Loaded before: the peer was told one key, the handshake signed with another, and no controller got through."""
+    public, secret = zmq.curve_keypair()
+    other_public, _ = zmq.curve_keypair()
+    path = write_per_doc(tmp_path / "mixed.key_secret", other_public, secret)
+    with pytest.raises(KeyFileError, match=r"mixed.key_secret: its public-key line is not the public half of its secret key") as info:
+        load_secret_keypair(path)
+    assert secret.decode() not in str(info.value)
+    assert load_secret_keypair(write_per_doc(tmp_path / "pair.key_secret", public, secret)) == (public, secret)
+
+
 def test_a_bad_file_in_the_allow_list_stops_the_server_at_start(tmp_path, keys):
     (keys / "allowed" / "notes.key").write_text("just some notes\n")
     with pytest.raises(KeyFileError, match="notes.key: not a ZeroMQ certificate"):
