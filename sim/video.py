@@ -4,7 +4,8 @@
         rec.add(env.render())        # RGB uint8 (H, W, 3); the first frame fixes the size
 
 The file is written under a temporary name and moved into place on close, so an interrupted run
-never leaves a half-written file at the requested path.
+never leaves a half-written file at the requested path. Odd frame sizes are padded by one repeated
+row or column: OpenCV's writers (mp4v, MJPG) silently cropped them to even.
 """
 
 from __future__ import annotations
@@ -59,13 +60,21 @@ class VideoRecorder:
             raise RecorderError(f"frame is {w}x{h} but the video is {self.size[0]}x{self.size[1]}")
         if self._writer is None:
             self._open()
+        pad_w, pad_h = self.video_size[0] - w, self.video_size[1] - h
+        if pad_w or pad_h:
+            frame = cv2.copyMakeBorder(frame, 0, pad_h, 0, pad_w, cv2.BORDER_REPLICATE)
         self._writer.write(frame)
         self.frames += 1
+
+    @property
+    def video_size(self) -> Optional[tuple[int, int]]:
+        """(width, height) of the file: the frames' size, each made even."""
+        return None if self.size is None else (self.size[0] + self.size[0] % 2, self.size[1] + self.size[1] % 2)
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fourcc = cv2.VideoWriter_fourcc(*FOURCC[self.path.suffix.lower()])
-        self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, self.size)
+        self._writer = cv2.VideoWriter(str(self._tmp), fourcc, self.fps, self.video_size)
         if not self._writer.isOpened():
             raise RecorderError(f"{self.path}: OpenCV cannot open a {self.path.suffix} writer here")
 

@@ -79,6 +79,35 @@ def test_recorder_writes_rgb_in_the_right_channel_order(tmp_path):
     assert r > 180 and b < 40 and g < 40
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])
+def test_an_odd_frame_size_is_padded_to_even_and_keeps_every_pixel(tmp_path, suffix):
+    """OpenCV's writers cropped 101x75 frames to 100x74 without a word, and view reported 101x75."""
+    frame = np.zeros((75, 101, 3), np.uint8)
+    frame[:, -1] = (0, 230, 0)  # the last column green, the last row red (RGB): what a crop loses
+    frame[-1, :] = (230, 0, 0)
+    with VideoRecorder(tmp_path / f"odd{suffix}", fps=5) as rec:
+        for _ in range(3):
+            rec.add(frame)
+    assert rec.video_size == (102, 76) and rec.size == (101, 75)
+    frames, _ = read_video(tmp_path / f"odd{suffix}")
+    assert frames[0].shape == (76, 102, 3)
+    assert frames[0][5:70, 100:].mean(axis=(0, 1))[1] > 150  # green (BGR) in the last column and its copy
+    assert frames[0][74:, 5:95].mean(axis=(0, 1))[2] > 150  # red in the last row and its copy
+
+
+def test_a_video_fps_the_loop_cannot_give_is_named_with_the_one_it_gets(tmp_path):
+    """--video-fps 60 on a 20 Hz cell recorded at 20 fps without a word."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "genba", "view", "reach", "--record", str(tmp_path / "v.mp4"), "--seconds", "1",
+         "--video-fps", "60", "--width", "65", "--height", "48"],
+        cwd=REPO, capture_output=True, text=True, timeout=90, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "--video-fps 60: a frame every 1 step(s) of the 20 Hz loop gives 20 fps" in proc.stderr
+    assert "20 frames 66x48 (frames 65x48, padded to even) at 20 fps" in proc.stdout
+    frames, fps = read_video(tmp_path / "v.mp4")
+    assert len(frames) == 20 and fps == pytest.approx(20.0) and frames[0].shape == (48, 66, 3)
+
+
 def test_recorder_publishes_the_file_only_on_close(tmp_path):
     path = tmp_path / "late.mp4"
     rec = VideoRecorder(path, fps=10)

@@ -130,6 +130,10 @@ def view_cmd(
         if record is not None:
             from sim.video import VideoRecorder
 
+            if video_fps is not None and abs(rec_fps - video_fps) > 0.01 * video_fps:  # a frame is a whole number of steps
+                typer.secho(f"note: --video-fps {video_fps:g}: a frame every {every} step(s) of the {control_hz:g} Hz loop "
+                            f"gives {rec_fps:g} fps", fg=typer.colors.YELLOW, err=True)
+
             recorder = VideoRecorder(record, fps=rec_fps, size=(cam.width, cam.height))
             stack.callback(recorder.close)
         view = None
@@ -155,12 +159,14 @@ def view_cmd(
     result = summary.to_dict()
     result.update(scenario=env.unwrapped.scenario.name, driver=label, overlay=decorate.camera_name if decorate else None,
                   video=str(video) if video else None, video_fps=rec_fps if video else None,
-                  frame_size=[cam.width, cam.height])
+                  video_size=list(recorder.video_size) if video else None, frame_size=[cam.width, cam.height])
     write_json(json_path, result)
     line = (f"{summary.episodes} episodes, {summary.successes} successful, {summary.steps} steps "
             f"({summary.sim_time_s:.1f} s simulated) in {summary.wall_s:.1f} s")
     if video:
-        line += f"; video {video}: {summary.frames_recorded} frames {cam.width}x{cam.height} at {rec_fps:g} fps"
+        width, height = recorder.video_size
+        padded = "" if (width, height) == (cam.width, cam.height) else f" (frames {cam.width}x{cam.height}, padded to even)"
+        line += f"; video {video}: {summary.frames_recorded} frames {width}x{height}{padded} at {rec_fps:g} fps"
     elif record is not None:
         line += "; no frames recorded, no video written"
     typer.echo(line)
