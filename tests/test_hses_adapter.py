@@ -217,3 +217,14 @@ def test_adapter_stops_on_servo_off_and_alarm(cell, reach_gp7_server, fault, rea
     assert report.episodes < 3 and not report.episode_success[-1]  # the policy stopped mid-episode: the run ends
     with HsesClient(*emu.address, timeout=1.0) as robot:
         assert not robot.read_status().running  # and the arm stands
+
+
+def test_a_controller_that_refuses_moves_while_one_runs_stops_the_run_with_the_fix_named(reach_gp7_server):
+    """Without --replace-moves the emulator answers the second streamed move 0x2010, which said no more than that."""
+    with HsesEmulator("reach", port=0, speed=1.0, replace_moves=False) as emu:
+        with CellChannel(emu, "tcp://127.0.0.1:*") as channel:
+            report, lines = _run(emu, channel, reach_gp7_server, 2)
+    assert report.stop is not None and report.stop["added_status"] == "0x2010"
+    assert report.stop["reason"].startswith("move refused: MANIPULATOR_OPERATING")
+    assert "genba hses-sim --replace-moves" in report.stop["reason"]
+    assert any("replaces the running move" in line for line in lines)

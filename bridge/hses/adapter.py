@@ -40,7 +40,7 @@ import numpy as np
 from bridge.client import BridgeClient
 from bridge.hses.cell_link import CellLink, CellLinkError
 from bridge.hses.client import HsesClient
-from bridge.hses.errors import DataRangeError, HsesStatusError, HsesTimeout
+from bridge.hses.errors import DataRangeError, HsesStatusError, HsesTimeout, ManipulatorOperating
 from bridge.hses.payloads import CartesianMotion, Frame, StatusBits
 from bridge.hses.units import HsesAxes, MoveSpeed, pose_from_wire
 from bridge.latency import LatencyStats
@@ -52,6 +52,11 @@ MIN_LINEAR_MM_S = 0.1  # the speed word's unit: a shorter segment takes longer t
 MAX_LINEAR_MM_S = 2000.0
 MIN_SEGMENT_MM = 0.01  # shorter segments go as a turn (angular speed), or not at all
 DOWN = (math.pi, 0.0)  # Rx, Ry of a tool pointing straight down
+# 0x2010 on a move is the controller refusing a new target while a move runs: the adapter streams one per
+# period, so it never works without a controller that replaces the running move.
+STREAMING_HINT = {ManipulatorOperating.code: " (the controller refuses a move while one runs; the adapter sends a new target "
+                                              "each period, which needs one that replaces the running move: genba hses-sim "
+                                              "--replace-moves; docs/hses.md, Streaming)"}
 
 
 @dataclass
@@ -291,7 +296,7 @@ class HsesAdapter:
             except DataRangeError:  # a target the arm cannot reach (its IK, not the safety box): keep the last one
                 stats.refused_moves += 1
             except HsesStatusError as exc:  # the state changed since the status read: the reply says why
-                stop = Stop(f"move refused: {exc.name or exc}", exc.added_status)
+                stop = Stop(f"move refused: {exc.name or exc}" + STREAMING_HINT.get(exc.added_status, ""), exc.added_status)
                 break
             except HsesTimeout:  # the move's tries both went unanswered (counted in _move)
                 held += 1
