@@ -11,5 +11,9 @@ class AppError(Exception):
     """A command that cannot run as asked: flags that do not fit together, a failed stage of the demo."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM while a command ran; the message says what was kept and how to go on (exit 130)."""
+
+
 # Expected failures of any package: one red line and exit 1, never a traceback.
 USER_ERRORS = (AppError, ScenarioError, PerceptionError, SimError, PolicyError, BridgeError)

@@ -1,4 +1,5 @@
-"""`genba bridge serve` as a child process: started, ready (its JSON ready line read), and always stopped.
+"""Child processes that never outlive the command: `genba bridge serve` started, ready (its JSON ready line
+read) and always stopped, and pools of worker processes stopped at once when the command is interrupted.
 
 The demo, the latency bench and the tests each run a policy server beside a controller; this is
 the one way they start and stop it, so none of them can leave a server running.
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 import ctypes
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 from genba.errors import AppError
 
@@ -38,6 +42,22 @@ def die_with_parent() -> None:
     """For preexec_fn: the kernel sends the child SIGTERM when its parent dies, even by SIGKILL (Linux only)."""
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+@contextmanager
+def worker_pool(workers: int, start_method: str = "spawn") -> Iterator[ProcessPoolExecutor]:
+    """A process pool whose workers die with this process, even by SIGKILL, and are stopped at once when the block
+    fails or is interrupted: the pool's own exit waits for every running task (minutes of a robustness row)."""
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(start_method),
+                               initializer=die_with_parent if sys.platform.startswith("linux") else None)
+    try:
+        yield pool
+    except BaseException:
+        for proc in list((pool._processes or {}).values()):  # Python 3.11 has no public way (3.14: terminate_workers)
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from genba.server_process import die_with_parent
 from policies.sweep import best_trial, counts, fail_trials_of
 from policies.sweep_space import SweepError
 
 POLL_S = 1.0
+QUIET_S = 60.0  # the longest the coordinator stays silent
 STOP_GRACE_S = 10.0
 
 
@@ -35,22 +37,26 @@ class LocalWorkers:
     def start(self, slot: int) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"worker-{slot}.log", "ab") as log:
+            # die_with_parent: a coordinator killed outright (SIGKILL, OOM) takes its workers along; a resume
+            # would otherwise start K more beside them
             self.procs[slot] = subprocess.Popen(worker_command(self.study.study_name, self.storage, self.heartbeat_s),
-                                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 
     def run(self) -> None:
         """Start K workers and watch them (and the study) until every worker has exited."""
         n = int(self.study.user_attrs["trials"])
-        t0, last = time.monotonic(), None
+        t0, last, last_t = time.monotonic(), None, 0.0
         try:
             for slot in range(self.k):
                 self.start(slot)
             while True:
                 self._reap(n)
                 line = progress_line(self.study, n)
-                if line != last:
-                    self.echo(f"[{time.monotonic() - t0:6.0f} s] {line}")
-                    last = line
+                now = time.monotonic()
+                if line != last or now - last_t >= QUIET_S:  # a trial can run for many minutes: say it still does
+                    self.echo(f"[{now - t0:6.0f} s] {line}")
+                    last, last_t = line, now
                 if not self.procs and (self.k > 0 or self._finished(n)):
                     return
                 time.sleep(POLL_S)

@@ -22,7 +22,7 @@ import yaml
 
 from genba.errors import AppError
 from genba.jsonfile import json_option, write_json
-from genba.server_process import ServerProcess, ServerStartError, child_env
+from genba.server_process import ServerProcess, ServerStartError, child_env, die_with_parent, stop_process
 
 
 class DemoError(AppError):
@@ -155,16 +155,22 @@ def _compare_with_script(scenario: str, finetuned: Path, out: Path, episodes: in
 def _genba(args: list[str], out: Path) -> float:
     """Run one CLI verb in its own process; its progress shows live. Returns its wall-clock seconds."""
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "genba", *args], env=child_env())
-    if result.returncode != 0:
-        raise DemoError(f"`genba {' '.join(args[:2])}` failed (exit {result.returncode}); outputs so far are in {out}")
+    proc = subprocess.Popen([sys.executable, "-m", "genba", *args], env=child_env(),
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
+    try:
+        returncode = proc.wait()
+    except BaseException:  # Ctrl-C or SIGTERM: the verb stops as it would alone (its checkpoints, its own children)
+        stop_process(proc)
+        raise
+    if returncode != 0:
+        raise DemoError(f"`genba {' '.join(args[:2])}` failed (exit {returncode}); outputs so far are in {out}")
     return time.perf_counter() - start
 
 
 def _start_server(bundle: Path, out: Path) -> ServerProcess:
     with open(out / "server.log", "w") as log:  # the child keeps its own copy of the descriptor
         try:
-            server = ServerProcess([bundle], "--telemetry", "off", "--device", "cpu", stderr=log)
+            server = ServerProcess([bundle], "--telemetry", "off", "--device", "cpu", stderr=log, die_with_this_process=True)
         except ServerStartError:
             raise DemoError(f"the bridge server did not start; see {out / 'server.log'}") from None
     typer.echo(f"      serving {bundle.name} at {server.endpoint} (pid {server.proc.pid})", err=True)

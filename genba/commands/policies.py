@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
 from genba.commands.options import OBS_HELP, Observe, obs_option, play_option, randomization_option
-from genba.errors import AppError
+from genba.errors import AppError, Interrupted
 from genba.jsonfile import check_output_file, json_option, write_json
 
 
@@ -65,7 +66,8 @@ def train_cmd(
             raise AppError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
                              "(only --steps and --device may change)")
         typer.echo(f"preset: {cfg_on_disk.preset or 'not recorded'} (as {out / 'config.yaml'} says)", err=True)
-        summary = train(None, out, resume=True, progress=progress, max_steps=steps, device=device)
+        with _resume_hint(scenario, out):
+            summary = train(None, out, resume=True, progress=progress, max_steps=steps, device=device)
     else:
         overrides = parse_overrides(set_)
         flags = {"her": her, "steps": steps, "n_envs": envs, "device": device, "seed": seed, "init": init,
@@ -78,11 +80,20 @@ def train_cmd(
         if out is None:
             out = Path("runs") / f"{Path(scenario).stem}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         typer.echo(f"run directory: {out}", err=True)
-        summary = train(cfg, out, progress=progress, argv=sys.argv)
+        with _resume_hint(scenario, out):
+            summary = train(cfg, out, progress=progress, argv=sys.argv)
     write_json(json_path, summary)
     best = summary.get("best_success")
     typer.echo(f"trained {summary['num_timesteps']:,} steps in {summary['wall_s']:.1f} s; best eval success "
                f"{best:.1%}; run: {out}" if best is not None and best >= 0 else f"trained {summary['num_timesteps']:,} steps; run: {out}")
+
+
+@contextmanager
+def _resume_hint(scenario: str, out: Path) -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"{out} keeps its last checkpoint; go on with: genba train {scenario} --out {out} --resume") from None
 
 
 def eval_cmd(

@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 
@@ -33,23 +32,6 @@ def _floats(text: Optional[str], n: int, flag: str) -> Optional[tuple[float, ...
     if len(values) != n:
         raise ViewUsageError(f"{flag} takes {n} comma-separated numbers, got {text!r}")
     return values
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM ends the run like Ctrl-C: the video is finalised and the port released."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. called from a test runner thread)
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def view_cmd(
@@ -116,7 +98,7 @@ def view_cmd(
     except ValueError as exc:  # schema validation of an override
         raise ViewUsageError(f"cannot build {scenario!r}: {exc}") from None
 
-    with ExitStack() as stack, _sigterm_as_interrupt():
+    with ExitStack() as stack:  # SIGTERM ends it as Ctrl-C does (genba.runner): the video is finished, the port freed
         stack.callback(env.close)
         driver, label = (loaded.policy, f"{loaded.kind}: {loaded.path}") if loaded else (_expert(env), "expert")
         cam = choose_camera(env, camera, target=target, distance=cam_distance, yaw=cam_yaw, pitch=cam_pitch,

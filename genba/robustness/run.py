@@ -4,9 +4,8 @@ row uses the same episode seeds, so rows differ only by what they perturb."""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, Callable
 
 from genba.jsonfile import write_json
 from genba.robustness.suite import Row, Suite
-from genba.server_process import ServerProcess
+from genba.server_process import ServerProcess, worker_pool
 
 
 @dataclass(frozen=True)
@@ -126,9 +125,9 @@ def run_suite(target: Target, suite: Suite, through_bridge: bool = False, worker
             server = stack.enter_context(ServerProcess([target.bundle], "--telemetry", "off", "--device", "cpu",
                                                        "--log-level", "WARNING", die_with_this_process=True))
             endpoint = server.endpoint
-        # spawn: each worker starts clean (no PyBullet client or onnxruntime session copied by a fork).
-        pool = stack.enter_context(ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn")))
-        stack.callback(pool.shutdown, cancel_futures=True)  # a failed or interrupted run starts no more rows
+        # spawn: each worker starts clean (no PyBullet client or onnxruntime session copied by a fork). A failed or
+        # interrupted run stops its workers at once; the JSON keeps the rows already done.
+        pool = stack.enter_context(worker_pool(max(1, workers), "spawn"))
         pending = {pool.submit(evaluate_row, target, row, endpoint): i for i, row in enumerate(rows)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)

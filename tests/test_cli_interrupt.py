@@ -1,0 +1,97 @@
+"""A command stopped by Ctrl-C, SIGTERM or SIGKILL says so and leaves no process of its own behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from twin_support import untrained_reach_bundle
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def genba(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "genba", *args], cwd=REPO, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+def wait_for_children(proc: subprocess.Popen, count: int, timeout_s: float = 60.0) -> list[psutil.Process]:
+    """The command's `count` Python children, once they all run (a pool's resource tracker is not one)."""
+    parent, end = psutil.Process(proc.pid), time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        children = [c for c in parent.children() if "resource_tracker" not in " ".join(c.cmdline())]
+        if len(children) >= count:
+            return children
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError(f"{count} children did not start in {timeout_s} s")
+
+
+def stop_all(proc: subprocess.Popen, children: list[psutil.Process]) -> None:
+    """Never leak a process into other tests, even when an assertion failed."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.communicate(timeout=30)
+    for child in children:
+        if child.is_running():
+            child.kill()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_training_interrupted_says_so_and_how_to_go_on(tmp_path, sig):
+    """typer turned Ctrl-C into a silent exit 130, and SIGTERM ended the process where it stood."""
+    run = tmp_path / "run"
+    proc = genba("train", "reach", "--algo", "sac", "--steps", "100000", "--out", str(run), "--no-progress",
+                 "--set", "checkpoint_freq=200")
+    try:
+        end = time.monotonic() + 60
+        while not list((run / "checkpoints").glob("step_*")) and time.monotonic() < end:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop_all(proc, [])
+    assert proc.returncode == 130, err[-2000:]
+    assert f"interrupted: {run} keeps its last checkpoint; go on with: genba train reach --out {run} --resume" in err
+    assert "Traceback" not in err
+
+
+def test_robustness_interrupted_stops_its_workers_at_once(tmp_path):
+    """The pool's exit waited for each running row (minutes), and SIGTERM skipped it: its workers ran on as orphans."""
+    bundle = untrained_reach_bundle(tmp_path)
+    proc = genba("robustness", str(bundle), "--episodes", "2000", "--workers", "2", "--json", str(tmp_path / "r.json"))
+    children: list[psutil.Process] = []
+    try:
+        children = wait_for_children(proc, 2)
+        time.sleep(2.0)  # the workers are in their rows
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130 and err.rstrip().endswith("interrupted"), err[-2000:]
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert alive == [], [" ".join(p.cmdline()) for p in alive]
+    finally:
+        stop_all(proc, children)
+
+
+def test_a_sweep_coordinator_killed_outright_takes_its_workers_along(tmp_path):
+    """SIGKILL runs no cleanup: the workers die with their parent (PR_SET_PDEATHSIG), or a resume would start K more."""
+    proc = genba("sweep", "reach", "--algo", "bc", "--trials", "4", "--workers", "2", "--out", str(tmp_path / "sweep"),
+                 "--storage", f"sqlite:///{tmp_path / 'study.db'}")
+    children: list[psutil.Process] = []
+    try:
+        children = wait_for_children(proc, 2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert alive == [], [" ".join(p.cmdline()) for p in alive]
+    finally:
+        stop_all(proc, children)
