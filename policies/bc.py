@@ -14,6 +14,7 @@ add episodes driven by the expert (more DART data) or by the learner (DAgger), r
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -26,15 +27,15 @@ from tqdm import tqdm
 
 from policies.callbacks import ProgressBar, state_of
 from policies.config import TrainConfig
-from policies.demos import Demos, check_compatible, load_demos, obs_layout, record, unflatten
+from policies.demos import Demos, check_compatible, load_demos, obs_layout, record, save_demos, unflatten
 from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_expert
 from policies.evaluate import EVAL_SEED_OFFSET, run_episodes
 from policies.models import build_model
 from policies.policy import ChunkedPolicy, replan_after
-from policies.rundir import RunDir
+from policies.rundir import DATA_DIR, RunDir, RunError
 from policies.sb3_policy import SB3Policy
-from policies.snapshot import save_snapshot
+from policies.snapshot import best_eval, open_snapshot, save_snapshot
 
 # Floor on per-feature variance: a feature (nearly) constant in the demos must not blow up when it moves.
 MIN_OBS_VAR = 1e-4
@@ -115,9 +116,9 @@ def _record(env, expert, driver, n: int, seed: int, noise: float, progress: bool
     return demos
 
 
-def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True,
+def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool = False,
              on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    t0 = time.monotonic()
+    started = time.monotonic()
     bc = cfg.bc
     device = resolve_device(cfg.device)
     set_random_seed(cfg.seed)
@@ -125,38 +126,51 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True,
     env = make_env(cfg.scenario, cfg.robot, obs_mode=cfg.obs_mode, randomization=cfg.randomization,
                    observe_command=cfg.observe_command)
     hz = control_hz(env)
-    env_steps = 0
     try:
         expert = make_expert(env)
-        if cfg.demos:
-            demos = load_demos(cfg.demos)
-            check_compatible(demos, env, cfg.scenario, cfg.demos)
-        else:
-            demos = _record(env, expert, None, bc.demo_episodes, cfg.seed * 100_000, bc.demo_noise, progress, "demos")
-            demos.meta = {"obs_layout": obs_layout(env.observation_space)}
-            env_steps += len(demos)
         # A chunked clone is the actor of a host model whose action is bc.chunk actions (flat).
-        vecnorm = demo_vecnormalize(env if bc.chunk == 1 else _ChunkActions(env, bc.chunk), demos)
-        hyper = {"buffer_size": 1, "learning_starts": 0, "policy_kwargs": {"net_arch": list(bc.net_arch)}}
-        host_cfg = TrainConfig(**{**cfg.to_dict(), "bc": bc, "her": False, "hyperparams": hyper})
-        model = build_model(host_cfg, vecnorm, device, tensorboard=None)
-        bar = ProgressBar(total=1 + bc.rounds, initial=0, enabled=progress)
-        best, last = -1.0, None
+        host_env = env if bc.chunk == 1 else _ChunkActions(env, bc.chunk)
+        done = run.completed_rounds(lambda r: _recorded(run, cfg, r)) if resume else []
+        if resume:
+            run.keep_evals(lambda record: record.get("round", 0) < len(done))  # a round a crash cut short is redone
+        if done:
+            demos, model, vecnorm, counters = _resume(run, done, cfg, env, host_env, device, rng)
+        else:
+            if cfg.demos:
+                demos = load_demos(cfg.demos)
+                check_compatible(demos, env, cfg.scenario, cfg.demos)
+            else:
+                demos = _record(env, expert, None, bc.demo_episodes, cfg.seed * 100_000, bc.demo_noise, progress, "demos")
+                demos.meta = {"obs_layout": obs_layout(env.observation_space)}
+            vecnorm = demo_vecnormalize(host_env, demos)
+            hyper = {"buffer_size": 1, "learning_starts": 0, "policy_kwargs": {"net_arch": list(bc.net_arch)}}
+            host_cfg = TrainConfig(**{**cfg.to_dict(), "bc": bc, "her": False, "hyperparams": hyper})
+            model = build_model(host_cfg, vecnorm, device, tensorboard=None)
+            counters = {"env_steps": 0 if cfg.demos else len(demos), "wall_s": 0.0, "best": -1.0, "last_eval": None}
+        t0 = time.monotonic() - counters["wall_s"] if done else started  # resumed: on from the checkpoint's
+        bar = ProgressBar(total=1 + bc.rounds, initial=len(done), enabled=progress)
 
-        def evaluate(round_: int) -> float:
-            nonlocal best, last
-            seed = EVAL_SEED_OFFSET + cfg.seed * 100 * EVAL_SEED_STRIDE + round_ * EVAL_SEED_STRIDE
+        def finish_round(r: int, fresh: Demos | None, loss: float) -> float:
+            """Evaluate, log, keep the best, then save the round's data and checkpoint (the checkpoint last: it marks
+            the round complete)."""
+            seed = EVAL_SEED_OFFSET + cfg.seed * 100 * EVAL_SEED_STRIDE + r * EVAL_SEED_STRIDE
             result = run_episodes(env, learner(), cfg.eval_episodes, seed, hz)
-            last = result
-            record_ = {"steps": env_steps, "wall_s": round(time.monotonic() - t0, 3), "round": round_,
-                       "demo_transitions": len(demos), "bc_loss": loss, **result.to_dict()}
+            counters["wall_s"], counters["last_eval"] = round(time.monotonic() - t0, 3), result.to_dict()
+            env_steps = counters["env_steps"]
+            record_ = {"steps": env_steps, "wall_s": counters["wall_s"], "round": r, "demo_transitions": len(demos),
+                       "bc_loss": loss, **result.to_dict()}
             run.append_eval(record_)
-            bar.write(f"[round {round_}, {env_steps:,d} env steps, {record_['wall_s']:.0f} s] loss {loss:.4f} | eval: {result.line()}")
+            bar.write(f"[round {r}, {env_steps:,d} env steps, {record_['wall_s']:.0f} s] loss {loss:.4f} | eval: {result.line()}")
             bar.show_eval(result.success_rate)
             bar.update(1)
-            if result.success_rate > best:
-                best = result.success_rate
-                save_snapshot(run.best, model, vecnorm, state=state_of(cfg, env_steps, time.monotonic() - t0, {"eval": record_}))
+            state = state_of(cfg, env_steps, counters["wall_s"], {"eval": record_})
+            if result.success_rate > counters["best"]:
+                counters["best"] = result.success_rate
+                save_snapshot(run.best, model, vecnorm, state=state)
+            if fresh is not None:  # None: round 0 of a --demos run, whose file is its data
+                save_demos(fresh, round_demos(run.path, r))
+            counters["rng"] = rng.bit_generator.state  # the batch sampler, so a resumed run fits as this one would
+            save_snapshot(run.round_checkpoint(r), model, vecnorm, state={**state, "counters": counters})
             if on_eval is not None:
                 on_eval(record_)  # after the snapshot: a run a sweep prunes here still has its best policy
             return result.success_rate
@@ -166,28 +180,70 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True,
             policy = SB3Policy(model, vecnorm)
             return policy if bc.chunk == 1 else ChunkedPolicy(policy, bc.chunk, replan_after(bc.chunk))
 
-        loss = fit(model, vecnorm, demos, bc.iterations, bc.batch_size, bc.learning_rate, rng, progress, chunk=bc.chunk)
-        success = evaluate(0)
-        for r in range(1, bc.rounds + 1):
+        if not done:
+            loss = fit(model, vecnorm, demos, bc.iterations, bc.batch_size, bc.learning_rate, rng, progress, chunk=bc.chunk)
+            success = finish_round(0, None if cfg.demos else demos, loss)
+        else:
+            success = float(run.eval_history()[-1]["success_rate"])  # the last complete round's
+        for r in range(len(done) or 1, bc.rounds + 1):
             if cfg.stop_at_success is not None and success >= cfg.stop_at_success:
                 break
             driver = learner() if bc.round_driver == "learner" else None
             fresh = _record(env, expert, driver, bc.round_episodes, ROUND_SEED_OFFSET + cfg.seed * 100_000 + r * 1_000,
                             bc.demo_noise if driver is None else 0.0, progress, f"round {r}")
             fresh.meta = demos.meta
-            env_steps += len(fresh)
+            counters["env_steps"] += len(fresh)
             demos = demos.extend(fresh)
             loss = fit(model, vecnorm, demos, bc.round_iterations or bc.iterations, bc.batch_size, bc.learning_rate, rng, progress,
                        chunk=bc.chunk)
-            success = evaluate(r)
+            success = finish_round(r, fresh, loss)
         bar.close()
+        env_steps = counters["env_steps"]
         save_snapshot(run.final, model, vecnorm, state=state_of(cfg, env_steps, time.monotonic() - t0, {}))
         summary = {"scenario": cfg.scenario, "robot": cfg.robot, "algo": "bc", "host_algo": bc.host_algo, "seed": cfg.seed,
                    "device": device, "num_timesteps": env_steps, "chunk": bc.chunk, "demo_transitions": len(demos),
                    "stopped_early": cfg.stop_at_success is not None and success >= cfg.stop_at_success,
-                   "wall_s": round(time.monotonic() - t0, 3), "best_success": best,
-                   "final_eval": last.to_dict() if last else None}
+                   "wall_s": round(time.monotonic() - t0, 3), "best_success": counters["best"],
+                   "final_eval": counters["last_eval"]}
         run.write_summary(summary)
         return summary
     finally:
         env.close()
+
+
+def round_demos(run_path: Path, r: int) -> Path:
+    """Round r's recorded data in a state BC run (round 0: the demonstrations)."""
+    return Path(run_path) / DATA_DIR / f"round_{r}.npz"
+
+
+def _recorded(run: RunDir, cfg: TrainConfig, r: int) -> Path | None:
+    path = Path(cfg.demos) if r == 0 and cfg.demos else round_demos(run.path, r)
+    return path if path.is_file() else None
+
+
+def _resume(run: RunDir, done: list[tuple[Path, Path]], cfg: TrainConfig, env, host_env, device: str,
+            rng: np.random.Generator) -> tuple[Demos, Any, VecNormalize, dict[str, Any]]:
+    """The data of the `done` rounds (RunDir.completed_rounds), and the clone, its input statistics, the batch sampler
+    and the counters as the last of them left them."""
+    ckpt = open_snapshot(done[-1][0])
+    counters = ckpt.state.get("counters")
+    if not isinstance(counters, dict) or "rng" not in counters:
+        raise RunError(f"{ckpt.path}: not a behaviour-cloning round checkpoint (no counters in its state.json)")
+    demos = load_demos(done[0][1])
+    if cfg.demos:
+        check_compatible(demos, env, cfg.scenario, cfg.demos)
+    for _, data in done[1:]:
+        demos = demos.extend(load_demos(data))
+    trained_on = ckpt.state.get("eval", {}).get("demo_transitions")
+    if len(demos) != trained_on:
+        raise RunError(f"{done[0][1]}: rounds 0-{len(done) - 1} hold {len(demos)} transitions, {ckpt.path} was trained on "
+                       f"{trained_on}; was the data replaced since the run started?")
+    vecnorm = ckpt.load_vecnormalize(DummyVecEnv([lambda: host_env]))
+    model = ckpt.load_model(env=vecnorm, device=device)
+    rng.bit_generator.state = counters["rng"]
+    best = best_eval(run)
+    if best is not None and best.get("round", -1) >= len(done):
+        # best/ holds a round a crash cut short after saving it: it stays the best, and what a redo has to beat.
+        counters["best"] = max(counters["best"], float(best["success_rate"]))
+    run.log_resume(counters["env_steps"])
+    return demos, model, vecnorm, counters

@@ -36,8 +36,8 @@ from policies.pixel_collect import Collector
 from policies.pixel_data import PixelData, record_pixels, recorded_round, round_data_dir
 from policies.pixel_net import PixelPolicy, PixelPolicyNet, augment, camera_groups, split_keys
 from policies.policy import ChunkedPolicy, replan_after
-from policies.rundir import RunDir, recover_dir
-from policies.snapshot import PIXEL_MODEL, STATE, save_pixel_snapshot
+from policies.rundir import RunDir
+from policies.snapshot import PIXEL_MODEL, save_pixel_snapshot
 from scenarios.randomization import Overlay, merge_overlays
 
 MIN_VECTOR_STD = 1e-2  # floor: a reading (nearly) constant in the demos must not blow up when it moves
@@ -163,7 +163,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
         expert = make_expert(record_env)
         image_keys, vector_keys = split_keys(env.observation_space)
         inputs = {"student": "pixels", "inputs": {"images": image_keys, "vector": vector_keys}}  # what load_pixel_policy reads
-        done = _completed_rounds(run) if resume else []
+        done = run.completed_rounds(lambda r: recorded_round(run.path, r)) if resume else []
         if done:
             data, fitter, counters = _resume(run, done, cfg, device, writer)
         else:
@@ -196,7 +196,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
                 counters["best"] = result.success_rate
                 save_pixel_snapshot(run.best, fitter.policy, state=state)
             fresh.save(round_data_dir(run.path, r))
-            save_pixel_snapshot(_round_checkpoint(run, r), fitter.policy, state=state,
+            save_pixel_snapshot(run.round_checkpoint(r), fitter.policy, state=state,
                                 extra={"trainer": fitter.state(), "counters": counters})
             if on_eval is not None:
                 on_eval(record)
@@ -246,7 +246,7 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
 
 def _resume(run: RunDir, done: list[tuple[Path, Path]], cfg: TrainConfig, device: str,
             writer) -> tuple[PixelData, Fitter, dict[str, Any]]:
-    """The data of the `done` rounds (_completed_rounds), and the student, optimiser and counters as the last left them."""
+    """The data of the `done` rounds (RunDir.completed_rounds), and the student, optimiser and counters as the last left them."""
     data = PixelData.load_joined([round_data for _, round_data in done])
     last = len(done) - 1
     ckpt = torch.load(done[-1][0] / PIXEL_MODEL, map_location="cpu", weights_only=False)
@@ -264,22 +264,6 @@ def _record(env, expert, driver, n: int, seed: int, noise: float, progress: bool
     data = record_pixels(env, driver, expert, n, seed, noise, on_episode=lambda ep, ok: bar.update(1))
     bar.close()
     return data
-
-
-def _round_checkpoint(run: RunDir, r: int) -> Path:
-    return run.checkpoints / f"round_{r}"
-
-
-def _completed_rounds(run: RunDir) -> list[tuple[Path, Path]]:
-    """Per round whose checkpoint and data both finished writing, in order without gaps from round 0: its checkpoint
-    and data directories (a crash between atomic_dir's two renames may have left a round's previous version only)."""
-    rounds: list[tuple[Path, Path]] = []
-    while True:
-        r = len(rounds)
-        ckpt, data = recover_dir(_round_checkpoint(run, r)), recorded_round(run.path, r)
-        if ckpt is None or not (ckpt / STATE).is_file() or data is None:
-            return rounds
-        rounds.append((ckpt, data))
 
 
 def _tensorboard(run: RunDir):

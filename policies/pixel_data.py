@@ -18,9 +18,9 @@ import numpy as np
 from policies.demos import labelled_steps
 from policies.errors import PolicyError
 from policies.pixel_net import split_keys
-from policies.rundir import atomic_dir, recover_dir
+from policies.rundir import DATA_DIR, atomic_dir, recover_dir
 
-DATA_DIR = "data"  # in a run directory: data/round_<r>/steps.npz, each round's recorded steps
+# In a run directory: data/round_<r>/steps.npz, each round's recorded steps.
 
 
 def round_data_dir(run_path: Path, r: int) -> Path:

@@ -5,7 +5,8 @@
       meta.json          seed, command, package versions, git revision, start time
       eval.jsonl         one line per evaluation (steps, wall seconds, success rate, ...)
       checkpoints/       step_000010000/ (model.zip, replay_buffer.pkl, vecnormalize.pkl, state.json)
-                         LATEST names the newest complete one
+                         LATEST names the newest complete one; behaviour cloning: round_<r>/ after each round
+      data/              behaviour cloning: each round's recorded data (round_<r>.npz; pixels: round_<r>/steps.npz)
       best/  final/      model.zip (+ vecnormalize.pkl), state.json
       tb/                TensorBoard logs
       summary.json       written when training ends
@@ -27,7 +28,7 @@ import time
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 
@@ -36,6 +37,7 @@ from policies.errors import PolicyError
 from scenarios.yamlfile import read_yaml
 
 CONFIG_FILE, META_FILE, EVAL_LOG, SUMMARY_FILE = "config.yaml", "meta.json", "eval.jsonl", "summary.json"
+DATA_DIR = "data"  # behaviour cloning: each round's recorded data
 LATEST = "LATEST"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,6 +204,23 @@ class RunDir:
                 return named
         done = self.complete_checkpoints()
         return done[-1] if done else None
+
+    def round_checkpoint(self, r: int) -> Path:
+        """A behaviour-cloning run's checkpoint after round r (round 0: the first fit)."""
+        return self.checkpoints / f"round_{r}"
+
+    def completed_rounds(self, recorded: Callable[[int], Path | None]) -> list[tuple[Path, Path]]:
+        """Per round whose checkpoint and data (`recorded(r)`, None if not written) both finished writing, in order
+        without gaps from round 0: its checkpoint and data (a crash between atomic_dir's two renames may have left a
+        round's previous version only)."""
+        rounds: list[tuple[Path, Path]] = []
+        while True:
+            r = len(rounds)
+            ckpt = recover_dir(self.round_checkpoint(r))
+            data = recorded(r) if ckpt is not None and (ckpt / "state.json").is_file() else None
+            if data is None:
+                return rounds
+            rounds.append((ckpt, data))
 
     def clean_temp(self) -> None:
         """Remove leftovers of writes a crash interrupted (they were never visible as snapshots)."""

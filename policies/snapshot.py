@@ -127,6 +127,15 @@ def run_snapshot(run_path: Path, which: str = "best") -> Snapshot:
     raise RunError(f"{run.path}: no {which} model yet (training has not saved one)")
 
 
+def best_eval(run: RunDir) -> dict[str, Any] | None:
+    """The evaluation record of the policy in the run's best/ (its state.json's `eval`), or None before there is one."""
+    path = recover_dir(run.best)
+    if path is None or not (path / STATE).is_file():
+        return None
+    record = open_snapshot(path).state.get("eval")
+    return record if isinstance(record, dict) else None
+
+
 def open_init(path: str):
     """The policy snapshot of the run (or snapshot dir) given to --init."""
     p = Path(path)

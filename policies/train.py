@@ -65,10 +65,12 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
         if cfg.init:
             open_init(cfg.init)  # a bad --init fails before the run directory exists, not in one --resume would repeat
         run = RunDir.create(out, cfg, argv)
+    if resume and cfg.algo == "bc" and (done := run.summary()) is not None:
+        return done  # finished before; nothing to continue (a BC run has no steps to extend)
     if cfg.algo == "bc" and cfg.obs_mode == "pixels":
         return train_pixel_bc(cfg, run, progress=progress, resume=resume, on_eval=on_eval)
     if cfg.algo == "bc":
-        return train_bc(cfg, run, progress=progress, on_eval=on_eval)
+        return train_bc(cfg, run, progress=progress, resume=resume, on_eval=on_eval)
     return _train_rl(cfg, run, resume, progress, on_eval)
 
 

@@ -195,9 +195,10 @@ def test_a_pixel_run_checkpoints_every_round_and_resumes_after_the_last_complete
     kept = PixelData.load(out / "data" / "round_0")
     assert kept.images["infeed_px"].dtype == np.uint8 and len(kept) == len(kept.actions) > 0
 
-    # A crash during round 2 after its evaluation was logged: its checkpoint never completed. Resume redoes
-    # round 2 only, from round 1's state, and its evaluation is not logged twice.
+    # A crash during round 2 after its evaluation was logged: its checkpoint (and the summary) never completed.
+    # Resume redoes round 2 only, from round 1's state, and its evaluation is not logged twice.
     shutil.rmtree(out / "checkpoints" / "round_2")
+    (out / "summary.json").unlink()
     # And one between atomic_dir's two renames: round 1's data and checkpoint only in their previous versions.
     for d in (out / "data", out / "checkpoints"):
         (d / "round_1").rename(d / ".old-round_1.1")

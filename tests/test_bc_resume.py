@@ -1,0 +1,76 @@
+"""State behaviour cloning resumes after its last complete round: a run SIGKILLed after a round's evaluation
+continues from that round's checkpoint (data, clone, batch sampler) to the result an uninterrupted run gives, and a
+finished run's --resume trains nothing."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from policies.config import resolve_config
+from policies.rundir import RunDir
+from policies.snapshot import open_snapshot
+from policies.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+# reach's preset (DAgger rounds driven by the clone), small: 4 rounds in a few seconds.
+SMALL = {"eval_episodes": 5, "bc": {"demo_episodes": 10, "iterations": 200, "round_episodes": 5, "rounds": 3}}
+SETS = ["--set", "eval_episodes=5", "--set", "bc.demo_episodes=10", "--set", "bc.iterations=200", "--set", "bc.round_episodes=5",
+        "--set", "bc.rounds=3"]
+
+
+def _no_wall(record: dict) -> dict:
+    return {k: v for k, v in record.items() if not k.startswith("wall_s")}
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return open_snapshot(path).load_model().policy.state_dict()
+
+
+def test_a_killed_bc_run_resumes_after_its_last_complete_round_to_the_uninterrupted_result(tmp_path, capsys):
+    ref = tmp_path / "ref"
+    whole = train(resolve_config("reach", "bc", SMALL), ref, progress=False)
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "genba", "train", "reach", "--algo", "bc", "--out", str(out), "--no-progress",
+                             *SETS], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if line.startswith("[round 2,"):
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    run = RunDir(out)
+    assert run.summary() is None and [e["round"] for e in run.eval_history()][-1] >= 2
+    capsys.readouterr()
+
+    resumed = train(None, out, resume=True, progress=False)
+    printed = [line.split(",")[0] for line in capsys.readouterr().err.splitlines() if line.startswith("[round")]
+    assert printed and printed[0] in ("[round 2", "[round 3")  # on from round 1's or 2's checkpoint, not round 0
+    assert run.meta()["resumes"][0]["at_step"] > 0
+    assert [e["round"] for e in run.eval_history()] == [0, 1, 2, 3]  # a round the crash cut short is logged once
+    # The same clone, best and log as the uninterrupted run, bit for bit (seeded data, restored batch sampler).
+    assert [_no_wall(e) for e in run.eval_history()] == [_no_wall(e) for e in RunDir(ref).eval_history()]
+    assert _no_wall(resumed) == _no_wall(whole)
+    for which in ("final", "best"):
+        mine, theirs = _weights(out / which), _weights(ref / which)
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), which
+
+
+def test_resuming_a_finished_bc_run_trains_nothing(tmp_path):
+    out = tmp_path / "run"
+    summary = train(resolve_config("toy-target", "bc", {"eval_episodes": 2, "bc": {"rounds": 1, "round_episodes": 2}}), out,
+                    progress=False)
+    run = RunDir(out)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    assert train(None, out, resume=True, progress=False) == summary
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before
+    assert "resumes" not in run.meta() and [e["round"] for e in run.eval_history()] == [0, 1]
+    assert json.loads((out / "summary.json").read_text()) == summary
