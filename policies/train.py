@@ -30,7 +30,7 @@ from policies.pixel_bc import train_pixel_bc
 from policies.residual import Residual, residual_of, zero_correction
 from policies.rundir import RunDir
 from policies.sb3_policy import SB3Policy
-from policies.snapshot import open_init, open_snapshot, save_snapshot
+from policies.snapshot import best_eval, open_init, open_snapshot, save_snapshot
 from sim.tasks.base import COMMAND_FEATURES
 
 COMMAND_SIZE = sum(size for _, size, _ in COMMAND_FEATURES)
@@ -101,7 +101,7 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
             env = vecnorm if vecnorm is not None else venv
             model = ckpt.load_model(env=env, device=device, tensorboard_log=str(run.tensorboard))
             ckpt.load_buffer_into(model)
-            state = ckpt.state
+            state = resumed_state(run, ckpt)
             run.log_resume(model.num_timesteps)
         else:
             vecnorm = _vecnormalize(cfg, venv, init)
@@ -119,15 +119,16 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
             state = None
         monitor = TrainingMonitor(run, cfg, eval_env, control_hz(eval_env), vecnorm, resume_state=state, progress=progress,
                                   on_eval=on_eval, extra_state={"residual": residual.to_state()} if residual else None)
+        history = run.eval_history() if ckpt is not None else []
+        if history and history[-1]["steps"] == model.num_timesteps:
+            monitor.last_eval_step = model.num_timesteps  # evaluated just before its checkpoint: not again
         callbacks = [monitor]
         if cfg.init and cfg.init_actor_freeze > model.num_timesteps:
             callbacks.append(FreezeActor(cfg.init_actor_freeze))
         remaining = max(cfg.steps - model.num_timesteps, 0)
-        if remaining > 0:
-            # reset_num_timesteps=False keeps the step counter, so LR/exploration schedules continue where they were.
-            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None, tb_log_name="sb3")
-        else:
-            monitor.start = time.monotonic()
+        # reset_num_timesteps=False keeps the step counter, so LR/exploration schedules continue where they were. With
+        # nothing left (resumed at its target) learn() takes no step but sets the monitor up for the final evaluation.
+        model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None, tb_log_name="sb3")
         if monitor.last_eval_step != model.num_timesteps:
             monitor.evaluate()  # the final policy is always evaluated once
         latest = run.latest_checkpoint()
@@ -140,7 +141,7 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
             "device": device, "num_timesteps": int(model.num_timesteps), "target_steps": cfg.steps,
             "stopped_early": monitor.stopped_early, "wall_s": round(monitor.elapsed(), 3),
             "wall_s_this_process": round(time.monotonic() - t0, 3), "best_success": monitor.best_success,
-            "final_eval": monitor.last_eval.to_dict() if monitor.last_eval else None,
+            "final_eval": monitor.last_eval.to_dict() if monitor.last_eval else _result_of(history[-1]) if history else None,
         }
         run.write_summary(summary)
         return summary
@@ -148,6 +149,24 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
         if venv is not None:
             venv.close()
         eval_env.close()
+
+
+def resumed_state(run: RunDir, ckpt) -> dict[str, Any]:
+    """The counters of the checkpoint an RL run resumes from. Evaluations logged after it (the stretch a crash lost)
+    leave eval.jsonl, as the resumed run logs its own; a best/ saved in that stretch stays, an honestly evaluated
+    policy of this run, and becomes the best to beat, so best/ and the summary's best_success agree."""
+    steps = ckpt.state["num_timesteps"]
+    run.keep_evals(lambda record: record.get("steps", 0) <= steps)
+    state = dict(ckpt.state)
+    best = best_eval(run)
+    if best is not None and best.get("steps", -1) > steps:
+        state["best_success"], state["best_cycle_time_s"] = best["success_rate"], best.get("mean_cycle_time_s")
+    return state
+
+
+def _result_of(record: dict[str, Any]) -> dict[str, Any]:
+    """An eval.jsonl record as EvalResult.to_dict() gave it (without the step and time it was logged at)."""
+    return {k: v for k, v in record.items() if k not in ("steps", "wall_s")}
 
 
 def _residual(cfg: TrainConfig, ckpt, init, env, source) -> Residual | None:

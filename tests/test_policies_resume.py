@@ -4,6 +4,7 @@ replay buffer and LR schedule intact; a snapshot write killed halfway is never v
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,3 +181,77 @@ def test_the_revision_check_leaves_the_git_index_alone(tmp_path, monkeypatch):
     assert (tmp_path / ".git" / "index").read_bytes() == index
     (tmp_path / "f.txt").write_text("b\n")
     assert rundir.git_revision().endswith("-dirty")
+
+
+def test_an_rl_run_killed_after_an_evaluation_past_its_checkpoint_logs_each_evaluation_once(tmp_path):
+    """SIGKILL after the 1,500-step evaluation, the checkpoint at 1,000: the resumed run redoes 1,000-1,500 and its
+    evaluation at 1,500 replaces the lost one in eval.jsonl; best_success names what best/ holds."""
+    from policies.snapshot import best_eval
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(out, "--algo", "td3", "--steps", "2000", "--seed", "2", "--set", "checkpoint_freq=1000",
+                                       "--set", "eval_freq=500", "--set", "eval_episodes=5"),
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:
+            if "1,500 steps" in line:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    run = RunDir(out)
+    assert run.summary() is None and open_snapshot(run.latest_checkpoint()).state["num_timesteps"] == 1000
+    assert [e["steps"] for e in run.eval_history()] == [500, 1000, 1500]
+
+    done = subprocess.run(_train_cmd(out, "--resume"), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert [e["steps"] for e in run.eval_history()] == [500, 1000, 1500, 2000]
+    assert run.summary()["best_success"] == best_eval(run)["success_rate"]
+
+
+def test_a_best_saved_after_the_resumed_checkpoint_is_kept_and_named_by_the_summary(tmp_path):
+    """A crash after best/ was saved and before the next checkpoint: best/ holds a policy of the lost stretch. The resumed
+    run keeps it (a worse evaluation after the resume does not replace it) and its summary's best_success is its."""
+    from policies.config import resolve_config
+    from policies.snapshot import best_eval
+    from policies.train import train
+
+    out = tmp_path / "run"
+    train(resolve_config("toy-target", "td3", {"steps": 1500, "seed": 1, "checkpoint_freq": 200, "keep_checkpoints": 10,
+                                                "eval_freq": 1500, "eval_episodes": 10}), out, progress=False)
+    run = RunDir(out)
+    lost = best_eval(run)
+    assert lost["steps"] == 1500
+    # The crash: after the evaluation at 1,500 saved best/, before any later checkpoint, final or summary.
+    early = run.checkpoint_dir(200)
+    for later in run.complete_checkpoints():
+        if later != early:
+            shutil.rmtree(later)
+    run.mark_latest(early, keep=10)
+    shutil.rmtree(run.final)
+    (out / "summary.json").unlink()
+    best_model = (run.best / "model.zip").read_bytes()
+
+    summary = train(None, out, resume=True, progress=False, max_steps=400)  # evaluates a 400-step policy
+    assert [e["steps"] for e in run.eval_history()] == [400]
+    assert run.eval_history()[0]["success_rate"] < lost["success_rate"]  # the case this test is about
+    assert (run.best / "model.zip").read_bytes() == best_model and best_eval(run) == lost
+    assert summary["best_success"] == lost["success_rate"]
+
+
+def test_a_run_killed_after_its_final_checkpoint_finishes_without_evaluating_again(tmp_path):
+    """Killed between the final checkpoint and the summary: the resume has no step left; it writes final/ and the summary
+    from the evaluation already logged at that step (it failed on the callback's missing model, and would log it twice)."""
+    from policies.config import resolve_config
+    from policies.train import train
+
+    out = tmp_path / "run"
+    whole = train(resolve_config("toy-target", "td3", {"steps": 400, "checkpoint_freq": 10_000, "eval_freq": 10_000,
+                                                       "eval_episodes": 2}), out, progress=False)
+    run = RunDir(out)
+    shutil.rmtree(run.final)
+    (out / "summary.json").unlink()
+    summary = train(None, out, resume=True, progress=False)
+    assert [e["steps"] for e in run.eval_history()] == [400]
+    assert summary["final_eval"] == whole["final_eval"] and summary["num_timesteps"] == 400
+    assert run_snapshot(out, "final").load_model().num_timesteps == 400
