@@ -176,13 +176,18 @@ def record_demos(scenario: str, robot: str | None, n_episodes: int, seed: int = 
         env.close()
 
 
+def demos_path(path: str | Path) -> Path:
+    """Where save_demos writes `path`: numpy's savez names every file .npz."""
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_suffix(".npz")
+
+
 def save_demos(demos: Demos, path: str | Path) -> Path:
     """Write atomically (temp file + rename): an interrupted recording leaves no half file."""
-    path = Path(path)
-    if path.suffix != ".npz":
-        path = path.with_suffix(".npz")
+    path = demos_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600; like run files, demonstrations are meant to be shared
     os.close(fd)
     try:
         np.savez_compressed(tmp, obs=demos.obs, next_obs=demos.next_obs, actions=demos.actions, rewards=demos.rewards,

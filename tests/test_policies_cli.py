@@ -90,6 +90,18 @@ def test_demos_then_bc_then_export_via_cli(cli, tmp_path):
     assert json.loads(report.read_text())["success_rate"] >= 0.8  # the bundle acts like the run it came from
 
 
+def test_demos_named_without_npz_refuse_to_overwrite_the_npz_and_are_readable_by_others(cli, tmp_path):
+    """-o d wrote d.npz over an existing d.npz without --force (the check looked at d); files were 0600."""
+    cli("demos", "toy-reach", "-n", "2", "-o", str(tmp_path / "d"), "--no-progress")
+    written = tmp_path / "d.npz"
+    assert written.stat().st_mode & 0o777 == 0o644
+    before = written.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "genba", "demos", "toy-reach", "-n", "3", "-o", str(tmp_path / "d"),
+                           "--seed", "5", "--no-progress"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and f"{written} exists; pass --force to overwrite it" in proc.stderr
+    assert written.read_bytes() == before
+
+
 def test_user_errors_are_one_line_and_exit_1(tmp_path):
     cases = [
         (["train", "toy-target", "--algo", "sacc", "--out", str(tmp_path / "x")], "did you mean 'sac'"),

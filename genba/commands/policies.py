@@ -161,12 +161,12 @@ def demos_cmd(
     json_path: Optional[Path] = json_option("write a summary as JSON"),
 ) -> None:
     """Record scripted-expert episodes for behaviour cloning (`genba train --algo bc --demos FILE`)."""
-    from policies.demos import record_demos, save_demos
+    from policies.demos import demos_path, record_demos, save_demos
 
     if n < 1:
         raise AppError(f"-n must be >= 1, got {n}")
-    if out.exists() and not force:
-        raise AppError(f"{out} exists; pass --force to overwrite it")
+    if demos_path(out).exists() and not force:  # -o x writes x.npz: x.npz is what --force would overwrite
+        raise AppError(f"{demos_path(out)} exists; pass --force to overwrite it")
     t0 = time.monotonic()
     demos = record_demos(scenario, robot, n, seed=seed, progress=progress, noise=noise, randomization=randomization)
     path = save_demos(demos, out)
