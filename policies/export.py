@@ -10,10 +10,7 @@ import copy
 import io
 import json
 import math
-import os
 import platform
-import shutil
-import tempfile
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -36,6 +33,7 @@ from policies.bundle_format import (
 from policies.features import ACTION_MEANINGS, DICT_OBS_ORDER, json_bound
 from policies.graph import ExportError, ObsLayout, PolicyGraph
 from policies.residual import ResidualGraph
+from policies.rundir import atomic_dir
 from scenarios import Scenario, load_scenario, scenario_hash
 
 ONNX_OPSET = 17
@@ -118,10 +116,9 @@ def write_bundle(out_dir: Path, write_graphs: Callable[[Path], dict], *, format_
     if chunk_length > 1 and hz is None:
         raise ExportError(f"a chunked policy (chunk_length {chunk_length}) needs the control rate: its actions are one "
                           "control period apart; give feature_spec control_hz")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes 0700
+    # atomic_dir: an old bundle (--force) is renamed aside before the new one is renamed in, and removed after it;
+    # removing it first left no bundle, or half of one, to a crash in between.
+    with atomic_dir(out_dir) as tmp:
         check = write_graphs(tmp)
         files = {f: sha256_file(tmp / f) for f in (ONNX_FILE, TORCHSCRIPT_FILE)}
         manifest = {
@@ -141,12 +138,6 @@ def write_bundle(out_dir: Path, write_graphs: Callable[[Path], dict], *, format_
             "files": files,
         }
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
