@@ -7,12 +7,15 @@ before it does. Both ask `is_loopback_host` (controller side: stdlib only).
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
+import stat
 
 from bridge.errors import BridgeError
 
 
 class EndpointError(BridgeError):
-    """An endpoint that is not tcp://HOST:PORT, ipc://PATH or inproc://NAME."""
+    """An endpoint that is not tcp://HOST:PORT, ipc://PATH or inproc://NAME, or an ipc path that cannot be bound."""
 
 
 def check_endpoint(endpoint: str, flag: str, connect: bool = False) -> None:
@@ -46,3 +49,23 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     if endpoint.startswith(("ipc://", "inproc://")):
         return True
     return is_loopback_host(endpoint.split("://", 1)[-1].rsplit(":", 1)[0])
+
+
+def check_ipc_path_free(endpoint: str) -> None:
+    """libzmq unlinks whatever lies at an ipc path before binding it: a live server's socket (both then report ready,
+    and the first is cut off) or any file. Only a socket nobody listens on (a server's leftover) may go."""
+    if not endpoint.startswith("ipc://"):
+        return
+    path = endpoint.removeprefix("ipc://")
+    if path.startswith("@") or not os.path.lexists(path):  # @: Linux's abstract namespace, no file
+        return
+    if not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise EndpointError(f"cannot bind {endpoint}: {path} exists and is not a socket (binding would delete it)")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:  # ECONNREFUSED: no one listens; a stopped server's file
+        return
+    finally:
+        probe.close()
+    raise EndpointError(f"cannot bind {endpoint}: Address already in use, a process listens on it (is another server using it?)")

@@ -47,7 +47,7 @@ import zmq
 
 from bridge import images as cameras
 from bridge import protocol as wire
-from bridge.endpoints import check_endpoint, is_loopback_endpoint
+from bridge.endpoints import check_endpoint, check_ipc_path_free, is_loopback_endpoint
 from bridge.errors import BridgeError
 from bridge.inference import BatchRunner, InferenceWorker, StepRequest
 from bridge.keys import ServerKeys, load_secret_keypair
@@ -349,6 +349,7 @@ class BridgeServer:
 
     @staticmethod
     def _bind(sock: zmq.Socket, endpoint: str) -> str:
+        check_ipc_path_free(endpoint)
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
@@ -606,3 +607,4 @@ class BridgeServer:
                 actions[session.session_id] = {"seq": seq, "action": action.tolist()}
         if actions:
             self.telemetry.publish("actions", {"last": actions})
+

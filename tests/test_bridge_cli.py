@@ -104,6 +104,31 @@ def test_bridge_user_errors_are_one_line_exit_1(bundle_dir, args, message):
     assert "Traceback" not in result.stderr
 
 
+def test_serve_on_an_ipc_path_in_use_or_holding_a_file_is_refused(bundle_dir, tmp_path):
+    """libzmq unlinks the path before binding: a second server took a live one's address (both 'ready'), and a file
+    there was deleted."""
+    from bridge.endpoints import check_ipc_path_free
+
+    ctx = zmq.Context()
+    live = ctx.socket(zmq.ROUTER)
+    live.linger = 0
+    endpoint = f"ipc://{tmp_path / 'srv.ipc'}"
+    live.bind(endpoint)
+    try:
+        result = genba("bridge", "serve", str(bundle_dir), "--bind", endpoint, "--telemetry", "off", "--device", "cpu")
+    finally:
+        live.close()
+        ctx.term()
+    assert result.returncode == 1, result.stderr
+    assert f"error: cannot bind {endpoint}: Address already in use, a process listens on it" in result.stderr
+    check_ipc_path_free(endpoint)  # the closed socket's file is left behind: a stopped server's, free to take
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    result = genba("bridge", "serve", str(bundle_dir), "--bind", f"ipc://{notes}", "--telemetry", "off", "--device", "cpu")
+    assert result.returncode == 1 and f"{notes} exists and is not a socket (binding would delete it)" in result.stderr
+    assert notes.read_text() == "mine"
+
+
 def test_serve_on_a_port_in_use_says_so(bundle_dir):
     ctx = zmq.Context()
     taken = ctx.socket(zmq.ROUTER)
