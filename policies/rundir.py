@@ -17,6 +17,7 @@ leaves either the previous snapshot or the new one, never a half-written one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ from policies.errors import PolicyError
 from scenarios.yamlfile import read_yaml
 
 CONFIG_FILE, META_FILE, EVAL_LOG, SUMMARY_FILE = "config.yaml", "meta.json", "eval.jsonl", "summary.json"
+LOCK_FILE = ".training.lock"  # holds the pid of the process training the run
 DATA_DIR = "data"  # behaviour cloning: each round's recorded data
 LATEST = "LATEST"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +139,25 @@ class RunDir:
     @property
     def tensorboard(self) -> Path:
         return self.path / "tb"
+
+    # --- one trainer at a time -----------------------------------------------------------------
+    @contextmanager
+    def training_lock(self) -> Iterator[None]:
+        """Held while a process trains this run: a second --resume (a job thought dead) would write the same
+        checkpoints, best/ and eval.jsonl over the first's. The kernel drops the lock when its holder dies."""
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise RunError(f"{self.path} is being trained by another process (pid {holder}); wait for it to end or "
+                               "stop it, then --resume") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # --- create / open ------------------------------------------------------------------------
     @staticmethod

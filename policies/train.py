@@ -51,27 +51,29 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
     torch.set_num_threads(1)  # small MLPs on shared cores: more threads only add contention
     if resume:
         run = RunDir.open(out)
-        cfg = run.config()
-        if max_steps is not None and max_steps != cfg.steps:
-            cfg.steps = max_steps  # --steps on resume extends (or shortens) the run's target,
-            cfg.max_wall_s = None  # in steps: a time limit the run had would end it at once
-            run.save_config(cfg)
-        if device is not None:
-            cfg.device = device
-        run.clean_temp()
     else:
         if cfg is None:
             raise ConfigError("a new run needs a config")
         if cfg.init:
             open_init(cfg.init)  # a bad --init fails before the run directory exists, not in one --resume would repeat
         run = RunDir.create(out, cfg, argv)
-    if resume and cfg.algo == "bc" and (done := run.summary()) is not None:
-        return done  # finished before; nothing to continue (a BC run has no steps to extend)
-    if cfg.algo == "bc" and cfg.obs_mode == "pixels":
-        return train_pixel_bc(cfg, run, progress=progress, resume=resume, on_eval=on_eval)
-    if cfg.algo == "bc":
-        return train_bc(cfg, run, progress=progress, resume=resume, on_eval=on_eval)
-    return _train_rl(cfg, run, resume, progress, on_eval)
+    with run.training_lock():
+        if resume:
+            cfg = run.config()
+            if max_steps is not None and max_steps != cfg.steps:
+                cfg.steps = max_steps  # --steps on resume extends (or shortens) the run's target,
+                cfg.max_wall_s = None  # in steps: a time limit the run had would end it at once
+                run.save_config(cfg)
+            if device is not None:
+                cfg.device = device
+            run.clean_temp()  # under the lock: another trainer's temp files are its writes in progress
+            if cfg.algo == "bc" and (done := run.summary()) is not None:
+                return done  # finished before; nothing to continue (a BC run has no steps to extend)
+        if cfg.algo == "bc" and cfg.obs_mode == "pixels":
+            return train_pixel_bc(cfg, run, progress=progress, resume=resume, on_eval=on_eval)
+        if cfg.algo == "bc":
+            return train_bc(cfg, run, progress=progress, resume=resume, on_eval=on_eval)
+        return _train_rl(cfg, run, resume, progress, on_eval)
 
 
 def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_eval=None) -> dict[str, Any]:

@@ -255,3 +255,36 @@ def test_a_run_killed_after_its_final_checkpoint_finishes_without_evaluating_aga
     assert [e["steps"] for e in run.eval_history()] == [400]
     assert summary["final_eval"] == whole["final_eval"] and summary["num_timesteps"] == 400
     assert run_snapshot(out, "final").load_model().num_timesteps == 400
+
+
+def test_a_run_being_trained_refuses_a_second_trainer(tmp_path):
+    """Two --resume of one run (a job thought dead) both trained, writing checkpoints, best/ and eval.jsonl over
+    each other; the second now stops at once, naming the first's pid, and touches nothing."""
+    import os
+
+    from policies.config import resolve_config
+    from policies.rundir import RunError
+    from policies.train import train
+
+    out = tmp_path / "run"
+    train(resolve_config("toy-target", "td3", {"steps": 200, "checkpoint_freq": 10_000, "eval_freq": 10_000, "eval_episodes": 2}),
+          out, progress=False)
+    run = RunDir(out)
+    before = run.eval_history()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from policies.rundir import RunDir
+        with RunDir({str(out)!r}).training_lock():
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunError, match=rf"{out} is being trained by another process \(pid {holder.pid}\)"):
+            train(None, out, resume=True, progress=False, max_steps=400)
+        assert run.eval_history() == before and run.config().steps == 200
+    finally:
+        holder.kill()
+        holder.wait(10)
+    summary = train(None, out, resume=True, progress=False, max_steps=400)  # the holder's death dropped its lock
+    assert summary["num_timesteps"] == 400 and os.path.exists(out / ".training.lock")
