@@ -245,9 +245,9 @@ class RunDir:
 
     def clean_temp(self) -> None:
         """Remove leftovers of writes a crash interrupted (they were never visible as snapshots)."""
-        for parent in (self.path, self.checkpoints):
-            if parent.is_dir():
-                for p in list(parent.glob(".tmp-*")) + list(parent.glob(f".{LATEST}.*")):
+        for parent in (self.path, self.checkpoints, self.path / DATA_DIR):
+            if parent.is_dir():  # atomic_dir's, LATEST's and (data/) save_demos' temporaries: .round_1.npz.<random>.npz
+                for p in [*parent.glob(".tmp-*"), *parent.glob(f".{LATEST}.*"), *parent.glob(".*.npz.*.npz")]:
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     # --- logs ---------------------------------------------------------------------------------

@@ -121,6 +121,26 @@ def test_snapshot_write_killed_halfway_is_invisible(tmp_path):
     assert json.loads((run.latest_checkpoint() / "state.json").read_text()) == {"num_timesteps": 100}
 
 
+def test_a_resume_removes_round_data_a_crash_left_half_written(tmp_path):
+    """data/ was not swept: a pixel round killed while writing left its temp folder (about 3.5 MB an episode) for good."""
+    run = RunDir(tmp_path)
+    code = textwrap.dedent(f"""
+        import os, signal
+        from policies.rundir import RunDir, atomic_dir
+        with atomic_dir(RunDir({str(tmp_path)!r}).path / "data" / "round_1") as d:
+            (d / "steps.npz").write_bytes(b"half" * 1000)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    data = tmp_path / "data"
+    (data / ".round_2.npz.k3j9x0.npz").write_bytes(b"")  # save_demos' temp file (mkstemp prefix .NAME.)
+    (data / "round_0.npz").write_bytes(b"kept")
+    assert len(list(data.iterdir())) == 3
+    run.clean_temp()
+    assert [p.name for p in data.iterdir()] == ["round_0.npz"]
+
+
 def test_resume_extends_a_finished_run_from_its_end(tmp_path):
     """A finished run keeps a checkpoint at its last step, so `--resume --steps MORE` continues from there."""
     from policies.config import resolve_config
