@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from bridge.spec import SpecError, spec_hash
 from policies.envs import control_hz, make_env
@@ -95,8 +96,10 @@ class EvalResult:
 
 
 def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
-                 frame_sink: Callable[[np.ndarray], None] | None = None, video_episodes: int = 0) -> EvalResult:
-    """Run `n` episodes with seeds seed, seed+1, ...; the policy is reset at each start and acts each step."""
+                 frame_sink: Callable[[np.ndarray], None] | None = None, video_episodes: int = 0,
+                 on_episode: Callable[[], None] | None = None) -> EvalResult:
+    """Run `n` episodes with seeds seed, seed+1, ...; the policy is reset at each start and acts each step.
+    `on_episode` is called as each episode ends (a progress bar)."""
     returns, cycle_times, collisions, lengths, successes = [], [], [], [], 0
     failures = dict.fromkeys(FAILURE_ENDINGS, 0)
     collisions_reported = True
@@ -134,6 +137,8 @@ def run_episodes(env, policy: Policy, n: int, seed: int, control_hz: float,
         for name in kpi_names:
             if name in info:
                 kpi_values[name].append(float(info[name]))
+        if on_episode is not None:
+            on_episode()
     return EvalResult(
         episodes=n, successes=successes, success_rate=successes / n if n else 0.0,
         success_ci95=wilson_interval(successes, n), mean_return=float(np.mean(returns)) if returns else 0.0,
@@ -165,7 +170,7 @@ def _check_spec(loaded, env, target, scenario: str, robot: str | None) -> None:
 def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | None = None, robot: str | None = None,
              video: str | Path | None = None, video_episodes: int = 3, which: str = "best", device: str = "cpu",
              executor: str = "onnxruntime", obs_mode: str = "state", randomization: str | Path | dict | None = None,
-             play: bool = False) -> tuple[EvalResult, dict]:
+             play: bool = False, progress: bool = False) -> tuple[EvalResult, dict]:
     """Evaluate a run/bundle on its scenario (or `scenario`), optionally recording a video.
 
     obs_mode "perceived": the policy sees the cell through its camera and perception (same layout as state);
@@ -189,7 +194,9 @@ def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | No
         if video:
             recorder = VideoRecorder(video, fps=hz)
         sink = None if recorder is None else recorder.add
-        result = run_episodes(env, loaded.policy, n, EVAL_SEED_OFFSET + seed, hz, frame_sink=sink, video_episodes=video_episodes)
+        with tqdm(total=n, unit="ep", desc="episodes", leave=False, disable=not progress) as bar:  # 200 pixel episodes: minutes
+            result = run_episodes(env, loaded.policy, n, EVAL_SEED_OFFSET + seed, hz, frame_sink=sink,
+                                  video_episodes=video_episodes, on_episode=lambda: bar.update(1))
     finally:
         if recorder is not None:
             recorder.close()

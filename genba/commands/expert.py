@@ -29,6 +29,8 @@ def expert(
 ) -> None:
     """Run the scripted expert and print success rate (95% CI), mean cycle time and collisions."""
     # Imported on use: PyBullet and SB3 are not needed to parse flags or print --help.
+    from tqdm import tqdm
+
     from policies.evaluate import run_episodes
     from sim import make_env
     from sim.experts import make_expert
@@ -37,11 +39,10 @@ def expert(
         raise typer.BadParameter(f"unknown robot {robot!r}; valid: {', '.join(ROBOT_MODELS)}", param_hint="--robot")
     env = make_env(scenario, robot=robot, obs_mode=obs.value, randomization=randomization, play=play)
     bot = make_expert(env)
-    progress = _Progress(episodes)
     start = time.perf_counter()
-    result = run_episodes(_CountingEnv(env, progress), bot, episodes, seed, env.scenario.physics.control_hz)
+    with tqdm(total=episodes, unit="ep", desc="episodes", leave=False) as bar:  # long runs show they are alive
+        result = run_episodes(env, bot, episodes, seed, env.scenario.physics.control_hz, on_episode=lambda: bar.update(1))
     wall = time.perf_counter() - start
-    progress.close()
     figures = {
         "scenario": env.scenario.name, "robot": env.robot.model.name, "obs_mode": obs.value,
         "randomization": randomization, "play": play, "seed": seed, **result.to_dict(),
@@ -52,33 +53,3 @@ def expert(
     typer.echo(f"{result.env_steps} env steps in {wall:.1f} s ({figures['env_steps_per_s']:.0f} steps/s)")
     write_json(json_path, figures)
 
-
-class _Progress:
-    """One line per finished episode batch on stderr, so long runs show they are alive."""
-
-    def __init__(self, total: int):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="ep", desc="episodes", leave=False)
-
-    def episode_done(self) -> None:
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
-class _CountingEnv:
-    """Passes calls through to the env and ticks the progress bar at each reset after the first."""
-
-    def __init__(self, env, progress: _Progress):
-        self._env, self._progress, self._started = env, progress, False
-
-    def reset(self, **kwargs):
-        if self._started:
-            self._progress.episode_done()
-        self._started = True
-        return self._env.reset(**kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._env, name)

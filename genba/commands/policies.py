@@ -109,6 +109,7 @@ def eval_cmd(
     obs: Observe = obs_option(),
     randomization: Optional[str] = randomization_option(),
     play: bool = play_option(),
+    progress: bool = typer.Option(True, help="show the progress bar"),
     json_path: Optional[Path] = json_option("write the results as JSON"),
 ) -> None:
     """Success rate (95% Wilson interval), mean return, cycle time and collisions of a policy."""
@@ -121,7 +122,7 @@ def eval_cmd(
         raise AppError(f"-n must be >= 1, got {n}")
     result, desc = evaluate(target, n=n, seed=seed, scenario=scenario, robot=robot, video=video,
                             video_episodes=video_episodes, which=which, device=device, obs_mode=obs.value,
-                            randomization=randomization, play=play)
+                            randomization=randomization, play=play, progress=progress)
     write_json(json_path, {"target": str(target), **desc, "seed": seed, **result.to_dict(),
                             "video": str(video) if video else None})
     typer.echo(f"{desc['scenario']}: {result.line()}")
