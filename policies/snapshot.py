@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,10 @@ class Snapshot:
     def load_buffer_into(self, model) -> bool:
         path = self.path / BUFFER
         if path.is_file():
-            model.load_replay_buffer(path)
+            with warnings.catch_warnings():
+                # HER's buffer warns that it ends its unfinished episode: right here, a resumed run starts a new one
+                warnings.filterwarnings("ignore", message="The last trajectory in the replay buffer will be truncated")
+                model.load_replay_buffer(path)
             return True
         return False
 
