@@ -81,10 +81,13 @@ def test_robustness_interrupted_stops_its_workers_at_once(tmp_path):
         stop_all(proc, children)
 
 
-def test_a_sweep_coordinator_killed_outright_takes_its_workers_along(tmp_path):
-    """SIGKILL runs no cleanup: the workers die with their parent (PR_SET_PDEATHSIG), or a resume would start K more."""
-    proc = genba("sweep", "reach", "--algo", "bc", "--trials", "4", "--workers", "2", "--out", str(tmp_path / "sweep"),
-                 "--storage", f"sqlite:///{tmp_path / 'study.db'}")
+def test_a_sweep_coordinator_killed_outright_takes_its_workers_along_and_resumes_from_its_directory(tmp_path):
+    """SIGKILL runs no cleanup: the workers die with their parent (PR_SET_PDEATHSIG), or a resume would start K more.
+    The resume finds the sweep's sqlite study from --out alone: it looked for a journal.log and said 'is it a sweep
+    directory?'."""
+    out = tmp_path / "sweep"
+    proc = genba("sweep", "reach", "--algo", "bc", "--trials", "2", "--workers", "2", "--out", str(out),
+                 "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--set", "bc.rounds=0", "--set", "eval_episodes=5")
     children: list[psutil.Process] = []
     try:
         children = wait_for_children(proc, 2)
@@ -95,3 +98,8 @@ def test_a_sweep_coordinator_killed_outright_takes_its_workers_along(tmp_path):
         assert alive == [], [" ".join(p.cmdline()) for p in alive]
     finally:
         stop_all(proc, children)
+    resumed = subprocess.run([sys.executable, "-m", "genba", "sweep", "--resume", "--out", str(out), "--workers", "1"],
+                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"sweep {out}: resuming study 'sweep'" in resumed.stderr and "trials 2/2 finished" in resumed.stderr
+    assert (out / "sweep.json").is_file() and (out / "best.yaml").is_file()

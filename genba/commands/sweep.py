@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -97,6 +98,7 @@ def _coordinate(cell, algo, trials, workers, space, storage, study_name, seeds, 
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or str(out.resolve() / "journal.log")
     name = study_name or out.name
+    _record_study(out, storage, name)
     study = create_study(open_storage(storage, heartbeat), name, cell=cell, algo=cfg.algo, space=space_data,
                          trials=seeds or trials, sweep_dir=out, overrides=overrides, preset_file=str(preset) if preset else None,
                          seeds=seeds)
@@ -117,6 +119,12 @@ def _resume(out: Path, workers: int, storage: Optional[str], study_name: Optiona
     from policies.sweep import fail_orphans, load_study
     from policies.sweep_storage import open_storage
 
+    recorded = _recorded_study(out)
+    if storage is None and recorded is not None:  # the sweep's own study, wherever it lives
+        if recorded["storage"] != recorded["storage_shown"]:
+            raise AppError(f"--resume: {out}'s study {recorded['study']!r} is in {recorded['storage_shown']}; give --storage "
+                           "with its password (it is not written to disk)")
+        storage, study_name = recorded["storage"], study_name or recorded["study"]
     storage = storage or str(out.resolve() / "journal.log")
     if storage.endswith("journal.log") and not Path(storage).is_file():
         raise AppError(f"--resume: {storage} does not exist; is {out} a sweep directory?")
@@ -131,6 +139,29 @@ def _resume(out: Path, workers: int, storage: Optional[str], study_name: Optiona
     t0 = time.monotonic()
     LocalWorkers(study, storage, heartbeat, out / "workers", workers, lambda line: typer.echo(line, err=True)).run()
     _report(study, out, time.monotonic() - t0, json_path)
+
+
+STUDY_FILE = "study.json"  # where a sweep's study lives, so --resume needs only --out
+
+
+def _record_study(out: Path, storage: str, name: str) -> None:
+    from policies.rundir import atomic_write_text
+    from policies.sweep_storage import redact
+
+    shown = redact(storage)
+    record = {"study": name, "storage_shown": shown, "storage": storage if shown == storage else None}  # no password on disk
+    atomic_write_text(out / STUDY_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def _recorded_study(out: Path) -> Optional[dict]:
+    path = out / STUDY_FILE
+    if not path.is_file():
+        return None  # a sweep made before the file was written
+    try:
+        record = json.loads(path.read_text())
+        return {"study": str(record["study"]), "storage": record["storage"], "storage_shown": str(record["storage_shown"])}
+    except (ValueError, KeyError, TypeError):
+        raise AppError(f"--resume: {path} is damaged; give --storage and --study") from None
 
 
 def _report(study, out: Path, wall_s: float, json_path: Optional[Path]) -> None:
