@@ -103,3 +103,31 @@ def test_a_sweep_coordinator_killed_outright_takes_its_workers_along_and_resumes
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"sweep {out}: resuming study 'sweep'" in resumed.stderr and "trials 2/2 finished" in resumed.stderr
     assert (out / "sweep.json").is_file() and (out / "best.yaml").is_file()
+
+
+def test_a_twin_interrupted_reports_and_writes_its_finished_episodes(tmp_path):
+    """It stopped without a summary or its --json: minutes of episodes through the bridge were lost."""
+    import json
+
+    from genba.server_process import ServerProcess
+
+    bundle = untrained_reach_bundle(tmp_path)
+    report = tmp_path / "twin.json"
+    with ServerProcess([bundle], "--telemetry", "off", "--device", "cpu") as server:
+        proc = genba("bridge", "twin", "reach", "--connect", server.endpoint, "--episodes", "100", "--speed", "4",
+                     "--json", str(report))
+        try:
+            seen = []
+            while not any(line.startswith("episode 1:") for line in seen):  # two finished episodes, then stop it
+                line = proc.stderr.readline()
+                assert line, "".join(seen)  # the twin ended first
+                seen.append(line)
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            stop_all(proc, [])
+    assert proc.returncode == 130, err[-2000:]
+    data = json.loads(report.read_text())
+    assert data["interrupted"] and 1 <= data["episodes"] == len(data["episode_success"]) < 100
+    assert f"over {data['episodes']} episodes (interrupted)" in out
+    assert f"interrupted: the figures above are the {data['episodes']} finished episodes ({report})" in err

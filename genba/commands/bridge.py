@@ -19,6 +19,7 @@ from bridge.keys import ClientKeys, ServerKeys, generate_keypair
 from bridge.realtime import freeze_heap
 from bridge.server import BridgeServer, ServerConfig, ServerConfigError
 from genba.commands.options import Observe, obs_option, play_option, randomization_option
+from genba.errors import Interrupted
 from genba.jsonfile import json_option, write_json
 from policies.bundle_format import is_bundle, read_manifest
 
@@ -210,6 +211,8 @@ def twin(
     for line in report.lines():
         typer.echo(line)
     write_json(json_path, report.to_dict())
+    if report.interrupted:
+        raise Interrupted(f"the figures above are the {report.episodes} finished episodes" + (f" ({json_path})" if json_path else ""))
 
 
 def run(

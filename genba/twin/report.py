@@ -32,6 +32,7 @@ class TwinReport:
     episode_steps: list[int]
     episode_returns: list[float]  # summed rewards, as `genba eval` sums them (mean_return there)
     chunks: dict[str, Any] | None = None  # the chunk executor's figures (bridge.chunks.ChunkQueue.summary), if it ran
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM: the figures are the finished episodes'
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -46,7 +47,7 @@ class TwinReport:
         changed = {k: v for k, v in self.safety_interventions.items() if v}
         return [
             f"twin {self.scenario} via bundle {self.bundle!r}: success {self.success_rate:.1%} [{lo:.1%}, {hi:.1%}] "
-            f"over {self.episodes} episodes, cycle time {ct}",
+            f"over {self.episodes} episodes{' (interrupted)' if self.interrupted else ''}, cycle time {ct}",
             f"round trip p50 {ms('p50_us')}, p99 {ms('p99_us')}, max {ms('max_us')}; "
             f"deadline misses {self.deadline_misses} of {self.control_steps} steps; statuses {self.step_status}",
             f"safety interventions {changed or 'none'} ({self.steps_changed_by_safety} of {self.control_steps} steps changed); "

@@ -133,89 +133,93 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
     safety_total: dict[str, int] = {}
     holds = 0
     started = time.monotonic()
-    for episode in range(config.episodes):
-        obs, info = env.reset(seed=EVAL_SEED_OFFSET + config.seed + episode)
-        client.reset(1.0, episode=episode)
-        if executor is not None:
-            executor.reset()
-        safety = SafetyFilter(limits, period_s / cycles, np.array([*robot.target_pos, robot.target_yaw]), tool_xyz)
-        if config.reduced_speed:
-            safety.set_reduced_speed(True)
-        servo = ServoPipeline(safety, Watchdog(hold_after=2, drop_after_s=1.0))
-        grip, done, sim_ns, steps = -1.0, False, 0, 0
-        reward, ret, env_action, result = 0.0, 0.0, None, None
+    interrupted = False
+    try:
+        for episode in range(config.episodes):
+            obs, info = env.reset(seed=EVAL_SEED_OFFSET + config.seed + episode)
+            client.reset(1.0, episode=episode)
+            if executor is not None:
+                executor.reset()
+            safety = SafetyFilter(limits, period_s / cycles, np.array([*robot.target_pos, robot.target_yaw]), tool_xyz)
+            if config.reduced_speed:
+                safety.set_reduced_speed(True)
+            servo = ServoPipeline(safety, Watchdog(hold_after=2, drop_after_s=1.0))
+            grip, done, sim_ns, steps = -1.0, False, 0, 0
+            reward, ret, env_action, result = 0.0, 0.0, None, None
 
-        def publish() -> None:
-            counts = {k: safety_total.get(k, 0) + v for k, v in safety.report().items()}
-            page.publish((episode, steps), page.status(
-                episode=episode, step=steps, reward=reward, ret=ret, info=info, action=env_action, robot=robot,
-                client=client, result=result, safety_counts=counts, holds=holds + servo.holds, step_status=status))
+            def publish() -> None:
+                counts = {k: safety_total.get(k, 0) + v for k, v in safety.report().items()}
+                page.publish((episode, steps), page.status(
+                    episode=episode, step=steps, reward=reward, ret=ret, info=info, action=env_action, robot=robot,
+                    client=client, result=result, safety_counts=counts, holds=holds + servo.holds, step_status=status))
 
-        if page is not None:
-            publish()
-        tick = time.monotonic()
-        while not done:
-            if page is not None:
-                controls = page.wait_while_paused(client, (episode, steps))
-                if controls.reset:
-                    log(f"episode {episode}: reset from the live view")
-                    break
-                if controls.paused:  # time spent paused is not a late control period
-                    tick = time.monotonic()
-            if wall_period:
-                now = time.monotonic()
-                if now < tick and executor is not None:
-                    executor.wait(int(tick * 1e9))  # the loop's sleep: chunks are merged as they arrive
-                elif now < tick:
-                    time.sleep(tick - now)
-                elif now - tick > wall_period:
-                    overruns += 1
-                    tick = now
-            images = {k: obs[k] for k in image_keys} if image_keys else None
-            if executor is None:
-                result = link.step(flatten_obs(obs, layout), budget_s, images)
-            else:  # an action from the queue (through the servo pipeline and safety filter below), or none: hold
-                queued = executor.tick(flatten_obs(obs, layout), images)
-                result = StepResult("queue" if queued is not None else "dry", queued, 0)
-            status[result.status] = status.get(result.status, 0) + 1
-            current = np.array([*robot.target_pos, robot.target_yaw])
-            measured = np.array([*robot.tool_pos, robot.tool_yaw])
-            safety.q = current  # the cell's own target is the truth (it clips to its workspace too)
-            action = None
-            if result.action is not None:
-                action = np.asarray(result.action, dtype=np.float64)
-                grip = float(np.clip(action[4], -1.0, 1.0)) if math.isfinite(action[4]) else grip
-                servo.feed(current + action[:4] * scale, sim_ns, sim_ns + cycles * step_ns)
-            changed = False
-            for i in range(1, cycles + 1):
-                servo.cycle(sim_ns + i * step_ns, measured)
-                changed |= servo.changed
-            if action is not None and not changed:
-                env_action = action  # bit for bit what the policy said
-            else:
-                env_action = np.append(np.clip((safety.q - current) / scale, -1.0, 1.0), grip)
-                steps_changed += 1
-            obs, reward, terminated, truncated, info = env.step(env_action.astype(np.float32))
-            done = terminated or truncated
-            sim_ns += cycles * step_ns
-            steps += 1
-            ret += float(reward)
             if page is not None:
                 publish()
-            tick += wall_period
-        steps_total += steps
-        holds += servo.holds
-        for kind, count in safety.report().items():
-            safety_total[kind] = safety_total.get(kind, 0) + count
-        success = bool(info.get("is_success", False))
-        successes += success
-        outcomes.append(success)
-        lengths.append(steps)
-        returns.append(ret)
-        if success:
-            cycle_times.append(float(info.get("cycle_time", steps / control_hz)))
-        log(f"episode {episode}: {'success' if success else 'failure'} after {steps} steps")
-    n = config.episodes
+            tick = time.monotonic()
+            while not done:
+                if page is not None:
+                    controls = page.wait_while_paused(client, (episode, steps))
+                    if controls.reset:
+                        log(f"episode {episode}: reset from the live view")
+                        break
+                    if controls.paused:  # time spent paused is not a late control period
+                        tick = time.monotonic()
+                if wall_period:
+                    now = time.monotonic()
+                    if now < tick and executor is not None:
+                        executor.wait(int(tick * 1e9))  # the loop's sleep: chunks are merged as they arrive
+                    elif now < tick:
+                        time.sleep(tick - now)
+                    elif now - tick > wall_period:
+                        overruns += 1
+                        tick = now
+                images = {k: obs[k] for k in image_keys} if image_keys else None
+                if executor is None:
+                    result = link.step(flatten_obs(obs, layout), budget_s, images)
+                else:  # an action from the queue (through the servo pipeline and safety filter below), or none: hold
+                    queued = executor.tick(flatten_obs(obs, layout), images)
+                    result = StepResult("queue" if queued is not None else "dry", queued, 0)
+                status[result.status] = status.get(result.status, 0) + 1
+                current = np.array([*robot.target_pos, robot.target_yaw])
+                measured = np.array([*robot.tool_pos, robot.tool_yaw])
+                safety.q = current  # the cell's own target is the truth (it clips to its workspace too)
+                action = None
+                if result.action is not None:
+                    action = np.asarray(result.action, dtype=np.float64)
+                    grip = float(np.clip(action[4], -1.0, 1.0)) if math.isfinite(action[4]) else grip
+                    servo.feed(current + action[:4] * scale, sim_ns, sim_ns + cycles * step_ns)
+                changed = False
+                for i in range(1, cycles + 1):
+                    servo.cycle(sim_ns + i * step_ns, measured)
+                    changed |= servo.changed
+                if action is not None and not changed:
+                    env_action = action  # bit for bit what the policy said
+                else:
+                    env_action = np.append(np.clip((safety.q - current) / scale, -1.0, 1.0), grip)
+                    steps_changed += 1
+                obs, reward, terminated, truncated, info = env.step(env_action.astype(np.float32))
+                done = terminated or truncated
+                sim_ns += cycles * step_ns
+                steps += 1
+                ret += float(reward)
+                if page is not None:
+                    publish()
+                tick += wall_period
+            steps_total += steps
+            holds += servo.holds
+            for kind, count in safety.report().items():
+                safety_total[kind] = safety_total.get(kind, 0) + count
+            success = bool(info.get("is_success", False))
+            successes += success
+            outcomes.append(success)
+            lengths.append(steps)
+            returns.append(ret)
+            if success:
+                cycle_times.append(float(info.get("cycle_time", steps / control_hz)))
+            log(f"episode {episode}: {'success' if success else 'failure'} after {steps} steps")
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the finished episodes are the report; the cut one is left out
+        interrupted = True
+    n = len(outcomes)
     return TwinReport(
         scenario=config.scenario, bundle=bundle_name, episodes=n, successes=successes,
         success_rate=successes / n if n else 0.0, success_ci95=wilson_interval(successes, n),
@@ -226,5 +230,5 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
                 "added_latency_ms_total": round((executor.link if executor else link).delayed_ms, 1)},
         chunks=executor.summary() if executor is not None else None,
         overruns=overruns, wall_s=time.monotonic() - started, servo_hz=cycles * control_hz, speed=config.speed,
-        episode_success=outcomes, episode_steps=lengths, episode_returns=returns,
+        episode_success=outcomes, episode_steps=lengths, episode_returns=returns, interrupted=interrupted,
     )
