@@ -130,7 +130,11 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
         remaining = max(cfg.steps - model.num_timesteps, 0)
         # reset_num_timesteps=False keeps the step counter, so LR/exploration schedules continue where they were. With
         # nothing left (resumed at its target) learn() takes no step but sets the monitor up for the final evaluation.
-        model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None, tb_log_name="sb3")
+        try:
+            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None, tb_log_name="sb3")
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the steps since the last checkpoint (minutes at 20k-step ones)
+            _checkpoint_on_interrupt(run, monitor)
+            raise
         if monitor.last_eval_step != model.num_timesteps:
             monitor.evaluate()  # the final policy is always evaluated once
         latest = run.latest_checkpoint()
@@ -151,6 +155,16 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
         if venv is not None:
             venv.close()
         eval_env.close()
+
+
+def _checkpoint_on_interrupt(run: RunDir, monitor: TrainingMonitor) -> None:
+    """A checkpoint at the last step the monitor saw, unless there is one there or training never started. A second
+    Ctrl-C during the write leaves nothing half-written (atomic_dir)."""
+    if getattr(monitor, "model", None) is None or monitor.num_timesteps == 0:
+        return
+    latest = run.latest_checkpoint()
+    if latest is None or open_snapshot(latest).state["num_timesteps"] != monitor.num_timesteps:
+        monitor.checkpoint()
 
 
 def resumed_state(run: RunDir, ckpt) -> dict[str, Any]:

@@ -45,16 +45,18 @@ def stop_all(proc: subprocess.Popen, children: list[psutil.Process]) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_training_interrupted_says_so_and_how_to_go_on(tmp_path, sig):
-    """typer turned Ctrl-C into a silent exit 130, and SIGTERM ended the process where it stood."""
+def test_training_interrupted_keeps_its_steps_and_says_how_to_go_on(tmp_path, sig):
+    """typer turned Ctrl-C into a silent exit 130, SIGTERM ended the process where it stood, and both lost every step
+    since the last periodic checkpoint (20,000 in the SAC presets): now a checkpoint is written on the way out."""
     run = tmp_path / "run"
     proc = genba("train", "reach", "--algo", "sac", "--steps", "100000", "--out", str(run), "--no-progress",
-                 "--set", "checkpoint_freq=200")
+                 "--set", "checkpoint_freq=100000", "--set", "eval_freq=300", "--set", "eval_episodes=2")
     try:
-        end = time.monotonic() + 60
-        while not list((run / "checkpoints").glob("step_*")) and time.monotonic() < end:
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.2)
+        seen = []
+        while not any("300 steps" in line for line in seen):  # the first evaluation: training is under way
+            line = proc.stderr.readline()
+            assert line, "".join(seen)
+            seen.append(line)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -62,6 +64,11 @@ def test_training_interrupted_says_so_and_how_to_go_on(tmp_path, sig):
     assert proc.returncode == 130, err[-2000:]
     assert f"interrupted: {run} keeps its last checkpoint; go on with: genba train reach --out {run} --resume" in err
     assert "Traceback" not in err
+    from policies.rundir import RunDir
+    from policies.snapshot import open_snapshot
+
+    latest = RunDir(run).latest_checkpoint()
+    assert latest is not None and open_snapshot(latest).state["num_timesteps"] >= 300
 
 
 def test_robustness_interrupted_stops_its_workers_at_once(tmp_path):
