@@ -134,8 +134,12 @@ def view_cmd(
             speed=speed if speed is not None else (1.0 if gui or web else 0.0), record_every=every,
         )
         labels = {"scenario": env.unwrapped.scenario.name, "driver": label}
+        def episode_line(done: int, success: bool) -> None:  # a headless recording showed nothing until its end
+            typer.echo(f"episode {done}{f'/{options.episodes}' if options.episodes else ''}: "
+                       f"{'success' if success else 'failure'}", err=True)
+
         summary = ViewLoop(env, driver, cam, options=options, view=view, recorder=recorder, labels=labels,
-                           decorate=decorate).run()
+                           decorate=decorate, on_episode=None if gui or web else episode_line).run()
         video = recorder.close() if recorder is not None else None
 
     result = summary.to_dict()

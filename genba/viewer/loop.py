@@ -66,8 +66,10 @@ class ViewLoop:
 
     def __init__(self, env, policy: Policy, camera=None, *, options: LoopOptions | None = None,
                  view: LiveView | None = None, recorder: VideoRecorder | None = None, labels: dict[str, Any] | None = None,
-                 decorate: Callable[[np.ndarray], np.ndarray] | None = None):
+                 decorate: Callable[[np.ndarray], np.ndarray] | None = None,
+                 on_episode: Callable[[int, bool], None] | None = None):
         self.env, self.policy, self.camera, self.decorate = env, policy, camera, decorate
+        self.on_episode = on_episode  # (episodes finished, this one's success): a headless recording's progress
         self.opt = options or LoopOptions()
         self.view, self.recorder = view, recorder
         self.labels = labels or {}  # constant status fields (scenario, policy) shown on the page
@@ -97,9 +99,12 @@ class ViewLoop:
         return obs
 
     def _finish_episode(self) -> None:
+        success = bool(self._info.get("is_success", False))
         self.summary.episodes += 1
-        self.summary.successes += bool(self._info.get("is_success", False))
+        self.summary.successes += success
         self.summary.returns.append(self._return)
+        if self.on_episode is not None:
+            self.on_episode(self.summary.episodes, success)
 
     def run(self) -> LoopSummary:
         """Run until the episodes or seconds are done, or Ctrl-C (which ends the run cleanly)."""
