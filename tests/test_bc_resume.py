@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from policies.config import resolve_config
-from policies.rundir import RunDir
+from policies.rundir import LOCK_FILE, RunDir
 from policies.snapshot import open_snapshot
 from policies.train import train
 
@@ -69,8 +69,11 @@ def test_resuming_a_finished_bc_run_trains_nothing(tmp_path):
     summary = train(resolve_config("toy-target", "bc", {"eval_episodes": 2, "bc": {"rounds": 1, "round_episodes": 2}}), out,
                     progress=False)
     run = RunDir(out)
-    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    def files() -> dict:  # but the lock file, which each trainer writes its pid into
+        return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file() and p.name != LOCK_FILE}
+
+    before = files()
     assert train(None, out, resume=True, progress=False) == summary
-    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == before
+    assert files() == before
     assert "resumes" not in run.meta() and [e["round"] for e in run.eval_history()] == [0, 1]
     assert json.loads((out / "summary.json").read_text()) == summary

@@ -98,10 +98,10 @@ def _coordinate(cell, algo, trials, workers, space, storage, study_name, seeds, 
     out.mkdir(parents=True, exist_ok=True)
     storage = storage or str(out.resolve() / "journal.log")
     name = study_name or out.name
-    _record_study(out, storage, name)
     study = create_study(open_storage(storage, heartbeat), name, cell=cell, algo=cfg.algo, space=space_data,
                          trials=seeds or trials, sweep_dir=out, overrides=overrides, preset_file=str(preset) if preset else None,
                          seeds=seeds)
+    _record_study(out, storage, name)  # once the study exists: a storage that fails leaves no sweep directory
     typer.echo(f"sweep {out}: study {name!r}, {seeds or trials} trials, {workers} local worker(s)", err=True)
     typer.echo(f"preset: {cfg.preset}", err=True)
     if workers == 0:
