@@ -130,12 +130,12 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool 
         expert = make_expert(env)
         # A chunked clone is the actor of a host model whose action is bc.chunk actions (flat).
         host_env = env if bc.chunk == 1 else _ChunkActions(env, bc.chunk)
-        done = run.completed_rounds(lambda r: _recorded(run, cfg, r)) if resume else []
-        if resume:
-            run.keep_evals(lambda record: record.get("round", 0) < len(done))  # a round a crash cut short is redone
+        done = run.completed_rounds(lambda r: _recorded(run, r)) if resume else []
         if done:
             demos, model, vecnorm, counters = _resume(run, done, cfg, env, host_env, device, rng)
-        else:
+        if resume:  # once the rounds loaded: a failed resume must not cost the log
+            run.keep_evals(lambda record: record.get("round", 0) < len(done))  # a round a crash cut short is redone
+        if not done:
             if cfg.demos:
                 demos = load_demos(cfg.demos)
                 check_compatible(demos, env, cfg.scenario, cfg.demos)
@@ -150,7 +150,7 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool 
         t0 = time.monotonic() - counters["wall_s"] if done else started  # resumed: on from the checkpoint's
         bar = ProgressBar(total=1 + bc.rounds, initial=len(done), enabled=progress)
 
-        def finish_round(r: int, fresh: Demos | None, loss: float) -> float:
+        def finish_round(r: int, fresh: Demos, loss: float) -> float:
             """Evaluate, log, keep the best, then save the round's data and checkpoint (the checkpoint last: it marks
             the round complete)."""
             seed = EVAL_SEED_OFFSET + cfg.seed * 100 * EVAL_SEED_STRIDE + r * EVAL_SEED_STRIDE
@@ -167,8 +167,7 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool 
             if result.success_rate > counters["best"]:
                 counters["best"] = result.success_rate
                 save_snapshot(run.best, model, vecnorm, state=state)
-            if fresh is not None:  # None: round 0 of a --demos run, whose file is its data
-                save_demos(fresh, round_demos(run.path, r))
+            save_demos(fresh, round_demos(run.path, r))
             counters["rng"] = rng.bit_generator.state  # the batch sampler, so a resumed run fits as this one would
             save_snapshot(run.round_checkpoint(r), model, vecnorm, state={**state, "counters": counters})
             if on_eval is not None:
@@ -182,7 +181,7 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool 
 
         if not done:
             loss = fit(model, vecnorm, demos, bc.iterations, bc.batch_size, bc.learning_rate, rng, progress, chunk=bc.chunk)
-            success = finish_round(0, None if cfg.demos else demos, loss)
+            success = finish_round(0, demos, loss)  # a --demos file is copied: the run resumes without it, anywhere
         else:
             success = float(run.eval_history()[-1]["success_rate"])  # the last complete round's
         for r in range(len(done) or 1, bc.rounds + 1):
@@ -216,8 +215,8 @@ def round_demos(run_path: Path, r: int) -> Path:
     return Path(run_path) / DATA_DIR / f"round_{r}.npz"
 
 
-def _recorded(run: RunDir, cfg: TrainConfig, r: int) -> Path | None:
-    path = Path(cfg.demos) if r == 0 and cfg.demos else round_demos(run.path, r)
+def _recorded(run: RunDir, r: int) -> Path | None:
+    path = round_demos(run.path, r)
     return path if path.is_file() else None
 
 
@@ -230,8 +229,6 @@ def _resume(run: RunDir, done: list[tuple[Path, Path]], cfg: TrainConfig, env, h
     if not isinstance(counters, dict) or "rng" not in counters:
         raise RunError(f"{ckpt.path}: not a behaviour-cloning round checkpoint (no counters in its state.json)")
     demos = load_demos(done[0][1])
-    if cfg.demos:
-        check_compatible(demos, env, cfg.scenario, cfg.demos)
     for _, data in done[1:]:
         demos = demos.extend(load_demos(data))
     trained_on = ckpt.state.get("eval", {}).get("demo_transitions")

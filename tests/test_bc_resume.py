@@ -77,3 +77,31 @@ def test_resuming_a_finished_bc_run_trains_nothing(tmp_path):
     assert files() == before
     assert "resumes" not in run.meta() and [e["round"] for e in run.eval_history()] == [0, 1]
     assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_a_demos_run_resumes_without_its_demos_file_from_anywhere(tmp_path):
+    """Round 0 of a --demos run was the file, by the path as typed: a resume after the run moved (or from another
+    folder) failed, and had already cut eval.jsonl to nothing; the next resume crashed on the empty log."""
+    import shutil
+
+    from policies.demos import record_demos, save_demos
+
+    demos = save_demos(record_demos("toy-reach", None, 10, seed=0, progress=False), tmp_path / "demos.npz")
+    out = tmp_path / "run"
+    cfg = resolve_config("toy-reach", "bc", {"demos": str(demos), "eval_episodes": 3, "bc": {"rounds": 1, "round_episodes": 2}})
+    whole = train(cfg, out, progress=False)
+    run = RunDir(out)
+    first = run.eval_history()[0]
+    # a crash in round 1: its checkpoint, data and the summary never written
+    shutil.rmtree(run.round_checkpoint(1))
+    (out / "data" / "round_1.npz").unlink()
+    (out / "summary.json").unlink()
+    run.keep_evals(lambda record: record["round"] == 0)
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    out.rename(moved)
+    demos.unlink()
+    resumed = train(None, moved, resume=True, progress=False)
+    history = RunDir(moved).eval_history()
+    assert [e["round"] for e in history] == [0, 1] and history[0] == first
+    assert _no_wall(resumed) == _no_wall(whole)
