@@ -159,6 +159,17 @@ class RunDir:
         finally:
             os.close(fd)  # releases the lock
 
+    def discard_if_unstarted(self, remove_dir: bool) -> None:
+        """Remove a run that failed before it trained anything (only its config, meta and lock written), so the same
+        command can be retried; `remove_dir` also removes the directory itself (it did not exist before)."""
+        written = {p.name for p in self.path.iterdir()} if self.path.is_dir() else set()
+        if not written <= {CONFIG_FILE, META_FILE, LOCK_FILE}:
+            return  # an evaluation, checkpoint or log exists: the run is the user's to resume or delete
+        for name in written:
+            (self.path / name).unlink(missing_ok=True)
+        if remove_dir:
+            self.path.rmdir()
+
     # --- create / open ------------------------------------------------------------------------
     @staticmethod
     def create(path: str | Path, cfg: TrainConfig, argv: list[str] | None = None) -> "RunDir":

@@ -56,7 +56,18 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
             raise ConfigError("a new run needs a config")
         if cfg.init:
             open_init(cfg.init)  # a bad --init fails before the run directory exists, not in one --resume would repeat
+        existed = Path(out).exists()
         run = RunDir.create(out, cfg, argv)
+        try:
+            return _train_locked(run, cfg, resume, progress, max_steps, device, on_eval)
+        except Exception:  # e.g. a cell the preset's observation cannot run on: a retry must not meet "already exists"
+            run.discard_if_unstarted(remove_dir=not existed)
+            raise
+    return _train_locked(run, cfg, resume, progress, max_steps, device, on_eval)
+
+
+def _train_locked(run: RunDir, cfg: TrainConfig | None, resume: bool, progress: bool, max_steps: int | None,
+                  device: str | None, on_eval) -> dict[str, Any]:
     with run.training_lock():
         if resume:
             cfg = run.config()

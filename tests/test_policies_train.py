@@ -224,3 +224,17 @@ def test_the_observation_mode_is_checked_and_reaches_the_training_env(tmp_path):
     cfg = resolve_config("toy-target", "ppo", {"obs_mode": "perceived", "steps": 64})
     with pytest.raises(PolicyError, match="toy env 'toy-target' has no cameras; drop --obs perceived"):
         train(cfg, tmp_path / "run", progress=False)
+
+
+def test_a_run_that_fails_before_training_leaves_nothing_to_block_a_retry(tmp_path):
+    """It left config.yaml and meta.json, so the retry met 'already exists; pass --resume', and --resume repeated the
+    error: the folder had to be deleted by hand."""
+    cfg = resolve_config("reach", "sac", {"obs_mode": "perceived", "steps": 10})  # reach has no perception camera
+    for out, existed in ((tmp_path / "new-run", False), (tmp_path / "empty-dir", True)):
+        if existed:
+            out.mkdir()
+        with pytest.raises(Exception, match="needs a camera with `use: \\[perception\\]`"):
+            train(cfg, out, progress=False)
+        assert out.is_dir() == existed and not (existed and any(out.iterdir()))  # a folder the user made stays, empty
+    summary = train(resolve_config("reach", "sac", {"steps": 10, "eval_episodes": 1}), tmp_path / "new-run", progress=False)
+    assert summary["num_timesteps"] == 10

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from contextlib import contextmanager
@@ -93,7 +94,8 @@ def _resume_hint(scenario: str, out: Path) -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
-        raise Interrupted(f"{out} keeps its last checkpoint; go on with: genba train {scenario} --out {out} --resume") from None
+        command = f"genba train {shlex.quote(scenario)} --out {shlex.quote(str(out))} --resume"  # pasteable with spaces in it
+        raise Interrupted(f"{out} keeps its last checkpoint; go on with: {command}") from None
 
 
 def eval_cmd(
