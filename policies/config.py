@@ -490,13 +490,26 @@ def resolve_config(scenario: str, algo: str | None = None, overrides: dict[str, 
     data = _merge(data, {**by_obs.get(obs_mode, {}), "obs_mode": obs_mode} if obs_mode in by_obs else {})
     data, changes = scale_preset(data, choice)
     data = _merge(data, overrides or {})
-    data["scenario"], data["algo"] = scenario, algo
+    data["scenario"], data["algo"] = run_scenario(scenario), algo
+    for key in ("demos", "init", "randomization"):  # files, named as the run will need them from any folder
+        if isinstance(data.get(key), str):
+            data[key] = run_scenario(data[key]) if key == "randomization" else str(Path(data[key]).expanduser().resolve())
     data["preset"] = preset_note(choice, path, changes, given=preset_file is not None)
     cfg = TrainConfig.from_dict(data, f"{source} with the command line's settings" if overrides else source).validate()
     if cfg.algo == "bc" and cfg.init:  # a new run's only: a stored run that has both still loads (its init was unused)
         raise ConfigError(f"--init {cfg.init}: behaviour cloning learns from the scripted expert, not from a trained policy "
                           "(it was ignored); --init warm-starts RL (--algo ppo, sac, td3, tqc)")
     return cfg
+
+
+def run_scenario(scenario: str) -> str:
+    """How a run records its scenario (or a randomisation profile): a built-in or toy name as given, a file by its
+    absolute path. As typed, a relative path held only in the folder it was trained from: eval, export and --resume
+    from elsewhere failed."""
+    path = Path(scenario).expanduser()
+    if scenario.endswith((".yaml", ".yml")) or "/" in scenario or path.is_file():  # scenarios.resolve_path's rule
+        return str(path.resolve())
+    return scenario
 
 
 def preset_note(choice: PresetChoice, path: Path | None, changes: list[str], given: bool = False) -> str:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from genba.cli import app
 from policies.bundle import load_bundle
 from policies.export import export_bundle
+from policies.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,3 +137,28 @@ def test_an_output_file_that_cannot_be_written_is_refused_before_the_work(tmp_pa
         proc = subprocess.run([sys.executable, "-m", "genba", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in " ".join(proc.stderr.replace("│", " ").split()), (args, proc.stderr)  # rich's box
         assert "episodes" not in proc.stderr and "Traceback" not in proc.stderr  # refused before recording anything
+
+
+def test_a_run_of_a_scenario_file_works_from_any_folder(tmp_path):
+    """The run kept the scenario path as typed, relative to the folder it was trained in: eval and export from
+    elsewhere said 'no such scenario file', and --resume refused the same file named another way."""
+    import os
+    import shutil
+
+    cell = tmp_path / "Zelle 1"
+    cell.mkdir()
+    shutil.copy(REPO / "scenarios" / "reach.yaml", cell / "my reach.yaml")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+    def genba(cwd, *args):
+        proc = subprocess.run([sys.executable, "-m", "genba", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, (args, proc.stderr[-2000:])
+        return proc
+
+    genba(cell, "train", "my reach.yaml", "--algo", "bc", "--out", "run", "--no-progress", "--set", "bc.rounds=0",
+          "--set", "bc.demo_episodes=5", "--set", "eval_episodes=2")
+    assert RunDir(cell / "run").config().scenario == str(cell / "my reach.yaml")
+    assert "success" in genba(tmp_path, "eval", "Zelle 1/run", "-n", "2").stdout
+    genba(tmp_path, "export", "Zelle 1/run", "-o", "bundle")
+    genba(tmp_path, "train", "Zelle 1/my reach.yaml", "--out", "Zelle 1/run", "--resume", "--no-progress")

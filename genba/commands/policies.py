@@ -49,7 +49,7 @@ def train_cmd(
     A scenario file of your own gets the shipped preset of its task type, scaled to its episode length and part
     count; a `preset:` line on stderr says which preset and why (config.yaml keeps it).
     """
-    from policies.config import parse_overrides, resolve_config
+    from policies.config import parse_overrides, resolve_config, run_scenario
     from policies.train import train
 
     if resume:
@@ -58,7 +58,7 @@ def train_cmd(
         from policies.rundir import RunDir
 
         cfg_on_disk = RunDir.open(out).config()
-        if cfg_on_disk.scenario != scenario:
+        if cfg_on_disk.scenario not in (scenario, run_scenario(scenario)):
             raise AppError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
         fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos, "--obs": obs,
                  "--robot": robot, "--randomization": randomization, "--stop-at-success": stop_at_success, "--set": set_ or None, "--preset": preset}
