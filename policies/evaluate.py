@@ -182,9 +182,7 @@ def evaluate(target: str | Path, n: int = 100, seed: int = 0, scenario: str | No
     if (loaded.obs_mode == "pixels") != (obs_mode == "pixels"):
         raise EvalError(f"{target}: a policy on camera images needs --obs pixels" if loaded.obs_mode == "pixels" else
                         f"{target}: a policy on state features cannot act on camera images; use --obs state or --obs perceived")
-    scenario = scenario or loaded.scenario
-    if not scenario:
-        raise EvalError(f"{target}: does not name its scenario; pass --scenario")
+    scenario = scenario or loaded.own_scenario()
     env = make_env(scenario, robot or loaded.robot, render_mode="rgb_array" if video else None, obs_mode=obs_mode,
                    randomization=randomization, play=play, observe_command=loaded.observe_command)
     recorder = None

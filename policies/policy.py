@@ -87,9 +87,42 @@ class LoadedPolicy(NamedTuple):
     obs_mode: str = "state"  # "pixels" for a policy on camera images (it needs an env in obs_mode pixels)
     observe_command: bool = False  # its observation ends with the commanded tool target (an env with observe_command)
     spec_hash: str | None = None  # a bundle's: the observation, action and rate it acts on (bridge.spec)
+    scenario_sha256: str | None = None  # a bundle's: the scenario file it was trained on (scenarios.scenario_hash)
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": self.path, "scenario": self.scenario, "robot": self.robot, **self.details}
+
+    def own_scenario(self) -> str:
+        """The scenario to run the policy on when none is given (a bundle's: see bundle_scenario)."""
+        if self.kind != "bundle":
+            if not self.scenario:
+                raise PolicyLoadError(f"{self.path}: does not name its scenario; pass --scenario")
+            return self.scenario  # a run records its scenario's path
+        return bundle_scenario(self.path, {"name": self.scenario, "sha256": self.scenario_sha256}, self.robot)
+
+
+def bundle_scenario(path: str | Path, section: dict[str, Any], robot: str | None = None) -> str:
+    """The built-in cell a bundle's manifest `scenario` section names, checked against its sha256. A cell trained from
+    a file of the user's carries a built-in's name or one of its own: by the name alone, eval ran the built-in cell
+    (another episode length, other goals) without a word, or failed on an 'unknown scenario'."""
+    name, sha256 = section.get("name"), section.get("sha256")
+    if not name:
+        raise PolicyLoadError(f"{path}: does not name its scenario; pass --scenario")
+    if sha256 is None:
+        return name  # a toy env: no scenario file
+    from scenarios import ScenarioError, builtin_names, load_scenario, scenario_hash
+    from sim.env import with_robot
+
+    if name not in builtin_names():
+        raise PolicyLoadError(f"{path} was trained on a scenario file ({name!r}, not a built-in cell); pass it with --scenario")
+    try:  # as the exporting env ran it: with the arm it was trained with (`genba train --robot`)
+        ours = scenario_hash(with_robot(load_scenario(name), robot))
+    except (ScenarioError, ValueError):
+        ours = None
+    if ours != sha256:
+        raise PolicyLoadError(f"{path} was trained on a scenario file named {name!r} that differs from the built-in {name} "
+                              f"(sha256 {sha256[:12]}, built-in {(ours or '?')[:12]}); pass that file with --scenario")
+    return name
 
 
 def load_policy(target: str | Path, which: str = "best", device: str = "cpu", executor: str = "onnxruntime") -> LoadedPolicy:
@@ -106,7 +139,7 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
                                                                        replan_after(bundle.chunk_length))
         return LoadedPolicy(policy, "bundle", str(path), scenario, robot, {"name": bundle.name},
                             "pixels" if bundle.images else "state", bool((bundle.manifest.get("training") or {}).get("observe_command")),
-                            bundle.spec_hash)
+                            bundle.spec_hash, bundle.manifest.get("scenario", {}).get("sha256"))
     if (path / "config.yaml").is_file():
         snap = run_snapshot(path, which)
         cfg = RunDir.open(path).config()

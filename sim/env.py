@@ -58,6 +58,17 @@ def check_observation_cameras(spec: Scenario, obs_mode: str) -> None:
         raise CameraError(f"camera names {clash} clash with the observation keys {list(VECTOR_KEYS)}; rename the cameras")
 
 
+def with_robot(spec: Scenario, robot: str | None = None, control: str | None = None) -> Scenario:
+    """The scenario with another built-in arm (`robot`, in place of its model or URDF one) or control mode."""
+    updates = {k: v for k, v in (("model", robot), ("control", control)) if v is not None}
+    if robot is not None and spec.robot.urdf is not None:  # a built-in arm instead of the scenario's URDF one
+        updates.update({k: None for k in ("urdf", "home", *URDF_ROBOT_KEYS)})
+    if not updates:
+        return spec
+    spec = spec.model_copy(update={"robot": spec.robot.model_copy(update=updates)})
+    return Scenario.model_validate(spec.model_dump())  # re-validate the overridden values
+
+
 class FactoryEnv(gym.Env):
     """A scenario as an env. Actions are normalised to [-1, 1]:
 
@@ -105,12 +116,7 @@ class FactoryEnv(gym.Env):
         spec = with_randomization(spec, randomization)
         if play:
             spec = without_domain_randomization(spec)
-        updates = {k: v for k, v in (("model", robot), ("control", control)) if v is not None}
-        if robot is not None and spec.robot.urdf is not None:  # a built-in arm instead of the scenario's URDF one
-            updates.update({k: None for k in ("urdf", "home", *URDF_ROBOT_KEYS)})
-        if updates:
-            spec = spec.model_copy(update={"robot": spec.robot.model_copy(update=updates)})
-            spec = Scenario.model_validate(spec.model_dump())  # re-validate the overridden values
+        spec = with_robot(spec, robot, control)
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
         if obs_mode not in OBS_MODES:

@@ -162,3 +162,31 @@ def test_a_run_of_a_scenario_file_works_from_any_folder(tmp_path):
     assert "success" in genba(tmp_path, "eval", "Zelle 1/run", "-n", "2").stdout
     genba(tmp_path, "export", "Zelle 1/run", "-o", "bundle")
     genba(tmp_path, "train", "Zelle 1/my reach.yaml", "--out", "Zelle 1/run", "--resume", "--no-progress")
+
+
+def test_a_bundle_of_a_users_cell_file_is_not_run_on_the_built_in_cell_of_its_name(tmp_path):
+    """A copy of reach.yaml (name: reach) with other episodes: `genba eval BUNDLE` ran the built-in reach without a word;
+    with a name of its own it failed on 'unknown scenario'. The manifest's sha256 of the file now decides."""
+    import yaml
+
+    from policies.config import resolve_config
+    from policies.evaluate import evaluate
+    from policies.policy import PolicyLoadError
+    from policies.run_export import export_run
+    from policies.train import train
+
+    data = yaml.safe_load((REPO / "scenarios" / "reach.yaml").read_text())
+    data["max_episode_steps"] = 12
+    for name in ("reach", "my-cell"):
+        data["name"] = name
+        cell = tmp_path / f"{name}.yaml"
+        cell.write_text(yaml.safe_dump(data))
+        run = tmp_path / f"run-{name}"
+        train(resolve_config(str(cell), "bc", {"eval_episodes": 1, "bc": {"rounds": 0, "demo_episodes": 3, "iterations": 50}}),
+              run, progress=False)
+        bundle = export_run(run, tmp_path / f"bundle-{name}")
+        message = "differs from the built-in reach" if name == "reach" else "not a built-in cell"
+        with pytest.raises(PolicyLoadError, match=f"trained on a scenario file.*{message}.*pass .* --scenario"):
+            evaluate(bundle, n=1)
+        result, desc = evaluate(bundle, n=2, scenario=str(cell))
+        assert result.episodes == 2 and result.mean_episode_steps <= 12

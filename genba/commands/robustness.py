@@ -49,6 +49,7 @@ def robustness_cmd(
     from genba.robustness.run import Target, run_suite, summary_lines
     from genba.robustness.suite import load_suite
     from policies.bundle_format import read_manifest
+    from policies.policy import bundle_scenario
 
     base_report = _read_report(baseline) if baseline is not None else None
     if episodes < 1:
@@ -57,9 +58,7 @@ def robustness_cmd(
         raise AppError(f"--workers must be >= 1, got {workers}")
     manifest = read_manifest(bundle)
     training = manifest.get("training") or {}
-    cell = scenario or (manifest.get("scenario") or {}).get("name")
-    if not cell:
-        raise AppError(f"{bundle}: does not name its scenario; pass --scenario")
+    cell = scenario or bundle_scenario(bundle, manifest.get("scenario") or {}, training.get("robot"))
     obs_mode = obs.value if obs is not None else training.get("obs_mode") or ("pixels" if manifest["observation"].get("images") else "state")
     chosen = load_suite(suite, cell, _magnitudes(magnitudes))
     if bridge_only:

@@ -88,7 +88,7 @@ def view_cmd(
     target = _floats(cam_target, 3, "--cam-target")
 
     loaded = load_policy(policy, which=which) if policy is not None else None
-    scenario = scenario or (loaded.scenario if loaded is not None else None)
+    scenario = scenario or (loaded.own_scenario() if loaded is not None else None)
     if scenario is None:
         raise ViewUsageError("name a SCENARIO (or a --policy that records its own)")
     try:
