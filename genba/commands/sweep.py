@@ -148,6 +148,8 @@ def _record_study(out: Path, storage: str, name: str) -> None:
     from policies.rundir import atomic_write_text
     from policies.sweep_storage import redact
 
+    if "://" not in storage:  # a journal file, found from any folder (the study itself records the sweep's absolute path)
+        storage = str(Path(storage).resolve())
     shown = redact(storage)
     record = {"study": name, "storage_shown": shown, "storage": storage if shown == storage else None}  # no password on disk
     atomic_write_text(out / STUDY_FILE, json.dumps(record, indent=2) + "\n")
