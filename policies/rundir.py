@@ -66,7 +66,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a temp directory; on success it replaces `target` (the old one is removed only afterwards)."""
+    """Yield a temp directory; on success it replaces `target` (the old one is removed only afterwards). A `target`
+    that is a symlink keeps it: the directory it points to is replaced (a link replaced by a directory was lost)."""
+    if target.is_symlink():
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
     try:

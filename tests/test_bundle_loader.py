@@ -249,6 +249,18 @@ def test_export_refuses_to_overwrite_and_force_replaces_only_a_bundle(point_bund
         export_bundle(model, tmp_path / "run.log", feature_spec=None, overwrite=True)
 
 
+def test_export_force_through_a_symlink_replaces_its_bundle_and_keeps_the_link(point_bundle_dir, tmp_path):
+    """A bundles/current link given to --force became a real directory; its bundle stayed as it was, and a dangling
+    hidden .old- link was left beside it."""
+    model = TD3("MultiInputPolicy", PointReachEnv(), policy_kwargs={"net_arch": [8]}, device="cpu")
+    target = shutil.copytree(point_bundle_dir, tmp_path / "bundle-v1")
+    link = tmp_path / "current"
+    link.symlink_to(target.name)
+    export_bundle(model, link, feature_spec=None, overwrite=True)
+    assert link.is_symlink() and load_bundle(target).manifest["files"] != load_bundle(point_bundle_dir).manifest["files"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle-v1", "current"]
+
+
 def test_export_refuses_mismatched_feature_spec(tmp_path):
     env = PointReachEnv()
     model = TD3("MultiInputPolicy", env, policy_kwargs={"net_arch": [8]}, device="cpu")
