@@ -45,6 +45,14 @@ class VideoRecorder:
         self.frames = 0
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         self._writer = None
+        try:  # now, not at the end: OpenCV opens an unwritable file "successfully", and the run's results were lost
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp.touch()
+            self._tmp.unlink()
+        except FileExistsError:  # mkdir where a file stands
+            raise RecorderError(f"{self.path}: cannot write a video there (a file, not a folder, is in the way)") from None
+        except OSError as exc:
+            raise RecorderError(f"{self.path}: cannot write a video there ({exc.strerror or exc})") from None
 
     def add(self, frame: np.ndarray) -> None:
         if frame is None:
@@ -84,6 +92,8 @@ class VideoRecorder:
             return None
         self._writer.release()
         self._writer = None
+        if not self._tmp.is_file():
+            raise RecorderError(f"{self.path}: OpenCV wrote no file (its {self.path.suffix} writer failed without saying why)")
         os.replace(self._tmp, self.path)
         return self.path
 

@@ -124,6 +124,23 @@ def test_recorder_without_frames_writes_nothing(tmp_path):
     assert rec.close() is None and not (tmp_path / "empty.mp4").exists()
 
 
+def test_a_video_in_a_folder_that_cannot_be_written_is_refused_before_any_frame(tmp_path):
+    """OpenCV opened the writer "successfully": eval ran all its episodes, then failed renaming a file never written."""
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(RecorderError, match=r"a-file/v.mp4: cannot write a video there \(a file, not a folder, is in the way\)"):
+        VideoRecorder(tmp_path / "a-file" / "v.mp4", fps=10)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            return  # root ignores the mode: the first case stands for both
+        with pytest.raises(RecorderError, match=r"locked/v.mp4: cannot write a video there \(Permission denied\)"):
+            VideoRecorder(locked / "v.mp4", fps=10)
+    finally:
+        locked.chmod(0o700)
+
+
 @pytest.mark.parametrize("path, fps, message", [("x.gif", 10, "unknown video container"), ("x.mp4", 0, "fps must be > 0")])
 def test_recorder_refuses_bad_settings(tmp_path, path, fps, message):
     with pytest.raises(RecorderError, match=message):
