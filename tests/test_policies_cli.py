@@ -190,3 +190,15 @@ def test_a_bundle_of_a_users_cell_file_is_not_run_on_the_built_in_cell_of_its_na
             evaluate(bundle, n=1)
         result, desc = evaluate(bundle, n=2, scenario=str(cell))
         assert result.episodes == 2 and result.mean_episode_steps <= 12
+
+
+def test_progress_bars_only_on_a_terminal_unless_asked(tmp_path):
+    """Redirected to a log, a bar was lines of carriage returns (and cursor moves); --progress still forces it."""
+    def stderr_of(*extra):
+        proc = subprocess.run([sys.executable, "-m", "genba", "demos", "toy-reach", "-n", "3", "-o", str(tmp_path / "d"),
+                               "--force", *extra], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    assert "demos:" not in stderr_of()
+    assert "demos: 100%" in stderr_of("--progress")

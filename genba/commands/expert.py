@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from genba.commands.options import Observe, obs_option, play_option, randomization_option
+from genba.commands.options import Observe, obs_option, play_option, randomization_option, show_progress
 from genba.jsonfile import json_option, write_json
 from scenarios.naming import ROBOT_MODELS
 
@@ -40,7 +40,7 @@ def expert(
     env = make_env(scenario, robot=robot, obs_mode=obs.value, randomization=randomization, play=play)
     bot = make_expert(env)
     start = time.perf_counter()
-    with tqdm(total=episodes, unit="ep", desc="episodes", leave=False) as bar:  # long runs show they are alive
+    with tqdm(total=episodes, unit="ep", desc="episodes", leave=False, disable=not show_progress(None)) as bar:  # alive
         result = run_episodes(env, bot, episodes, seed, env.scenario.physics.control_hz, on_episode=lambda: bar.update(1))
     wall = time.perf_counter() - start
     figures = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from enum import Enum
 from typing import Optional
 
@@ -32,3 +33,12 @@ def randomization_option() -> Optional[str]:
 
 def play_option() -> bool:
     return typer.Option(False, "--play", help="every dynamics / sensing / visuals randomisation off (task draws kept)")
+
+
+def progress_option() -> Optional[bool]:
+    return typer.Option(None, "--progress/--no-progress", help="show progress bars (default: when stderr is a terminal)")
+
+
+def show_progress(flag: Optional[bool]) -> bool:
+    """--progress as given, else only on a terminal: redirected to a log, a bar is a line of carriage returns a second."""
+    return sys.stderr.isatty() if flag is None else flag

@@ -15,7 +15,15 @@ from typing import Iterator, Optional
 
 import typer
 
-from genba.commands.options import OBS_HELP, Observe, obs_option, play_option, randomization_option
+from genba.commands.options import (
+    OBS_HELP,
+    Observe,
+    obs_option,
+    play_option,
+    progress_option,
+    randomization_option,
+    show_progress,
+)
 from genba.errors import AppError, Interrupted
 from genba.jsonfile import check_output_file, json_option, write_json
 
@@ -41,7 +49,7 @@ def train_cmd(
     set_: list[str] = typer.Option([], "--set", help="override any config key: --set hyperparams.batch_size=512"),
     preset: Optional[Path] = typer.Option(None, help="preset YAML to use instead of the scenario's shipped one "
                                           "(e.g. the best.yaml a `genba sweep` wrote)"),
-    progress: bool = typer.Option(True, help="show the progress bar"),
+    progress: Optional[bool] = progress_option(),
     json_path: Optional[Path] = json_option("write the training summary as JSON"),
 ) -> None:
     """Train a policy with SB3 (or behaviour cloning) using the tuned preset of the scenario's task type.
@@ -68,7 +76,7 @@ def train_cmd(
                              "(only --steps and --device may change)")
         typer.echo(f"preset: {cfg_on_disk.preset or 'not recorded'} (as {out / 'config.yaml'} says)", err=True)
         with _resume_hint(scenario, out):
-            summary = train(None, out, resume=True, progress=progress, max_steps=steps, device=device)
+            summary = train(None, out, resume=True, progress=show_progress(progress), max_steps=steps, device=device)
     else:
         overrides = parse_overrides(set_)
         flags = {"her": her, "steps": steps, "n_envs": envs, "device": device, "seed": seed, "init": init,
@@ -82,7 +90,7 @@ def train_cmd(
             out = Path("runs") / f"{Path(scenario).stem}-{cfg.algo}-s{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         typer.echo(f"run directory: {out}", err=True)
         with _resume_hint(scenario, out):
-            summary = train(cfg, out, progress=progress, argv=sys.argv)
+            summary = train(cfg, out, progress=show_progress(progress), argv=sys.argv)
     write_json(json_path, summary)
     best = summary.get("best_success")
     typer.echo(f"trained {summary['num_timesteps']:,} steps in {summary['wall_s']:.1f} s; best eval success "
@@ -111,7 +119,7 @@ def eval_cmd(
     obs: Observe = obs_option(),
     randomization: Optional[str] = randomization_option(),
     play: bool = play_option(),
-    progress: bool = typer.Option(True, help="show the progress bar"),
+    progress: Optional[bool] = progress_option(),
     json_path: Optional[Path] = json_option("write the results as JSON"),
 ) -> None:
     """Success rate (95% Wilson interval), mean return, cycle time and collisions of a policy."""
@@ -124,7 +132,7 @@ def eval_cmd(
         raise AppError(f"-n must be >= 1, got {n}")
     result, desc = evaluate(target, n=n, seed=seed, scenario=scenario, robot=robot, video=video,
                             video_episodes=video_episodes, which=which, device=device, obs_mode=obs.value,
-                            randomization=randomization, play=play, progress=progress)
+                            randomization=randomization, play=play, progress=show_progress(progress))
     write_json(json_path, {"target": str(target), **desc, "seed": seed, **result.to_dict(),
                             "video": str(video) if video else None})
     typer.echo(f"{desc['scenario']}: {result.line()}")
@@ -160,7 +168,7 @@ def demos_cmd(
     noise: float = typer.Option(0.0, min=0.0, help="DART: std of noise on the expert's executed motion (labels stay clean)"),
     randomization: Optional[str] = randomization_option(),
     force: bool = typer.Option(False, help="overwrite an existing file"),
-    progress: bool = typer.Option(True, help="show the progress bar"),
+    progress: Optional[bool] = progress_option(),
     json_path: Optional[Path] = json_option("write a summary as JSON"),
 ) -> None:
     """Record scripted-expert episodes for behaviour cloning (`genba train --algo bc --demos FILE`)."""
@@ -171,7 +179,7 @@ def demos_cmd(
     if demos_path(out).exists() and not force:  # -o x writes x.npz: x.npz is what --force would overwrite
         raise AppError(f"{demos_path(out)} exists; pass --force to overwrite it")
     t0 = time.monotonic()
-    demos = record_demos(scenario, robot, n, seed=seed, progress=progress, noise=noise, randomization=randomization)
+    demos = record_demos(scenario, robot, n, seed=seed, progress=show_progress(progress), noise=noise, randomization=randomization)
     path = save_demos(demos, out)
     rate = float(demos.episode_success.mean())
     summary = {"scenario": scenario, "episodes": demos.n_episodes, "transitions": len(demos), "expert_success": rate,
