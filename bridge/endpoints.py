@@ -33,6 +33,16 @@ def check_endpoint(endpoint: str, flag: str, connect: bool = False) -> None:
                         "or inproc://NAME")
 
 
+def telemetry_beside(bind: str) -> str:
+    """The telemetry endpoint a server takes by default: next to its --bind, so two servers on one machine (each on its
+    own port or ipc path) do not both claim one fixed telemetry port."""
+    scheme, _, rest = bind.partition("://")
+    if scheme == "tcp":
+        host, _, port = rest.rpartition(":")
+        return f"tcp://{host}:{int(port) + 1 if port.isdigit() and 0 < int(port) < 65535 else '*'}"
+    return f"{bind}.telemetry" if scheme == "ipc" else f"{bind}-telemetry"
+
+
 def is_loopback_host(host: str) -> bool:
     """localhost, 127.0.0.0/8 or ::1 (brackets allowed): reachable from this machine only."""
     host = host.strip("[]")

@@ -168,3 +168,14 @@ def test_keygen_cli(tmp_path):
     again = genba("bridge", "keygen", str(tmp_path), "--name", "cell-2")
     assert again.returncode == 1
     assert again.stderr.strip() == f"error: {tmp_path / 'cell-2.key'} already exists; pick another --name or pass --force to replace it"
+
+
+def test_two_servers_on_their_own_ipc_paths_each_get_telemetry_beside_them(bundle_dir, tmp_path):
+    """Telemetry defaulted to tcp://127.0.0.1:5556 whatever --bind was: the second server on its own ipc path failed
+    with 'cannot bind tcp://127.0.0.1:5556: Address already in use', a port nobody had asked for."""
+    from genba.server_process import ServerProcess
+
+    with ServerProcess([bundle_dir], "--bind", f"ipc://{tmp_path}/s1", "--device", "cpu") as first, \
+            ServerProcess([bundle_dir], "--bind", f"ipc://{tmp_path}/s2", "--device", "cpu") as second:
+        assert first.ready["telemetry"] == f"ipc://{tmp_path}/s1.telemetry"
+        assert second.ready["telemetry"] == f"ipc://{tmp_path}/s2.telemetry"

@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from bridge.controller import SERVO_HZ_RANGE
+from bridge.endpoints import telemetry_beside
 from bridge.images import ENCODINGS
 from bridge.keys import ClientKeys, ServerKeys, generate_keypair
 from bridge.realtime import freeze_heap
@@ -56,7 +57,8 @@ def _emit(event: dict) -> None:
 def serve(
     bundles: List[Path] = typer.Argument(..., help="Bundle directories to serve; controllers pick one by name at hello."),
     bind: str = typer.Option("tcp://127.0.0.1:5555", help="ROUTER endpoint; loopback unless told otherwise."),
-    telemetry: str = typer.Option("tcp://127.0.0.1:5556", help="PUB endpoint for telemetry; 'off' to disable."),
+    telemetry: Optional[str] = typer.Option(None, help="PUB endpoint for telemetry; 'off' to disable (default: beside "
+                                            "--bind: its port + 1, any port for *, PATH.telemetry for ipc://PATH)."),
     device: Device = typer.Option(Device.auto, help="Where inference runs: auto picks cuda when torch sees one."),
     backend: Backend = typer.Option(Backend.auto, help="auto: onnx on cpu, torchscript on cuda."),
     inference: Inference = typer.Option(
@@ -85,7 +87,7 @@ def serve(
     loaded, used_device, used_backend = _load_bundles(bundles, device.value, backend.value, executor.value)
     config = ServerConfig(
         bind=bind,
-        telemetry=None if telemetry == "off" else telemetry,
+        telemetry=None if telemetry == "off" else telemetry or telemetry_beside(bind),
         max_message_bytes=max_message_bytes,
         max_sessions=max_sessions,
         session_timeout_s=session_timeout,
