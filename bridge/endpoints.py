@@ -35,11 +35,12 @@ def check_endpoint(endpoint: str, flag: str, connect: bool = False) -> None:
 
 def telemetry_beside(bind: str) -> str:
     """The telemetry endpoint a server takes by default: next to its --bind, so two servers on one machine (each on its
-    own port or ipc path) do not both claim one fixed telemetry port."""
+    own port or ipc path) do not both claim one fixed telemetry port. On loopback whatever the bind's host, as before:
+    a server opened to the network (--insecure) does not publish its telemetry there unasked."""
     scheme, _, rest = bind.partition("://")
     if scheme == "tcp":
-        host, _, port = rest.rpartition(":")
-        return f"tcp://{host}:{int(port) + 1 if port.isdigit() and 0 < int(port) < 65535 else '*'}"
+        port = rest.rpartition(":")[2]
+        return f"tcp://127.0.0.1:{int(port) + 1 if port.isdigit() and 0 < int(port) < 65535 else '*'}"
     return f"{bind}.telemetry" if scheme == "ipc" else f"{bind}-telemetry"
 
 

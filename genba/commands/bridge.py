@@ -57,7 +57,7 @@ def _emit(event: dict) -> None:
 def serve(
     bundles: List[Path] = typer.Argument(..., help="Bundle directories to serve; controllers pick one by name at hello."),
     bind: str = typer.Option("tcp://127.0.0.1:5555", help="ROUTER endpoint; loopback unless told otherwise."),
-    telemetry: Optional[str] = typer.Option(None, help="PUB endpoint for telemetry; 'off' to disable (default: beside "
+    telemetry: Optional[str] = typer.Option(None, help="PUB endpoint for telemetry; 'off' to disable (default: loopback beside "
                                             "--bind: its port + 1, any port for *, PATH.telemetry for ipc://PATH)."),
     device: Device = typer.Option(Device.auto, help="Where inference runs: auto picks cuda when torch sees one."),
     backend: Backend = typer.Option(Backend.auto, help="auto: onnx on cpu, torchscript on cuda."),
