@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -62,6 +63,9 @@ def sweep_cmd(
             raise AppError("--worker takes its cell, space and trials from the study; drop CELL, --seeds, --space, --set, --preset")
         from policies.sweep import load_study, run_worker
 
+        # SIGTERM (its coordinator stopping) ends a worker where it stands, not as Ctrl-C (genba.runner): Optuna marks
+        # an interrupted trial FAIL, while one left RUNNING is failed and queued again with its parameters on resume.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         ran = run_worker(load_study(open_storage(storage, heartbeat), study), out)
         typer.echo(f"worker done: ran {ran} trial(s) of study {study}")
         return
