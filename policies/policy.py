@@ -20,6 +20,8 @@ from policies.residual import Residual
 from policies.rundir import RunDir
 from policies.sb3_policy import SB3Policy
 from policies.snapshot import open_snapshot, run_snapshot
+from scenarios import ScenarioError, builtin_names, load_scenario, scenario_hash
+from sim.env import with_robot
 
 
 @runtime_checkable
@@ -110,9 +112,6 @@ def bundle_scenario(path: str | Path, section: dict[str, Any], robot: str | None
         raise PolicyLoadError(f"{path}: does not name its scenario; pass --scenario")
     if sha256 is None:
         return name  # a toy env: no scenario file
-    from scenarios import ScenarioError, builtin_names, load_scenario, scenario_hash
-    from sim.env import with_robot
-
     if name not in builtin_names():
         raise PolicyLoadError(f"{path} was trained on a scenario file ({name!r}, not a built-in cell); pass it with --scenario")
     try:  # as the exporting env ran it: with the arm it was trained with (`genba train --robot`)
