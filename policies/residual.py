@@ -13,7 +13,8 @@ tool target appended by an env's observe_command, which a cloned base would lear
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,8 +24,9 @@ import torch
 from torch import nn
 
 from policies.models import settle_actor
+from policies.rundir import RunError, recover_dir
 from policies.sb3_policy import SB3Policy
-from policies.snapshot import Snapshot, open_snapshot
+from policies.snapshot import Snapshot, model_digest, open_snapshot
 
 
 def scale_vector(scale: float | Sequence[float], size: int) -> np.ndarray:
@@ -136,22 +138,49 @@ class Residual:
     """What a residual run adds to its model: the base snapshot it corrects and the scale per action value.
 
     Recorded in every snapshot's state.json ("residual"), so a snapshot acts, evaluates and exports as the sum.
+    The base is recorded by absolute path, by a path relative to the snapshot (save_snapshot adds "base_relative"),
+    so a run moved together with its base still finds it, and by the sha256 of its model files, so a base replaced
+    since training is refused rather than silently corrected by a residual learnt on another policy.
     """
 
     base: str
     scale: tuple[float, ...]
     base_obs: int | None = None  # the base sees the observation's first base_obs values; None: all of it
+    base_sha256: str | None = None  # policies.snapshot.model_digest of the base when the run started; None: an older run
+    owner: str | None = field(default=None, compare=False)  # the snapshot that recorded this base (messages only)
 
     @staticmethod
     def of_state(state: dict[str, Any]) -> "Residual | None":
         info = state.get("residual")
-        return Residual(info["base"], tuple(info["scale"]), info.get("base_obs")) if info else None
+        if not info:
+            return None
+        owner = getattr(state, "path", None)  # a SnapshotState knows its directory
+        base = info["base"]
+        if owner is not None and info.get("base_relative"):
+            moved = Path(os.path.normpath(Path(owner).resolve() / info["base_relative"]))
+            if recover_dir(moved) is not None:  # where the base is relative to the run, e.g. both moved together
+                base = str(moved)
+        return Residual(base, tuple(info["scale"]), info.get("base_obs"), info.get("base_sha256"),
+                        str(owner) if owner is not None else None)
 
     def to_state(self) -> dict[str, Any]:
-        return {"base": self.base, "scale": list(self.scale), "base_obs": self.base_obs}
+        state = {"base": self.base, "scale": list(self.scale), "base_obs": self.base_obs}
+        return {**state, "base_sha256": self.base_sha256} if self.base_sha256 else state
 
     def base_snapshot(self) -> Snapshot:
-        return open_snapshot(Path(self.base))
+        path = Path(self.base)
+        whose = f"{self.owner}: its residual base policy" if self.owner else "the residual base policy"
+        if recover_dir(path) is None:
+            raise RunError(f"{whose} {path} is gone (moved or deleted): put it back, or move the fine-tuned run "
+                           "and its base together")
+        try:
+            snap = open_snapshot(path)
+        except RunError as exc:
+            raise RunError(f"{whose}: {exc}") from None
+        if self.base_sha256 and model_digest(snap.path) != self.base_sha256:
+            raise RunError(f"{whose} {path} changed since training (its model files' sha256 differs): the correction "
+                           "was learnt on the old base; restore it, or fine-tune again on this one")
+        return snap
 
     def base_policy(self, device: str = "cpu") -> SB3Policy:
         snap = self.base_snapshot()
@@ -172,4 +201,4 @@ def residual_of(init: Snapshot, scale: float | Sequence[float], action_size: int
         raise ValueError(f"residual: the base {init.path} is a pixel policy; a residual corrects a state policy")
     if int(init.state.get("chunk", 1)) != 1:
         raise ValueError(f"residual: the base {init.path} gives action chunks; a residual corrects one action per observation")
-    return Residual(str(init.path.resolve()), tuple(scale_vector(scale, action_size).tolist()), base_obs)
+    return Residual(str(init.path.resolve()), tuple(scale_vector(scale, action_size).tolist()), base_obs, model_digest(init.path))

@@ -7,7 +7,9 @@ A snapshot directory is written atomically (see rundir.atomic_dir); state.json i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import os
 import pickle
 import warnings
 import zipfile
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from policies.bundle_format import sha256_file
 from policies.rundir import RunDir, RunError, atomic_dir, recover_dir
 
 MODEL, BUFFER, VECNORM, STATE = "model.zip", "replay_buffer.pkl", "vecnormalize.pkl", "state.json"
@@ -29,6 +32,7 @@ def algo_class(algo: str):
 
 
 def save_snapshot(target: Path, model, vecnormalize=None, *, with_buffer: bool = False, state: dict[str, Any]) -> Path:
+    state = _with_relative_base(state, target)
     with atomic_dir(target) as tmp:
         model.save(tmp / MODEL)
         if with_buffer and getattr(model, "replay_buffer", None) is not None:
@@ -47,6 +51,36 @@ def save_pixel_snapshot(target: Path, net, *, state: dict[str, Any], extra: dict
         torch.save({"config": net.config(), "state_dict": net.state_dict(), **(extra or {})}, tmp / PIXEL_MODEL)
         (tmp / STATE).write_text(json.dumps(state, indent=2) + "\n")
     return target
+
+
+def _with_relative_base(state: dict[str, Any], target: Path) -> dict[str, Any]:
+    """A residual run's base (policies.residual) also as a path relative to this snapshot, so a run moved together
+    with its base still finds it (the absolute path stays, for a run moved alone)."""
+    info = state.get("residual")
+    if not isinstance(info, dict) or not info.get("base"):
+        return state
+    try:
+        relative = os.path.relpath(info["base"], target.parent.resolve() / target.name)
+    except ValueError:  # another drive (Windows): the absolute path only
+        return state
+    return {**state, "residual": {**info, "base_relative": relative}}
+
+
+def model_digest(path: Path) -> str:
+    """sha256 over a snapshot's model files (network and observation statistics): what its actions depend on."""
+    h = hashlib.sha256()
+    for name in (MODEL, VECNORM, PIXEL_MODEL):
+        if (path / name).is_file():
+            h.update(f"{name} {sha256_file(path / name)}\n".encode())
+    return h.hexdigest()
+
+
+class SnapshotState(dict):
+    """A snapshot's state.json that knows its directory (`path`), so paths recorded relative to it resolve."""
+
+    def __init__(self, state: dict[str, Any], path: Path):
+        super().__init__(state)
+        self.path = path
 
 
 @dataclass
@@ -105,7 +139,7 @@ def open_snapshot(path: Path) -> Snapshot:
         state = json.loads((found / STATE).read_text())
     if not isinstance(state, dict):
         raise RunError(f"{found / STATE}: expected the snapshot's state (a JSON object), got {type(state).__name__}")
-    return Snapshot(found, state)
+    return Snapshot(found, SnapshotState(state, found))
 
 
 @contextlib.contextmanager

@@ -4,6 +4,8 @@ sum, resumes on the same base, and refuses a base from another cell or layout; t
 from __future__ import annotations
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from policies.config import ConfigError, resolve_config
 from policies.evaluate import evaluate
 from policies.policy import load_policy
 from policies.run_export import export_run
+from policies.rundir import RunError
 from policies.snapshot import run_snapshot
 from policies.train import train
 from sim.env import FactoryEnv
@@ -77,6 +80,52 @@ def test_resume_keeps_the_base(weak_clone, residual_run, tmp_path):
     more = train(None, out, resume=True, progress=False, max_steps=summary["num_timesteps"] + 1024)
     assert more["num_timesteps"] == summary["num_timesteps"] + 1024
     assert run_snapshot(out, "final").state["residual"] == state["residual"]
+
+
+def _pair(weak_clone, root):
+    """root/bc run (a copy of the clone) and root/ft, a residual run on it that has not moved from its start."""
+    shutil.copytree(weak_clone, root / "bc run")
+    cfg = resolve_config("toy-target", "td3", {"init": str(root / "bc run"), "residual": [0.5], "steps": 100, "eval_freq": 100,
+                                               "hyperparams": {"learning_starts": 1000}})
+    train(cfg, root / "ft", progress=False)
+    return root / "bc run", root / "ft"
+
+
+def test_a_run_moved_together_with_its_base_still_finds_it(weak_clone, tmp_path):
+    base, ft = _pair(weak_clone, tmp_path / "here")
+    obs = np.random.default_rng(2).uniform(-1, 1, (20, 1)).astype(np.float32)
+    before = [load_policy(ft, "final").policy.act(o) for o in obs]
+    (tmp_path / "here").rename(tmp_path / "there")
+    moved = tmp_path / "there" / "ft"
+    np.testing.assert_array_equal([load_policy(moved, "final").policy.act(o) for o in obs], before)
+    train(None, moved, resume=True, progress=False, max_steps=200)  # resumes on the moved base, and records it
+    assert run_snapshot(moved, "final").state["residual"]["base"] == str((tmp_path / "there" / "bc run" / "best").resolve())
+    assert export_run(moved, tmp_path / "bundle").is_dir()
+
+
+def test_a_gone_or_replaced_base_is_refused_naming_the_run(weak_clone, tmp_path):
+    base, ft = _pair(weak_clone, tmp_path)
+    base.rename(tmp_path / "elsewhere")
+    with pytest.raises(RunError, match=re.escape(f"{ft}/best: its residual base policy {base.resolve()}/best is gone")):
+        load_policy(ft)
+    other = tmp_path / "other"  # another clone put where the base was: acting, evaluating or exporting on it is refused
+    train(resolve_config("toy-target", "bc", {"seed": 1, "bc": {"iterations": 30, "demo_noise": 0.0}}), other, progress=False)
+    shutil.copytree(other, base)
+    for use in (lambda: load_policy(ft), lambda: export_run(ft, tmp_path / "bundle")):
+        with pytest.raises(RunError, match=re.escape(f"{ft}/best: its residual base policy {base.resolve()}/best changed since training")):
+            use()
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_a_run_from_before_base_checksums_loads_its_base_by_path(weak_clone, tmp_path):
+    base, ft = _pair(weak_clone, tmp_path)
+    state_file = ft / "best" / "state.json"
+    state = json.loads(state_file.read_text())
+    for key in ("base_sha256", "base_relative"):
+        del state["residual"][key]
+    state_file.write_text(json.dumps(state))
+    obs = np.random.default_rng(3).uniform(-1, 1, (20, 1)).astype(np.float32)
+    np.testing.assert_array_equal([load_policy(ft).policy.act(o) for o in obs], [load_policy(base).policy.act(o) for o in obs])
 
 
 def test_mismatched_init_is_refused(weak_clone, tmp_path):
