@@ -17,9 +17,15 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _as_in_a_terminal() -> None:
+    """SIGINT as a command typed at a terminal has it: a test runner started in the background (CI) ignores it, and
+    a child inherits that, so Ctrl-C would never reach it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def genba(*args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "genba", *args], cwd=REPO, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_as_in_a_terminal, **kwargs)
 
 
 def wait_for_children(proc: subprocess.Popen, count: int, timeout_s: float = 60.0) -> list[psutil.Process]:
