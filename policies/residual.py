@@ -148,6 +148,7 @@ class Residual:
     base_obs: int | None = None  # the base sees the observation's first base_obs values; None: all of it
     base_sha256: str | None = None  # policies.snapshot.model_digest of the base when the run started; None: an older run
     owner: str | None = field(default=None, compare=False)  # the snapshot that recorded this base (messages only)
+    recorded: str | None = field(default=None, compare=False)  # the absolute path recorded, when `base` is the moved one
 
     @staticmethod
     def of_state(state: dict[str, Any]) -> "Residual | None":
@@ -155,32 +156,37 @@ class Residual:
         if not info:
             return None
         owner = getattr(state, "path", None)  # a SnapshotState knows its directory
-        base = info["base"]
+        base, recorded = info["base"], None
         if owner is not None and info.get("base_relative"):
             moved = Path(os.path.normpath(Path(owner).resolve() / info["base_relative"]))
-            if recover_dir(moved) is not None:  # where the base is relative to the run, e.g. both moved together
-                base = str(moved)
+            if recover_dir(moved) is not None and str(moved) != base:  # e.g. the run and its base moved together
+                base, recorded = str(moved), base
         return Residual(base, tuple(info["scale"]), info.get("base_obs"), info.get("base_sha256"),
-                        str(owner) if owner is not None else None)
+                        str(owner) if owner is not None else None, recorded)
 
     def to_state(self) -> dict[str, Any]:
         state = {"base": self.base, "scale": list(self.scale), "base_obs": self.base_obs}
         return {**state, "base_sha256": self.base_sha256} if self.base_sha256 else state
 
     def base_snapshot(self) -> Snapshot:
-        path = Path(self.base)
+        """The base (where its relative path points when both moved together, else at its recorded path); with a
+        checksum, the recorded path is tried too when the first is another policy."""
         whose = f"{self.owner}: its residual base policy" if self.owner else "the residual base policy"
-        if recover_dir(path) is None:
-            raise RunError(f"{whose} {path} is gone (moved or deleted): put it back, or move the fine-tuned run "
+        places = [Path(p) for p in (self.base, self.recorded) if p and recover_dir(Path(p)) is not None]
+        if not places:
+            raise RunError(f"{whose} {self.base} is gone (moved or deleted): put it back, or move the fine-tuned run "
                            "and its base together")
-        try:
-            snap = open_snapshot(path)
-        except RunError as exc:
-            raise RunError(f"{whose}: {exc}") from None
-        if self.base_sha256 and model_digest(snap.path) != self.base_sha256:
-            raise RunError(f"{whose} {path} changed since training (its model files' sha256 differs): the correction "
-                           "was learnt on the old base; restore it, or fine-tune again on this one")
-        return snap
+        snaps = []
+        for path in places:
+            try:
+                snap = open_snapshot(path)
+            except RunError as exc:
+                raise RunError(f"{whose}: {exc}") from None
+            if not self.base_sha256 or model_digest(snap.path) == self.base_sha256:
+                return snap
+            snaps.append(snap)
+        raise RunError(f"{whose} {snaps[0].path} changed since training (its model files' sha256 differs): the correction "
+                       "was learnt on the old base; restore it, or fine-tune again on this one")
 
     def base_policy(self, device: str = "cpu") -> SB3Policy:
         snap = self.base_snapshot()

@@ -103,6 +103,19 @@ def test_a_run_moved_together_with_its_base_still_finds_it(weak_clone, tmp_path)
     assert export_run(moved, tmp_path / "bundle").is_dir()
 
 
+def test_a_run_copied_beside_another_clone_still_finds_its_own_base_where_it_was(weak_clone, tmp_path):
+    """The relative path was tried alone: a copy of the run next to another policy of the base's name failed the
+    checksum although the very base was still at its recorded path."""
+    base, ft = _pair(weak_clone, tmp_path / "here")
+    obs = np.random.default_rng(3).uniform(-1, 1, (20, 1)).astype(np.float32)
+    before = [load_policy(ft, "final").policy.act(o) for o in obs]
+    elsewhere = tmp_path / "elsewhere"
+    train(resolve_config("toy-target", "bc", {"seed": 1, "bc": {"iterations": 30, "demo_noise": 0.0}}), elsewhere / "bc run",
+          progress=False)
+    shutil.copytree(ft, elsewhere / "ft")
+    np.testing.assert_array_equal([load_policy(elsewhere / "ft", "final").policy.act(o) for o in obs], before)
+
+
 def test_a_gone_or_replaced_base_is_refused_naming_the_run(weak_clone, tmp_path):
     base, ft = _pair(weak_clone, tmp_path)
     base.rename(tmp_path / "elsewhere")
