@@ -13,6 +13,7 @@ import os
 import platform
 import statistics
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,9 @@ def run_worker(study: optuna.Study, out: Path | None = None) -> int:
     n = int(study.user_attrs["trials"])
     ran = fails = 0
     while True:
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # "experimental" since Optuna 2.9: a line in every worker log at every pass
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         fail_orphans(study)
         c = counts(study)
         finished = c["complete"] + c["pruned"]

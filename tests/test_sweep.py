@@ -179,6 +179,8 @@ def test_seed_sweep_reports_mean_and_interval(tmp_path: Path):
     lo, hi = summary["success"]["ci95"]
     assert lo - 1e-9 <= summary["success"]["mean"] <= hi + 1e-9
     assert "over 3 seeds: success" in result.stdout
+    logs = "".join(log.read_text() for log in (tmp_path / "s" / "workers").glob("*.log"))
+    assert "ExperimentalWarning" not in logs  # Optuna's heartbeat call wrote one at every pass of every worker
 
 
 @pytest.mark.parametrize("args, message", [
