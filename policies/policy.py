@@ -152,7 +152,7 @@ def load_policy(target: str | Path, which: str = "best", device: str = "cpu", ex
         policy = load_pixel_policy(snap, device)
     else:
         policy = SB3Policy(snap.load_model(device=device), snap.load_vecnormalize())
-        residual = Residual.of_state(snap.state)
+        residual = Residual.of_snapshot(snap)
         if residual is not None:  # a correction learnt on top of a frozen base: act as their sum
             policy = residual.policy(policy, device)
     chunk = int(snap.state.get("chunk", 1))  # snapshots from before chunks: single actions

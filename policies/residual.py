@@ -151,18 +151,18 @@ class Residual:
     recorded: str | None = field(default=None, compare=False)  # the absolute path recorded, when `base` is the moved one
 
     @staticmethod
-    def of_state(state: dict[str, Any]) -> "Residual | None":
-        info = state.get("residual")
+    def of_snapshot(snap: Snapshot) -> "Residual | None":
+        """The residual a snapshot's state.json records (None: a plain policy); its base_relative resolves from the
+        snapshot's own folder."""
+        info = snap.state.get("residual")
         if not info:
             return None
-        owner = getattr(state, "path", None)  # a SnapshotState knows its directory
         base, recorded = info["base"], None
-        if owner is not None and info.get("base_relative"):
-            moved = Path(os.path.normpath(Path(owner).resolve() / info["base_relative"]))
+        if info.get("base_relative"):
+            moved = Path(os.path.normpath(Path(snap.path).resolve() / info["base_relative"]))
             if recover_dir(moved) is not None and str(moved) != base:  # e.g. the run and its base moved together
                 base, recorded = str(moved), base
-        return Residual(base, tuple(info["scale"]), info.get("base_obs"), info.get("base_sha256"),
-                        str(owner) if owner is not None else None, recorded)
+        return Residual(base, tuple(info["scale"]), info.get("base_obs"), info.get("base_sha256"), str(snap.path), recorded)
 
     def to_state(self) -> dict[str, Any]:
         state = {"base": self.base, "scale": list(self.scale), "base_obs": self.base_obs}

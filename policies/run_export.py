@@ -41,7 +41,7 @@ def export_run(run_path: str | Path, out_dir: str | Path, *, which: str = "best"
         env.close()
     model = snap.load_model(device="cpu")
     chunk = cfg.bc.chunk if cfg.algo == "bc" else 1
-    residual = Residual.of_state(snap.state)
+    residual = Residual.of_snapshot(snap)
     base = None
     if residual is not None:  # one graph: the frozen base and the learnt correction, summed
         base_snap = residual.base_snapshot()

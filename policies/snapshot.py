@@ -75,14 +75,6 @@ def model_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-class SnapshotState(dict):
-    """A snapshot's state.json that knows its directory (`path`), so paths recorded relative to it resolve."""
-
-    def __init__(self, state: dict[str, Any], path: Path):
-        super().__init__(state)
-        self.path = path
-
-
 @dataclass
 class Snapshot:
     path: Path
@@ -139,7 +131,7 @@ def open_snapshot(path: Path) -> Snapshot:
         state = json.loads((found / STATE).read_text())
     if not isinstance(state, dict):
         raise RunError(f"{found / STATE}: expected the snapshot's state (a JSON object), got {type(state).__name__}")
-    return Snapshot(found, SnapshotState(state, found))
+    return Snapshot(found, state)
 
 
 @contextlib.contextmanager

@@ -199,7 +199,7 @@ def _result_of(record: dict[str, Any]) -> dict[str, Any]:
 def _residual(cfg: TrainConfig, ckpt, init, env, source) -> Residual | None:
     """A residual run's base and scales: from its checkpoint when resuming (the base it started on), else from --init."""
     if ckpt is not None:
-        return Residual.of_state(ckpt.state)
+        return Residual.of_snapshot(ckpt)
     if cfg.residual is None:
         return None
     theirs, ours = source.observation_space, env.observation_space
