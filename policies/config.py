@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from policies.errors import PolicyError
-from scenarios import ScenarioError, builtin_names, load_scenario, resolve_path
+from scenarios import ScenarioError, builtin_names, load_scenario, names_a_file, resolve_path
 from scenarios.naming import did_you_mean
 from scenarios.yamlfile import parse_yaml_value, read_yaml
 
@@ -506,10 +506,7 @@ def run_scenario(scenario: str) -> str:
     """How a run records its scenario (or a randomisation profile): a built-in or toy name as given, a file by its
     absolute path. As typed, a relative path held only in the folder it was trained from: eval, export and --resume
     from elsewhere failed."""
-    path = Path(scenario).expanduser()
-    if scenario.endswith((".yaml", ".yml")) or "/" in scenario or path.is_file():  # scenarios.resolve_path's rule
-        return str(path.resolve())
-    return scenario
+    return str(Path(scenario).expanduser().resolve()) if names_a_file(scenario) else scenario
 
 
 def preset_note(choice: PresetChoice, path: Path | None, changes: list[str], given: bool = False) -> str:

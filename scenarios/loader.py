@@ -32,11 +32,17 @@ def builtin_names() -> list[str]:
     return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
 
 
+def names_a_file(text: str) -> bool:
+    """Whether a scenario or profile argument is a file (a .yaml/.yml name, a path, or an existing file), not a
+    shipped name."""
+    return text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file()
+
+
 def resolve_path(name_or_path: str | Path) -> Path:
     """A built-in name (`conveyor-pick`) or a path to a YAML file."""
     text = str(name_or_path)
     path = Path(text)
-    if text.endswith((".yaml", ".yml")) or "/" in text or path.is_file():
+    if names_a_file(text):
         if path.is_dir():
             raise ScenarioError(f"{path}: a directory, not a scenario file")
         if not path.is_file():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from scenarios.loader import ScenarioError, parse_scenario
+from scenarios.loader import ScenarioError, names_a_file, parse_scenario
 from scenarios.naming import did_you_mean
 from scenarios.schema import Scenario
 from scenarios.yamlfile import read_yaml
@@ -30,7 +30,7 @@ def profile_names() -> list[str]:
 def load_profile(name_or_path: str | Path) -> dict[str, Any]:
     """A shipped profile by name (`shop-floor`) or a YAML file, as a dict (validated when merged)."""
     text = str(name_or_path)
-    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file():
+    if names_a_file(text):
         path = Path(text)
         if not path.is_file():
             raise ScenarioError(f"{path}: no such randomisation profile file")
