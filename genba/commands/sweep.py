@@ -150,9 +150,9 @@ STUDY_FILE = "study.json"  # where a sweep's study lives, so --resume needs only
 
 def _record_study(out: Path, storage: str, name: str) -> None:
     from policies.rundir import atomic_write_text
-    from policies.sweep_storage import redact
+    from policies.sweep_storage import is_database, redact
 
-    if "://" not in storage:  # a journal file, found from any folder (the study itself records the sweep's absolute path)
+    if not is_database(storage):  # a journal file, found from any folder (the study itself records the sweep's absolute path)
         storage = str(Path(storage).resolve())
     shown = redact(storage)
     record = {"study": name, "storage_shown": shown, "storage": storage if shown == storage else None}  # no password on disk
