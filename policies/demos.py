@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import zipfile
 import zlib
@@ -29,6 +28,7 @@ from policies.envs import feature_spec, make_env, make_expert, scenario_info
 from policies.errors import PolicyError
 from policies.features import DICT_OBS_ORDER, flatten_obs
 from policies.policy import Policy
+from policies.rundir import temp_beside
 
 
 class DemoError(PolicyError):
@@ -186,16 +186,15 @@ def save_demos(demos: Demos, path: str | Path) -> Path:
     """Write atomically (temp file + rename): an interrupted recording leaves no half file."""
     path = demos_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npz", dir=path.parent)
-    os.fchmod(fd, 0o644)  # mkstemp makes 0600; like run files, demonstrations are meant to be shared
-    os.close(fd)
+    tmp = temp_beside(path, suffix=".npz")  # numpy would add .npz to a name without it
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; like run files, demonstrations are meant to be shared
     try:
         np.savez_compressed(tmp, obs=demos.obs, next_obs=demos.next_obs, actions=demos.actions, rewards=demos.rewards,
                             terminated=demos.terminated, truncated=demos.truncated, episode=demos.episode,
                             episode_success=demos.episode_success, meta=np.array(json.dumps(demos.meta)))
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -18,6 +18,7 @@ leaves either the previous snapshot or the new one, never a half-written one.
 from __future__ import annotations
 
 import fcntl
+import glob
 import json
 import os
 import platform
@@ -48,19 +49,61 @@ class RunError(PolicyError):
     """A run directory that cannot be created, resumed or read."""
 
 
+TEMP_PREFIX = ".tmp-"  # every temporary beside its target: .tmp-NAME.PID.RANDOM[SUFFIX]
+
+
+def temp_beside(target: Path, suffix: str = "", directory: bool = False) -> Path:
+    """A new hidden file (or directory) beside `target` for a write that is renamed onto it when complete. Its name
+    holds this process's pid, so a later write to `target` can remove what a killed writer left (sweep_stale_temps)."""
+    sweep_stale_temps(target)
+    prefix = f"{_temp_stem(target)}{os.getpid()}."
+    if directory:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def sweep_stale_temps(target: Path) -> None:
+    """Remove the temporaries of writes to `target` whose process is gone (SIGKILL, power loss): never renamed into
+    place, so nothing reads them. A live writer's (another process's, or this one's) are left alone."""
+    stem = _temp_stem(target)
+    for p in target.parent.glob(glob.escape(stem) + "*"):
+        pid = p.name[len(stem):].split(".", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def _temp_stem(target: Path) -> str:
+    # The name is only a hint for people: cut so the pid and mkstemp's random part still fit in 255 bytes.
+    name = target.name.encode()[:200].decode(errors="ignore")
+    return f"{TEMP_PREFIX}{name}."
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (a zombie or a reused pid counts: the caller errs toward keeping)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file in the same directory + fsync + rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = temp_beside(path)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; run files are meant to be shared
-        with os.fdopen(fd, "w") as f:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are meant to be shared
+        with open(tmp, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -71,7 +114,7 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     if target.is_symlink():
         target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}.", dir=target.parent))
+    tmp = temp_beside(target, directory=True)
     try:
         tmp.chmod(0o755)  # mkdtemp makes 0700
         yield tmp
@@ -260,8 +303,8 @@ class RunDir:
     def clean_temp(self) -> None:
         """Remove leftovers of writes a crash interrupted (they were never visible as snapshots)."""
         for parent in (self.path, self.checkpoints, self.path / DATA_DIR):
-            if parent.is_dir():  # atomic_dir's, LATEST's and (data/) save_demos' temporaries: .round_1.npz.<random>.npz
-                for p in [*parent.glob(".tmp-*"), *parent.glob(f".{LATEST}.*"), *parent.glob(".*.npz.*.npz")]:
+            if parent.is_dir():  # every temp_beside there (atomic_dir's, atomic_write_text's, data/'s save_demos)
+                for p in parent.glob(TEMP_PREFIX + "*"):
                     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     # --- logs ---------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from policies.config import _merge, resolve_config
 from policies.evaluate import mean_interval
-from policies.rundir import RunDir
+from policies.rundir import RunDir, process_alive
 from policies.sweep_space import SweepError, set_nested, suggest
 from policies.sweep_storage import MAX_RETRY
 from policies.train import train
@@ -176,13 +176,7 @@ def _alive(pid: int) -> bool:
             return b"sweep" in cmdline.read_bytes()
         except OSError:
             return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    return process_alive(pid)
 
 
 # --- results ------------------------------------------------------------------------------------------

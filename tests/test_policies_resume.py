@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from policies.rundir import RunDir
+from policies.rundir import RunDir, atomic_dir, atomic_write_text
 from policies.snapshot import open_snapshot, run_snapshot
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,11 +134,52 @@ def test_a_resume_removes_round_data_a_crash_left_half_written(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     data = tmp_path / "data"
-    (data / ".round_2.npz.k3j9x0.npz").write_bytes(b"")  # save_demos' temp file (mkstemp prefix .NAME.)
+    (data / ".tmp-round_2.npz.4242.k3j9x0.npz").write_bytes(b"")  # save_demos' temp file (rundir.temp_beside)
     (data / "round_0.npz").write_bytes(b"kept")
     assert len(list(data.iterdir())) == 3
     run.clean_temp()
     assert [p.name for p in data.iterdir()] == ["round_0.npz"]
+
+
+def test_the_next_write_to_a_target_removes_what_a_killed_writer_left_and_keeps_a_live_writers(tmp_path):
+    """A SIGKILLed export (or `demos -o`) left its hidden temp beside the target for good; only a run's resume swept."""
+    target = tmp_path / "bundle"
+    write = textwrap.dedent(f"""
+        import os, signal, sys
+        from pathlib import Path
+        from policies.rundir import atomic_dir
+        with atomic_dir(Path({str(target)!r})) as d:
+            (d / "model.onnx").write_bytes(b"half" * 1000)
+            print("writing", flush=True)
+            os.kill(os.getpid(), signal.SIGKILL) if sys.argv[1] == "die" else sys.stdin.readline()
+    """)
+    killed = subprocess.Popen([sys.executable, "-c", write, "die"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+
+    def writers() -> list[int]:  # the pid in each .tmp-bundle.PID.RANDOM
+        return sorted(int(p.name.split(".")[2]) for p in tmp_path.glob(".tmp-bundle.*"))
+
+    assert writers() == [killed.pid]
+    live = subprocess.Popen([sys.executable, "-c", write, "wait"], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert live.stdout.readline() == "writing\n"
+        assert writers() == [live.pid]  # its own write swept the dead one's
+        with atomic_dir(target) as d:
+            (d / "model.onnx").write_bytes(b"whole")
+        assert writers() == [live.pid]  # a live writer's is its write in progress
+        assert (target / "model.onnx").read_bytes() == b"whole"
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_files_with_names_near_the_255_byte_limit_are_written(tmp_path):
+    """The temp beside a target is longer than its name: a 250-byte name failed with ENAMETOOLONG."""
+    atomic_write_text(tmp_path / ("x" * 250), "text")
+    with atomic_dir(tmp_path / ("é" * 125)) as d:  # 250 bytes of UTF-8: the cut must not split a character
+        (d / "f").write_text("in")
+    assert (tmp_path / ("x" * 250)).read_text() == "text" and (tmp_path / ("é" * 125) / "f").read_text() == "in"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["x" * 250, "é" * 125])
 
 
 def test_resume_extends_a_finished_run_from_its_end(tmp_path):
@@ -293,7 +334,7 @@ def test_a_run_being_trained_refuses_a_second_trainer(tmp_path):
     before = run.eval_history()
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from policies.rundir import RunDir
+        from policies.rundir import RunDir, atomic_dir, atomic_write_text
         with RunDir({str(out)!r}).training_lock():
             print("locked", flush=True)
             time.sleep(60)
