@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 from gymnasium import spaces
-from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
+from stable_baselines3.common.utils import get_latest_run_id
 from stable_baselines3.her import HerReplayBuffer
 
 from policies.config import ConfigError, TrainConfig, linear_schedule_start
@@ -33,6 +34,27 @@ def build_model(cfg: TrainConfig, env, device: str, tensorboard: Path | None):
     if tensorboard is None:
         model.set_logger(silent_logger())
     return model
+
+
+TB_LOG_NAME = "sb3"  # SB3 writes RUN/tb/sb3_1/ (a new run; a resumed one continues the newest sb3_N)
+
+
+def resumed_logger(tensorboard: Path, step: int) -> Logger:
+    """The TensorBoard logger for a run resumed at checkpoint `step`. SB3's own appends to the last sb3_N folder, so the
+    stretch trained after the checkpoint and lost with the crash showed twice; this writer's purge_step makes
+    TensorBoard drop the earlier events from step + 1 on (what is logged at `step` itself came before the checkpoint)."""
+    folder = tensorboard / f"{TB_LOG_NAME}_{max(get_latest_run_id(str(tensorboard), TB_LOG_NAME), 1)}"
+    return Logger(folder=str(folder), output_formats=[_PurgingTensorBoard(folder, purge_step=step + 1)])
+
+
+class _PurgingTensorBoard(TensorBoardOutputFormat):
+    """SB3's TensorBoard output with a purge step: its constructor makes a writer without one."""
+
+    def __init__(self, folder: Path, purge_step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=purge_step)
+        self._is_closed = False
 
 
 def silent_logger() -> Logger:

@@ -158,15 +158,17 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
     writer, collector = None, None
     try:
         hz = control_hz(env)
-        writer = _tensorboard(run)
         collector = Collector(cfg.scenario, cfg.robot, bc.collect_workers, recording, cfg.observe_command) if bc.collect_workers > 1 else None
         expert = make_expert(record_env)
         image_keys, vector_keys = split_keys(env.observation_space)
         inputs = {"student": "pixels", "inputs": {"images": image_keys, "vector": vector_keys}}  # what load_pixel_policy reads
         done = run.completed_rounds(lambda r: recorded_round(run.path, r)) if resume else []
         if done:
-            data, fitter, counters = _resume(run, done, cfg, device, writer)
+            data, fitter, counters = _resume(run, done, cfg, device)
+            # The lost round's scalars (fit iterations past the checkpoint's) are hidden, not shown beside the redone ones.
+            writer = fitter.writer = _tensorboard(run, purge_step=fitter.iterations_done + 1)
         else:
+            writer = _tensorboard(run)
             demos = (cfg.seed * 100_000, bc.demo_noise)
             data = collector.record(bc.demo_episodes, *demos).result() if collector else \
                 _record(record_env, expert, None, bc.demo_episodes, *demos, progress, "demos")
@@ -186,7 +188,8 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
                       "bc_loss": loss, **result.to_dict()}
             run.append_eval(record)
             if writer is not None:
-                writer.add_scalar("eval/success_rate", result.success_rate, r)
+                # On the fit-iteration axis, as bc/loss: one axis lets a resume hide a lost round's scalars.
+                writer.add_scalar("eval/success_rate", result.success_rate, fitter.iterations_done)
                 writer.flush()
             bar.write(f"[round {r}, {counters['env_steps']:,d} env steps, {counters['wall_s']:.0f} s] loss {loss:.4f} | eval: {result.line()}")
             bar.show_eval(result.success_rate)
@@ -244,15 +247,14 @@ def train_pixel_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume:
             writer.close()
 
 
-def _resume(run: RunDir, done: list[tuple[Path, Path]], cfg: TrainConfig, device: str,
-            writer) -> tuple[PixelData, Fitter, dict[str, Any]]:
+def _resume(run: RunDir, done: list[tuple[Path, Path]], cfg: TrainConfig, device: str) -> tuple[PixelData, Fitter, dict[str, Any]]:
     """The data of the `done` rounds (RunDir.completed_rounds), and the student, optimiser and counters as the last left them."""
     data = PixelData.load_joined([round_data for _, round_data in done])
     last = len(done) - 1
     ckpt = torch.load(done[-1][0] / PIXEL_MODEL, map_location="cpu", weights_only=False)
     net = PixelPolicyNet.from_config(ckpt["config"])
     net.load_state_dict(ckpt["state_dict"])
-    fitter = Fitter(net, cfg, device, writer)
+    fitter = Fitter(net, cfg, device)
     fitter.restore(ckpt["trainer"])
     run.keep_evals(lambda record: record.get("round", 0) <= last)  # a round a crash cut short is redone
     run.log_resume(ckpt["counters"]["env_steps"])
@@ -266,9 +268,9 @@ def _record(env, expert, driver, n: int, seed: int, noise: float, progress: bool
     return data
 
 
-def _tensorboard(run: RunDir):
+def _tensorboard(run: RunDir, purge_step: int | None = None):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional, as for the SB3 algorithms
         return None
-    return SummaryWriter(str(run.tensorboard / "pixel_bc"))
+    return SummaryWriter(str(run.tensorboard / "pixel_bc"), purge_step=purge_step)

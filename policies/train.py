@@ -25,7 +25,7 @@ from policies.config import OFF_POLICY, ConfigError, TrainConfig
 from policies.demos import load_demos, obs_layout, prefill_replay_buffer, record
 from policies.device import resolve_device
 from policies.envs import control_hz, make_env, make_vec_env
-from policies.models import LinearSchedule, build_model, settle_actor  # noqa: F401 (saved models pickle policies.train.LinearSchedule)
+from policies.models import TB_LOG_NAME, LinearSchedule, build_model, resumed_logger, settle_actor  # noqa: F401 (saved models pickle policies.train.LinearSchedule)
 from policies.pixel_bc import train_pixel_bc
 from policies.residual import Residual, residual_of, zero_correction
 from policies.rundir import RunDir
@@ -113,6 +113,7 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
             vecnorm = ckpt.load_vecnormalize(venv)
             env = vecnorm if vecnorm is not None else venv
             model = ckpt.load_model(env=env, device=device, tensorboard_log=str(run.tensorboard))
+            model.set_logger(resumed_logger(run.tensorboard, model.num_timesteps))
             ckpt.load_buffer_into(model)
             state = resumed_state(run, ckpt)
             run.log_resume(model.num_timesteps)
@@ -142,7 +143,7 @@ def _train_rl(cfg: TrainConfig, run: RunDir, resume: bool, progress: bool, on_ev
         # reset_num_timesteps=False keeps the step counter, so LR/exploration schedules continue where they were. With
         # nothing left (resumed at its target) learn() takes no step but sets the monitor up for the final evaluation.
         try:
-            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None, tb_log_name="sb3")
+            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=ckpt is None, tb_log_name=TB_LOG_NAME)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the steps since the last checkpoint (minutes at 20k-step ones)
             _checkpoint_on_interrupt(run, monitor)
             raise

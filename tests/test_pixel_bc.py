@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from policies.config import ConfigError, resolve_config
 from policies.envs import EnvError, make_env, make_expert
@@ -207,6 +208,11 @@ def test_a_pixel_run_checkpoints_every_round_and_resumes_after_the_last_complete
     assert rounds == [0, 1, 2]
     assert resumed["num_timesteps"] == summary["num_timesteps"]  # the same data again, not recorded twice
     assert "resumes" in (out / "meta.json").read_text()
+    # Nor in TensorBoard: the lost round 2's evaluation is hidden, the redone one shown (at the fit iterations done).
+    tb = EventAccumulator(str(out / "tb" / "pixel_bc"))
+    tb.Reload()
+    assert [(e.step, e.value) for e in tb.Scalars("eval/success_rate")] == \
+        [(5 * (r + 1), pytest.approx(json.loads(line)["success_rate"])) for r, line in enumerate((out / "eval.jsonl").read_text().splitlines())]
 
 
 def test_student_driven_rounds_go_where_the_student_goes_with_the_experts_labels(tmp_path):

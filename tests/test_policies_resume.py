@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from policies.rundir import RunDir, atomic_dir, atomic_write_text
 from policies.snapshot import open_snapshot, run_snapshot
@@ -268,6 +269,12 @@ def test_an_rl_run_killed_after_an_evaluation_past_its_checkpoint_logs_each_eval
     assert done.returncode == 0, done.stderr
     assert [e["steps"] for e in run.eval_history()] == [500, 1000, 1500, 2000]
     assert run.summary()["best_success"] == best_eval(run)["success_rate"]
+    # TensorBoard as well: the lost evaluation at 1,500 is not shown beside the resumed run's (it was, from SB3's logger).
+    tb = EventAccumulator(str(run.tensorboard / "sb3_1"))
+    tb.Reload()
+    assert [(e.step, e.value) for e in tb.Scalars("eval/success_rate")] == \
+        [(e["steps"], pytest.approx(e["success_rate"])) for e in run.eval_history()]
+    assert [p.name for p in run.tensorboard.iterdir()] == ["sb3_1"]
 
 
 def test_a_best_saved_after_the_resumed_checkpoint_is_kept_and_named_by_the_summary(tmp_path):
