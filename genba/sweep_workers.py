@@ -23,14 +23,16 @@ QUIET_S = 60.0  # the longest the coordinator stays silent
 STOP_GRACE_S = 10.0
 
 
-def worker_command(study: str, storage: str, heartbeat_s: float) -> list[str]:
+def worker_command(study: str, storage: str, heartbeat_s: float, sweep_dir: Path) -> list[str]:
+    # --out: the trials go where the coordinator's sweep folder is now, which a moved folder's study no longer records
     return [sys.executable, "-m", "genba", "sweep", "--worker", "--study", study, "--storage", storage,
-            "--heartbeat", str(heartbeat_s)]
+            "--heartbeat", str(heartbeat_s), "--out", str(sweep_dir.resolve())]
 
 
 class LocalWorkers:
-    def __init__(self, study, storage: str, heartbeat_s: float, log_dir: Path, k: int, echo: Callable[[str], None]):
-        self.study, self.storage, self.heartbeat_s, self.log_dir, self.k, self.echo = study, storage, heartbeat_s, log_dir, k, echo
+    def __init__(self, study, storage: str, heartbeat_s: float, sweep_dir: Path, k: int, echo: Callable[[str], None]):
+        self.study, self.storage, self.heartbeat_s, self.sweep_dir, self.k, self.echo = study, storage, heartbeat_s, sweep_dir, k, echo
+        self.log_dir = sweep_dir / "workers"
         self.procs: dict[int, subprocess.Popen] = {}  # slot -> process
         self.restarts = 0
 
@@ -39,7 +41,7 @@ class LocalWorkers:
         with open(self.log_dir / f"worker-{slot}.log", "ab") as log:
             # die_with_parent: a coordinator killed outright (SIGKILL, OOM) takes its workers along; a resume
             # would otherwise start K more beside them
-            self.procs[slot] = subprocess.Popen(worker_command(self.study.study_name, self.storage, self.heartbeat_s),
+            self.procs[slot] = subprocess.Popen(worker_command(self.study.study_name, self.storage, self.heartbeat_s, self.sweep_dir),
                                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                                 preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
 

@@ -181,14 +181,23 @@ def _alive(pid: int) -> bool:
 
 # --- results ------------------------------------------------------------------------------------------
 
-def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
+def trial_run_dir(trial: optuna.trial.FrozenTrial, sweep_dir: Path) -> str | None:
+    """Where the trial's run is: as its worker recorded it, or in `sweep_dir`'s trials/ if the sweep folder was moved."""
+    recorded = trial.user_attrs.get("run_dir")
+    if recorded is None or Path(recorded).is_dir():
+        return recorded
+    moved = sweep_dir / "trials" / Path(recorded).name
+    return str(moved.resolve()) if moved.is_dir() else recorded
+
+
+def trial_rows(study: optuna.Study, sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         wall = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
         rows.append({"number": t.number, "state": t.state.name.lower(), "success": t.user_attrs.get("success"),
                      "success_ci95": t.user_attrs.get("success_ci95"), "cycle_time_s": t.user_attrs.get("cycle_time_s"),
                      "value": t.value, "params": t.params, "wall_s": round(wall, 1) if wall is not None else None,
-                     "retry_of": t.system_attrs.get("failed_trial"), "run_dir": t.user_attrs.get("run_dir")})
+                     "retry_of": t.system_attrs.get("failed_trial"), "run_dir": trial_run_dir(t, sweep_dir)})
     return rows
 
 
@@ -197,12 +206,12 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return max(done, key=lambda t: (t.value, -t.number)) if done else None
 
 
-def write_best_preset(study: optuna.Study, path: Path) -> Path | None:
+def write_best_preset(study: optuna.Study, path: Path, sweep_dir: Path) -> Path | None:
     """The best trial's resolved config as a preset `genba train CELL --preset FILE` reproduces it from."""
     best = best_trial(study)
     if best is None:
         return None
-    cfg = RunDir.open(best.user_attrs["run_dir"]).config().to_dict()
+    cfg = RunDir.open(trial_run_dir(best, sweep_dir)).config().to_dict()
     algo = cfg.pop("algo")
     cfg.pop("scenario")
     cfg.pop("preset", None)  # where the trial's settings came from: this file is now their source

@@ -161,12 +161,16 @@ def test_a_sweep_killed_as_a_whole_resumes_with_its_finished_trials_kept(tmp_pat
     finished_before = {t.number for t in study.get_trials() if t.state == TrialState.COMPLETE}
     killed = next(t.number for t in study.get_trials() if t.state == TrialState.RUNNING)
 
-    resumed = run_genba("sweep", "--resume", "--out", str(sweep_dir), "--workers", "1", timeout=150)
+    # And moved before the resume: its study.json and the study's trials named the old folder.
+    moved = sweep_dir.rename(tmp_path / "moved")
+    resumed = run_genba("sweep", "--resume", "--out", str(moved), "--workers", "1", timeout=150)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert f"trials [{killed}] of dead workers failed and queued again" in resumed.stderr
-    study = optuna.load_study(study_name="local", storage=open_storage(str(sweep_dir / "journal.log"), heartbeat_s=1))
+    study = optuna.load_study(study_name="local", storage=open_storage(str(moved / "journal.log"), heartbeat_s=1))
     assert finished_before <= {t.number for t in study.get_trials() if t.state == TrialState.COMPLETE}  # nothing redone
-    check_study_and_preset(study, killed, sweep_dir, tmp_path)
+    check_study_and_preset(study, killed, moved, tmp_path)
+    rows = json.loads((moved / "sweep.json").read_text())["trials"]
+    assert all(Path(row["run_dir"]).parent == (moved / "trials").resolve() for row in rows) and not sweep_dir.exists()
 
 
 def test_seed_sweep_reports_mean_and_interval(tmp_path: Path):

@@ -111,7 +111,7 @@ def _coordinate(cell, algo, trials, workers, space, storage, study_name, seeds, 
     if workers == 0:
         typer.echo(f"join from any node: genba sweep --worker --study {name} --storage '{storage}'", err=True)
     t0 = time.monotonic()
-    LocalWorkers(study, storage, heartbeat, out / "workers", workers, lambda line: typer.echo(line, err=True)).run()
+    LocalWorkers(study, storage, heartbeat, out, workers, lambda line: typer.echo(line, err=True)).run()
     _report(study, out, time.monotonic() - t0, json_path)
 
 
@@ -121,7 +121,7 @@ def _resume(out: Path, workers: int, storage: Optional[str], study_name: Optiona
 
     from genba.sweep_workers import LocalWorkers
     from policies.sweep import fail_orphans, load_study
-    from policies.sweep_storage import open_storage
+    from policies.sweep_storage import is_database, open_storage
 
     recorded = _recorded_study(out)
     if storage is None and recorded is not None:  # the sweep's own study, wherever it lives
@@ -129,6 +129,8 @@ def _resume(out: Path, workers: int, storage: Optional[str], study_name: Optiona
             raise AppError(f"--resume: {out}'s study {recorded['study']!r} is in {recorded['storage_shown']}; give --storage "
                            "with its password (it is not written to disk)")
         storage, study_name = recorded["storage"], study_name or recorded["study"]
+        if not is_database(storage):
+            storage = str(out.resolve() / storage)  # a name in the sweep folder (an absolute path stays as it is)
     storage = storage or str(out.resolve() / "journal.log")
     if storage.endswith("journal.log") and not Path(storage).is_file():
         raise AppError(f"--resume: {storage} does not exist; is {out} a sweep directory?")
@@ -141,7 +143,7 @@ def _resume(out: Path, workers: int, storage: Optional[str], study_name: Optiona
     typer.echo(f"sweep {out}: resuming study {study.study_name!r}"
                + (f"; trials {orphans} of dead workers failed and queued again" if orphans else ""), err=True)
     t0 = time.monotonic()
-    LocalWorkers(study, storage, heartbeat, out / "workers", workers, lambda line: typer.echo(line, err=True)).run()
+    LocalWorkers(study, storage, heartbeat, out, workers, lambda line: typer.echo(line, err=True)).run()
     _report(study, out, time.monotonic() - t0, json_path)
 
 
@@ -152,8 +154,9 @@ def _record_study(out: Path, storage: str, name: str) -> None:
     from policies.rundir import atomic_write_text
     from policies.sweep_storage import is_database, redact
 
-    if not is_database(storage):  # a journal file, found from any folder (the study itself records the sweep's absolute path)
-        storage = str(Path(storage).resolve())
+    if not is_database(storage):  # a journal file: in the sweep folder by its name (the folder may move), else absolute
+        journal = Path(storage).resolve()
+        storage = journal.name if journal.parent == out.resolve() else str(journal)
     shown = redact(storage)
     record = {"study": name, "storage_shown": shown, "storage": storage if shown == storage else None}  # no password on disk
     atomic_write_text(out / STUDY_FILE, json.dumps(record, indent=2) + "\n")
@@ -173,7 +176,7 @@ def _recorded_study(out: Path) -> Optional[dict]:
 def _report(study, out: Path, wall_s: float, json_path: Optional[Path]) -> None:
     from policies.sweep import best_trial, plot_history, seed_summary, trial_rows, write_best_preset
 
-    rows = trial_rows(study)
+    rows = trial_rows(study, out)
     typer.echo(trials_table(rows))
     result: dict[str, Any] = {"study": study.study_name, "cell": study.user_attrs["cell"], "algo": study.user_attrs["algo"],
                               "mode": study.user_attrs["mode"], "wall_s": round(wall_s, 1), "trials": rows}
@@ -183,7 +186,7 @@ def _report(study, out: Path, wall_s: float, json_path: Optional[Path]) -> None:
                    f"cycle time {_mean_ci(s['cycle_time_s'], '.2f')} s")
     else:
         best = best_trial(study)
-        preset = write_best_preset(study, out / "best.yaml")
+        preset = write_best_preset(study, out / "best.yaml", out)
         plot = plot_history(study, out / "history.png")
         result.update(best_trial=best.number if best else None, best_params=best.params if best else None,
                       best_preset=str(preset) if preset else None, history_png=str(plot) if plot else None)
