@@ -20,7 +20,7 @@ from policies.residual import Residual
 from policies.rundir import RunDir
 from policies.sb3_policy import SB3Policy
 from policies.snapshot import open_snapshot, run_snapshot
-from scenarios import ScenarioError, builtin_names, load_scenario, scenario_hash
+from scenarios import ScenarioError, builtin_names, load_scenario, names_a_file, scenario_hash
 from sim.env import with_robot
 
 
@@ -99,8 +99,17 @@ class LoadedPolicy(NamedTuple):
         if self.kind != "bundle":
             if not self.scenario:
                 raise PolicyLoadError(f"{self.path}: does not name its scenario; pass --scenario")
-            return self.scenario  # a run records its scenario's path
+            return recorded_scenario(self.path, self.scenario)
         return bundle_scenario(self.path, {"name": self.scenario, "sha256": self.scenario_sha256}, self.robot)
+
+
+def recorded_scenario(run: str | Path, scenario: str) -> str:
+    """The scenario a run records (a built-in's name, or a file by its absolute path), the file checked to be there: a
+    run moved to another machine, or its cell file moved, names the way on (the file may be anywhere now)."""
+    if names_a_file(scenario) and not Path(scenario).is_file():
+        raise PolicyLoadError(f"{run} was trained on {scenario}, which is not there any more; pass the cell file where it "
+                              "is now with --scenario")
+    return scenario
 
 
 def bundle_scenario(path: str | Path, section: dict[str, Any], robot: str | None = None) -> str:

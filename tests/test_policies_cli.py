@@ -163,6 +163,18 @@ def test_a_run_of_a_scenario_file_works_from_any_folder(tmp_path):
     genba(tmp_path, "export", "Zelle 1/run", "-o", "bundle")
     genba(tmp_path, "train", "Zelle 1/my reach.yaml", "--out", "Zelle 1/run", "--resume", "--no-progress")
 
+    # The cell file moved (or the run went to another machine): eval and export say so and take --scenario.
+    (cell / "my reach.yaml").rename(tmp_path / "moved.yaml")
+    gone = subprocess.run([sys.executable, "-m", "genba", "export", "Zelle 1/run", "-o", "b2"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert gone.returncode != 0 and f"trained on {cell / 'my reach.yaml'}, which is not there any more; pass the cell file " \
+        "where it is now with --scenario" in gone.stderr
+    genba(tmp_path, "export", "Zelle 1/run", "-o", "b2", "--scenario", "moved.yaml")
+    assert load_bundle(tmp_path / "b2").manifest["scenario"] == load_bundle(tmp_path / "bundle").manifest["scenario"]
+    other = subprocess.run([sys.executable, "-m", "genba", "export", "Zelle 1/run", "-o", "b3", "--scenario", "conveyor-pick"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert other.returncode != 0 and "conveyor-pick gives (33,), so it is not the cell this run was trained on" in other.stderr
+
 
 def test_a_bundle_of_a_users_cell_file_is_not_run_on_the_built_in_cell_of_its_name(tmp_path):
     """A copy of reach.yaml (name: reach) with other episodes: `genba eval BUNDLE` ran the built-in reach without a word;

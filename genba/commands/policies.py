@@ -146,11 +146,13 @@ def export_cmd(
     which: str = typer.Option("best", help="best | final | latest snapshot of the run"),
     name: Optional[str] = typer.Option(None, help="bundle name (default: the directory name)"),
     force: bool = typer.Option(False, help="replace an existing bundle directory"),
+    scenario: Optional[str] = typer.Option(None, help="the run's cell file where it is now (a run moved from another "
+                                                      "machine); default: the one it was trained on"),
 ) -> None:
     """Write a policy bundle (policy.onnx, policy.pt, manifest.json) from a run."""
     from policies.run_export import export_run
 
-    path = export_run(run, out, which=which, name=name, overwrite=force)
+    path = export_run(run, out, which=which, name=name, overwrite=force, scenario=scenario)
     manifest = json.loads((path / "manifest.json").read_text())
     check = manifest["policy"]["export_check"]
     images = "".join(f"{i['key']} {'x'.join(map(str, i['shape']))} + " for i in manifest["observation"].get("images") or [])
