@@ -41,11 +41,12 @@ COMMAND_STD = {"m": 0.01, "rad": 0.05}
 
 def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
           argv: list[str] | None = None, max_steps: int | None = None, device: str | None = None,
-          on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+          on_eval: Callable[[dict[str, Any]], None] | None = None, scenario: str | None = None) -> dict[str, Any]:
     """Train (or resume) the run at `out`; returns the summary also written to out/summary.json.
 
     cfg is None on resume (the run's own config.yaml is used); `max_steps` extends a resumed run and
-    `device` moves it (e.g. continue a CPU run on a GPU). `on_eval` sees every evaluation's record (as
+    `device` moves it (e.g. continue a CPU run on a GPU), `scenario` names its cell file's new place (recorded in
+    config.yaml). `on_eval` sees every evaluation's record (as
     written to eval.jsonl); an exception it raises ends the run (a sweep prunes a trial that way).
     """
     torch.set_num_threads(1)  # small MLPs on shared cores: more threads only add contention
@@ -59,21 +60,24 @@ def train(cfg: TrainConfig | None, out: str | Path, *, resume: bool = False, pro
         existed = Path(out).exists()
         run = RunDir.create(out, cfg, argv)
         try:
-            return _train_locked(run, cfg, resume, progress, max_steps, device, on_eval)
+            return _train_locked(run, cfg, resume, progress, max_steps, device, on_eval, None)
         except Exception:  # e.g. a cell the preset's observation cannot run on: a retry must not meet "already exists"
             run.discard_if_unstarted(remove_dir=not existed)
             raise
-    return _train_locked(run, cfg, resume, progress, max_steps, device, on_eval)
+    return _train_locked(run, cfg, resume, progress, max_steps, device, on_eval, scenario)
 
 
 def _train_locked(run: RunDir, cfg: TrainConfig | None, resume: bool, progress: bool, max_steps: int | None,
-                  device: str | None, on_eval) -> dict[str, Any]:
+                  device: str | None, on_eval, scenario: str | None) -> dict[str, Any]:
     with run.training_lock():
         if resume:
             cfg = run.config()
             if max_steps is not None and max_steps != cfg.steps:
                 cfg.steps = max_steps  # --steps on resume extends (or shortens) the run's target,
                 cfg.max_wall_s = None  # in steps: a time limit the run had would end it at once
+                run.save_config(cfg)
+            if scenario is not None and scenario != cfg.scenario:
+                cfg.scenario = scenario
                 run.save_config(cfg)
             if device is not None:
                 cfg.device = device

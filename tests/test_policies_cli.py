@@ -174,6 +174,10 @@ def test_a_run_of_a_scenario_file_works_from_any_folder(tmp_path):
     other = subprocess.run([sys.executable, "-m", "genba", "export", "Zelle 1/run", "-o", "b3", "--scenario", "conveyor-pick"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert other.returncode != 0 and "conveyor-pick gives (33,), so it is not the cell this run was trained on" in other.stderr
+    resumed = genba(tmp_path, "train", "moved.yaml", "--out", "Zelle 1/run", "--resume", "--no-progress")
+    assert f"the run goes on with {tmp_path / 'moved.yaml'}" in resumed.stderr
+    assert RunDir(cell / "run").config().scenario == str(tmp_path / "moved.yaml")
+    assert "success" in genba(tmp_path, "eval", "Zelle 1/run", "-n", "1").stdout  # as the run now records it
 
 
 def test_a_bundle_of_a_users_cell_file_is_not_run_on_the_built_in_cell_of_its_name(tmp_path):

@@ -59,6 +59,7 @@ def train_cmd(
     """
     from policies.config import parse_overrides, resolve_config, run_scenario
     from policies.train import train
+    from scenarios import names_a_file
 
     if resume:
         if out is None:
@@ -66,8 +67,11 @@ def train_cmd(
         from policies.rundir import RunDir
 
         cfg_on_disk = RunDir.open(out).config()
-        if cfg_on_disk.scenario not in (scenario, run_scenario(scenario)):
-            raise AppError(f"--resume: {out} trains {cfg_on_disk.scenario!r}, not {scenario!r}")
+        recorded, moved_to = cfg_on_disk.scenario, None
+        if recorded not in (scenario, run_scenario(scenario)):
+            if not (names_a_file(recorded) and not Path(recorded).is_file() and names_a_file(scenario)):
+                raise AppError(f"--resume: {out} trains {recorded!r}, not {scenario!r}")
+            moved_to = run_scenario(scenario)  # the run's cell file is gone from where it was: on with it where it is now
         fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos, "--obs": obs,
                  "--robot": robot, "--randomization": randomization, "--stop-at-success": stop_at_success, "--set": set_ or None, "--preset": preset}
         given = [flag for flag, value in fixed.items() if value is not None]
@@ -75,8 +79,11 @@ def train_cmd(
             raise AppError(f"--resume continues {out} with its own config.yaml; drop {', '.join(given)} "
                              "(only --steps and --device may change)")
         typer.echo(f"preset: {cfg_on_disk.preset or 'not recorded'} (as {out / 'config.yaml'} says)", err=True)
+        if moved_to is not None:
+            typer.echo(f"{recorded} is not there any more: the run goes on with {moved_to}", err=True)
         with _resume_hint(scenario, out):
-            summary = train(None, out, resume=True, progress=show_progress(progress), max_steps=steps, device=device)
+            summary = train(None, out, resume=True, progress=show_progress(progress), max_steps=steps, device=device,
+                            scenario=moved_to)
     else:
         overrides = parse_overrides(set_)
         flags = {"her": her, "steps": steps, "n_envs": envs, "device": device, "seed": seed, "init": init,
