@@ -489,8 +489,10 @@ class BridgeServer:
         pending.append(StepRequest(identity, seq, index, frame, now, now + deadline_us * 1000, *chunk, images))
 
     def _served(self) -> str:
-        """The served bundles for error texts: name and spec hash prefix of each."""
-        return ", ".join(f"{e.name!r} (spec {e.spec_hash[:16]}...)" for e in self.entries)
+        """The served bundles for error texts: name, robot model (a controller of another arm asks in vain) and spec hash
+        prefix of each."""
+        return ", ".join(f"{e.name!r} ({e.limits.model + ', ' if e.limits.model else ''}spec {e.spec_hash[:16]}...)"
+                         for e in self.entries)
 
     def _hello_bundle(self, header: dict[str, Any], seq: int) -> int:
         """The index of the bundle a hello asks for: by name, or without one by its spec hash."""

@@ -63,7 +63,7 @@ def test_a_hello_names_the_manifest_name_not_the_directory(bundle_dir, context, 
         sock = dealer(context, server.endpoint)
         reply = ask(sock, {"type": "hello", "seq": 1, "bundle": "cell7-policy", "spec_hash": moved.spec_hash})
         expect_error(reply, ErrorCode.UNKNOWN_BUNDLE, "bundle 'cell7-policy' not served here (use the manifest name, not "
-                     f"the directory); served: 'gantry-reach' (spec {moved.spec_hash[:16]}...)", 1)
+                     f"the directory); served: 'gantry-reach' (gantry-3, spec {moved.spec_hash[:16]}...)", 1)
         welcome = ask(sock, {"type": "hello", "seq": 2, "bundle": "gantry-reach", "spec_hash": moved.spec_hash})
         sock.close()
     assert (welcome["type"], welcome["bundle"]) == ("welcome", "gantry-reach")
@@ -91,7 +91,7 @@ def test_a_hello_without_a_bundle_and_no_or_several_matches_is_refused(bundle, c
         sock.close()
     prefix = bundle.spec_hash[:16]
     expect_error(nothing, ErrorCode.SPEC_MISMATCH, f"no served bundle has spec hash 0000000000000000...; served: "
-                 f"'gantry-reach' (spec {prefix}...), 'gantry-twin' (spec {prefix}...)", 1)
+                 f"'gantry-reach' (gantry-3, spec {prefix}...), 'gantry-twin' (gantry-3, spec {prefix}...)", 1)
     expect_error(several, ErrorCode.UNKNOWN_BUNDLE, f"2 served bundles have spec hash {prefix}...: name one in "
                  "hello.bundle: ['gantry-reach', 'gantry-twin']", 2)
     assert (named["type"], named["bundle"]) == ("welcome", "gantry-twin")

@@ -235,7 +235,7 @@ def test_a_fixed_layout_step_over_the_message_cap_is_too_large(bundle, context):
     "change, code, fragment",
     [
         ({"bundle": "welder"}, ErrorCode.UNKNOWN_BUNDLE, "bundle 'welder' not served here (use the manifest name, not the "
-                                                         f"directory); served: 'gantry-reach' (spec {GANTRY_HASH[:16]}...)"),
+                                                         f"directory); served: 'gantry-reach' (gantry-3, spec {GANTRY_HASH[:16]}...)"),
         ({"spec_hash": "0" * 64}, ErrorCode.SPEC_MISMATCH, "spec hash 0000000000000000... differs"),
         ({"robot": {"model": "ur5", "joint_names": ["x", "y", "z"]}}, ErrorCode.ROBOT_MISMATCH, "robot model 'ur5'"),
         ({"robot": {"model": "gantry-3", "joint_names": ["x", "y"]}}, ErrorCode.ROBOT_MISMATCH, "joint names ['x', 'y']"),
