@@ -61,3 +61,18 @@ def test_bridge_latency_obs_pixels_runs_the_frames_echo_comparison_at_the_cells_
     assert result["hz"] == 20.0  # conveyor-pick's control rate: the toy's frames are that cell's
     assert [(r["variant"], r["encoding"]) for r in result["runs"]] == [("echo", "raw"), ("bridge", "raw")]
     assert result["runs"][1]["replies"] >= 5 and "bridge/echo raw x 1" in proc.stdout
+
+
+def test_a_setting_with_no_timed_bridge_reply_is_a_miss_not_a_crash():
+    """A 2-s run (1-s blocks, first ticks untimed) once timed no bridge reply: the ratio divided None and the bench
+    died after its 57 s of measuring."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bridge_images import echo_ratios
+
+    row = {"encoding": "jpeg", "controllers": 1}
+    runs = [{**row, "variant": "echo", "p50_us": 400.0, "p99_us": 800.0},
+            {**row, "variant": "bridge", "p50_us": None, "p99_us": None},
+            {**row, "controllers": 8, "variant": "echo", "p50_us": 400.0, "p99_us": 800.0},
+            {**row, "controllers": 8, "variant": "bridge", "p50_us": 600.0, "p99_us": 1200.0}]
+    assert echo_ratios(runs) == [{**row, "p50": None, "p99": None, "p99_met": False},
+                                 {**row, "controllers": 8, "p50": 1.5, "p99": 1.5, "p99_met": True}]
