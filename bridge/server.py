@@ -74,6 +74,11 @@ class ServerConfig:
     hwm: int = 256  # per-peer queue bound (messages) on the ROUTER
     max_sessions: int = 64
     session_timeout_s: float = 10.0  # a controller silent this long loses its session
+    # ZMTP PING/PONG on every connection: a peer that answers no PING for peer_timeout_ms (its host lost power, a
+    # cable pulled, a NAT forgot it: no FIN ever comes) is disconnected, its file descriptor and queue freed.
+    # libzmq answers PINGs on its own I/O thread, so a busy controller is never dropped by this.
+    peer_heartbeat_ms: int = 1000
+    peer_timeout_ms: int = 5000
     max_batch: int = 64
     inference: str = "auto"  # auto | inline | thread: where forward passes run (see module doc)
     inline_budget_us: float = 200.0  # auto: forward passes longer than this belong on the thread
@@ -177,6 +182,8 @@ class BridgeServer:
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.sndhwm = cfg.hwm
         router.rcvhwm = cfg.hwm
+        router.setsockopt(zmq.HEARTBEAT_IVL, cfg.peer_heartbeat_ms)
+        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, cfg.peer_timeout_ms)
         # Twice the largest message cap at least, so a message a little over its cap is answered TOO_LARGE
         # instead of costing the controller its connection.
         router.setsockopt(zmq.MAXMSGSIZE, max(cfg.transport_max_bytes, 2 * max(map(self._cap, range(len(self.entries))))))
@@ -337,7 +344,7 @@ class BridgeServer:
         failed deep inside (int(nan)); each named by its command-line flag."""
         c = self.config
         counts = {"--max-message-bytes": c.max_message_bytes, "--max-sessions": c.max_sessions, "max_batch": c.max_batch,
-                  "hwm": c.hwm}
+                  "hwm": c.hwm, "peer_heartbeat_ms": c.peer_heartbeat_ms, "peer_timeout_ms": c.peer_timeout_ms}
         for flag, value in counts.items():
             if type(value) is not int or value < 1:
                 raise ServerConfigError(f"{flag} must be an integer >= 1, got {value!r}")

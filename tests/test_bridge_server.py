@@ -6,6 +6,8 @@ raw DEALER sockets (to send anything at all) or the real BridgeClient.
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 
@@ -375,6 +377,39 @@ def test_frame_over_the_transport_cap_drops_only_that_connection(bundle, context
         assert step(good, 2, OBS).header["type"] == "action"
         good.close()
         bad.close()
+
+
+def _zmtp_dealer_that_goes_silent(endpoint: str, hello_frame: bytes) -> socket.socket:
+    """A TCP peer that does the ZMTP 3.0 handshake as a DEALER (NULL mechanism), sends one message and then
+    never sends anything again and never closes: what the server sees of a controller whose host lost power."""
+    host, port = endpoint[len("tcp://"):].rsplit(":", 1)
+    peer = socket.create_connection((host, int(port)), timeout=5)
+    peer.sendall(b"\xff" + b"\0" * 7 + b"\x01\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") + b"\x00" + b"\0" * 31)
+    greeting = b""
+    while len(greeting) < 64:
+        greeting += peer.recv(64 - len(greeting))
+    ready = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+    peer.sendall(bytes([0x04, len(ready)]) + ready + bytes([0x00, len(hello_frame)]) + hello_frame)
+    return peer
+
+
+def test_a_peer_that_goes_silent_without_closing_is_disconnected(bundle):
+    # No FIN ever comes from a host that lost power; without ZMTP heartbeats from the server its connection (a file
+    # descriptor and a queue) was kept for ever, one more each time a controller was power-cycled.
+    hello_frame = msgpack.packb({"v": V, "type": "hello", "seq": 1, "bundle": bundle.name, "spec_hash": bundle.spec_hash})
+    with serving(bundle, peer_heartbeat_ms=100, peer_timeout_ms=300) as server:
+        peer = _zmtp_dealer_that_goes_silent(server.endpoint, hello_frame)
+        received, closed_after = b"", None
+        start = time.monotonic()
+        while time.monotonic() - start < 5:
+            data = peer.recv(65536)  # the welcome, then the server's PINGs, which this peer never answers
+            if not data:
+                closed_after = time.monotonic() - start
+                break
+            received += data
+        peer.close()
+    assert b"welcome" in received
+    assert closed_after is not None and closed_after < 3, "the server kept a silent peer's connection open"
 
 
 def test_replies_to_vanished_controllers_are_dropped(bundle, context):
