@@ -95,13 +95,17 @@ def test_cell_channel_answers_bad_requests_and_keeps_serving(quick_emulator):
             assert raw.poll(5000)
             reply = msgpack.unpackb(raw.recv())
             assert reply["ok"] is False and "not msgpack" in reply["error"]
+            raw.send_multipart([msgpack.packb({"op": "sense"}), b"a second frame"])  # this ended the channel's thread
+            assert raw.poll(5000)
+            reply = msgpack.unpackb(raw.recv())
+            assert reply["ok"] is False and "one msgpack frame, got 2" in reply["error"]
         finally:
             context.destroy(linger=0)
         link.reset(1_000_000)
         sensed = link.sense()
         assert sensed["step"] == 0 and sensed["done"] is False and len(sensed["task"]) > 0
         assert link.describe()["robot"]["model"] == "gp7"
-        assert channel.errors == 4
+        assert channel.errors == 5
 
 
 def test_controller_address_is_checked():

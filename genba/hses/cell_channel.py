@@ -80,10 +80,14 @@ class CellChannel:
         while not self._stop.is_set():
             if not self._socket.poll(POLL_MS):
                 continue
-            raw = self._socket.recv()
+            # All of the request's frames: REP refuses to send a reply (EFSM, which ended this thread) while a
+            # frame of the request is still unread.
+            frames = self._socket.recv_multipart()
             self.requests += 1
             try:
-                reply = {"ok": True, **self.answer(_decode(raw))}
+                if len(frames) != 1:
+                    raise CellChannelError(f"a request is one msgpack frame, got {len(frames)} frames")
+                reply = {"ok": True, **self.answer(_decode(frames[0]))}
             except CellChannelError as exc:
                 self.errors += 1
                 reply = {"ok": False, "error": str(exc)}
