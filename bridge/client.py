@@ -165,6 +165,7 @@ class BridgeClient:
         self._next_attempt_ns = 0
         self._attempt_end_ns = 0
         self._hello_seq: int | None = None
+        self._busy_text = ""  # the last BUSY answer to a hello, for connect()'s error
         self._session_seq0 = 0  # seq of the hello that opened the current session
         self._ever_connected = False
         self._closed = False
@@ -190,6 +191,9 @@ class BridgeClient:
         while not self.ensure_session(max(0.0, end - time.monotonic())):
             remaining = end - time.monotonic()
             if remaining <= 0:
+                if self._busy_text:
+                    raise BridgeUnavailable(f"no welcome from {self.config.endpoint} within {timeout_s:g} s: the server "
+                                            f"answered BUSY ({self._busy_text})")
                 raise BridgeUnavailable(
                     f"no welcome from {self.config.endpoint} within {timeout_s:g} s (is `genba bridge serve` running "
                     "there, and is this controller's public key in its allow-list?)"
@@ -231,6 +235,13 @@ class BridgeClient:
         if self._hello_seq is not None:
             reply = self._receive_reply(self._hello_seq, end)
             if reply is not None:
+                if reply.header["type"] == _ERROR and reply.header["code"] == ErrorCode.BUSY:
+                    # The session table is full (often of sessions whose controllers went away and have not expired
+                    # yet): not final, unlike the other refusals. Retry after the backoff, as after no answer.
+                    self.counts["busy"] += 1
+                    self._busy_text = reply.header["text"]
+                    self._fail_attempt("busy")
+                    return False
                 if reply.header["type"] == _ERROR:
                     self._fail_attempt("rejected")
                     raise HandshakeRejected(reply.header["code"], reply.header["text"])
@@ -249,6 +260,7 @@ class BridgeClient:
                         if images and all(s.encoding == "raw" for s in images) else None
                     self._action_layout = wire.action_header_layout(self.welcome.act_dim)
                     self._session_seq0 = self._hello_seq
+                    self._busy_text = ""
                     self._backoff_s = self.config.backoff_initial_s
                     if self._ever_connected:
                         self.counts["reconnects"] += 1

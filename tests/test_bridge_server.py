@@ -19,7 +19,7 @@ from bridge_support import TIMEOUT_MS, GatedPolicy, context, dealer, serving, wa
 
 from bridge import gantry
 from bridge import protocol as wire
-from bridge.client import BridgeClient, ClientConfig, HandshakeRejected
+from bridge.client import BridgeClient, BridgeUnavailable, ClientConfig, HandshakeRejected
 from bridge.endpoints import is_loopback_endpoint
 from bridge.limits import SafetyLimits
 from bridge.policy import BundleSpecError
@@ -354,6 +354,30 @@ def test_session_table_full_answers_busy(bundle, context):
         expect_error(hello(socks[2], bundle), ErrorCode.BUSY, "2 controllers connected", 1)
         for sock in socks:
             sock.close()
+
+
+def test_client_retries_busy_until_a_slot_frees(bundle, context):
+    # A controller that vanished without bye keeps its slot until the session expires. The reference client used to
+    # take that BUSY as final: HandshakeRejected at connect, and out of step() when a session dropped mid-run.
+    with serving(bundle, max_sessions=1, session_timeout_s=1.0, telemetry_period_s=0.1) as server:
+        gone = dealer(context, server.endpoint)
+        assert hello(gone, bundle).header["type"] == "welcome"
+        gone.close()  # no bye: its session holds the only slot for a second
+        with BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash)) as client:
+            client.connect(5.0)
+            assert client.counts["busy"] >= 1
+            assert client.step(OBS, 1.0).status == "ok"
+            client.drop_session("no reply for 1 s")  # a hiccup: a fresh socket, while the old session still holds the slot
+            statuses = []
+            end = time.monotonic() + 5
+            while time.monotonic() < end and (not statuses or statuses[-1] != "ok"):
+                statuses.append(client.step(OBS, 0.1).status)
+        assert statuses[0] == "disconnected" and statuses[-1] == "ok"
+        with BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash)) as first, \
+                BridgeClient(ClientConfig(server.endpoint, bundle.name, bundle.spec_hash)) as second:
+            first.connect(5.0)
+            with pytest.raises(BridgeUnavailable, match="answered BUSY .1 controllers connected"):
+                second.connect(0.3)
 
 
 def test_silent_sessions_expire(bundle, context):
