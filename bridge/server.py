@@ -98,6 +98,13 @@ class Session:
     images: tuple[cameras.ImageSpec, ...] = ()  # a pixel bundle's cameras, with the encodings agreed at hello
 
 
+SHOWN_TEXT_CHARS = 300  # of a refusal's text in the log and on telemetry: the text may echo up to a whole message
+
+
+def _clip(text: str, limit: int = SHOWN_TEXT_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 @dataclass
 class _RateLimitedLog:
     """At most one warning per error code per second; the rest are counted and summarised."""
@@ -440,8 +447,11 @@ class BridgeServer:
 
     def _reject(self, identity: bytes, exc: ProtocolError) -> None:
         self.stats.count(f"errors.{exc.code.name}")
-        self._rate_log.warn(exc.code, exc.text)
-        self.telemetry.publish("error", {"code": int(exc.code), "name": exc.code.name, "text": exc.text, "re": exc.seq})
+        # The reply says it all; the log and telemetry get at most SHOWN_TEXT_CHARS of it, since a text can echo a
+        # 64 KiB field (an unknown type, a bundle name), and one such line a second per code was 15 GB a day.
+        shown = _clip(exc.text)
+        self._rate_log.warn(exc.code, shown)
+        self.telemetry.publish("error", {"code": int(exc.code), "name": exc.code.name, "text": shown, "re": exc.seq})
         self._send(identity, wire.error_frames(exc.code, exc.text, next(self._seq), exc.seq, exc.version))
 
     def _session_for(self, identity: bytes, seq: int, now: int) -> Session:

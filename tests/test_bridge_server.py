@@ -503,6 +503,29 @@ def test_telemetry_publishes_sessions_latency_errors_actions_and_client_stats(bu
     assert served and served[0]["counts"]["served"] == 1 and served[0]["batch_max"] == 1
 
 
+def test_log_and_telemetry_show_a_long_refusal_text_clipped(bundle, context, caplog):
+    # A refusal's text can echo a whole field (here a 60 000-character type): the log, one line a second per code,
+    # grew 180 KB a second from one client sending three such messages; the reply still carries the whole text.
+    with serving(bundle, telemetry_period_s=0.1) as server:
+        sub = context.socket(zmq.SUB)
+        sub.linger = 0
+        sub.rcvtimeo = TIMEOUT_MS
+        sub.subscribe(b"error")
+        sub.connect(server.telemetry_endpoint)
+        time.sleep(0.3)  # slow joiner
+        sock = dealer(context, server.endpoint)
+        send(sock, {"type": "x" * 60_000, "seq": 1})
+        reply = recv(sock).header
+        _, payload = sub.recv_multipart()
+        sock.close()
+        sub.close()
+    assert reply["name"] == "UNKNOWN_TYPE" and len(reply["text"]) > 60_000
+    event = msgpack.unpackb(payload)
+    assert event["name"] == "UNKNOWN_TYPE" and len(event["text"]) < 400 and event["text"].endswith("more characters)")
+    (line,) = [r.getMessage() for r in caplog.records if "rejected message" in r.getMessage()]
+    assert len(line) < 450 and line.startswith("rejected message: UNKNOWN_TYPE: unknown message type 'xxx")
+
+
 # ------------------------------------------------------------------ configuration
 
 
