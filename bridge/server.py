@@ -74,6 +74,10 @@ class ServerConfig:
     hwm: int = 256  # per-peer queue bound (messages) on the ROUTER
     max_sessions: int = 64
     session_timeout_s: float = 10.0  # a controller silent this long loses its session
+    # A full table makes room by forgetting its longest-silent session if that one is silent this long: three of the
+    # reference controller's 1-s heartbeats missed. Controllers that went away without bye (crashed, restarted, or a
+    # client opening sessions it drops) otherwise held every slot for session_timeout_s.
+    crowded_idle_s: float = 3.0
     # ZMTP PING/PONG on every connection: a peer that answers no PING for peer_timeout_ms (its host lost power, a
     # cable pulled, a NAT forgot it: no FIN ever comes) is disconnected, its file descriptor and queue freed.
     # libzmq answers PINGs on its own I/O thread, so a busy controller is never dropped by this.
@@ -356,7 +360,7 @@ class BridgeServer:
             if type(value) is not int or value < 1:
                 raise ServerConfigError(f"{flag} must be an integer >= 1, got {value!r}")
         seconds = {"--session-timeout": c.session_timeout_s, "--inline-budget-us": c.inline_budget_us,
-                   "telemetry_period_s": c.telemetry_period_s}
+                   "telemetry_period_s": c.telemetry_period_s, "crowded_idle_s": c.crowded_idle_s}
         for flag, value in seconds.items():
             if not (math.isfinite(value) and value > 0):
                 raise ServerConfigError(f"{flag} must be a number > 0, got {value}")
@@ -550,7 +554,7 @@ class BridgeServer:
                 raise ProtocolError(ErrorCode.ROBOT_MISMATCH, f"joint names {joints!r} differ from the bundle's {list(entry.limits.joint_names)}", seq)
         if identity not in self.sessions and len(self.sessions) >= self.config.max_sessions:
             self._expire(now)
-            if len(self.sessions) >= self.config.max_sessions:
+            if len(self.sessions) >= self.config.max_sessions and not self._evict_idlest(now):
                 raise ProtocolError(ErrorCode.BUSY, f"{self.config.max_sessions} controllers connected; try later", seq)
         offered = header.get("image_encodings", ["raw"])
         if not all(type(e) is str for e in offered):
@@ -607,9 +611,20 @@ class BridgeServer:
         limit = now - int(self.config.session_timeout_s * 1e9)
         for identity, session in list(self.sessions.items()):
             if session.last_seen_ns < limit:
-                del self.sessions[identity]
-                self.runner.last_actions.pop(identity, None)
-                self.telemetry.publish("session", {"event": "expired", "session": session.session_id})
+                self._forget(identity, "expired")
+
+    def _evict_idlest(self, now: int) -> bool:
+        """Forget the longest-silent session if it has been silent crowded_idle_s; whether one was."""
+        identity, session = min(self.sessions.items(), key=lambda item: item[1].last_seen_ns)
+        if now - session.last_seen_ns < int(self.config.crowded_idle_s * 1e9):
+            return False
+        self._forget(identity, "evicted")
+        return True
+
+    def _forget(self, identity: bytes, event: str) -> None:
+        session = self.sessions.pop(identity)
+        self.runner.last_actions.pop(identity, None)
+        self.telemetry.publish("session", {"event": event, "session": session.session_id})
 
     def _tick(self, now: int) -> None:
         self._expire(now)

@@ -356,6 +356,23 @@ def test_session_table_full_answers_busy(bundle, context):
             sock.close()
 
 
+def test_a_full_table_makes_room_by_evicting_its_longest_silent_session(bundle, context):
+    # Sessions opened and dropped without bye held every slot for the whole session timeout (10 s): a soak's hostile
+    # client kept all 64 taken, and controllers that came back waited. A session that steps keeps its slot.
+    with serving(bundle, max_sessions=2, crowded_idle_s=0.5, session_timeout_s=30.0) as server:
+        active, silent, newcomer = (dealer(context, server.endpoint) for _ in range(3))
+        assert hello(active, bundle).header["type"] == hello(silent, bundle).header["type"] == "welcome"
+        expect_error(hello(newcomer, bundle), ErrorCode.BUSY, "2 controllers connected", 1)  # nobody silent long enough
+        for seq in range(2, 9):  # 0.7 s: `active` steps on, `silent` says nothing
+            time.sleep(0.1)
+            assert step(active, seq, OBS).header["type"] == "action"
+        assert hello(newcomer, bundle, seq=2).header["type"] == "welcome"
+        assert step(active, 9, OBS).header["type"] == "action"
+        expect_error(step(silent, 2, OBS), ErrorCode.NO_SESSION, "send hello first", 2)
+        for sock in (active, silent, newcomer):
+            sock.close()
+
+
 def test_client_retries_busy_until_a_slot_frees(bundle, context):
     # A controller that vanished without bye keeps its slot until the session expires. The reference client used to
     # take that BUSY as final: HandshakeRejected at connect, and out of step() when a session dropped mid-run.
