@@ -145,6 +145,27 @@ def test_a_busy_loop_is_never_held_up_and_latest_status_wins(view):
     assert len(steps) < 100  # the client saw a few snapshots, not a 2000-message backlog
 
 
+def test_half_sent_requests_are_closed_and_an_open_websocket_is_not():
+    """A soak held 200 connections that sent part of their headers for as long as it liked (fds 9 -> 209)."""
+    with LiveView(port=0, fps=20.0, idle_timeout_s=0.5) as view:
+        half = socket.create_connection(("127.0.0.1", view.port), timeout=TIMEOUT)
+        half.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+
+        async def watch_past_the_timeout():
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
+                async with session.ws_connect(view.url + "ws") as ws:
+                    await asyncio.sleep(1.5)
+                    view.push(np.zeros((8, 8, 3), np.uint8), {"step": 7})
+                    while True:
+                        msg = await ws.receive(timeout=TIMEOUT)
+                        if msg.type == aiohttp.WSMsgType.TEXT and json.loads(msg.data)["status"].get("step") == 7:
+                            return True
+
+        assert asyncio.run(watch_past_the_timeout())
+        assert half.recv(100) == b""  # closed by the server (it had been, during the 1.5 s)
+        half.close()
+
+
 def test_a_busy_port_is_a_clear_error():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

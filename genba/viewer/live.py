@@ -59,12 +59,15 @@ class Controls:
 
 class LiveView:
     def __init__(self, host: str = "127.0.0.1", port: int = 8000, fps: float = 10.0, title: str = "genba",
-                 jpeg_quality: int = 80, paused: bool = False):
+                 jpeg_quality: int = 80, paused: bool = False, idle_timeout_s: float = 15.0):
         if not fps > 0:
             raise ViewerError(f"viewer fps must be > 0, got {fps}")
         if not 0 <= port <= 65535:
             raise ViewerError(f"port must be 0..65535, got {port}")
         self.host, self.port, self.fps, self.title = host, port, float(fps), title
+        # A connection with no request under way (idle keep-alive, or headers never finished) is closed after this: with
+        # aiohttp's default (an hour) 200 half-sent requests held 200 sockets. An open /ws is a request under way.
+        self.idle_timeout_s = float(idle_timeout_s)
         self.jpeg_quality = int(jpeg_quality)
         self._period = 1.0 / self.fps
         self._lock = threading.Lock()
@@ -218,7 +221,8 @@ class LiveView:
         app.router.add_post("/control", self._control)
         app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
         app.on_shutdown.append(self._close_sockets)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0,
+                               keepalive_timeout=self.idle_timeout_s)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()
