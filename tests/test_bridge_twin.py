@@ -61,7 +61,8 @@ def test_lost_replies_hold_the_robot_and_are_reported(reach_bundle, server):
     # No setpoint ever came, so the servo pipeline stood the robot still from the start (as a controller does
     # before its first setpoint): no watchdog hold, since nothing was moving, and every step was the standstill.
     assert report.holds == 0 and report.safety_interventions["hold"] == 0
-    assert report.steps_changed_by_safety == steps
+    assert report.steps_changed_by_safety == report.steps_without_action == steps
+    assert f"{steps} of {steps} steps changed by them or held ({steps} with no action from the policy)" in report.lines()[2]
 
 
 def test_latency_beyond_the_budget_sends_nothing_and_counts_misses(reach_bundle, server):

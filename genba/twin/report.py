@@ -22,6 +22,7 @@ class TwinReport:
     step_status: dict[str, int]
     safety_interventions: dict[str, int]  # per servo sample, by kind
     steps_changed_by_safety: int  # control periods whose command the safety layer (or a hold) altered
+    steps_without_action: int  # of those, periods with no action from the policy (lost, late, a dry chunk queue): held
     holds: int
     faults: dict[str, Any]
     overruns: int  # control periods that started late
@@ -50,12 +51,17 @@ class TwinReport:
             f"over {self.episodes} episodes{' (interrupted)' if self.interrupted else ''}, cycle time {ct}",
             f"round trip p50 {ms('p50_us')}, p99 {ms('p99_us')}, max {ms('max_us')}; "
             f"deadline misses {self.deadline_misses} of {self.control_steps} steps; statuses {self.step_status}",
-            f"safety interventions {changed or 'none'} ({self.steps_changed_by_safety} of {self.control_steps} steps changed); "
-            f"watchdog holds {self.holds}; late control periods {self.overruns}",
+            f"safety interventions {changed or 'none'}; {self.steps_changed_by_safety} of {self.control_steps} steps changed "
+            f"by them or held ({self.steps_without_action} with no action from the policy); watchdog holds {self.holds}; "
+            f"late control periods {self.overruns}",
             f"faults {self.faults}",
             *([] if self.chunks is None else [
                 f"chunks: {self.chunks['served_fraction']:.1%} of control periods served from the queue, "
                 f"{self.chunks['hold_fraction']:.1%} dry (hold); {self.chunks['requests']} requests, {self.chunks['lost']} lost, "
-                f"{self.chunks['stale_chunks']} stale chunks refused; boundary jump {self.chunks['boundary_jump_mean']} "
-                f"vs step {self.chunks['step_jump_mean']}"]),
+                f"{self.chunks['stale_chunks']} stale chunks refused; boundary jump {_number(self.chunks['boundary_jump_mean'])} "
+                f"vs step {_number(self.chunks['step_jump_mean'])}"]),
         ]
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"

@@ -128,7 +128,7 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
     budget_s = period_s * config.latency_budget / (config.speed if config.speed > 0 else 1.0)
     step_ns = int(period_s * 1e9) // cycles
     robot = env.unwrapped.robot
-    successes, cycle_times, steps_total, overruns, steps_changed = 0, [], 0, 0, 0
+    successes, cycle_times, steps_total, overruns, steps_changed, steps_without_action = 0, [], 0, 0, 0, 0
     outcomes: list[bool] = []
     lengths: list[int] = []
     returns: list[float] = []
@@ -200,6 +200,7 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
                 else:
                     env_action = np.append(np.clip((safety.q - current) / scale, -1.0, 1.0), grip)
                     steps_changed += 1
+                    steps_without_action += action is None
                 obs, reward, terminated, truncated, info = env.step(env_action.astype(np.float32))
                 done = terminated or truncated
                 sim_ns += cycles * step_ns
@@ -228,7 +229,8 @@ def _episodes(config: TwinConfig, env, spec: dict, link: FaultyLink, client: Bri
         success_rate=successes / n if n else 0.0, success_ci95=wilson_interval(successes, n),
         mean_cycle_time_s=float(np.mean(cycle_times)) if cycle_times else None, control_steps=steps_total,
         round_trip=client.stats.summary(), deadline_misses=client.stats.deadline_misses, step_status=status,
-        safety_interventions=safety_total, steps_changed_by_safety=steps_changed, holds=holds,
+        safety_interventions=safety_total, steps_changed_by_safety=steps_changed, steps_without_action=steps_without_action,
+        holds=holds,
         faults={**asdict(config.faults), "dropped": (executor.link if executor else link).dropped,
                 "added_latency_ms_total": round((executor.link if executor else link).delayed_ms, 1)},
         chunks=executor.summary() if executor is not None else None,
