@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -92,13 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=UNLIMITED_STEPS, help="env steps per seed at most (default: the time budget decides)")
     p.add_argument("--episodes", type=int, default=200, help="evaluation episodes per policy")
     p.add_argument("--obs", default="state", help="observation mode of the evaluations (the preset fine-tunes on state)")
-    p.add_argument("--keep", type=Path, default=None, help="keep runs and logs here (default: a temp dir)")
+    p.add_argument("--keep", type=Path, default=None, help="keep runs and logs here (default: a temp dir, removed at the end)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     if min(args.seeds, args.workers, args.envs, args.episodes, args.steps) < 1 or args.minutes <= 0:
         p.error("--seeds, --workers, --envs, --steps, --episodes and --minutes must be positive")
     work = args.keep or Path(tempfile.mkdtemp(prefix="finetune."))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        verdict = _run(args, work)
+    except BaseException:
+        print(f"runs and logs so far: {work}", file=sys.stderr)
+        raise
+    if args.keep is None:  # the figures are in --json and the lines above; the runs took hundreds of MB of /tmp
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if verdict else 1
+
+
+def _run(args: argparse.Namespace, work: Path) -> bool:
 
     bc = args.bc
     bc_wall = None
@@ -135,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                            "workers": args.workers, "envs": args.envs, "steps": args.steps, "bc": str(bc), "bc_train_process_s": bc_wall, "target_cycle_time_s": goal,
                            "min_success": MIN_SUCCESS, "rows": rows, "passed_seeds": passed, "pass": verdict,
                            "cpu_count": os.cpu_count()})
-    return 0 if verdict else 1
+    return verdict
 
 
 if __name__ == "__main__":

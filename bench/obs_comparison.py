@@ -23,6 +23,7 @@ import argparse
 import os
 import platform
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -278,14 +279,17 @@ def machine(cuda: bool) -> dict[str, Any]:
 
 
 def parse_args(argv=None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # The notes the docstring names, written out: --help showed "(SEED_NOTE)" and no note.
+    notes = "\n".join(textwrap.fill(f"{name}: {text}.", 110, subsequent_indent="  ") for name, text in
+                      (("SEED_NOTE", SEED_NOTE), ("LATENCY_NOTE", LATENCY_NOTE), ("PERCEPTION_NOTE", PERCEPTION_NOTE)))
+    parser = argparse.ArgumentParser(description=f"{__doc__}\n{notes}", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cell", help="the scenario both policies were trained on (bin-sort, conveyor-pick, or a YAML path)")
     parser.add_argument("--state", required=True, help="a state policy: bundle or run directory (rows a and b)")
     parser.add_argument("--pixels", required=True, help="a pixel policy: bundle or run directory (row c)")
     parser.add_argument("--robot", help="robot model override (default: the scenario's)")
     parser.add_argument("--episodes", type=int, default=200, help="episodes per row and lighting")
     parser.add_argument("--lightings", type=int, default=4, help="varied lightings to rerun rows b and c under (0 to 4)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="first episode seed (SEED_NOTE)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="first episode seed (SEED_NOTE above)")
     parser.add_argument("--latency-samples", type=int, default=1000, help="recorded observations timed per row")
     parser.add_argument("--json", dest="json_path", help="write the figures to this JSON file")
     args = parser.parse_args(argv)
