@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
@@ -75,15 +76,28 @@ def open_source(spec: Union[str, int, Path]) -> FrameSource:
     if not text:
         raise SourceError("no video source given: name a device index, a video file or a stream URL")
     if text.isdigit():
-        name, capture = f"camera device {text}", cv2.VideoCapture(int(text))
+        name, target = f"camera device {text}", int(text)
     elif "://" in text:
-        name, capture = f"stream {text}", cv2.VideoCapture(text)
+        name, target = f"stream {text}", text
     else:
         path = Path(text)
         if not path.is_file():
             raise SourceError(f"no video file at {path}" if not path.exists() else f"{path} is not a file")
-        name, capture = f"video file {path}", cv2.VideoCapture(str(path))
+        name, target = f"video file {path}", str(path)
+    with _opencv_quiet():  # each backend it tries logs why it could not open: the error below says it once
+        capture = cv2.VideoCapture(target)
     if not capture.isOpened():
         capture.release()
         raise SourceError(f"cannot open {name}: OpenCV's VideoCapture found no readable video there")
     return FrameSource(capture, name)
+
+
+@contextlib.contextmanager
+def _opencv_quiet() -> Iterator[None]:
+    """OpenCV's own log at errors only while the block runs."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)

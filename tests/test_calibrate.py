@@ -152,6 +152,7 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path):
         (["conveyor-pick", "--board", "8x6"], "looks the same turned half a turn"),
         (["conveyor-pick", "--source", "0"], "name a SCENARIO"),
         (["--source", "0", "--views", "20"], "--views does not apply with --source"),
+        (["--source", "97"], "cannot open camera device 97"),  # OpenCV's backends logged two [ WARN ] lines first
     ]
     # All at once: each is a fresh process that fails fast, so the cores overlap their start-up.
     procs = [(args, message, subprocess.Popen([sys.executable, "-m", "genba", "calibrate", *args], cwd=REPO,
