@@ -43,7 +43,12 @@ def load_space(path: str | Path | None, algo: str) -> dict[str, dict[str, Any]]:
         raise SweepError(f"search space {path}: no such file" + ("" if path.parent != SPACE_DIR else
                                                                    f" (no default space for --algo {algo}; pass --space FILE)"))
     data = read_yaml(path, SweepError, "search space")
-    return validate_space(data, str(path))
+    space = validate_space(data, str(path))
+    unread = [key for key in space if key.startswith("bc.")] if algo != "bc" else []
+    if unread:  # a valid key of the config, which --algo ALGO's training never reads: every trial would be the same
+        raise SweepError(f"search space {path}: {', '.join(unread)} set behaviour cloning; --algo {algo} does not read "
+                         f"them (sweep --algo bc, or a space of {algo}'s keys such as {default_space_path(algo)})")
+    return space
 
 
 def validate_space(data: Any, source: str) -> dict[str, dict[str, Any]]:

@@ -201,6 +201,8 @@ def test_seed_sweep_reports_mean_and_interval(tmp_path: Path):
     (["--storage", "postgresql://genba:secret@host:notaport/db"], "not a valid database URL"),  # a traceback, a dir left
     (["--storage", "sqlite://"], "an in-memory SQLite database cannot be shared"),  # every worker failed: 'no study'
     (["--heartbeat", "nan"], "--heartbeat must be >= 1 s, got nan"),
+    # valid keys that SAC never reads: the sweep ran, every trial alike (the docs' own example did it)
+    (["--algo", "sac", "--space", "{bc}"], "bc.learning_rate set behaviour cloning; --algo sac does not read them"),
 ])
 def test_bad_storage_and_spaces_are_one_line_errors(tmp_path: Path, args, message):
     (tmp_path / "space.yaml").write_text("bc.learning_rate: {type: floaty, low: 0.001, high: 0.01}\n")
@@ -208,7 +210,8 @@ def test_bad_storage_and_spaces_are_one_line_errors(tmp_path: Path, args, messag
     (tmp_path / "nan.yaml").write_text("bc.learning_rate: {type: float, low: .nan, high: 0.01}\n")
     (tmp_path / "step.yaml").write_text("bc.learning_rate: {type: float, low: 0.001, high: 0.01, log: true, step: 0.001}\n")
     (tmp_path / "choice.yaml").write_text("bc.batch_size: {type: categorical, choices: [64, abc]}\n")
-    args = [a.format(**{k: tmp_path / f"{k}.yaml" for k in ("space", "typo", "nan", "step", "choice")}) for a in args]
+    (tmp_path / "bc.yaml").write_text("bc.learning_rate: {type: float, low: 0.001, high: 0.01}\n")
+    args = [a.format(**{k: tmp_path / f"{k}.yaml" for k in ("space", "typo", "nan", "step", "choice", "bc")}) for a in args]
     result = run_genba("sweep", "toy-target", "--algo", "bc", "--out", str(tmp_path / "s"), *args)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
