@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -68,9 +69,12 @@ def sweep_stale_temps(target: Path) -> None:
     """Remove the temporaries of writes to `target` whose process is gone (SIGKILL, power loss): never renamed into
     place, so nothing reads them. A live writer's (another process's, or this one's) are left alone."""
     stem = _temp_stem(target)
+    # STEM PID . mkstemp's 8 random characters [. suffix]: exactly, so another target's (NAME.5's for NAME) is not taken
+    # for a writer's with pid 5
+    own = re.compile(re.escape(stem) + r"(\d+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?")
     for p in target.parent.glob(glob.escape(stem) + "*"):
-        pid = p.name[len(stem):].split(".", 1)[0]
-        if pid.isdigit() and not process_alive(int(pid)):
+        match = own.fullmatch(p.name)
+        if match is not None and not process_alive(int(match.group(1))):
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 

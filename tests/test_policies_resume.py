@@ -174,6 +174,20 @@ def test_the_next_write_to_a_target_removes_what_a_killed_writer_left_and_keeps_
         live.wait()
 
 
+def test_a_write_removes_only_its_own_targets_dead_temporaries(tmp_path):
+    """A temp of NAME.5 written by a live process reads like a temp of NAME by pid 5: it is not NAME's, and stays."""
+    import os
+
+    from policies.rundir import sweep_stale_temps
+
+    dead = tmp_path / ".tmp-a.999999999.abcdefgh"  # no such pid
+    others = [tmp_path / f".tmp-a.5.{os.getpid()}.zzzzzzzz", tmp_path / ".tmp-ab.999999999.abcdefgh"]
+    for p in (dead, *others):
+        p.write_text("x")
+    sweep_stale_temps(tmp_path / "a")
+    assert sorted(tmp_path.iterdir()) == sorted(others)
+
+
 def test_files_with_names_near_the_255_byte_limit_are_written(tmp_path):
     """The temp beside a target is longer than its name: a 250-byte name failed with ENAMETOOLONG."""
     atomic_write_text(tmp_path / ("x" * 250), "text")
