@@ -175,13 +175,13 @@ def test_the_next_write_to_a_target_removes_what_a_killed_writer_left_and_keeps_
 
 
 def test_a_write_removes_only_its_own_targets_dead_temporaries(tmp_path):
-    """A temp of NAME.5 written by a live process reads like a temp of NAME by pid 5: it is not NAME's, and stays."""
+    """A temp of NAME.999999998 written by a live process reads like a temp of NAME by a dead pid: it is not NAME's, and stays."""
     import os
 
     from policies.rundir import sweep_stale_temps
 
     dead = tmp_path / ".tmp-a.999999999.abcdefgh"  # no such pid
-    others = [tmp_path / f".tmp-a.5.{os.getpid()}.zzzzzzzz", tmp_path / ".tmp-ab.999999999.abcdefgh"]
+    others = [tmp_path / f".tmp-a.999999998.{os.getpid()}.zzzzzzzz", tmp_path / ".tmp-ab.999999999.abcdefgh"]
     for p in (dead, *others):
         p.write_text("x")
     sweep_stale_temps(tmp_path / "a")
