@@ -102,5 +102,5 @@ def test_twin_refuses_a_bundle_for_another_cell(reach_bundle, server):
     # The served bundles' arms, and the flags that set what the twin sends (a pixel preset trained on the GP7 met a
     # default Panda twin with no word on --robot).
     with pytest.raises(TwinError, match=r"serves no bundle for conveyor-pick with the panda: .*SPEC_MISMATCH.*served: 'reach-bc' "
-                                        r"\(panda, spec .*the twin sends the state observation of its panda: --robot, --obs"):
+                                        r"\(panda, spec .*the twin sends the state observation of its panda; --robot and --obs choose them"):
         run_twin(TwinConfig("conveyor-pick", server, episodes=1, speed=0), log=lambda line: None)

@@ -74,9 +74,8 @@ def run_twin(config: TwinConfig, log=print) -> TwinReport:
             welcome = client.connect(10.0)
         except HandshakeRejected as exc:
             # What the twin sent is set by its flags: name them (conveyor-pick's pixel preset trains on the GP7, the cell has a Panda).
-            hint = f" (the twin sends the {config.obs_mode} observation of its {robot['model']}: --robot, --obs" + \
-                ("" if config.observe_command else " and --observe-command, for a bundle trained with observe_command,") + \
-                " choose what it sends)"
+            hint = f" (the twin sends the {config.obs_mode} observation of its {robot['model']}; --robot and --obs choose them" + \
+                ("" if config.observe_command else ", and a bundle trained with observe_command needs --observe-command") + ")"
             raise TwinError(f"{config.endpoint} serves no bundle for {config.scenario} with the {robot['model']}: "
                             f"{exc}{hint}") from None
         page = None
