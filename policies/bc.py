@@ -133,8 +133,6 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool 
         done = run.completed_rounds(lambda r: _recorded(run, r)) if resume else []
         if done:
             demos, model, vecnorm, counters = _resume(run, done, cfg, env, host_env, device, rng)
-        if resume:  # once the rounds loaded: a failed resume must not cost the log
-            run.keep_evals(lambda record: record.get("round", 0) < len(done))  # a round a crash cut short is redone
         if not done:
             if cfg.demos:
                 demos = load_demos(cfg.demos)
@@ -147,6 +145,8 @@ def train_bc(cfg: TrainConfig, run: RunDir, progress: bool = True, resume: bool 
             host_cfg = TrainConfig(**{**cfg.to_dict(), "bc": bc, "her": False, "hyperparams": hyper})
             model = build_model(host_cfg, vecnorm, device, tensorboard=None)
             counters = {"env_steps": 0 if cfg.demos else len(demos), "wall_s": 0.0, "best": -1.0, "last_eval": None}
+        if resume:  # once the data loaded (rounds, or --demos checked): a failed resume must not cost the log
+            run.keep_evals(lambda record: record.get("round", 0) < len(done))  # a round a crash cut short is redone
         t0 = time.monotonic() - counters["wall_s"] if done else started  # resumed: on from the checkpoint's
         bar = ProgressBar(total=1 + bc.rounds, initial=len(done), enabled=progress)
 

@@ -254,7 +254,10 @@ class RunDir:
             raise RunError(f"{self.path / CONFIG_FILE}: {exc}") from None
 
     def meta(self) -> dict[str, Any]:
-        return json.loads((self.path / META_FILE).read_text())
+        try:
+            return json.loads((self.path / META_FILE).read_text())
+        except (OSError, ValueError) as exc:  # cut short, hand-edited or gone: named, not a traceback
+            raise RunError(f"{self.path / META_FILE}: cannot be read as the run's record ({exc})") from None
 
     def log_resume(self, steps_done: int) -> None:
         meta = self.meta()

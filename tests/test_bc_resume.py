@@ -105,3 +105,39 @@ def test_a_demos_run_resumes_without_its_demos_file_from_anywhere(tmp_path):
     history = RunDir(moved).eval_history()
     assert [e["round"] for e in history] == [0, 1] and history[0] == first
     assert _no_wall(resumed) == _no_wall(whole)
+
+
+def test_a_resume_that_fails_before_training_keeps_the_runs_evaluations(tmp_path):
+    """A run by an older genba keeps no round checkpoints, so a resume starts again from its --demos file; when that
+    file could not be used, the resume had already cut eval.jsonl to nothing."""
+    import shutil
+
+    import pytest
+
+    from policies.demos import DemoError, record_demos, save_demos
+
+    demos = save_demos(record_demos("toy-reach", None, 10, seed=0, progress=False), tmp_path / "demos.npz")
+    out = tmp_path / "run"
+    train(resolve_config("toy-reach", "bc", {"demos": str(demos), "eval_episodes": 3, "bc": {"rounds": 1, "round_episodes": 2}}),
+          out, progress=False)
+    for old_layout in ("checkpoints", "data"):  # as an older genba left a run killed after round 1
+        shutil.rmtree(out / old_layout)
+    (out / "summary.json").unlink()
+    logged = (out / "eval.jsonl").read_text()
+    demos.write_bytes(b"not a demonstrations file")
+    with pytest.raises(DemoError):
+        train(None, out, resume=True, progress=False)
+    assert (out / "eval.jsonl").read_text() == logged and logged.count("\n") == 2
+
+
+def test_a_cut_short_meta_json_is_named_not_a_traceback(tmp_path):
+    import pytest
+
+    from policies.rundir import RunError
+
+    out = tmp_path / "run"
+    train(resolve_config("toy-reach", "bc", {"eval_episodes": 2, "bc": {"rounds": 0, "demo_episodes": 3}}), out, progress=False)
+    text = (out / "meta.json").read_text()
+    (out / "meta.json").write_text(text[: len(text) // 2])
+    with pytest.raises(RunError, match=r"meta.json: cannot be read as the run's record"):
+        RunDir(out).meta()
