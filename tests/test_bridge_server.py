@@ -488,14 +488,19 @@ def test_shutdown_says_bye_and_the_client_notices(bundle):
 # ------------------------------------------------------------------ telemetry
 
 
+def telemetry_subscriber(context, server, topic: bytes):
+    sub = context.socket(zmq.SUB)
+    sub.linger = 0
+    sub.rcvtimeo = TIMEOUT_MS
+    sub.subscribe(topic)
+    sub.connect(server.telemetry_endpoint)
+    time.sleep(0.3)  # slow joiner: let the subscription reach the PUB socket
+    return sub
+
+
 def test_telemetry_publishes_sessions_latency_errors_actions_and_client_stats(bundle, context):
     with serving(bundle, telemetry_period_s=0.1) as server:
-        sub = context.socket(zmq.SUB)
-        sub.linger = 0
-        sub.rcvtimeo = TIMEOUT_MS
-        sub.subscribe(b"")
-        sub.connect(server.telemetry_endpoint)
-        time.sleep(0.3)  # slow joiner: let the subscription reach the PUB socket
+        sub = telemetry_subscriber(context, server, b"")
         sock = dealer(context, server.endpoint)
         hello(sock, bundle, client="cell-1")
         step(sock, 2, OBS)
@@ -524,12 +529,7 @@ def test_log_and_telemetry_show_a_long_refusal_text_clipped(bundle, context, cap
     # A refusal's text can echo a whole field (here a 60 000-character type): the log, one line a second per code,
     # grew 180 KB a second from one client sending three such messages; the reply still carries the whole text.
     with serving(bundle, telemetry_period_s=0.1) as server:
-        sub = context.socket(zmq.SUB)
-        sub.linger = 0
-        sub.rcvtimeo = TIMEOUT_MS
-        sub.subscribe(b"error")
-        sub.connect(server.telemetry_endpoint)
-        time.sleep(0.3)  # slow joiner
+        sub = telemetry_subscriber(context, server, b"error")
         sock = dealer(context, server.endpoint)
         send(sock, {"type": "x" * 60_000, "seq": 1})
         reply = recv(sock).header
