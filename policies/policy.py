@@ -106,10 +106,15 @@ class LoadedPolicy(NamedTuple):
 def recorded_scenario(run: str | Path, scenario: str) -> str:
     """The scenario a run records (a built-in's name, or a file by its absolute path), the file checked to be there: a
     run moved to another machine, or its cell file moved, names the way on (the file may be anywhere now)."""
-    if names_a_file(scenario) and not Path(scenario).is_file():
+    if cell_file_gone(scenario):
         raise PolicyLoadError(f"{run} was trained on {scenario}, which is not there any more; pass the cell file where it "
                               "is now with --scenario")
     return scenario
+
+
+def cell_file_gone(scenario: str) -> bool:
+    """Whether a recorded scenario names a file that is not there (moved, or the run came from another machine)."""
+    return names_a_file(scenario) and not Path(scenario).is_file()
 
 
 def bundle_scenario(path: str | Path, section: dict[str, Any], robot: str | None = None) -> str:

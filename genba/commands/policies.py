@@ -58,6 +58,7 @@ def train_cmd(
     count; a `preset:` line on stderr says which preset and why (config.yaml keeps it).
     """
     from policies.config import parse_overrides, resolve_config, run_scenario
+    from policies.policy import cell_file_gone
     from policies.train import train
     from scenarios import names_a_file
 
@@ -69,7 +70,7 @@ def train_cmd(
         cfg_on_disk = RunDir.open(out).config()
         recorded, moved_to = cfg_on_disk.scenario, None
         if recorded not in (scenario, run_scenario(scenario)):
-            if not (names_a_file(recorded) and not Path(recorded).is_file() and names_a_file(scenario)):
+            if not (cell_file_gone(recorded) and names_a_file(scenario)):
                 raise AppError(f"--resume: {out} trains {recorded!r}, not {scenario!r}")
             moved_to = run_scenario(scenario)  # the run's cell file is gone from where it was: on with it where it is now
         fixed = {"--algo": algo, "--her": her, "--envs": envs, "--seed": seed, "--init": init, "--demos": demos, "--obs": obs,
